@@ -1,0 +1,142 @@
+//! The application: everything a request needs, built once from the configuration, and the
+//! lifecycle around it (start the audit writer and the index, serve, shut down cleanly).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::audit::Auditor;
+use crate::authenticate::Verifier;
+use crate::authorise::Policy;
+use crate::config::Config;
+use crate::fanout::Sources;
+use crate::resolve::Index;
+use crate::schema::Schemas;
+use crate::store::Store;
+
+/// Shared state behind every handler.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub store: Store,
+    pub auditor: Auditor,
+    /// Swapped whole when the policy is reloaded, so a request sees one policy throughout.
+    pub policy: RwLock<Arc<Policy>>,
+    pub sources: Sources,
+    pub index: Index,
+    pub verifier: Verifier,
+    pub schemas: Schemas,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// A built gateway, bound to its address but not yet serving.
+pub struct Application {
+    state: AppState,
+    listener: TcpListener,
+    audit_task: JoinHandle<()>,
+}
+
+impl Application {
+    /// Opens the database (running migrations), loads policy and keys, builds the adapters and
+    /// binds the listener. Any failure here stops start-up before anything is served.
+    pub async fn build(config: Config, schemas: Schemas) -> anyhow::Result<Application> {
+        let store = Store::open(&config.database.url, config.database.max_connections)
+            .await
+            .context("database")?;
+        let policy = Policy::load(&config.policy.model, &config.policy.policy)
+            .await
+            .context("policy")?;
+        tracing::info!(rules = policy.rules(), "policy loaded");
+        let verifier = Verifier::new(&config.auth, &config.agencies).context("auth")?;
+        let sources = Sources::build(&config).context("sources")?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let (auditor, audit_task) = Auditor::start(store.clone());
+        let index = Index::new(store.clone());
+        let state = AppState(Arc::new(Inner {
+            config,
+            store,
+            auditor,
+            policy: RwLock::new(Arc::new(policy)),
+            sources,
+            index,
+            verifier,
+            schemas,
+        }));
+        Ok(Application {
+            state,
+            listener,
+            audit_task,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, lets in-flight requests finish
+    /// (each has already awaited its audit entry) and waits for the audit writer to drain.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let Application {
+            state,
+            listener,
+            audit_task,
+        } = self;
+        let tls = match &state.config.tls {
+            Some(tls) => Some(crate::server::tls_config(tls)?),
+            None => None,
+        };
+        let indexer = tokio::spawn(keep_index(state.clone()));
+        let router = crate::api::router(state.clone());
+        crate::server::serve(listener, router, tls, shutdown).await;
+        indexer.abort();
+        drop(state);
+        // The writer stops once the last handle is gone; bound the wait in case a stuck
+        // connection still holds one.
+        if tokio::time::timeout(Duration::from_secs(10), audit_task).await.is_err() {
+            tracing::warn!("audit writer did not stop within 10 s");
+        }
+        Ok(())
+    }
+}
+
+/// Builds the index at start-up, then refreshes it on the configured interval.
+async fn keep_index(state: AppState) {
+    loop {
+        state.index.sync(&state.sources).await;
+        let every = state.config.index.refresh_secs;
+        if every == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(every)).await;
+    }
+}

@@ -1,0 +1,380 @@
+//! Configuration: one TOML file, overridden by `WEFT_…` environment variables, checked against
+//! `schemas/config.schema.json` before it is deserialised, so that every error names the key.
+//!
+//! Layering follows the usual order: the file, then the environment (`WEFT_LISTEN`,
+//! `WEFT_DATABASE__URL`, …; a double underscore descends into a table).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use weft_adapters::AdapterConfig;
+
+use crate::schema::Schemas;
+
+/// The whole configuration, validated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the gateway listens; port 0 picks a free port (printed at start-up).
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Plain HTTP, allowed only on a loopback address (local development, the demo's own checks).
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub index: IndexConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    pub agencies: Vec<AgencyConfig>,
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain presented to callers.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM bundle of CAs whose client certificates identify calling agency systems. When set,
+    /// mutual TLS is required: a caller without a certificate from this bundle never completes
+    /// the handshake.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://weft.db` (created if missing) or `postgres://user@host/db`.
+    pub url: SecretString,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+fn default_max_connections() -> u32 {
+    16
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Expected `iss` of practitioner tokens.
+    pub issuer: String,
+    /// Expected `aud` of practitioner tokens.
+    pub audience: String,
+    /// Public keys that may sign tokens.
+    pub keys: Vec<KeyConfig>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Matched against the token header's `kid`; a token without `kid` may use any key.
+    pub kid: String,
+    pub algorithm: KeyAlgorithm,
+    /// PEM public key (SubjectPublicKeyInfo).
+    pub public_key: PathBuf,
+}
+
+/// Only asymmetric algorithms: the gateway must never hold a secret that can mint tokens.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+pub enum KeyAlgorithm {
+    RS256,
+    ES256,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub model: PathBuf,
+    pub policy: PathBuf,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            model: PathBuf::from("policies/model.conf"),
+            policy: PathBuf::from("policies/policy.csv"),
+        }
+    }
+}
+
+/// How the master child index keeps up with the sources.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexConfig {
+    /// Seconds between re-reads of listable sources; 0 reads them only at start-up.
+    #[serde(default = "default_refresh")]
+    pub refresh_secs: u64,
+}
+
+fn default_refresh() -> u64 {
+    300
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self {
+            refresh_secs: default_refresh(),
+        }
+    }
+}
+
+/// Bounds that protect the gateway and its partners from a caller.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "default_body_bytes")]
+    pub body_bytes: usize,
+    /// Whole-request timeout; source deadlines should sit well inside it.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+    /// Requests in flight before new ones are shed with 503, rather than queued without bound.
+    #[serde(default = "default_concurrency")]
+    pub max_in_flight: usize,
+}
+
+fn default_body_bytes() -> usize {
+    64 * 1024
+}
+fn default_request_timeout() -> u64 {
+    10_000
+}
+fn default_concurrency() -> usize {
+    1024
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_bytes: default_body_bytes(),
+            request_timeout_ms: default_request_timeout(),
+            max_in_flight: default_concurrency(),
+        }
+    }
+}
+
+/// An organisation whose practitioners or systems use Weft, or whose systems Weft reads.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AgencyConfig {
+    /// Stable id, used in tokens (`agency` claim) and policy overrides.
+    pub id: String,
+    pub name: String,
+    pub kind: AgencyKind,
+}
+
+#[derive(
+    Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AgencyKind {
+    Education,
+    SocialCare,
+    Health,
+    Police,
+}
+
+impl AgencyKind {
+    pub const ALL: [AgencyKind; 4] = [
+        AgencyKind::Education,
+        AgencyKind::SocialCare,
+        AgencyKind::Health,
+        AgencyKind::Police,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgencyKind::Education => "education",
+            AgencyKind::SocialCare => "social_care",
+            AgencyKind::Health => "health",
+            AgencyKind::Police => "police",
+        }
+    }
+}
+
+/// A system Weft reads, through the adapter its `adapter.kind` names.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Stable id; links in the master child index are scoped by it.
+    pub id: String,
+    /// The agency that owns the source (an `agencies[].id`).
+    pub agency: String,
+    /// How long a view waits for this source before showing it `unavailable`.
+    #[serde(default = "default_deadline")]
+    pub deadline_ms: u64,
+    pub adapter: AdapterConfig,
+}
+
+fn default_deadline() -> u64 {
+    1_500
+}
+
+/// A configuration problem, naming the key so an administrator can find it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration: {0}")]
+    Read(String),
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the file, applies `WEFT_…` overrides, validates against the schema, then checks
+    /// what a schema cannot (references between sections, files that must exist).
+    pub fn load(path: &Path, schemas: &Schemas) -> Result<Config, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::Read(format!("{} does not exist", path.display())));
+        }
+        let figment = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed("WEFT_").split("__").lowercase(true));
+        Self::from_figment(figment, path.parent().unwrap_or(Path::new(".")), schemas)
+    }
+
+    /// Parses configuration text, as the demo and tests build it.
+    pub fn from_toml(text: &str, base: &Path, schemas: &Schemas) -> Result<Config, ConfigError> {
+        Self::from_figment(Figment::from(Toml::string(text)), base, schemas)
+    }
+
+    fn from_figment(figment: Figment, base: &Path, schemas: &Schemas) -> Result<Config, ConfigError> {
+        let value: serde_json::Value = figment
+            .extract()
+            .map_err(|e| ConfigError::Read(e.to_string()))?;
+        if let Some(err) = schemas.config_errors(&value).into_iter().next() {
+            return Err(ConfigError::invalid(err.key(), err.message));
+        }
+        let mut config: Config = serde_json::from_value(value)
+            .map_err(|e| ConfigError::invalid("(root)", e.to_string()))?;
+        config.resolve_paths(base);
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Relative paths in the file are relative to the file, not to wherever the process started.
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(tls) = &mut self.tls {
+            fix(&mut tls.cert);
+            fix(&mut tls.key);
+            if let Some(ca) = &mut tls.client_ca {
+                fix(ca);
+            }
+        }
+        for k in &mut self.auth.keys {
+            fix(&mut k.public_key);
+        }
+        fix(&mut self.policy.model);
+        fix(&mut self.policy.policy);
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        match (&self.tls, self.insecure_plaintext) {
+            (None, false) => {
+                return Err(ConfigError::invalid(
+                    "tls",
+                    "required (or set insecure_plaintext = true on a loopback address)",
+                ))
+            }
+            (None, true) if !self.listen.ip().is_loopback() => {
+                return Err(ConfigError::invalid(
+                    "insecure_plaintext",
+                    "plain HTTP is allowed only on a loopback listen address",
+                ))
+            }
+            (Some(_), true) => {
+                return Err(ConfigError::invalid(
+                    "insecure_plaintext",
+                    "cannot be set together with tls",
+                ))
+            }
+            _ => {}
+        }
+        if let Some(tls) = &self.tls {
+            must_exist("tls.cert", &tls.cert)?;
+            must_exist("tls.key", &tls.key)?;
+            if let Some(ca) = &tls.client_ca {
+                must_exist("tls.client_ca", ca)?;
+            }
+        }
+        for (i, k) in self.auth.keys.iter().enumerate() {
+            must_exist(&format!("auth.keys[{i}].public_key"), &k.public_key)?;
+        }
+        must_exist("policy.model", &self.policy.model)?;
+        must_exist("policy.policy", &self.policy.policy)?;
+
+        let mut agencies = BTreeSet::new();
+        for (i, a) in self.agencies.iter().enumerate() {
+            if !agencies.insert(a.id.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("agencies[{i}].id"),
+                    format!("duplicate agency id {:?}", a.id),
+                ));
+            }
+        }
+        let mut sources = BTreeSet::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            if !sources.insert(s.id.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("sources[{i}].id"),
+                    format!("duplicate source id {:?}", s.id),
+                ));
+            }
+            if !agencies.contains(s.agency.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("sources[{i}].agency"),
+                    format!("no agency with id {:?} in [[agencies]]", s.agency),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn agency(&self, id: &str) -> Option<&AgencyConfig> {
+        self.agencies.iter().find(|a| a.id == id)
+    }
+}
+
+fn must_exist(key: &str, path: &Path) -> Result<(), ConfigError> {
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("file {} does not exist", path.display()),
+        ))
+    }
+}

@@ -1,0 +1,14 @@
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = weft::cli::Cli::parse();
+    weft::cli::init_tracing();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("weft: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(weft::cli::run(cli))
+}

@@ -1,0 +1,86 @@
+//! Prometheus metrics, served at `/metrics`. Labels carry route templates, source ids and
+//! outcomes — never a child, a user or anything a person could be identified by.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, TextEncoder,
+};
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+pub static HTTP_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weft_http_requests_total",
+        "HTTP requests by route template and status",
+        &["route", "status"]
+    )
+    .expect("metric registers once")
+});
+
+pub static HTTP_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "weft_http_request_duration_seconds",
+        "HTTP request latency by route template",
+        &["route"],
+        LATENCY_BUCKETS.to_vec()
+    )
+    .expect("metric registers once")
+});
+
+pub static SOURCE_FETCH: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "weft_source_fetch_duration_seconds",
+        "Latency of fetches from each source, by outcome",
+        &["source", "outcome"],
+        LATENCY_BUCKETS.to_vec()
+    )
+    .expect("metric registers once")
+});
+
+pub static DECISIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weft_policy_decisions_total",
+        "Per-category policy decisions in views",
+        &["decision"]
+    )
+    .expect("metric registers once")
+});
+
+pub static AUDIT_BATCH: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "weft_audit_batch_entries",
+        "Audit entries committed per transaction",
+        vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]
+    )
+    .expect("metric registers once")
+});
+
+pub static AUDIT_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "weft_audit_failures_total",
+        "Audit batches that could not be written (their requests failed closed)"
+    )
+    .expect("metric registers once")
+});
+
+pub static AUTH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weft_auth_failures_total",
+        "Rejected credentials, by reason",
+        &["reason"]
+    )
+    .expect("metric registers once")
+});
+
+/// The text exposition of every registered metric.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    let encoder = TextEncoder::new();
+    // Encoding into a Vec cannot fail for the text format.
+    let _ = encoder.encode(&prometheus::gather(), &mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}

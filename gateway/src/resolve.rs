@@ -1,0 +1,571 @@
+//! Stage 2, resolve identity: the master child index. It maps a Weft child id to the records
+//! that each source holds on that child, and an identifier or demographics to a child.
+//!
+//! Linking, in order: a record already linked keeps its link (a link is never moved
+//! automatically); a verified national identifier (NHS number, UPN) shared with a linked record
+//! links deterministically; otherwise an exact match on normalised family name, first given name
+//! and date of birth; otherwise the record starts a new child. Invalid identifiers are kept on
+//! the record, flagged, and never used for linking.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::{stream, StreamExt};
+use serde::Serialize;
+use sqlx::Row;
+use weft_adapters::{Demographics, Probe, SourceRecord};
+
+use crate::fanout::{Source, Sources};
+use crate::identity;
+use crate::store::Store;
+
+/// A child's record in one source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub source: String,
+    pub local_id: String,
+}
+
+/// An identifier as the index keeps it: checked, and flagged when it failed.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct Checked {
+    kind: String,
+    value: String,
+    valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    problem: Option<String>,
+}
+
+/// A child found by a search, and what it was found by.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Found {
+    pub id: String,
+    /// `nhs_number`, `upn`, `local_id` or `demographics`.
+    pub matched_on: &'static str,
+}
+
+/// What to search the index by; built from a validated request.
+#[derive(Debug, Default, Clone)]
+pub struct Search {
+    pub nhs_number: Option<identity::NhsNumber>,
+    pub upn: Option<identity::Upn>,
+    pub local_id: Option<(String, String)>,
+    pub demographics: Option<(String, String, String)>,
+}
+
+/// What one pass over the sources did, for `/readyz` and the logs.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct SyncReport {
+    pub finished_at: Option<DateTime<Utc>>,
+    pub records: usize,
+    pub children: i64,
+    /// Records carrying an identifier that failed its check.
+    pub flagged_identifiers: usize,
+    /// Sources that could not be read, with the reason.
+    pub failed: Vec<(String, String)>,
+}
+
+/// The master child index over the gateway's store.
+pub struct Index {
+    store: Store,
+    ready: AtomicBool,
+    last: Mutex<SyncReport>,
+}
+
+/// How long one listing or one trace may take before the pass moves on.
+const LIST_DEADLINE: Duration = Duration::from_secs(120);
+
+impl Index {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            ready: AtomicBool::new(false),
+            last: Mutex::new(SyncReport::default()),
+        }
+    }
+
+    /// Whether a first pass over the sources has finished.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn last_sync(&self) -> SyncReport {
+        self.last.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The records linked to a child; `None` when there is no such child.
+    pub async fn links(&self, child: &str) -> Result<Option<Vec<Link>>, sqlx::Error> {
+        let exists = sqlx::query("SELECT id FROM children WHERE id = $1")
+            .bind(child)
+            .fetch_optional(&self.store.pool)
+            .await?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT source, local_id FROM source_records WHERE child_id = $1 ORDER BY source, local_id",
+        )
+        .bind(child)
+        .fetch_all(&self.store.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Link {
+                    source: r.try_get("source")?,
+                    local_id: r.try_get("local_id")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map(Some)
+    }
+
+    /// Children matching a search; identifiers first, demographics last.
+    pub async fn find(&self, q: &Search) -> Result<Vec<Found>, sqlx::Error> {
+        let mut found: Vec<Found> = Vec::new();
+        let mut add = |ids: Vec<String>, on: &'static str| {
+            for id in ids {
+                if !found.iter().any(|f| f.id == id) {
+                    found.push(Found { id, matched_on: on });
+                }
+            }
+        };
+        if let Some(n) = &q.nhs_number {
+            add(self.by_identifier("nhs_number", n.as_str()).await?, "nhs_number");
+        }
+        if let Some(u) = &q.upn {
+            add(self.by_identifier("upn", u.as_str()).await?, "upn");
+        }
+        if let Some((source, id)) = &q.local_id {
+            let rows = sqlx::query(
+                "SELECT child_id FROM source_records WHERE source = $1 AND local_id = $2 AND child_id IS NOT NULL",
+            )
+            .bind(source)
+            .bind(id)
+            .fetch_all(&self.store.pool)
+            .await?;
+            add(child_ids(&rows)?, "local_id");
+        }
+        if let Some((family, given, dob)) = &q.demographics {
+            let d = Demographics {
+                family_name: Some(family.clone()),
+                given_name: Some(given.clone()),
+                birth_date: Some(dob.clone()),
+                ..Default::default()
+            };
+            if let Some(key) = match_key(&d) {
+                add(self.by_match_key(&key).await?, "demographics");
+            }
+        }
+        Ok(found)
+    }
+
+    async fn by_identifier(&self, kind: &str, value: &str) -> Result<Vec<String>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT sr.child_id FROM record_identifiers ri \
+             JOIN source_records sr ON sr.source = ri.source AND sr.local_id = ri.local_id \
+             WHERE ri.kind = $1 AND ri.value = $2 AND sr.child_id IS NOT NULL \
+             ORDER BY sr.child_id",
+        )
+        .bind(kind)
+        .bind(value)
+        .fetch_all(&self.store.pool)
+        .await?;
+        child_ids(&rows)
+    }
+
+    async fn by_match_key(&self, key: &str) -> Result<Vec<String>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT child_id FROM source_records WHERE match_key = $1 AND child_id IS NOT NULL ORDER BY child_id",
+        )
+        .bind(key)
+        .fetch_all(&self.store.pool)
+        .await?;
+        child_ids(&rows)
+    }
+
+    /// Adds or refreshes one source record and links it. Returns the child id and whether any
+    /// of its identifiers was flagged invalid.
+    pub async fn upsert(&self, source: &str, rec: &SourceRecord) -> Result<(String, bool), sqlx::Error> {
+        let checked: Vec<Checked> = rec
+            .identifiers
+            .iter()
+            .map(|i| match identity::verify(&i.kind, &i.value) {
+                Ok(v) => Checked {
+                    kind: i.kind.clone(),
+                    value: v,
+                    valid: true,
+                    problem: None,
+                },
+                Err(e) => Checked {
+                    kind: i.kind.clone(),
+                    value: i.value.clone(),
+                    valid: false,
+                    problem: Some(e.to_string()),
+                },
+            })
+            .collect();
+        let flagged = checked.iter().any(|c| !c.valid);
+        let key = match_key(&rec.demographics);
+        let now = Utc::now().to_rfc3339();
+
+        let mut tx = self.store.pool.begin().await?;
+        let existing: Option<Option<String>> = sqlx::query(
+            "SELECT child_id FROM source_records WHERE source = $1 AND local_id = $2",
+        )
+        .bind(source)
+        .bind(&rec.local_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| r.try_get("child_id"))
+        .transpose()?;
+
+        let (child, method) = match existing.flatten() {
+            Some(child) => (child, None),
+            None => {
+                let mut linked = None;
+                for c in checked.iter().filter(|c| c.valid && identity::is_national(&c.kind)) {
+                    let row = sqlx::query(
+                        "SELECT sr.child_id FROM record_identifiers ri \
+                         JOIN source_records sr ON sr.source = ri.source AND sr.local_id = ri.local_id \
+                         WHERE ri.kind = $1 AND ri.value = $2 AND sr.child_id IS NOT NULL \
+                         ORDER BY sr.child_id LIMIT 1",
+                    )
+                    .bind(&c.kind)
+                    .bind(&c.value)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(row) = row {
+                        linked = Some((row.try_get::<String, _>("child_id")?, format!("identifier:{}", c.kind)));
+                        break;
+                    }
+                }
+                if linked.is_none() {
+                    if let Some(key) = &key {
+                        let rows = sqlx::query(
+                            "SELECT DISTINCT child_id FROM source_records WHERE match_key = $1 AND child_id IS NOT NULL",
+                        )
+                        .bind(key)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                        // Two children with the same key is ambiguous: start a new child rather
+                        // than guess; the probabilistic matcher and reviewers resolve it.
+                        if let [row] = rows.as_slice() {
+                            linked = Some((row.try_get("child_id")?, "demographics".to_string()));
+                        }
+                    }
+                }
+                match linked {
+                    Some((child, method)) => (child, Some(method)),
+                    None => {
+                        let child = uuid::Uuid::new_v4().to_string();
+                        sqlx::query("INSERT INTO children (id, created_at) VALUES ($1, $2)")
+                            .bind(&child)
+                            .bind(&now)
+                            .execute(&mut *tx)
+                            .await?;
+                        (child, Some("new".to_string()))
+                    }
+                }
+            }
+        };
+
+        let identifiers = serde_json::to_string(&checked).unwrap_or_else(|_| "[]".into());
+        let demographics = serde_json::to_string(&rec.demographics).unwrap_or_else(|_| "{}".into());
+        match method {
+            None => {
+                sqlx::query(
+                    "UPDATE source_records SET identifiers = $1, demographics = $2, match_key = $3, updated_at = $4 \
+                     WHERE source = $5 AND local_id = $6",
+                )
+                .bind(&identifiers)
+                .bind(&demographics)
+                .bind(key.as_deref())
+                .bind(&now)
+                .bind(source)
+                .bind(&rec.local_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Some(method) => {
+                sqlx::query(
+                    "INSERT INTO source_records (source, local_id, child_id, identifiers, demographics, match_key, link_method, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(source)
+                .bind(&rec.local_id)
+                .bind(&child)
+                .bind(&identifiers)
+                .bind(&demographics)
+                .bind(key.as_deref())
+                .bind(&method)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        sqlx::query("DELETE FROM record_identifiers WHERE source = $1 AND local_id = $2")
+            .bind(source)
+            .bind(&rec.local_id)
+            .execute(&mut *tx)
+            .await?;
+        let mut seen = BTreeSet::new();
+        for c in checked.iter().filter(|c| c.valid) {
+            if !seen.insert((c.kind.as_str(), c.value.as_str())) {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO record_identifiers (kind, value, source, local_id) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&c.kind)
+            .bind(&c.value)
+            .bind(source)
+            .bind(&rec.local_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok((child, flagged))
+    }
+
+    /// One pass over every source: listable sources are read whole; children are then traced
+    /// into query-only sources (such as PDS) by NHS number, or by demographics without one.
+    pub async fn sync(&self, sources: &Sources) -> SyncReport {
+        let mut report = SyncReport::default();
+        let mut query_only = Vec::new();
+        for source in &sources.all {
+            match tokio::time::timeout(LIST_DEADLINE, source.adapter.list()).await {
+                Err(_) => report.failed.push((source.id.clone(), "timeout".into())),
+                Ok(Err(e)) => {
+                    tracing::warn!(source = %source.id, error = %e, "listing source failed");
+                    report.failed.push((source.id.clone(), e.reason().into()));
+                }
+                Ok(Ok(None)) => query_only.push(source.clone()),
+                Ok(Ok(Some(records))) => {
+                    for rec in &records {
+                        self.count(&mut report, source, rec).await;
+                    }
+                }
+            }
+        }
+        for source in query_only {
+            if let Err(e) = self.trace(&source, &mut report).await {
+                tracing::warn!(source = %source.id, error = %e, "tracing into source failed");
+                report.failed.push((source.id.clone(), "database_error".into()));
+            }
+        }
+        report.children = sqlx::query("SELECT COUNT(*) AS n FROM children")
+            .fetch_one(&self.store.pool)
+            .await
+            .and_then(|r| r.try_get::<i64, _>("n"))
+            .unwrap_or(-1);
+        report.finished_at = Some(Utc::now());
+        tracing::info!(
+            records = report.records,
+            children = report.children,
+            flagged = report.flagged_identifiers,
+            failed_sources = report.failed.len(),
+            "index pass finished"
+        );
+        if let Ok(mut last) = self.last.lock() {
+            *last = report.clone();
+        }
+        self.ready.store(true, Ordering::Release);
+        report
+    }
+
+    async fn count(&self, report: &mut SyncReport, source: &Source, rec: &SourceRecord) {
+        match self.upsert(&source.id, rec).await {
+            Ok((_, flagged)) => {
+                report.records += 1;
+                report.flagged_identifiers += usize::from(flagged);
+            }
+            Err(e) => {
+                tracing::warn!(source = %source.id, error = %e, "index upsert failed");
+                report.failed.push((source.id.clone(), "database_error".into()));
+            }
+        }
+    }
+
+    /// Probes a query-only source for each child it is not yet linked to.
+    async fn trace(&self, source: &Source, report: &mut SyncReport) -> Result<(), sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT c.id AS id FROM children c WHERE NOT EXISTS \
+             (SELECT 1 FROM source_records sr WHERE sr.child_id = c.id AND sr.source = $1)",
+        )
+        .bind(&source.id)
+        .fetch_all(&self.store.pool)
+        .await?;
+        let children = child_ids_col(&rows, "id")?;
+        let probes = stream::iter(children)
+            .map(|child| async move { self.probe(&child).await })
+            .buffer_unordered(8)
+            .collect::<Vec<_>>()
+            .await;
+        let found = stream::iter(probes.into_iter().flatten())
+            .map(|probe| async move {
+                tokio::time::timeout(source.deadline * 4, source.adapter.find(&probe)).await
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<_>>()
+            .await;
+        for result in found {
+            match result {
+                Ok(Ok(records)) => {
+                    for rec in &records {
+                        self.count(report, source, rec).await;
+                    }
+                }
+                Ok(Err(e)) => tracing::debug!(source = %source.id, reason = e.reason(), "trace found nothing"),
+                Err(_) => tracing::debug!(source = %source.id, "trace timed out"),
+            }
+        }
+        Ok(())
+    }
+
+    /// The best probe for a child: a verified NHS number, else the demographics of one record.
+    async fn probe(&self, child: &str) -> Option<Probe> {
+        let rows = sqlx::query("SELECT identifiers, demographics FROM source_records WHERE child_id = $1")
+            .bind(child)
+            .fetch_all(&self.store.pool)
+            .await
+            .ok()?;
+        let mut demographics = None;
+        for row in &rows {
+            let ids: String = row.try_get("identifiers").ok()?;
+            let ids: Vec<Checked> = serde_json::from_str(&ids).unwrap_or_default();
+            if let Some(n) = ids.iter().find(|c| c.valid && c.kind == "nhs_number") {
+                return Some(Probe {
+                    identifiers: vec![weft_adapters::Identifier::new("nhs_number", n.value.clone())],
+                    demographics: Demographics::default(),
+                });
+            }
+            if demographics.is_none() {
+                let d: String = row.try_get("demographics").ok()?;
+                demographics = serde_json::from_str::<Demographics>(&d).ok();
+            }
+        }
+        let d = demographics?;
+        (d.family_name.is_some() && d.birth_date.is_some()).then(|| Probe {
+            identifiers: Vec::new(),
+            demographics: d,
+        })
+    }
+}
+
+fn child_ids(rows: &[sqlx::any::AnyRow]) -> Result<Vec<String>, sqlx::Error> {
+    child_ids_col(rows, "child_id")
+}
+
+fn child_ids_col(rows: &[sqlx::any::AnyRow], col: &str) -> Result<Vec<String>, sqlx::Error> {
+    rows.iter().map(|r| r.try_get(col)).collect()
+}
+
+/// Family name, first given name and date of birth, normalised: lower case, letters only.
+/// `None` unless all three are present, so a partial record never matches by accident.
+pub fn match_key(d: &Demographics) -> Option<String> {
+    let letters = |s: &str| -> String {
+        s.chars()
+            .filter(|c| c.is_alphabetic())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let family = letters(d.family_name.as_deref()?);
+    let given = letters(d.given_name.as_deref()?.split_whitespace().next()?);
+    let dob = d.birth_date.as_deref()?.trim();
+    if family.is_empty() || given.is_empty() || dob.is_empty() {
+        return None;
+    }
+    Some(format!("{family}|{given}|{dob}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+    use weft_adapters::Identifier;
+
+    fn rec(id: &str, ids: &[(&str, &str)], family: &str, given: &str, dob: &str) -> SourceRecord {
+        SourceRecord {
+            local_id: id.into(),
+            identifiers: ids.iter().map(|(k, v)| Identifier::new(*k, *v)).collect(),
+            demographics: Demographics {
+                family_name: Some(family.into()),
+                given_name: Some(given.into()),
+                birth_date: Some(dob.into()),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn links_by_identifier_then_demographics_and_flags_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("mci.db").display());
+        let store = Store::open(&SecretString::from(url), 2).await.unwrap();
+        let index = Index::new(store);
+
+        let (a, _) = index
+            .upsert("health", &rec("p1", &[("nhs_number", "9000000009")], "O'Brien", "Amy", "2012-03-04"))
+            .await
+            .unwrap();
+        // Same NHS number, different spelling: linked by identifier.
+        let (b, _) = index
+            .upsert("school", &rec("s1", &[("nhs_number", "9000000009"), ("upn", "A801200005001")], "Obrien", "Amelia", "2012-03-04"))
+            .await
+            .unwrap();
+        assert_eq!(a, b);
+        // Invalid NHS number is flagged and ignored; exact demographics link instead.
+        let (c, flagged) = index
+            .upsert("police", &rec("x9", &[("nhs_number", "9000000015")], "O'BRIEN", "amy", "2012-03-04"))
+            .await
+            .unwrap();
+        assert!(flagged);
+        assert_eq!(a, c);
+        // The invalid UPN on s1 is not a linking key.
+        let found = index
+            .find(&Search { upn: None, ..Default::default() })
+            .await
+            .unwrap();
+        assert!(found.is_empty());
+        let links = index.links(&a).await.unwrap().unwrap();
+        assert_eq!(links.len(), 3);
+        // Re-upserting keeps the link.
+        let (again, _) = index
+            .upsert("police", &rec("x9", &[], "Different", "Name", "2001-01-01"))
+            .await
+            .unwrap();
+        assert_eq!(again, a);
+        // A stranger starts a new child.
+        let (d, _) = index
+            .upsert("health", &rec("p2", &[("nhs_number", "9912003888")], "Khan", "Sara", "2010-01-01"))
+            .await
+            .unwrap();
+        assert_ne!(a, d);
+        let found = index
+            .find(&Search {
+                nhs_number: Some(identity::NhsNumber::parse("9912003888").unwrap()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].id, d);
+        assert!(index.links("nope").await.unwrap().is_none());
+    }
+
+    #[test]
+    fn match_key_needs_all_three() {
+        let mut d = Demographics {
+            family_name: Some("Smith-Jones".into()),
+            given_name: Some("Mary Ann".into()),
+            birth_date: Some("2012-01-02".into()),
+            ..Default::default()
+        };
+        assert_eq!(match_key(&d).unwrap(), "smithjones|mary|2012-01-02");
+        d.birth_date = None;
+        assert!(match_key(&d).is_none());
+    }
+}

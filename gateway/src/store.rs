@@ -1,0 +1,93 @@
+//! The gateway's own database: the master child index and the audit log. One schema, two
+//! backends — SQLite embedded by default, PostgreSQL for real deployments and several nodes —
+//! reached through sqlx's `Any` driver so that every query is written once. Queries stick to
+//! the portable subset (`$n` parameters, TEXT timestamps, BIGINT) that both understand.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+static SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database URL must start with sqlite: or postgres://")]
+    Scheme,
+    #[error("cannot connect to the database: {0}")]
+    Connect(sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// A pool on the gateway's database, with the backend it speaks.
+#[derive(Clone)]
+pub struct Store {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+impl Store {
+    /// Connects and runs the migrations kept in the repository. A SQLite file is created if it
+    /// does not exist, in WAL mode so that reads never wait for the audit writer.
+    pub async fn open(url: &SecretString, max_connections: u32) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let raw = url.expose_secret();
+        let (backend, raw) = if raw.starts_with("sqlite:") {
+            let sep = if raw.contains('?') { '&' } else { '?' };
+            let url = if raw.contains("mode=") {
+                raw.to_string()
+            } else {
+                format!("{raw}{sep}mode=rwc")
+            };
+            (Backend::Sqlite, url)
+        } else if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            (Backend::Postgres, raw.to_string())
+        } else {
+            return Err(StoreError::Scheme);
+        };
+        let options = AnyConnectOptions::from_str(&raw).map_err(StoreError::Connect)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(StoreError::Connect)?;
+        if backend == Backend::Sqlite {
+            pool.execute("PRAGMA journal_mode = WAL").await?;
+        }
+        let store = Store { pool, backend };
+        match backend {
+            Backend::Sqlite => SQLITE.run(&store.pool).await?,
+            Backend::Postgres => POSTGRES.run(&store.pool).await?,
+        }
+        Ok(store)
+    }
+
+    /// Whether the database answers, for `/readyz`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
