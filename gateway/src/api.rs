@@ -83,7 +83,11 @@ pub fn router(state: AppState) -> Router {
                     if e.is::<tower::load_shed::error::Overloaded>() {
                         ApiError::Unavailable("overloaded; retry shortly").into_response()
                     } else if e.is::<tower::timeout::error::Elapsed>() {
-                        (StatusCode::REQUEST_TIMEOUT, Json(json!({"error": "timeout"}))).into_response()
+                        (
+                            StatusCode::REQUEST_TIMEOUT,
+                            Json(json!({"error": "timeout"})),
+                        )
+                            .into_response()
                     } else {
                         ApiError::Internal(e.to_string()).into_response()
                     }
@@ -232,8 +236,18 @@ async fn view(
     } else {
         "shown"
     };
-    let detail = serde_json::to_value(&disclosure).map_err(|e| ApiError::Internal(e.to_string()))?;
-    record(&state, &principal, "view", Some(&id), Some(purpose), outcome, detail).await?;
+    let detail =
+        serde_json::to_value(&disclosure).map_err(|e| ApiError::Internal(e.to_string()))?;
+    record(
+        &state,
+        &principal,
+        "view",
+        Some(&id),
+        Some(purpose),
+        outcome,
+        detail,
+    )
+    .await?;
     Ok(Json(view))
 }
 
@@ -271,7 +285,16 @@ async fn search(
     };
     let outcome = if ids.is_empty() { "no_match" } else { "found" };
     let detail = json!({"children": ids, "matched_on": children.iter().map(|c| c.matched_on).collect::<Vec<_>>()});
-    record(&state, &principal, "search", child, Some(purpose), outcome, detail).await?;
+    record(
+        &state,
+        &principal,
+        "search",
+        child,
+        Some(purpose),
+        outcome,
+        detail,
+    )
+    .await?;
     Ok(Json(SearchResult { children }))
 }
 
@@ -289,16 +312,24 @@ fn parse_search(state: &AppState, body: &[u8]) -> Result<(Search, Purpose), ApiE
     let purpose = parse_purpose(text("purpose"), "/purpose")?;
     let mut q = Search::default();
     if let Some(n) = text("nhs_number") {
-        q.nhs_number = Some(NhsNumber::parse(n).map_err(|e| ApiError::field("/nhs_number", e.to_string()))?);
+        q.nhs_number =
+            Some(NhsNumber::parse(n).map_err(|e| ApiError::field("/nhs_number", e.to_string()))?);
     }
     if let Some(u) = text("upn") {
         q.upn = Some(Upn::parse(u).map_err(|e| ApiError::field("/upn", e.to_string()))?);
     }
     if let Some(l) = value.get("local_id") {
-        let part = |k: &str| l.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let part = |k: &str| {
+            l.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         q.local_id = Some((part("source"), part("id")));
     }
-    if let (Some(f), Some(g), Some(d)) = (text("family_name"), text("given_name"), text("birth_date")) {
+    if let (Some(f), Some(g), Some(d)) =
+        (text("family_name"), text("given_name"), text("birth_date"))
+    {
         q.demographics = Some((f.into(), g.into(), d.into()));
     }
     Ok((q, purpose))
@@ -321,7 +352,8 @@ async fn audit_query(
     query: Result<Query<audit::Query>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<audit::Recorded>>, ApiError> {
     if principal.role != Role::IgOfficer {
-        let e = ApiError::Forbidden("the audit log is open to information-governance officers only");
+        let e =
+            ApiError::Forbidden("the audit log is open to information-governance officers only");
         return Err(refuse(&state, &principal, "audit_query", None, None, e).await);
     }
     let Query(q) = match query {

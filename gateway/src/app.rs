@@ -105,7 +105,10 @@ impl Application {
 
     /// Serves until `shutdown` resolves; then stops accepting, lets in-flight requests finish
     /// (each has already awaited its audit entry) and waits for the audit writer to drain.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
         let Application {
             state,
             listener,
@@ -122,7 +125,10 @@ impl Application {
         drop(state);
         // The writer stops once the last handle is gone; bound the wait in case a stuck
         // connection still holds one.
-        if tokio::time::timeout(Duration::from_secs(10), audit_task).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), audit_task)
+            .await
+            .is_err()
+        {
             tracing::warn!("audit writer did not stop within 10 s");
         }
         Ok(())

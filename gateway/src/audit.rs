@@ -64,16 +64,7 @@ pub enum AuditError {
 /// verification never depends on re-serialising JSON the same way.
 fn digest(prev_hash: &str, seq: i64, at: &str, e: &Entry, detail: &str) -> String {
     let canonical = serde_json::json!([
-        seq,
-        at,
-        e.user,
-        e.agency,
-        e.role,
-        e.action,
-        e.child,
-        e.purpose,
-        e.outcome,
-        detail
+        seq, at, e.user, e.agency, e.role, e.action, e.child, e.purpose, e.outcome, detail
     ]);
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
@@ -262,7 +253,9 @@ pub async fn search(store: &Store, q: &Query) -> Result<Vec<Recorded>, AuditErro
         query = query.bind(b);
     }
     let rows = query.fetch_all(&store.pool).await?;
-    rows.iter().map(|r| read_row(r).map(|(rec, _, _)| rec)).collect()
+    rows.iter()
+        .map(|r| read_row(r).map(|(rec, _, _)| rec))
+        .collect()
 }
 
 /// What `weft audit verify` found.
@@ -319,7 +312,11 @@ pub async fn verify(store: &Store) -> Result<Verification, AuditError> {
                 ));
             }
             if digest(&rec.prev_hash, rec.seq, &at, &rec.entry, &detail) != rec.hash {
-                return Ok(broken(count, rec.seq, format!("entry {} was changed", rec.seq)));
+                return Ok(broken(
+                    count,
+                    rec.seq,
+                    format!("entry {} was changed", rec.seq),
+                ));
             }
             if rec.prev_hash != prev {
                 return Ok(broken(
@@ -368,7 +365,7 @@ fn broken(entries: i64, seq: i64, what: String) -> Verification {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::SecretString;
+    use crate::store::test_store;
 
     fn entry(user: &str) -> Entry {
         Entry {
@@ -384,15 +381,10 @@ mod tests {
         }
     }
 
-    async fn store(dir: &tempfile::TempDir) -> Store {
-        let url = format!("sqlite://{}", dir.path().join("audit.db").display());
-        Store::open(&SecretString::from(url), 4).await.unwrap()
-    }
-
     #[tokio::test]
     async fn chain_verifies_and_names_changes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
+        let (store, _db) = test_store(dir.path()).await;
         let (auditor, task) = Auditor::start(store.clone());
         let appends: Vec<_> = (0..50)
             .map(|i| {
@@ -406,7 +398,13 @@ mod tests {
         drop(auditor);
         task.await.unwrap();
         let v = verify(&store).await.unwrap();
-        assert_eq!(v, Verification { entries: 50, problem: None });
+        assert_eq!(
+            v,
+            Verification {
+                entries: 50,
+                problem: None
+            }
+        );
 
         sqlx::query("UPDATE audit_log SET user_id = 'someone-else' WHERE seq = 17")
             .execute(&store.pool)
@@ -419,7 +417,7 @@ mod tests {
     #[tokio::test]
     async fn removals_are_named() {
         let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
+        let (store, _db) = test_store(dir.path()).await;
         let (auditor, _task) = Auditor::start(store.clone());
         for i in 0..5 {
             auditor.append(entry(&format!("u{i}"))).await.unwrap();

@@ -71,7 +71,10 @@ impl Policy {
         let model_text = std::fs::read_to_string(model)
             .map_err(|e| PolicyError::Load(format!("{}: {e}", model.display())))?;
         if !policy.exists() {
-            return Err(PolicyError::Load(format!("{} does not exist", policy.display())));
+            return Err(PolicyError::Load(format!(
+                "{} does not exist",
+                policy.display()
+            )));
         }
         let model = DefaultModel::from_str(&model_text).await.map_err(load)?;
         let adapter = FileAdapter::new(policy.to_path_buf());
@@ -85,7 +88,9 @@ impl Policy {
                     format!("expected 8 fields after `p`, found {}", r.len()),
                 ));
             }
-            if !matches!(r[4].as_str(), "allow" | "deny") || !matches!(r[5].as_str(), "-" | "consent") {
+            if !matches!(r[4].as_str(), "allow" | "deny")
+                || !matches!(r[5].as_str(), "-" | "consent")
+            {
                 return Err(PolicyError::Rule(
                     r[6].clone(),
                     "effect must be allow or deny, condition - or consent".into(),
@@ -113,7 +118,13 @@ impl Policy {
     }
 
     /// The decision for one category. Categories outside the known list are denied.
-    pub fn decide(&self, role: Role, kind: AgencyKind, category: &str, purpose: Purpose) -> Decision {
+    pub fn decide(
+        &self,
+        role: Role,
+        kind: AgencyKind,
+        category: &str,
+        purpose: Purpose,
+    ) -> Decision {
         CATEGORIES
             .iter()
             .position(|c| *c == category)
@@ -212,10 +223,14 @@ pub fn judge(
                             let kept = items
                                 .into_iter()
                                 .filter(|item| {
-                                    let shown = match categories.iter().find(|c| c.category == item.category) {
+                                    let shown = match categories
+                                        .iter()
+                                        .find(|c| c.category == item.category)
+                                    {
                                         Some(c) => c.status == "shown",
                                         None => {
-                                            let d = policy.decide(role, kind, &item.category, purpose);
+                                            let d =
+                                                policy.decide(role, kind, &item.category, purpose);
                                             let c = category_decision(&item.category, d);
                                             let shown = c.status == "shown";
                                             categories.push(c);
@@ -229,9 +244,14 @@ pub fn judge(
                         })
                         .collect();
                     for c in &categories {
-                        crate::metrics::DECISIONS.with_label_values(&[c.status]).inc();
+                        crate::metrics::DECISIONS
+                            .with_label_values(&[c.status])
+                            .inc();
                     }
-                    Judged::Shown { records, categories }
+                    Judged::Shown {
+                        records,
+                        categories,
+                    }
                 }
             };
             (f, judged)
@@ -251,7 +271,11 @@ fn category_decision(category: &str, d: Decision) -> CategoryDecision {
         status,
         rule: d.rule,
         reason,
-        basis: if status == "shown" { d.basis } else { Vec::new() },
+        basis: if status == "shown" {
+            d.basis
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -312,7 +336,12 @@ mod tests {
     #[tokio::test]
     async fn dsl_inherits_teacher_and_early_help_needs_consent() {
         let p = default_policy().await;
-        let d = p.decide(Role::Dsl, AgencyKind::Education, "education.attendance", Purpose::Safeguarding);
+        let d = p.decide(
+            Role::Dsl,
+            AgencyKind::Education,
+            "education.attendance",
+            Purpose::Safeguarding,
+        );
         assert_eq!(d.rule, "TCH-SG-EDUCATION");
         let d = p.decide(
             Role::SocialWorker,
@@ -326,9 +355,19 @@ mod tests {
     #[tokio::test]
     async fn no_rule_and_unknown_category_deny() {
         let p = default_policy().await;
-        let d = p.decide(Role::DataAdmin, AgencyKind::SocialCare, "identity.core", Purpose::Safeguarding);
+        let d = p.decide(
+            Role::DataAdmin,
+            AgencyKind::SocialCare,
+            "identity.core",
+            Purpose::Safeguarding,
+        );
         assert_eq!(d, Decision::default_deny());
-        let d = p.decide(Role::SocialWorker, AgencyKind::SocialCare, "made.up", Purpose::Safeguarding);
+        let d = p.decide(
+            Role::SocialWorker,
+            AgencyKind::SocialCare,
+            "made.up",
+            Purpose::Safeguarding,
+        );
         assert_eq!(d, Decision::default_deny());
     }
 
@@ -336,10 +375,19 @@ mod tests {
     async fn broken_policy_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let bad = dir.path().join("policy.csv");
-        std::fs::write(&bad, "p, teacher, education, identity.core, safeguarding, maybe, -, X, 6e\n").unwrap();
-        assert!(Policy::load(&repo("policies/model.conf"), &bad).await.is_err());
-        assert!(Policy::load(&repo("policies/model.conf"), &dir.path().join("missing.csv"))
+        std::fs::write(
+            &bad,
+            "p, teacher, education, identity.core, safeguarding, maybe, -, X, 6e\n",
+        )
+        .unwrap();
+        assert!(Policy::load(&repo("policies/model.conf"), &bad)
             .await
             .is_err());
+        assert!(Policy::load(
+            &repo("policies/model.conf"),
+            &dir.path().join("missing.csv")
+        )
+        .await
+        .is_err());
     }
 }

@@ -1,10 +1,302 @@
-//! `weft bench view`.
+//! `weft bench view`: merged views through the real gateway (HTTPS, tokens, policy, audit)
+//! against simulated sources that each answer after a fixed delay, beside the same sources
+//! called directly in the same run. The fan-out is concurrent, so the gateway's median should
+//! sit just above the slowest source's, not at the sum of them.
 
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
 use clap::Args;
+use serde_json::json;
+
+use crate::app::Application;
+use crate::config::{AgencyConfig, AgencyKind, Config};
+use crate::devpki::DevPki;
+use crate::schema::Schemas;
+use crate::sim::delayed;
 
 #[derive(Debug, Args)]
-pub struct ViewArgs {}
+pub struct ViewArgs {
+    /// How long each simulated source takes to answer.
+    #[arg(long, default_value_t = 20)]
+    pub delay_ms: u64,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// How long to load the gateway (the direct-source baseline runs for a third of this).
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// The gateway's store: a PostgreSQL URL (its database is used as it is), or a temporary
+    /// SQLite file when omitted.
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
 
-pub async fn view(_args: ViewArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet wired")
+/// Latencies of one phase.
+struct Phase {
+    latencies: Vec<Duration>,
+    failures: usize,
+    elapsed: Duration,
+}
+
+impl Phase {
+    fn quantile(&self, q: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.latencies.len() - 1) as f64 * q).round() as usize;
+        self.latencies[i]
+    }
+
+    fn rate(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn row(&self, name: &str) -> String {
+        format!(
+            "{name:<24} {:>9} {:>10.0} {:>9.2} {:>9.2} {:>9}",
+            self.latencies.len(),
+            self.rate(),
+            ms(self.quantile(0.5)),
+            ms(self.quantile(0.99)),
+            self.failures
+        )
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs `concurrency` loops of `call` for `duration`, recording each successful latency.
+async fn load<F, Fut>(concurrency: usize, duration: Duration, call: F) -> Phase
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let call = Arc::new(call);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let workers: Vec<_> = (0..concurrency)
+        .map(|w| {
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut ok = Vec::new();
+                let mut failed = 0usize;
+                let mut n = w;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    if call(n).await {
+                        ok.push(t.elapsed());
+                    } else {
+                        failed += 1;
+                    }
+                    n += concurrency;
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    for w in workers {
+        if let Ok((ok, failed)) = w.await {
+            latencies.extend(ok);
+            failures += failed;
+        }
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    Phase {
+        latencies,
+        failures,
+        elapsed,
+    }
+}
+
+pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let pki = DevPki::generate(&dir.path().join("pki"))?;
+    let delay = Duration::from_millis(args.delay_ms);
+
+    let kinds = AgencyKind::ALL;
+    let mut servers = Vec::new();
+    let mut agencies = Vec::new();
+    let mut sources = Vec::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        let server = delayed::start_delayed_source(delay).await?;
+        let agency = AgencyConfig {
+            id: format!("bench-{}", kind.as_str()),
+            name: format!("Benchmark {} agency", kind.as_str()),
+            kind: *kind,
+        };
+        sources.push(delayed::source_config(
+            &format!("bench-source-{i}"),
+            &agency.id,
+            server.addr,
+            delay * 10,
+        ));
+        agencies.push(agency);
+        servers.push(server);
+    }
+
+    let store_url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("weft-bench.db").display()));
+    let config = bench_config(&pki, &store_url, &agencies, &sources, dir.path())?;
+    let app = Application::build(config, Schemas::load()?).await?;
+    let addr = app.local_addr()?;
+    let state = app.state().clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    while !state.index.is_ready() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let ca = std::fs::read(&pki.ca)?;
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let base = format!("https://127.0.0.1:{}", addr.port());
+    let token = pki
+        .issuer
+        .mint("bench-sw", "bench-social_care", "social_worker", 3600);
+
+    let found: serde_json::Value = client
+        .post(format!("{base}/v1/children/search"))
+        .bearer_auth(&token)
+        .json(&json!({"purpose": "safeguarding", "nhs_number": delayed::NHS_NUMBER}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let child = found["children"][0]["id"]
+        .as_str()
+        .context("the benchmark child was not indexed")?
+        .to_string();
+
+    println!(
+        "weft bench view: {} sources answering after {} ms, concurrency {}, store {}",
+        servers.len(),
+        args.delay_ms,
+        args.concurrency,
+        if store_url.starts_with("postgres") {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        }
+    );
+
+    // Baseline: each source on its own, same client, same concurrency.
+    let baseline = Duration::from_secs((args.seconds / 3).max(1));
+    let mut direct = Vec::new();
+    for s in &servers {
+        let url = format!("http://{}/people/{}", s.addr, delayed::LOCAL_ID);
+        let c = client.clone();
+        let phase = load(args.concurrency, baseline, move |_| {
+            let c = c.clone();
+            let url = url.clone();
+            async move { matches!(c.get(&url).send().await, Ok(r) if r.status().is_success()) }
+        })
+        .await;
+        direct.push(phase);
+    }
+
+    // Warm the gateway's connection pools, then measure.
+    let view_url = format!("{base}/v1/children/{child}?purpose=safeguarding");
+    let call = {
+        let client = client.clone();
+        let token = token.clone();
+        move |_| {
+            let c = client.clone();
+            let url = view_url.clone();
+            let token = token.clone();
+            async move {
+                match c.get(&url).bearer_auth(&token).send().await {
+                    Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                    _ => false,
+                }
+            }
+        }
+    };
+    let call = Arc::new(call);
+    let warm = call.clone();
+    load(args.concurrency, Duration::from_secs(1), move |n| warm(n)).await;
+    let measured = call.clone();
+    let gateway = load(
+        args.concurrency,
+        Duration::from_secs(args.seconds),
+        move |n| measured(n),
+    )
+    .await;
+
+    println!(
+        "{:<24} {:>9} {:>10} {:>9} {:>9} {:>9}",
+        "", "requests", "req/s", "p50 ms", "p99 ms", "failed"
+    );
+    for (i, p) in direct.iter().enumerate() {
+        println!("{}", p.row(&format!("source {i} direct")));
+    }
+    println!("{}", gateway.row("gateway merged view"));
+    let slowest = direct
+        .iter()
+        .map(|p| p.quantile(0.5))
+        .max()
+        .unwrap_or_default();
+    println!(
+        "gateway p50 - slowest source p50: {:+.2} ms (target: within 3 ms)",
+        ms(gateway.quantile(0.5)) - ms(slowest)
+    );
+    println!(
+        "merged views per second: {:.0} (target with the audit on PostgreSQL: 2000)",
+        gateway.rate()
+    );
+
+    let _ = stop.send(());
+    server.await??;
+    let verification = crate::audit::verify(&state.store).await?;
+    match verification.problem {
+        None => println!("audit chain verified: {} entries", verification.entries),
+        Some(p) => anyhow::bail!("audit chain broken at entry {}: {}", p.seq, p.what),
+    }
+    drop(servers);
+    Ok(())
+}
+
+fn bench_config(
+    pki: &DevPki,
+    store_url: &str,
+    agencies: &[AgencyConfig],
+    sources: &[crate::config::SourceConfig],
+    dir: &Path,
+) -> anyhow::Result<Config> {
+    #[derive(serde::Serialize)]
+    struct Tables<'a> {
+        agencies: &'a [AgencyConfig],
+        sources: &'a [crate::config::SourceConfig],
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let policies = crate::demo::policy_paths(&repo, dir)?;
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\n\
+         [tls]\ncert = {:?}\nkey = {:?}\n\n\
+         [database]\nurl = {:?}\nmax_connections = 16\n\n\
+         [policy]\nmodel = {:?}\npolicy = {:?}\n\n\
+         [index]\nrefresh_secs = 0\n\n\
+         [limits]\nmax_in_flight = 4096\n\n{}\n{}",
+        pki.server_cert.display().to_string(),
+        pki.server_key.display().to_string(),
+        store_url,
+        policies.0.display().to_string(),
+        policies.1.display().to_string(),
+        pki.auth_toml(),
+        toml::to_string(&Tables { agencies, sources })?,
+    );
+    Ok(Config::from_toml(&text, dir, &Schemas::load()?)?)
 }

@@ -13,7 +13,11 @@ use crate::schema::Schemas;
 use crate::store::Store;
 
 #[derive(Debug, Parser)]
-#[command(name = "weft", version, about = "Inter-agency information-sharing gateway for children's services")]
+#[command(
+    name = "weft",
+    version,
+    about = "Inter-agency information-sharing gateway for children's services"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -113,7 +117,11 @@ fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
 
 async fn serve(arg: ConfigArg) -> anyhow::Result<()> {
     let config = load(&arg)?;
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let app = Application::build(config, Schemas::load()?).await?;
     println!("weft: listening on {scheme}://{}", app.local_addr()?);
     app.run_until_stopped(shutdown_signal()).await

@@ -184,7 +184,17 @@ pub struct AgencyConfig {
 }
 
 #[derive(
-    Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    Deserialize,
+    Serialize,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum AgencyKind {
@@ -248,16 +258,34 @@ impl ConfigError {
     }
 }
 
+/// Top-level keys that `WEFT_…` variables may override. Other `WEFT_` variables (`WEFT_LOG`,
+/// `WEFT_CONFIG`, the test suite's) belong to the process, not to the configuration.
+const OVERRIDABLE: &[&str] = &[
+    "listen",
+    "insecure_plaintext",
+    "tls",
+    "database",
+    "auth",
+    "policy",
+    "index",
+    "limits",
+];
+
 impl Config {
     /// Reads the file, applies `WEFT_…` overrides, validates against the schema, then checks
     /// what a schema cannot (references between sections, files that must exist).
     pub fn load(path: &Path, schemas: &Schemas) -> Result<Config, ConfigError> {
         if !path.exists() {
-            return Err(ConfigError::Read(format!("{} does not exist", path.display())));
+            return Err(ConfigError::Read(format!(
+                "{} does not exist",
+                path.display()
+            )));
         }
-        let figment = Figment::new()
-            .merge(Toml::file_exact(path))
-            .merge(Env::prefixed("WEFT_").split("__").lowercase(true));
+        let figment = Figment::new().merge(Toml::file_exact(path)).merge(
+            Env::prefixed("WEFT_")
+                .split("__")
+                .filter(|key| OVERRIDABLE.contains(&key.as_str().split('.').next().unwrap_or(""))),
+        );
         Self::from_figment(figment, path.parent().unwrap_or(Path::new(".")), schemas)
     }
 
@@ -266,7 +294,11 @@ impl Config {
         Self::from_figment(Figment::from(Toml::string(text)), base, schemas)
     }
 
-    fn from_figment(figment: Figment, base: &Path, schemas: &Schemas) -> Result<Config, ConfigError> {
+    fn from_figment(
+        figment: Figment,
+        base: &Path,
+        schemas: &Schemas,
+    ) -> Result<Config, ConfigError> {
         let value: serde_json::Value = figment
             .extract()
             .map_err(|e| ConfigError::Read(e.to_string()))?;

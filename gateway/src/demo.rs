@@ -1,11 +1,239 @@
-//! `weft demo`: the gateway on an embedded SQLite file, against simulated partner systems on
-//! loopback, with ready-made tokens printed.
+//! `weft demo`: the gateway over HTTPS on an embedded SQLite file, against simulated partner
+//! systems on loopback that speak their real protocols (FHIR R4, SQL, JSON over HTTP), seeded
+//! with synthetic children. Prints ready-made tokens and requests to paste. Everything it makes
+//! lives in one folder, so the audit log can be inspected and verified afterwards.
 
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
 use clap::Args;
 
-#[derive(Debug, Args)]
-pub struct DemoArgs {}
+use crate::app::Application;
+use crate::config::{AgencyConfig, AgencyKind, Config, SourceConfig};
+use crate::devpki::DevPki;
+use crate::identity::NhsNumber;
+use crate::resolve::Search;
+use crate::schema::Schemas;
+use crate::sim::{self, PartnerSystems};
 
-pub async fn run(_args: DemoArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not yet wired")
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the gateway listens.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Folder for the demo's certificates, configuration, databases and tokens; recreated on
+    /// every run.
+    #[arg(long, default_value = "weft-demo")]
+    pub dir: PathBuf,
+    /// How many synthetic children to seed.
+    #[arg(long, default_value_t = 50)]
+    pub children: usize,
+    /// Seed of the synthetic population (the same seed gives the same children).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+const MODEL: &str = include_str!("../../policies/model.conf");
+const POLICY: &str = include_str!("../../policies/policy.csv");
+
+/// The repository's policy files when running from a checkout; otherwise copies of the policy
+/// this binary was built with, written into `dir`.
+pub fn policy_paths(repo: &Path, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let (model, policy) = (
+        repo.join("policies/model.conf"),
+        repo.join("policies/policy.csv"),
+    );
+    if model.exists() && policy.exists() {
+        return Ok((model, policy));
+    }
+    let (model, policy) = (dir.join("model.conf"), dir.join("policy.csv"));
+    std::fs::write(&model, MODEL)?;
+    std::fs::write(&policy, POLICY)?;
+    Ok((model, policy))
+}
+
+/// The practitioners the demo prints tokens for: variable name, user, agency kind, role.
+const PEOPLE: &[(&str, &str, AgencyKind, &str)] = &[
+    (
+        "SOCIAL_WORKER",
+        "demo-social-worker",
+        AgencyKind::SocialCare,
+        "social_worker",
+    ),
+    ("DSL", "demo-dsl", AgencyKind::Education, "dsl"),
+    ("TEACHER", "demo-teacher", AgencyKind::Education, "teacher"),
+    (
+        "HEALTH",
+        "demo-health-practitioner",
+        AgencyKind::Health,
+        "health_practitioner",
+    ),
+    (
+        "POLICE",
+        "demo-police-officer",
+        AgencyKind::Police,
+        "police_officer",
+    ),
+    (
+        "IG_OFFICER",
+        "demo-ig-officer",
+        AgencyKind::SocialCare,
+        "ig_officer",
+    ),
+];
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir)
+            .with_context(|| format!("clearing {}", args.dir.display()))?;
+    }
+    std::fs::create_dir_all(&args.dir)?;
+    let dir = std::fs::canonicalize(&args.dir)?;
+    let pki = DevPki::generate(&dir.join("pki"))?;
+    let population = sim::population::generate(args.seed, args.children);
+    eprintln!("starting simulated partner systems…");
+    let partners = PartnerSystems::start(&dir.join("partners"), &population, None, None).await?;
+
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (model, policy) = policy_paths(&repo, &dir)?;
+    let text = demo_config(
+        &args,
+        &dir,
+        &pki,
+        &model,
+        &policy,
+        &partners.agencies,
+        &partners.sources,
+    )?;
+    let config_path = dir.join("weft.toml");
+    std::fs::write(&config_path, &text)?;
+    let config = Config::load(&config_path, &Schemas::load()?)?;
+    let app = Application::build(config, Schemas::load()?).await?;
+    let addr = app.local_addr()?;
+    let state = app.state().clone();
+    let serving = tokio::spawn(app.run_until_stopped(crate::cli::shutdown_signal()));
+
+    eprintln!("building the master child index…");
+    while !state.index.is_ready() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = state.index.last_sync();
+
+    let agency_of = |kind: AgencyKind| {
+        partners
+            .agencies
+            .iter()
+            .find(|a| a.kind == kind)
+            .map(|a| a.id.clone())
+            .unwrap_or_default()
+    };
+    let mut tokens = String::new();
+    for (var, user, kind, role) in PEOPLE {
+        let token = pki.issuer.mint(user, &agency_of(*kind), role, 12 * 3600);
+        let _ = writeln!(tokens, "export {var}={token}");
+    }
+    let tokens_path = dir.join("tokens.env");
+    std::fs::write(&tokens_path, &tokens)?;
+
+    let scenario = population
+        .scenario()
+        .context("the population has a scenario child")?;
+    let child_id = match NhsNumber::parse(&scenario.truth.nhs_number) {
+        Ok(n) => state
+            .index
+            .find(&Search {
+                nhs_number: Some(n),
+                ..Default::default()
+            })
+            .await?
+            .first()
+            .map(|f| f.id.clone())
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+
+    let base = format!("https://127.0.0.1:{}", addr.port());
+    let ca = pki.ca.display();
+    println!(
+        "\nWeft demo is running at {base}\n\
+         {} source records from {} partner systems, linked into {} children ({} with an identifier that failed its check, flagged).\n\n\
+         Partner systems on loopback:",
+        report.records,
+        partners.sources.len(),
+        report.children,
+        report.flagged_identifiers,
+    );
+    for s in &partners.sources {
+        println!("  {:<14} {:<10} {}", s.id, s.adapter.kind(), describe(s));
+    }
+    println!(
+        "\nTokens (valid 12 hours) are in {tokens}; load them with:\n\n  \
+         source {tokens}\n\n\
+         Then, for example — the DESIGN.md scenario child (14, known to social care, attendance\n\
+         falling, a domestic incident overnight):\n\n  \
+         curl -s --cacert {ca} -H \"Authorization: Bearer $SOCIAL_WORKER\" -H 'content-type: application/json' \\\n    \
+         -d '{{\"purpose\":\"safeguarding\",\"nhs_number\":\"{nhs}\"}}' {base}/v1/children/search\n\n  \
+         curl -s --cacert {ca} -H \"Authorization: Bearer $SOCIAL_WORKER\" \"{base}/v1/children/{child_id}?purpose=safeguarding\"\n\n  \
+         # the same child as the school's DSL sees it (health and police intelligence withheld):\n  \
+         curl -s --cacert {ca} -H \"Authorization: Bearer $DSL\" \"{base}/v1/children/{child_id}?purpose=safeguarding\"\n\n  \
+         # who has looked at this child (IG officers only):\n  \
+         curl -s --cacert {ca} -H \"Authorization: Bearer $IG_OFFICER\" \"{base}/v1/audit?child={child_id}\"\n\n  \
+         curl -s --cacert {ca} {base}/readyz\n\n\
+         Afterwards: cargo run --release -- audit verify -c {config}\n\
+         Ctrl-C stops everything.",
+        tokens = tokens_path.display(),
+        nhs = scenario.truth.nhs_number,
+        config = config_path.display(),
+    );
+
+    let result = serving.await.context("gateway task")?;
+    partners.shutdown().await;
+    eprintln!("demo stopped");
+    result
+}
+
+fn describe(s: &SourceConfig) -> String {
+    match &s.adapter {
+        weft_adapters::AdapterConfig::Fhir(c) => format!("FHIR R4 at {}", c.base_url),
+        weft_adapters::AdapterConfig::Sql(c) => {
+            let scheme = c.url.split(':').next().unwrap_or("sql");
+            format!("{scheme} reporting database")
+        }
+        weft_adapters::AdapterConfig::HttpJson(c) => format!("JSON API at {}", c.record_url),
+    }
+}
+
+fn demo_config(
+    args: &DemoArgs,
+    dir: &Path,
+    pki: &DevPki,
+    model: &Path,
+    policy: &Path,
+    agencies: &[AgencyConfig],
+    sources: &[SourceConfig],
+) -> anyhow::Result<String> {
+    #[derive(serde::Serialize)]
+    struct Tables<'a> {
+        agencies: &'a [AgencyConfig],
+        sources: &'a [SourceConfig],
+    }
+    Ok(format!(
+        "# Written by `weft demo`; every run recreates it.\n\
+         listen = {:?}\n\n\
+         [tls]\ncert = {:?}\nkey = {:?}\n\n\
+         [database]\nurl = {:?}\n\n\
+         [policy]\nmodel = {:?}\npolicy = {:?}\n\n\
+         [index]\nrefresh_secs = 60\n\n{}\n{}",
+        args.listen.to_string(),
+        pki.server_cert.display().to_string(),
+        pki.server_key.display().to_string(),
+        format!("sqlite://{}", dir.join("weft.db").display()),
+        model.display().to_string(),
+        policy.display().to_string(),
+        pki.auth_toml(),
+        toml::to_string(&Tables { agencies, sources })?,
+    ))
 }

@@ -137,7 +137,10 @@ mod tests {
             assert_eq!(NhsNumber::parse(bad), Err(IdentifierError::Check), "{bad}");
         }
         for bad in ["", "900000000", "90000000091", "900000000X"] {
-            assert!(matches!(NhsNumber::parse(bad), Err(IdentifierError::Shape(_))));
+            assert!(matches!(
+                NhsNumber::parse(bad),
+                Err(IdentifierError::Shape(_))
+            ));
         }
     }
 
@@ -149,7 +152,11 @@ mod tests {
             .step_by(7919)
             .map(|n| format!("{n:09}"))
             .find(|p| {
-                let s: u32 = p.bytes().zip((2..=10).rev()).map(|(b, w)| u32::from(b - b'0') * w).sum();
+                let s: u32 = p
+                    .bytes()
+                    .zip((2..=10).rev())
+                    .map(|(b, w)| u32::from(b - b'0') * w)
+                    .sum();
                 11 - s % 11 == 10
             })
             .expect("some prefix has check 10");
@@ -166,8 +173,14 @@ mod tests {
         for bad in ["A801200005001", "Q207000016049"] {
             assert_eq!(Upn::parse(bad), Err(IdentifierError::Check), "{bad}");
         }
-        assert!(matches!(Upn::parse("B80120000500"), Err(IdentifierError::Shape(_))));
-        assert!(matches!(Upn::parse("I801200005001"), Err(IdentifierError::Shape(_))));
+        assert!(matches!(
+            Upn::parse("B80120000500"),
+            Err(IdentifierError::Shape(_))
+        ));
+        assert!(matches!(
+            Upn::parse("I801200005001"),
+            Err(IdentifierError::Shape(_))
+        ));
     }
 
     #[test]
@@ -176,7 +189,12 @@ mod tests {
         let body = b"80120000500";
         let last = b'Z';
         let li = UPN_ALPHABET.iter().position(|&a| a == last).unwrap() as u32;
-        let sum: u32 = body.iter().zip(2u32..).map(|(c, p)| u32::from(c - b'0') * p).sum::<u32>() + li * 13;
+        let sum: u32 = body
+            .iter()
+            .zip(2u32..)
+            .map(|(c, p)| u32::from(c - b'0') * p)
+            .sum::<u32>()
+            + li * 13;
         let check = UPN_ALPHABET[(sum % 23) as usize] as char;
         let upn = format!("{check}{}Z", std::str::from_utf8(body).unwrap());
         let parsed = Upn::parse(&upn).expect("valid temporary UPN");

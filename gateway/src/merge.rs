@@ -122,7 +122,10 @@ pub fn merge(child: &str, purpose: Purpose, judged: Vec<(Fetched, Judged)>) -> (
                 view.status = "unavailable";
                 view.reason = Some(reason);
             }
-            Judged::Shown { records, categories } => {
+            Judged::Shown {
+                records,
+                categories,
+            } => {
                 for c in &categories {
                     disclosure.rules.insert(c.rule.clone());
                     if c.status == "shown" {
@@ -161,7 +164,11 @@ pub fn merge(child: &str, purpose: Purpose, judged: Vec<(Fetched, Judged)>) -> (
                             record_id: record_id.clone(),
                             fetched_at: f.fetched_at,
                         };
-                        match field.values.iter_mut().find(|v| same(&v.value, &item.value)) {
+                        match field
+                            .values
+                            .iter_mut()
+                            .find(|v| same(&v.value, &item.value))
+                        {
                             Some(v) => v.from.push(from),
                             None => field.values.push(ValueView {
                                 value: item.value,

@@ -133,7 +133,10 @@ impl Index {
             }
         };
         if let Some(n) = &q.nhs_number {
-            add(self.by_identifier("nhs_number", n.as_str()).await?, "nhs_number");
+            add(
+                self.by_identifier("nhs_number", n.as_str()).await?,
+                "nhs_number",
+            );
         }
         if let Some(u) = &q.upn {
             add(self.by_identifier("upn", u.as_str()).await?, "upn");
@@ -188,7 +191,11 @@ impl Index {
 
     /// Adds or refreshes one source record and links it. Returns the child id and whether any
     /// of its identifiers was flagged invalid.
-    pub async fn upsert(&self, source: &str, rec: &SourceRecord) -> Result<(String, bool), sqlx::Error> {
+    pub async fn upsert(
+        &self,
+        source: &str,
+        rec: &SourceRecord,
+    ) -> Result<(String, bool), sqlx::Error> {
         let checked: Vec<Checked> = rec
             .identifiers
             .iter()
@@ -212,21 +219,23 @@ impl Index {
         let now = Utc::now().to_rfc3339();
 
         let mut tx = self.store.pool.begin().await?;
-        let existing: Option<Option<String>> = sqlx::query(
-            "SELECT child_id FROM source_records WHERE source = $1 AND local_id = $2",
-        )
-        .bind(source)
-        .bind(&rec.local_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(|r| r.try_get("child_id"))
-        .transpose()?;
+        let existing: Option<Option<String>> =
+            sqlx::query("SELECT child_id FROM source_records WHERE source = $1 AND local_id = $2")
+                .bind(source)
+                .bind(&rec.local_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get("child_id"))
+                .transpose()?;
 
         let (child, method) = match existing.flatten() {
             Some(child) => (child, None),
             None => {
                 let mut linked = None;
-                for c in checked.iter().filter(|c| c.valid && identity::is_national(&c.kind)) {
+                for c in checked
+                    .iter()
+                    .filter(|c| c.valid && identity::is_national(&c.kind))
+                {
                     let row = sqlx::query(
                         "SELECT sr.child_id FROM record_identifiers ri \
                          JOIN source_records sr ON sr.source = ri.source AND sr.local_id = ri.local_id \
@@ -238,7 +247,10 @@ impl Index {
                     .fetch_optional(&mut *tx)
                     .await?;
                     if let Some(row) = row {
-                        linked = Some((row.try_get::<String, _>("child_id")?, format!("identifier:{}", c.kind)));
+                        linked = Some((
+                            row.try_get::<String, _>("child_id")?,
+                            format!("identifier:{}", c.kind),
+                        ));
                         break;
                     }
                 }
@@ -353,7 +365,9 @@ impl Index {
         for source in query_only {
             if let Err(e) = self.trace(&source, &mut report).await {
                 tracing::warn!(source = %source.id, error = %e, "tracing into source failed");
-                report.failed.push((source.id.clone(), "database_error".into()));
+                report
+                    .failed
+                    .push((source.id.clone(), "database_error".into()));
             }
         }
         report.children = sqlx::query("SELECT COUNT(*) AS n FROM children")
@@ -384,7 +398,9 @@ impl Index {
             }
             Err(e) => {
                 tracing::warn!(source = %source.id, error = %e, "index upsert failed");
-                report.failed.push((source.id.clone(), "database_error".into()));
+                report
+                    .failed
+                    .push((source.id.clone(), "database_error".into()));
             }
         }
     }
@@ -418,7 +434,9 @@ impl Index {
                         self.count(report, source, rec).await;
                     }
                 }
-                Ok(Err(e)) => tracing::debug!(source = %source.id, reason = e.reason(), "trace found nothing"),
+                Ok(Err(e)) => {
+                    tracing::debug!(source = %source.id, reason = e.reason(), "trace found nothing")
+                }
                 Err(_) => tracing::debug!(source = %source.id, "trace timed out"),
             }
         }
@@ -427,18 +445,22 @@ impl Index {
 
     /// The best probe for a child: a verified NHS number, else the demographics of one record.
     async fn probe(&self, child: &str) -> Option<Probe> {
-        let rows = sqlx::query("SELECT identifiers, demographics FROM source_records WHERE child_id = $1")
-            .bind(child)
-            .fetch_all(&self.store.pool)
-            .await
-            .ok()?;
+        let rows =
+            sqlx::query("SELECT identifiers, demographics FROM source_records WHERE child_id = $1")
+                .bind(child)
+                .fetch_all(&self.store.pool)
+                .await
+                .ok()?;
         let mut demographics = None;
         for row in &rows {
             let ids: String = row.try_get("identifiers").ok()?;
             let ids: Vec<Checked> = serde_json::from_str(&ids).unwrap_or_default();
             if let Some(n) = ids.iter().find(|c| c.valid && c.kind == "nhs_number") {
                 return Some(Probe {
-                    identifiers: vec![weft_adapters::Identifier::new("nhs_number", n.value.clone())],
+                    identifiers: vec![weft_adapters::Identifier::new(
+                        "nhs_number",
+                        n.value.clone(),
+                    )],
                     demographics: Demographics::default(),
                 });
             }
@@ -484,7 +506,6 @@ pub fn match_key(d: &Demographics) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::SecretString;
     use weft_adapters::Identifier;
 
     fn rec(id: &str, ids: &[(&str, &str)], family: &str, given: &str, dob: &str) -> SourceRecord {
@@ -503,30 +524,59 @@ mod tests {
     #[tokio::test]
     async fn links_by_identifier_then_demographics_and_flags_invalid() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("mci.db").display());
-        let store = Store::open(&SecretString::from(url), 2).await.unwrap();
+        let (store, _db) = crate::store::test_store(dir.path()).await;
         let index = Index::new(store);
 
         let (a, _) = index
-            .upsert("health", &rec("p1", &[("nhs_number", "9000000009")], "O'Brien", "Amy", "2012-03-04"))
+            .upsert(
+                "health",
+                &rec(
+                    "p1",
+                    &[("nhs_number", "9000000009")],
+                    "O'Brien",
+                    "Amy",
+                    "2012-03-04",
+                ),
+            )
             .await
             .unwrap();
         // Same NHS number, different spelling: linked by identifier.
         let (b, _) = index
-            .upsert("school", &rec("s1", &[("nhs_number", "9000000009"), ("upn", "A801200005001")], "Obrien", "Amelia", "2012-03-04"))
+            .upsert(
+                "school",
+                &rec(
+                    "s1",
+                    &[("nhs_number", "9000000009"), ("upn", "A801200005001")],
+                    "Obrien",
+                    "Amelia",
+                    "2012-03-04",
+                ),
+            )
             .await
             .unwrap();
         assert_eq!(a, b);
         // Invalid NHS number is flagged and ignored; exact demographics link instead.
         let (c, flagged) = index
-            .upsert("police", &rec("x9", &[("nhs_number", "9000000015")], "O'BRIEN", "amy", "2012-03-04"))
+            .upsert(
+                "police",
+                &rec(
+                    "x9",
+                    &[("nhs_number", "9000000015")],
+                    "O'BRIEN",
+                    "amy",
+                    "2012-03-04",
+                ),
+            )
             .await
             .unwrap();
         assert!(flagged);
         assert_eq!(a, c);
         // The invalid UPN on s1 is not a linking key.
         let found = index
-            .find(&Search { upn: None, ..Default::default() })
+            .find(&Search {
+                upn: None,
+                ..Default::default()
+            })
             .await
             .unwrap();
         assert!(found.is_empty());
@@ -540,7 +590,16 @@ mod tests {
         assert_eq!(again, a);
         // A stranger starts a new child.
         let (d, _) = index
-            .upsert("health", &rec("p2", &[("nhs_number", "9912003888")], "Khan", "Sara", "2010-01-01"))
+            .upsert(
+                "health",
+                &rec(
+                    "p2",
+                    &[("nhs_number", "9912003888")],
+                    "Khan",
+                    "Sara",
+                    "2010-01-01",
+                ),
+            )
             .await
             .unwrap();
         assert_ne!(a, d);

@@ -95,7 +95,10 @@ mod tests {
         let errs = s.search_errors(&json!({"purpose": "safeguarding", "nhs_number": 12}));
         assert!(errs.iter().any(|e| e.pointer == "/nhs_number"), "{errs:?}");
         let errs = s.search_errors(&json!({"nhs_number": "9000000009"}));
-        assert!(errs.iter().any(|e| e.message.contains("purpose")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.message.contains("purpose")),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -34,7 +34,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// Reads the PEM files and builds the rustls server configuration.
 pub fn tls_config(tls: &TlsConfig) -> anyhow::Result<Arc<ServerConfig>> {
     let certs = read_certs(&tls.cert)?;
-    let key_pem = std::fs::read(&tls.key).with_context(|| format!("reading {}", tls.key.display()))?;
+    let key_pem =
+        std::fs::read(&tls.key).with_context(|| format!("reading {}", tls.key.display()))?;
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .with_context(|| format!("parsing {}", tls.key.display()))?
         .with_context(|| format!("no private key in {}", tls.key.display()))?;
@@ -116,17 +117,20 @@ pub async fn serve(
                     let _ = watcher.watch(conn).await;
                 }
                 Some(acceptor) => {
-                    let tls = match tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::info!(error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::info!("TLS handshake timed out");
-                            return;
-                        }
-                    };
+                    let tls =
+                        match tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::info!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::info!("TLS handshake timed out");
+                                return;
+                            }
+                        };
                     let client = tls
                         .get_ref()
                         .1
@@ -144,7 +148,10 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_DEADLINE, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("some connections did not drain in time");
     }
 }

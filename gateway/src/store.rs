@@ -91,3 +91,20 @@ impl Store {
         Ok(())
     }
 }
+
+/// A store for one unit test, on the backend this test run exercises (`WEFT_TEST_STORE`):
+/// a fresh SQLite file, or a fresh PostgreSQL database that is dropped with the guard.
+#[cfg(test)]
+pub(crate) async fn test_store(dir: &std::path::Path) -> (Store, weft_adapters::testkit::FreshDb) {
+    use weft_adapters::testkit;
+    let db = match std::env::var("WEFT_TEST_STORE").as_deref() {
+        Ok("postgres") => testkit::fresh_postgres()
+            .await
+            .expect("WEFT_TEST_STORE=postgres needs WEFT_TEST_POSTGRES_URL"),
+        _ => testkit::fresh_sqlite(dir),
+    };
+    let store = Store::open(&SecretString::from(db.url.clone()), 4)
+        .await
+        .expect("test store opens");
+    (store, db)
+}

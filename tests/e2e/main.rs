@@ -1,1 +1,10 @@
+//! End-to-end tests: the real `weft` binary over real HTTPS, against real partner systems on
+//! loopback and a real database for its store (SQLite, or PostgreSQL with
+//! `WEFT_TEST_STORE=postgres`).
 
+mod harness;
+
+mod audit;
+mod auth;
+mod config;
+mod view;

@@ -1,0 +1,41 @@
+//! Weft: an inter-agency information-sharing gateway for children's services.
+//!
+//! A read follows the pipeline in DESIGN.md; each stage is one module, in the order a request
+//! passes through them:
+//!
+//! - [`authenticate`]: mutual TLS names the calling system, a signed token the practitioner.
+//! - [`domain`]: the purpose of use (required) and the role, parsed at the edge.
+//! - [`resolve`]: the master child index — child id to source records, identifier to child.
+//! - [`fanout`]: every linked source, concurrently, each within its own deadline.
+//! - [`authorise`]: casbin policy per data category, for role × agency kind × purpose.
+//! - [`merge`]: one view, every value with its provenance, disagreements side by side.
+//! - [`audit`]: a hash-chained entry, durable before the response leaves.
+//!
+//! Around them: [`config`] (layered, schema-checked), [`schema`] (JSON Schemas of inputs),
+//! [`identity`] (NHS number and UPN types), [`store`] (SQLite or PostgreSQL), [`api`] (HTTP
+//! routes and OpenAPI), [`error`] (the one HTTP error type), [`server`] (rustls, graceful
+//! shutdown), [`app`] (building and running it all), [`metrics`], and the command line in
+//! [`cli`]. [`sim`] holds the simulated partner systems that the demo, the benchmark and the
+//! end-to-end tests run against; [`devpki`] their throwaway certificates and token keys.
+
+pub mod api;
+pub mod app;
+pub mod audit;
+pub mod authenticate;
+pub mod authorise;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod devpki;
+pub mod domain;
+pub mod error;
+pub mod fanout;
+pub mod identity;
+pub mod merge;
+pub mod metrics;
+pub mod resolve;
+pub mod schema;
+pub mod server;
+pub mod sim;
+pub mod store;

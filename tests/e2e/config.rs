@@ -1,0 +1,63 @@
+//! A broken configuration stops the gateway before it listens, naming the key.
+
+use crate::harness::{run_weft, Env};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_configuration_names_the_key_and_exits_non_zero() {
+    let env = Env::new(2).await;
+    let good = env.config(false);
+    assert!(good.contains("deadline_ms"), "sources carry deadlines");
+
+    let cases = [
+        (
+            "wrong type",
+            regex_replace_first(&good, "deadline_ms = ", "deadline_ms = \"soon\" # "),
+            "sources[0].deadline_ms",
+        ),
+        (
+            "unknown agency",
+            good.replacen(
+                &format!("agency = \"{}\"", env.partners.sources[0].agency),
+                "agency = \"nowhere\"",
+                1,
+            ),
+            "sources[0].agency",
+        ),
+        (
+            "missing section",
+            good.replacen("[database]", "[databass]", 1),
+            "databass",
+        ),
+        (
+            "plain HTTP off loopback",
+            format!("insecure_plaintext = true\n{}", without_tls(&good)).replacen(
+                "127.0.0.1:0",
+                "0.0.0.0:0",
+                1,
+            ),
+            "insecure_plaintext",
+        ),
+        ("not TOML", format!("{good}\n[[sources]\n"), "TOML"),
+    ];
+    for (what, text, key) in cases {
+        let path = env.write_config("broken.toml", &text);
+        let p = path.to_str().expect("path");
+        for cmd in [vec!["config", "check", "-c", p], vec!["serve", "-c", p]] {
+            let (code, out, err) = run_weft(&cmd);
+            assert_ne!(code, 0, "{what}: {cmd:?} must fail");
+            assert!(err.contains(key), "{what}: {cmd:?} names {key}: {err}");
+            assert!(!out.contains("listening"), "{what}: never listens");
+        }
+    }
+}
+
+/// The configuration with its `[tls]` table removed.
+fn without_tls(text: &str) -> String {
+    let start = text.find("[tls]").expect("tls table");
+    let end = start + text[start..].find("\n\n").expect("end of tls table");
+    format!("{}{}", &text[..start], &text[end..])
+}
+
+fn regex_replace_first(text: &str, from: &str, to: &str) -> String {
+    text.replacen(from, to, 1)
+}

@@ -1,0 +1,310 @@
+//! Starts the real `weft` binary against real services: simulated partner systems on loopback
+//! (FHIR over HTTP, SQL databases, a JSON police API), a gateway store that is a fresh SQLite file
+//! or a fresh PostgreSQL database (`WEFT_TEST_STORE=postgres`), HTTPS with throwaway
+//! certificates, and tokens signed by a throwaway issuer.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use weft::devpki::DevPki;
+use weft::sim::{self, PartnerSystems};
+use weft_adapters::testkit::{self, FreshDb};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_weft");
+
+/// Which database the gateway's own store runs on in this test run.
+pub fn store_backend() -> &'static str {
+    match std::env::var("WEFT_TEST_STORE").as_deref() {
+        Ok("postgres") => "postgres",
+        _ => "sqlite",
+    }
+}
+
+/// A fresh database for the gateway's store, of the kind this run tests.
+pub async fn fresh_store(dir: &Path) -> FreshDb {
+    match store_backend() {
+        "postgres" => testkit::fresh_postgres()
+            .await
+            .expect("WEFT_TEST_STORE=postgres needs WEFT_TEST_POSTGRES_URL"),
+        _ => testkit::fresh_sqlite(dir),
+    }
+}
+
+/// Everything one test runs against.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub pki: DevPki,
+    pub partners: PartnerSystems,
+    pub store: FreshDb,
+    /// Keeps the social-care database alive for the test's duration.
+    _social_care: Option<FreshDb>,
+}
+
+impl Env {
+    /// Partner systems for `children` synthetic children. Social care runs on MariaDB when
+    /// `WEFT_TEST_MARIADB_URL` is set (CI always sets it), else on a SQLite file.
+    pub async fn new(children: usize) -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pki = DevPki::generate(&dir.path().join("pki")).expect("dev PKI");
+        let social_care = testkit::fresh_mariadb().await;
+        let pop = sim::population::generate(7, children);
+        let partners = PartnerSystems::start(
+            &dir.path().join("partners"),
+            &pop,
+            social_care.as_ref().map(|d| d.url.clone()),
+            None,
+        )
+        .await
+        .expect("partner systems start");
+        let store = fresh_store(dir.path()).await;
+        Env {
+            dir,
+            pki,
+            partners,
+            store,
+            _social_care: social_care,
+        }
+    }
+
+    /// A complete configuration for a gateway on this environment. `extra_top` is inserted
+    /// before the first table (top-level keys); `tls` chooses mutual TLS.
+    pub fn config(&self, mtls: bool) -> String {
+        let mut agencies = self.partners.agencies.clone();
+        // A school and a second agency of each kind for callers whose systems are not sources.
+        for (id, kind) in [("urn-200002", "education"), ("la-ewo", "education")] {
+            if !agencies.iter().any(|a| a.id == id) {
+                agencies.push(
+                    toml::from_str(&format!("id = {id:?}\nname = {id:?}\nkind = {kind:?}"))
+                        .expect("agency"),
+                );
+            }
+        }
+        let body = toml::to_string(&Wrapper {
+            agencies,
+            sources: self.partners.sources.clone(),
+        })
+        .expect("serialise sources");
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        format!(
+            "listen = \"127.0.0.1:0\"\n\n\
+             [tls]\ncert = {cert:?}\nkey = {key:?}\n{client_ca}\n\
+             [database]\nurl = {db:?}\nmax_connections = 8\n\n\
+             [policy]\nmodel = {model:?}\npolicy = {policy:?}\n\n\
+             [index]\nrefresh_secs = 0\n\n\
+             {auth}\n{body}",
+            cert = self.pki.server_cert.display().to_string(),
+            key = self.pki.server_key.display().to_string(),
+            client_ca = if mtls {
+                format!("client_ca = {:?}\n", self.pki.ca.display().to_string())
+            } else {
+                String::new()
+            },
+            db = self.store.url,
+            model = repo.join("policies/model.conf").display().to_string(),
+            policy = repo.join("policies/policy.csv").display().to_string(),
+            auth = self.pki.auth_toml(),
+        )
+    }
+
+    pub fn write_config(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    /// A token for a practitioner, valid for ten minutes.
+    pub fn token(&self, user: &str, agency: &str, role: &str) -> String {
+        self.pki.issuer.mint(user, agency, role, 600)
+    }
+
+    /// The id of the first agency of a kind among the partner systems.
+    pub fn agency_of(&self, kind: &str) -> String {
+        self.partners
+            .agencies
+            .iter()
+            .find(|a| a.kind.as_str() == kind)
+            .map(|a| a.id.clone())
+            .expect("agency of kind")
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Wrapper {
+    agencies: Vec<weft::config::AgencyConfig>,
+    sources: Vec<weft::config::SourceConfig>,
+}
+
+/// A running gateway process.
+pub struct Gateway {
+    child: Child,
+    pub addr: SocketAddr,
+    client: reqwest::Client,
+}
+
+impl Gateway {
+    /// Starts `weft serve` with a configuration and waits until it listens and `/readyz` says
+    /// the first index pass is done.
+    pub async fn start(env: &Env, config: PathBuf) -> Gateway {
+        Self::start_with(config, client(env, None)).await
+    }
+
+    /// As [`Gateway::start`], checking readiness with a given client (e.g. one presenting a
+    /// client certificate, when mutual TLS is on).
+    pub async fn start_with(config: PathBuf, client: reqwest::Client) -> Gateway {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("WEFT_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn weft");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("weft: listening on https://") {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+            }
+        });
+        let addr: SocketAddr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("gateway printed its address")
+            .parse()
+            .expect("address parses");
+        let gw = Gateway {
+            child,
+            addr,
+
+            client,
+        };
+        gw.wait_ready().await;
+        gw
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = self.client.get(self.url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "gateway never became ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.addr.port())
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// `GET path` with a token; returns status and JSON body (Null when not JSON).
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET path` returning the raw body text too, for checks over the whole response.
+    pub async fn get_text(&self, path: &str, token: &str) -> (u16, String) {
+        let r = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Finds a child's Weft id by NHS number, as a social worker would.
+    pub async fn child_by_nhs(&self, token: &str, nhs: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/v1/children/search",
+                token,
+                &serde_json::json!({"purpose": "safeguarding", "nhs_number": nhs}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let children = body["children"].as_array().expect("children");
+        assert_eq!(
+            children.len(),
+            1,
+            "exactly one child for the NHS number: {body}"
+        );
+        children[0]["id"].as_str().expect("id").to_string()
+    }
+
+    /// Stops the process with SIGTERM and waits for it.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        terminate(&self.child);
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn terminate(child: &Child) {
+    // SAFETY-free: send SIGTERM through the `kill` command rather than libc.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+}
+
+/// An HTTPS client trusting the test CA, optionally presenting a client certificate.
+pub fn client(env: &Env, identity: Option<(&str, &str)>) -> reqwest::Client {
+    let ca = std::fs::read(&env.pki.ca).expect("ca");
+    let mut b = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("ca pem"))
+        .timeout(Duration::from_secs(30));
+    if let Some((cert, key)) = identity {
+        let pem = format!("{cert}{key}");
+        b = b.identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("identity"));
+    }
+    b.build().expect("client")
+}
+
+/// Runs `weft` with arguments; returns exit code, stdout and stderr.
+pub fn run_weft(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().expect("run weft");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
