@@ -24,7 +24,7 @@ use utoipa::OpenApi;
 use crate::app::AppState;
 use crate::audit::{self, Entry};
 use crate::authenticate::Principal;
-use crate::authorise::judge;
+use crate::authorise::{judge, Context};
 use crate::domain::{Purpose, Role};
 use crate::error::ApiError;
 use crate::fanout::{fan_out, SourceHealth};
@@ -40,7 +40,21 @@ use crate::resolve::{Found, Search, SyncReport};
                        read names a purpose, is decided per data category by policy, and is \
                        recorded in a hash-chained audit log before the response leaves."
     ),
-    paths(search, view, audit_query, healthz, readyz, metrics),
+    paths(
+        search,
+        view,
+        audit_query,
+        healthz,
+        readyz,
+        metrics,
+        crate::consent::list,
+        crate::consent::create,
+        crate::consent::withdraw,
+        crate::breakglass::create,
+        crate::breakglass::queue,
+        crate::breakglass::review,
+        crate::policyapi::explain
+    ),
     components(schemas(SearchResult, Found, View, audit::Recorded, crate::schema::SchemaError)),
     modifiers(&BearerAuth)
 )]
@@ -75,7 +89,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/policy/explain", post(crate::policyapi::explain))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .merge(crate::consent::routes())
+        .merge(crate::breakglass::routes())
         .layer(middleware::from_fn(record_metrics))
         .layer(
             ServiceBuilder::new()
@@ -131,7 +148,7 @@ async fn record_metrics(req: Request, next: Next) -> Response {
 }
 
 /// Writes the request's audit entry. Any failure means the caller gets 503 and nothing else.
-async fn record(
+pub(crate) async fn record(
     state: &AppState,
     p: &Principal,
     action: &str,
@@ -161,7 +178,7 @@ async fn record(
 }
 
 /// Audits a refused request, then returns the refusal (or 503 if even that cannot be audited).
-async fn refuse(
+pub(crate) async fn refuse(
     state: &AppState,
     p: &Principal,
     action: &str,
@@ -222,16 +239,26 @@ async fn view(
         let e = ApiError::NotFound("no child with that id");
         return Err(refuse(&state, &principal, "view", Some(&id), Some(purpose), e).await);
     };
+    // The register and any grant are read before the sources are asked, concurrently with
+    // nothing else: if they cannot be read, nothing is decided and nothing is shown.
+    let consents = crate::consent::load(&state.store, &id).await?;
+    let grant = crate::breakglass::active(&state.store, &principal.user, &id).await?;
     let fetched = fan_out(&state.sources, &links).await;
-    let judged = judge(
-        &state.policy(),
-        principal.role,
-        principal.agency_kind,
+    let policy = state.policy();
+    let ctx = Context {
+        policy: &policy,
+        role: principal.role,
+        agency: &principal.agency,
+        kind: principal.agency_kind,
         purpose,
-        fetched,
-    );
-    let (view, disclosure) = merge(&id, purpose, judged);
-    let outcome = if disclosure.shown.is_empty() {
+        consents: &consents,
+        grant: grant.as_ref(),
+    };
+    let (view, disclosure) = merge(&id, purpose, judge(&ctx, fetched));
+    let outcome = if !disclosure.break_glass.is_empty() {
+        tracing::warn!(grant = ?grant.as_ref().map(|g| &g.id), "view released data under break-glass");
+        "break_glass"
+    } else if disclosure.shown.is_empty() {
         "denied"
     } else {
         "shown"
@@ -394,6 +421,7 @@ struct Readiness {
     database: &'static str,
     index_ready: bool,
     index: SyncReport,
+    policy: crate::policyapi::PolicyStatus,
     sources: Vec<SourceHealth>,
 }
 
@@ -414,6 +442,10 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         database,
         index_ready,
         index: state.index.last_sync(),
+        policy: match state.policy_status.read() {
+            Ok(p) => p.clone(),
+            Err(p) => p.into_inner().clone(),
+        },
         sources: state.sources.all.iter().map(|s| s.health()).collect(),
     };
     let status = if ready {

@@ -30,6 +30,7 @@ pub struct Inner {
     pub auditor: Auditor,
     /// Swapped whole when the policy is reloaded, so a request sees one policy throughout.
     pub policy: RwLock<Arc<Policy>>,
+    pub policy_status: RwLock<crate::policyapi::PolicyStatus>,
     pub sources: Sources,
     pub index: Index,
     pub verifier: Verifier,
@@ -67,9 +68,7 @@ impl Application {
         let store = Store::open(&config.database.url, config.database.max_connections)
             .await
             .context("database")?;
-        let policy = Policy::load(&config.policy.model, &config.policy.policy)
-            .await
-            .context("policy")?;
+        let policy = crate::policyapi::load(&config).await.context("policy")?;
         tracing::info!(rules = policy.rules(), "policy loaded");
         let verifier = Verifier::new(&config.auth, &config.agencies).context("auth")?;
         let sources = Sources::build(&config).context("sources")?;
@@ -82,6 +81,11 @@ impl Application {
             config,
             store,
             auditor,
+            policy_status: RwLock::new(crate::policyapi::PolicyStatus {
+                rules: policy.rules(),
+                loaded_at: chrono::Utc::now(),
+                refused: None,
+            }),
             policy: RwLock::new(Arc::new(policy)),
             sources,
             index,
@@ -119,9 +123,11 @@ impl Application {
             None => None,
         };
         let indexer = tokio::spawn(keep_index(state.clone()));
+        let watcher = tokio::spawn(crate::policyapi::watch(state.clone()));
         let router = crate::api::router(state.clone());
         crate::server::serve(listener, router, tls, shutdown).await;
         indexer.abort();
+        watcher.abort();
         drop(state);
         // The writer stops once the last handle is gone; bound the wait in case a stuck
         // connection still holds one.

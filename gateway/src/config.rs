@@ -34,6 +34,8 @@ pub struct Config {
     #[serde(default)]
     pub index: IndexConfig,
     #[serde(default)]
+    pub break_glass: BreakGlassConfig,
+    #[serde(default)]
     pub limits: Limits,
     pub agencies: Vec<AgencyConfig>,
     #[serde(default)]
@@ -114,6 +116,27 @@ impl Default for PolicyConfig {
         Self {
             model: PathBuf::from("policies/model.conf"),
             policy: PathBuf::from("policies/policy.csv"),
+        }
+    }
+}
+
+/// Emergency access past a denial.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlassConfig {
+    /// How long a grant lasts, in seconds.
+    #[serde(default = "default_break_glass_ttl")]
+    pub ttl_secs: u64,
+}
+
+fn default_break_glass_ttl() -> u64 {
+    3600
+}
+
+impl Default for BreakGlassConfig {
+    fn default() -> Self {
+        Self {
+            ttl_secs: default_break_glass_ttl(),
         }
     }
 }
@@ -268,6 +291,7 @@ const OVERRIDABLE: &[&str] = &[
     "auth",
     "policy",
     "index",
+    "break_glass",
     "limits",
 ];
 

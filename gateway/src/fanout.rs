@@ -75,6 +75,47 @@ impl Source {
     }
 }
 
+#[cfg(test)]
+impl Source {
+    /// A source for unit tests of the stages after fan-out, which never call its adapter.
+    pub fn for_tests(id: &str, kind: crate::config::AgencyKind, deadline: Duration) -> Source {
+        struct Never;
+        #[async_trait::async_trait]
+        impl Adapter for Never {
+            async fn list(
+                &self,
+            ) -> Result<Option<Vec<weft_adapters::SourceRecord>>, weft_adapters::AdapterError>
+            {
+                Ok(None)
+            }
+            async fn find(
+                &self,
+                _: &weft_adapters::Probe,
+            ) -> Result<Vec<weft_adapters::SourceRecord>, weft_adapters::AdapterError> {
+                Ok(Vec::new())
+            }
+            async fn fetch(
+                &self,
+                _: &str,
+            ) -> Result<Option<Vec<Item>>, weft_adapters::AdapterError> {
+                Ok(None)
+            }
+        }
+        Source {
+            id: id.to_string(),
+            agency: AgencyConfig {
+                id: format!("{id}-agency"),
+                name: id.to_string(),
+                kind,
+            },
+            deadline,
+            kind: "test",
+            adapter: Arc::new(Never),
+            health: Health::default(),
+        }
+    }
+}
+
 /// Every configured source, in configuration order (which is the order views list them in).
 pub struct Sources {
     pub all: Vec<Arc<Source>>,

@@ -7,12 +7,13 @@
 //! - [`domain`]: the purpose of use (required) and the role, parsed at the edge.
 //! - [`resolve`]: the master child index — child id to source records, identifier to child.
 //! - [`fanout`]: every linked source, concurrently, each within its own deadline.
-//! - [`authorise`]: casbin policy per data category, for role × agency kind × purpose.
+//! - [`authorise`]: casbin policy per data category, for role × agency × purpose; the
+//!   [`consent`] register where policy asks for consent; [`breakglass`] grants.
 //! - [`merge`]: one view, every value with its provenance, disagreements side by side.
 //! - [`audit`]: a hash-chained entry, durable before the response leaves.
 //!
 //! Around them: [`config`] (layered, schema-checked), [`schema`] (JSON Schemas of inputs),
-//! [`identity`] (NHS number and UPN types), [`store`] (SQLite or PostgreSQL), [`api`] (HTTP
+//! [`identity`] (NHS number and UPN types), [`policyapi`] (explain, check, lint, reload), [`store`] (SQLite or PostgreSQL), [`api`] (HTTP
 //! routes and OpenAPI), [`error`] (the one HTTP error type), [`server`] (rustls, graceful
 //! shutdown), [`app`] (building and running it all), [`metrics`], and the command line in
 //! [`cli`]. [`sim`] holds the simulated partner systems that the demo, the benchmark and the
@@ -24,8 +25,10 @@ pub mod audit;
 pub mod authenticate;
 pub mod authorise;
 pub mod bench;
+pub mod breakglass;
 pub mod cli;
 pub mod config;
+pub mod consent;
 pub mod demo;
 pub mod devpki;
 pub mod domain;
@@ -34,6 +37,7 @@ pub mod fanout;
 pub mod identity;
 pub mod merge;
 pub mod metrics;
+pub mod policyapi;
 pub mod resolve;
 pub mod schema;
 pub mod server;

@@ -76,7 +76,12 @@ pub struct Provenance {
 pub struct Withheld {
     pub source: String,
     pub category: String,
+    /// Set when only some fields of a shown category were held back (a restricted record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
     pub rule: String,
+    /// `no_policy`, `consent_required`, `consent_withdrawn`, `consent_refused` or
+    /// `restricted_record`.
     pub reason: &'static str,
 }
 
@@ -95,6 +100,12 @@ pub struct Disclosure {
     pub rules: BTreeSet<String>,
     pub lawful_basis: BTreeSet<String>,
     pub sources: BTreeMap<String, String>,
+    /// Categories released by a break-glass grant, and the grant.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub break_glass: BTreeMap<String, String>,
+    /// `category.field` held back from restricted records.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub redacted: BTreeSet<String>,
 }
 
 /// Builds the view from what policy let through.
@@ -128,20 +139,38 @@ pub fn merge(child: &str, purpose: Purpose, judged: Vec<(Fetched, Judged)>) -> (
             } => {
                 for c in &categories {
                     disclosure.rules.insert(c.rule.clone());
-                    if c.status == "shown" {
+                    if c.shown() {
                         disclosure.shown.insert(c.category.clone());
                         disclosure.lawful_basis.extend(c.basis.iter().cloned());
+                        if let Some(grant) = &c.break_glass {
+                            disclosure
+                                .break_glass
+                                .insert(c.category.clone(), grant.clone());
+                        }
+                        for field in &c.redacted {
+                            disclosure
+                                .redacted
+                                .insert(format!("{}.{field}", c.category));
+                            withheld.push(Withheld {
+                                source: f.source.id.clone(),
+                                category: c.category.clone(),
+                                field: Some(field.clone()),
+                                rule: c.redaction_rule.clone().unwrap_or_default(),
+                                reason: "restricted_record",
+                            });
+                        }
                     } else {
                         disclosure.withheld.insert(c.category.clone());
                         withheld.push(Withheld {
                             source: f.source.id.clone(),
                             category: c.category.clone(),
+                            field: None,
                             rule: c.rule.clone(),
                             reason: c.reason.unwrap_or("no_policy"),
                         });
                     }
                 }
-                let any_shown = categories.iter().any(|c| c.status == "shown");
+                let any_shown = categories.iter().any(|c| c.shown());
                 if any_shown {
                     view.status = "shown";
                 } else if let Some(first) = categories.first() {

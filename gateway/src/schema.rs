@@ -39,10 +39,16 @@ impl SchemaError {
 pub struct Schemas {
     config: Validator,
     search: Validator,
+    consent: Validator,
+    break_glass: Validator,
+    explain: Validator,
 }
 
 const CONFIG: &str = include_str!("../../schemas/config.schema.json");
 const SEARCH: &str = include_str!("../../schemas/search.schema.json");
+const CONSENT: &str = include_str!("../../schemas/consent.schema.json");
+const BREAK_GLASS: &str = include_str!("../../schemas/break-glass.schema.json");
+const EXPLAIN: &str = include_str!("../../schemas/explain.schema.json");
 
 impl Schemas {
     /// Compiles the embedded schemas. They are part of the build, so a failure here is a bug,
@@ -57,6 +63,9 @@ impl Schemas {
         Ok(Self {
             config: compile("config", CONFIG)?,
             search: compile("search", SEARCH)?,
+            consent: compile("consent", CONSENT)?,
+            break_glass: compile("break-glass", BREAK_GLASS)?,
+            explain: compile("explain", EXPLAIN)?,
         })
     }
 
@@ -66,6 +75,18 @@ impl Schemas {
 
     pub fn search_errors(&self, v: &Value) -> Vec<SchemaError> {
         errors(&self.search, v)
+    }
+
+    pub fn consent_errors(&self, v: &Value) -> Vec<SchemaError> {
+        errors(&self.consent, v)
+    }
+
+    pub fn break_glass_errors(&self, v: &Value) -> Vec<SchemaError> {
+        errors(&self.break_glass, v)
+    }
+
+    pub fn explain_errors(&self, v: &Value) -> Vec<SchemaError> {
+        errors(&self.explain, v)
     }
 }
 

@@ -49,8 +49,8 @@ pub struct PartnerSystems {
 }
 
 impl PartnerSystems {
-    /// Seeds the social care and school databases (SQLite files in `dir` unless URLs are given;
-    /// existing tables are replaced) and starts the FHIR and police servers on free loopback
+    /// Seeds the social care and school databases (SQLite files in `dir`, created if need be,
+    /// unless URLs are given; existing tables are replaced) and starts the FHIR and police servers on free loopback
     /// ports.
     pub async fn start(
         dir: &Path,
@@ -138,15 +138,14 @@ mod tests {
 
     #[tokio::test]
     async fn starts_all_four_and_stops() {
-        let dir = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("partners");
         let pop = generate(2024, 50);
-        let partners = PartnerSystems::start(dir.path(), &pop, None, None)
-            .await
-            .unwrap();
+        let partners = PartnerSystems::start(&dir, &pop, None, None).await.unwrap();
         assert_eq!(partners.agencies.len(), 4);
         assert_eq!(partners.sources.len(), 4);
-        assert!(dir.path().join("social_care.db").exists());
-        assert!(dir.path().join("school_mis.db").exists());
+        assert!(dir.join("social_care.db").exists());
+        assert!(dir.join("school_mis.db").exists());
         for s in &partners.sources {
             assert!(partners.agencies.iter().any(|a| a.id == s.agency));
         }

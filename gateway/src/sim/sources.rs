@@ -10,12 +10,10 @@ use std::collections::BTreeMap;
 
 use weft_adapters::fhir::{FhirConfig, FlagMapping};
 use weft_adapters::http_json::{FieldMapping, HttpJsonConfig, IdentityPointers};
-use weft_adapters::sql::{Rows, SqlConfig, SqlQuery};
+use weft_adapters::sql::{Driver, Rows, SqlConfig, SqlQuery};
 use weft_adapters::AdapterConfig;
 
 use super::population::flag_codes;
-use weft_adapters::sql::Driver;
-
 use super::sqlseed::queries;
 use crate::config::{AgencyConfig, AgencyKind, SourceConfig};
 

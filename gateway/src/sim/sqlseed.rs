@@ -13,7 +13,6 @@ use chrono::NaiveDate;
 use sqlx::mysql::MySqlPoolOptions;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-
 use weft_adapters::sql::Driver;
 
 use super::population::Population;
@@ -340,7 +339,10 @@ async fn load(url: &str, tables: &[Table]) -> anyhow::Result<()> {
             load_tables!(pool, driver, tables);
         }
         Driver::Postgres => {
-            let pool = PgPoolOptions::new().max_connections(1).connect(&url).await?;
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&url)
+                .await?;
             load_tables!(pool, driver, tables);
         }
         Driver::MySql => {
