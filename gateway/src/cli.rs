@@ -34,6 +34,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// See, test and lint the data-sharing policy.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Work with the audit log.
     Audit {
         #[command(subcommand)]
@@ -60,6 +65,37 @@ pub enum ConfigCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// The decision for one question, with the rule that made it and its lawful basis.
+    Explain {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        role: String,
+        /// Agency id; its kind comes from the configuration.
+        #[arg(long)]
+        agency: String,
+        /// Needed only for an agency the configuration does not list.
+        #[arg(long)]
+        agency_kind: Option<String>,
+        #[arg(long)]
+        category: String,
+        #[arg(long)]
+        purpose: String,
+    },
+    /// Evaluates one question per line of a JSON Lines file (`{"role", "agency", "category",
+    /// "purpose"}`) with casbin's own enforcer and writes one JSON decision per line.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        file: PathBuf,
+    },
+    /// Loads the policy and refuses rules naming unknown roles, agencies, kinds, categories,
+    /// purposes or lawful-basis codes.
+    Lint(ConfigArg),
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Walk the whole hash chain and name the first entry that was changed, removed or reordered.
     Verify(ConfigArg),
@@ -69,6 +105,8 @@ pub enum AuditCommand {
 pub enum BenchCommand {
     /// Merged views against four simulated sources that each answer after a fixed delay.
     View(crate::bench::ViewArgs),
+    /// Policy and consent evaluation for one view, at growing policy sizes.
+    Policy(crate::bench::PolicyArgs),
 }
 
 /// Logs go to stderr, filtered by `WEFT_LOG` (default `info`). Stdout is kept for what a user
@@ -97,9 +135,13 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify(arg),
         } => return verify(arg).await,
+        Command::Policy { command } => policy(command).await,
         Command::Bench {
             command: BenchCommand::View(args),
         } => crate::bench::view(args).await,
+        Command::Bench {
+            command: BenchCommand::Policy(args),
+        } => crate::bench::policy(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -150,6 +192,107 @@ async fn verify(arg: ConfigArg) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
+    use crate::authorise::{Question, Reference};
+    use crate::policyapi::{answer, question};
+    use std::io::{BufRead, Write};
+
+    match command {
+        PolicyCommand::Lint(arg) => {
+            let config = load(&arg)?;
+            let p = crate::policyapi::load(&config).await?;
+            println!("policy OK: {} rules", p.rules());
+        }
+        PolicyCommand::Explain {
+            config,
+            role,
+            agency,
+            agency_kind,
+            category,
+            purpose,
+        } => {
+            let config = load(&config)?;
+            let schemas = Schemas::load()?;
+            let mut q = serde_json::json!({"role": role, "agency": agency, "category": category, "purpose": purpose});
+            if let Some(k) = agency_kind {
+                q["agency_kind"] = serde_json::Value::String(k);
+            }
+            let (role, agency, kind, category, purpose) =
+                question(&schemas, &config, &q).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let p = crate::policyapi::load(&config).await?;
+            let d = p.decide(&Question {
+                role,
+                agency: &agency,
+                kind,
+                category: &category,
+                purpose,
+            });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&answer(role, agency, kind, category, purpose, d))?
+            );
+        }
+        PolicyCommand::Check { config, file } => {
+            let config = load(&config)?;
+            let schemas = Schemas::load()?;
+            // Lint first: a check against a policy the gateway would refuse proves nothing.
+            crate::policyapi::load(&config).await?;
+            let reference = Reference::load(&config.policy.model, &config.policy.policy).await?;
+            let input = std::fs::File::open(&file)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let mut out = std::io::stdout().lock();
+            let mut failed = 0usize;
+            for (n, line) in std::io::BufReader::new(input).lines().enumerate() {
+                let line =
+                    line.map_err(|e| anyhow::anyhow!("{} line {}: {e}", file.display(), n + 1))?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let result = serde_json::from_str::<serde_json::Value>(&line)
+                    .map_err(|e| format!("not JSON: {e}"))
+                    .and_then(|v| {
+                        question(&schemas, &config, &v).map_err(|e| match e {
+                            crate::error::ApiError::BadRequest { message, errors } => {
+                                let detail: Vec<String> = errors
+                                    .iter()
+                                    .map(|e| format!("{} {}", e.pointer, e.message))
+                                    .collect();
+                                if detail.is_empty() {
+                                    message
+                                } else {
+                                    detail.join("; ")
+                                }
+                            }
+                            other => other.to_string(),
+                        })
+                    });
+                let json = match result {
+                    Ok((role, agency, kind, category, purpose)) => {
+                        let d = reference.decide(&Question {
+                            role,
+                            agency: &agency,
+                            kind,
+                            category: &category,
+                            purpose,
+                        })?;
+                        let mut v =
+                            serde_json::to_value(answer(role, agency, kind, category, purpose, d))?;
+                        v["line"] = serde_json::json!(n + 1);
+                        v
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        serde_json::json!({"line": n + 1, "error": e})
+                    }
+                };
+                writeln!(out, "{json}")?;
+            }
+            anyhow::ensure!(failed == 0, "{failed} line(s) could not be evaluated");
+        }
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

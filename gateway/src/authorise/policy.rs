@@ -311,9 +311,11 @@ fn parse_rule(r: &[String], agencies: Option<&[String]>) -> Result<Rule, PolicyE
         (_, "-") => Condition::None,
         (true, "consent") => Condition::Consent,
         (false, "unbreakable") => Condition::Unbreakable,
-        (_, other) => return Err(bad(format!(
+        (_, other) => {
+            return Err(bad(format!(
             "condition {other:?} is not allowed here (allow: - or consent; deny: - or unbreakable)"
-        ))),
+        )))
+        }
     };
     let basis: Vec<String> = r[8]
         .split(';')
