@@ -239,11 +239,14 @@ async fn view(
         let e = ApiError::NotFound("no child with that id");
         return Err(refuse(&state, &principal, "view", Some(&id), Some(purpose), e).await);
     };
-    // The register and any grant are read before the sources are asked, concurrently with
-    // nothing else: if they cannot be read, nothing is decided and nothing is shown.
-    let consents = crate::consent::load(&state.store, &id).await?;
-    let grant = crate::breakglass::active(&state.store, &principal.user, &id).await?;
-    let fetched = fan_out(&state.sources, &links).await;
+    // The register and any grant are read while the sources are asked; if they cannot be
+    // read, nothing is decided and nothing is shown.
+    let (consents, grant, fetched) = tokio::join!(
+        crate::consent::load(&state.store, &id),
+        crate::breakglass::active(&state.store, &principal.user, &id),
+        fan_out(&state.sources, &links),
+    );
+    let (consents, grant) = (consents?, grant?);
     let policy = state.policy();
     let ctx = Context {
         policy: &policy,

@@ -3,12 +3,13 @@
 //! user, agency and role. Anything missing, unknown or expired is 401 and nothing else.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::FromRequestParts;
 use http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
 use crate::config::{AgencyConfig, AgencyKind, AuthConfig, KeyAlgorithm};
@@ -36,6 +37,7 @@ struct Claims {
     sub: String,
     agency: String,
     role: String,
+    exp: i64,
 }
 
 /// Why a token was refused. Kept for metrics and debugging; callers only ever see 401.
@@ -79,7 +81,14 @@ pub struct Verifier {
     keys: Vec<Key>,
     validation: HashMap<Algorithm, Validation>,
     agencies: HashMap<String, AgencyKind>,
+    /// Tokens already verified, by SHA-256 of the token, with their expiry. A practitioner's
+    /// token arrives on every request and an ECDSA/RSA check is the dearest step of the
+    /// pipeline; a verified token cannot change, so the answer is reused until it expires.
+    verified: Mutex<HashMap<[u8; 32], (Principal, i64)>>,
 }
+
+/// Most tokens remembered; the cache is emptied when full, which only costs re-verification.
+const VERIFIED_CAPACITY: usize = 10_000;
 
 impl Verifier {
     pub fn new(auth: &AuthConfig, agencies: &[AgencyConfig]) -> anyhow::Result<Self> {
@@ -110,12 +119,34 @@ impl Verifier {
             keys,
             validation,
             agencies: agencies.iter().map(|a| (a.id.clone(), a.kind)).collect(),
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
     /// Checks signature, algorithm, `exp`, `nbf`, `aud` and `iss`, then that the agency and role
     /// are ones this deployment knows.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = chrono::Utc::now().timestamp();
+        if let Ok(cache) = self.verified.lock() {
+            if let Some((p, exp)) = cache.get(&digest) {
+                // `exp` is checked here without leeway: a cached answer never outlives the token.
+                if now < *exp {
+                    return Ok(p.clone());
+                }
+            }
+        }
+        let (principal, exp) = self.verify_signed(token)?;
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= VERIFIED_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(digest, (principal.clone(), exp));
+        }
+        Ok(principal)
+    }
+
+    fn verify_signed(&self, token: &str) -> Result<(Principal, i64), AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Token(e.to_string()))?;
         let validation = self
@@ -128,7 +159,10 @@ impl Verifier {
         let mut last = AuthError::UnknownKey;
         for key in candidates {
             match jsonwebtoken::decode::<Claims>(token, &key.key, validation) {
-                Ok(data) => return self.principal(data.claims),
+                Ok(data) => {
+                    let exp = data.claims.exp;
+                    return self.principal(data.claims).map(|p| (p, exp));
+                }
                 Err(e) => last = AuthError::Token(e.to_string()),
             }
         }

@@ -291,6 +291,12 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
         servers.push(server);
     }
 
+    // The default policy carries an override for this school; the agency must exist.
+    agencies.push(AgencyConfig {
+        id: "urn-100001".into(),
+        name: "Benchmark school".into(),
+        kind: AgencyKind::Education,
+    });
     let store_url = args
         .database_url
         .clone()
@@ -306,6 +312,10 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
     while !state.index.is_ready() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Keep only the store: holding the whole state would keep the audit writer open after
+    // the gateway stops.
+    let store = state.store.clone();
+    drop(state);
 
     let ca = std::fs::read(&pki.ca)?;
     let client = reqwest::Client::builder()
@@ -409,7 +419,7 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
 
     let _ = stop.send(());
     server.await??;
-    let verification = crate::audit::verify(&state.store).await?;
+    let verification = crate::audit::verify(&store).await?;
     match verification.problem {
         None => println!("audit chain verified: {} entries", verification.entries),
         Some(p) => anyhow::bail!("audit chain broken at entry {}: {}", p.seq, p.what),

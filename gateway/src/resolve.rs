@@ -96,30 +96,29 @@ impl Index {
         self.last.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
-    /// The records linked to a child; `None` when there is no such child.
+    /// The records linked to a child; `None` when there is no such child. One query: this runs
+    /// on every view.
     pub async fn links(&self, child: &str) -> Result<Option<Vec<Link>>, sqlx::Error> {
-        let exists = sqlx::query("SELECT id FROM children WHERE id = $1")
-            .bind(child)
-            .fetch_optional(&self.store.pool)
-            .await?;
-        if exists.is_none() {
-            return Ok(None);
-        }
         let rows = sqlx::query(
-            "SELECT source, local_id FROM source_records WHERE child_id = $1 ORDER BY source, local_id",
+            "SELECT sr.source AS source, sr.local_id AS local_id FROM children c \
+             LEFT JOIN source_records sr ON sr.child_id = c.id WHERE c.id = $1 \
+             ORDER BY sr.source, sr.local_id",
         )
         .bind(child)
         .fetch_all(&self.store.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Link {
-                    source: r.try_get("source")?,
-                    local_id: r.try_get("local_id")?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map(Some)
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut links = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let source: Option<String> = r.try_get("source")?;
+            let local_id: Option<String> = r.try_get("local_id")?;
+            if let (Some(source), Some(local_id)) = (source, local_id) {
+                links.push(Link { source, local_id });
+            }
+        }
+        Ok(Some(links))
     }
 
     /// Children matching a search; identifiers first, demographics last.
