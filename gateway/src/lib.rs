@@ -12,7 +12,7 @@
 //! - [`audit`]: a hash-chained entry, durable before the response leaves.
 //!
 //! Around them: [`config`] (layered, schema-checked), [`schema`] (JSON Schemas of inputs),
-//! [`identity`] (NHS number and UPN types), [`store`] (SQLite or PostgreSQL), [`api`] (HTTP
+//! [`identity`] (NHS number and UPN types), [`imports`] (`file` sources' import store), [`store`] (SQLite or PostgreSQL), [`api`] (HTTP
 //! routes and OpenAPI), [`error`] (the one HTTP error type), [`server`] (rustls, graceful
 //! shutdown), [`app`] (building and running it all), [`metrics`], and the command line in
 //! [`cli`]. [`sim`] holds the simulated partner systems that the demo, the benchmark and the
@@ -24,6 +24,7 @@ pub mod audit;
 pub mod authenticate;
 pub mod authorise;
 pub mod bench;
+pub mod bench_import;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -32,6 +33,7 @@ pub mod domain;
 pub mod error;
 pub mod fanout;
 pub mod identity;
+pub mod imports;
 pub mod merge;
 pub mod metrics;
 pub mod resolve;
