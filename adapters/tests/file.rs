@@ -32,7 +32,8 @@ fn by_id<'a>(records: &'a [Imported], id: &str) -> &'a Imported {
 
 #[test]
 fn cin_2022_liia_sample_maps() {
-    let parsed = file::parse(&[sample("cin_census_liia_cin-2022.xml", FileFormat::CinXml)]).unwrap();
+    let parsed =
+        file::parse(&[sample("cin_census_liia_cin-2022.xml", FileFormat::CinXml)]).unwrap();
     assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
     assert_eq!(parsed.records.len(), 1);
     let r = &parsed.records[0];
@@ -43,11 +44,20 @@ fn cin_2022_liia_sample_maps() {
         .iter()
         .map(|i| (i.kind.as_str(), i.value.as_str()))
         .collect();
-    assert_eq!(ids, [("upn", "A123456789123"), ("former_upn", "X98765432123B")]);
-    assert_eq!(r.record.demographics.birth_date.as_deref(), Some("1966-03-24"));
+    assert_eq!(
+        ids,
+        [("upn", "A123456789123"), ("former_upn", "X98765432123B")]
+    );
+    assert_eq!(
+        r.record.demographics.birth_date.as_deref(),
+        Some("1966-03-24")
+    );
     assert_eq!(r.record.demographics.sex.as_deref(), Some("male"));
     let episodes = item(r, "episodes").as_array().unwrap();
-    let kinds: Vec<&str> = episodes.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = episodes
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["child_in_need", "section_47", "child_protection"]);
     assert_eq!(episodes[0]["category"], "N4");
     assert_eq!(episodes[0]["end_date"], "1971-02-27");
@@ -58,8 +68,11 @@ fn cin_2022_liia_sample_maps() {
 
 #[test]
 fn cin_2026_sample_stray_text_is_tolerated_and_reported() {
-    let parsed =
-        file::parse(&[sample("cin_census_d2i_CIN_Census_2026.xml", FileFormat::CinXml)]).unwrap();
+    let parsed = file::parse(&[sample(
+        "cin_census_d2i_CIN_Census_2026.xml",
+        FileFormat::CinXml,
+    )])
+    .unwrap();
     assert_eq!(parsed.records.len(), 2);
     assert_eq!(parsed.warnings.len(), 1, "{:?}", parsed.warnings);
     assert!(
@@ -71,7 +84,10 @@ fn cin_2026_sample_stray_text_is_tolerated_and_reported() {
     );
     // The element after the stray text is read normally.
     let first = by_id(&parsed.records, "DfEX0000001");
-    assert_eq!(first.record.demographics.birth_date.as_deref(), Some("2015-03-27"));
+    assert_eq!(
+        first.record.demographics.birth_date.as_deref(),
+        Some("2015-03-27")
+    );
     // `Sex` as a number in one child and as a letter in the other.
     assert_eq!(first.record.demographics.sex.as_deref(), Some("male"));
     let second = by_id(&parsed.records, "child_fails_assessments");
@@ -83,14 +99,21 @@ fn cin_2026_sample_stray_text_is_tolerated_and_reported() {
 
 #[test]
 fn cin_fake_sample_maps_every_child() {
-    let parsed =
-        file::parse(&[sample("cin_census_d2i_fake_CIN_data.xml", FileFormat::CinXml)]).unwrap();
+    let parsed = file::parse(&[sample(
+        "cin_census_d2i_fake_CIN_data.xml",
+        FileFormat::CinXml,
+    )])
+    .unwrap();
     let text = std::fs::read_to_string(sample_path("cin_census_d2i_fake_CIN_data.xml")).unwrap();
     let children = text.matches("<Child>").count();
     assert_eq!(parsed.records.len(), children);
     assert!(parsed.warnings.is_empty());
     let r = by_id(&parsed.records, "RND000824303014");
-    assert_eq!(r.record.demographics.sex.as_deref(), Some("other"), "GenderCurrent 9");
+    assert_eq!(
+        r.record.demographics.sex.as_deref(),
+        Some("other"),
+        "GenderCurrent 9"
+    );
     assert_eq!(item(r, "episodes").as_array().unwrap().len(), 2);
     // Every child keeps its UPN, valid or not.
     assert!(parsed
@@ -109,7 +132,10 @@ fn ssda903_csv_tables_join() {
     let header = std::fs::read_to_string(sample_path("ssda903_d2i_header.csv")).unwrap();
     assert_eq!(parsed.records.len(), header.lines().count() - 1);
     let r = by_id(&parsed.records, "566910");
-    assert_eq!(r.record.demographics.birth_date.as_deref(), Some("2008-03-27"));
+    assert_eq!(
+        r.record.demographics.birth_date.as_deref(),
+        Some("2008-03-27")
+    );
     assert_eq!(r.record.demographics.sex.as_deref(), Some("female"));
     assert_eq!(r.record.identifiers[0].value, "D051910639385");
     let eps = item(r, "episodes").as_array().unwrap();
@@ -125,10 +151,14 @@ fn ssda903_csv_tables_join() {
 
 #[test]
 fn ssda903_xml_sample_maps() {
-    let parsed = file::parse(&[sample("ssda903_d2i_fake_903.xml", FileFormat::Ssda903Xml)]).unwrap();
+    let parsed =
+        file::parse(&[sample("ssda903_d2i_fake_903.xml", FileFormat::Ssda903Xml)]).unwrap();
     assert_eq!(parsed.records.len(), 253);
     let r = by_id(&parsed.records, "907440");
-    assert_eq!(r.record.demographics.birth_date.as_deref(), Some("2010-07-28"));
+    assert_eq!(
+        r.record.demographics.birth_date.as_deref(),
+        Some("2010-07-28")
+    );
     let eps = item(r, "episodes").as_array().unwrap();
     assert_eq!(eps.len(), 2);
     assert_eq!(eps[0]["placement"], "R5");
@@ -142,11 +172,18 @@ fn truncated_and_corrupted_samples_are_rejected_with_location() {
     let mut cin = sample("cin_census_d2i_fake_CIN_data.xml", FileFormat::CinXml);
     cin.bytes.truncate(100_000);
     let e = file::parse(&[cin]).unwrap_err().to_string();
-    assert!(e.starts_with("cin_census_d2i_fake_CIN_data.xml line "), "{e}");
+    assert!(
+        e.starts_with("cin_census_d2i_fake_CIN_data.xml line "),
+        "{e}"
+    );
     assert!(e.contains("<CINdetails>: syntax error"), "{e}");
     // Cut at a tag boundary instead: the unclosed elements are named.
     let mut cin = sample("cin_census_d2i_fake_CIN_data.xml", FileFormat::CinXml);
-    let cut = cin.bytes[..100_000].iter().rposition(|&b| b == b'>').unwrap() + 1;
+    let cut = cin.bytes[..100_000]
+        .iter()
+        .rposition(|&b| b == b'>')
+        .unwrap()
+        + 1;
     cin.bytes.truncate(cut);
     let e = file::parse(&[cin]).unwrap_err().to_string();
     assert!(e.contains("the file ends inside <"), "{e}");
@@ -157,13 +194,19 @@ fn truncated_and_corrupted_samples_are_rejected_with_location() {
     assert!(e.contains("ssda903_d2i_episodes.csv line "), "{e}");
 
     let mut xml = sample("ssda903_d2i_fake_903.xml", FileFormat::Ssda903Xml);
-    let text = String::from_utf8(xml.bytes).unwrap().replacen("<DOB>28/07/2010</DOB>", "<DOB>28/13/2010</DOB>", 1);
+    let text = String::from_utf8(xml.bytes).unwrap().replacen(
+        "<DOB>28/07/2010</DOB>",
+        "<DOB>28/13/2010</DOB>",
+        1,
+    );
     xml.bytes = text.into_bytes();
     let e = file::parse(&[xml]).unwrap_err().to_string();
     assert!(e.contains("<DOB>") && e.contains("28/13/2010"), "{e}");
 
     let mut cin = sample("cin_census_liia_cin-2022.xml", FileFormat::CinXml);
-    let text = String::from_utf8(cin.bytes).unwrap().replace("<GenderCurrent>1<", "<GenderCurrent>7<");
+    let text = String::from_utf8(cin.bytes)
+        .unwrap()
+        .replace("<GenderCurrent>1<", "<GenderCurrent>7<");
     cin.bytes = text.into_bytes();
     let e = file::parse(&[cin]).unwrap_err().to_string();
     assert_eq!(
@@ -224,9 +267,15 @@ fn ctf_maps_identity_address_attendance_sen_and_care() {
     .unwrap();
     assert_eq!(parsed.records.len(), 2);
     let sara = by_id(&parsed.records, "B801200005001");
-    assert_eq!(sara.record.demographics.family_name.as_deref(), Some("Khan"));
+    assert_eq!(
+        sara.record.demographics.family_name.as_deref(),
+        Some("Khan")
+    );
     assert_eq!(sara.record.demographics.sex.as_deref(), Some("female"));
-    assert_eq!(sara.record.demographics.postcode.as_deref(), Some("BS1 4AA"));
+    assert_eq!(
+        sara.record.demographics.postcode.as_deref(),
+        Some("BS1 4AA")
+    );
     assert_eq!(item(sara, "address"), "12, High Street, Bristol");
     assert_eq!(item(sara, "send_status"), "EHC plan");
     assert_eq!(item(sara, "looked_after"), true);
@@ -234,7 +283,11 @@ fn ctf_maps_identity_address_attendance_sen_and_care() {
     assert_eq!(item(sara, "terms")[0]["attended_sessions"], 342);
     assert_eq!(item(sara, "terms")[0]["attendance_percent"], 90.0);
     let jo = by_id(&parsed.records, "A801200005001");
-    assert_eq!(jo.record.demographics.sex.as_deref(), Some("male"), "pre-2022 <Gender>");
+    assert_eq!(
+        jo.record.demographics.sex.as_deref(),
+        Some("male"),
+        "pre-2022 <Gender>"
+    );
     assert_eq!(item(jo, "looked_after"), false);
 
     let truncated = &CTF[..CTF.find("<Attendance>").unwrap()];
@@ -244,14 +297,26 @@ fn ctf_maps_identity_address_attendance_sen_and_care() {
         bytes: truncated.as_bytes().to_vec(),
     }])
     .unwrap_err();
-    assert!(e.to_string().contains("ends inside <Pupil> opened on line 9"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("ends inside <Pupil> opened on line 9"),
+        "{e}"
+    );
 }
 
 #[test]
 fn collect_requires_every_pattern_and_reads_in_name_order() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("att_2.csv"), "UPN,Term,Possible,Attended\nX,Spring,10,9\n").unwrap();
-    std::fs::write(dir.path().join("att_1.csv"), "UPN,Term,Possible,Attended\nX,Autumn,10,5\n").unwrap();
+    std::fs::write(
+        dir.path().join("att_2.csv"),
+        "UPN,Term,Possible,Attended\nX,Spring,10,9\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("att_1.csv"),
+        "UPN,Term,Possible,Attended\nX,Autumn,10,5\n",
+    )
+    .unwrap();
     let mut config = FileConfig {
         folder: dir.path().to_path_buf(),
         files: vec![FileSpec {
@@ -261,7 +326,10 @@ fn collect_requires_every_pattern_and_reads_in_name_order() {
         watch_secs: 0,
     };
     let files = file::collect(&config).unwrap();
-    assert_eq!(files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["att_1.csv", "att_2.csv"]);
+    assert_eq!(
+        files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
+        ["att_1.csv", "att_2.csv"]
+    );
     let parsed = file::parse(&files).unwrap();
     assert_eq!(item(&parsed.records[0], "terms")[1]["term"], "Spring");
     config.files.push(FileSpec {

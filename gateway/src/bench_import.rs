@@ -21,7 +21,10 @@ pub struct ImportArgs {
     #[arg(long, default_value_t = 100_000)]
     pub pupils: usize,
     /// The CIN census file to import first.
-    #[arg(long, default_value = "../shared/data/samples/cin_census_d2i_fake_CIN_data.xml")]
+    #[arg(
+        long,
+        default_value = "../shared/data/samples/cin_census_d2i_fake_CIN_data.xml"
+    )]
     pub cin: PathBuf,
     /// The gateway's store: a PostgreSQL URL (its database is used as it is), or a temporary
     /// SQLite file when omitted.
@@ -50,10 +53,16 @@ fn reset_peak() {
 
 /// A census export of `n` pupils, deterministic so that runs compare.
 pub fn census_csv(n: usize) -> String {
-    const FAMILY: &[&str] = &["Khan", "Smith", "Jones", "Patel", "Brown", "Taylor", "Wilson", "Evans"];
-    const GIVEN: &[&str] = &["Sara", "Jo", "Amir", "Ella", "Noah", "Ava", "Leo", "Mia", "Ravi"];
+    const FAMILY: &[&str] = &[
+        "Khan", "Smith", "Jones", "Patel", "Brown", "Taylor", "Wilson", "Evans",
+    ];
+    const GIVEN: &[&str] = &[
+        "Sara", "Jo", "Amir", "Ella", "Noah", "Ava", "Leo", "Mia", "Ravi",
+    ];
     let mut out = String::with_capacity(n * 90);
-    out.push_str("PupilID,UPN,Legal Surname,Legal Forename,DOB,Sex,Postcode,URN,NCyearActual,SENprovision\n");
+    out.push_str(
+        "PupilID,UPN,Legal Surname,Legal Forename,DOB,Sex,Postcode,URN,NCyearActual,SENprovision\n",
+    );
     for i in 0..n {
         let year = 2008 + (i % 12);
         let upn = format!("{}{:03}{:09}", ["A", "B", "P"][i % 3], 800 + i % 100, i);
@@ -89,7 +98,11 @@ fn line(name: &str, r: &ImportReport, secs: f64, peak: f64) -> String {
     )
 }
 
-async fn fresh_store(args: &ImportArgs, dir: &std::path::Path, name: &str) -> anyhow::Result<Store> {
+async fn fresh_store(
+    args: &ImportArgs,
+    dir: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<Store> {
     let url = match &args.database_url {
         Some(u) => u.clone(),
         None => format!("sqlite://{}", dir.join(format!("{name}.db")).display()),
@@ -111,7 +124,10 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reading {}", args.cin.display()))?;
     let cin = FileConfig {
         folder: cin_dir,
-        files: vec![FileSpec { format: FileFormat::CinXml, name: "cin.xml".into() }],
+        files: vec![FileSpec {
+            format: FileFormat::CinXml,
+            name: "cin.xml".into(),
+        }],
         watch_secs: 0,
     };
     let store = fresh_store(&args, dir.path(), "cin").await?;
@@ -119,7 +135,15 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     reset_peak();
     let t = Instant::now();
     let r = import(&store, &index, "bench-cin", &cin, false).await?;
-    println!("{}", line("CIN sample (259 KB), first import", &r, t.elapsed().as_secs_f64(), peak_mib()));
+    println!(
+        "{}",
+        line(
+            "CIN sample (259 KB), first import",
+            &r,
+            t.elapsed().as_secs_f64(),
+            peak_mib()
+        )
+    );
 
     // The generated census.
     let census_dir = dir.path().join("census");
@@ -129,7 +153,10 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     std::fs::write(&path, &text)?;
     let census = FileConfig {
         folder: census_dir,
-        files: vec![FileSpec { format: FileFormat::CensusPupilsCsv, name: "pupils.csv".into() }],
+        files: vec![FileSpec {
+            format: FileFormat::CensusPupilsCsv,
+            name: "pupils.csv".into(),
+        }],
         watch_secs: 0,
     };
     let store = fresh_store(&args, dir.path(), "census").await?;
@@ -138,26 +165,57 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     reset_peak();
     let t = Instant::now();
     let r = import(&store, &index, "bench-census", &census, false).await?;
-    println!("{}", line(&format!("census {mb:.1} MB, first import"), &r, t.elapsed().as_secs_f64(), peak_mib()));
+    println!(
+        "{}",
+        line(
+            &format!("census {mb:.1} MB, first import"),
+            &r,
+            t.elapsed().as_secs_f64(),
+            peak_mib()
+        )
+    );
 
     reset_peak();
     let t = Instant::now();
     let r = import(&store, &index, "bench-census", &census, false).await?;
     let unchanged = t.elapsed().as_secs_f64();
-    println!("{}", line("census re-import, unchanged", &r, unchanged, peak_mib()));
+    println!(
+        "{}",
+        line("census re-import, unchanged", &r, unchanged, peak_mib())
+    );
 
     reset_peak();
     let t = Instant::now();
     let r = import(&store, &index, "bench-census", &census, true).await?;
-    println!("{}", line("census re-import, forced re-parse", &r, t.elapsed().as_secs_f64(), peak_mib()));
+    println!(
+        "{}",
+        line(
+            "census re-import, forced re-parse",
+            &r,
+            t.elapsed().as_secs_f64(),
+            peak_mib()
+        )
+    );
 
     let changed = text.replacen(",Khan,", ",Khan-Ali,", 1);
     std::fs::write(&path, changed)?;
     reset_peak();
     let t = Instant::now();
     let r = import(&store, &index, "bench-census", &census, false).await?;
-    println!("{}", line("census re-import, one pupil changed", &r, t.elapsed().as_secs_f64(), peak_mib()));
-    anyhow::ensure!(r.changed == 1, "expected one changed record, got {}", r.changed);
+    println!(
+        "{}",
+        line(
+            "census re-import, one pupil changed",
+            &r,
+            t.elapsed().as_secs_f64(),
+            peak_mib()
+        )
+    );
+    anyhow::ensure!(
+        r.changed == 1,
+        "expected one changed record, got {}",
+        r.changed
+    );
     println!(
         "\nunchanged re-import of {} pupils: {:.3} s (target < 1 s: {})",
         args.pupils,

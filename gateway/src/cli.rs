@@ -188,7 +188,14 @@ async fn import(cmd: ImportCmd) -> ExitCode {
             println!(
                 "{}: {} — {} records: {} added, {} changed, {} removed, {} unchanged; \
                  {} with an invalid identifier (kept, flagged)",
-                r.source, r.outcome, r.records, r.added, r.changed, r.removed, r.unchanged, r.flagged
+                r.source,
+                r.outcome,
+                r.records,
+                r.added,
+                r.changed,
+                r.removed,
+                r.unchanged,
+                r.flagged
             );
             for w in &r.warnings {
                 println!("warning: {w}");

@@ -46,13 +46,12 @@ fn db_error(e: impl std::fmt::Display) -> AdapterError {
 #[async_trait]
 impl ImportStore for DbImports {
     async fn records(&self, source: &str) -> Result<Vec<Imported>, AdapterError> {
-        let rows = sqlx::query(
-            "SELECT record FROM import_records WHERE source = $1 ORDER BY local_id",
-        )
-        .bind(source)
-        .fetch_all(&self.store.pool)
-        .await
-        .map_err(db_error)?;
+        let rows =
+            sqlx::query("SELECT record FROM import_records WHERE source = $1 ORDER BY local_id")
+                .bind(source)
+                .fetch_all(&self.store.pool)
+                .await
+                .map_err(db_error)?;
         rows.iter()
             .map(|r| {
                 let text: String = r.try_get("record").map_err(db_error)?;
@@ -62,14 +61,13 @@ impl ImportStore for DbImports {
     }
 
     async fn record(&self, source: &str, local_id: &str) -> Result<Option<Imported>, AdapterError> {
-        let row = sqlx::query(
-            "SELECT record FROM import_records WHERE source = $1 AND local_id = $2",
-        )
-        .bind(source)
-        .bind(local_id)
-        .fetch_optional(&self.store.pool)
-        .await
-        .map_err(db_error)?;
+        let row =
+            sqlx::query("SELECT record FROM import_records WHERE source = $1 AND local_id = $2")
+                .bind(source)
+                .bind(local_id)
+                .fetch_optional(&self.store.pool)
+                .await
+                .map_err(db_error)?;
         row.map(|r| {
             let text: String = r.try_get("record").map_err(db_error)?;
             serde_json::from_str(&text).map_err(db_error)
@@ -225,9 +223,12 @@ pub async fn import(
                 .records
                 .into_iter()
                 .map(|r| {
-                    flagged += usize::from(r.record.identifiers.iter().any(|i| {
-                        crate::identity::verify(&i.kind, &i.value).is_err()
-                    }));
+                    flagged += usize::from(
+                        r.record
+                            .identifiers
+                            .iter()
+                            .any(|i| crate::identity::verify(&i.kind, &i.value).is_err()),
+                    );
                     let json = serde_json::to_string(&r).unwrap_or_default();
                     let digest = sha256_hex(json.as_bytes());
                     Hashed {
@@ -316,7 +317,16 @@ pub async fn import(
         report.removed += 1;
     }
     report.outcome = "applied";
-    insert_run(&mut *tx, source, &started, "applied", &files, &report, &report.warnings).await?;
+    insert_run(
+        &mut tx,
+        source,
+        &started,
+        "applied",
+        &files,
+        &report,
+        &report.warnings,
+    )
+    .await?;
     tx.commit().await?;
     report.apply_ms = ms(clock);
     let clock = std::time::Instant::now();
@@ -426,7 +436,7 @@ async fn record_rejection(
     };
     let mut conn = store.pool.acquire().await?;
     insert_run(
-        &mut *conn,
+        &mut conn,
         source,
         started,
         "rejected",
@@ -546,7 +556,10 @@ mod tests {
         std::fs::write(drop.join("pupils.csv"), PUPILS).unwrap();
 
         let first = import(&store, &index, "school", &cfg, false).await.unwrap();
-        assert_eq!((first.outcome, first.added, first.indexed), ("applied", 3, 3));
+        assert_eq!(
+            (first.outcome, first.added, first.indexed),
+            ("applied", 3, 3)
+        );
         assert_eq!(first.flagged, 1, "A801200005001 fails its check letter");
         let before = digests(&store).await;
 
@@ -555,13 +568,34 @@ mod tests {
         assert_eq!((again.outcome, again.unchanged), ("unchanged", 3));
         // Even a forced re-parse changes nothing.
         let forced = import(&store, &index, "school", &cfg, true).await.unwrap();
-        assert_eq!((forced.added, forced.changed, forced.removed, forced.unchanged), (0, 0, 0, 3));
+        assert_eq!(
+            (
+                forced.added,
+                forced.changed,
+                forced.removed,
+                forced.unchanged
+            ),
+            (0, 0, 0, 3)
+        );
         assert_eq!(digests(&store).await, before);
 
         // One pupil changes: one record changes, one is re-indexed.
-        std::fs::write(drop.join("pupils.csv"), PUPILS.replace("Smith,Jo", "Smith-Jones,Jo")).unwrap();
+        std::fs::write(
+            drop.join("pupils.csv"),
+            PUPILS.replace("Smith,Jo", "Smith-Jones,Jo"),
+        )
+        .unwrap();
         let one = import(&store, &index, "school", &cfg, false).await.unwrap();
-        assert_eq!((one.added, one.changed, one.removed, one.unchanged, one.indexed), (0, 1, 0, 2, 1));
+        assert_eq!(
+            (
+                one.added,
+                one.changed,
+                one.removed,
+                one.unchanged,
+                one.indexed
+            ),
+            (0, 1, 0, 2, 1)
+        );
         let after = digests(&store).await;
         let differing: Vec<&str> = before
             .iter()
@@ -573,7 +607,9 @@ mod tests {
 
         // A truncated drop is rejected with its location; the previous data stays.
         std::fs::write(drop.join("pupils.csv"), &PUPILS[..PUPILS.len() - 20]).unwrap();
-        let e = import(&store, &index, "school", &cfg, false).await.unwrap_err();
+        let e = import(&store, &index, "school", &cfg, false)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("pupils.csv line 4"), "{e}");
         assert_eq!(digests(&store).await, after);
         let last = last_import(&store, "school").await.unwrap().unwrap();
@@ -590,7 +626,9 @@ mod tests {
         let listed = adapter.list().await.unwrap().unwrap();
         assert_eq!(listed.len(), 3);
         let items = adapter.fetch("A801200005001").await.unwrap().unwrap();
-        assert!(items.iter().any(|i| i.field == "family_name" && i.value == "Smith-Jones"));
+        assert!(items
+            .iter()
+            .any(|i| i.field == "family_name" && i.value == "Smith-Jones"));
         assert!(adapter.fetch("nobody").await.unwrap().is_none());
         // The invalid UPN reached the index, flagged, not dropped.
         let row = sqlx::query("SELECT identifiers FROM source_records WHERE source = 'school' AND local_id = 'A801200005001'")
@@ -602,7 +640,11 @@ mod tests {
 
         // A pupil who left is removed from the store.
         let changed = PUPILS.replace("Smith,Jo", "Smith-Jones,Jo");
-        std::fs::write(drop.join("pupils.csv"), changed.lines().take(3).collect::<Vec<_>>().join("\n")).unwrap();
+        std::fs::write(
+            drop.join("pupils.csv"),
+            changed.lines().take(3).collect::<Vec<_>>().join("\n"),
+        )
+        .unwrap();
         let left = import(&store, &index, "school", &cfg, false).await.unwrap();
         assert_eq!((left.removed, left.unchanged), (1, 2));
         assert!(adapter.fetch("P207000016049").await.unwrap().is_none());

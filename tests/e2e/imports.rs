@@ -15,8 +15,11 @@ async fn import_then_view_served_from_the_import() {
     let env = Env::new(4).await;
     let drop = env.dir.path().join("drop");
     std::fs::create_dir(&drop).expect("drop folder");
-    std::fs::copy(sample("cin_census_d2i_CIN_Census_2026.xml"), drop.join("cin_2026.xml"))
-        .expect("copy sample");
+    std::fs::copy(
+        sample("cin_census_d2i_CIN_Census_2026.xml"),
+        drop.join("cin_2026.xml"),
+    )
+    .expect("copy sample");
     let config = format!(
         "{}\n[[agencies]]\nid = \"la-returns\"\nname = \"LA statutory returns\"\nkind = \"social_care\"\n\n\
          [[sources]]\nid = \"cin-census\"\nagency = \"la-returns\"\n\n\
@@ -60,7 +63,10 @@ async fn import_then_view_served_from_the_import() {
         )
         .await;
     assert_eq!(status, 200, "{found}");
-    let id = found["children"][0]["id"].as_str().expect("child id").to_string();
+    let id = found["children"][0]["id"]
+        .as_str()
+        .expect("child id")
+        .to_string();
     let (status, view) = gw
         .get(&format!("/v1/children/{id}?purpose=safeguarding"), &sw)
         .await;

@@ -44,7 +44,11 @@ pub fn read(file: &str, text: &str, batch: &mut Batch) -> Result<(), ImportError
         }
         let mut disabilities: Vec<&str> = Vec::new();
         if let Some(d) = child.find("Disabilities") {
-            disabilities.extend(d.all("Disability").map(|e| e.text.trim()).filter(|t| !t.is_empty()));
+            disabilities.extend(
+                d.all("Disability")
+                    .map(|e| e.text.trim())
+                    .filter(|t| !t.is_empty()),
+            );
         }
         let d = batch.record(la_id);
         d.identifier("upn", ids.child_text("UPN").map(|(t, _)| t));
@@ -75,8 +79,16 @@ fn details(file: &str, cin: &Element) -> Result<Vec<Value>, ImportError> {
     let mut out = Vec::new();
     let mut ep = Map::new();
     ep.insert("kind".into(), "child_in_need".into());
-    put(&mut ep, "category", cin.child_text("PrimaryNeedCode").map(|(t, _)| t.into()));
-    put(&mut ep, "start_date", date(cin, "CINreferralDate")?.map(Value::from));
+    put(
+        &mut ep,
+        "category",
+        cin.child_text("PrimaryNeedCode").map(|(t, _)| t.into()),
+    );
+    put(
+        &mut ep,
+        "start_date",
+        date(cin, "CINreferralDate")?.map(Value::from),
+    );
     let end = match cin.child("CINclosureDate") {
         Some(e) if !e.text.trim().is_empty() => {
             Some(values::date(&e.text).map_err(|r| e.error(file, r))?)
@@ -84,8 +96,16 @@ fn details(file: &str, cin: &Element) -> Result<Vec<Value>, ImportError> {
         _ => None,
     };
     put(&mut ep, "end_date", end.map(Value::from));
-    put(&mut ep, "referral_source", cin.child_text("ReferralSource").map(|(t, _)| t.into()));
-    put(&mut ep, "closure_reason", cin.child_text("ReasonForClosure").map(|(t, _)| t.into()));
+    put(
+        &mut ep,
+        "referral_source",
+        cin.child_text("ReferralSource").map(|(t, _)| t.into()),
+    );
+    put(
+        &mut ep,
+        "closure_reason",
+        cin.child_text("ReasonForClosure").map(|(t, _)| t.into()),
+    );
     if let Some((t, e)) = cin.child_text("ReferralNFA") {
         ep.insert(
             "referral_nfa".into(),
@@ -97,7 +117,11 @@ fn details(file: &str, cin: &Element) -> Result<Vec<Value>, ImportError> {
         // Read so that a malformed value rejects the file; shown as an episode of its own.
         let mut e = Map::new();
         e.insert("kind".into(), "section_47".into());
-        put(&mut e, "start_date", date(s47, "S47ActualStartDate")?.map(Value::from));
+        put(
+            &mut e,
+            "start_date",
+            date(s47, "S47ActualStartDate")?.map(Value::from),
+        );
         if let Some((t, el)) = s47.child_text("ICPCnotRequired") {
             e.insert(
                 "icpc_not_required".into(),
@@ -113,7 +137,11 @@ fn details(file: &str, cin: &Element) -> Result<Vec<Value>, ImportError> {
             .child_text("LatestCategoryOfAbuse")
             .or_else(|| cp.child_text("InitialCategoryOfAbuse"));
         put(&mut e, "category", category.map(|(t, _)| t.into()));
-        put(&mut e, "start_date", date(cp, "CPPstartDate")?.map(Value::from));
+        put(
+            &mut e,
+            "start_date",
+            date(cp, "CPPstartDate")?.map(Value::from),
+        );
         put(&mut e, "end_date", date(cp, "CPPendDate")?.map(Value::from));
         out.push(Value::Object(e));
     }

@@ -15,7 +15,10 @@ use crate::record::Demographics;
 pub fn read(file: &str, text: &str, batch: &mut Batch) -> Result<(), ImportError> {
     let root = xml::parse(file, text, &mut batch.warnings)?;
     if !root.name.eq_ignore_ascii_case("CTfile") {
-        return Err(root.error(file, "not a Common Transfer File (root is not <CTfile>)".into()));
+        return Err(root.error(
+            file,
+            "not a Common Transfer File (root is not <CTfile>)".into(),
+        ));
     }
     let school = root
         .child("Header")
@@ -52,7 +55,12 @@ pub fn read(file: &str, text: &str, batch: &mut Batch) -> Result<(), ImportError
         let d = batch.record(upn);
         d.identifier("upn", Some(upn));
         d.identifier("former_upn", pupil.text_of(&["FormerUPN"]).map(|(t, _)| t));
-        d.identifier("uln", pupil.text_of(&["UniqueLearnerNumber", "ULN"]).map(|(t, _)| t));
+        d.identifier(
+            "uln",
+            pupil
+                .text_of(&["UniqueLearnerNumber", "ULN"])
+                .map(|(t, _)| t),
+        );
         d.demographics(demographics);
         if let Some(a) = address.and_then(|a| a.child("BS7").or(Some(a))) {
             let lines: Vec<&str> = ["SAON", "PAON", "Street", "Locality", "Town", "County"]
@@ -70,7 +78,9 @@ pub fn read(file: &str, text: &str, batch: &mut Batch) -> Result<(), ImportError
             d.set(
                 "education.enrolment",
                 "year_group",
-                y.parse::<i64>().map(Value::from).unwrap_or_else(|_| y.into()),
+                y.parse::<i64>()
+                    .map(Value::from)
+                    .unwrap_or_else(|_| y.into()),
             );
         }
         if let Some((s, _)) = pupil.text_of(&["EnrolStatus"]) {
@@ -102,10 +112,9 @@ fn attendance(file: &str, pupil: &Element) -> Result<Vec<Value>, ImportError> {
             let n = |name: &str| -> Result<Option<i64>, ImportError> {
                 y.child_text(name)
                     .map(|(t, e)| {
-                        t.parse::<i64>()
-                            .ok()
-                            .filter(|n| *n >= 0)
-                            .ok_or_else(|| e.error(file, format!("{t:?} is not a number of sessions")))
+                        t.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                            e.error(file, format!("{t:?} is not a number of sessions"))
+                        })
                     })
                     .transpose()
             };
@@ -114,12 +123,17 @@ fn attendance(file: &str, pupil: &Element) -> Result<Vec<Value>, ImportError> {
             let unauth = n("SessionsUnauthorised")?.unwrap_or(0);
             let attended = possible - auth - unauth;
             if attended < 0 {
-                return Err(y.error(file, format!("more absences than the {possible} possible sessions")));
+                return Err(y.error(
+                    file,
+                    format!("more absences than the {possible} possible sessions"),
+                ));
             }
             let mut t = Map::new();
             t.insert(
                 "term".into(),
-                y.child_text("Year").map(|(t, _)| Value::from(t)).unwrap_or(Value::Null),
+                y.child_text("Year")
+                    .map(|(t, _)| Value::from(t))
+                    .unwrap_or(Value::Null),
             );
             t.insert("possible_sessions".into(), possible.into());
             t.insert("attended_sessions".into(), attended.into());
@@ -143,7 +157,9 @@ fn latest_sen(file: &str, pupil: &Element) -> Result<Option<String>, ImportError
     pupil.find_all("SEN", &mut entries);
     let mut best: Option<(String, &str)> = None;
     for e in entries {
-        let start = e.parse_of(file, &["StartDate"], values::date)?.unwrap_or_default();
+        let start = e
+            .parse_of(file, &["StartDate"], values::date)?
+            .unwrap_or_default();
         if let Some((p, _)) = e.child_text("SENprovision") {
             if best.as_ref().is_none_or(|(s, _)| start >= *s) {
                 best = Some((start, p));

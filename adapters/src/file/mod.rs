@@ -299,9 +299,24 @@ impl Draft {
             }
         };
         let dm = &mut self.demographics;
-        put(&mut dm.given_name, d.given_name, "identity.core", "given_name");
-        put(&mut dm.family_name, d.family_name, "identity.core", "family_name");
-        put(&mut dm.birth_date, d.birth_date, "identity.core", "birth_date");
+        put(
+            &mut dm.given_name,
+            d.given_name,
+            "identity.core",
+            "given_name",
+        );
+        put(
+            &mut dm.family_name,
+            d.family_name,
+            "identity.core",
+            "family_name",
+        );
+        put(
+            &mut dm.birth_date,
+            d.birth_date,
+            "identity.core",
+            "birth_date",
+        );
         put(&mut dm.sex, d.sex, "identity.core", "sex");
         put(&mut dm.postcode, d.postcode, "identity.contact", "postcode");
     }

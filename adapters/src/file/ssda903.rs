@@ -53,7 +53,9 @@ pub fn episodes_csv(file: &str, text: &str, batch: &mut Batch) -> Result<(), Imp
         e.insert("start_date".into(), start.into());
         e.insert(
             "end_date".into(),
-            row.parse(&["dec"], values::date)?.map(Value::from).unwrap_or(Value::Null),
+            row.parse(&["dec"], values::date)?
+                .map(Value::from)
+                .unwrap_or(Value::Null),
         );
         e.insert("placement".into(), text(&["place", "pl"]));
         e.insert("placement_provider".into(), text(&["placeprovider"]));
@@ -83,7 +85,9 @@ pub fn xml(file: &str, text: &str, batch: &mut Batch) -> Result<(), ImportError>
             .ok_or_else(|| header.error(file, "no <CHILDID>".into()))?;
         let demographics = Demographics {
             birth_date: header.parse_of(file, &["DOB"], values::date)?,
-            sex: header.parse_of(file, &["SEX"], values::sex)?.map(String::from),
+            sex: header
+                .parse_of(file, &["SEX"], values::sex)?
+                .map(String::from),
             ..Demographics::default()
         };
         let mut episodes = Vec::new();

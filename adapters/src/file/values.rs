@@ -8,7 +8,9 @@ use chrono::NaiveDate;
 /// exports) or an ISO date-time whose date part is kept.
 pub fn date(raw: &str) -> Result<String, String> {
     let s = raw.trim();
-    let iso = s.get(..10).filter(|_| s.len() == 10 || s.as_bytes().get(10) == Some(&b'T'));
+    let iso = s
+        .get(..10)
+        .filter(|_| s.len() == 10 || s.as_bytes().get(10) == Some(&b'T'));
     let parsed = match iso {
         Some(d) if d.as_bytes().get(4) == Some(&b'-') => NaiveDate::parse_from_str(d, "%Y-%m-%d"),
         _ => NaiveDate::parse_from_str(s, "%d/%m/%Y"),
@@ -50,7 +52,9 @@ pub fn exclusion_kind(raw: &str) -> Result<&'static str, String> {
         "FIXD" | "SUSP" | "FIXED" | "SUSPENSION" => Ok("suspension"),
         "PERM" | "PERMANENT" => Ok("permanent"),
         "LNCH" | "LUNCHTIME" => Ok("lunchtime"),
-        other => Err(format!("{other:?} is not an exclusion category (SUSP/FIXD/PERM/LNCH)")),
+        other => Err(format!(
+            "{other:?} is not an exclusion category (SUSP/FIXD/PERM/LNCH)"
+        )),
     }
 }
 

@@ -122,7 +122,11 @@ pub fn parse(file: &str, text: &str, warnings: &mut Vec<String>) -> Result<Eleme
             Ok(e) => e,
             Err(e) => {
                 let open = stack.last().map(|e| e.name.clone());
-                return Err(fail(reader.error_position(), open.as_deref(), e.to_string()));
+                return Err(fail(
+                    reader.error_position(),
+                    open.as_deref(),
+                    e.to_string(),
+                ));
             }
         };
         match event {
@@ -155,7 +159,11 @@ pub fn parse(file: &str, text: &str, warnings: &mut Vec<String>) -> Result<Eleme
             Event::End(_) => {
                 // quick-xml has already checked that the name matches the open element.
                 let Some(mut done) = stack.pop() else {
-                    return Err(fail(before, None, "closing tag without an open element".into()));
+                    return Err(fail(
+                        before,
+                        None,
+                        "closing tag without an open element".into(),
+                    ));
                 };
                 if !done.children.is_empty() && !done.text.trim().is_empty() {
                     warnings.push(format!(
@@ -172,9 +180,9 @@ pub fn parse(file: &str, text: &str, warnings: &mut Vec<String>) -> Result<Eleme
                 }
             }
             Event::Text(t) => {
-                let s = t
-                    .decode()
-                    .map_err(|e| fail(before, stack.last().map(|e| e.name.as_str()), e.to_string()))?;
+                let s = t.decode().map_err(|e| {
+                    fail(before, stack.last().map(|e| e.name.as_str()), e.to_string())
+                })?;
                 match stack.last_mut() {
                     Some(open) => {
                         if open.text_line == 0 && !s.trim().is_empty() {
@@ -194,9 +202,9 @@ pub fn parse(file: &str, text: &str, warnings: &mut Vec<String>) -> Result<Eleme
                 }
             }
             Event::CData(c) => {
-                let s = c
-                    .decode()
-                    .map_err(|e| fail(before, stack.last().map(|e| e.name.as_str()), e.to_string()))?;
+                let s = c.decode().map_err(|e| {
+                    fail(before, stack.last().map(|e| e.name.as_str()), e.to_string())
+                })?;
                 if let Some(open) = stack.last_mut() {
                     open.text.push_str(&s);
                 }
@@ -208,9 +216,7 @@ pub fn parse(file: &str, text: &str, warnings: &mut Vec<String>) -> Result<Eleme
                         let name = r.decode().map_err(|e| fail(before, None, e.to_string()))?;
                         quick_xml::escape::resolve_predefined_entity(&name)
                             .map(String::from)
-                            .ok_or_else(|| {
-                                fail(before, None, format!("unknown entity &{name};"))
-                            })?
+                            .ok_or_else(|| fail(before, None, format!("unknown entity &{name};")))?
                     }
                 };
                 if let Some(open) = stack.last_mut() {
@@ -263,7 +269,10 @@ mod tests {
     fn truncated_and_mismatched_are_located() {
         let mut w = Vec::new();
         let e = parse("f.xml", "<A>\n<B>\n<C>1</C>\n", &mut w).unwrap_err();
-        assert!(e.to_string().contains("ends inside <B> opened on line 2"), "{e}");
+        assert!(
+            e.to_string().contains("ends inside <B> opened on line 2"),
+            "{e}"
+        );
         let e = parse("f.xml", "<A>\n<B>1</C>\n</A>", &mut w).unwrap_err();
         match e {
             ImportError::Malformed { line, .. } => assert_eq!(line, 2),
