@@ -23,11 +23,17 @@ async fn import_then_view_served_from_the_import() {
     let config = format!(
         "{}\n[[agencies]]\nid = \"la-returns\"\nname = \"LA statutory returns\"\nkind = \"social_care\"\n\n\
          [[sources]]\nid = \"cin-census\"\nagency = \"la-returns\"\n\n\
-         [sources.adapter]\nkind = \"file\"\nfolder = {:?}\n\
+         [sources.adapter]\nkind = \"file\"\nfolder = \"drop\"\n\
          files = [{{ format = \"cin_xml\", name = \"cin_*.xml\" }}]\n",
         env.config(false),
-        drop.display().to_string(),
     );
+    // The folder is relative to the configuration file, wherever weft is started from.
+    assert_eq!(env.dir.path().join("drop"), drop);
+    let bad = env.write_config("bad.toml", &config.replace("\"cin_xml\"", "\"dbase_iii\""));
+    let (code, _, err) = run_weft(&["config", "check", "-c", bad.to_str().expect("path")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("format"), "the schema names the key: {err}");
+
     let path = env.write_config("weft.toml", &config);
     let p = path.to_str().expect("path");
 
