@@ -8,10 +8,13 @@
 //! - [`sql`]: configured, parameterised queries against a source's reporting database
 //!   (PostgreSQL, MariaDB/MySQL, SQLite).
 //! - [`http_json`]: JSON over HTTP with a declarative JSON-pointer mapping (police and others).
+//! - [`file`]: files dropped in a folder (school census/MIS CSV, Common Transfer File, CIN
+//!   census, SSDA903), imported into a store and served from it.
 //!
 //! An adapter is chosen by the `kind` of its [`AdapterConfig`], never in code.
 
 pub mod fhir;
+pub mod file;
 mod http;
 pub mod http_json;
 pub mod record;
@@ -96,6 +99,16 @@ pub enum AdapterConfig {
     Fhir(fhir::FhirConfig),
     Sql(sql::SqlConfig),
     HttpJson(http_json::HttpJsonConfig),
+    File(file::FileConfig),
+}
+
+/// What an adapter may need from the gateway beyond its own configuration.
+#[derive(Clone, Default)]
+pub struct BuildContext {
+    /// The source's id, for adapters whose data the gateway keeps by source.
+    pub source: String,
+    /// Where `file` sources' imported records are kept.
+    pub imports: Option<Arc<dyn file::ImportStore>>,
 }
 
 impl AdapterConfig {
@@ -105,13 +118,26 @@ impl AdapterConfig {
             AdapterConfig::Fhir(_) => "fhir",
             AdapterConfig::Sql(_) => "sql",
             AdapterConfig::HttpJson(_) => "http_json",
+            AdapterConfig::File(_) => "file",
         }
     }
 
     /// Builds the adapter. Connection pools are created lazily, so a source that is down at
     /// start-up does not stop the gateway from starting; it shows as `unavailable` instead.
     pub fn build(&self) -> Result<Arc<dyn Adapter>, AdapterError> {
+        self.build_with(&BuildContext::default())
+    }
+
+    /// Builds the adapter with what the gateway provides. A `file` source needs an import
+    /// store; without one it is a configuration error.
+    pub fn build_with(&self, ctx: &BuildContext) -> Result<Arc<dyn Adapter>, AdapterError> {
         Ok(match self {
+            AdapterConfig::File(_) => {
+                let store = ctx.imports.clone().ok_or_else(|| {
+                    AdapterError::Config("a file source needs the gateway's import store".into())
+                })?;
+                Arc::new(file::FileAdapter::new(ctx.source.clone(), store))
+            }
             AdapterConfig::Fhir(c) => Arc::new(fhir::FhirAdapter::new(c.clone())?),
             AdapterConfig::Sql(c) => Arc::new(sql::SqlAdapter::new(c.clone())?),
             AdapterConfig::HttpJson(c) => Arc::new(http_json::HttpJsonAdapter::new(c.clone())?),

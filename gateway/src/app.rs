@@ -71,7 +71,7 @@ impl Application {
         let policy = crate::policyapi::load(&config).await.context("policy")?;
         tracing::info!(rules = policy.rules(), "policy loaded");
         let verifier = Verifier::new(&config.auth, &config.agencies).context("auth")?;
-        let sources = Sources::build(&config).context("sources")?;
+        let sources = Sources::build(&config, &store).context("sources")?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -124,10 +124,12 @@ impl Application {
         };
         let indexer = tokio::spawn(keep_index(state.clone()));
         let watcher = tokio::spawn(crate::policyapi::watch(state.clone()));
+        let importer = tokio::spawn(crate::imports::watch(state.clone()));
         let router = crate::api::router(state.clone());
         crate::server::serve(listener, router, tls, shutdown).await;
         indexer.abort();
         watcher.abort();
+        importer.abort();
         drop(state);
         // The writer stops once the last handle is gone; bound the wait in case a stuck
         // connection still holds one.

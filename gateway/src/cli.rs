@@ -44,6 +44,8 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Import a `file` source's folder now: all or nothing, applying only what changed.
+    Import(ImportCmd),
     /// Measure the gateway.
     Bench {
         #[command(subcommand)]
@@ -56,6 +58,17 @@ pub struct ConfigArg {
     /// The configuration file.
     #[arg(long, short, env = "WEFT_CONFIG", default_value = "weft.toml")]
     pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportCmd {
+    /// The source's id in the configuration.
+    pub source: String,
+    /// Parse and compare every record even if the files are byte-identical to the last import.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub config: ConfigArg,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +120,8 @@ pub enum BenchCommand {
     View(crate::bench::ViewArgs),
     /// Policy and consent evaluation for one view, at growing policy sizes.
     Policy(crate::bench::PolicyArgs),
+    /// Imports of the CIN census sample and of a generated census CSV, and re-imports.
+    Import(crate::bench_import::ImportArgs),
 }
 
 /// Logs go to stderr, filtered by `WEFT_LOG` (default `info`). Stdout is kept for what a user
@@ -142,6 +157,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Bench {
             command: BenchCommand::Policy(args),
         } => crate::bench::policy(args).await,
+        Command::Bench {
+            command: BenchCommand::Import(args),
+        } => crate::bench_import::run(args).await,
+        Command::Import(cmd) => return import(cmd).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -293,6 +312,52 @@ async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Exit codes: 0 imported (or unchanged), 2 rejected (previous data kept), 1 anything else.
+async fn import(cmd: ImportCmd) -> ExitCode {
+    let outcome = async {
+        let config = load(&cmd.config)?;
+        let file = crate::imports::file_source(&config.sources, &cmd.source)?.clone();
+        let store = Store::open(&config.database.url, 4).await?;
+        let index = crate::resolve::Index::new(store.clone());
+        Ok::<_, anyhow::Error>(
+            crate::imports::import(&store, &index, &cmd.source, &file, cmd.force).await,
+        )
+    }
+    .await;
+    match outcome {
+        Ok(Ok(r)) => {
+            println!(
+                "{}: {} — {} records: {} added, {} changed, {} removed, {} unchanged; \
+                 {} with an invalid identifier (kept, flagged)",
+                r.source,
+                r.outcome,
+                r.records,
+                r.added,
+                r.changed,
+                r.removed,
+                r.unchanged,
+                r.flagged
+            );
+            for w in &r.warnings {
+                println!("warning: {w}");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e @ crate::imports::ImportFailure::Rejected(_))) => {
+            eprintln!("weft: {e}");
+            ExitCode::from(2)
+        }
+        Ok(Err(e)) => {
+            eprintln!("weft: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("weft: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

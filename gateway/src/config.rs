@@ -353,6 +353,11 @@ impl Config {
         for k in &mut self.auth.keys {
             fix(&mut k.public_key);
         }
+        for s in &mut self.sources {
+            if let AdapterConfig::File(f) = &mut s.adapter {
+                weft_adapters::file::resolve_folder(f, base);
+            }
+        }
         fix(&mut self.policy.model);
         fix(&mut self.policy.policy);
     }

@@ -203,6 +203,7 @@ fn describe(s: &SourceConfig) -> String {
             format!("{scheme} reporting database")
         }
         weft_adapters::AdapterConfig::HttpJson(c) => format!("JSON API at {}", c.record_url),
+        weft_adapters::AdapterConfig::File(c) => format!("files in {}", c.folder.display()),
     }
 }
 

@@ -122,7 +122,9 @@ pub struct Sources {
 }
 
 impl Sources {
-    pub fn build(config: &Config) -> anyhow::Result<Sources> {
+    /// Builds every adapter; `file` sources read the import store in `store`.
+    pub fn build(config: &Config, store: &crate::store::Store) -> anyhow::Result<Sources> {
+        let imports = crate::imports::DbImports::new(store.clone());
         let all = config
             .sources
             .iter()
@@ -132,9 +134,13 @@ impl Sources {
                     .agency(&s.agency)
                     .cloned()
                     .ok_or_else(|| anyhow::anyhow!("sources[{i}].agency: unknown agency"))?;
+                let ctx = weft_adapters::BuildContext {
+                    source: s.id.clone(),
+                    imports: Some(imports.clone()),
+                };
                 let adapter = s
                     .adapter
-                    .build()
+                    .build_with(&ctx)
                     .map_err(|e| anyhow::anyhow!("sources[{i}].adapter: {e}"))?;
                 Ok(Arc::new(Source {
                     id: s.id.clone(),

@@ -13,7 +13,8 @@
 //! - [`audit`]: a hash-chained entry, durable before the response leaves.
 //!
 //! Around them: [`config`] (layered, schema-checked), [`schema`] (JSON Schemas of inputs),
-//! [`identity`] (NHS number and UPN types), [`policyapi`] (explain, check, lint, reload), [`store`] (SQLite or PostgreSQL), [`api`] (HTTP
+//! [`identity`] (NHS number and UPN types), [`policyapi`] (explain, check, lint, reload),
+//! [`imports`] (`file` sources' import store), [`store`] (SQLite or PostgreSQL), [`api`] (HTTP
 //! routes and OpenAPI), [`error`] (the one HTTP error type), [`server`] (rustls, graceful
 //! shutdown), [`app`] (building and running it all), [`metrics`], and the command line in
 //! [`cli`]. [`sim`] holds the simulated partner systems that the demo, the benchmark and the
@@ -25,6 +26,7 @@ pub mod audit;
 pub mod authenticate;
 pub mod authorise;
 pub mod bench;
+pub mod bench_import;
 pub mod breakglass;
 pub mod cli;
 pub mod config;
@@ -35,6 +37,7 @@ pub mod domain;
 pub mod error;
 pub mod fanout;
 pub mod identity;
+pub mod imports;
 pub mod merge;
 pub mod metrics;
 pub mod policyapi;

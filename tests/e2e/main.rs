@@ -7,5 +7,6 @@ mod harness;
 mod audit;
 mod auth;
 mod config;
+mod imports;
 mod policy;
 mod view;
