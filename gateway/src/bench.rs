@@ -89,7 +89,12 @@ pub async fn policy(args: PolicyArgs) -> anyhow::Result<()> {
         }
         let path = dir.path().join(format!("policy-{n}.csv"));
         std::fs::write(&path, &text)?;
-        let ids: Vec<String> = agencies.iter().map(|(a, _)| a.clone()).collect();
+        // The default policy's own override names this school.
+        let ids: Vec<String> = agencies
+            .iter()
+            .map(|(a, _)| a.clone())
+            .chain(std::iter::once("urn-100001".to_string()))
+            .collect();
         let started = Instant::now();
         let compiled = Policy::load(&model, &path, Some(&ids)).await?;
         let load_ms = ms(started.elapsed());
