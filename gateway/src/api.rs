@@ -46,6 +46,13 @@ use crate::resolve::{Found, Search, SyncReport};
 )]
 pub struct ApiDoc;
 
+/// The whole API description: the read paths above and the write paths of their own modules.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::concerns::ConcernsDoc::openapi());
+    doc
+}
+
 struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
@@ -75,7 +82,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route("/openapi.json", get(|| async { Json(openapi()) }))
+        .merge(crate::concerns::routes())
+        .merge(crate::mailbox::routes())
+        .merge(crate::events::routes())
         .layer(middleware::from_fn(record_metrics))
         .layer(
             ServiceBuilder::new()
@@ -131,7 +141,7 @@ async fn record_metrics(req: Request, next: Next) -> Response {
 }
 
 /// Writes the request's audit entry. Any failure means the caller gets 503 and nothing else.
-async fn record(
+pub(crate) async fn record(
     state: &AppState,
     p: &Principal,
     action: &str,
@@ -161,7 +171,7 @@ async fn record(
 }
 
 /// Audits a refused request, then returns the refusal (or 503 if even that cannot be audited).
-async fn refuse(
+pub(crate) async fn refuse(
     state: &AppState,
     p: &Principal,
     action: &str,
@@ -223,6 +233,10 @@ async fn view(
         return Err(refuse(&state, &principal, "view", Some(&id), Some(purpose), e).await);
     };
     let fetched = fan_out(&state.sources, &links).await;
+    // Read before policy takes the fetch: the access notification needs the child's status and
+    // worker even when this viewer may not see the worker.
+    let facts = (principal.agency_kind != crate::config::AgencyKind::SocialCare)
+        .then(|| crate::routing::read_facts(&fetched));
     let judged = judge(
         &state.policy(),
         principal.role,
@@ -248,6 +262,17 @@ async fn view(
         detail,
     )
     .await?;
+    if let Some(facts) = &facts {
+        crate::events::access_notification(
+            &state,
+            &principal,
+            &id,
+            purpose,
+            facts,
+            &disclosure,
+        )
+        .await?;
+    }
     Ok(Json(view))
 }
 

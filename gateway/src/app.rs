@@ -16,7 +16,9 @@ use crate::authenticate::Verifier;
 use crate::authorise::Policy;
 use crate::config::Config;
 use crate::fanout::Sources;
+use crate::outbox::Outbox;
 use crate::resolve::Index;
+use crate::routing::Routing;
 use crate::schema::Schemas;
 use crate::store::Store;
 
@@ -34,6 +36,10 @@ pub struct Inner {
     pub index: Index,
     pub verifier: Verifier,
     pub schemas: Schemas,
+    /// Who concerns and alerts go to (`policies/routing.toml`).
+    pub routing: Routing,
+    /// Where every concern, alert and notification is written before it is delivered.
+    pub outbox: Arc<Outbox>,
 }
 
 impl Deref for AppState {
@@ -71,6 +77,8 @@ impl Application {
             .await
             .context("policy")?;
         tracing::info!(rules = policy.rules(), "policy loaded");
+        let routing = Routing::load(&config.policy.routing_path(), &config).context("routing")?;
+        let outbox = Arc::new(Outbox::new(store.clone(), config.delivery.clone()).context("outbox")?);
         let verifier = Verifier::new(&config.auth, &config.agencies).context("auth")?;
         let sources = Sources::build(&config).context("sources")?;
         let listener = TcpListener::bind(config.listen)
@@ -87,6 +95,8 @@ impl Application {
             index,
             verifier,
             schemas,
+            routing,
+            outbox,
         }));
         Ok(Application {
             state,
@@ -119,9 +129,15 @@ impl Application {
             None => None,
         };
         let indexer = tokio::spawn(keep_index(state.clone()));
+        // Workers that stop mid-delivery leave their rows leased; they come due again when the
+        // lease ends, here or on another node.
+        let deliverers = state.outbox.start();
         let router = crate::api::router(state.clone());
         crate::server::serve(listener, router, tls, shutdown).await;
         indexer.abort();
+        for d in deliverers {
+            d.abort();
+        }
         drop(state);
         // The writer stops once the last handle is gone; bound the wait in case a stuck
         // connection still holds one.
