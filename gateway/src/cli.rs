@@ -69,6 +69,8 @@ pub enum AuditCommand {
 pub enum BenchCommand {
     /// Merged views against four simulated sources that each answer after a fixed delay.
     View(crate::bench::ViewArgs),
+    /// Concern submissions delivered by signed webhook, and police incident to DSL inbox.
+    Concerns(crate::bench_concerns::ConcernsArgs),
 }
 
 /// Logs go to stderr, filtered by `WEFT_LOG` (default `info`). Stdout is kept for what a user
@@ -100,6 +102,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Bench {
             command: BenchCommand::View(args),
         } => crate::bench::view(args).await,
+        Command::Bench {
+            command: BenchCommand::Concerns(args),
+        } => crate::bench_concerns::concerns(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

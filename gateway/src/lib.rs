@@ -28,6 +28,7 @@ pub mod audit;
 pub mod authenticate;
 pub mod authorise;
 pub mod bench;
+pub mod bench_concerns;
 pub mod cli;
 pub mod concerns;
 pub mod config;
