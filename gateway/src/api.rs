@@ -263,15 +263,8 @@ async fn view(
     )
     .await?;
     if let Some(facts) = &facts {
-        crate::events::access_notification(
-            &state,
-            &principal,
-            &id,
-            purpose,
-            facts,
-            &disclosure,
-        )
-        .await?;
+        crate::events::access_notification(&state, &principal, &id, purpose, facts, &disclosure)
+            .await?;
     }
     Ok(Json(view))
 }

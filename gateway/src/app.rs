@@ -78,7 +78,8 @@ impl Application {
             .context("policy")?;
         tracing::info!(rules = policy.rules(), "policy loaded");
         let routing = Routing::load(&config.policy.routing_path(), &config).context("routing")?;
-        let outbox = Arc::new(Outbox::new(store.clone(), config.delivery.clone()).context("outbox")?);
+        let outbox =
+            Arc::new(Outbox::new(store.clone(), config.delivery.clone()).context("outbox")?);
         let verifier = Verifier::new(&config.auth, &config.agencies).context("auth")?;
         let sources = Sources::build(&config).context("sources")?;
         let listener = TcpListener::bind(config.listen)

@@ -212,7 +212,12 @@ pub async fn concerns(args: ConcernsArgs) -> anyhow::Result<()> {
     loop {
         let have = seen
             .lock()
-            .map(|s| submitted.iter().filter(|(id, _)| s.first.contains_key(id)).count())
+            .map(|s| {
+                submitted
+                    .iter()
+                    .filter(|(id, _)| s.first.contains_key(id))
+                    .count()
+            })
             .unwrap_or(0);
         if have == submitted.len() || Instant::now() > drain_deadline {
             break;
@@ -221,7 +226,9 @@ pub async fn concerns(args: ConcernsArgs) -> anyhow::Result<()> {
     }
     let all_delivered_after = started.elapsed();
     let (mut lags, delivered, requests, bad) = {
-        let s = seen.lock().map_err(|_| anyhow::anyhow!("receiver state poisoned"))?;
+        let s = seen
+            .lock()
+            .map_err(|_| anyhow::anyhow!("receiver state poisoned"))?;
         let lags: Vec<Duration> = submitted
             .iter()
             .filter_map(|(id, at)| s.first.get(id).map(|f| f.saturating_duration_since(*at)))
@@ -269,7 +276,11 @@ pub async fn concerns(args: ConcernsArgs) -> anyhow::Result<()> {
             }))
             .send()
             .await?;
-        anyhow::ensure!(r.status() == reqwest::StatusCode::ACCEPTED, "event refused: {}", r.status());
+        anyhow::ensure!(
+            r.status() == reqwest::StatusCode::ACCEPTED,
+            "event refused: {}",
+            r.status()
+        );
         let deadline = t + Duration::from_secs(30);
         loop {
             let items: Vec<Value> = client
@@ -287,7 +298,10 @@ pub async fn concerns(args: ConcernsArgs) -> anyhow::Result<()> {
                 times.push(t.elapsed());
                 break;
             }
-            anyhow::ensure!(Instant::now() < deadline, "incident {reference} never reached the DSL");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "incident {reference} never reached the DSL"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
@@ -300,6 +314,8 @@ pub async fn concerns(args: ConcernsArgs) -> anyhow::Result<()> {
         ms(times.last().copied().unwrap_or_default())
     );
 
+    // The gateway's writers stop once the last handle on its state is gone.
+    drop(state);
     let _ = stop.send(());
     server.await??;
     receiver_task.abort();

@@ -148,7 +148,8 @@ pub(crate) fn parse_child(v: &Value, at: &str) -> Result<ChildRef, ApiError> {
         };
         search.local_id = Some((part("source"), part("id")));
     }
-    if let (Some(f), Some(g), Some(d)) = (text("family_name"), text("given_name"), text("birth_date"))
+    if let (Some(f), Some(g), Some(d)) =
+        (text("family_name"), text("given_name"), text("birth_date"))
     {
         search.demographics = Some((f.into(), g.into(), d.into()));
     }
@@ -196,7 +197,10 @@ pub(crate) fn validated(
 }
 
 pub(crate) fn parse_time(v: &Value, pointer: &str) -> Result<DateTime<Utc>, ApiError> {
-    let raw = v.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
+    let raw = v
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     DateTime::parse_from_rfc3339(raw)
         .map(|d| d.with_timezone(&Utc))
         .map_err(|e| ApiError::field(pointer, format!("not an RFC 3339 time: {e}")))
@@ -288,9 +292,7 @@ pub(crate) async fn submit(
         Some(c) => routing::facts(&state, c).await?,
         None => ChildFacts::unmatched(),
     };
-    let routed = state
-        .routing
-        .concern(input.category, input.urgency, &facts);
+    let routed = state.routing.concern(input.category, input.urgency, &facts);
 
     let id = uuid::Uuid::new_v4().to_string();
     let now = ts(Utc::now());
@@ -698,19 +700,15 @@ pub(crate) async fn progress(
     body: Bytes,
 ) -> Result<Json<ConcernView>, ApiError> {
     const ACTION: &str = "concern_status";
-    let parsed = validated(
-        &body,
-        |v| state.schemas.concern_update_errors(v),
-        "update",
-    )
-    .and_then(|v| {
-        let new = v
-            .get("state")
-            .and_then(Value::as_str)
-            .map(String::from)
-            .ok_or_else(|| ApiError::field("/state", "a state is required"))?;
-        Ok((v, new))
-    });
+    let parsed =
+        validated(&body, |v| state.schemas.concern_update_errors(v), "update").and_then(|v| {
+            let new = v
+                .get("state")
+                .and_then(Value::as_str)
+                .map(String::from)
+                .ok_or_else(|| ApiError::field("/state", "a state is required"))?;
+            Ok((v, new))
+        });
     let (value, new) = match parsed {
         Ok(p) => p,
         Err(e) => return Err(refuse(&state, &principal, ACTION, None, None, e).await),
@@ -722,7 +720,9 @@ pub(crate) async fn progress(
         return Err(refuse(&state, &principal, ACTION, view.child.as_deref(), None, e).await);
     }
     if mine.iter().any(|r| rank(&r.state) >= rank(&new)) {
-        let e = ApiError::Conflict("a concern only moves forward: received, acknowledged, in_progress, closed");
+        let e = ApiError::Conflict(
+            "a concern only moves forward: received, acknowledged, in_progress, closed",
+        );
         return Err(refuse(&state, &principal, ACTION, view.child.as_deref(), None, e).await);
     }
     let outcome = value.get("outcome").and_then(Value::as_str);
@@ -744,7 +744,9 @@ pub(crate) async fn progress(
         .execute(&mut *tx)
         .await?;
         if moved.rows_affected() == 0 {
-            return Err(ApiError::Conflict("the concern changed meanwhile; reload and retry"));
+            return Err(ApiError::Conflict(
+                "the concern changed meanwhile; reload and retry",
+            ));
         }
         log(
             &mut tx,
@@ -927,3 +929,34 @@ pub(crate) async fn addendum(
     ))
 )]
 pub struct ConcernsDoc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_write_paths_are_in_the_openapi_document() {
+        let doc = serde_json::to_value(crate::api::openapi()).expect("serialises");
+        for path in [
+            "/v1/concerns",
+            "/v1/concerns/{id}",
+            "/v1/concerns/{id}/status",
+            "/v1/concerns/{id}/addenda",
+            "/v1/events",
+            "/v1/subscriptions",
+            "/v1/inbox",
+            "/v1/outbox",
+            "/v1/outbox/{id}/retry",
+            "/v1/children/{id}",
+        ] {
+            assert!(doc["paths"].get(path).is_some(), "{path}");
+        }
+    }
+
+    #[test]
+    fn steps_only_go_forward() {
+        assert!(rank("received") < rank("acknowledged"));
+        assert!(rank("acknowledged") < rank("in_progress"));
+        assert!(rank("in_progress") < rank("closed"));
+    }
+}

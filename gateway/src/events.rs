@@ -259,8 +259,16 @@ pub(crate) async fn ingest(
             let raised = match &child {
                 Some(c) => raise(&mut tx, DOMESTIC_ABUSE, c, &key, &data).await?,
                 // An unmatched child still reaches the LA: keyed by the event itself.
-                None => raise(&mut tx, DOMESTIC_ABUSE, &format!("unmatched:{id}"), &key, &data)
-                    .await?,
+                None => {
+                    raise(
+                        &mut tx,
+                        DOMESTIC_ABUSE,
+                        &format!("unmatched:{id}"),
+                        &key,
+                        &data,
+                    )
+                    .await?
+                }
             };
             if raised {
                 alerts.push((DOMESTIC_ABUSE.into(), to, data));
@@ -274,7 +282,8 @@ pub(crate) async fn ingest(
         Some(c) => subscribers(&mut tx, c).await?,
         None => Vec::new(),
     };
-    let event_data = json!({"event": id, "kind": ev.kind, "matched_on": matched_on, "body": ev.body});
+    let event_data =
+        json!({"event": id, "kind": ev.kind, "matched_on": matched_on, "body": ev.body});
     // Subscribers and the allocated worker hear of the event itself…
     let mut event_to: Vec<(Address, Option<String>)> = subscribers
         .iter()
@@ -450,12 +459,14 @@ async fn absence(
     );
     let end = NaiveDate::parse_from_str(to, "%Y-%m-%d")
         .map_err(|e| ApiError::field("/attendance/to", e.to_string()))?;
-    sqlx::query("DELETE FROM attendance_marks WHERE child_id = $1 AND from_date = $2 AND to_date = $3")
-        .bind(child)
-        .bind(from)
-        .bind(to)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "DELETE FROM attendance_marks WHERE child_id = $1 AND from_date = $2 AND to_date = $3",
+    )
+    .bind(child)
+    .bind(from)
+    .bind(to)
+    .execute(&mut *conn)
+    .await?;
     sqlx::query(
         "INSERT INTO attendance_marks (child_id, from_date, to_date, possible, attended) \
          VALUES ($1, $2, $3, $4, $5)",
@@ -510,7 +521,10 @@ struct Subscriber {
     kinds: Vec<String>,
 }
 
-async fn subscribers(conn: &mut AnyConnection, child: &str) -> Result<Vec<Subscriber>, sqlx::Error> {
+async fn subscribers(
+    conn: &mut AnyConnection,
+    child: &str,
+) -> Result<Vec<Subscriber>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT s.user_id, s.agency, s.kinds, s.webhook FROM subscriptions s \
          JOIN subscription_children sc ON sc.subscription_id = s.id WHERE sc.child_id = $1 \
@@ -575,13 +589,22 @@ pub(crate) async fn subscribe(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Subscription>), ApiError> {
     const ACTION: &str = "subscribe";
-    let value = match validated(&body, |v| state.schemas.subscription_errors(v), "subscription") {
+    let value = match validated(
+        &body,
+        |v| state.schemas.subscription_errors(v),
+        "subscription",
+    ) {
         Ok(v) => v,
         Err(e) => return Err(refuse(&state, &principal, ACTION, None, None, e).await),
     };
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let (children, pointer) = match value.get("child").and_then(Value::as_str) {
@@ -591,14 +614,18 @@ pub(crate) async fn subscribe(
     let kinds = strings(&value["kinds"]);
     let policy = state.policy();
     let permitted = |kind: &str| {
-        [Purpose::Safeguarding, Purpose::ChildInNeed, Purpose::EducationWelfare]
-            .iter()
-            .any(|p| {
-                policy
-                    .decide(principal.role, principal.agency_kind, category_of(kind), *p)
-                    .effect
-                    == Effect::Permit
-            })
+        [
+            Purpose::Safeguarding,
+            Purpose::ChildInNeed,
+            Purpose::EducationWelfare,
+        ]
+        .iter()
+        .any(|p| {
+            policy
+                .decide(principal.role, principal.agency_kind, category_of(kind), *p)
+                .effect
+                == Effect::Permit
+        })
     };
     if !kinds.iter().all(|k| permitted(k)) {
         let e = ApiError::Forbidden("policy does not let your role see one of these kinds");
@@ -610,7 +637,10 @@ pub(crate) async fn subscribe(
         .map(String::from);
     if let Some(w) = &webhook {
         if state.outbox.webhook_agency(w) != Some(principal.agency.as_str()) {
-            let e = ApiError::field("/delivery/webhook", "no webhook with that id for your agency");
+            let e = ApiError::field(
+                "/delivery/webhook",
+                "no webhook with that id for your agency",
+            );
             return Err(refuse(&state, &principal, ACTION, None, None, e).await);
         }
     }
@@ -626,7 +656,11 @@ pub(crate) async fn subscribe(
         }
     }
     let id = uuid::Uuid::new_v4().to_string();
-    let channel = if webhook.is_some() { "webhook" } else { "inbox" };
+    let channel = if webhook.is_some() {
+        "webhook"
+    } else {
+        "inbox"
+    };
     let mut tx = state.store.pool.begin().await?;
     sqlx::query(
         "INSERT INTO subscriptions (id, created_at, user_id, agency, role, kinds, channel, \
@@ -643,11 +677,13 @@ pub(crate) async fn subscribe(
     .execute(&mut *tx)
     .await?;
     for c in &children {
-        sqlx::query("INSERT INTO subscription_children (subscription_id, child_id) VALUES ($1, $2)")
-            .bind(&id)
-            .bind(c)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO subscription_children (subscription_id, child_id) VALUES ($1, $2)",
+        )
+        .bind(&id)
+        .bind(c)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     let child = match children.as_slice() {

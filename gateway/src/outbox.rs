@@ -384,7 +384,10 @@ impl Outbox {
         if response.status().is_success() {
             Ok(())
         } else {
-            Err(format!("receiver answered HTTP {}", response.status().as_u16()))
+            Err(format!(
+                "receiver answered HTTP {}",
+                response.status().as_u16()
+            ))
         }
     }
 
@@ -430,7 +433,9 @@ impl Outbox {
             crate::concerns::mark_received(&mut tx, &c.subject, &c.recipient, &now).await?;
         }
         tx.commit().await?;
-        DELIVERIES.with_label_values(&[&c.channel, "delivered"]).inc();
+        DELIVERIES
+            .with_label_values(&[&c.channel, "delivered"])
+            .inc();
         Ok(())
     }
 
@@ -769,7 +774,11 @@ mod tests {
         let ids = enqueue(&outbox, &[to_mash()]).await;
         assert_eq!(outbox.channel_for(&to_mash().to), "inbox");
         assert_eq!(outbox.run_once().await.unwrap(), 1);
-        assert_eq!(outbox.run_once().await.unwrap(), 0, "delivered rows stay delivered");
+        assert_eq!(
+            outbox.run_once().await.unwrap(),
+            0,
+            "delivered rows stay delivered"
+        );
         let items = inbox(&store, "la", "someone", Role::MashOfficer, None, 10)
             .await
             .unwrap();
@@ -809,7 +818,11 @@ mod tests {
         assert_eq!(dead[0].attempts, 3);
         assert!(dead[0].last_error.is_some());
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(outbox.run_once().await.unwrap(), 0, "dead rows are not tried");
+        assert_eq!(
+            outbox.run_once().await.unwrap(),
+            0,
+            "dead rows are not tried"
+        );
 
         assert!(outbox.retry(&ids[0]).await.unwrap());
         assert!(!outbox.retry(&ids[0]).await.unwrap(), "only dead rows");

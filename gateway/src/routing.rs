@@ -398,7 +398,10 @@ impl Routing {
             .access
             .statuses
             .iter()
-            .map(|s| s.parse::<Status>().map_err(|e| invalid("alerts.access.statuses", e)))
+            .map(|s| {
+                s.parse::<Status>()
+                    .map_err(|e| invalid("alerts.access.statuses", e))
+            })
             .collect::<Result<_, _>>()?;
         Ok(Routing {
             recipients,
@@ -426,17 +429,18 @@ impl Routing {
 
     /// The recipients of a concern: every matching rule's, each address once; the triage
     /// recipient when nothing matches or the child is not matched.
-    pub fn concern(
-        &self,
-        category: Category,
-        urgency: Urgency,
-        facts: &ChildFacts,
-    ) -> Vec<Routed> {
+    pub fn concern(&self, category: Category, urgency: Urgency, facts: &ChildFacts) -> Vec<Routed> {
         let mut named: Vec<(&str, &str)> = Vec::new();
         for rule in &self.rules {
-            let ok = rule.categories.as_ref().is_none_or(|s| s.contains(&category))
+            let ok = rule
+                .categories
+                .as_ref()
+                .is_none_or(|s| s.contains(&category))
                 && rule.urgency.as_ref().is_none_or(|s| s.contains(&urgency))
-                && rule.status.as_ref().is_none_or(|s| s.contains(&facts.status));
+                && rule
+                    .status
+                    .as_ref()
+                    .is_none_or(|s| s.contains(&facts.status));
             if ok {
                 named.extend(rule.to.iter().map(|t| (t.as_str(), rule.name.as_str())));
             }
@@ -510,12 +514,7 @@ impl Routing {
 
     /// Resolves names without ever falling back to triage: for notifications that are only for
     /// the named people (an access notification with no allocated worker goes nowhere).
-    pub fn resolve_strict(
-        &self,
-        names: &[String],
-        rule: &str,
-        facts: &ChildFacts,
-    ) -> Vec<Routed> {
+    pub fn resolve_strict(&self, names: &[String], rule: &str, facts: &ChildFacts) -> Vec<Routed> {
         self.resolve_all(names, rule, facts)
             .into_iter()
             .filter(|r| !r.rule.contains("/triage"))
@@ -624,10 +623,8 @@ pub fn read_facts(fetched: &[crate::fanout::Fetched]) -> ChildFacts {
                             schools.push(agency.id.clone());
                         }
                     }
-                    (AgencyKind::Health, _, _) => {
-                        if !health.contains(&agency.id) {
-                            health.push(agency.id.clone());
-                        }
+                    (AgencyKind::Health, _, _) if !health.contains(&agency.id) => {
+                        health.push(agency.id.clone());
                     }
                     _ => {}
                 }
@@ -735,11 +732,7 @@ mod tests {
     #[test]
     fn unmatched_and_unresolvable_go_to_triage_once() {
         let r = repo_rules();
-        let routed = r.concern(
-            Category::Other,
-            Urgency::Routine,
-            &ChildFacts::unmatched(),
-        );
+        let routed = r.concern(Category::Other, Urgency::Routine, &ChildFacts::unmatched());
         assert_eq!(routed.len(), 1);
         assert_eq!(routed[0].to, mash());
         // An open case without a worker: MASH once, with the reason kept on the first rule.
@@ -748,7 +741,10 @@ mod tests {
             Urgency::Urgent,
             &facts(Status::ChildInNeed, false),
         );
-        assert!(routed.iter().filter(|x| x.to == mash()).count() == 1, "{routed:?}");
+        assert!(
+            routed.iter().filter(|x| x.to == mash()).count() == 1,
+            "{routed:?}"
+        );
     }
 
     #[test]
@@ -758,12 +754,21 @@ mod tests {
         let bad = good.replace("to = [\"school_nurse\"]", "to = [\"nobody\"]");
         let e = Routing::parse(&bad, &c).unwrap_err().to_string();
         assert!(e.contains("rules[2].to") && e.contains("nobody"), "{e}");
-        let bad = good.replace("agency = \"weftshire-csc\"\nrole = \"mash_officer\"", "agency = \"nowhere\"\nrole = \"mash_officer\"");
+        let bad = good.replace(
+            "agency = \"weftshire-csc\"\nrole = \"mash_officer\"",
+            "agency = \"nowhere\"\nrole = \"mash_officer\"",
+        );
         let e = Routing::parse(&bad, &c).unwrap_err().to_string();
         assert!(e.contains("recipients.mash.agency"), "{e}");
-        let bad = good.replace("categories = [\"attendance\"]", "categories = [\"truancy\"]");
+        let bad = good.replace(
+            "categories = [\"attendance\"]",
+            "categories = [\"truancy\"]",
+        );
         let e = Routing::parse(&bad, &c).unwrap_err().to_string();
-        assert!(e.contains("rules[3].categories") && e.contains("truancy"), "{e}");
+        assert!(
+            e.contains("rules[3].categories") && e.contains("truancy"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -771,11 +776,20 @@ mod tests {
         let r = repo_rules().encompass;
         let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
         // Tuesday night → Wednesday 08:30.
-        assert_eq!(r.deliver_by(at("2025-10-07T23:10:00Z")), at("2025-10-08T08:30:00Z"));
+        assert_eq!(
+            r.deliver_by(at("2025-10-07T23:10:00Z")),
+            at("2025-10-08T08:30:00Z")
+        );
         // Tuesday early morning → the same morning.
-        assert_eq!(r.deliver_by(at("2025-10-07T02:00:00Z")), at("2025-10-07T08:30:00Z"));
+        assert_eq!(
+            r.deliver_by(at("2025-10-07T02:00:00Z")),
+            at("2025-10-07T08:30:00Z")
+        );
         // Friday evening → Monday.
-        assert_eq!(r.deliver_by(at("2025-10-10T19:00:00Z")), at("2025-10-13T08:30:00Z"));
+        assert_eq!(
+            r.deliver_by(at("2025-10-10T19:00:00Z")),
+            at("2025-10-13T08:30:00Z")
+        );
     }
 
     #[test]

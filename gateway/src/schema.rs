@@ -139,7 +139,13 @@ mod tests {
             "observed": {"what": "", "when": "yesterday"},
             "reporter": {"name": "A"}
         }));
-        for p in ["/child/nhs_number", "/category", "/observed/what", "/observed/when", "/reporter"] {
+        for p in [
+            "/child/nhs_number",
+            "/category",
+            "/observed/what",
+            "/observed/when",
+            "/reporter",
+        ] {
             assert!(errs.iter().any(|e| e.pointer == p), "{p} in {errs:?}");
         }
     }
@@ -152,14 +158,21 @@ mod tests {
             "occurred_at": "2025-10-07T23:10:00Z",
             "child": {"nhs_number": "9000000009"}
         }));
-        assert!(errs.iter().any(|e| e.message.contains("incident")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.message.contains("incident")),
+            "{errs:?}"
+        );
         let errs = s.event_errors(&json!({
             "kind": "attendance",
             "occurred_at": "2025-10-07T23:10:00Z",
             "child": {"nhs_number": "9000000009"},
             "attendance": {"from": "2025-10-07", "to": "2025-10-07", "possible_sessions": -1, "attended_sessions": 0}
         }));
-        assert!(errs.iter().any(|e| e.pointer == "/attendance/possible_sessions"), "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.pointer == "/attendance/possible_sessions"),
+            "{errs:?}"
+        );
     }
 
     #[test]

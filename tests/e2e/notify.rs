@@ -276,7 +276,10 @@ async fn a_dsls_concern_reaches_the_mash_webhook_and_the_workers_inbox_and_both_
 
     // The MASH's receiver gets it, signed.
     let got = eventually("the MASH webhook", Duration::from_secs(20), || async {
-        mash_hook.got().into_iter().find(|g| g.body["subject"] == concern_id.as_str())
+        mash_hook
+            .got()
+            .into_iter()
+            .find(|g| g.body["subject"] == concern_id.as_str())
     })
     .await;
     assert!(got.verified, "the signature verifies: {got:?}");
@@ -293,7 +296,10 @@ async fn a_dsls_concern_reaches_the_mash_webhook_and_the_workers_inbox_and_both_
     })
     .await;
     assert_eq!(item["topic"], "concern");
-    assert_eq!(item["payload"]["data"]["body"]["observed"]["how"], "disclosed");
+    assert_eq!(
+        item["payload"]["data"]["body"]["observed"]["how"],
+        "disclosed"
+    );
 
     // Both have it: the DSL sees `received` for each.
     let (_, view) = gw.get(&format!("/v1/concerns/{concern_id}"), &dsl).await;
@@ -308,21 +314,42 @@ async fn a_dsls_concern_reaches_the_mash_webhook_and_the_workers_inbox_and_both_
     };
     let (s, v) = step(mash.clone(), json!({"state": "acknowledged"})).await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = step(sw.clone(), json!({"state": "acknowledged", "note": "Seen; calling the school"})).await;
+    let (s, v) = step(
+        sw.clone(),
+        json!({"state": "acknowledged", "note": "Seen; calling the school"}),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     let (s, v) = step(sw.clone(), json!({"state": "in_progress"})).await;
     assert_eq!(s, 200, "{v}");
     let (s, v) = step(sw.clone(), json!({"state": "closed"})).await;
     assert_eq!(s, 400, "closing needs an outcome: {v}");
-    assert!(v["errors"].as_array().expect("errors").iter().any(|e| e["pointer"] == "/outcome" || e["message"].as_str().unwrap_or_default().contains("outcome")), "{v}");
-    let (s, v) = step(sw.clone(), json!({"state": "closed", "outcome": "strategy_discussion"})).await;
+    assert!(
+        v["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .any(|e| e["pointer"] == "/outcome"
+                || e["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("outcome")),
+        "{v}"
+    );
+    let (s, v) = step(
+        sw.clone(),
+        json!({"state": "closed", "outcome": "strategy_discussion"}),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     let (s, _) = step(sw.clone(), json!({"state": "acknowledged"})).await;
     assert_eq!(s, 409, "no step backwards");
     let (s, _) = step(dsl.clone(), json!({"state": "acknowledged"})).await;
     assert_eq!(s, 403, "the reporter is not a recipient");
     let outsider = env.token("nurse-1", HEALTH_AGENCY, "health_practitioner");
-    let (s, _) = gw.get(&format!("/v1/concerns/{concern_id}"), &outsider).await;
+    let (s, _) = gw
+        .get(&format!("/v1/concerns/{concern_id}"), &outsider)
+        .await;
     assert_eq!(s, 403, "nobody else sees the concern");
 
     // An addendum is appended; the concern itself is as submitted.
@@ -382,18 +409,28 @@ async fn a_dsls_concern_reaches_the_mash_webhook_and_the_workers_inbox_and_both_
         .filter_map(|u| u["payload"]["data"]["state"].as_str())
         .collect();
     states.sort_unstable();
-    assert_eq!(states, ["acknowledged", "acknowledged", "closed", "in_progress"]);
+    assert_eq!(
+        states,
+        ["acknowledged", "acknowledged", "closed", "in_progress"]
+    );
 
     // Everything was audited.
     let ig = env.token("ig-1", SOCIAL_CARE_AGENCY, "ig_officer");
-    let (_, audit) = gw.get(&format!("/v1/audit?child={id}&limit=1000"), &ig).await;
+    let (_, audit) = gw
+        .get(&format!("/v1/audit?child={id}&limit=1000"), &ig)
+        .await;
     let actions: BTreeSet<&str> = audit
         .as_array()
         .expect("entries")
         .iter()
         .filter_map(|e| e["action"].as_str())
         .collect();
-    for a in ["concern_submit", "concern_status", "concern_addendum", "concern_view"] {
+    for a in [
+        "concern_submit",
+        "concern_status",
+        "concern_addendum",
+        "concern_view",
+    ] {
         assert!(actions.contains(a), "{a} in {actions:?}");
     }
 }
@@ -404,7 +441,8 @@ async fn an_unmatched_concern_goes_to_the_mash_for_triage() {
     let gw = Gateway::start(&env, env.write_config("weft.toml", &config(&env, &[], 8))).await;
     let dsl = env.token("dsl-1", SCHOOL_AGENCY, "dsl");
     let mut body = concern("9000000009", "neglect");
-    body["child"] = json!({"given_name": "Nobody", "family_name": "Known", "birth_date": "2015-01-01"});
+    body["child"] =
+        json!({"given_name": "Nobody", "family_name": "Known", "birth_date": "2015-01-01"});
     let (status, created) = gw.post("/v1/concerns", &dsl, &body).await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["matched_on"], "unmatched");
@@ -529,14 +567,17 @@ async fn killed_with_deliveries_pending_then_restarted_everything_arrives_once_p
     eventually("the outbox drained", Duration::from_secs(30), || async {
         let (_, pending) = gw.get("/v1/outbox?state=pending", &admin).await;
         let (_, dead) = gw.get("/v1/outbox?state=dead", &admin).await;
-        (pending.as_array().is_some_and(Vec::is_empty) && dead.as_array().is_some_and(Vec::is_empty))
-            .then_some(())
+        (pending.as_array().is_some_and(Vec::is_empty)
+            && dead.as_array().is_some_and(Vec::is_empty))
+        .then_some(())
     })
     .await;
     let items = inbox(&gw, &sw).await;
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for i in items.iter().filter(|i| i["topic"] == "concern") {
-        *seen.entry(i["subject"].as_str().unwrap_or_default().into()).or_default() += 1;
+        *seen
+            .entry(i["subject"].as_str().unwrap_or_default().into())
+            .or_default() += 1;
     }
     assert_eq!(seen.len(), CONCERNS, "{seen:?}");
     assert!(seen.values().all(|n| *n == 1), "{seen:?}");
@@ -551,7 +592,11 @@ async fn a_receiver_down_for_a_while_gets_it_later_and_one_that_never_returns_is
         &env,
         &[
             (SOCIAL_CARE_AGENCY, "mash_officer", &flaky.url()),
-            (SCHOOL_AGENCY, "dsl", &format!("http://127.0.0.1:{gone_port}/hook")),
+            (
+                SCHOOL_AGENCY,
+                "dsl",
+                &format!("http://127.0.0.1:{gone_port}/hook"),
+            ),
         ],
         4,
     );
@@ -563,7 +608,11 @@ async fn a_receiver_down_for_a_while_gets_it_later_and_one_that_never_returns_is
     // Down for a while: refused, retried with backoff, delivered once it is back.
     flaky.set(Mode::Fail);
     let (s, created) = gw
-        .post("/v1/concerns", &dsl, &concern(&child.truth.nhs_number, "neglect"))
+        .post(
+            "/v1/concerns",
+            &dsl,
+            &concern(&child.truth.nhs_number, "neglect"),
+        )
         .await;
     assert_eq!(s, 201, "{created}");
     eventually("two refused attempts", Duration::from_secs(20), || async {
@@ -578,19 +627,35 @@ async fn a_receiver_down_for_a_while_gets_it_later_and_one_that_never_returns_is
         .expect("the webhook delivery is pending");
     assert!(row["attempts"].as_i64().unwrap_or(0) >= 1, "{row}");
     assert!(
-        row["last_error"].as_str().unwrap_or_default().contains("503"),
+        row["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("503"),
         "{row}"
     );
-    assert!(row.get("payload").is_none(), "administrators never see the content");
+    assert!(
+        row.get("payload").is_none(),
+        "administrators never see the content"
+    );
     flaky.set(Mode::Ok);
-    eventually("delivered after the receiver returned", Duration::from_secs(20), || async {
-        let (_, view) = gw
-            .get(&format!("/v1/concerns/{}", created["id"].as_str().unwrap_or_default()), &dsl)
-            .await;
-        (recipient(&view, &format!("role:{SOCIAL_CARE_AGENCY}:mash_officer"))["state"]
-            == "received")
-            .then_some(())
-    })
+    eventually(
+        "delivered after the receiver returned",
+        Duration::from_secs(20),
+        || async {
+            let (_, view) = gw
+                .get(
+                    &format!(
+                        "/v1/concerns/{}",
+                        created["id"].as_str().unwrap_or_default()
+                    ),
+                    &dsl,
+                )
+                .await;
+            (recipient(&view, &format!("role:{SOCIAL_CARE_AGENCY}:mash_officer"))["state"]
+                == "received")
+                .then_some(())
+        },
+    )
     .await;
     let ids: BTreeSet<String> = flaky.got().into_iter().map(|g| g.delivery).collect();
     assert_eq!(ids.len(), 1, "every attempt carried the same delivery id");
@@ -677,7 +742,9 @@ async fn an_attendance_feed_crossing_the_threshold_raises_one_alert_per_child_pe
     let children = feedable(&env, 3);
     let sw = env.token("sw-1", SOCIAL_CARE_AGENCY, "social_worker");
     let ids: Vec<String> = futures::future::join_all(
-        children.iter().map(|c| gw.child_by_nhs(&sw, &c.truth.nhs_number)),
+        children
+            .iter()
+            .map(|c| gw.child_by_nhs(&sw, &c.truth.nhs_number)),
     )
     .await;
     // The education welfare officer watches all three.
@@ -694,7 +761,10 @@ async fn an_attendance_feed_crossing_the_threshold_raises_one_alert_per_child_pe
 
     // Two 28-day windows from 2025-09-01 (the rule's anchor is 2024-09-02, 13 windows before).
     // Child 0 attends throughout; child 1 stops after 8 days; child 2 stops in the second window.
-    let days = school_days(chrono::NaiveDate::from_ymd_opt(2025, 9, 1).expect("date"), 40);
+    let days = school_days(
+        chrono::NaiveDate::from_ymd_opt(2025, 9, 1).expect("date"),
+        40,
+    );
     let attended = |child: usize, day: usize| match child {
         0 => true,
         1 => day < 8,
@@ -759,9 +829,14 @@ async fn an_attendance_feed_crossing_the_threshold_raises_one_alert_per_child_pe
     for a in &alerts {
         let d = &a["payload"]["data"];
         assert_eq!(d["alert"], "persistent_absence");
-        let window = d["detail"]["alert_window_starts"].as_str().unwrap_or_default();
+        let window = d["detail"]["alert_window_starts"]
+            .as_str()
+            .unwrap_or_default();
         assert!(
-            per.insert((a["child"].as_str().unwrap_or_default().into(), window.into())),
+            per.insert((
+                a["child"].as_str().unwrap_or_default().into(),
+                window.into()
+            )),
             "one per child per window: {alerts:?}"
         );
         let pct = d["detail"]["attendance_percent"].as_f64().unwrap_or(100.0);
@@ -771,9 +846,18 @@ async fn an_attendance_feed_crossing_the_threshold_raises_one_alert_per_child_pe
             other => panic!("reason {other:?}"),
         }
     }
-    assert!(per.contains(&(ids[1].clone(), "2025-09-01".into())), "{per:?}");
-    assert!(per.contains(&(ids[1].clone(), "2025-09-29".into())), "{per:?}");
-    assert!(per.contains(&(ids[2].clone(), "2025-09-29".into())), "{per:?}");
+    assert!(
+        per.contains(&(ids[1].clone(), "2025-09-01".into())),
+        "{per:?}"
+    );
+    assert!(
+        per.contains(&(ids[1].clone(), "2025-09-29".into())),
+        "{per:?}"
+    );
+    assert!(
+        per.contains(&(ids[2].clone(), "2025-09-29".into())),
+        "{per:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -798,23 +882,33 @@ async fn encompass_reaches_the_dsl_and_access_to_a_protected_childs_status_is_to
     assert_eq!(s, 200, "a resend is recognised: {v}");
     assert_eq!(v["duplicate"], true);
     let item = eventually("the DSL's inbox", Duration::from_secs(20), || async {
-        inbox(&gw, &dsl).await.into_iter().find(|i| i["topic"] == "alert")
+        inbox(&gw, &dsl)
+            .await
+            .into_iter()
+            .find(|i| i["topic"] == "alert")
     })
     .await;
     let enc = &item["payload"]["data"]["detail"]["operation_encompass"];
     assert_eq!(enc["police_reference"], "WP/25/0042");
     assert_eq!(enc["child_present"], true);
     assert_eq!(enc["incident_at"], "2025-10-07T22:40:00Z");
-    assert_eq!(item["payload"]["data"]["detail"]["deliver_by"].is_string(), true);
+    assert!(item["payload"]["data"]["detail"]["deliver_by"].is_string());
     assert_eq!(
-        inbox(&gw, &dsl).await.iter().filter(|i| i["topic"] == "alert").count(),
+        inbox(&gw, &dsl)
+            .await
+            .iter()
+            .filter(|i| i["topic"] == "alert")
+            .count(),
         1,
         "one alert per incident"
     );
     // The allocated worker hears of the incident too (subscribed automatically).
     let sw = env.token(&worker, SOCIAL_CARE_AGENCY, "social_worker");
     eventually("the worker's inbox", Duration::from_secs(20), || async {
-        inbox(&gw, &sw).await.into_iter().find(|i| i["topic"] == "event")
+        inbox(&gw, &sw)
+            .await
+            .into_iter()
+            .find(|i| i["topic"] == "event")
     })
     .await;
 
@@ -831,17 +925,28 @@ async fn encompass_reaches_the_dsl_and_access_to_a_protected_childs_status_is_to
                 && c.social_care.as_ref().is_some_and(|s| {
                     s.allocation.is_some()
                         && s.current().is_some_and(|e| {
-                            matches!(e.kind, EpisodeKind::ChildProtection | EpisodeKind::LookedAfter)
+                            matches!(
+                                e.kind,
+                                EpisodeKind::ChildProtection | EpisodeKind::LookedAfter
+                            )
                         })
                 })
         })
         .expect("a child on a plan or looked after, with a worker, in all four systems");
     let protected = pc.social_care.as_ref().expect("record");
-    let pc_worker = protected.allocation.as_ref().expect("worker").worker.clone();
+    let pc_worker = protected
+        .allocation
+        .as_ref()
+        .expect("worker")
+        .worker
+        .clone();
     let their_sw = env.token(&pc_worker, SOCIAL_CARE_AGENCY, "social_worker");
     let id = gw.child_by_nhs(&their_sw, &pc.truth.nhs_number).await;
     let (s, _) = gw
-        .get(&format!("/v1/children/{id}?purpose=safeguarding"), &their_sw)
+        .get(
+            &format!("/v1/children/{id}?purpose=safeguarding"),
+            &their_sw,
+        )
         .await;
     assert_eq!(s, 200);
     let nurse = env.token("nurse-7", HEALTH_AGENCY, "health_practitioner");
@@ -849,12 +954,16 @@ async fn encompass_reaches_the_dsl_and_access_to_a_protected_childs_status_is_to
         .get(&format!("/v1/children/{id}?purpose=direct_care"), &nurse)
         .await;
     assert_eq!(s, 200, "{view}");
-    let note = eventually("the access notification", Duration::from_secs(20), || async {
-        inbox(&gw, &their_sw)
-            .await
-            .into_iter()
-            .find(|i| i["topic"] == "notification" && i["child"] == id.as_str())
-    })
+    let note = eventually(
+        "the access notification",
+        Duration::from_secs(20),
+        || async {
+            inbox(&gw, &their_sw)
+                .await
+                .into_iter()
+                .find(|i| i["topic"] == "notification" && i["child"] == id.as_str())
+        },
+    )
     .await;
     let d = &note["payload"]["data"];
     assert_eq!(d["viewed_by"]["user"], "nurse-7");
@@ -915,7 +1024,14 @@ async fn malformed_concerns_and_events_are_refused_with_pointers_and_nothing_is_
         .await;
     assert_eq!(s, 400, "{v}");
     let p = pointers(&v);
-    for wanted in ["/child/nhs_number", "/category", "/urgency", "/observed/what", "/observed/when", "/reporter"] {
+    for wanted in [
+        "/child/nhs_number",
+        "/category",
+        "/urgency",
+        "/observed/what",
+        "/observed/when",
+        "/reporter",
+    ] {
         assert!(p.contains(wanted), "{wanted} in {p:?}");
     }
     // Schema-valid but wrong: an NHS number failing its check digit.
@@ -948,7 +1064,11 @@ async fn malformed_concerns_and_events_are_refused_with_pointers_and_nothing_is_
         .await;
     assert_eq!(s, 400, "{v}");
     let p = pointers(&v);
-    for wanted in ["/incident/reference", "/incident/occurred_at", "/incident/domestic_abuse"] {
+    for wanted in [
+        "/incident/reference",
+        "/incident/occurred_at",
+        "/incident/domestic_abuse",
+    ] {
         assert!(p.contains(wanted), "{wanted} in {p:?}");
     }
     let (s, v) = gw
@@ -985,7 +1105,16 @@ async fn malformed_concerns_and_events_are_refused_with_pointers_and_nothing_is_
         .await;
     assert_eq!(s, 403);
 
-    for table in ["concerns", "concern_recipients", "concern_log", "events", "alerts", "attendance_marks", "outbox", "inbox"] {
+    for table in [
+        "concerns",
+        "concern_recipients",
+        "concern_log",
+        "events",
+        "alerts",
+        "attendance_marks",
+        "outbox",
+        "inbox",
+    ] {
         assert_eq!(rows(&env, table).await, 0, "{table} is empty");
     }
     // The refusals themselves are audited.
