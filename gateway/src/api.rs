@@ -60,6 +60,13 @@ use crate::resolve::{Found, Search, SyncReport};
 )]
 pub struct ApiDoc;
 
+/// The whole API description: the read paths above and the write paths of their own modules.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::concerns::ConcernsDoc::openapi());
+    doc
+}
+
 struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
@@ -90,9 +97,12 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/policy/explain", post(crate::policyapi::explain))
-        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .route("/openapi.json", get(|| async { Json(openapi()) }))
         .merge(crate::consent::routes())
         .merge(crate::breakglass::routes())
+        .merge(crate::concerns::routes())
+        .merge(crate::mailbox::routes())
+        .merge(crate::events::routes())
         .layer(middleware::from_fn(record_metrics))
         .layer(
             ServiceBuilder::new()
@@ -247,6 +257,10 @@ async fn view(
         fan_out(&state.sources, &links),
     );
     let (consents, grant) = (consents?, grant?);
+    // Read before policy takes the fetch: the access notification needs the child's status and
+    // worker even when this viewer may not see the worker.
+    let facts = (principal.agency_kind != crate::config::AgencyKind::SocialCare)
+        .then(|| crate::routing::read_facts(&fetched));
     let policy = state.policy();
     let ctx = Context {
         policy: &policy,
@@ -278,6 +292,10 @@ async fn view(
         detail,
     )
     .await?;
+    if let Some(facts) = &facts {
+        crate::events::access_notification(&state, &principal, &id, purpose, facts, &disclosure)
+            .await?;
+    }
     Ok(Json(view))
 }
 

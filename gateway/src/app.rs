@@ -16,7 +16,9 @@ use crate::authenticate::Verifier;
 use crate::authorise::Policy;
 use crate::config::Config;
 use crate::fanout::Sources;
+use crate::outbox::Outbox;
 use crate::resolve::Index;
+use crate::routing::Routing;
 use crate::schema::Schemas;
 use crate::store::Store;
 
@@ -35,6 +37,10 @@ pub struct Inner {
     pub index: Index,
     pub verifier: Verifier,
     pub schemas: Schemas,
+    /// Who concerns and alerts go to (`policies/routing.toml`).
+    pub routing: Routing,
+    /// Where every concern, alert and notification is written before it is delivered.
+    pub outbox: Arc<Outbox>,
 }
 
 impl Deref for AppState {
@@ -70,6 +76,9 @@ impl Application {
             .context("database")?;
         let policy = crate::policyapi::load(&config).await.context("policy")?;
         tracing::info!(rules = policy.rules(), "policy loaded");
+        let routing = Routing::load(&config.policy.routing_path(), &config).context("routing")?;
+        let outbox =
+            Arc::new(Outbox::new(store.clone(), config.delivery.clone()).context("outbox")?);
         let verifier = Verifier::new(&config.auth, &config.agencies).context("auth")?;
         let sources = Sources::build(&config, &store).context("sources")?;
         let listener = TcpListener::bind(config.listen)
@@ -91,6 +100,8 @@ impl Application {
             index,
             verifier,
             schemas,
+            routing,
+            outbox,
         }));
         Ok(Application {
             state,
@@ -125,11 +136,17 @@ impl Application {
         let indexer = tokio::spawn(keep_index(state.clone()));
         let watcher = tokio::spawn(crate::policyapi::watch(state.clone()));
         let importer = tokio::spawn(crate::imports::watch(state.clone()));
+        // Workers that stop mid-delivery leave their rows leased; they come due again when the
+        // lease ends, here or on another node.
+        let deliverers = state.outbox.start();
         let router = crate::api::router(state.clone());
         crate::server::serve(listener, router, tls, shutdown).await;
         indexer.abort();
         watcher.abort();
         importer.abort();
+        for d in deliverers {
+            d.abort();
+        }
         drop(state);
         // The writer stops once the last handle is gone; bound the wait in case a stuck
         // connection still holds one.

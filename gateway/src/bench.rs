@@ -189,14 +189,14 @@ pub struct ViewArgs {
 }
 
 /// Latencies of one phase.
-struct Phase {
-    latencies: Vec<Duration>,
-    failures: usize,
-    elapsed: Duration,
+pub(crate) struct Phase {
+    pub(crate) latencies: Vec<Duration>,
+    pub(crate) failures: usize,
+    pub(crate) elapsed: Duration,
 }
 
 impl Phase {
-    fn quantile(&self, q: f64) -> Duration {
+    pub(crate) fn quantile(&self, q: f64) -> Duration {
         if self.latencies.is_empty() {
             return Duration::ZERO;
         }
@@ -204,11 +204,11 @@ impl Phase {
         self.latencies[i]
     }
 
-    fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64()
     }
 
-    fn row(&self, name: &str) -> String {
+    pub(crate) fn row(&self, name: &str) -> String {
         format!(
             "{name:<24} {:>9} {:>10.0} {:>9.2} {:>9.2} {:>9}",
             self.latencies.len(),
@@ -220,12 +220,12 @@ impl Phase {
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
 /// Runs `concurrency` loops of `call` for `duration`, recording each successful latency.
-async fn load<F, Fut>(concurrency: usize, duration: Duration, call: F) -> Phase
+pub(crate) async fn load<F, Fut>(concurrency: usize, duration: Duration, call: F) -> Phase
 where
     F: Fn(usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -447,11 +447,24 @@ fn bench_config(
     }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let policies = crate::demo::policy_paths(&repo, dir)?;
+    // The repository's routing names the demo's local authority; here the benchmark's is used.
+    let routing = dir.join("routing.toml");
+    let rules = std::fs::read_to_string(
+        policies
+            .1
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("routing.toml"),
+    )?;
+    std::fs::write(
+        &routing,
+        rules.replace(crate::sim::sources::SOCIAL_CARE_AGENCY, "bench-social_care"),
+    )?;
     let text = format!(
         "listen = \"127.0.0.1:0\"\n\
          [tls]\ncert = {:?}\nkey = {:?}\n\n\
          [database]\nurl = {:?}\nmax_connections = 16\n\n\
-         [policy]\nmodel = {:?}\npolicy = {:?}\n\n\
+         [policy]\nmodel = {:?}\npolicy = {:?}\nrouting = {:?}\n\n\
          [index]\nrefresh_secs = 0\n\n\
          [limits]\nmax_in_flight = 4096\n\n{}\n{}",
         pki.server_cert.display().to_string(),
@@ -459,6 +472,7 @@ fn bench_config(
         store_url,
         policies.0.display().to_string(),
         policies.1.display().to_string(),
+        routing.display().to_string(),
         pki.auth_toml(),
         toml::to_string(&Tables { agencies, sources })?,
     );

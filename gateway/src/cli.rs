@@ -122,6 +122,8 @@ pub enum BenchCommand {
     Policy(crate::bench::PolicyArgs),
     /// Imports of the CIN census sample and of a generated census CSV, and re-imports.
     Import(crate::bench_import::ImportArgs),
+    /// Concern submissions delivered by signed webhook, and police incident to DSL inbox.
+    Concerns(crate::bench_concerns::ConcernsArgs),
 }
 
 /// Logs go to stderr, filtered by `WEFT_LOG` (default `info`). Stdout is kept for what a user
@@ -161,6 +163,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             command: BenchCommand::Import(args),
         } => crate::bench_import::run(args).await,
         Command::Import(cmd) => return import(cmd).await,
+        Command::Bench {
+            command: BenchCommand::Concerns(args),
+        } => crate::bench_concerns::concerns(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -37,6 +37,8 @@ pub struct Config {
     pub break_glass: BreakGlassConfig,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
     pub agencies: Vec<AgencyConfig>,
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
@@ -109,6 +111,22 @@ pub enum KeyAlgorithm {
 pub struct PolicyConfig {
     pub model: PathBuf,
     pub policy: PathBuf,
+    /// Routing and alert rules for concerns, events and notifications. Kept with the policies
+    /// and reviewed like them: when unset, `routing.toml` beside `policy`.
+    #[serde(default)]
+    pub routing: Option<PathBuf>,
+}
+
+impl PolicyConfig {
+    /// The routing file in force: the configured one, or `routing.toml` beside the policy.
+    pub fn routing_path(&self) -> PathBuf {
+        self.routing.clone().unwrap_or_else(|| {
+            self.policy
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("routing.toml")
+        })
+    }
 }
 
 impl Default for PolicyConfig {
@@ -116,6 +134,7 @@ impl Default for PolicyConfig {
         Self {
             model: PathBuf::from("policies/model.conf"),
             policy: PathBuf::from("policies/policy.csv"),
+            routing: None,
         }
     }
 }
@@ -139,6 +158,99 @@ impl Default for BreakGlassConfig {
             ttl_secs: default_break_glass_ttl(),
         }
     }
+}
+
+/// How the outbox delivers concerns, alerts and notifications. Every node runs a worker; several
+/// nodes on one PostgreSQL share the work without delivering a row twice in normal operation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// How often an idle worker looks for due deliveries. New work wakes the worker of the node
+    /// that enqueued it at once; the poll picks up retries and other nodes' work.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+    /// Delivery workers on this node; each claims its own batches.
+    #[serde(default = "default_workers")]
+    pub workers: u32,
+    /// Deliveries claimed at once by one worker.
+    #[serde(default = "default_batch")]
+    pub batch: u32,
+    /// How long a claim holds: a worker that dies mid-delivery delays its rows by this much.
+    #[serde(default = "default_lease")]
+    pub lease_secs: u64,
+    /// Attempts before a delivery is dead-lettered.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// First retry delay; doubled each attempt up to `backoff_max_ms`.
+    #[serde(default = "default_backoff_initial")]
+    pub backoff_initial_ms: u64,
+    #[serde(default = "default_backoff_max")]
+    pub backoff_max_ms: u64,
+    /// How long a receiver may take to answer a webhook.
+    #[serde(default = "default_webhook_timeout")]
+    pub webhook_timeout_ms: u64,
+    /// Receivers reached by signed webhook instead of an inbox: deliveries to `role` at
+    /// `agency` (or to anyone at `agency` when no role is given) go to `url`.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+fn default_poll_ms() -> u64 {
+    500
+}
+fn default_workers() -> u32 {
+    4
+}
+fn default_batch() -> u32 {
+    32
+}
+fn default_lease() -> u64 {
+    30
+}
+fn default_max_attempts() -> u32 {
+    12
+}
+fn default_backoff_initial() -> u64 {
+    1_000
+}
+fn default_backoff_max() -> u64 {
+    600_000
+}
+fn default_webhook_timeout() -> u64 {
+    10_000
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            poll_ms: default_poll_ms(),
+            workers: default_workers(),
+            batch: default_batch(),
+            lease_secs: default_lease(),
+            max_attempts: default_max_attempts(),
+            backoff_initial_ms: default_backoff_initial(),
+            backoff_max_ms: default_backoff_max(),
+            webhook_timeout_ms: default_webhook_timeout(),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// A receiver's webhook endpoint and the secret its deliveries are signed with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Stable id; subscriptions name it.
+    pub id: String,
+    /// The agency whose receiver this is (an `agencies[].id`).
+    pub agency: String,
+    /// The role whose deliveries it takes; all of the agency's when unset.
+    #[serde(default)]
+    pub role: Option<crate::domain::Role>,
+    /// `https://…`, or `http://` to a loopback address.
+    pub url: String,
+    /// HMAC-SHA256 key shared with the receiver. Never printed.
+    pub secret: SecretString,
 }
 
 /// How the master child index keeps up with the sources.
@@ -293,6 +405,7 @@ const OVERRIDABLE: &[&str] = &[
     "index",
     "break_glass",
     "limits",
+    "delivery",
 ];
 
 impl Config {
@@ -360,6 +473,9 @@ impl Config {
         }
         fix(&mut self.policy.model);
         fix(&mut self.policy.policy);
+        if let Some(r) = &mut self.policy.routing {
+            fix(r);
+        }
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -406,6 +522,24 @@ impl Config {
                 ));
             }
         }
+        let mut hooks = BTreeSet::new();
+        for (i, w) in self.delivery.webhooks.iter().enumerate() {
+            if !hooks.insert(w.id.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("delivery.webhooks[{i}].id"),
+                    format!("duplicate webhook id {:?}", w.id),
+                ));
+            }
+            if !agencies.contains(w.agency.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("delivery.webhooks[{i}].agency"),
+                    format!("no agency with id {:?} in [[agencies]]", w.agency),
+                ));
+            }
+            check_webhook_url(&w.url)
+                .map_err(|p| ConfigError::invalid(format!("delivery.webhooks[{i}].url"), p))?;
+        }
+        must_exist("policy.routing", &self.policy.routing_path())?;
         let mut sources = BTreeSet::new();
         for (i, s) in self.sources.iter().enumerate() {
             if !sources.insert(s.id.as_str()) {
@@ -426,6 +560,28 @@ impl Config {
 
     pub fn agency(&self, id: &str) -> Option<&AgencyConfig> {
         self.agencies.iter().find(|a| a.id == id)
+    }
+}
+
+/// Webhooks carry children's data: TLS everywhere, except to a receiver on the same host.
+fn check_webhook_url(raw: &str) -> Result<(), String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if loopback {
+                Ok(())
+            } else {
+                Err("plain http is allowed only to a loopback address; use https".into())
+            }
+        }
+        other => Err(format!("scheme {other} is not http(s)")),
     }
 }
 

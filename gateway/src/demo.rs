@@ -38,6 +38,7 @@ pub struct DemoArgs {
 
 const MODEL: &str = include_str!("../../policies/model.conf");
 const POLICY: &str = include_str!("../../policies/policy.csv");
+const ROUTING: &str = include_str!("../../policies/routing.toml");
 
 /// The repository's policy files when running from a checkout; otherwise copies of the policy
 /// this binary was built with, written into `dir`.
@@ -52,6 +53,7 @@ pub fn policy_paths(repo: &Path, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf
     let (model, policy) = (dir.join("model.conf"), dir.join("policy.csv"));
     std::fs::write(&model, MODEL)?;
     std::fs::write(&policy, POLICY)?;
+    std::fs::write(dir.join("routing.toml"), ROUTING)?;
     Ok((model, policy))
 }
 

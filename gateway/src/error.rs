@@ -22,6 +22,10 @@ pub enum ApiError {
     },
     #[error("not found")]
     NotFound(&'static str),
+    /// The request contradicts what is stored (an idempotency key reused for another body, a
+    /// step backwards on a concern).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
     /// The audit entry could not be written, so nothing may be returned.
     #[error("audit unavailable")]
     AuditUnavailable,
@@ -57,6 +61,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::AuditUnavailable | ApiError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -81,6 +86,7 @@ impl IntoResponse for ApiError {
                 json!({"error": "bad_request", "message": message, "errors": errors})
             }
             ApiError::NotFound(what) => json!({"error": "not_found", "message": what}),
+            ApiError::Conflict(why) => json!({"error": "conflict", "message": why}),
             ApiError::AuditUnavailable => json!({
                 "error": "audit_unavailable",
                 "message": "the audit log cannot be written, so no data can be returned"

@@ -12,6 +12,10 @@
 //! - [`merge`]: one view, every value with its provenance, disagreements side by side.
 //! - [`audit`]: a hash-chained entry, durable before the response leaves.
 //!
+//! Writes take their own short paths: [`concerns`] (validated, matched, routed by [`routing`]),
+//! [`events`] (pushed by partner systems, turned into alerts), both delivered through the
+//! durable [`outbox`] to signed webhooks or to inboxes ([`mailbox`]).
+//!
 //! Around them: [`config`] (layered, schema-checked), [`schema`] (JSON Schemas of inputs),
 //! [`identity`] (NHS number and UPN types), [`policyapi`] (explain, check, lint, reload),
 //! [`imports`] (`file` sources' import store), [`store`] (SQLite or PostgreSQL), [`api`] (HTTP
@@ -26,22 +30,28 @@ pub mod audit;
 pub mod authenticate;
 pub mod authorise;
 pub mod bench;
+pub mod bench_concerns;
 pub mod bench_import;
 pub mod breakglass;
 pub mod cli;
+pub mod concerns;
 pub mod config;
 pub mod consent;
 pub mod demo;
 pub mod devpki;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod fanout;
 pub mod identity;
 pub mod imports;
+pub mod mailbox;
 pub mod merge;
 pub mod metrics;
+pub mod outbox;
 pub mod policyapi;
 pub mod resolve;
+pub mod routing;
 pub mod schema;
 pub mod server;
 pub mod sim;

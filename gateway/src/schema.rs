@@ -42,6 +42,10 @@ pub struct Schemas {
     consent: Validator,
     break_glass: Validator,
     explain: Validator,
+    concern: Validator,
+    concern_update: Validator,
+    event: Validator,
+    subscription: Validator,
 }
 
 const CONFIG: &str = include_str!("../../schemas/config.schema.json");
@@ -49,6 +53,10 @@ const SEARCH: &str = include_str!("../../schemas/search.schema.json");
 const CONSENT: &str = include_str!("../../schemas/consent.schema.json");
 const BREAK_GLASS: &str = include_str!("../../schemas/break-glass.schema.json");
 const EXPLAIN: &str = include_str!("../../schemas/explain.schema.json");
+const CONCERN: &str = include_str!("../../schemas/concern.schema.json");
+const CONCERN_UPDATE: &str = include_str!("../../schemas/concern-update.schema.json");
+const EVENT: &str = include_str!("../../schemas/event.schema.json");
+const SUBSCRIPTION: &str = include_str!("../../schemas/subscription.schema.json");
 
 impl Schemas {
     /// Compiles the embedded schemas. They are part of the build, so a failure here is a bug,
@@ -66,6 +74,10 @@ impl Schemas {
             consent: compile("consent", CONSENT)?,
             break_glass: compile("break-glass", BREAK_GLASS)?,
             explain: compile("explain", EXPLAIN)?,
+            concern: compile("concern", CONCERN)?,
+            concern_update: compile("concern-update", CONCERN_UPDATE)?,
+            event: compile("event", EVENT)?,
+            subscription: compile("subscription", SUBSCRIPTION)?,
         })
     }
 
@@ -87,6 +99,22 @@ impl Schemas {
 
     pub fn explain_errors(&self, v: &Value) -> Vec<SchemaError> {
         errors(&self.explain, v)
+    }
+
+    pub fn concern_errors(&self, v: &Value) -> Vec<SchemaError> {
+        errors(&self.concern, v)
+    }
+
+    pub fn concern_update_errors(&self, v: &Value) -> Vec<SchemaError> {
+        errors(&self.concern_update, v)
+    }
+
+    pub fn event_errors(&self, v: &Value) -> Vec<SchemaError> {
+        errors(&self.event, v)
+    }
+
+    pub fn subscription_errors(&self, v: &Value) -> Vec<SchemaError> {
+        errors(&self.subscription, v)
     }
 }
 
@@ -118,6 +146,52 @@ mod tests {
         let errs = s.search_errors(&json!({"nhs_number": "9000000009"}));
         assert!(
             errs.iter().any(|e| e.message.contains("purpose")),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn concern_errors_name_every_field() {
+        let s = Schemas::load().unwrap();
+        let errs = s.concern_errors(&json!({
+            "child": {"nhs_number": 12},
+            "category": "gossip",
+            "urgency": "routine",
+            "observed": {"what": "", "when": "yesterday"},
+            "reporter": {"name": "A"}
+        }));
+        for p in [
+            "/child/nhs_number",
+            "/category",
+            "/observed/what",
+            "/observed/when",
+            "/reporter",
+        ] {
+            assert!(errs.iter().any(|e| e.pointer == p), "{p} in {errs:?}");
+        }
+    }
+
+    #[test]
+    fn event_kinds_require_their_section() {
+        let s = Schemas::load().unwrap();
+        let errs = s.event_errors(&json!({
+            "kind": "police_incident",
+            "occurred_at": "2025-10-07T23:10:00Z",
+            "child": {"nhs_number": "9000000009"}
+        }));
+        assert!(
+            errs.iter().any(|e| e.message.contains("incident")),
+            "{errs:?}"
+        );
+        let errs = s.event_errors(&json!({
+            "kind": "attendance",
+            "occurred_at": "2025-10-07T23:10:00Z",
+            "child": {"nhs_number": "9000000009"},
+            "attendance": {"from": "2025-10-07", "to": "2025-10-07", "possible_sessions": -1, "attended_sessions": 0}
+        }));
+        assert!(
+            errs.iter()
+                .any(|e| e.pointer == "/attendance/possible_sessions"),
             "{errs:?}"
         );
     }

@@ -8,5 +8,6 @@ mod audit;
 mod auth;
 mod config;
 mod imports;
+mod notify;
 mod policy;
 mod view;

@@ -233,6 +233,12 @@ async fn a_broken_policy_on_reload_keeps_the_old_one() {
     let model = env.dir.path().join("model.conf");
     let policy = env.dir.path().join("policy.csv");
     std::fs::copy(repo.join("policies/model.conf"), &model).expect("copy model");
+    // Routing rules are read from beside the policy.
+    std::fs::copy(
+        repo.join("policies/routing.toml"),
+        env.dir.path().join("routing.toml"),
+    )
+    .expect("copy routing");
     let original = std::fs::read_to_string(repo.join("policies/policy.csv")).expect("policy");
     std::fs::write(&policy, &original).expect("write policy");
     let text = env
