@@ -97,15 +97,18 @@ struct Rule {
     basis: Vec<String>,
 }
 
-/// Index key: domain, subject, purpose, category family (text before the first `.`, or `*`).
-type Key = (String, String, String, String);
+/// Index key: domain, subject, purpose, category family (text before the first `.`, or `*`),
+/// each interned to a number so that a question allocates nothing to look itself up.
+type Key = (u32, u32, u32, u32);
 
 /// A loaded, compiled policy. Replaced whole when the files change.
 pub struct Policy {
     rules: Vec<Rule>,
     index: HashMap<Key, Vec<usize>>,
-    /// Each role with every role it inherits (including itself).
-    roles: HashMap<Role, Vec<String>>,
+    /// Every word that appears in a key, numbered.
+    words: HashMap<String, u32>,
+    /// Each role with every role it inherits (including itself and `*`), as word numbers.
+    roles: HashMap<Role, Vec<u32>>,
 }
 
 /// Reads the model and policy with casbin.
@@ -185,21 +188,39 @@ impl Policy {
             }
             all.insert(role.as_str().to_string());
             all.insert("*".to_string());
-            roles.insert(role, all.into_iter().collect());
+            roles.insert(role, all.into_iter().collect::<Vec<String>>());
         }
+        let mut words: HashMap<String, u32> = HashMap::new();
+        let mut word = |w: &str| -> u32 {
+            let next = words.len() as u32;
+            *words.entry(w.to_string()).or_insert(next)
+        };
+        word("*");
         let mut index: HashMap<Key, Vec<usize>> = HashMap::new();
         for (i, r) in rules.iter().enumerate() {
             let key = (
-                r.dom.clone(),
-                r.sub.clone(),
-                r.purpose.clone(),
-                family(&r.cat).to_string(),
+                word(&r.dom),
+                word(&r.sub),
+                word(&r.purpose),
+                word(family(&r.cat)),
             );
             index.entry(key).or_default().push(i);
         }
+        // A role no rule names still matches `*` rules, which is why `*` is always a word.
+        let roles = roles
+            .into_iter()
+            .map(|(role, names)| {
+                let ids = names
+                    .iter()
+                    .filter_map(|n| words.get(n.as_str()).copied())
+                    .collect();
+                (role, ids)
+            })
+            .collect();
         Ok(Policy {
             rules,
             index,
+            words,
             roles,
         })
     }
@@ -207,19 +228,16 @@ impl Policy {
     /// Decides one question exactly as casbin's model does: a matching deny wins (the first in
     /// file order is reported); otherwise the first matching allow; otherwise `default-deny`.
     pub fn decide(&self, q: &Question<'_>) -> Decision {
-        let mut candidates: Vec<usize> = Vec::new();
+        let word = |w: &str| self.words.get(w).copied();
+        let star = word("*");
+        let pair = |w: &str| [star, word(w)];
+        let mut candidates: Vec<usize> = Vec::with_capacity(16);
         let roles = self.roles.get(&q.role).map(Vec::as_slice).unwrap_or(&[]);
-        for dom in ["*", q.agency] {
-            for sub in roles {
-                for purpose in ["*", q.purpose.as_str()] {
-                    for fam in ["*", family(q.category)] {
-                        let key = (
-                            dom.to_string(),
-                            sub.clone(),
-                            purpose.to_string(),
-                            fam.to_string(),
-                        );
-                        if let Some(ids) = self.index.get(&key) {
+        for dom in pair(q.agency).into_iter().flatten() {
+            for &sub in roles {
+                for purpose in pair(q.purpose.as_str()).into_iter().flatten() {
+                    for fam in pair(family(q.category)).into_iter().flatten() {
+                        if let Some(ids) = self.index.get(&(dom, sub, purpose, fam)) {
                             candidates.extend_from_slice(ids);
                         }
                     }
