@@ -53,7 +53,8 @@ use crate::resolve::{Found, Search, SyncReport};
         crate::breakglass::create,
         crate::breakglass::queue,
         crate::breakglass::review,
-        crate::policyapi::explain
+        crate::policyapi::explain,
+        crate::sourcesapi::list
     ),
     components(schemas(SearchResult, Found, View, audit::Recorded, crate::schema::SchemaError)),
     modifiers(&BearerAuth)
@@ -93,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .merge(crate::consent::routes())
         .merge(crate::breakglass::routes())
+        .merge(crate::sourcesapi::routes())
         .layer(middleware::from_fn(record_metrics))
         .layer(
             ServiceBuilder::new()

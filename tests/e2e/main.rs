@@ -9,4 +9,5 @@ mod auth;
 mod config;
 mod imports;
 mod policy;
+mod sources;
 mod view;
