@@ -28,6 +28,22 @@ pub struct FhirConfig {
     /// is not listed is treated as `health.sensitive`, so unknown health information fails safe.
     #[serde(default)]
     pub flags: Vec<FlagMapping>,
+    /// Whether to search `Flag?patient=…` when fetching a patient. PDS has no Flag endpoint
+    /// and answers such a search with an error, which would make every fetch fail; set
+    /// `flag_search = false` for PDS and other Patient-only servers.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub flag_search: bool,
+    /// Client-certificate authentication (mutual TLS), alone or with the bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::ClientTls>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// Configurations get logged; the token must not be.
@@ -38,6 +54,8 @@ impl std::fmt::Debug for FhirConfig {
             .field("bearer_token", &crate::redacted(&self.bearer_token))
             .field("list", &self.list)
             .field("flags", &self.flags)
+            .field("flag_search", &self.flag_search)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -56,6 +74,13 @@ pub const CONFIDENTIALITY_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/
 /// The UK Core extension on an NHS number saying whether it has been traced and verified.
 pub const NHS_NUMBER_VERIFICATION_EXTENSION: &str =
     "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-NHSNumberVerificationStatus";
+/// The same extension as real systems send it: UK Core (R4, PDS), Care Connect (STU3, many
+/// trust and GP systems), and GP Connect's own STU3 copy. The codes are the same in all three.
+pub const NHS_NUMBER_VERIFICATION_EXTENSIONS: [&str; 3] = [
+    NHS_NUMBER_VERIFICATION_EXTENSION,
+    "https://fhir.hl7.org.uk/STU3/StructureDefinition/Extension-CareConnect-NHSNumberVerificationStatus-1",
+    "https://fhir.nhs.uk/STU3/StructureDefinition/Extension-CareConnect-GPC-NHSNumberVerificationStatus-1",
+];
 const ODS_SYSTEM: &str = "https://fhir.nhs.uk/Id/ods-organization-code";
 
 /// Flags are few; more pages than this means the server is looping or the search went wrong.
@@ -87,7 +112,11 @@ impl FhirAdapter {
                 "FHIR base_url must be an http(s) URL".into(),
             ));
         }
-        let client = http::client(FHIR_JSON, config.bearer_token.as_deref())?;
+        let client = http::client(
+            FHIR_JSON,
+            config.bearer_token.as_deref(),
+            config.tls.as_ref(),
+        )?;
         Ok(Self {
             config,
             base,
@@ -153,6 +182,9 @@ impl FhirAdapter {
     }
 
     async fn flags(&self, local_id: &str) -> Result<Vec<Value>, AdapterError> {
+        if !self.config.flag_search {
+            return Ok(Vec::new());
+        }
         let url = self.url(&["Flag"], &[("patient", local_id)]);
         Ok(self
             .search(url, "Flag", FLAG_PAGE_LIMIT)
@@ -393,11 +425,17 @@ fn nhs_number_identifier(patient: &Value) -> Option<&Value> {
 }
 
 /// The NHS number's verification status (`01` = present and verified), as `{code, display}`.
-/// Read leniently: a missing or odd extension is simply absent.
+/// Any of the three extension URLs in [`NHS_NUMBER_VERIFICATION_EXTENSIONS`] is read, with the
+/// value as a `valueCodeableConcept` (as profiled) or a bare `valueCoding` (as some systems
+/// send it). Read leniently: a missing or odd extension is simply absent.
 pub fn nhs_number_verification(patient: &Value) -> Option<Value> {
-    let coding = array(nhs_number_identifier(patient)?, "extension")
-        .find(|e| str_at(e, "url") == Some(NHS_NUMBER_VERIFICATION_EXTENSION))?
-        .pointer("/valueCodeableConcept/coding/0")?;
+    let extension = array(nhs_number_identifier(patient)?, "extension").find(|e| {
+        str_at(e, "url").is_some_and(|u| NHS_NUMBER_VERIFICATION_EXTENSIONS.contains(&u))
+    })?;
+    let coding = extension
+        .get("valueCodeableConcept")
+        .and_then(|cc| array(cc, "coding").find(|c| str_at(c, "code").is_some()))
+        .or_else(|| extension.get("valueCoding"))?;
     let code = str_at(coding, "code")?;
     Some(json!({ "code": code, "display": str_at(coding, "display") }))
 }
@@ -751,6 +789,45 @@ mod tests {
         assert_eq!(
             nhs_number_verification(&p),
             Some(json!({"code": "02", "display": null}))
+        );
+    }
+
+    #[test]
+    fn verification_status_in_each_form_real_systems_send() {
+        let with = |extension: Value| {
+            let mut p = patient("U");
+            p["identifier"] = json!([{"system": NHS_NUMBER_SYSTEM, "value": "9000000009",
+                                      "extension": [extension]}]);
+            nhs_number_verification(&p)
+        };
+        let verified = Some(json!({"code": "01", "display": "Number present and verified"}));
+        // UK Core (R4), as PDS sends it.
+        assert_eq!(
+            with(json!({"url": NHS_NUMBER_VERIFICATION_EXTENSIONS[0],
+                "valueCodeableConcept": {"coding": [{
+                    "system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatus",
+                    "code": "01", "display": "Number present and verified"}]}})),
+            verified
+        );
+        // Care Connect (STU3).
+        assert_eq!(
+            with(json!({"url": NHS_NUMBER_VERIFICATION_EXTENSIONS[1],
+                "valueCodeableConcept": {"coding": [{
+                    "system": "https://fhir.hl7.org.uk/STU3/CodeSystem/CareConnect-NHSNumberVerificationStatus-1",
+                    "code": "01", "display": "Number present and verified"}]}})),
+            verified
+        );
+        // GP Connect's STU3 copy, here with a bare valueCoding.
+        assert_eq!(
+            with(json!({"url": NHS_NUMBER_VERIFICATION_EXTENSIONS[2],
+                "valueCoding": {"code": "01", "display": "Number present and verified"}})),
+            verified
+        );
+        // Another extension on the identifier is not mistaken for it.
+        assert_eq!(
+            with(json!({"url": "https://example.org/other",
+                "valueCoding": {"code": "01"}})),
+            None
         );
     }
 }

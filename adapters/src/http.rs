@@ -1,7 +1,11 @@
-//! What the two HTTP adapters share: one pooled client per source, and a GET that hands back the
-//! status and body so each protocol can judge them by its own rules.
+//! What the two HTTP adapters share: one pooled client per source (authenticated by bearer
+//! token, client certificate, or both), and a GET that hands back the status and body so each
+//! protocol can judge them by its own rules.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION};
 
@@ -15,11 +19,79 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// caller forgot one from holding a pooled connection for ever.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Mutual TLS towards a source: the certificate Weft presents (a force's API or the NHS Spine
+/// identifies callers this way), and optionally the CA the source's own certificate must chain
+/// to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTls {
+    /// PEM certificate chain Weft presents, leaf first.
+    pub client_cert: PathBuf,
+    /// PEM private key of that certificate (PKCS#8, PKCS#1 or SEC1).
+    pub client_key: PathBuf,
+    /// PEM bundle of CAs to trust for the source's server certificate. When set, only these
+    /// are trusted (a private CA for a partner's network); otherwise the public web roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+}
+
+impl ClientTls {
+    /// Makes relative paths relative to `base` (the configuration file's folder).
+    pub fn resolve(&mut self, base: &Path) {
+        for p in [&mut self.client_cert, &mut self.client_key] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        if let Some(ca) = &mut self.ca {
+            if ca.is_relative() {
+                *ca = base.join(&*ca);
+            }
+        }
+    }
+
+    fn apply(
+        &self,
+        builder: reqwest::ClientBuilder,
+    ) -> Result<reqwest::ClientBuilder, AdapterError> {
+        let read = |what: &str, p: &Path| {
+            std::fs::read(p)
+                .map_err(|e| AdapterError::Config(format!("tls.{what}: {}: {e}", p.display())))
+        };
+        let mut pem = read("client_cert", &self.client_cert)?;
+        pem.push(b'\n');
+        pem.extend(read("client_key", &self.client_key)?);
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+            AdapterError::Config(format!(
+                "tls.client_cert / tls.client_key: {}",
+                crate::error_chain(&e)
+            ))
+        })?;
+        let mut builder = builder.identity(identity);
+        if let Some(ca) = &self.ca {
+            let roots = reqwest::Certificate::from_pem_bundle(&read("ca", ca)?)
+                .map_err(|e| AdapterError::Config(format!("tls.ca: {}", crate::error_chain(&e))))?;
+            if roots.is_empty() {
+                return Err(AdapterError::Config(format!(
+                    "tls.ca: no certificate in {}",
+                    ca.display()
+                )));
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            for root in roots {
+                builder = builder.add_root_certificate(root);
+            }
+        }
+        Ok(builder)
+    }
+}
+
 /// Builds the client a source keeps for its lifetime, so connections (and TLS sessions) are
 /// reused across requests.
 pub(crate) fn client(
     accept: &'static str,
     bearer_token: Option<&str>,
+    tls: Option<&ClientTls>,
 ) -> Result<reqwest::Client, AdapterError> {
     let mut headers = HeaderMap::new();
     headers.insert(ACCEPT, HeaderValue::from_static(accept));
@@ -31,11 +103,16 @@ pub(crate) fn client(
         value.set_sensitive(true);
         headers.insert(AUTHORIZATION, value);
     }
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .use_rustls_tls()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
-        .default_headers(headers)
+        .default_headers(headers);
+    let builder = match tls {
+        Some(tls) => tls.apply(builder)?,
+        None => builder,
+    };
+    builder
         .build()
         .map_err(|e| AdapterError::Config(crate::error_chain(&e)))
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use url::Url;
 
-use crate::http;
+use crate::http::{self, ClientTls};
 use crate::record::{scalar_text, Demographics, Identifier, Item, Probe, SourceRecord};
 use crate::{Adapter, AdapterError};
 
@@ -26,6 +26,9 @@ pub struct HttpJsonConfig {
     pub list_pointer: String,
     #[serde(default)]
     pub bearer_token: Option<String>,
+    /// Client-certificate authentication (mutual TLS), alone or with the bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ClientTls>,
     /// How to read a record's identity: pointers for `local_id`, identifiers and demographics.
     pub identity: IdentityPointers,
     /// Fields of the view, each with its category.
@@ -40,6 +43,7 @@ impl std::fmt::Debug for HttpJsonConfig {
             .field("list_url", &self.list_url)
             .field("list_pointer", &self.list_pointer)
             .field("bearer_token", &crate::redacted(&self.bearer_token))
+            .field("tls", &self.tls)
             .field("identity", &self.identity)
             .field("fields", &self.fields)
             .finish()
@@ -120,7 +124,11 @@ impl HttpJsonAdapter {
         for field in &config.fields {
             check_pointer(&field.pointer, &format!("fields.{}", field.field))?;
         }
-        let client = http::client("application/json", config.bearer_token.as_deref())?;
+        let client = http::client(
+            "application/json",
+            config.bearer_token.as_deref(),
+            config.tls.as_ref(),
+        )?;
         Ok(Self {
             config,
             list_url,

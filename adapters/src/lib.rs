@@ -7,7 +7,8 @@
 //! - [`fhir`]: FHIR R4 JSON over HTTP (health: PDS-style Patient search, Flag resources).
 //! - [`sql`]: configured, parameterised queries against a source's reporting database
 //!   (PostgreSQL, MariaDB/MySQL, SQLite).
-//! - [`http_json`]: JSON over HTTP with a declarative JSON-pointer mapping (police and others).
+//! - [`http_json`]: JSON over HTTP with a declarative JSON-pointer mapping (police and others),
+//!   authenticated by bearer token and/or client certificate ([`ClientTls`]).
 //! - [`file`]: files dropped in a folder (school census/MIS CSV, Common Transfer File, CIN
 //!   census, SSDA903), imported into a store and served from it.
 //!
@@ -27,6 +28,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use http::ClientTls;
 pub use record::{Demographics, Identifier, Item, Probe, SourceRecord};
 
 /// One partner system, seen through its protocol.
@@ -85,6 +87,17 @@ impl AdapterError {
             AdapterError::TooManyMatches => "too_many_matches",
             AdapterError::Database(_) => "database_error",
             AdapterError::Config(_) => "misconfigured",
+        }
+    }
+
+    /// Whether the same read might succeed if asked again shortly: the connection failed, or the
+    /// source said it was overloaded or briefly broken (HTTP 408, 429, 5xx). A bad body, a
+    /// refused query or a configuration error would fail the same way again, so those are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            AdapterError::Connect(_) => true,
+            AdapterError::Status(s) => *s == 408 || *s == 429 || *s >= 500,
+            _ => false,
         }
     }
 }

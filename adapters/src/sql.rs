@@ -1,4 +1,7 @@
-//! Configured, parameterised SQL against a source's reporting database over a real connection.
+//! Configured, parameterised SQL against a source's reporting database over a real connection,
+//! or a ready mapping ([`Preset`]) for a database in a standard shape.
+
+pub mod ssd;
 
 use std::time::Duration;
 
@@ -24,11 +27,21 @@ use crate::{error_chain, Adapter, AdapterError};
 #[serde(deny_unknown_fields)]
 pub struct SqlConfig {
     pub url: String,
+    /// A ready mapping for a database in a standard shape; `list` and `queries` may then be
+    /// left out (a `list` given replaces the preset's, `queries` given are added to its).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
+    /// The schema (PostgreSQL) or database (MariaDB/MySQL) holding the preset's tables, when
+    /// they are not in the connection's default one (SSD extracts often use `ssd_development`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
     /// Lists every person for the master child index. Recognised columns: `local_id` (required),
     /// `nhs_number`, `upn`, `given_name`, `family_name`, `birth_date`, `sex`, `postcode`; any
-    /// other column is a source-scoped identifier of that name.
+    /// other column is a source-scoped identifier of that name. Required without a preset.
+    #[serde(default)]
     pub list: String,
     /// One query per data category, each taking the record's local id as its only parameter.
+    #[serde(default)]
     pub queries: Vec<SqlQuery>,
     /// Pool size; the default suits a reporting replica.
     #[serde(default = "default_pool")]
@@ -40,6 +53,8 @@ impl std::fmt::Debug for SqlConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqlConfig")
             .field("url", &url_without_password(&self.url))
+            .field("preset", &self.preset)
+            .field("schema", &self.schema)
             .field("list", &self.list)
             .field("queries", &self.queries)
             .field("max_connections", &self.max_connections)
@@ -63,6 +78,66 @@ fn url_without_password(url: &str) -> String {
 
 fn default_pool() -> u32 {
     8
+}
+
+/// Ready mappings for reporting databases in a published shape.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// The Standard Safeguarding Dataset: see [`ssd`].
+    Ssd,
+}
+
+impl SqlConfig {
+    /// A configuration for a database in a standard shape: only the connection string.
+    pub fn preset(url: impl Into<String>, preset: Preset) -> SqlConfig {
+        SqlConfig {
+            url: url.into(),
+            preset: Some(preset),
+            schema: None,
+            list: String::new(),
+            queries: Vec::new(),
+            max_connections: default_pool(),
+        }
+    }
+
+    /// The list query and category queries that will run: the preset's, with what the
+    /// configuration adds or replaces. This is what `weft` shows an administrator for review.
+    pub fn resolved(&self) -> Result<(String, Vec<SqlQuery>), AdapterError> {
+        let (driver, _) = Driver::from_url(&self.url)?;
+        let schema = self.schema.as_deref();
+        if let Some(s) = schema {
+            if !ssd::valid_schema(s) {
+                return Err(AdapterError::Config(
+                    "schema must be a plain identifier (letters, digits, underscore)".into(),
+                ));
+            }
+        }
+        let (list, mut queries) = match self.preset {
+            Some(Preset::Ssd) => (ssd::list(driver, schema), ssd::queries(driver, schema)),
+            None => {
+                if schema.is_some() {
+                    return Err(AdapterError::Config(
+                        "schema applies to a preset's tables; write it into your own queries"
+                            .into(),
+                    ));
+                }
+                (String::new(), Vec::new())
+            }
+        };
+        let list = if self.list.trim().is_empty() {
+            list
+        } else {
+            self.list.clone()
+        };
+        if list.trim().is_empty() {
+            return Err(AdapterError::Config(
+                "a list query is required (or a preset)".into(),
+            ));
+        }
+        queries.extend(self.queries.iter().cloned());
+        Ok((list, queries))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -203,6 +278,12 @@ impl SqlAdapter {
             ));
         }
         let (driver, url) = Driver::from_url(&config.url)?;
+        let (list, queries) = config.resolved()?;
+        let config = SqlConfig {
+            list,
+            queries,
+            ..config
+        };
         let bad_url =
             |e: sqlx::Error| AdapterError::Config(format!("SQL url: {}", error_chain(&e)));
         let pool = match driver {
@@ -759,9 +840,8 @@ mod tests {
     fn debug_output_hides_the_password() {
         let config = SqlConfig {
             url: "mariadb://weft:s3cret@db.example:3306/reporting".into(),
-            list: String::new(),
-            queries: vec![],
             max_connections: 1,
+            ..SqlConfig::preset("", Preset::Ssd)
         };
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
@@ -773,10 +853,10 @@ mod tests {
     #[test]
     fn max_connections_zero_is_a_configuration_error() {
         let config = SqlConfig {
-            url: "sqlite::memory:".into(),
             list: "SELECT 1 AS local_id".into(),
-            queries: vec![],
             max_connections: 0,
+            preset: None,
+            ..SqlConfig::preset("sqlite::memory:", Preset::Ssd)
         };
         assert!(matches!(
             SqlAdapter::new(config),

@@ -249,6 +249,8 @@ fn config(base: &str) -> FhirConfig {
     FhirConfig {
         base_url: base.to_owned(),
         bearer_token: Some("sandbox-token".into()),
+        tls: None,
+        flag_search: true,
         list: false,
         flags: vec![FlagMapping {
             code: "CPIS".into(),

@@ -138,6 +138,7 @@ fn police_config(base: &str) -> HttpJsonConfig {
         list_url: Some(format!("{base}/custodian")),
         list_pointer: "/records".into(),
         bearer_token: None,
+        tls: None,
         identity: IdentityPointers {
             local_id: "/recordId".into(),
             identifiers: BTreeMap::from([("nhs_number".into(), "/personId".into())]),
@@ -179,6 +180,7 @@ fn people_config(base: &str) -> HttpJsonConfig {
         list_url: Some(format!("{base}/people")),
         list_pointer: String::new(),
         bearer_token: Some("t0ken".into()),
+        tls: None,
         identity: IdentityPointers {
             local_id: "/id".into(),
             identifiers: BTreeMap::from([

@@ -57,6 +57,8 @@ impl TestDb {
 
     fn config(&self, list: &str, queries: Vec<SqlQuery>) -> SqlConfig {
         SqlConfig {
+            preset: None,
+            schema: None,
             url: self.db.url.clone(),
             list: list.to_owned(),
             queries,
@@ -338,6 +340,8 @@ async fn unreachable_is_a_connect_error(dialect: Dialect) {
         Dialect::Sqlite => "sqlite:///nonexistent-weft-directory/weft.db".to_owned(),
     };
     let config = SqlConfig {
+        preset: None,
+        schema: None,
         url,
         list: LIST.into(),
         queries: vec![query("identity.core", "SELECT 1".into(), Rows::One, None)],
@@ -359,6 +363,8 @@ async fn missing_database_is_a_connect_error(dialect: Dialect) {
     };
     let url = t.db.url.replace(t.db.name(), "weft_no_such_database");
     let config = SqlConfig {
+        preset: None,
+        schema: None,
         url,
         list: LIST.into(),
         queries: vec![],

@@ -53,7 +53,8 @@ use crate::resolve::{Found, Search, SyncReport};
         crate::breakglass::create,
         crate::breakglass::queue,
         crate::breakglass::review,
-        crate::policyapi::explain
+        crate::policyapi::explain,
+        crate::sourcesapi::list
     ),
     components(schemas(SearchResult, Found, View, audit::Recorded, crate::schema::SchemaError)),
     modifiers(&BearerAuth)
@@ -103,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::concerns::routes())
         .merge(crate::mailbox::routes())
         .merge(crate::events::routes())
+        .merge(crate::sourcesapi::routes())
         .layer(middleware::from_fn(record_metrics))
         .layer(
             ServiceBuilder::new()

@@ -368,11 +368,61 @@ pub struct SourceConfig {
     /// How long a view waits for this source before showing it `unavailable`.
     #[serde(default = "default_deadline")]
     pub deadline_ms: u64,
+    /// Retries and the circuit breaker; the defaults suit a source on a local network.
+    #[serde(default)]
+    pub resilience: Resilience,
     pub adapter: AdapterConfig,
 }
 
 fn default_deadline() -> u64 {
     1_500
+}
+
+/// How the gateway copes with a source that fails, so that a broken source costs a view
+/// nothing: a read that fails transiently is retried within the deadline; after repeated
+/// failures the breaker opens and the source is not asked at all until a cool-down has passed,
+/// when one probe is let through.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Resilience {
+    /// Attempts per read, the first included; 1 turns retries off. Only transient failures
+    /// (connection failed, HTTP 408/429/5xx) are retried, and never past the deadline.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// Wait before the first retry; doubled for each further one, with jitter so that many
+    /// views do not retry in step.
+    #[serde(default = "default_backoff")]
+    pub backoff_ms: u64,
+    /// Consecutive failed reads (after their retries) that open the breaker; 0 never opens it.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker stays open before a probe is let through.
+    #[serde(default = "default_cool_down")]
+    pub breaker_cool_down_ms: u64,
+}
+
+fn default_attempts() -> u32 {
+    2
+}
+fn default_backoff() -> u64 {
+    50
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_cool_down() -> u64 {
+    30_000
+}
+
+impl Default for Resilience {
+    fn default() -> Self {
+        Self {
+            attempts: default_attempts(),
+            backoff_ms: default_backoff(),
+            breaker_failures: default_breaker_failures(),
+            breaker_cool_down_ms: default_cool_down(),
+        }
+    }
 }
 
 /// A configuration problem, naming the key so an administrator can find it.
@@ -467,8 +517,19 @@ impl Config {
             fix(&mut k.public_key);
         }
         for s in &mut self.sources {
-            if let AdapterConfig::File(f) = &mut s.adapter {
-                weft_adapters::file::resolve_folder(f, base);
+            match &mut s.adapter {
+                AdapterConfig::File(f) => weft_adapters::file::resolve_folder(f, base),
+                AdapterConfig::HttpJson(h) => {
+                    if let Some(tls) = &mut h.tls {
+                        tls.resolve(base);
+                    }
+                }
+                AdapterConfig::Fhir(f) => {
+                    if let Some(tls) = &mut f.tls {
+                        tls.resolve(base);
+                    }
+                }
+                AdapterConfig::Sql(_) => {}
             }
         }
         fix(&mut self.policy.model);

@@ -1,7 +1,9 @@
 //! Stage 3, fan out: ask every source that holds the child, all at once, each within its own
 //! deadline. A source that fails or is late becomes `unavailable` with a reason; it never fails
-//! the request, and it never holds the others up.
+//! the request, and it never holds the others up. Every call goes through the source's retries
+//! and circuit breaker ([`crate::resilience`]), so a source that keeps failing is not asked.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,9 +11,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use serde::Serialize;
-use weft_adapters::{Adapter, AdapterConfig, Item};
+use weft_adapters::{Adapter, AdapterConfig, AdapterError, Item};
 
-use crate::config::{AgencyConfig, Config};
+use crate::config::{AgencyConfig, Config, Resilience};
+use crate::resilience::{Admission, Breaker, BreakerState, BreakerStatus, RetryPolicy};
 use crate::resolve::Link;
 
 /// A configured source with its adapter and what the gateway has seen of its health.
@@ -21,6 +24,8 @@ pub struct Source {
     pub deadline: Duration,
     pub kind: &'static str,
     pub adapter: Arc<dyn Adapter>,
+    retry: RetryPolicy,
+    breaker: Breaker,
     health: Health,
 }
 
@@ -28,49 +33,203 @@ pub struct Source {
 struct Health {
     ok: AtomicU64,
     failed: AtomicU64,
+    refused: AtomicU64,
+    retries: AtomicU64,
     last: Mutex<Option<(DateTime<Utc>, Option<String>)>>,
+    last_error: Mutex<Option<LastError>>,
 }
 
-/// A source's health as `/readyz` reports it.
+/// The most recent failure of a source, for its administrator.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LastError {
+    /// The `unavailable` reason views showed (`timeout`, `source_error`, …).
+    pub reason: String,
+    /// What went wrong, as the adapter put it (URLs and values are never in it).
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A source's health as `/readyz` and `GET /v1/sources` report it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SourceHealth {
     pub source: String,
+    pub agency: String,
     pub kind: &'static str,
-    /// `ok`, `failing` (the last call failed) or `unknown` (not called yet).
+    /// `ok` (the last call succeeded), `failing` (it failed), `unavailable` (the breaker is
+    /// open or probing: views do not call it) or `unknown` (not called yet).
     pub state: &'static str,
     pub last_reason: Option<String>,
     pub last_at: Option<DateTime<Utc>>,
+    pub last_error: Option<LastError>,
+    pub breaker: BreakerStatus,
+    pub deadline_ms: u64,
+    /// Calls that succeeded, since start-up.
     pub calls_ok: u64,
+    /// Calls that failed (after their retries), since start-up.
     pub calls_failed: u64,
+    /// Calls the open breaker refused, which never reached the source.
+    pub calls_refused: u64,
+    /// Retries sent after transient failures.
+    pub retries: u64,
+}
+
+/// Why a call through [`Source::call`] gave nothing.
+#[derive(Debug)]
+pub enum Failure {
+    /// The breaker is open: the source was not asked.
+    CircuitOpen,
+    /// The deadline passed first.
+    Timeout,
+    Adapter(AdapterError),
+}
+
+impl Failure {
+    /// The `unavailable` reason a view shows, and the `reason` label of the error metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Failure::CircuitOpen => "circuit_open",
+            Failure::Timeout => "timeout",
+            Failure::Adapter(e) => e.reason(),
+        }
+    }
 }
 
 impl Source {
-    fn record(&self, failure: Option<&str>) {
+    fn new(
+        id: String,
+        agency: AgencyConfig,
+        deadline: Duration,
+        kind: &'static str,
+        adapter: Arc<dyn Adapter>,
+        resilience: &Resilience,
+    ) -> Source {
+        crate::metrics::SOURCE_BREAKER
+            .with_label_values(&[&id])
+            .set(BreakerState::Closed.gauge());
+        Source {
+            id,
+            agency,
+            deadline,
+            kind,
+            adapter,
+            retry: RetryPolicy::new(resilience),
+            breaker: Breaker::new(resilience),
+            health: Health::default(),
+        }
+    }
+
+    /// Calls the source through its breaker, retrying transient failures, all within
+    /// `deadline`. Every adapter read goes through here, so the breaker sees every failure and
+    /// an open breaker spares the source every call.
+    pub async fn call<T, F, Fut>(&self, deadline: Duration, op: F) -> Result<T, Failure>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, AdapterError>>,
+    {
+        let started = Instant::now();
+        if self.breaker.admit(started) == Admission::Refuse {
+            self.health.refused.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::SOURCE_ERRORS
+                .with_label_values(&[&self.id, "circuit_open"])
+                .inc();
+            return Err(Failure::CircuitOpen);
+        }
+        self.publish_breaker();
+        let attempt = self.retry.run(started + deadline, op);
+        let result = match tokio::time::timeout(deadline, attempt).await {
+            Err(_) => Err(Failure::Timeout),
+            Ok((result, retries)) => {
+                if retries > 0 {
+                    self.health
+                        .retries
+                        .fetch_add(u64::from(retries), Ordering::Relaxed);
+                    crate::metrics::SOURCE_RETRIES
+                        .with_label_values(&[&self.id])
+                        .inc_by(u64::from(retries));
+                }
+                result.map_err(Failure::Adapter)
+            }
+        };
+        match &result {
+            // The source answered; that the search was too broad is not its failure.
+            Ok(_) | Err(Failure::Adapter(AdapterError::TooManyMatches)) => {
+                self.breaker.success();
+                self.record(None);
+            }
+            Err(failure) => {
+                if let Failure::Adapter(e) = failure {
+                    tracing::warn!(source = %self.id, reason = e.reason(), error = %e, "source call failed");
+                } else {
+                    tracing::warn!(source = %self.id, reason = failure.reason(), "source call failed");
+                }
+                if self.breaker.failure(Instant::now()) {
+                    tracing::warn!(source = %self.id, "circuit breaker opened");
+                }
+                crate::metrics::SOURCE_ERRORS
+                    .with_label_values(&[&self.id, failure.reason()])
+                    .inc();
+                self.record(Some(failure));
+            }
+        }
+        self.publish_breaker();
+        result
+    }
+
+    fn publish_breaker(&self) {
+        crate::metrics::SOURCE_BREAKER
+            .with_label_values(&[&self.id])
+            .set(self.breaker.state().gauge());
+    }
+
+    fn record(&self, failure: Option<&Failure>) {
         let counter = if failure.is_some() {
             &self.health.failed
         } else {
             &self.health.ok
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        let now = Utc::now();
         if let Ok(mut last) = self.health.last.lock() {
-            *last = Some((Utc::now(), failure.map(String::from)));
+            *last = Some((now, failure.map(|f| f.reason().to_string())));
+        }
+        if let Some(f) = failure {
+            let detail = match f {
+                Failure::Adapter(e) => e.to_string(),
+                Failure::Timeout => format!("no answer within {} ms", self.deadline.as_millis()),
+                Failure::CircuitOpen => "circuit breaker open".to_string(),
+            };
+            if let Ok(mut last) = self.health.last_error.lock() {
+                *last = Some(LastError {
+                    reason: f.reason().to_string(),
+                    detail,
+                    at: now,
+                });
+            }
         }
     }
 
     pub fn health(&self) -> SourceHealth {
         let last = self.health.last.lock().ok().and_then(|l| l.clone());
+        let breaker = self.breaker.status();
         SourceHealth {
             source: self.id.clone(),
+            agency: self.agency.id.clone(),
             kind: self.kind,
-            state: match &last {
-                None => "unknown",
-                Some((_, None)) => "ok",
-                Some((_, Some(_))) => "failing",
+            state: match (&last, breaker.state) {
+                (_, BreakerState::Open | BreakerState::HalfOpen) => "unavailable",
+                (None, _) => "unknown",
+                (Some((_, None)), _) => "ok",
+                (Some((_, Some(_))), _) => "failing",
             },
             last_reason: last.as_ref().and_then(|(_, r)| r.clone()),
             last_at: last.map(|(at, _)| at),
+            last_error: self.health.last_error.lock().ok().and_then(|l| l.clone()),
+            breaker,
+            deadline_ms: u64::try_from(self.deadline.as_millis()).unwrap_or(u64::MAX),
             calls_ok: self.health.ok.load(Ordering::Relaxed),
             calls_failed: self.health.failed.load(Ordering::Relaxed),
+            calls_refused: self.health.refused.load(Ordering::Relaxed),
+            retries: self.health.retries.load(Ordering::Relaxed),
         }
     }
 }
@@ -101,18 +260,18 @@ impl Source {
                 Ok(None)
             }
         }
-        Source {
-            id: id.to_string(),
-            agency: AgencyConfig {
+        Source::new(
+            id.to_string(),
+            AgencyConfig {
                 id: format!("{id}-agency"),
                 name: id.to_string(),
                 kind,
             },
             deadline,
-            kind: "test",
-            adapter: Arc::new(Never),
-            health: Health::default(),
-        }
+            "test",
+            Arc::new(Never),
+            &Resilience::default(),
+        )
     }
 }
 
@@ -142,14 +301,14 @@ impl Sources {
                     .adapter
                     .build_with(&ctx)
                     .map_err(|e| anyhow::anyhow!("sources[{i}].adapter: {e}"))?;
-                Ok(Arc::new(Source {
-                    id: s.id.clone(),
+                Ok(Arc::new(Source::new(
+                    s.id.clone(),
                     agency,
-                    deadline: Duration::from_millis(s.deadline_ms),
-                    kind: AdapterConfig::kind(&s.adapter),
+                    Duration::from_millis(s.deadline_ms),
+                    AdapterConfig::kind(&s.adapter),
                     adapter,
-                    health: Health::default(),
-                }))
+                    &s.resilience,
+                )))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Sources { all })
@@ -198,29 +357,23 @@ async fn fetch_source(source: Arc<Source>, ids: Vec<&str>) -> Fetched {
         };
     }
     let started = Instant::now();
-    let calls = join_all(ids.iter().map(|id| source.adapter.fetch(id)));
-    let outcome = match tokio::time::timeout(source.deadline, calls).await {
-        Err(_) => Outcome::Unavailable("timeout".into()),
-        Ok(results) => {
-            let mut records = Vec::new();
-            let mut failure = None;
-            for (id, r) in ids.iter().zip(results) {
-                match r {
-                    Ok(Some(items)) => records.push((id.to_string(), items)),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(source = %source.id, reason = e.reason(), error = %e, "source fetch failed");
-                        failure.get_or_insert(e.reason().to_string());
-                    }
-                }
-            }
-            // A partial answer would read as the whole picture; show the source as unavailable.
-            match failure {
-                Some(reason) => Outcome::Unavailable(reason),
-                None if records.is_empty() => Outcome::NoRecord,
-                None => Outcome::Records(records),
+    // All of the child's records at this source, or none: a partial answer would read as the
+    // whole picture, so one failed record makes the source unavailable.
+    let (ids, adapter) = (&ids, &source.adapter);
+    let fetch_all = || async move {
+        let results = join_all(ids.iter().map(|id| adapter.fetch(id))).await;
+        let mut records = Vec::new();
+        for (id, r) in ids.iter().zip(results) {
+            if let Some(items) = r? {
+                records.push((id.to_string(), items));
             }
         }
+        Ok(records)
+    };
+    let outcome = match source.call(source.deadline, fetch_all).await {
+        Err(failure) => Outcome::Unavailable(failure.reason().to_string()),
+        Ok(records) if records.is_empty() => Outcome::NoRecord,
+        Ok(records) => Outcome::Records(records),
     };
     let label = match &outcome {
         Outcome::Unavailable(reason) => reason.as_str(),
@@ -230,10 +383,6 @@ async fn fetch_source(source: Arc<Source>, ids: Vec<&str>) -> Fetched {
     crate::metrics::SOURCE_FETCH
         .with_label_values(&[&source.id, label])
         .observe(started.elapsed().as_secs_f64());
-    source.record(match &outcome {
-        Outcome::Unavailable(reason) => Some(reason.as_str()),
-        _ => None,
-    });
     Fetched {
         source,
         fetched_at: Utc::now(),

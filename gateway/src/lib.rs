@@ -6,7 +6,8 @@
 //! - [`authenticate`]: mutual TLS names the calling system, a signed token the practitioner.
 //! - [`domain`]: the purpose of use (required) and the role, parsed at the edge.
 //! - [`resolve`]: the master child index — child id to source records, identifier to child.
-//! - [`fanout`]: every linked source, concurrently, each within its own deadline.
+//! - [`fanout`]: every linked source, concurrently, each within its own deadline, through its
+//!   [`resilience`] (retries for transient failures, a circuit breaker).
 //! - [`authorise`]: casbin policy per data category, for role × agency × purpose; the
 //!   [`consent`] register where policy asks for consent; [`breakglass`] grants.
 //! - [`merge`]: one view, every value with its provenance, disagreements side by side.
@@ -18,7 +19,8 @@
 //!
 //! Around them: [`config`] (layered, schema-checked), [`schema`] (JSON Schemas of inputs),
 //! [`identity`] (NHS number and UPN types), [`policyapi`] (explain, check, lint, reload),
-//! [`imports`] (`file` sources' import store), [`store`] (SQLite or PostgreSQL), [`api`] (HTTP
+//! [`imports`] (`file` sources' import store), [`sourcesapi`] (each source's health for
+//! administrators), [`store`] (SQLite or PostgreSQL), [`api`] (HTTP
 //! routes and OpenAPI), [`error`] (the one HTTP error type), [`server`] (rustls, graceful
 //! shutdown), [`app`] (building and running it all), [`metrics`], and the command line in
 //! [`cli`]. [`sim`] holds the simulated partner systems that the demo, the benchmark and the
@@ -50,9 +52,11 @@ pub mod merge;
 pub mod metrics;
 pub mod outbox;
 pub mod policyapi;
+pub mod resilience;
 pub mod resolve;
 pub mod routing;
 pub mod schema;
 pub mod server;
 pub mod sim;
+pub mod sourcesapi;
 pub mod store;

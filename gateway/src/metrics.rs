@@ -5,7 +5,8 @@ use std::sync::LazyLock;
 
 use prometheus::{
     register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
-    Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec, TextEncoder,
+    register_int_gauge_vec, Encoder, Histogram, HistogramVec, IntCounter, IntCounterVec,
+    IntGaugeVec, TextEncoder,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -37,6 +38,33 @@ pub static SOURCE_FETCH: LazyLock<HistogramVec> = LazyLock::new(|| {
         "Latency of fetches from each source, by outcome",
         &["source", "outcome"],
         LATENCY_BUCKETS.to_vec()
+    )
+    .expect("metric registers once")
+});
+
+pub static SOURCE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weft_source_errors_total",
+        "Failed reads from each source, by reason (circuit_open: refused by the breaker, not sent)",
+        &["source", "reason"]
+    )
+    .expect("metric registers once")
+});
+
+pub static SOURCE_RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "weft_source_retries_total",
+        "Reads from each source sent again after a transient failure",
+        &["source"]
+    )
+    .expect("metric registers once")
+});
+
+pub static SOURCE_BREAKER: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "weft_source_breaker_state",
+        "Circuit breaker of each source: 0 closed, 1 half-open (probing), 2 open",
+        &["source"]
     )
     .expect("metric registers once")
 });

@@ -347,14 +347,15 @@ impl Index {
         let mut report = SyncReport::default();
         let mut query_only = Vec::new();
         for source in &sources.all {
-            match tokio::time::timeout(LIST_DEADLINE, source.adapter.list()).await {
-                Err(_) => report.failed.push((source.id.clone(), "timeout".into())),
-                Ok(Err(e)) => {
-                    tracing::warn!(source = %source.id, error = %e, "listing source failed");
-                    report.failed.push((source.id.clone(), e.reason().into()));
+            match source.call(LIST_DEADLINE, || source.adapter.list()).await {
+                Err(failure) => {
+                    tracing::warn!(source = %source.id, reason = failure.reason(), "listing source failed");
+                    report
+                        .failed
+                        .push((source.id.clone(), failure.reason().into()));
                 }
-                Ok(Ok(None)) => query_only.push(source.clone()),
-                Ok(Ok(Some(records))) => {
+                Ok(None) => query_only.push(source.clone()),
+                Ok(Some(records)) => {
                     for rec in &records {
                         self.count(&mut report, source, rec).await;
                     }
@@ -421,22 +422,24 @@ impl Index {
             .await;
         let found = stream::iter(probes.into_iter().flatten())
             .map(|probe| async move {
-                tokio::time::timeout(source.deadline * 4, source.adapter.find(&probe)).await
+                let probe = &probe;
+                source
+                    .call(source.deadline * 4, || source.adapter.find(probe))
+                    .await
             })
             .buffer_unordered(8)
             .collect::<Vec<_>>()
             .await;
         for result in found {
             match result {
-                Ok(Ok(records)) => {
+                Ok(records) => {
                     for rec in &records {
                         self.count(report, source, rec).await;
                     }
                 }
-                Ok(Err(e)) => {
-                    tracing::debug!(source = %source.id, reason = e.reason(), "trace found nothing")
+                Err(failure) => {
+                    tracing::debug!(source = %source.id, reason = failure.reason(), "trace found nothing")
                 }
-                Err(_) => tracing::debug!(source = %source.id, "trace timed out"),
             }
         }
         Ok(())

@@ -10,4 +10,5 @@ mod config;
 mod imports;
 mod notify;
 mod policy;
+mod sources;
 mod view;

@@ -91,11 +91,13 @@ pub fn source_config(id: &str, agency: &str, addr: SocketAddr, deadline: Duratio
         id: id.to_string(),
         agency: agency.to_string(),
         deadline_ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
+        resilience: crate::config::Resilience::default(),
         adapter: AdapterConfig::HttpJson(HttpJsonConfig {
             record_url: format!("http://{addr}/people/{{id}}"),
             list_url: Some(format!("http://{addr}/people")),
             list_pointer: String::new(),
             bearer_token: None,
+            tls: None,
             identity: person_identity(),
             fields: person_fields(),
         }),

@@ -51,17 +51,57 @@ pub struct FaultSwitch {
 
 #[derive(Debug, Default)]
 struct SwitchState {
-    fault: Mutex<Fault>,
+    fault: Mutex<Setting>,
     requests: AtomicU64,
 }
 
+#[derive(Debug, Default)]
+struct Setting {
+    fault: Fault,
+    /// Requests left before the fault clears by itself; `None` keeps it until changed.
+    remaining: Option<u64>,
+}
+
 impl FaultSwitch {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Setting> {
+        self.inner.fault.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn set(&self, fault: Fault) {
-        *self.inner.fault.lock().unwrap_or_else(|p| p.into_inner()) = fault;
+        *self.lock() = Setting {
+            fault,
+            remaining: None,
+        };
+    }
+
+    /// Applies `fault` to the next `requests` requests only, then answers normally: a transient
+    /// failure, such as a partner restarting, that a retry should hide.
+    pub fn set_for(&self, fault: Fault, requests: u64) {
+        *self.lock() = Setting {
+            fault,
+            remaining: Some(requests),
+        };
     }
 
     pub fn get(&self) -> Fault {
-        *self.inner.fault.lock().unwrap_or_else(|p| p.into_inner())
+        let s = self.lock();
+        match s.remaining {
+            Some(0) => Fault::Normal,
+            _ => s.fault,
+        }
+    }
+
+    /// The fault for one request, counting it against a transient fault's allowance.
+    fn take(&self) -> Fault {
+        let mut s = self.lock();
+        match s.remaining {
+            None => s.fault,
+            Some(0) => Fault::Normal,
+            Some(n) => {
+                s.remaining = Some(n - 1);
+                s.fault
+            }
+        }
     }
 
     /// Requests received since the server started, whatever the fault did with them; lets a test
@@ -173,7 +213,7 @@ async fn respond(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, DroppedConnection> {
     faults.inner.requests.fetch_add(1, Ordering::Relaxed);
-    match faults.get() {
+    match faults.take() {
         Fault::Normal => {}
         Fault::Delay(d) => tokio::time::sleep(d).await,
         Fault::Hang => std::future::pending::<()>().await,

@@ -81,6 +81,7 @@ fn source(id: &str, agency: &str, adapter: AdapterConfig) -> SourceConfig {
         id: id.to_string(),
         agency: agency.to_string(),
         deadline_ms: DEADLINE_MS,
+        resilience: crate::config::Resilience::default(),
         adapter,
     }
 }
@@ -111,6 +112,8 @@ pub fn social_care_source(url: &str) -> anyhow::Result<SourceConfig> {
             list: queries::social_care_list(),
             queries: sql_queries(queries::social_care(driver)),
             max_connections: 4,
+            preset: None,
+            schema: None,
         }),
     ))
 }
@@ -126,6 +129,8 @@ pub fn education_source(url: &str) -> anyhow::Result<SourceConfig> {
             list: queries::education_list(),
             queries: sql_queries(queries::education(driver)),
             max_connections: 4,
+            preset: None,
+            schema: None,
         }),
     ))
 }
@@ -143,6 +148,8 @@ pub fn health_source(base_url: &str) -> SourceConfig {
         AdapterConfig::Fhir(FhirConfig {
             base_url: base_url.to_string(),
             bearer_token: None,
+            tls: None,
+            flag_search: true,
             list: true,
             flags: vec![
                 cp(flag_codes::CHILD_PROTECTION),
@@ -195,6 +202,7 @@ pub fn police_source(base_url: &str) -> SourceConfig {
             list_url: Some(format!("{base_url}/people")),
             list_pointer: String::new(),
             bearer_token: None,
+            tls: None,
             identity: person_identity(),
             fields: person_fields(),
         }),
