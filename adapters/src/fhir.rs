@@ -145,14 +145,14 @@ impl FhirAdapter {
         read_answer(&response)
     }
 
-    /// Runs a search and follows `next` links, returning the resources of `resource_type`.
-    /// `Ok(None)` when the first page is 404.
+    /// Runs a search and follows `next` links, returning the resources of `resource_type`
+    /// with each entry's `search.score`. `Ok(None)` when the first page is 404.
     async fn search(
         &self,
         first: Url,
         resource_type: &str,
         page_limit: usize,
-    ) -> Result<Option<Vec<Value>>, AdapterError> {
+    ) -> Result<Option<Vec<(Value, Option<f64>)>>, AdapterError> {
         let mut resources = Vec::new();
         let mut url = first;
         for page in 0..page_limit {
@@ -164,9 +164,9 @@ impl FhirAdapter {
             };
             expect_resource_type(&bundle, "Bundle")?;
             resources.extend(
-                bundle_resources(&bundle)
-                    .filter(|r| resource_type_of(r) == Some(resource_type))
-                    .cloned(),
+                bundle_entries(&bundle)
+                    .filter(|(r, _)| resource_type_of(r) == Some(resource_type))
+                    .map(|(r, score)| (r.clone(), score)),
             );
             match next_link(&bundle, &url, &self.base)? {
                 Some(next) => url = next,
@@ -189,7 +189,10 @@ impl FhirAdapter {
         Ok(self
             .search(url, "Flag", FLAG_PAGE_LIMIT)
             .await?
-            .unwrap_or_default())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(flag, _)| flag)
+            .collect())
     }
 
     async fn patients(
@@ -202,7 +205,17 @@ impl FhirAdapter {
             .search(url, "Patient", page_limit)
             .await?
             .ok_or(AdapterError::Status(404))?;
-        Ok(patients.iter().filter_map(source_record).collect())
+        Ok(patients
+            .iter()
+            .filter_map(|(patient, score)| {
+                let mut record = source_record(patient)?;
+                // Scores outside 0..=1 are the source's error; they are dropped, not clamped.
+                record.score = score
+                    .filter(|s| (0.0..=1.0).contains(s))
+                    .map(|s| (s * 1000.0).round() as u16);
+                Some(record)
+            })
+            .collect())
     }
 }
 
@@ -338,11 +351,14 @@ fn str_at<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
     value.get(key).and_then(Value::as_str)
 }
 
-fn bundle_resources(bundle: &Value) -> impl Iterator<Item = &Value> {
+fn bundle_entries(bundle: &Value) -> impl Iterator<Item = (&Value, Option<f64>)> {
     array(bundle, "entry")
         // Outcome entries carry warnings about the search, not matches.
         .filter(|e| e.pointer("/search/mode").and_then(Value::as_str) != Some("outcome"))
-        .filter_map(|e| e.get("resource"))
+        .filter_map(|e| {
+            let score = e.pointer("/search/score").and_then(Value::as_f64);
+            e.get("resource").map(|r| (r, score))
+        })
 }
 
 /// The `next` page of a Bundle, resolved against the page it came from. It must stay on the
@@ -621,6 +637,7 @@ fn source_record(patient: &Value) -> Option<SourceRecord> {
             sex: str_at(patient, "gender").map(str::to_owned),
             postcode: postcode.map(str::to_owned),
         },
+        score: None,
     })
 }
 

@@ -215,6 +215,7 @@ fn source_record(element: &Value, identity: &IdentityPointers) -> Option<SourceR
             sex: text(&identity.sex),
             postcode: text(&identity.postcode),
         },
+        score: None,
     })
 }
 

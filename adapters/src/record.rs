@@ -44,6 +44,11 @@ pub struct SourceRecord {
     pub local_id: String,
     pub identifiers: Vec<Identifier>,
     pub demographics: Demographics,
+    /// The source's own confidence that this record answers the search, in thousandths
+    /// (FHIR `Bundle.entry.search.score` × 1000; PDS gives 1000 for an exact match). `None`
+    /// when the source gives none, or the record was listed rather than searched for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<u16>,
 }
 
 impl SourceRecord {

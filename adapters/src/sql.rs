@@ -456,6 +456,7 @@ fn list_record(row: Columns) -> Option<SourceRecord> {
         local_id: local_id?,
         identifiers,
         demographics,
+        score: None,
     })
 }
 

@@ -301,6 +301,8 @@ async fn search_by_nhs_number_returns_the_sandbox_patient() {
             postcode: Some("LS1 6AE".into()),
         }
     );
+    // The sandbox scores its answer 0.75: carried as thousandths for the index to weigh.
+    assert_eq!(record.score, Some(750));
     let searches = server.searches.lock().unwrap();
     assert_eq!(
         searches[0].get("identifier").map(String::as_str),

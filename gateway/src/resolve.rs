@@ -423,17 +423,19 @@ impl Index {
         let found = stream::iter(probes.into_iter().flatten())
             .map(|probe| async move {
                 let probe = &probe;
-                source
+                let by_identifier = !probe.identifiers.is_empty();
+                let result = source
                     .call(source.deadline * 4, || source.adapter.find(probe))
-                    .await
+                    .await;
+                (by_identifier, result)
             })
             .buffer_unordered(8)
             .collect::<Vec<_>>()
             .await;
-        for result in found {
+        for (by_identifier, result) in found {
             match result {
                 Ok(records) => {
-                    for rec in &records {
+                    for rec in records.iter().filter(|r| by_identifier || exact(r)) {
                         self.count(report, source, rec).await;
                     }
                 }
@@ -446,6 +448,7 @@ impl Index {
     }
 
     /// The best probe for a child: a verified NHS number, else the demographics of one record.
+    /// (A demographic trace keeps only what the source scores as exact; see [`exact`].)
     async fn probe(&self, child: &str) -> Option<Probe> {
         let rows =
             sqlx::query("SELECT identifiers, demographics FROM source_records WHERE child_id = $1")
@@ -477,6 +480,13 @@ impl Index {
             demographics: d,
         })
     }
+}
+
+/// Whether a record found by demographics alone may be linked: only when the source does not
+/// score its answers, or scores this one as an exact match (PDS gives 1.0). A partial PDS match
+/// is a different child often enough that linking it would merge two children's records.
+fn exact(record: &SourceRecord) -> bool {
+    record.score.is_none_or(|s| s >= 1000)
 }
 
 fn child_ids(rows: &[sqlx::any::AnyRow]) -> Result<Vec<String>, sqlx::Error> {
@@ -520,6 +530,7 @@ mod tests {
                 birth_date: Some(dob.into()),
                 ..Default::default()
             },
+            score: None,
         }
     }
 
@@ -615,6 +626,19 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].id, d);
         assert!(index.links("nope").await.unwrap().is_none());
+    }
+
+    #[test]
+    fn demographic_traces_link_only_exact_scores() {
+        let mut r = rec("p1", &[], "Smith", "Jane", "2010-10-22");
+        assert!(exact(&r), "a source that gives no score");
+        r.score = Some(1000);
+        assert!(exact(&r));
+        r.score = Some(750);
+        assert!(
+            !exact(&r),
+            "PDS's partial match is not linked on demographics"
+        );
     }
 
     #[test]

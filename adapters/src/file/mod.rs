@@ -261,6 +261,7 @@ impl Batch {
                         local_id,
                         identifiers: d.identifiers,
                         demographics: d.demographics,
+                        score: None,
                     },
                     items,
                 }
