@@ -147,9 +147,10 @@ impl Application {
         for d in deliverers {
             d.abort();
         }
+        // Every request has finished and awaited its own entry; what is left in the queue is
+        // committed and the writer stops, whoever still holds a handle.
+        state.auditor.close();
         drop(state);
-        // The writer stops once the last handle is gone; bound the wait in case a stuck
-        // connection still holds one.
         if tokio::time::timeout(Duration::from_secs(10), audit_task)
             .await
             .is_err()

@@ -12,7 +12,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::store::Store;
@@ -80,18 +82,26 @@ fn timestamp(at: &DateTime<Utc>) -> String {
 type Pending = (Entry, oneshot::Sender<Result<i64, String>>);
 
 /// The handle requests append through. Cloning is cheap; the writer stops when every handle is
-/// dropped, after committing what was queued.
+/// dropped or [`Auditor::close`] is called, after committing what was queued.
 #[derive(Clone)]
 pub struct Auditor {
     tx: mpsc::Sender<Pending>,
+    closing: Arc<Notify>,
 }
 
 impl Auditor {
     /// Starts the writer task.
     pub fn start(store: Store) -> (Auditor, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Pending>(4096);
-        let task = tokio::spawn(writer(store, rx));
-        (Auditor { tx }, task)
+        let closing = Arc::new(Notify::new());
+        let task = tokio::spawn(writer(store, rx, closing.clone()));
+        (Auditor { tx, closing }, task)
+    }
+
+    /// Asks the writer to commit what is queued and stop. Appends after that fail (and their
+    /// requests fail closed), so it is called once the server has stopped taking requests.
+    pub fn close(&self) {
+        self.closing.notify_one();
     }
 
     /// Appends one entry and waits until it is committed. Returns its sequence number.
@@ -109,9 +119,25 @@ impl Auditor {
     }
 }
 
-async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>) {
+async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, closing: Arc<Notify>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut closed = false;
+    loop {
+        if closed {
+            // Drain what was queued before the close, then stop taking more.
+            rx.close();
+            if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                break;
+            }
+        } else {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, MAX_BATCH) => if n == 0 { break },
+                () = closing.notified() => {
+                    closed = true;
+                    continue;
+                }
+            }
+        }
         let result = commit(&store, &batch).await;
         crate::metrics::AUDIT_BATCH.observe(batch.len() as f64);
         match result {
@@ -412,6 +438,33 @@ mod tests {
             .unwrap();
         let v = verify(&store).await.unwrap();
         assert_eq!(v.problem.unwrap().seq, 17);
+    }
+
+    #[tokio::test]
+    async fn close_commits_the_queue_and_stops_while_handles_remain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = test_store(dir.path()).await;
+        let (auditor, task) = Auditor::start(store.clone());
+        let held = auditor.clone();
+        let queued: Vec<_> = (0..20)
+            .map(|i| {
+                let a = auditor.clone();
+                tokio::spawn(async move { a.append(entry(&format!("u{i}"))).await })
+            })
+            .collect();
+        for q in queued {
+            q.await.unwrap().unwrap();
+        }
+        auditor.close();
+        tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .expect("writer stops although a handle is still held")
+            .unwrap();
+        assert!(matches!(
+            held.append(entry("late")).await,
+            Err(AuditError::Stopped)
+        ));
+        assert_eq!(verify(&store).await.unwrap().entries, 20);
     }
 
     #[tokio::test]
