@@ -253,8 +253,21 @@ async fn view(
     };
     // The register and any grant are read while the sources are asked; if they cannot be
     // read, nothing is decided and nothing is shown.
+    let policy = state.policy();
+    let consents = async {
+        if policy.may_need_consent(
+            principal.role,
+            &principal.agency,
+            principal.agency_kind,
+            purpose,
+        ) {
+            crate::consent::load(&state.store, &id).await
+        } else {
+            Ok(crate::consent::Consents::default())
+        }
+    };
     let (consents, grant, fetched) = tokio::join!(
-        crate::consent::load(&state.store, &id),
+        consents,
         crate::breakglass::active(&state.store, &principal.user, &id),
         fan_out(&state.sources, &links),
     );
@@ -263,7 +276,6 @@ async fn view(
     // worker even when this viewer may not see the worker.
     let facts = (principal.agency_kind != crate::config::AgencyKind::SocialCare)
         .then(|| crate::routing::read_facts(&fetched));
-    let policy = state.policy();
     let ctx = Context {
         policy: &policy,
         role: principal.role,

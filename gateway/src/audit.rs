@@ -22,7 +22,8 @@ use crate::store::Store;
 /// The hash before the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Most entries committed in one transaction; bounds the latency a batch adds.
+/// Most entries committed in one transaction; bounds the latency a batch adds, and keeps the
+/// batch's one INSERT (12 parameters an entry) well inside SQLite's and PostgreSQL's limits.
 const MAX_BATCH: usize = 256;
 
 /// What happened, ready to be chained. `detail` carries the disclosure: lawful basis, categories
@@ -171,32 +172,64 @@ async fn commit(store: &Store, batch: &[Pending]) -> Result<i64, sqlx::Error> {
     let mut seq: i64 = head.try_get("seq")?;
     let mut prev: String = head.try_get("hash")?;
     let first = seq + 1;
+    // Chain the whole batch first, then write it in one statement: one round trip per batch
+    // rather than per entry.
+    struct Row {
+        seq: i64,
+        at: String,
+        detail: String,
+        prev: String,
+        hash: String,
+    }
+    let mut rows = Vec::with_capacity(batch.len());
     for (entry, _) in batch {
         seq += 1;
         let at = timestamp(&entry.at);
         let detail = entry.detail.to_string();
         let hash = digest(&prev, seq, &at, entry, &detail);
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, user_id, agency, role, action, child_id, purpose, \
-             outcome, detail, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(seq)
-        .bind(&at)
-        .bind(&entry.user)
-        .bind(&entry.agency)
-        .bind(&entry.role)
-        .bind(&entry.action)
-        .bind(entry.child.as_deref())
-        .bind(entry.purpose.as_deref())
-        .bind(&entry.outcome)
-        .bind(&detail)
-        .bind(&prev)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await?;
-        prev = hash;
+        rows.push(Row {
+            seq,
+            at,
+            detail,
+            prev: std::mem::replace(&mut prev, hash.clone()),
+            hash,
+        });
     }
+    let mut sql = String::from(
+        "INSERT INTO audit_log (seq, at, user_id, agency, role, action, child_id, purpose, \
+         outcome, detail, prev_hash, hash) VALUES ",
+    );
+    for i in 0..rows.len() {
+        let p = i * 12;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        sql.push_str(
+            &(1..=12)
+                .map(|k| format!("${}", p + k))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+        sql.push(')');
+    }
+    let mut insert = sqlx::query(&sql);
+    for (row, (entry, _)) in rows.iter().zip(batch) {
+        insert = insert
+            .bind(row.seq)
+            .bind(&row.at)
+            .bind(&entry.user)
+            .bind(&entry.agency)
+            .bind(&entry.role)
+            .bind(&entry.action)
+            .bind(entry.child.as_deref())
+            .bind(entry.purpose.as_deref())
+            .bind(&entry.outcome)
+            .bind(&row.detail)
+            .bind(&row.prev)
+            .bind(&row.hash);
+    }
+    insert.execute(&mut *tx).await?;
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
         .bind(seq)
         .bind(&prev)

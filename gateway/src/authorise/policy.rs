@@ -277,6 +277,28 @@ impl Policy {
         }
     }
 
+    /// Whether any data category could need consent for this practitioner and purpose; when
+    /// none can, a view need not read the consent register at all.
+    pub fn may_need_consent(
+        &self,
+        role: Role,
+        agency: &str,
+        kind: AgencyKind,
+        purpose: Purpose,
+    ) -> bool {
+        CATEGORIES.iter().any(|category| {
+            self.decide(&Question {
+                role,
+                agency,
+                kind,
+                category,
+                purpose,
+            })
+            .effect
+                == Effect::PermitWithConsent
+        })
+    }
+
     /// How many `p` rules the policy holds.
     pub fn rules(&self) -> usize {
         self.rules.len()
