@@ -39,6 +39,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Link or deduplicate CSV files of people, or train a matching model.
+    Match {
+        #[command(subcommand)]
+        command: MatchCommand,
+    },
     /// Measure the gateway.
     Bench {
         #[command(subcommand)]
@@ -69,6 +74,18 @@ pub enum AuditCommand {
 pub enum BenchCommand {
     /// Merged views against four simulated sources that each answer after a fixed delay.
     View(crate::bench::ViewArgs),
+    /// Identity matching at scale on synthetic children: search latency and deduplication.
+    Match(crate::matching::bench::MatchBenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MatchCommand {
+    /// Link the records of two CSV files; writes the pairs with their probabilities.
+    Link(Box<crate::matching::job::LinkArgs>),
+    /// Find the duplicates in one CSV file; writes each record's cluster.
+    Dedupe(Box<crate::matching::job::DedupeArgs>),
+    /// Estimate m and u from the data (no labels) and save the model.
+    Train(Box<crate::matching::job::TrainArgs>),
 }
 
 /// Logs go to stderr, filtered by `WEFT_LOG` (default `info`). Stdout is kept for what a user
@@ -100,6 +117,14 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Bench {
             command: BenchCommand::View(args),
         } => crate::bench::view(args).await,
+        Command::Bench {
+            command: BenchCommand::Match(args),
+        } => crate::matching::bench::run(&args),
+        Command::Match { command } => match command {
+            MatchCommand::Link(args) => crate::matching::job::run_link(&args),
+            MatchCommand::Dedupe(args) => crate::matching::job::run_dedupe(&args),
+            MatchCommand::Train(args) => crate::matching::job::run_train(&args),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -32,6 +32,7 @@ pub mod domain;
 pub mod error;
 pub mod fanout;
 pub mod identity;
+pub mod matching;
 pub mod merge;
 pub mod metrics;
 pub mod resolve;

@@ -340,7 +340,10 @@ async fn load(url: &str, tables: &[Table]) -> anyhow::Result<()> {
             load_tables!(pool, driver, tables);
         }
         Driver::Postgres => {
-            let pool = PgPoolOptions::new().max_connections(1).connect(&url).await?;
+            let pool = PgPoolOptions::new()
+                .max_connections(1)
+                .connect(&url)
+                .await?;
             load_tables!(pool, driver, tables);
         }
         Driver::MySql => {
