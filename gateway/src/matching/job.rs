@@ -318,6 +318,11 @@ fn describe(blocked: &Blocked<'_>, model: &Model, s: &Settings) -> Vec<String> {
         blocked.compared(),
         per_rule.join(", ")
     ));
+    for r in &model.training.rules {
+        if let Some(why) = &r.discarded {
+            lines.push(format!("training: rule {} set aside: {why}", r.rule));
+        }
+    }
     if !s.skipped_rules.is_empty() {
         let names: Vec<String> = s.skipped_rules.iter().map(ToString::to_string).collect();
         lines.push(format!(

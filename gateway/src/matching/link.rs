@@ -299,13 +299,15 @@ pub fn train(blocked: &Blocked<'_>, options: &TrainOptions) -> Model {
         } else {
             model.em(patterns, &held_out, options.max_iterations)
         };
+        let discarded = model.implausible(&m);
         reports.push(RuleReport {
             rule: rule.to_string(),
             pairs: *n,
             iterations,
             held_out,
+            discarded: discarded.clone(),
         });
-        if !m.is_empty() {
+        if !m.is_empty() && discarded.is_none() {
             estimates.push(m);
         }
     }

@@ -76,6 +76,9 @@ pub struct RuleReport {
     pub iterations: usize,
     /// Comparisons whose `m` this rule could not estimate because it blocks on them.
     pub held_out: Vec<Comparison>,
+    /// Why the rule's estimates were set aside, if they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discarded: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +250,23 @@ impl Model {
             .map(|(m, on)| on.then_some(m))
             .collect();
         (out, iterations)
+    }
+
+    /// Why an EM result is implausible, if it is: a "match" class in which most pairs disagree
+    /// outright on some field is a different latent class (people born on the same day, say)
+    /// that EM has settled on instead of the matches.
+    pub fn implausible(&self, m: &[Option<Vec<f64>>]) -> Option<String> {
+        self.comparisons.iter().zip(m).find_map(|(c, m)| {
+            let m = m.as_ref()?;
+            let different = *m.last()?;
+            (different > 0.5).then(|| {
+                format!(
+                    "EM found a class in which {:.0} % disagree on {}",
+                    different * 100.0,
+                    c.comparison.as_str()
+                )
+            })
+        })
     }
 
     /// Averages each comparison's `m` over the rules that could estimate it.
