@@ -22,6 +22,9 @@ pub enum ApiError {
     },
     #[error("not found")]
     NotFound(&'static str),
+    /// The request is valid but does not fit the current state (a decision on a closed match).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// The audit entry could not be written, so nothing may be returned.
     #[error("audit unavailable")]
     AuditUnavailable,
@@ -57,6 +60,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::AuditUnavailable | ApiError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -81,6 +85,7 @@ impl IntoResponse for ApiError {
                 json!({"error": "bad_request", "message": message, "errors": errors})
             }
             ApiError::NotFound(what) => json!({"error": "not_found", "message": what}),
+            ApiError::Conflict(why) => json!({"error": "conflict", "message": why}),
             ApiError::AuditUnavailable => json!({
                 "error": "audit_unavailable",
                 "message": "the audit log cannot be written, so no data can be returned"

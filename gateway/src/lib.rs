@@ -32,6 +32,8 @@ pub mod domain;
 pub mod error;
 pub mod fanout;
 pub mod identity;
+pub mod linkage;
+pub mod matches;
 pub mod matching;
 pub mod merge;
 pub mod metrics;

@@ -39,10 +39,12 @@ impl SchemaError {
 pub struct Schemas {
     config: Validator,
     search: Validator,
+    match_decision: Validator,
 }
 
 const CONFIG: &str = include_str!("../../schemas/config.schema.json");
 const SEARCH: &str = include_str!("../../schemas/search.schema.json");
+const MATCH_DECISION: &str = include_str!("../../schemas/match-decision.schema.json");
 
 impl Schemas {
     /// Compiles the embedded schemas. They are part of the build, so a failure here is a bug,
@@ -57,6 +59,7 @@ impl Schemas {
         Ok(Self {
             config: compile("config", CONFIG)?,
             search: compile("search", SEARCH)?,
+            match_decision: compile("match-decision", MATCH_DECISION)?,
         })
     }
 
@@ -66,6 +69,10 @@ impl Schemas {
 
     pub fn search_errors(&self, v: &Value) -> Vec<SchemaError> {
         errors(&self.search, v)
+    }
+
+    pub fn match_decision_errors(&self, v: &Value) -> Vec<SchemaError> {
+        errors(&self.match_decision, v)
     }
 }
 

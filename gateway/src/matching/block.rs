@@ -95,40 +95,38 @@ impl KeyPart {
         }
     }
 
-    /// Feeds the part's value into a hasher; `None` when the record has no value for it.
-    fn feed<H: Hasher>(self, r: &Record, h: &mut H) -> Option<()> {
-        match self {
+    /// Appends the part's value to a key; `None` when the record has no value for it.
+    fn write(self, r: &Record, out: &mut String) -> Option<()> {
+        use std::fmt::Write;
+        let _ = match self {
             KeyPart::Dob => {
                 let d = r.dob?;
-                (d.year, d.month, d.day).hash(h)
+                write!(out, "{:04}{:02}{:02}", d.year, d.month, d.day)
             }
-            KeyPart::BirthYear => r.dob?.year.hash(h),
-            KeyPart::BirthMonthDay => (r.dob?.month, r.dob?.day).hash(h),
-            KeyPart::GivenName => r.given.as_ref()?.first().hash(h),
-            KeyPart::GivenSoundex => soundex(r.given.as_ref()?.first()).hash(h),
-            KeyPart::GivenInitial => r.given.as_ref()?.initial().hash(h),
+            KeyPart::BirthYear => write!(out, "{:04}", r.dob?.year),
+            KeyPart::BirthMonthDay => write!(out, "{:02}{:02}", r.dob?.month, r.dob?.day),
+            KeyPart::GivenName => write!(out, "{}", r.given.as_ref()?.first()),
+            KeyPart::GivenSoundex => write!(out, "{}", soundex(r.given.as_ref()?.first())),
+            KeyPart::GivenInitial => write!(out, "{}", r.given.as_ref()?.initial()?),
             KeyPart::NamesSoundex => {
                 let g = soundex(&r.given.as_ref()?.joined);
                 let f = soundex(&r.family.as_ref()?.joined);
-                if g <= f {
-                    (g, f).hash(h)
-                } else {
-                    (f, g).hash(h)
-                }
+                let (x, y) = if g <= f { (g, f) } else { (f, g) };
+                write!(out, "{x}{y}")
             }
-            KeyPart::FamilyName => r.family.as_ref()?.joined.hash(h),
-            KeyPart::FamilySoundex => soundex(&r.family.as_ref()?.joined).hash(h),
-            KeyPart::FamilyInitial => r.family.as_ref()?.initial().hash(h),
-            KeyPart::Postcode => r.postcode.as_ref()?.compact().hash(h),
-            KeyPart::PostcodeSector => r.postcode.as_ref()?.sector()?.hash(h),
-            KeyPart::PostcodeDistrict => r.postcode.as_ref()?.district()?.hash(h),
-            KeyPart::HouseNumber => r.house_number.as_ref()?.hash(h),
-            KeyPart::Street => r.street.as_ref()?.hash(h),
-            KeyPart::Town => r.town.as_ref()?.hash(h),
-            KeyPart::NhsNumber => r.nhs_number.as_ref()?.as_str().hash(h),
-            KeyPart::Upn => r.upn.as_ref()?.as_str().hash(h),
-            KeyPart::OtherId => r.other_id.as_ref()?.hash(h),
-        }
+            KeyPart::FamilyName => write!(out, "{}", r.family.as_ref()?.joined),
+            KeyPart::FamilySoundex => write!(out, "{}", soundex(&r.family.as_ref()?.joined)),
+            KeyPart::FamilyInitial => write!(out, "{}", r.family.as_ref()?.initial()?),
+            KeyPart::Postcode => write!(out, "{}", r.postcode.as_ref()?.compact()),
+            KeyPart::PostcodeSector => write!(out, "{}", r.postcode.as_ref()?.sector()?),
+            KeyPart::PostcodeDistrict => write!(out, "{}", r.postcode.as_ref()?.district()?),
+            KeyPart::HouseNumber => write!(out, "{}", r.house_number.as_ref()?),
+            KeyPart::Street => write!(out, "{}", r.street.as_ref()?),
+            KeyPart::Town => write!(out, "{}", r.town.as_ref()?),
+            KeyPart::NhsNumber => write!(out, "{}", r.nhs_number.as_ref()?.as_str()),
+            KeyPart::Upn => write!(out, "{}", r.upn.as_ref()?.as_str()),
+            KeyPart::OtherId => write!(out, "{}", r.other_id.as_ref()?),
+        };
         Some(())
     }
 }
@@ -184,15 +182,25 @@ impl fmt::Display for Rule {
 }
 
 impl Rule {
-    /// The key of a record under this rule: a 64-bit hash of the parts. `None` when a part is
-    /// missing, so a record without a date of birth is never blocked with every other one. A
-    /// hash collision only adds a pair to compare; it never loses one.
+    /// The key of a record under this rule, as text (`dob` → `20120304`); `None` when a part
+    /// is missing, so a record without a date of birth is never blocked with every other one.
+    /// Stable across builds, so the master child index can keep it in its store.
+    pub fn text_key(&self, r: &Record) -> Option<String> {
+        let mut out = String::with_capacity(24);
+        for (i, part) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push('|');
+            }
+            part.write(r, &mut out)?;
+        }
+        Some(out)
+    }
+
+    /// The key as a 64-bit hash, for blocking in memory. A collision only adds a pair to
+    /// compare; it never loses one.
     pub fn key(&self, r: &Record) -> Option<u64> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        for part in &self.0 {
-            (*part as u8).hash(&mut h);
-            part.feed(r, &mut h)?;
-        }
+        self.text_key(r)?.hash(&mut h);
         Some(h.finish())
     }
 
@@ -399,6 +407,19 @@ mod tests {
         assert_eq!(r.to_string(), "family_soundex+birth_year");
         assert!("family_soundex+shoe_size".parse::<Rule>().is_err());
         assert_eq!(default_rules().len(), 14);
+    }
+
+    #[test]
+    fn text_keys_are_readable_and_stable() {
+        let a = rec("Amy", "Smith", "2012-03-04");
+        let b = rec("Smyth", "Amie", "2012-03-04");
+        let key = |r: &str, x: &Record| r.parse::<Rule>().unwrap().text_key(x);
+        assert_eq!(key("dob", &a).as_deref(), Some("20120304"));
+        assert_eq!(
+            key("family_soundex+birth_year", &a).as_deref(),
+            Some("S530|2012")
+        );
+        assert_eq!(key("names_soundex", &a), key("names_soundex", &b));
     }
 
     #[test]
