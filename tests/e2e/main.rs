@@ -7,4 +7,5 @@ mod harness;
 mod audit;
 mod auth;
 mod config;
+mod matching;
 mod view;
