@@ -84,6 +84,9 @@ pub enum InputError {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Mapping {
     pub columns: BTreeMap<Field, String>,
+    /// Keep a record whose date of birth cannot be read, flagged and without one, rather than
+    /// stop at it (historical files write dates such as `-0050-01-0`).
+    pub flag_bad_dates: bool,
 }
 
 impl Mapping {
@@ -100,7 +103,10 @@ impl Mapping {
                 .map_err(|e: super::record::UnknownField| InputError::Config(e.to_string()))?;
             columns.insert(f, column.trim().to_string());
         }
-        Ok(Self { columns })
+        Ok(Self {
+            columns,
+            flag_bad_dates: false,
+        })
     }
 
     /// The fields mapped, apart from the id: what the comparisons and rules may use.
@@ -229,12 +235,20 @@ pub fn read_from<R: std::io::Read>(
             ..Default::default()
         };
         for &(field, i) in &columns {
-            r.set(field, row.get(i).unwrap_or_default())
-                .map_err(|e| InputError::Line {
-                    path: path.to_path_buf(),
-                    line,
-                    message: e.to_string(),
-                })?;
+            match r.set(field, row.get(i).unwrap_or_default()) {
+                Ok(()) => {}
+                Err(e) if mapping.flag_bad_dates => r.flags.push(super::record::Flag {
+                    field,
+                    problem: e.source.to_string(),
+                }),
+                Err(e) => {
+                    return Err(InputError::Line {
+                        path: path.to_path_buf(),
+                        line,
+                        message: e.to_string(),
+                    })
+                }
+            }
         }
         if let (Some(t), Some(i), Some(out)) = (truth, truth_column, table.truth.as_mut()) {
             let value = row.get(i).unwrap_or_default();
@@ -318,6 +332,18 @@ mod tests {
         );
         let e = read_str(b"rec_id, given, dob\n").unwrap_err();
         assert!(e.to_string().contains("no records"), "{e}");
+        let mut lenient = mapping();
+        lenient.flag_bad_dates = true;
+        let t = read_from(
+            &b"rec_id, given, dob\nrec-1-org, amy, -0050-01-0\n"[..],
+            Path::new("t.csv"),
+            &lenient,
+            None,
+            &mut Entities::default(),
+        )
+        .unwrap();
+        assert!(t.records[0].dob.is_none());
+        assert_eq!(t.records[0].flags.len(), 1);
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub struct Common {
     /// …and take this part (from 0); FEBRL's `rec-12-dup-0` is `--truth-delimiter - --truth-part 1`.
     #[arg(long, requires = "truth")]
     pub truth_part: Option<usize>,
+    /// Keep records whose date of birth cannot be read (flagged, as if it were missing)
+    /// instead of stopping at the first one.
+    #[arg(long)]
+    pub flag_bad_dates: bool,
     /// Random pairs used to estimate u.
     #[arg(long, default_value_t = 300_000)]
     pub random_pairs: usize,
@@ -146,6 +150,7 @@ fn settings(common: &Common, threshold: Option<f64>) -> anyhow::Result<Settings>
         )
         .into());
     }
+    left.flag_bad_dates = common.flag_bad_dates;
     let mut right = left.clone();
     right.columns.extend(
         Mapping::parse(

@@ -362,7 +362,7 @@ impl Dob {
                 _ => return Err(DobError),
             }
         };
-        if !(1000..=2999).contains(&y) || m > 99 || d > 99 {
+        if !(1..=9999).contains(&y) {
             return Err(DobError);
         }
         let valid = chrono::NaiveDate::from_ymd_opt(y as i32, m, d).is_some();
