@@ -54,9 +54,25 @@ use crate::resolve::{Found, Search, SyncReport};
         crate::breakglass::queue,
         crate::breakglass::review,
         crate::policyapi::explain,
-        crate::sourcesapi::list
+        crate::sourcesapi::list,
+        crate::matches::review,
+        crate::matches::decide,
+        crate::matches::links
     ),
-    components(schemas(SearchResult, Found, View, audit::Recorded, crate::schema::SchemaError)),
+    components(schemas(
+        SearchResult,
+        Found,
+        View,
+        audit::Recorded,
+        crate::schema::SchemaError,
+        crate::matches::ReviewQueue,
+        crate::matches::LinkHistory,
+        crate::linkage::LinkRow,
+        crate::linkage::Decided,
+        crate::linkage::Decision,
+        crate::linkage::Grade,
+        crate::matching::Explained
+    )),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -94,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/children/search", post(search))
         .route("/v1/children/{id}", get(view))
         .route("/v1/audit", get(audit_query))
+        .merge(crate::matches::routes())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -318,7 +335,10 @@ struct SearchResult {
     children: Vec<Found>,
 }
 
-/// Find a child by NHS number, UPN, a source's local id, or exact demographics.
+/// Find a child by NHS number, UPN, a source's local id, and/or demographics. Demographics are
+/// scored by the probabilistic matcher: each child comes with a grade (`certain`, `probable`,
+/// `possible`), the probability and the per-comparison explanation; `certain_only` keeps only
+/// certain matches.
 #[utoipa::path(
     post,
     path = "/v1/children/search",
@@ -346,7 +366,11 @@ async fn search(
         _ => None,
     };
     let outcome = if ids.is_empty() { "no_match" } else { "found" };
-    let detail = json!({"children": ids, "matched_on": children.iter().map(|c| c.matched_on).collect::<Vec<_>>()});
+    let detail = json!({
+        "children": ids,
+        "matched_on": children.iter().map(|c| c.matched_on).collect::<Vec<_>>(),
+        "grades": children.iter().map(|c| c.grade).collect::<Vec<_>>(),
+    });
     record(
         &state,
         &principal,
@@ -389,11 +413,20 @@ fn parse_search(state: &AppState, body: &[u8]) -> Result<(Search, Purpose), ApiE
         };
         q.local_id = Some((part("source"), part("id")));
     }
-    if let (Some(f), Some(g), Some(d)) =
-        (text("family_name"), text("given_name"), text("birth_date"))
-    {
-        q.demographics = Some((f.into(), g.into(), d.into()));
+    let demographics = weft_adapters::Demographics {
+        given_name: text("given_name").map(String::from),
+        family_name: text("family_name").map(String::from),
+        birth_date: text("birth_date").map(String::from),
+        sex: text("sex").map(String::from),
+        postcode: text("postcode").map(String::from),
+    };
+    if demographics != weft_adapters::Demographics::default() {
+        q.demographics = Some(demographics);
     }
+    q.certain_only = value
+        .get("certain_only")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     Ok((q, purpose))
 }
 

@@ -85,7 +85,9 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let (auditor, audit_task) = Auditor::start(store.clone());
-        let index = Index::new(store.clone());
+        let matcher =
+            crate::linkage::Matcher::from_config(&config.matching).context("matching model")?;
+        let index = Index::with_matcher(store.clone(), matcher);
         let state = AppState(Arc::new(Inner {
             config,
             store,

@@ -46,6 +46,11 @@ pub enum Command {
     },
     /// Import a `file` source's folder now: all or nothing, applying only what changed.
     Import(ImportCmd),
+    /// Link or deduplicate CSV files of people, or train a matching model.
+    Match {
+        #[command(subcommand)]
+        command: MatchCommand,
+    },
     /// Measure the gateway.
     Bench {
         #[command(subcommand)]
@@ -124,6 +129,18 @@ pub enum BenchCommand {
     Import(crate::bench_import::ImportArgs),
     /// Concern submissions delivered by signed webhook, and police incident to DSL inbox.
     Concerns(crate::bench_concerns::ConcernsArgs),
+    /// Identity matching at scale on synthetic children: search latency and deduplication.
+    Match(crate::matching::bench::MatchBenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MatchCommand {
+    /// Link the records of two CSV files; writes the pairs with their probabilities.
+    Link(Box<crate::matching::job::LinkArgs>),
+    /// Find the duplicates in one CSV file; writes each record's cluster.
+    Dedupe(Box<crate::matching::job::DedupeArgs>),
+    /// Estimate m and u from the data (no labels) and save the model.
+    Train(Box<crate::matching::job::TrainArgs>),
 }
 
 /// Logs go to stderr, filtered by `WEFT_LOG` (default `info`). Stdout is kept for what a user
@@ -166,6 +183,14 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Bench {
             command: BenchCommand::Concerns(args),
         } => crate::bench_concerns::concerns(args).await,
+        Command::Bench {
+            command: BenchCommand::Match(args),
+        } => crate::matching::bench::run(&args),
+        Command::Match { command } => match command {
+            MatchCommand::Link(args) => crate::matching::job::run_link(&args),
+            MatchCommand::Dedupe(args) => crate::matching::job::run_dedupe(&args),
+            MatchCommand::Train(args) => crate::matching::job::run_train(&args),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

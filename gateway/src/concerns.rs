@@ -151,7 +151,12 @@ pub(crate) fn parse_child(v: &Value, at: &str) -> Result<ChildRef, ApiError> {
     if let (Some(f), Some(g), Some(d)) =
         (text("family_name"), text("given_name"), text("birth_date"))
     {
-        search.demographics = Some((f.into(), g.into(), d.into()));
+        search.demographics = Some(weft_adapters::Demographics {
+            family_name: Some(f.into()),
+            given_name: Some(g.into()),
+            birth_date: Some(d.into()),
+            ..Default::default()
+        });
     }
     Ok(ChildRef {
         weft_id: text("weft_id").map(String::from),
@@ -366,7 +371,7 @@ async fn replay(
     let child: Option<String> = row.try_get("child_id")?;
     let original: String = row.try_get("request_hash")?;
     if original != hash {
-        let e = ApiError::Conflict("this Idempotency-Key was used for a different concern");
+        let e = ApiError::Conflict("this Idempotency-Key was used for a different concern".into());
         return Err(refuse(state, p, "concern_submit", child.as_deref(), None, e).await);
     }
     record(
@@ -721,7 +726,7 @@ pub(crate) async fn progress(
     }
     if mine.iter().any(|r| rank(&r.state) >= rank(&new)) {
         let e = ApiError::Conflict(
-            "a concern only moves forward: received, acknowledged, in_progress, closed",
+            "a concern only moves forward: received, acknowledged, in_progress, closed".into(),
         );
         return Err(refuse(&state, &principal, ACTION, view.child.as_deref(), None, e).await);
     }
@@ -745,7 +750,7 @@ pub(crate) async fn progress(
         .await?;
         if moved.rows_affected() == 0 {
             return Err(ApiError::Conflict(
-                "the concern changed meanwhile; reload and retry",
+                "the concern changed meanwhile; reload and retry".into(),
             ));
         }
         log(

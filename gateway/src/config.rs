@@ -36,6 +36,8 @@ pub struct Config {
     #[serde(default)]
     pub break_glass: BreakGlassConfig,
     #[serde(default)]
+    pub matching: MatchingConfig,
+    #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
     pub delivery: DeliveryConfig,
@@ -274,6 +276,40 @@ impl Default for IndexConfig {
     }
 }
 
+/// How the master child index decides that two records are the same child when no verified
+/// identifier links them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchingConfig {
+    /// Match probability at or above which a record links to a child automatically.
+    #[serde(default = "default_upper")]
+    pub upper: f64,
+    /// Match probability at or above which (and below `upper`) a person reviews the match; the
+    /// record starts a child of its own until then. Below it, the record is a new child.
+    #[serde(default = "default_lower")]
+    pub lower: f64,
+    /// A model file written by `weft match train`; without one, the built-in model is used.
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+}
+
+fn default_upper() -> f64 {
+    0.95
+}
+fn default_lower() -> f64 {
+    0.5
+}
+
+impl Default for MatchingConfig {
+    fn default() -> Self {
+        Self {
+            upper: default_upper(),
+            lower: default_lower(),
+            model: None,
+        }
+    }
+}
+
 /// Bounds that protect the gateway and its partners from a caller.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -454,6 +490,7 @@ const OVERRIDABLE: &[&str] = &[
     "policy",
     "index",
     "break_glass",
+    "matching",
     "limits",
     "delivery",
 ];
@@ -537,6 +574,9 @@ impl Config {
         if let Some(r) = &mut self.policy.routing {
             fix(r);
         }
+        if let Some(m) = &mut self.matching.model {
+            fix(m);
+        }
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -573,6 +613,15 @@ impl Config {
         }
         must_exist("policy.model", &self.policy.model)?;
         must_exist("policy.policy", &self.policy.policy)?;
+        if self.matching.lower > self.matching.upper {
+            return Err(ConfigError::invalid(
+                "matching.lower",
+                "must not be above matching.upper",
+            ));
+        }
+        if let Some(m) = &self.matching.model {
+            must_exist("matching.model", m)?;
+        }
 
         let mut agencies = BTreeSet::new();
         for (i, a) in self.agencies.iter().enumerate() {

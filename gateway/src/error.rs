@@ -23,9 +23,9 @@ pub enum ApiError {
     #[error("not found")]
     NotFound(&'static str),
     /// The request contradicts what is stored (an idempotency key reused for another body, a
-    /// step backwards on a concern).
+    /// step backwards on a concern, a decision on a closed match).
     #[error("conflict: {0}")]
-    Conflict(&'static str),
+    Conflict(String),
     /// The audit entry could not be written, so nothing may be returned.
     #[error("audit unavailable")]
     AuditUnavailable,

@@ -3,9 +3,11 @@
 //!
 //! Linking, in order: a record already linked keeps its link (a link is never moved
 //! automatically); a verified national identifier (NHS number, UPN) shared with a linked record
-//! links deterministically; otherwise an exact match on normalised family name, first given name
-//! and date of birth; otherwise the record starts a new child. Invalid identifiers are kept on
-//! the record, flagged, and never used for linking.
+//! links deterministically; otherwise the probabilistic matcher ([`crate::linkage`]) scores the
+//! candidates blocking finds: at or above the upper threshold the record links, between the
+//! thresholds it starts a child of its own and the match goes to the review queue, below it
+//! starts a new child. Invalid identifiers are kept on the record, flagged, and never used for
+//! linking. Each record is matched as it arrives or changes: nothing is re-run in bulk.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +22,8 @@ use weft_adapters::{Demographics, Probe, SourceRecord};
 
 use crate::fanout::{Source, Sources};
 use crate::identity;
+use crate::linkage::{Grade, Matcher, NewLink};
+use crate::matching::{Explained, Record};
 use crate::store::Store;
 
 /// A child's record in one source.
@@ -45,6 +49,13 @@ pub struct Found {
     pub id: String,
     /// `nhs_number`, `upn`, `local_id` or `demographics`.
     pub matched_on: &'static str,
+    /// `certain` for an identifier, else from the match probability and the thresholds.
+    pub grade: Grade,
+    /// Match probability; 1 for an identifier.
+    pub probability: f64,
+    /// For demographic matches: each comparison, the level it reached and its weight.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub explanation: Vec<Explained>,
 }
 
 /// What to search the index by; built from a validated request.
@@ -53,7 +64,9 @@ pub struct Search {
     pub nhs_number: Option<identity::NhsNumber>,
     pub upn: Option<identity::Upn>,
     pub local_id: Option<(String, String)>,
-    pub demographics: Option<(String, String, String)>,
+    pub demographics: Option<Demographics>,
+    /// Return only `certain` children.
+    pub certain_only: bool,
 }
 
 /// What one pass over the sources did, for `/readyz` and the logs.
@@ -71,6 +84,7 @@ pub struct SyncReport {
 /// The master child index over the gateway's store.
 pub struct Index {
     store: Store,
+    matcher: Matcher,
     ready: AtomicBool,
     last: Mutex<SyncReport>,
 }
@@ -79,12 +93,26 @@ pub struct Index {
 const LIST_DEADLINE: Duration = Duration::from_secs(120);
 
 impl Index {
+    /// An index with the built-in matching model and default thresholds.
     pub fn new(store: Store) -> Self {
+        Self::with_matcher(store, Matcher::builtin())
+    }
+
+    pub fn with_matcher(store: Store, matcher: Matcher) -> Self {
         Self {
             store,
+            matcher,
             ready: AtomicBool::new(false),
             last: Mutex::new(SyncReport::default()),
         }
+    }
+
+    pub fn matcher(&self) -> &Matcher {
+        &self.matcher
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Whether a first pass over the sources has finished.
@@ -121,13 +149,20 @@ impl Index {
         Ok(Some(links))
     }
 
-    /// Children matching a search; identifiers first, demographics last.
+    /// Children matching a search; identifiers first (certain), then demographics scored by the
+    /// matcher, best first.
     pub async fn find(&self, q: &Search) -> Result<Vec<Found>, sqlx::Error> {
         let mut found: Vec<Found> = Vec::new();
         let mut add = |ids: Vec<String>, on: &'static str| {
             for id in ids {
                 if !found.iter().any(|f| f.id == id) {
-                    found.push(Found { id, matched_on: on });
+                    found.push(Found {
+                        id,
+                        matched_on: on,
+                        grade: Grade::Certain,
+                        probability: 1.0,
+                        explanation: Vec::new(),
+                    });
                 }
             }
         };
@@ -150,16 +185,37 @@ impl Index {
             .await?;
             add(child_ids(&rows)?, "local_id");
         }
-        if let Some((family, given, dob)) = &q.demographics {
-            let d = Demographics {
-                family_name: Some(family.clone()),
-                given_name: Some(given.clone()),
-                birth_date: Some(dob.clone()),
-                ..Default::default()
-            };
-            if let Some(key) = match_key(&d) {
-                add(self.by_match_key(&key).await?, "demographics");
+        if let Some(d) = &q.demographics {
+            let mut ids = Vec::new();
+            if let Some(n) = &q.nhs_number {
+                ids.push(weft_adapters::Identifier::new("nhs_number", n.as_str()));
             }
+            if let Some(u) = &q.upn {
+                ids.push(weft_adapters::Identifier::new("upn", u.as_str()));
+            }
+            let query = Record::from_demographics("search", d, &ids);
+            let mut conn = self.store.pool.acquire().await?;
+            for c in self
+                .matcher
+                .candidates(&mut conn, &query, &[], None)
+                .await?
+            {
+                let Some(grade) = self.matcher.grade(c.score.probability) else {
+                    continue;
+                };
+                if !found.iter().any(|f| f.id == c.child) {
+                    found.push(Found {
+                        id: c.child,
+                        matched_on: "demographics",
+                        grade,
+                        probability: c.score.probability,
+                        explanation: c.explanation,
+                    });
+                }
+            }
+        }
+        if q.certain_only {
+            found.retain(|f| f.grade == Grade::Certain);
         }
         Ok(found)
     }
@@ -173,16 +229,6 @@ impl Index {
         )
         .bind(kind)
         .bind(value)
-        .fetch_all(&self.store.pool)
-        .await?;
-        child_ids(&rows)
-    }
-
-    async fn by_match_key(&self, key: &str) -> Result<Vec<String>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT DISTINCT child_id FROM source_records WHERE match_key = $1 AND child_id IS NOT NULL ORDER BY child_id",
-        )
-        .bind(key)
         .fetch_all(&self.store.pool)
         .await?;
         child_ids(&rows)
@@ -216,6 +262,14 @@ impl Index {
         let flagged = checked.iter().any(|c| !c.valid);
         let key = match_key(&rec.demographics);
         let now = Utc::now().to_rfc3339();
+        let valid: Vec<weft_adapters::Identifier> = checked
+            .iter()
+            .filter(|c| c.valid)
+            .map(|c| weft_adapters::Identifier::new(c.kind.clone(), c.value.clone()))
+            .collect();
+        let record = Record::from_demographics(rec.local_id.clone(), &rec.demographics, &valid);
+        let mut scored: Option<crate::linkage::Candidate> = None;
+        let mut review: Option<crate::linkage::Candidate> = None;
 
         let mut tx = self.store.pool.begin().await?;
         let existing: Option<Option<String>> =
@@ -254,18 +308,23 @@ impl Index {
                     }
                 }
                 if linked.is_none() {
-                    if let Some(key) = &key {
-                        let rows = sqlx::query(
-                            "SELECT DISTINCT child_id FROM source_records WHERE match_key = $1 AND child_id IS NOT NULL",
+                    let excluded = Matcher::excluded(&mut tx, source, &rec.local_id).await?;
+                    let candidates = self
+                        .matcher
+                        .candidates(
+                            &mut tx,
+                            &record,
+                            &excluded,
+                            Some((source, rec.local_id.as_str())),
                         )
-                        .bind(key)
-                        .fetch_all(&mut *tx)
                         .await?;
-                        // Two children with the same key is ambiguous: start a new child rather
-                        // than guess; the probabilistic matcher and reviewers resolve it.
-                        if let [row] = rows.as_slice() {
-                            linked = Some((row.try_get("child_id")?, "demographics".to_string()));
+                    match candidates.into_iter().next() {
+                        Some(c) if c.score.probability >= self.matcher.upper => {
+                            linked = Some((c.child.clone(), "probabilistic".to_string()));
+                            scored = Some(c);
                         }
+                        Some(c) if c.score.probability >= self.matcher.lower => review = Some(c),
+                        _ => {}
                     }
                 }
                 match linked {
@@ -285,7 +344,7 @@ impl Index {
 
         let identifiers = serde_json::to_string(&checked).unwrap_or_else(|_| "[]".into());
         let demographics = serde_json::to_string(&rec.demographics).unwrap_or_else(|_| "{}".into());
-        match method {
+        match &method {
             None => {
                 sqlx::query(
                     "UPDATE source_records SET identifiers = $1, demographics = $2, match_key = $3, updated_at = $4 \
@@ -311,12 +370,78 @@ impl Index {
                 .bind(&identifiers)
                 .bind(&demographics)
                 .bind(key.as_deref())
-                .bind(&method)
+                .bind(method)
                 .bind(&now)
                 .execute(&mut *tx)
                 .await?;
             }
         }
+        let version = self.matcher.model.version.clone();
+        match &method {
+            Some(method) => {
+                NewLink {
+                    source,
+                    local_id: &rec.local_id,
+                    child: &child,
+                    status: "active",
+                    method,
+                    score: scored
+                        .as_ref()
+                        .map(|c| (&c.score, c.explanation.as_slice())),
+                    model_version: scored.as_ref().map(|_| version.as_str()),
+                    decided_by: None,
+                    decision: None,
+                    reason: None,
+                }
+                .insert(&mut tx)
+                .await?;
+            }
+            None => {
+                // Linked before links were recorded: give the link a row of its own once.
+                let has = sqlx::query(
+                    "SELECT id FROM match_links WHERE source = $1 AND local_id = $2 AND status = 'active'",
+                )
+                .bind(source)
+                .bind(&rec.local_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if has.is_none() {
+                    NewLink {
+                        source,
+                        local_id: &rec.local_id,
+                        child: &child,
+                        status: "active",
+                        method: "legacy",
+                        score: None,
+                        model_version: None,
+                        decided_by: None,
+                        decision: None,
+                        reason: None,
+                    }
+                    .insert(&mut tx)
+                    .await?;
+                }
+            }
+        }
+        if let Some(c) = &review {
+            NewLink {
+                source,
+                local_id: &rec.local_id,
+                child: &c.child,
+                status: "review",
+                method: "probabilistic",
+                score: Some((&c.score, c.explanation.as_slice())),
+                model_version: Some(&version),
+                decided_by: None,
+                decision: None,
+                reason: None,
+            }
+            .insert(&mut tx)
+            .await?;
+        }
+        self.matcher
+            .write_keys(&mut tx, source, &rec.local_id, &record)
+            .await?;
         sqlx::query("DELETE FROM record_identifiers WHERE source = $1 AND local_id = $2")
             .bind(source)
             .bind(&rec.local_id)

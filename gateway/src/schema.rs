@@ -46,6 +46,7 @@ pub struct Schemas {
     concern_update: Validator,
     event: Validator,
     subscription: Validator,
+    match_decision: Validator,
 }
 
 const CONFIG: &str = include_str!("../../schemas/config.schema.json");
@@ -57,6 +58,7 @@ const CONCERN: &str = include_str!("../../schemas/concern.schema.json");
 const CONCERN_UPDATE: &str = include_str!("../../schemas/concern-update.schema.json");
 const EVENT: &str = include_str!("../../schemas/event.schema.json");
 const SUBSCRIPTION: &str = include_str!("../../schemas/subscription.schema.json");
+const MATCH_DECISION: &str = include_str!("../../schemas/match-decision.schema.json");
 
 impl Schemas {
     /// Compiles the embedded schemas. They are part of the build, so a failure here is a bug,
@@ -78,6 +80,7 @@ impl Schemas {
             concern_update: compile("concern-update", CONCERN_UPDATE)?,
             event: compile("event", EVENT)?,
             subscription: compile("subscription", SUBSCRIPTION)?,
+            match_decision: compile("match-decision", MATCH_DECISION)?,
         })
     }
 
@@ -115,6 +118,10 @@ impl Schemas {
 
     pub fn subscription_errors(&self, v: &Value) -> Vec<SchemaError> {
         errors(&self.subscription, v)
+    }
+
+    pub fn match_decision_errors(&self, v: &Value) -> Vec<SchemaError> {
+        errors(&self.match_decision, v)
     }
 }
 

@@ -38,6 +38,21 @@ async fn malformed_configuration_names_the_key_and_exits_non_zero() {
             "insecure_plaintext",
         ),
         ("not TOML", format!("{good}\n[[sources]\n"), "TOML"),
+        (
+            "matching thresholds the wrong way round",
+            format!("{good}\n[matching]\nupper = 0.6\nlower = 0.9\n"),
+            "matching.lower",
+        ),
+        (
+            "matching threshold not a probability",
+            format!("{good}\n[matching]\nupper = 2\n"),
+            "matching.upper",
+        ),
+        (
+            "matching model missing",
+            format!("{good}\n[matching]\nmodel = \"no-such-model.json\"\n"),
+            "matching.model",
+        ),
     ];
     for (what, text, key) in cases {
         let path = env.write_config("broken.toml", &text);

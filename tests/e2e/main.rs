@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod config;
 mod imports;
+mod matching;
 mod notify;
 mod policy;
 mod sources;

@@ -483,7 +483,9 @@ async fn killed_with_deliveries_pending_then_restarted_everything_arrives_once_p
     let dsl = env.token("dsl-1", SCHOOL_AGENCY, "dsl");
     let police = env.token("pc-1", POLICE_AGENCY, "police_officer");
     let sw = env.token(&worker, SOCIAL_CARE_AGENCY, "social_worker");
-    hook.set(Mode::Hang(Duration::from_secs(4)));
+    // Longer than anything the test waits for, so the deliveries are still unanswered when the
+    // gateway is killed, however loaded the machine is.
+    hook.set(Mode::Hang(Duration::from_secs(120)));
 
     const CONCERNS: usize = 15;
     const INCIDENTS: usize = 3;

@@ -1,0 +1,171 @@
+//! Probabilistic identity matching in the running gateway: the police record of the simulated
+//! child that has no NHS number and a misspelt surname links by demographics, with its score
+//! and reasons; with an upper threshold nobody can reach it goes to the review queue instead,
+//! and a data administrator's decision links it.
+
+use serde_json::{json, Value};
+use weft::sim::population::System;
+
+use crate::harness::{Env, Gateway};
+
+fn police_link<'a>(links: &'a Value, source: &str, local_id: &str) -> Option<&'a Value> {
+    links["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .find(|l| l["source"] == source && l["local_id"] == local_id && l["status"] == "active")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn misspelt_record_without_nhs_number_links_by_demographics() {
+    let env = Env::new(30).await;
+    let gw = Gateway::start(&env, env.write_config("weft.toml", &env.config(false))).await;
+    let la = env.agency_of("social_care");
+    let sw = env.token("sw-1", &la, "social_worker");
+    let admin = env.token("admin-1", &la, "data_admin");
+    let child = env
+        .partners
+        .population
+        .probabilistic_only()
+        .expect("the probabilistic-only child");
+    let police = child.identity(System::Police).expect("police record");
+    assert!(police.nhs_number.is_none() && police.family_name != child.truth.family_name);
+    let id = gw.child_by_nhs(&sw, &child.truth.nhs_number).await;
+
+    let (status, links) = gw.get(&format!("/v1/children/{id}/links"), &admin).await;
+    assert_eq!(status, 200, "{links}");
+    let source = env.partners.source_id(System::Police);
+    let link = police_link(&links, &source, &police.local_id).expect("police record linked");
+    assert_eq!(link["method"], "probabilistic", "{link}");
+    assert!(
+        link["probability"].as_f64().expect("probability") >= 0.95,
+        "{link}"
+    );
+    assert!(link["model_version"]
+        .as_str()
+        .expect("model version")
+        .starts_with("fs-"));
+    let family = link["explanation"]
+        .as_array()
+        .expect("explanation")
+        .iter()
+        .find(|e| e["comparison"] == "family_name")
+        .expect("family name compared");
+    assert_ne!(family["level"], "exact", "{family}");
+
+    // Link history is for data administrators and IG officers.
+    let (status, _) = gw.get(&format!("/v1/children/{id}/links"), &sw).await;
+    assert_eq!(status, 403);
+
+    // A search by the police record's demographics finds the child, graded and explained.
+    let (status, body) = gw
+        .post(
+            "/v1/children/search",
+            &sw,
+            &json!({
+                "purpose": "safeguarding",
+                "given_name": police.given_name,
+                "family_name": police.family_name,
+                "birth_date": police.birth_date.to_string(),
+                "certain_only": true,
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let first = &body["children"][0];
+    assert_eq!(first["id"], id.as_str(), "{body}");
+    assert_eq!(first["grade"], "certain");
+    assert_eq!(first["matched_on"], "demographics");
+    assert!(first["explanation"]
+        .as_array()
+        .is_some_and(|e| !e.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn review_queue_and_a_data_administrators_decision() {
+    let env = Env::new(30).await;
+    // No probability reaches 1, so every demographic match waits for a person.
+    let config = format!(
+        "{}\n[matching]\nupper = 1.0\nlower = 0.5\n",
+        env.config(false)
+    );
+    let gw = Gateway::start(&env, env.write_config("weft.toml", &config)).await;
+    let la = env.agency_of("social_care");
+    let sw = env.token("sw-1", &la, "social_worker");
+    let admin = env.token("admin-1", &la, "data_admin");
+    let ig = env.token("ig-1", &la, "ig_officer");
+    let child = env.partners.population.probabilistic_only().expect("child");
+    let police = child.identity(System::Police).expect("police record");
+    let source = env.partners.source_id(System::Police);
+    let id = gw.child_by_nhs(&sw, &child.truth.nhs_number).await;
+
+    let (status, _) = gw.get("/v1/matches/review", &sw).await;
+    assert_eq!(status, 403);
+    let (status, queue) = gw.get("/v1/matches/review", &admin).await;
+    assert_eq!(status, 200, "{queue}");
+    assert_eq!(queue["upper"], 1.0);
+    let proposal = queue["matches"]
+        .as_array()
+        .expect("matches")
+        .iter()
+        .find(|m| m["source"] == source.as_str() && m["local_id"] == police.local_id.as_str())
+        .expect("the police record awaits review")
+        .clone();
+    assert_eq!(proposal["child_id"], id.as_str(), "{proposal}");
+    assert!(proposal["probability"].as_f64().expect("probability") >= 0.5);
+    let match_id = proposal["id"].as_str().expect("id");
+    let (_, links) = gw.get(&format!("/v1/children/{id}/links"), &admin).await;
+    assert!(
+        police_link(&links, &source, &police.local_id).is_none(),
+        "not linked yet"
+    );
+
+    let path = format!("/v1/matches/{match_id}/decision");
+    let (status, body) = gw.post(&path, &admin, &json!({"decision": "maybe"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["pointer"], "/decision", "{body}");
+    let (status, _) = gw.post(&path, &sw, &json!({"decision": "confirm"})).await;
+    assert_eq!(status, 403);
+
+    let (status, decided) = gw
+        .post(
+            &path,
+            &admin,
+            &json!({"decision": "confirm", "reason": "same date of birth and address"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{decided}");
+    assert_eq!(decided["child_id"], id.as_str());
+    let (status, links) = gw.get(&format!("/v1/children/{id}/links"), &admin).await;
+    assert_eq!(status, 200);
+    let link = police_link(&links, &source, &police.local_id).expect("linked after confirmation");
+    assert_eq!(link["decision"], "confirmed");
+    assert_eq!(link["decided_by"], "admin-1");
+
+    // A decided match takes no second decision, and the decision is in the audit log.
+    let (status, _) = gw.post(&path, &admin, &json!({"decision": "reject"})).await;
+    assert_eq!(status, 409);
+    let (status, entries) = gw.get(&format!("/v1/audit?child={id}"), &ig).await;
+    assert_eq!(status, 200, "{entries}");
+    assert!(
+        entries
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["action"] == "match_decision" && e["user"] == "admin-1"),
+        "{entries}"
+    );
+
+    // The record now answers with the child, as any linked record does.
+    let (status, view) = gw
+        .get(&format!("/v1/children/{id}?purpose=safeguarding"), &sw)
+        .await;
+    assert_eq!(status, 200);
+    let police_view = view["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .find(|s| s["source"] == source.as_str())
+        .expect("police in view");
+    assert_ne!(police_view["status"], "no_record", "{police_view}");
+}
