@@ -384,16 +384,27 @@ async fn search(
     Ok(Json(SearchResult { children }))
 }
 
-fn parse_search(state: &AppState, body: &[u8]) -> Result<(Search, Purpose), ApiError> {
+/// A schema-valid JSON body, or the 400 listing every problem with its pointer.
+pub(crate) fn validated(
+    body: &[u8],
+    check: impl Fn(&Value) -> Vec<crate::schema::SchemaError>,
+    what: &str,
+) -> Result<Value, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
-    let errors = state.schemas.search_errors(&value);
-    if !errors.is_empty() {
-        return Err(ApiError::BadRequest {
-            message: format!("{} problem(s) in the search", errors.len()),
+    let errors = check(&value);
+    if errors.is_empty() {
+        Ok(value)
+    } else {
+        Err(ApiError::BadRequest {
+            message: format!("{} problem(s) in the {what}", errors.len()),
             errors,
-        });
+        })
     }
+}
+
+fn parse_search(state: &AppState, body: &[u8]) -> Result<(Search, Purpose), ApiError> {
+    let value = validated(body, |v| state.schemas.search_errors(v), "search")?;
     let text = |k: &str| value.get(k).and_then(Value::as_str);
     let purpose = parse_purpose(text("purpose"), "/purpose")?;
     let mut q = Search::default();

@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::Row;
 
 use crate::api::{record, refuse};
@@ -206,15 +206,7 @@ pub async fn create(
 }
 
 fn parse(state: &AppState, body: &[u8]) -> Result<Request, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
-    let errors = state.schemas.break_glass_errors(&value);
-    if !errors.is_empty() {
-        return Err(ApiError::BadRequest {
-            message: format!("{} problem(s) in the request", errors.len()),
-            errors,
-        });
-    }
+    let value = crate::api::validated(body, |v| state.schemas.break_glass_errors(v), "request")?;
     serde_json::from_value(value).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row};
 
-use crate::api::{record, refuse};
+use crate::api::{record, refuse, validated};
 use crate::app::AppState;
 use crate::authenticate::Principal;
 use crate::domain::{Purpose, Role};
@@ -180,25 +180,6 @@ pub(crate) async fn match_child(
         [one] => (Some(one.id.clone()), one.matched_on.into()),
         _ => (None, "ambiguous".into()),
     })
-}
-
-/// A schema-valid JSON body, or the 400 listing every problem with its pointer.
-pub(crate) fn validated(
-    body: &[u8],
-    check: impl Fn(&Value) -> Vec<crate::schema::SchemaError>,
-    what: &str,
-) -> Result<Value, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
-    let errors = check(&value);
-    if errors.is_empty() {
-        Ok(value)
-    } else {
-        Err(ApiError::BadRequest {
-            message: format!("{} problem(s) in the {what}", errors.len()),
-            errors,
-        })
-    }
 }
 
 pub(crate) fn parse_time(v: &Value, pointer: &str) -> Result<DateTime<Utc>, ApiError> {

@@ -330,15 +330,7 @@ fn status_text(s: ConsentStatus) -> &'static str {
 }
 
 fn parse(state: &AppState, body: &[u8]) -> Result<NewConsent, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
-    let errors = state.schemas.consent_errors(&value);
-    if !errors.is_empty() {
-        return Err(ApiError::BadRequest {
-            message: format!("{} problem(s) in the consent", errors.len()),
-            errors,
-        });
-    }
+    let value = crate::api::validated(body, |v| state.schemas.consent_errors(v), "consent")?;
     let new: NewConsent =
         serde_json::from_value(value).map_err(|e| ApiError::bad_request(e.to_string()))?;
     if new.status == ConsentStatus::Withdrawn {

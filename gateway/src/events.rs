@@ -20,11 +20,12 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::{AnyConnection, Row};
 
+use crate::api::validated;
 use crate::api::{record, refuse};
 use crate::app::AppState;
 use crate::authenticate::Principal;
 use crate::authorise::Effect;
-use crate::concerns::{match_child, parse_child, parse_time, validated};
+use crate::concerns::{match_child, parse_child, parse_time};
 use crate::config::AgencyKind;
 use crate::domain::Purpose;
 use crate::error::ApiError;

@@ -167,15 +167,8 @@ pub async fn decide(
 }
 
 fn parse_decision(state: &AppState, body: &[u8]) -> Result<(Decision, Option<String>), ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?;
-    let errors = state.schemas.match_decision_errors(&value);
-    if !errors.is_empty() {
-        return Err(ApiError::BadRequest {
-            message: format!("{} problem(s) in the decision", errors.len()),
-            errors,
-        });
-    }
+    let value =
+        crate::api::validated(body, |v| state.schemas.match_decision_errors(v), "decision")?;
     let decision: Decision =
         serde_json::from_value(value.get("decision").cloned().unwrap_or(Value::Null))
             .map_err(|e| ApiError::field("/decision", e.to_string()))?;
