@@ -345,7 +345,31 @@ pub(crate) struct NewLink<'a> {
     pub reason: Option<&'a str>,
 }
 
-impl NewLink<'_> {
+impl<'a> NewLink<'a> {
+    /// A link the matcher made on its own: active, with the candidate's score and explanation
+    /// when it was scored, and no person's decision.
+    pub(crate) fn automatic(
+        source: &'a str,
+        local_id: &'a str,
+        child: &'a str,
+        method: &'a str,
+        scored: Option<&'a Candidate>,
+        model_version: &'a str,
+    ) -> Self {
+        NewLink {
+            source,
+            local_id,
+            child,
+            status: "active",
+            method,
+            score: scored.map(|c| (&c.score, c.explanation.as_slice())),
+            model_version: scored.map(|_| model_version),
+            decided_by: None,
+            decision: None,
+            reason: None,
+        }
+    }
+
     pub(crate) async fn insert(&self, conn: &mut AnyConnection) -> Result<String, sqlx::Error> {
         let id = uuid::Uuid::new_v4().to_string();
         let now = chrono::Utc::now().to_rfc3339();
@@ -802,20 +826,14 @@ pub async fn decide(
                 }
             };
             move_record(&mut tx, &link.source, &link.local_id, &target, method).await?;
-            NewLink {
-                source: &link.source,
-                local_id: &link.local_id,
-                child: &target,
-                status: "active",
+            NewLink::automatic(
+                &link.source,
+                &link.local_id,
+                &target,
                 method,
-                score: scored
-                    .as_ref()
-                    .map(|c| (&c.score, c.explanation.as_slice())),
-                model_version: scored.as_ref().map(|_| version.as_str()),
-                decided_by: None,
-                decision: None,
-                reason: None,
-            }
+                scored.as_ref(),
+                &version,
+            )
             .insert(&mut tx)
             .await?;
             if let Some(c) = &review {

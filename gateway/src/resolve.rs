@@ -379,20 +379,14 @@ impl Index {
         let version = self.matcher.model.version.clone();
         match &method {
             Some(method) => {
-                NewLink {
+                NewLink::automatic(
                     source,
-                    local_id: &rec.local_id,
-                    child: &child,
-                    status: "active",
+                    &rec.local_id,
+                    &child,
                     method,
-                    score: scored
-                        .as_ref()
-                        .map(|c| (&c.score, c.explanation.as_slice())),
-                    model_version: scored.as_ref().map(|_| version.as_str()),
-                    decided_by: None,
-                    decision: None,
-                    reason: None,
-                }
+                    scored.as_ref(),
+                    &version,
+                )
                 .insert(&mut tx)
                 .await?;
             }
