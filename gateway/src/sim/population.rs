@@ -1292,19 +1292,31 @@ impl Gen {
         self.build(key, truth, plan)
     }
 
+    /// The truth of a pinned child: fixed name, birth date and sex; address and identifiers drawn
+    /// in the same order as for any child, so the rest of the population stays as it was.
+    fn pinned_truth(
+        &mut self,
+        given: &str,
+        family: &str,
+        birth_date: NaiveDate,
+        sex: Sex,
+    ) -> Truth {
+        Truth {
+            given_name: given.into(),
+            family_name: family.into(),
+            birth_date,
+            sex,
+            address: self.address(),
+            nhs_number: self.nhs_number(),
+            upn: year_group(birth_date).map(|y| self.upn(y)),
+        }
+    }
+
     /// A child in all four systems, linkable by NHS number everywhere, whom the school knows by
     /// a nickname and a misspelt family name.
     fn pinned_linkable(&mut self, key: String) -> SimChild {
         let birth_date = date(2014, 2, 3);
-        let truth = Truth {
-            given_name: "William".into(),
-            family_name: "Johnson".into(),
-            birth_date,
-            sex: Sex::Male,
-            address: self.address(),
-            nhs_number: self.nhs_number(),
-            upn: year_group(birth_date).map(|y| self.upn(y)),
-        };
+        let truth = self.pinned_truth("William", "Johnson", birth_date, Sex::Male);
         let plan = Plan {
             school: true,
             social_care: true,
@@ -1321,15 +1333,7 @@ impl Gen {
     /// whose social care record lacks the UPN; health holds a sensitive (CAMHS) flag.
     fn pinned_probabilistic(&mut self, key: String) -> SimChild {
         let birth_date = date(2016, 6, 21);
-        let truth = Truth {
-            given_name: "Eleanor".into(),
-            family_name: "Thompson".into(),
-            birth_date,
-            sex: Sex::Female,
-            address: self.address(),
-            nhs_number: self.nhs_number(),
-            upn: year_group(birth_date).map(|y| self.upn(y)),
-        };
+        let truth = self.pinned_truth("Eleanor", "Thompson", birth_date, Sex::Female);
         let plan = Plan {
             school: true,
             social_care: true,
