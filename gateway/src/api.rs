@@ -176,20 +176,19 @@ async fn record_metrics(req: Request, next: Next) -> Response {
     response
 }
 
-/// Writes the request's audit entry. Any failure means the caller gets 503 and nothing else.
-pub(crate) async fn record(
-    state: &AppState,
+/// The audit entry for a request: who asked, from which client, for what, and what happened.
+pub(crate) fn entry(
     p: &Principal,
     action: &str,
     child: Option<&str>,
     purpose: Option<Purpose>,
     outcome: &str,
     mut detail: Value,
-) -> Result<(), ApiError> {
+) -> Entry {
     if let (Some(client), Some(obj)) = (&p.client, detail.as_object_mut()) {
         obj.insert("client".into(), json!(client));
     }
-    let entry = Entry {
+    Entry {
         at: Utc::now(),
         user: p.user.clone(),
         agency: p.agency.clone(),
@@ -199,7 +198,20 @@ pub(crate) async fn record(
         purpose: purpose.map(|p| p.as_str().to_string()),
         outcome: outcome.into(),
         detail,
-    };
+    }
+}
+
+/// Writes the request's audit entry. Any failure means the caller gets 503 and nothing else.
+pub(crate) async fn record(
+    state: &AppState,
+    p: &Principal,
+    action: &str,
+    child: Option<&str>,
+    purpose: Option<Purpose>,
+    outcome: &str,
+    detail: Value,
+) -> Result<(), ApiError> {
+    let entry = entry(p, action, child, purpose, outcome, detail);
     state.auditor.append(entry).await.map(|_| ()).map_err(|e| {
         tracing::error!(error = %e, "audit append failed; failing closed");
         ApiError::AuditUnavailable

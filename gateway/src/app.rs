@@ -88,6 +88,13 @@ impl Application {
         let matcher =
             crate::linkage::Matcher::from_config(&config.matching).context("matching model")?;
         let index = Index::with_matcher(store.clone(), matcher);
+        // Counting the names of an index built before the counts were kept; without them the
+        // matcher scores as before, so a failure here is reported, not fatal.
+        match index.matcher().backfill_terms(&store).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(records = n, "name frequencies counted"),
+            Err(e) => tracing::warn!(error = %e, "name frequencies not counted"),
+        }
         let state = AppState(Arc::new(Inner {
             config,
             store,

@@ -11,7 +11,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -41,6 +41,29 @@ pub struct Entry {
     /// `shown`, `denied`, `rejected`, `no_match`, `found`.
     pub outcome: String,
     pub detail: serde_json::Value,
+}
+
+impl Entry {
+    /// An entry for what the gateway does on its own rather than at someone's request (the
+    /// matcher linking a record): the IG officer finds these under the user `matcher`.
+    pub fn system(
+        action: &str,
+        child: Option<&str>,
+        outcome: &str,
+        detail: serde_json::Value,
+    ) -> Entry {
+        Entry {
+            at: Utc::now(),
+            user: "matcher".into(),
+            agency: "weft".into(),
+            role: "system".into(),
+            action: action.into(),
+            child: child.map(String::from),
+            purpose: None,
+            outcome: outcome.into(),
+            detail,
+        }
+    }
 }
 
 /// An entry as stored, with its place in the chain.
@@ -161,17 +184,31 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, closing: Arc<Noti
 /// Chains and inserts a batch in one transaction; returns the first sequence number.
 async fn commit(store: &Store, batch: &[Pending]) -> Result<i64, sqlx::Error> {
     let mut tx = store.pool.begin().await?;
+    let entries: Vec<&Entry> = batch.iter().map(|(e, _)| e).collect();
+    let first = chain(&mut tx, &entries).await?;
+    tx.commit().await?;
+    Ok(first)
+}
+
+/// Chains entries onto the head and inserts them on `conn`, which must be inside the caller's
+/// transaction: a change and the entries recording it then commit together or not at all.
+/// Takes the head row's lock, so the caller should do it last, just before committing.
+/// Returns the first entry's sequence number (the head's, when `entries` is empty).
+pub async fn chain(conn: &mut AnyConnection, entries: &[&Entry]) -> Result<i64, sqlx::Error> {
     // Taking the head row's write lock first makes every appender, in any process, wait here
     // rather than read a head that is about to move.
     sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *conn)
         .await?;
     let mut seq: i64 = head.try_get("seq")?;
     let mut prev: String = head.try_get("hash")?;
     let first = seq + 1;
+    if entries.is_empty() {
+        return Ok(seq);
+    }
     // Chain the whole batch first, then write it in one statement: one round trip per batch
     // rather than per entry.
     struct Row {
@@ -181,8 +218,8 @@ async fn commit(store: &Store, batch: &[Pending]) -> Result<i64, sqlx::Error> {
         prev: String,
         hash: String,
     }
-    let mut rows = Vec::with_capacity(batch.len());
-    for (entry, _) in batch {
+    let mut rows = Vec::with_capacity(entries.len());
+    for entry in entries {
         seq += 1;
         let at = timestamp(&entry.at);
         let detail = entry.detail.to_string();
@@ -214,7 +251,7 @@ async fn commit(store: &Store, batch: &[Pending]) -> Result<i64, sqlx::Error> {
         sql.push(')');
     }
     let mut insert = sqlx::query(&sql);
-    for (row, (entry, _)) in rows.iter().zip(batch) {
+    for (row, entry) in rows.iter().zip(entries) {
         insert = insert
             .bind(row.seq)
             .bind(&row.at)
@@ -229,13 +266,12 @@ async fn commit(store: &Store, batch: &[Pending]) -> Result<i64, sqlx::Error> {
             .bind(&row.prev)
             .bind(&row.hash);
     }
-    insert.execute(&mut *tx).await?;
+    insert.execute(&mut *conn).await?;
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
         .bind(seq)
         .bind(&prev)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-    tx.commit().await?;
     Ok(first)
 }
 

@@ -12,14 +12,18 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sqlx::{AnyConnection, Row};
 use weft_adapters::{Demographics, Identifier};
 
+use crate::audit::{self, Entry};
 use crate::config::MatchingConfig;
 use crate::matching::block::{default_rules, Rule};
+use crate::matching::compare::Comparison;
 use crate::matching::link::{comparisons_for, usable_rules};
 use crate::matching::model::ModelError;
 use crate::matching::{Explained, Field, Model, Record, Score, Scorer, TermFrequencies};
+use crate::store::Store;
 
 /// The fields every source's demographics can give.
 pub const FIELDS: [Field; 5] = [
@@ -179,7 +183,7 @@ impl Matcher {
             q = q.bind(rule).bind(key);
         }
         let rows = q.fetch_all(&mut *conn).await?;
-        let tf = TermFrequencies::default();
+        let tf = self.terms(conn, r).await?;
         let scorer = Scorer::new(&self.model, &tf);
         let mut best: BTreeMap<String, Candidate> = BTreeMap::new();
         let mut conflicting: Vec<String> = Vec::new();
@@ -243,6 +247,300 @@ impl Matcher {
         .await?;
         rows.iter().map(|r| r.try_get("child_id")).collect()
     }
+
+    /// Places a record that no link holds: a verified national identifier shared with a linked
+    /// record links it; else the best candidate at or above the upper threshold; else a new
+    /// child (created here), with the best candidate between the thresholds proposed for
+    /// review. Children a person ruled out for this record are never chosen or proposed.
+    pub(crate) async fn place(
+        &self,
+        conn: &mut AnyConnection,
+        source: &str,
+        local_id: &str,
+        record: &Record,
+    ) -> Result<Placement, sqlx::Error> {
+        let excluded = Self::excluded(conn, source, local_id).await?;
+        let national = [
+            ("nhs_number", record.nhs_number.as_ref().map(|n| n.as_str())),
+            ("upn", record.upn.as_ref().map(|u| u.as_str())),
+        ];
+        for (kind, value) in national {
+            let Some(value) = value else { continue };
+            let rows = sqlx::query(
+                "SELECT DISTINCT sr.child_id AS child_id FROM record_identifiers ri \
+                 JOIN source_records sr ON sr.source = ri.source AND sr.local_id = ri.local_id \
+                 WHERE ri.kind = $1 AND ri.value = $2 AND sr.child_id IS NOT NULL \
+                 AND NOT (sr.source = $3 AND sr.local_id = $4) ORDER BY sr.child_id",
+            )
+            .bind(kind)
+            .bind(value)
+            .bind(source)
+            .bind(local_id)
+            .fetch_all(&mut *conn)
+            .await?;
+            for row in &rows {
+                let child: String = row.try_get("child_id")?;
+                if !excluded.contains(&child) {
+                    return Ok(Placement {
+                        child,
+                        method: format!("identifier:{kind}"),
+                        scored: None,
+                        review: None,
+                    });
+                }
+            }
+        }
+        let best = self
+            .candidates(conn, record, &excluded, Some((source, local_id)))
+            .await?
+            .into_iter()
+            .next();
+        if let Some(c) = best.as_ref().filter(|c| c.score.probability >= self.upper) {
+            return Ok(Placement {
+                child: c.child.clone(),
+                method: "probabilistic".into(),
+                scored: best,
+                review: None,
+            });
+        }
+        let child = uuid::Uuid::new_v4().to_string();
+        sqlx::query("INSERT INTO children (id, created_at) VALUES ($1, $2)")
+            .bind(&child)
+            .bind(chrono::Utc::now().to_rfc3339())
+            .execute(&mut *conn)
+            .await?;
+        Ok(Placement {
+            child,
+            method: "new".into(),
+            scored: None,
+            review: best.filter(|c| c.score.probability >= self.lower),
+        })
+    }
+
+    /// Writes a placement's links (the record's link, and a proposal for review if there is
+    /// one) and returns the audit entries that record them, for the caller to chain in the
+    /// same transaction.
+    pub(crate) async fn write_placement(
+        &self,
+        conn: &mut AnyConnection,
+        source: &str,
+        local_id: &str,
+        p: &Placement,
+    ) -> Result<Vec<Entry>, sqlx::Error> {
+        let version = self.model.version.as_str();
+        let link = NewLink::automatic(
+            source,
+            local_id,
+            &p.child,
+            &p.method,
+            p.scored.as_ref(),
+            version,
+        );
+        let id = link.insert(conn).await?;
+        let mut entries = vec![link.entry(&id, None)];
+        if let Some(c) = &p.review {
+            let proposal = NewLink {
+                status: "review",
+                method: "probabilistic",
+                score: Some((&c.score, c.explanation.as_slice())),
+                model_version: Some(version),
+                ..NewLink::automatic(source, local_id, &c.child, "probabilistic", None, version)
+            };
+            let id = proposal.insert(conn).await?;
+            entries.push(proposal.entry(&id, Some(&p.child)));
+        }
+        Ok(entries)
+    }
+
+    /// How common the query's names are among the index's records, read from the counts kept
+    /// in `match_terms`: a few rows, whatever the index's size.
+    async fn terms(
+        &self,
+        conn: &mut AnyConnection,
+        r: &Record,
+    ) -> Result<TermFrequencies, sqlx::Error> {
+        let mut tf = TermFrequencies::default();
+        let wanted: Vec<(Comparison, &str)> = self
+            .tf_comparisons()
+            .filter_map(|c| Some((c, c.tf_value(r)?)))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(tf);
+        }
+        let mut sql = String::from("SELECT comparison, value, n, sq FROM match_terms WHERE ");
+        for i in 0..wanted.len() {
+            if i > 0 {
+                sql.push_str(" OR ");
+            }
+            sql.push_str(&format!(
+                "(comparison = ${} AND value IN (${}, ''))",
+                2 * i + 1,
+                2 * i + 2
+            ));
+        }
+        let mut q = sqlx::query(&sql);
+        for (c, value) in &wanted {
+            q = q.bind(c.as_str()).bind(*value);
+        }
+        let rows = q.fetch_all(&mut *conn).await?;
+        let row = |c: Comparison, v: &str| -> Result<(f64, f64), sqlx::Error> {
+            for row in &rows {
+                let (rc, rv): (String, String) =
+                    (row.try_get("comparison")?, row.try_get("value")?);
+                if rc == c.as_str() && rv == v {
+                    let (n, sq): (i64, i64) = (row.try_get("n")?, row.try_get("sq")?);
+                    return Ok((n as f64, sq as f64));
+                }
+            }
+            Ok((0.0, 0.0))
+        };
+        for (c, value) in wanted {
+            let (total, squares) = row(c, "")?;
+            let Some(u) = self
+                .model
+                .comparisons
+                .iter()
+                .find(|m| m.comparison == c)
+                .and_then(|m| m.levels.first())
+                .map(|l| l.u)
+            else {
+                continue;
+            };
+            if total < 1.0 || squares < 1.0 {
+                continue;
+            }
+            // The model's u for exact agreement is the chance two records agree by accident,
+            // learnt on its training data; the index's counts say how much likelier that is
+            // for this name than for the average one (sum of squared shares). Scaling keeps the
+            // model's calibration whatever the index's size: a small index shifts weights
+            // little, never to the coarse 1/N a handful of records would give.
+            let share = row(c, value)?.0.max(1.0) / total;
+            let average = squares / (total * total);
+            tf.set_share(c, value, share * u / average);
+        }
+        Ok(tf)
+    }
+
+    /// Keeps `match_terms` in step as a record arrives or changes: its old names are counted
+    /// out and its new ones in.
+    pub(crate) async fn count_terms(
+        &self,
+        conn: &mut AnyConnection,
+        old: Option<&Record>,
+        new: &Record,
+    ) -> Result<(), sqlx::Error> {
+        for c in self.tf_comparisons() {
+            let before = old.and_then(|o| c.tf_value(o));
+            let after = c.tf_value(new);
+            if before == after {
+                continue;
+            }
+            for (value, delta) in [(before, -1i64), (after, 1)] {
+                if let Some(value) = value.filter(|v| !v.is_empty()) {
+                    add_term(conn, c, value, delta).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts every record's names into `match_terms` once, when the store holds records but
+    /// no counts (an index built before the counts were kept). The marker row makes a second
+    /// node that starts at the same moment wait, then fail and skip the work.
+    pub async fn backfill_terms(&self, store: &Store) -> Result<u64, sqlx::Error> {
+        let mut tx = store.pool.begin().await?;
+        let built = sqlx::query("SELECT n FROM match_terms WHERE comparison = $1")
+            .bind(TERMS_MARKER)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if built.is_some() {
+            return Ok(0);
+        }
+        sqlx::query("INSERT INTO match_terms (comparison, value, n, sq) VALUES ($1, '', 0, 0)")
+            .bind(TERMS_MARKER)
+            .execute(&mut *tx)
+            .await?;
+        // Counts from records matched before this point (none on a new store) are replaced.
+        sqlx::query("DELETE FROM match_terms WHERE comparison <> $1")
+            .bind(TERMS_MARKER)
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query("SELECT local_id, identifiers, demographics FROM source_records")
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut tf: BTreeMap<(Comparison, String), i64> = BTreeMap::new();
+        for row in &rows {
+            let r = stored_record(
+                &row.try_get::<String, _>("local_id")?,
+                &row.try_get::<String, _>("demographics")?,
+                &row.try_get::<String, _>("identifiers")?,
+            );
+            for c in self.tf_comparisons() {
+                if let Some(v) = c.tf_value(&r).filter(|v| !v.is_empty()) {
+                    *tf.entry((c, v.to_string())).or_default() += 1;
+                }
+            }
+        }
+        for ((c, v), n) in &tf {
+            add_term(&mut tx, *c, v, *n).await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
+    fn tf_comparisons(&self) -> impl Iterator<Item = Comparison> + '_ {
+        self.model
+            .comparison_kinds()
+            .into_iter()
+            .filter(|c| c.term_frequency())
+    }
+}
+
+/// The `match_terms` row that says the counts have been built.
+const TERMS_MARKER: &str = "_counted";
+
+/// Adds `delta` to a name's count and to its comparison's total, keeping the total's sum of
+/// squared counts (`sq`) in step: with it, how common the average name is needs no scan.
+async fn add_term(
+    conn: &mut AnyConnection,
+    c: Comparison,
+    value: &str,
+    delta: i64,
+) -> Result<(), sqlx::Error> {
+    let after: i64 = sqlx::query(
+        "INSERT INTO match_terms (comparison, value, n, sq) VALUES ($1, $2, $3, 0) \
+         ON CONFLICT (comparison, value) DO UPDATE SET n = match_terms.n + excluded.n RETURNING n",
+    )
+    .bind(c.as_str())
+    .bind(value)
+    .bind(delta)
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get("n")?;
+    let before = after - delta;
+    sqlx::query(
+        "INSERT INTO match_terms (comparison, value, n, sq) VALUES ($1, '', $2, $3) \
+         ON CONFLICT (comparison, value) DO UPDATE SET n = match_terms.n + excluded.n, \
+         sq = match_terms.sq + excluded.sq",
+    )
+    .bind(c.as_str())
+    .bind(delta)
+    .bind(after * after - before * before)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Where the matcher puts a record no link holds yet.
+#[derive(Debug)]
+pub(crate) struct Placement {
+    pub child: String,
+    /// `identifier:<kind>`, `probabilistic` or `new`.
+    pub method: String,
+    /// The candidate a probabilistic link was made through.
+    pub scored: Option<Candidate>,
+    /// A candidate between the thresholds, proposed for review.
+    pub review: Option<Candidate>,
 }
 
 /// A candidate child, through its best-scoring record.
@@ -370,6 +668,31 @@ impl<'a> NewLink<'a> {
         }
     }
 
+    /// The audit entry recording a link the matcher made (`linked`) or proposed (`proposed`;
+    /// `current` is the child the record is linked to meanwhile).
+    pub(crate) fn entry(&self, id: &str, current: Option<&str>) -> Entry {
+        let outcome = if self.status == "review" {
+            "proposed"
+        } else {
+            "linked"
+        };
+        let mut detail = json!({
+            "link": id,
+            "source": self.source,
+            "local_id": self.local_id,
+            "method": self.method,
+        });
+        if let Some((score, _)) = self.score {
+            detail["probability"] = json!(score.probability);
+            detail["match_weight"] = json!(score.weight);
+            detail["model_version"] = json!(self.model_version);
+        }
+        if let Some(current) = current {
+            detail["current_child"] = json!(current);
+        }
+        Entry::system("match_link", Some(self.child), outcome, detail)
+    }
+
     pub(crate) async fn insert(&self, conn: &mut AnyConnection) -> Result<String, sqlx::Error> {
         let id = uuid::Uuid::new_v4().to_string();
         let now = chrono::Utc::now().to_rfc3339();
@@ -410,6 +733,7 @@ impl<'a> NewLink<'a> {
 mod tests {
     use super::*;
     use crate::resolve::{Index, Search};
+    use sqlx::Row;
     use weft_adapters::SourceRecord;
 
     fn rec(id: &str, nhs: Option<&str>, given: &str, family: &str) -> SourceRecord {
@@ -427,6 +751,14 @@ mod tests {
                 postcode: Some("WT3 5QP".into()),
             },
             score: None,
+        }
+    }
+
+    fn by_admin(d: &Decided) -> Entry {
+        Entry {
+            user: "admin1".into(),
+            role: "data_admin".into(),
+            ..Entry::system("match_decision", Some(&d.child_id), "changed", json!({}))
         }
     }
 
@@ -537,6 +869,7 @@ mod tests {
             Decision::Reject,
             "admin1",
             Some("different child"),
+            by_admin,
         )
         .await
         .unwrap();
@@ -548,7 +881,15 @@ mod tests {
             .unwrap();
         assert!(review_queue(&index).await.unwrap().is_empty());
         assert!(matches!(
-            decide(&index, &queue[0].id, Decision::Confirm, "admin1", None).await,
+            decide(
+                &index,
+                &queue[0].id,
+                Decision::Confirm,
+                "admin1",
+                None,
+                by_admin
+            )
+            .await,
             Err(DecisionError::NotApplicable(_))
         ));
 
@@ -564,9 +905,16 @@ mod tests {
             .find(|l| l.local_id == "s1")
             .unwrap();
         assert_eq!(proposal.child_id, a);
-        let d = decide(&index, &proposal.id, Decision::Confirm, "admin1", None)
-            .await
-            .unwrap();
+        let d = decide(
+            &index,
+            &proposal.id,
+            Decision::Confirm,
+            "admin1",
+            None,
+            by_admin,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             (d.child_id.as_str(), d.previous_child_id.as_deref()),
             (a.as_str(), Some(c.as_str()))
@@ -588,6 +936,7 @@ mod tests {
             Decision::Split,
             "admin2",
             Some("twin"),
+            by_admin,
         )
         .await
         .unwrap();
@@ -601,9 +950,268 @@ mod tests {
         );
         assert!(split.ended_at.is_some());
         assert!(matches!(
-            decide(&index, "no-such-id", Decision::Confirm, "admin1", None).await,
+            decide(
+                &index,
+                "no-such-id",
+                Decision::Confirm,
+                "admin1",
+                None,
+                by_admin
+            )
+            .await,
             Err(DecisionError::NotFound)
         ));
+    }
+
+    async fn count(index: &Index, table: &str) -> i64 {
+        sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
+            .fetch_one(&index.store().pool)
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap()
+    }
+
+    async fn by_matcher(index: &Index) -> Vec<audit::Recorded> {
+        let q = audit::Query {
+            user: Some("matcher".into()),
+            limit: Some(1000),
+            ..Default::default()
+        };
+        let mut entries = audit::search(index.store(), &q).await.unwrap();
+        entries.reverse();
+        entries
+    }
+
+    #[tokio::test]
+    async fn every_automatic_link_and_proposal_is_in_the_audit_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 1.0).await;
+        let p1 = rec("p1", Some("9000000009"), "Eleanor", "Thompson");
+        let (a, _) = index.upsert("health", &p1).await.unwrap();
+        let mut s1 = rec("s1", Some("9000000009"), "Ellie", "Thompson");
+        s1.demographics.birth_date = Some("2016-06-12".into());
+        index.upsert("school", &s1).await.unwrap();
+        let (b, _) = index
+            .upsert("police", &rec("x1", None, "Eleanor", "Thomson"))
+            .await
+            .unwrap();
+        let seen: Vec<(String, String, String, String)> = by_matcher(&index)
+            .await
+            .into_iter()
+            .map(|r| {
+                let d = &r.entry.detail;
+                (
+                    r.entry.outcome.clone(),
+                    d["local_id"].as_str().unwrap().to_string(),
+                    d["method"].as_str().unwrap().to_string(),
+                    r.entry.child.clone().unwrap(),
+                )
+            })
+            .collect();
+        let row = |o: &str, l: &str, m: &str, c: &str| (o.into(), l.into(), m.into(), c.into());
+        assert_eq!(
+            seen,
+            vec![
+                row("linked", "p1", "new", &a),
+                row("linked", "s1", "identifier:nhs_number", &a),
+                row("linked", "x1", "new", &b),
+                row("proposed", "x1", "probabilistic", &a),
+            ]
+        );
+        let proposal = by_matcher(&index).await.pop().unwrap();
+        assert_eq!(proposal.entry.detail["current_child"], b.as_str());
+        assert_eq!(proposal.entry.role, "system");
+        assert!(proposal.entry.detail["probability"].as_f64().unwrap() >= 0.5);
+        // A record read again keeps its link: nothing new to record.
+        index.upsert("health", &p1).await.unwrap();
+        assert_eq!(by_matcher(&index).await.len(), 4);
+
+        // A split records the person's decision and the matcher's new placement together.
+        let link = link_history(&index, &a)
+            .await
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .find(|l| l.local_id == "s1")
+            .unwrap();
+        let d = decide(&index, &link.id, Decision::Split, "admin1", None, by_admin)
+            .await
+            .unwrap();
+        assert_ne!(d.child_id, a, "the shared NHS number does not link it back");
+        let mut all = audit::search(index.store(), &audit::Query::default())
+            .await
+            .unwrap();
+        all.reverse();
+        assert_eq!(
+            (all[4].entry.action.as_str(), all[4].entry.user.as_str()),
+            ("match_decision", "admin1")
+        );
+        assert_eq!(
+            (
+                all[5].entry.outcome.as_str(),
+                all[5].entry.detail["local_id"].as_str()
+            ),
+            ("linked", Some("s1"))
+        );
+        assert_eq!(all[5].entry.child.as_deref(), Some(d.child_id.as_str()));
+        let verified = audit::verify(index.store()).await.unwrap();
+        assert_eq!(
+            (verified.entries, verified.problem),
+            (all.len() as i64, None)
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_is_linked_or_decided_when_the_audit_cannot_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 1.0).await;
+        index
+            .upsert(
+                "health",
+                &rec("p1", Some("9000000009"), "Eleanor", "Thompson"),
+            )
+            .await
+            .unwrap();
+        let (b, _) = index
+            .upsert("police", &rec("x1", None, "Eleanor", "Thomson"))
+            .await
+            .unwrap();
+        let proposal = review_queue(&index).await.unwrap().remove(0);
+        let tables = ["children", "source_records", "match_links", "match_keys"];
+        let mut before = Vec::new();
+        for t in tables {
+            before.push(count(&index, t).await);
+        }
+        sqlx::query("DROP TABLE audit_head")
+            .execute(&index.store().pool)
+            .await
+            .unwrap();
+
+        assert!(index
+            .upsert("school", &rec("s9", None, "Ruby", "Calder"))
+            .await
+            .is_err());
+        assert!(matches!(
+            decide(
+                &index,
+                &proposal.id,
+                Decision::Confirm,
+                "admin1",
+                None,
+                by_admin
+            )
+            .await,
+            Err(DecisionError::Audit(_))
+        ));
+        let mut after = Vec::new();
+        for t in tables {
+            after.push(count(&index, t).await);
+        }
+        assert_eq!(before, after, "nothing half-applied");
+        let still = review_queue(&index).await.unwrap();
+        assert_eq!(still[0].id, proposal.id);
+        let found = index
+            .find(&Search {
+                local_id: Some(("police".into(), "x1".into())),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(found[0].id, b, "the record has not moved");
+    }
+
+    fn person(id: &str, given: &str, family: &str, dob: &str) -> SourceRecord {
+        let mut r = rec(id, None, given, family);
+        r.demographics.birth_date = Some(dob.into());
+        r
+    }
+
+    async fn family_weight(index: &Index, r: &SourceRecord) -> Explained {
+        let q = Record::from_demographics("q", &r.demographics, &[]);
+        let mut conn = index.store().pool.acquire().await.unwrap();
+        let found = index
+            .matcher()
+            .candidates(&mut conn, &q, &[], None)
+            .await
+            .unwrap();
+        found[0]
+            .explanation
+            .iter()
+            .find(|e| e.comparison == "family_name")
+            .unwrap()
+            .clone()
+    }
+
+    async fn terms(index: &Index) -> Vec<(String, String, i64, i64)> {
+        sqlx::query(
+            "SELECT comparison, value, n, sq FROM match_terms WHERE n <> 0 AND comparison <> '_counted' \
+             ORDER BY comparison, value",
+        )
+        .fetch_all(&index.store().pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("comparison").unwrap(),
+                r.try_get("value").unwrap(),
+                r.try_get("n").unwrap(),
+                r.try_get("sq").unwrap(),
+            )
+        })
+        .collect()
+    }
+
+    #[tokio::test]
+    async fn a_rare_family_name_counts_for_more_than_a_common_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 0.95).await;
+        let given = ["Amy", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana"];
+        for (i, g) in given.iter().cycle().take(24).enumerate() {
+            let dob = format!("201{}-0{}-{:02}", i % 8, 1 + i % 9, 1 + i);
+            index
+                .upsert("school", &person(&format!("s{i}"), g, "Smith", &dob))
+                .await
+                .unwrap();
+        }
+        let rare = person("r1", "Isla", "Featherstonehaugh", "2013-04-30");
+        index.upsert("school", &rare).await.unwrap();
+        let common = person("s3", "Dev", "Smith", "2013-04-04");
+
+        let (c, r) = (
+            family_weight(&index, &common).await,
+            family_weight(&index, &rare).await,
+        );
+        assert_eq!((c.level.as_str(), r.level.as_str()), ("exact", "exact"));
+        assert!(c.term_frequency_adjusted && r.term_frequency_adjusted);
+        assert!(r.weight > c.weight + 3.0, "rare {r:?}, common {c:?}");
+
+        // A changed name moves its count; counting everything again agrees.
+        let mut renamed = rare.clone();
+        renamed.demographics.family_name = Some("Smith".into());
+        index.upsert("school", &renamed).await.unwrap();
+        let kept = terms(&index).await;
+        assert!(
+            kept.contains(&("family_name".into(), "smith".into(), 25, 0)),
+            "{kept:?}"
+        );
+        assert!(kept.contains(&("family_name".into(), String::new(), 25, 625)));
+        assert!(!kept.iter().any(|t| t.1 == "featherstonehaugh"));
+        sqlx::query("DELETE FROM match_terms")
+            .execute(&index.store().pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            index.matcher().backfill_terms(index.store()).await.unwrap(),
+            25
+        );
+        assert_eq!(terms(&index).await, kept);
+        assert_eq!(
+            index.matcher().backfill_terms(index.store()).await.unwrap(),
+            0,
+            "counted once"
+        );
     }
 
     #[test]
@@ -657,6 +1265,9 @@ pub enum DecisionError {
     NotFound,
     #[error("that decision does not apply to a {0} match")]
     NotApplicable(String),
+    /// The audit entries could not be written, so nothing was changed.
+    #[error("audit store unavailable: {0}")]
+    Audit(sqlx::Error),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -711,13 +1322,16 @@ pub async fn link_history(
         .map(Some)
 }
 
-/// Applies a person's decision, in one transaction.
+/// Applies a person's decision in one transaction with the audit entries that record it: the
+/// decision, and for a split the matcher's new placement of the record, commit together with
+/// their entries or not at all. `entry` builds the person's entry from what the decision did.
 pub async fn decide(
     index: &crate::resolve::Index,
     id: &str,
     decision: Decision,
     user: &str,
     reason: Option<&str>,
+    entry: impl FnOnce(&Decided) -> Entry,
 ) -> Result<Decided, DecisionError> {
     let matcher = index.matcher();
     let mut tx = index.store().pool.begin().await?;
@@ -761,6 +1375,7 @@ pub async fn decide(
             .transpose()?
             .flatten();
     let mut child = current.clone().unwrap_or_else(|| link.child_id.clone());
+    let mut placed = Vec::new();
     match (link.status.as_str(), decision) {
         ("review", Decision::Confirm) => {
             // The record moves to the proposed child; its previous link ends.
@@ -785,8 +1400,8 @@ pub async fn decide(
             child = link.child_id.clone();
         }
         ("active", Decision::Split) => {
-            // Matched again, without the child a person has just ruled out (and any other
-            // they ruled out before).
+            // Placed again, without the child a person has just ruled out (nor any other they
+            // ruled out before).
             let stored = sqlx::query(
                 "SELECT identifiers, demographics FROM source_records WHERE source = $1 AND local_id = $2",
             )
@@ -799,72 +1414,39 @@ pub async fn decide(
                 &stored.try_get::<String, _>("demographics")?,
                 &stored.try_get::<String, _>("identifiers")?,
             );
-            let excluded = Matcher::excluded(&mut tx, &link.source, &link.local_id).await?;
-            let candidates = matcher
-                .candidates(
-                    &mut tx,
-                    &record,
-                    &excluded,
-                    Some((&link.source, &link.local_id)),
-                )
+            let placement = matcher
+                .place(&mut tx, &link.source, &link.local_id, &record)
                 .await?;
-            let best = candidates.into_iter().next();
-            let version = matcher.model.version.clone();
-            let (target, method, scored, review) = match best {
-                Some(c) if c.score.probability >= matcher.upper => {
-                    (c.child.clone(), "probabilistic", Some(c), None)
-                }
-                other => {
-                    let fresh = uuid::Uuid::new_v4().to_string();
-                    sqlx::query("INSERT INTO children (id, created_at) VALUES ($1, $2)")
-                        .bind(&fresh)
-                        .bind(&now)
-                        .execute(&mut *tx)
-                        .await?;
-                    let review = other.filter(|c| c.score.probability >= matcher.lower);
-                    (fresh, "new", None, review)
-                }
-            };
-            move_record(&mut tx, &link.source, &link.local_id, &target, method).await?;
-            NewLink::automatic(
+            move_record(
+                &mut tx,
                 &link.source,
                 &link.local_id,
-                &target,
-                method,
-                scored.as_ref(),
-                &version,
+                &placement.child,
+                &placement.method,
             )
-            .insert(&mut tx)
             .await?;
-            if let Some(c) = &review {
-                NewLink {
-                    source: &link.source,
-                    local_id: &link.local_id,
-                    child: &c.child,
-                    status: "review",
-                    method: "probabilistic",
-                    score: Some((&c.score, c.explanation.as_slice())),
-                    model_version: Some(&version),
-                    decided_by: None,
-                    decision: None,
-                    reason: None,
-                }
-                .insert(&mut tx)
+            placed = matcher
+                .write_placement(&mut tx, &link.source, &link.local_id, &placement)
                 .await?;
-            }
-            child = target;
+            child = placement.child;
         }
         _ => {}
     }
-    tx.commit().await?;
-    Ok(Decided {
+    let decided = Decided {
         id: id.to_string(),
         decision,
         source: link.source,
         local_id: link.local_id,
         previous_child_id: current.filter(|c| *c != child),
         child_id: child,
-    })
+    };
+    let person = entry(&decided);
+    let entries: Vec<&Entry> = std::iter::once(&person).chain(&placed).collect();
+    audit::chain(&mut tx, &entries)
+        .await
+        .map_err(DecisionError::Audit)?;
+    tx.commit().await.map_err(DecisionError::Audit)?;
+    Ok(decided)
 }
 
 async fn move_record(

@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::api::{record, refuse};
+use crate::api::{entry, record, refuse};
 use crate::app::AppState;
 use crate::authenticate::Principal;
 use crate::domain::{Purpose, Role};
@@ -118,14 +118,32 @@ pub async fn decide(
         Ok(d) => d,
         Err(e) => return Err(refuse(&state, &principal, ACTION, None, None, e).await),
     };
-    // The audit entry must be written before the change is visible to anyone; write the
-    // change and its entry, and if the entry fails, say so (the change is in the link history).
+    // The change and its audit entry commit in one transaction: if the entry cannot be
+    // written, nothing changes and the caller gets 503.
     let decided = match linkage::decide(
         &state.index,
         &id,
         decision,
         &principal.user,
         reason.as_deref(),
+        |d| {
+            let detail = json!({
+                "match": d.id,
+                "decision": d.decision,
+                "source": d.source,
+                "local_id": d.local_id,
+                "previous_child": d.previous_child_id,
+                "reason": reason,
+            });
+            entry(
+                &principal,
+                ACTION,
+                Some(&d.child_id),
+                None,
+                "changed",
+                detail,
+            )
+        },
     )
     .await
     {
@@ -145,24 +163,12 @@ pub async fn decide(
             let e = ApiError::Conflict(format!("a {status} match cannot take that decision"));
             return Err(refuse(&state, &principal, ACTION, None, None, e).await);
         }
+        Err(DecisionError::Audit(e)) => {
+            tracing::error!(error = %e, "match decision not applied: audit append failed");
+            return Err(ApiError::AuditUnavailable);
+        }
         Err(DecisionError::Db(e)) => return Err(e.into()),
     };
-    let detail = json!({
-        "match": decided.id,
-        "decision": decided.decision,
-        "source": decided.source,
-        "previous_child": decided.previous_child_id,
-    });
-    record(
-        &state,
-        &principal,
-        ACTION,
-        Some(&decided.child_id),
-        None,
-        "changed",
-        detail,
-    )
-    .await?;
     Ok(Json(decided))
 }
 

@@ -20,9 +20,10 @@ use serde::Serialize;
 use sqlx::Row;
 use weft_adapters::{Demographics, Probe, SourceRecord};
 
+use crate::audit;
 use crate::fanout::{Source, Sources};
 use crate::identity;
-use crate::linkage::{Grade, Matcher, NewLink};
+use crate::linkage::{stored_record, Grade, Matcher, NewLink};
 use crate::matching::{Explained, Record};
 use crate::store::Store;
 
@@ -268,84 +269,34 @@ impl Index {
             .map(|c| weft_adapters::Identifier::new(c.kind.clone(), c.value.clone()))
             .collect();
         let record = Record::from_demographics(rec.local_id.clone(), &rec.demographics, &valid);
-        let mut scored: Option<crate::linkage::Candidate> = None;
-        let mut review: Option<crate::linkage::Candidate> = None;
-
-        let mut tx = self.store.pool.begin().await?;
-        let existing: Option<Option<String>> =
-            sqlx::query("SELECT child_id FROM source_records WHERE source = $1 AND local_id = $2")
-                .bind(source)
-                .bind(&rec.local_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.try_get("child_id"))
-                .transpose()?;
-
-        let (child, method) = match existing.flatten() {
-            Some(child) => (child, None),
-            None => {
-                let mut linked = None;
-                for c in checked
-                    .iter()
-                    .filter(|c| c.valid && identity::is_national(&c.kind))
-                {
-                    let row = sqlx::query(
-                        "SELECT sr.child_id FROM record_identifiers ri \
-                         JOIN source_records sr ON sr.source = ri.source AND sr.local_id = ri.local_id \
-                         WHERE ri.kind = $1 AND ri.value = $2 AND sr.child_id IS NOT NULL \
-                         ORDER BY sr.child_id LIMIT 1",
-                    )
-                    .bind(&c.kind)
-                    .bind(&c.value)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if let Some(row) = row {
-                        linked = Some((
-                            row.try_get::<String, _>("child_id")?,
-                            format!("identifier:{}", c.kind),
-                        ));
-                        break;
-                    }
-                }
-                if linked.is_none() {
-                    let excluded = Matcher::excluded(&mut tx, source, &rec.local_id).await?;
-                    let candidates = self
-                        .matcher
-                        .candidates(
-                            &mut tx,
-                            &record,
-                            &excluded,
-                            Some((source, rec.local_id.as_str())),
-                        )
-                        .await?;
-                    match candidates.into_iter().next() {
-                        Some(c) if c.score.probability >= self.matcher.upper => {
-                            linked = Some((c.child.clone(), "probabilistic".to_string()));
-                            scored = Some(c);
-                        }
-                        Some(c) if c.score.probability >= self.matcher.lower => review = Some(c),
-                        _ => {}
-                    }
-                }
-                match linked {
-                    Some((child, method)) => (child, Some(method)),
-                    None => {
-                        let child = uuid::Uuid::new_v4().to_string();
-                        sqlx::query("INSERT INTO children (id, created_at) VALUES ($1, $2)")
-                            .bind(&child)
-                            .bind(&now)
-                            .execute(&mut *tx)
-                            .await?;
-                        (child, Some("new".to_string()))
-                    }
-                }
-            }
-        };
-
         let identifiers = serde_json::to_string(&checked).unwrap_or_else(|_| "[]".into());
         let demographics = serde_json::to_string(&rec.demographics).unwrap_or_else(|_| "{}".into());
-        match &method {
-            None => {
+
+        let mut tx = self.store.pool.begin().await?;
+        let existing = sqlx::query(
+            "SELECT child_id, identifiers, demographics FROM source_records \
+             WHERE source = $1 AND local_id = $2",
+        )
+        .bind(source)
+        .bind(&rec.local_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let before = match &existing {
+            Some(row) => Some((
+                row.try_get::<Option<String>, _>("child_id")?,
+                stored_record(
+                    &rec.local_id,
+                    &row.try_get::<String, _>("demographics")?,
+                    &row.try_get::<String, _>("identifiers")?,
+                ),
+            )),
+            None => None,
+        };
+        // What the matcher links or proposes is audited in this transaction: a link no entry
+        // records never takes effect.
+        let mut entries = Vec::new();
+        let child = match before.as_ref().and_then(|(child, _)| child.clone()) {
+            Some(child) => {
                 sqlx::query(
                     "UPDATE source_records SET identifiers = $1, demographics = $2, match_key = $3, updated_at = $4 \
                      WHERE source = $5 AND local_id = $6",
@@ -358,39 +309,6 @@ impl Index {
                 .bind(&rec.local_id)
                 .execute(&mut *tx)
                 .await?;
-            }
-            Some(method) => {
-                sqlx::query(
-                    "INSERT INTO source_records (source, local_id, child_id, identifiers, demographics, match_key, link_method, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(source)
-                .bind(&rec.local_id)
-                .bind(&child)
-                .bind(&identifiers)
-                .bind(&demographics)
-                .bind(key.as_deref())
-                .bind(method)
-                .bind(&now)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        let version = self.matcher.model.version.clone();
-        match &method {
-            Some(method) => {
-                NewLink::automatic(
-                    source,
-                    &rec.local_id,
-                    &child,
-                    method,
-                    scored.as_ref(),
-                    &version,
-                )
-                .insert(&mut tx)
-                .await?;
-            }
-            None => {
                 // Linked before links were recorded: give the link a row of its own once.
                 let has = sqlx::query(
                     "SELECT id FROM match_links WHERE source = $1 AND local_id = $2 AND status = 'active'",
@@ -400,39 +318,48 @@ impl Index {
                 .fetch_optional(&mut *tx)
                 .await?;
                 if has.is_none() {
-                    NewLink {
-                        source,
-                        local_id: &rec.local_id,
-                        child: &child,
-                        status: "active",
-                        method: "legacy",
-                        score: None,
-                        model_version: None,
-                        decided_by: None,
-                        decision: None,
-                        reason: None,
-                    }
-                    .insert(&mut tx)
-                    .await?;
+                    let version = &self.matcher.model.version;
+                    let legacy =
+                        NewLink::automatic(source, &rec.local_id, &child, "legacy", None, version);
+                    let id = legacy.insert(&mut tx).await?;
+                    entries.push(legacy.entry(&id, None));
                 }
+                child
             }
-        }
-        if let Some(c) = &review {
-            NewLink {
-                source,
-                local_id: &rec.local_id,
-                child: &c.child,
-                status: "review",
-                method: "probabilistic",
-                score: Some((&c.score, c.explanation.as_slice())),
-                model_version: Some(&version),
-                decided_by: None,
-                decision: None,
-                reason: None,
+            None => {
+                let placement = self
+                    .matcher
+                    .place(&mut tx, source, &rec.local_id, &record)
+                    .await?;
+                // A row without a child is only rewritten; a new record is added.
+                let sql = if existing.is_some() {
+                    "UPDATE source_records SET child_id = $3, identifiers = $4, demographics = $5, \
+                     match_key = $6, link_method = $7, updated_at = $8 WHERE source = $1 AND local_id = $2"
+                } else {
+                    "INSERT INTO source_records (source, local_id, child_id, identifiers, demographics, match_key, link_method, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                };
+                sqlx::query(sql)
+                    .bind(source)
+                    .bind(&rec.local_id)
+                    .bind(&placement.child)
+                    .bind(&identifiers)
+                    .bind(&demographics)
+                    .bind(key.as_deref())
+                    .bind(&placement.method)
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await?;
+                entries = self
+                    .matcher
+                    .write_placement(&mut tx, source, &rec.local_id, &placement)
+                    .await?;
+                placement.child
             }
-            .insert(&mut tx)
+        };
+        self.matcher
+            .count_terms(&mut tx, before.as_ref().map(|(_, r)| r), &record)
             .await?;
-        }
         self.matcher
             .write_keys(&mut tx, source, &rec.local_id, &record)
             .await?;
@@ -455,6 +382,9 @@ impl Index {
             .bind(&rec.local_id)
             .execute(&mut *tx)
             .await?;
+        }
+        if !entries.is_empty() {
+            audit::chain(&mut tx, &entries.iter().collect::<Vec<_>>()).await?;
         }
         tx.commit().await?;
         Ok((child, flagged))

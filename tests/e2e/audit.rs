@@ -23,6 +23,26 @@ async fn on_store(url: &str, sql: &str) {
     }
 }
 
+/// Entries the matcher wrote as the index pass linked the simulated children's records.
+async fn matcher_entries(url: &str) -> i64 {
+    let sql = "SELECT COUNT(*) FROM audit_log WHERE user_id = 'matcher' AND action = 'match_link'";
+    let n: i64 = if url.starts_with("sqlite:") {
+        let mut c = sqlx::SqliteConnection::connect(url).await.expect("sqlite");
+        sqlx::query_scalar(sql)
+            .fetch_one(&mut c)
+            .await
+            .expect("count")
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.expect("postgres");
+        sqlx::query_scalar(sql)
+            .fetch_one(&mut c)
+            .await
+            .expect("count")
+    };
+    assert!(n > 0, "the index pass's links are audited");
+    n
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_request_leaves_exactly_one_entry() {
     let env = Env::new(8).await;
@@ -156,11 +176,15 @@ async fn audit_verify_names_an_edited_or_deleted_entry() {
 
     let (code, out, err) = run_weft(&["audit", "verify", "-c", cfg]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("audit chain OK: 6 entries"), "{out}");
+    let total = 6 + matcher_entries(&env.store.url).await;
+    assert!(
+        out.contains(&format!("audit chain OK: {total} entries")),
+        "{out}"
+    );
 
     on_store(
         &env.store.url,
-        "UPDATE audit_log SET purpose = 'early_help' WHERE seq = 3",
+        "UPDATE audit_log SET outcome = outcome || 'x' WHERE seq = 3",
     )
     .await;
     let (code, out, _) = run_weft(&["audit", "verify", "-c", cfg]);
@@ -169,7 +193,7 @@ async fn audit_verify_names_an_edited_or_deleted_entry() {
 
     on_store(
         &env.store.url,
-        "UPDATE audit_log SET purpose = 'safeguarding' WHERE seq = 3",
+        "UPDATE audit_log SET outcome = substr(outcome, 1, length(outcome) - 1) WHERE seq = 3",
     )
     .await;
     on_store(&env.store.url, "DELETE FROM audit_log WHERE seq = 4").await;
@@ -212,7 +236,11 @@ async fn two_gateways_on_one_postgres_build_one_chain() {
 
     let (code, out, err) = run_weft(&["audit", "verify", "-c", config.to_str().expect("path")]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("audit chain OK: 121 entries"), "{out}");
+    let total = 121 + matcher_entries(&pg.url).await;
+    assert!(
+        out.contains(&format!("audit chain OK: {total} entries")),
+        "{out}"
+    );
     drop(env);
     pg.drop_db().await.expect("drop");
 }

@@ -57,6 +57,24 @@ async fn misspelt_record_without_nhs_number_links_by_demographics() {
     let (status, _) = gw.get(&format!("/v1/children/{id}/links"), &sw).await;
     assert_eq!(status, 403);
 
+    // The matcher's link is in the audit chain, under its own name, with its score.
+    let ig = env.token("ig-1", &la, "ig_officer");
+    let (status, entries) = gw.get("/v1/audit?user=matcher&limit=1000", &ig).await;
+    assert_eq!(status, 200, "{entries}");
+    let entry = entries
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["detail"]["link"] == link["id"])
+        .expect("the police link's audit entry");
+    assert_eq!(
+        (&entry["action"], &entry["outcome"], &entry["child"]),
+        (&json!("match_link"), &json!("linked"), &json!(id)),
+        "{entry}"
+    );
+    assert_eq!(entry["detail"]["probability"], link["probability"]);
+    assert_eq!(entry["detail"]["model_version"], link["model_version"]);
+
     // A search by the police record's demographics finds the child, graded and explained.
     let (status, body) = gw
         .post(
@@ -114,6 +132,15 @@ async fn review_queue_and_a_data_administrators_decision() {
     assert_eq!(proposal["child_id"], id.as_str(), "{proposal}");
     assert!(proposal["probability"].as_f64().expect("probability") >= 0.5);
     let match_id = proposal["id"].as_str().expect("id");
+    let (_, proposed) = gw.get("/v1/audit?user=matcher&limit=1000", &ig).await;
+    assert!(
+        proposed.as_array().expect("entries").iter().any(|e| {
+            e["outcome"] == "proposed"
+                && e["detail"]["link"] == match_id
+                && e["child"] == id.as_str()
+        }),
+        "the proposal is audited: {proposed}"
+    );
     let (_, links) = gw.get(&format!("/v1/children/{id}/links"), &admin).await;
     assert!(
         police_link(&links, &source, &police.local_id).is_none(),

@@ -414,6 +414,7 @@ impl Model {
 #[derive(Debug, Clone, Default)]
 pub struct TermFrequencies {
     counts: HashMap<Comparison, (HashMap<String, u32>, u32)>,
+    shares: HashMap<Comparison, HashMap<String, f64>>,
 }
 
 impl TermFrequencies {
@@ -439,8 +440,20 @@ impl TermFrequencies {
         }
     }
 
+    /// Sets one value's share from counts kept elsewhere (the gateway's index keeps them in its
+    /// store); it takes precedence over anything counted here.
+    pub fn set_share(&mut self, c: Comparison, value: &str, share: f64) {
+        self.shares
+            .entry(c)
+            .or_default()
+            .insert(value.to_string(), share);
+    }
+
     /// The share of records with this value; `None` when nothing has been counted.
     pub fn frequency(&self, c: Comparison, value: &str) -> Option<f64> {
+        if let Some(share) = self.shares.get(&c).and_then(|m| m.get(value)) {
+            return Some(*share);
+        }
         let (map, total) = self.counts.get(&c)?;
         if *total == 0 {
             return None;
