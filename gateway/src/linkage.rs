@@ -231,15 +231,22 @@ impl Matcher {
         Ok(out)
     }
 
-    /// Children a person has ruled out for this record: rejected proposals and split links.
+    /// Children a person has ruled out for this record: those it was rejected for or split
+    /// from, and, the other way round, those holding a record that was rejected for or split
+    /// from this record's own child (a person said the two are different children).
     pub async fn excluded(
         conn: &mut AnyConnection,
         source: &str,
         local_id: &str,
     ) -> Result<Vec<String>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT DISTINCT child_id FROM match_links WHERE source = $1 AND local_id = $2 \
-             AND status IN ('rejected', 'split')",
+            "SELECT child_id FROM match_links WHERE source = $1 AND local_id = $2 \
+             AND status IN ('rejected', 'split') \
+             UNION \
+             SELECT other.child_id AS child_id FROM source_records me \
+             JOIN match_links ml ON ml.child_id = me.child_id AND ml.status IN ('rejected', 'split') \
+             JOIN source_records other ON other.source = ml.source AND other.local_id = ml.local_id \
+             WHERE me.source = $1 AND me.local_id = $2 AND other.child_id IS NOT NULL",
         )
         .bind(source)
         .bind(local_id)
@@ -339,17 +346,50 @@ impl Matcher {
         let id = link.insert(conn).await?;
         let mut entries = vec![link.entry(&id, None)];
         if let Some(c) = &p.review {
-            let proposal = NewLink {
-                status: "review",
-                method: "probabilistic",
-                score: Some((&c.score, c.explanation.as_slice())),
-                model_version: Some(version),
-                ..NewLink::automatic(source, local_id, &c.child, "probabilistic", None, version)
-            };
+            let proposal = NewLink::proposal(source, local_id, c, version);
             let id = proposal.insert(conn).await?;
             entries.push(proposal.entry(&id, Some(&p.child)));
         }
         Ok(entries)
+    }
+
+    /// Re-matches a linked record whose demographics changed (a school corrects a surname, a
+    /// family moves): if it now matches another child better than its own, at or above the
+    /// lower threshold, that child is proposed for review. The link itself is never moved; a
+    /// proposal already open, or a child a person ruled out, is not proposed again.
+    pub(crate) async fn propose(
+        &self,
+        conn: &mut AnyConnection,
+        source: &str,
+        local_id: &str,
+        record: &Record,
+        current: &str,
+    ) -> Result<Option<Entry>, sqlx::Error> {
+        let excluded = Self::excluded(conn, source, local_id).await?;
+        let best = self
+            .candidates(conn, record, &excluded, Some((source, local_id)))
+            .await?
+            .into_iter()
+            .next();
+        let Some(c) = best.filter(|c| c.child != current && c.score.probability >= self.lower)
+        else {
+            return Ok(None);
+        };
+        let open = sqlx::query(
+            "SELECT id FROM match_links WHERE source = $1 AND local_id = $2 AND child_id = $3 \
+             AND status = 'review'",
+        )
+        .bind(source)
+        .bind(local_id)
+        .bind(&c.child)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if open.is_some() {
+            return Ok(None);
+        }
+        let proposal = NewLink::proposal(source, local_id, &c, &self.model.version);
+        let id = proposal.insert(conn).await?;
+        Ok(Some(proposal.entry(&id, Some(current))))
     }
 
     /// How common the query's names are among the index's records, read from the counts kept
@@ -665,6 +705,26 @@ impl<'a> NewLink<'a> {
             decided_by: None,
             decision: None,
             reason: None,
+        }
+    }
+
+    /// A proposal for review: the record may be this candidate's child.
+    pub(crate) fn proposal(
+        source: &'a str,
+        local_id: &'a str,
+        c: &'a Candidate,
+        model_version: &'a str,
+    ) -> Self {
+        NewLink {
+            status: "review",
+            ..Self::automatic(
+                source,
+                local_id,
+                &c.child,
+                "probabilistic",
+                Some(c),
+                model_version,
+            )
         }
     }
 
@@ -1060,6 +1120,68 @@ mod tests {
             (verified.entries, verified.problem),
             (all.len() as i64, None)
         );
+    }
+
+    #[tokio::test]
+    async fn a_changed_record_that_now_matches_another_child_is_proposed_not_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 0.95).await;
+        let (a, _) = index
+            .upsert(
+                "health",
+                &rec("p1", Some("9000000009"), "Eleanor", "Thompson"),
+            )
+            .await
+            .unwrap();
+        let (b, _) = index
+            .upsert("school", &rec("s1", None, "Ruby", "Calder"))
+            .await
+            .unwrap();
+        assert_ne!(a, b);
+        assert!(review_queue(&index).await.unwrap().is_empty());
+
+        // The school corrects the record: it is the same child as p1.
+        let corrected = rec("s1", None, "Eleanor", "Thompson");
+        let (still, _) = index.upsert("school", &corrected).await.unwrap();
+        assert_eq!(still, b, "a link is never moved automatically");
+        let queue = review_queue(&index).await.unwrap();
+        assert_eq!(queue.len(), 1);
+        assert_eq!(
+            (queue[0].local_id.as_str(), queue[0].child_id.as_str()),
+            ("s1", a.as_str())
+        );
+        let proposed = by_matcher(&index).await.pop().unwrap();
+        assert_eq!(
+            (
+                proposed.entry.outcome.as_str(),
+                &proposed.entry.detail["current_child"]
+            ),
+            ("proposed", &json!(b))
+        );
+        // Read again, changed again or not: the open proposal is not repeated.
+        index.upsert("school", &corrected).await.unwrap();
+        let mut again = corrected.clone();
+        again.demographics.postcode = Some("WT3 5QQ".into());
+        index.upsert("school", &again).await.unwrap();
+        assert_eq!(review_queue(&index).await.unwrap().len(), 1);
+        // Rejected: never proposed again.
+        decide(
+            &index,
+            &queue[0].id,
+            Decision::Reject,
+            "admin1",
+            None,
+            by_admin,
+        )
+        .await
+        .unwrap();
+        index.upsert("school", &corrected).await.unwrap();
+        assert!(review_queue(&index).await.unwrap().is_empty());
+        // A record that changes but still matches its own child best proposes nothing.
+        let mut moved = rec("p1", Some("9000000009"), "Eleanor", "Thompson");
+        moved.demographics.postcode = Some("WT9 1AA".into());
+        index.upsert("health", &moved).await.unwrap();
+        assert!(review_queue(&index).await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -7,7 +7,9 @@
 //! candidates blocking finds: at or above the upper threshold the record links, between the
 //! thresholds it starts a child of its own and the match goes to the review queue, below it
 //! starts a new child. Invalid identifiers are kept on the record, flagged, and never used for
-//! linking. Each record is matched as it arrives or changes: nothing is re-run in bulk.
+//! linking. Each record is matched as it arrives or changes: nothing is re-run in bulk. A linked
+//! record whose demographics change keeps its link, but if it now matches another child better
+//! than its own, that child is proposed for review.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -282,20 +284,24 @@ impl Index {
         .fetch_optional(&mut *tx)
         .await?;
         let before = match &existing {
-            Some(row) => Some((
-                row.try_get::<Option<String>, _>("child_id")?,
-                stored_record(
-                    &rec.local_id,
-                    &row.try_get::<String, _>("demographics")?,
-                    &row.try_get::<String, _>("identifiers")?,
-                ),
-            )),
+            Some(row) => {
+                let old: String = row.try_get("demographics")?;
+                Some((
+                    row.try_get::<Option<String>, _>("child_id")?,
+                    stored_record(
+                        &rec.local_id,
+                        &old,
+                        &row.try_get::<String, _>("identifiers")?,
+                    ),
+                    old != demographics,
+                ))
+            }
             None => None,
         };
         // What the matcher links or proposes is audited in this transaction: a link no entry
         // records never takes effect.
         let mut entries = Vec::new();
-        let child = match before.as_ref().and_then(|(child, _)| child.clone()) {
+        let child = match before.as_ref().and_then(|(child, _, _)| child.clone()) {
             Some(child) => {
                 sqlx::query(
                     "UPDATE source_records SET identifiers = $1, demographics = $2, match_key = $3, updated_at = $4 \
@@ -323,6 +329,13 @@ impl Index {
                         NewLink::automatic(source, &rec.local_id, &child, "legacy", None, version);
                     let id = legacy.insert(&mut tx).await?;
                     entries.push(legacy.entry(&id, None));
+                }
+                if before.as_ref().is_some_and(|(_, _, changed)| *changed) {
+                    let proposed = self
+                        .matcher
+                        .propose(&mut tx, source, &rec.local_id, &record, &child)
+                        .await?;
+                    entries.extend(proposed);
                 }
                 child
             }
@@ -358,7 +371,7 @@ impl Index {
             }
         };
         self.matcher
-            .count_terms(&mut tx, before.as_ref().map(|(_, r)| r), &record)
+            .count_terms(&mut tx, before.as_ref().map(|(_, r, _)| r), &record)
             .await?;
         self.matcher
             .write_keys(&mut tx, source, &rec.local_id, &record)
