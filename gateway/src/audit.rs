@@ -183,7 +183,7 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, closing: Arc<Noti
 
 /// Chains and inserts a batch in one transaction; returns the first sequence number.
 async fn commit(store: &Store, batch: &[Pending]) -> Result<i64, sqlx::Error> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.begin_write().await?;
     let entries: Vec<&Entry> = batch.iter().map(|(e, _)| e).collect();
     let first = chain(&mut tx, &entries).await?;
     tx.commit().await?;

@@ -389,7 +389,7 @@ async fn store(
     status: &str,
     routed: &[routing::Routed],
 ) -> Result<(), sqlx::Error> {
-    let mut tx = state.store.pool.begin().await?;
+    let mut tx = state.store.begin_write().await?;
     sqlx::query(
         "INSERT INTO concerns (id, submitted_at, submitted_by, agency, role, idempotency_key, \
          request_hash, child_id, matched_on, child_status, category, urgency, body) \
@@ -714,7 +714,7 @@ pub(crate) async fn progress(
     let outcome = value.get("outcome").and_then(Value::as_str);
     let note = value.get("note").and_then(Value::as_str);
     let now = ts(Utc::now());
-    let mut tx = state.store.pool.begin().await?;
+    let mut tx = state.store.begin_write().await?;
     let mut deliveries = Vec::new();
     for r in &mine {
         let moved = sqlx::query(
@@ -854,7 +854,7 @@ pub(crate) async fn addendum(
             }),
         })
         .collect();
-    let mut tx = state.store.pool.begin().await?;
+    let mut tx = state.store.begin_write().await?;
     log(
         &mut tx,
         &id,

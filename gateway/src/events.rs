@@ -179,7 +179,7 @@ pub(crate) async fn ingest(
 
     let id = uuid::Uuid::new_v4().to_string();
     let now = Utc::now();
-    let mut tx = state.store.pool.begin().await?;
+    let mut tx = state.store.begin_write().await?;
     let inserted = sqlx::query(
         "INSERT INTO events (id, received_at, kind, agency, source_ref, child_id, matched_on, \
          body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -668,7 +668,7 @@ pub(crate) async fn subscribe(
     } else {
         "inbox"
     };
-    let mut tx = state.store.pool.begin().await?;
+    let mut tx = state.store.begin_write().await?;
     sqlx::query(
         "INSERT INTO subscriptions (id, created_at, user_id, agency, role, kinds, channel, \
          webhook) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

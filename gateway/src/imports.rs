@@ -256,7 +256,7 @@ pub async fn import(
     report.warnings = warnings;
     report.flagged = flagged;
 
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.begin_write().await?;
     let mut existing: HashMap<String, String> = HashMap::new();
     for row in sqlx::query("SELECT local_id, digest FROM import_records WHERE source = $1")
         .bind(source)

@@ -488,7 +488,7 @@ impl Matcher {
     /// no counts (an index built before the counts were kept). The marker row makes a second
     /// node that starts at the same moment wait, then fail and skip the work.
     pub async fn backfill_terms(&self, store: &Store) -> Result<u64, sqlx::Error> {
-        let mut tx = store.pool.begin().await?;
+        let mut tx = store.begin_write().await?;
         let built = sqlx::query("SELECT n FROM match_terms WHERE comparison = $1")
             .bind(TERMS_MARKER)
             .fetch_optional(&mut *tx)
@@ -1456,7 +1456,7 @@ pub async fn decide(
     entry: impl FnOnce(&Decided) -> Entry,
 ) -> Result<Decided, DecisionError> {
     let matcher = index.matcher();
-    let mut tx = index.store().pool.begin().await?;
+    let mut tx = index.store().begin_write().await?;
     let row = sqlx::query(&format!(
         "SELECT {LINK_COLUMNS} FROM match_links WHERE id = $1"
     ))

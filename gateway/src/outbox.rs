@@ -394,7 +394,7 @@ impl Outbox {
     /// Marks a delivery done, and for an inbox puts it there, in one transaction.
     async fn delivered(&self, c: &Claimed, inbox: bool) -> Result<(), sqlx::Error> {
         let now = ts(Utc::now());
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let done = sqlx::query(
             "UPDATE outbox SET state = 'delivered', delivered_at = $1, last_error = NULL, \
              lease_owner = NULL WHERE id = $2 AND lease_owner = $3 AND attempts = $4 \

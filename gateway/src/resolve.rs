@@ -274,7 +274,7 @@ impl Index {
         let identifiers = serde_json::to_string(&checked).unwrap_or_else(|_| "[]".into());
         let demographics = serde_json::to_string(&rec.demographics).unwrap_or_else(|_| "{}".into());
 
-        let mut tx = self.store.pool.begin().await?;
+        let mut tx = self.store.begin_write().await?;
         let existing = sqlx::query(
             "SELECT child_id, identifiers, demographics FROM source_records \
              WHERE source = $1 AND local_id = $2",
