@@ -258,7 +258,9 @@ impl Matcher {
     /// Places a record that no link holds: a verified national identifier shared with a linked
     /// record links it; else the best candidate at or above the upper threshold; else a new
     /// child (created here), with the best candidate between the thresholds proposed for
-    /// review. Children a person ruled out for this record are never chosen or proposed.
+    /// review. Children a person ruled out for this record are never chosen or proposed. When
+    /// the record's NHS number and UPN point at two different children, the NHS number links
+    /// it and the UPN's child is proposed: one of the two identifiers is wrong somewhere.
     pub(crate) async fn place(
         &self,
         conn: &mut AnyConnection,
@@ -271,6 +273,7 @@ impl Matcher {
             ("nhs_number", record.nhs_number.as_ref().map(|n| n.as_str())),
             ("upn", record.upn.as_ref().map(|u| u.as_str())),
         ];
+        let mut linked: Option<(String, &str)> = None;
         for (kind, value) in national {
             let Some(value) = value else { continue };
             let rows = sqlx::query(
@@ -285,17 +288,39 @@ impl Matcher {
             .bind(local_id)
             .fetch_all(&mut *conn)
             .await?;
+            let mut holder = None;
             for row in &rows {
                 let child: String = row.try_get("child_id")?;
                 if !excluded.contains(&child) {
-                    return Ok(Placement {
-                        child,
-                        method: format!("identifier:{kind}"),
-                        scored: None,
-                        review: None,
-                    });
+                    holder = Some(child);
+                    break;
                 }
             }
+            let Some(child) = holder else { continue };
+            match linked {
+                None => linked = Some((child, kind)),
+                Some((first, by)) if first != child => {
+                    return Ok(Placement {
+                        child: first,
+                        method: format!("identifier:{by}"),
+                        scored: None,
+                        review: Some(Proposal {
+                            child,
+                            method: format!("identifier:{kind}"),
+                            scored: None,
+                        }),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some((child, kind)) = linked {
+            return Ok(Placement {
+                child,
+                method: format!("identifier:{kind}"),
+                scored: None,
+                review: None,
+            });
         }
         let best = self
             .candidates(conn, record, &excluded, Some((source, local_id)))
@@ -320,7 +345,9 @@ impl Matcher {
             child,
             method: "new".into(),
             scored: None,
-            review: best.filter(|c| c.score.probability >= self.lower),
+            review: best
+                .filter(|c| c.score.probability >= self.lower)
+                .map(Proposal::scored),
         })
     }
 
@@ -345,8 +372,8 @@ impl Matcher {
         );
         let id = link.insert(conn).await?;
         let mut entries = vec![link.entry(&id, None)];
-        if let Some(c) = &p.review {
-            let proposal = NewLink::proposal(source, local_id, c, version);
+        if let Some(review) = &p.review {
+            let proposal = NewLink::proposal(source, local_id, review, version);
             let id = proposal.insert(conn).await?;
             entries.push(proposal.entry(&id, Some(&p.child)));
         }
@@ -387,7 +414,8 @@ impl Matcher {
         if open.is_some() {
             return Ok(None);
         }
-        let proposal = NewLink::proposal(source, local_id, &c, &self.model.version);
+        let review = Proposal::scored(c);
+        let proposal = NewLink::proposal(source, local_id, &review, &self.model.version);
         let id = proposal.insert(conn).await?;
         Ok(Some(proposal.entry(&id, Some(current))))
     }
@@ -579,8 +607,29 @@ pub(crate) struct Placement {
     pub method: String,
     /// The candidate a probabilistic link was made through.
     pub scored: Option<Candidate>,
-    /// A candidate between the thresholds, proposed for review.
-    pub review: Option<Candidate>,
+    /// A child the record may belong to instead, for a person to decide.
+    pub review: Option<Proposal>,
+}
+
+/// A child a record may belong to, proposed for review.
+#[derive(Debug)]
+pub(crate) struct Proposal {
+    pub child: String,
+    /// `probabilistic`, or `identifier:<kind>` when the record's identifiers point at two
+    /// children.
+    pub method: String,
+    /// The candidate a probabilistic proposal was scored through.
+    pub scored: Option<Candidate>,
+}
+
+impl Proposal {
+    fn scored(c: Candidate) -> Self {
+        Proposal {
+            child: c.child.clone(),
+            method: "probabilistic".into(),
+            scored: Some(c),
+        }
+    }
 }
 
 /// A candidate child, through its best-scoring record.
@@ -708,11 +757,11 @@ impl<'a> NewLink<'a> {
         }
     }
 
-    /// A proposal for review: the record may be this candidate's child.
+    /// A proposal for review: the record may be this child's.
     pub(crate) fn proposal(
         source: &'a str,
         local_id: &'a str,
-        c: &'a Candidate,
+        p: &'a Proposal,
         model_version: &'a str,
     ) -> Self {
         NewLink {
@@ -720,9 +769,9 @@ impl<'a> NewLink<'a> {
             ..Self::automatic(
                 source,
                 local_id,
-                &c.child,
-                "probabilistic",
-                Some(c),
+                &p.child,
+                &p.method,
+                p.scored.as_ref(),
                 model_version,
             )
         }
@@ -822,6 +871,12 @@ mod tests {
         }
     }
 
+    /// The health record every test starts from: it has an NHS number. Returns its child.
+    async fn eleanor(index: &Index) -> String {
+        let p1 = rec("p1", Some("9000000009"), "Eleanor", "Thompson");
+        index.upsert("health", &p1).await.unwrap().0
+    }
+
     async fn index(dir: &std::path::Path, upper: f64) -> (Index, weft_adapters::testkit::FreshDb) {
         let (store, db) = crate::store::test_store(dir).await;
         let cfg = MatchingConfig {
@@ -839,13 +894,7 @@ mod tests {
     async fn misspelt_record_without_identifier_links_with_its_score_and_reasons() {
         let dir = tempfile::tempdir().unwrap();
         let (index, _db) = index(dir.path(), 0.95).await;
-        let (a, _) = index
-            .upsert(
-                "health",
-                &rec("p1", Some("9000000009"), "Eleanor", "Thompson"),
-            )
-            .await
-            .unwrap();
+        let a = eleanor(&index).await;
         let (b, _) = index
             .upsert("police", &rec("x1", None, "Eleanor", "Thomson"))
             .await
@@ -903,13 +952,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // An upper threshold of 1 sends every probabilistic match to review.
         let (index, _db) = index(dir.path(), 1.0).await;
-        let (a, _) = index
-            .upsert(
-                "health",
-                &rec("p1", Some("9000000009"), "Eleanor", "Thompson"),
-            )
-            .await
-            .unwrap();
+        let a = eleanor(&index).await;
         let (b, _) = index
             .upsert("police", &rec("x1", None, "Eleanor", "Thomson"))
             .await
@@ -1126,13 +1169,7 @@ mod tests {
     async fn a_changed_record_that_now_matches_another_child_is_proposed_not_moved() {
         let dir = tempfile::tempdir().unwrap();
         let (index, _db) = index(dir.path(), 0.95).await;
-        let (a, _) = index
-            .upsert(
-                "health",
-                &rec("p1", Some("9000000009"), "Eleanor", "Thompson"),
-            )
-            .await
-            .unwrap();
+        let a = eleanor(&index).await;
         let (b, _) = index
             .upsert("school", &rec("s1", None, "Ruby", "Calder"))
             .await
@@ -1185,16 +1222,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn identifiers_pointing_at_two_children_link_by_nhs_number_and_ask_about_the_upn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 0.95).await;
+        let a = eleanor(&index).await;
+        let mut ruby = rec("s1", None, "Ruby", "Calder");
+        ruby.identifiers = vec![Identifier::new("upn", "B801200005001")];
+        let (b, _) = index.upsert("school", &ruby).await.unwrap();
+        assert_ne!(a, b);
+
+        // A police record carrying Eleanor's NHS number and Ruby's UPN.
+        let mut x1 = rec("x1", Some("9000000009"), "Eleanor", "Thompson");
+        x1.identifiers.push(Identifier::new("upn", "B801200005001"));
+        let (linked, _) = index.upsert("police", &x1).await.unwrap();
+        assert_eq!(linked, a, "the NHS number links");
+        let queue = review_queue(&index).await.unwrap();
+        assert_eq!(queue.len(), 1);
+        assert_eq!(
+            (
+                queue[0].child_id.as_str(),
+                queue[0].method.as_str(),
+                queue[0].probability
+            ),
+            (b.as_str(), "identifier:upn", None)
+        );
+        let proposed = by_matcher(&index).await.pop().unwrap();
+        assert_eq!(
+            (
+                proposed.entry.outcome.as_str(),
+                &proposed.entry.detail["current_child"]
+            ),
+            ("proposed", &json!(a))
+        );
+    }
+
+    #[tokio::test]
     async fn nothing_is_linked_or_decided_when_the_audit_cannot_be_written() {
         let dir = tempfile::tempdir().unwrap();
         let (index, _db) = index(dir.path(), 1.0).await;
-        index
-            .upsert(
-                "health",
-                &rec("p1", Some("9000000009"), "Eleanor", "Thompson"),
-            )
-            .await
-            .unwrap();
+        eleanor(&index).await;
         let (b, _) = index
             .upsert("police", &rec("x1", None, "Eleanor", "Thomson"))
             .await

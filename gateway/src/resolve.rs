@@ -72,6 +72,14 @@ pub struct Search {
     pub certain_only: bool,
 }
 
+/// A source record as the index held it before an upsert.
+struct Stored {
+    child: Option<String>,
+    record: Record,
+    /// Whether the demographics differ from the ones arriving.
+    changed: bool,
+}
+
 /// What one pass over the sources did, for `/readyz` and the logs.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct SyncReport {
@@ -286,22 +294,22 @@ impl Index {
         let before = match &existing {
             Some(row) => {
                 let old: String = row.try_get("demographics")?;
-                Some((
-                    row.try_get::<Option<String>, _>("child_id")?,
-                    stored_record(
+                Some(Stored {
+                    child: row.try_get("child_id")?,
+                    record: stored_record(
                         &rec.local_id,
                         &old,
                         &row.try_get::<String, _>("identifiers")?,
                     ),
-                    old != demographics,
-                ))
+                    changed: old != demographics,
+                })
             }
             None => None,
         };
         // What the matcher links or proposes is audited in this transaction: a link no entry
         // records never takes effect.
         let mut entries = Vec::new();
-        let child = match before.as_ref().and_then(|(child, _, _)| child.clone()) {
+        let child = match before.as_ref().and_then(|b| b.child.clone()) {
             Some(child) => {
                 sqlx::query(
                     "UPDATE source_records SET identifiers = $1, demographics = $2, match_key = $3, updated_at = $4 \
@@ -330,7 +338,7 @@ impl Index {
                     let id = legacy.insert(&mut tx).await?;
                     entries.push(legacy.entry(&id, None));
                 }
-                if before.as_ref().is_some_and(|(_, _, changed)| *changed) {
+                if before.as_ref().is_some_and(|b| b.changed) {
                     let proposed = self
                         .matcher
                         .propose(&mut tx, source, &rec.local_id, &record, &child)
@@ -371,7 +379,7 @@ impl Index {
             }
         };
         self.matcher
-            .count_terms(&mut tx, before.as_ref().map(|(_, r, _)| r), &record)
+            .count_terms(&mut tx, before.as_ref().map(|b| &b.record), &record)
             .await?;
         self.matcher
             .write_keys(&mut tx, source, &rec.local_id, &record)
