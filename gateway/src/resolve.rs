@@ -73,7 +73,7 @@ pub struct Search {
 }
 
 /// A source record as the index held it before an upsert.
-struct Stored {
+struct Previous {
     child: Option<String>,
     record: Record,
     /// Whether the demographics differ from the ones arriving.
@@ -294,7 +294,7 @@ impl Index {
         let before = match &existing {
             Some(row) => {
                 let old: String = row.try_get("demographics")?;
-                Some(Stored {
+                Some(Previous {
                     child: row.try_get("child_id")?,
                     record: stored_record(
                         &rec.local_id,
