@@ -131,6 +131,9 @@ pub enum BenchCommand {
     Concerns(crate::bench_concerns::ConcernsArgs),
     /// Identity matching at scale on synthetic children: search latency and deduplication.
     Match(crate::matching::bench::MatchBenchArgs),
+    /// The gateway's own identity search (the store-backed master child index the API uses)
+    /// against an index of synthetic children on SQLite or PostgreSQL: latency and accuracy.
+    Search(crate::bench_search::SearchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,6 +189,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Bench {
             command: BenchCommand::Match(args),
         } => crate::matching::bench::run(&args),
+        Command::Bench {
+            command: BenchCommand::Search(args),
+        } => crate::bench_search::run(args).await,
         Command::Match { command } => match command {
             MatchCommand::Link(args) => crate::matching::job::run_link(&args),
             MatchCommand::Dedupe(args) => crate::matching::job::run_dedupe(&args),

@@ -24,7 +24,9 @@
 //! routes and OpenAPI), [`error`] (the one HTTP error type), [`server`] (rustls, graceful
 //! shutdown), [`app`] (building and running it all), [`metrics`], and the command line in
 //! [`cli`]. [`sim`] holds the simulated partner systems that the demo, the benchmark and the
-//! end-to-end tests run against; [`devpki`] their throwaway certificates and token keys.
+//! end-to-end tests run against; [`devpki`] their throwaway certificates and token keys. The
+//! `weft bench` commands: [`bench`] (views, policy), [`bench_import`], [`bench_concerns`] and
+//! [`bench_search`] (the master child index's search at a million children).
 
 pub mod api;
 pub mod app;
@@ -34,6 +36,7 @@ pub mod authorise;
 pub mod bench;
 pub mod bench_concerns;
 pub mod bench_import;
+pub mod bench_search;
 pub mod breakglass;
 pub mod cli;
 pub mod concerns;

@@ -43,7 +43,7 @@ const BUILTIN_MODEL: &str = include_str!("matching/default_model.json");
 pub const POSSIBLE: f64 = 0.05;
 
 /// Candidates read from the store for one record, at most; blocking keeps it far below.
-const MAX_CANDIDATES: i64 = 2000;
+pub(crate) const MAX_CANDIDATES: i64 = 2000;
 
 /// How sure a search is that a child is the one asked about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -46,6 +46,71 @@ struct Checked {
     problem: Option<String>,
 }
 
+/// A source record as the index stores it, worked out before any row is written: what
+/// [`Index::upsert`] writes, and what a bulk load of new records (`weft bench search`) writes
+/// too, so the two cannot drift apart.
+pub(crate) struct Stored {
+    /// Every identifier the source gave, checked.
+    checked: Vec<Checked>,
+    /// Whether any identifier failed its check.
+    pub flagged: bool,
+    /// `source_records.match_key`.
+    pub key: Option<String>,
+    /// What the matcher sees: demographics and the verified identifiers only.
+    pub record: Record,
+    /// `source_records.identifiers`: every identifier, checked, the invalid ones flagged.
+    pub identifiers: String,
+    /// `source_records.demographics`: as the source gave them.
+    pub demographics: String,
+}
+
+impl Stored {
+    pub(crate) fn new(rec: &SourceRecord) -> Self {
+        let checked: Vec<Checked> = rec
+            .identifiers
+            .iter()
+            .map(|i| match identity::verify(&i.kind, &i.value) {
+                Ok(v) => Checked {
+                    kind: i.kind.clone(),
+                    value: v,
+                    valid: true,
+                    problem: None,
+                },
+                Err(e) => Checked {
+                    kind: i.kind.clone(),
+                    value: i.value.clone(),
+                    valid: false,
+                    problem: Some(e.to_string()),
+                },
+            })
+            .collect();
+        let valid: Vec<weft_adapters::Identifier> = checked
+            .iter()
+            .filter(|c| c.valid)
+            .map(|c| weft_adapters::Identifier::new(c.kind.clone(), c.value.clone()))
+            .collect();
+        Self {
+            flagged: checked.iter().any(|c| !c.valid),
+            key: match_key(&rec.demographics),
+            record: Record::from_demographics(rec.local_id.clone(), &rec.demographics, &valid),
+            identifiers: serde_json::to_string(&checked).unwrap_or_else(|_| "[]".into()),
+            demographics: serde_json::to_string(&rec.demographics).unwrap_or_else(|_| "{}".into()),
+            checked,
+        }
+    }
+
+    /// The rows of `record_identifiers`: each verified identifier once.
+    pub(crate) fn verified(&self) -> Vec<(&str, &str)> {
+        let mut seen = BTreeSet::new();
+        self.checked
+            .iter()
+            .filter(|c| c.valid)
+            .map(|c| (c.kind.as_str(), c.value.as_str()))
+            .filter(|kv| seen.insert(*kv))
+            .collect()
+    }
+}
+
 /// A child found by a search, and what it was found by.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Found {
@@ -252,35 +317,16 @@ impl Index {
         source: &str,
         rec: &SourceRecord,
     ) -> Result<(String, bool), sqlx::Error> {
-        let checked: Vec<Checked> = rec
-            .identifiers
-            .iter()
-            .map(|i| match identity::verify(&i.kind, &i.value) {
-                Ok(v) => Checked {
-                    kind: i.kind.clone(),
-                    value: v,
-                    valid: true,
-                    problem: None,
-                },
-                Err(e) => Checked {
-                    kind: i.kind.clone(),
-                    value: i.value.clone(),
-                    valid: false,
-                    problem: Some(e.to_string()),
-                },
-            })
-            .collect();
-        let flagged = checked.iter().any(|c| !c.valid);
-        let key = match_key(&rec.demographics);
+        let stored = Stored::new(rec);
+        let Stored {
+            flagged,
+            key,
+            record,
+            identifiers,
+            demographics,
+            ..
+        } = &stored;
         let now = Utc::now().to_rfc3339();
-        let valid: Vec<weft_adapters::Identifier> = checked
-            .iter()
-            .filter(|c| c.valid)
-            .map(|c| weft_adapters::Identifier::new(c.kind.clone(), c.value.clone()))
-            .collect();
-        let record = Record::from_demographics(rec.local_id.clone(), &rec.demographics, &valid);
-        let identifiers = serde_json::to_string(&checked).unwrap_or_else(|_| "[]".into());
-        let demographics = serde_json::to_string(&rec.demographics).unwrap_or_else(|_| "{}".into());
 
         let mut tx = self.store.begin_write().await?;
         let existing = sqlx::query(
@@ -301,7 +347,7 @@ impl Index {
                         &old,
                         &row.try_get::<String, _>("identifiers")?,
                     ),
-                    changed: old != demographics,
+                    changed: old != *demographics,
                 })
             }
             None => None,
@@ -315,8 +361,8 @@ impl Index {
                     "UPDATE source_records SET identifiers = $1, demographics = $2, match_key = $3, updated_at = $4 \
                      WHERE source = $5 AND local_id = $6",
                 )
-                .bind(&identifiers)
-                .bind(&demographics)
+                .bind(identifiers)
+                .bind(demographics)
                 .bind(key.as_deref())
                 .bind(&now)
                 .bind(source)
@@ -341,7 +387,7 @@ impl Index {
                 if before.as_ref().is_some_and(|b| b.changed) {
                     let proposed = self
                         .matcher
-                        .propose(&mut tx, source, &rec.local_id, &record, &child)
+                        .propose(&mut tx, source, &rec.local_id, record, &child)
                         .await?;
                     entries.extend(proposed);
                 }
@@ -350,7 +396,7 @@ impl Index {
             None => {
                 let placement = self
                     .matcher
-                    .place(&mut tx, source, &rec.local_id, &record)
+                    .place(&mut tx, source, &rec.local_id, record)
                     .await?;
                 // A row without a child is only rewritten; a new record is added.
                 let sql = if existing.is_some() {
@@ -364,8 +410,8 @@ impl Index {
                     .bind(source)
                     .bind(&rec.local_id)
                     .bind(&placement.child)
-                    .bind(&identifiers)
-                    .bind(&demographics)
+                    .bind(identifiers)
+                    .bind(demographics)
                     .bind(key.as_deref())
                     .bind(&placement.method)
                     .bind(&now)
@@ -379,26 +425,22 @@ impl Index {
             }
         };
         self.matcher
-            .count_terms(&mut tx, before.as_ref().map(|b| &b.record), &record)
+            .count_terms(&mut tx, before.as_ref().map(|b| &b.record), record)
             .await?;
         self.matcher
-            .write_keys(&mut tx, source, &rec.local_id, &record)
+            .write_keys(&mut tx, source, &rec.local_id, record)
             .await?;
         sqlx::query("DELETE FROM record_identifiers WHERE source = $1 AND local_id = $2")
             .bind(source)
             .bind(&rec.local_id)
             .execute(&mut *tx)
             .await?;
-        let mut seen = BTreeSet::new();
-        for c in checked.iter().filter(|c| c.valid) {
-            if !seen.insert((c.kind.as_str(), c.value.as_str())) {
-                continue;
-            }
+        for (kind, value) in stored.verified() {
             sqlx::query(
                 "INSERT INTO record_identifiers (kind, value, source, local_id) VALUES ($1, $2, $3, $4)",
             )
-            .bind(&c.kind)
-            .bind(&c.value)
+            .bind(kind)
+            .bind(value)
             .bind(source)
             .bind(&rec.local_id)
             .execute(&mut *tx)
@@ -408,7 +450,7 @@ impl Index {
             audit::chain(&mut tx, &entries.iter().collect::<Vec<_>>()).await?;
         }
         tx.commit().await?;
-        Ok((child, flagged))
+        Ok((child, *flagged))
     }
 
     /// One pass over every source: listable sources are read whole; children are then traced

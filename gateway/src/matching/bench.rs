@@ -69,7 +69,7 @@ const AREAS: &[&str] = &[
 ];
 
 /// A synthetic child, the truth that corrupted copies are made from.
-struct Person {
+pub(crate) struct Person {
     given: String,
     family: String,
     dob: (u16, u8, u8),
@@ -84,7 +84,7 @@ fn skewed<'a>(rng: &mut StdRng, list: &'a [&'a str]) -> &'a str {
     list[(u.powf(1.5) * list.len() as f64) as usize % list.len()]
 }
 
-fn person(rng: &mut StdRng, formal: &[&str]) -> Person {
+pub(crate) fn person(rng: &mut StdRng, formal: &[&str]) -> Person {
     let family = format!(
         "{}{}{}",
         skewed(rng, STARTS),
@@ -140,14 +140,24 @@ fn typo(rng: &mut StdRng, s: &str) -> String {
     c.into_iter().collect()
 }
 
-/// The person as one agency records them: with the usual slips when `corrupt`.
-fn record(
+/// What one agency wrote down about a person: with the usual slips when `corrupt` (a nickname
+/// or typo in the given name, a typo in the family name, day and month swapped or a digit
+/// slipped in the date of birth, a move within the district or no postcode, no sex).
+pub(crate) struct Written {
+    given: String,
+    family: String,
+    /// `YYYY-MM-DD`.
+    birth_date: String,
+    sex: Option<&'static str>,
+    postcode: Option<String>,
+}
+
+pub(crate) fn written(
     rng: &mut StdRng,
     p: &Person,
-    id: String,
     corrupt: bool,
     nicknames: &[(&str, &[&str])],
-) -> Record {
+) -> Written {
     let mut given = p.given.clone();
     let mut family = p.family.clone();
     let (mut y, mut m, mut d) = p.dob;
@@ -185,17 +195,47 @@ fn record(
             sex = None;
         }
     }
+    Written {
+        given,
+        family,
+        birth_date: format!("{y:04}-{m:02}-{d:02}"),
+        sex,
+        postcode,
+    }
+}
+
+impl Written {
+    /// As a source's adapter hands it to the master child index.
+    pub(crate) fn demographics(&self) -> weft_adapters::Demographics {
+        weft_adapters::Demographics {
+            given_name: Some(self.given.clone()),
+            family_name: Some(self.family.clone()),
+            birth_date: Some(self.birth_date.clone()),
+            sex: self.sex.map(String::from),
+            postcode: self.postcode.clone(),
+        }
+    }
+}
+
+/// The person as one agency records them: with the usual slips when `corrupt`.
+fn record(
+    rng: &mut StdRng,
+    p: &Person,
+    id: String,
+    corrupt: bool,
+    nicknames: &[(&str, &[&str])],
+) -> Record {
+    let w = written(rng, p, corrupt, nicknames);
     let mut r = Record {
         id,
         ..Default::default()
     };
-    let date = format!("{y:04}-{m:02}-{d:02}");
     for (f, v) in [
-        (Field::GivenName, Some(given.as_str())),
-        (Field::FamilyName, Some(family.as_str())),
-        (Field::BirthDate, Some(date.as_str())),
-        (Field::Sex, sex),
-        (Field::Postcode, postcode.as_deref()),
+        (Field::GivenName, Some(w.given.as_str())),
+        (Field::FamilyName, Some(w.family.as_str())),
+        (Field::BirthDate, Some(w.birth_date.as_str())),
+        (Field::Sex, w.sex),
+        (Field::Postcode, w.postcode.as_deref()),
     ] {
         if let Some(v) = v {
             // The generator writes only shapes the parser reads.
@@ -206,14 +246,24 @@ fn record(
 }
 
 /// Peak resident memory of this process so far, from /proc (Linux); `None` elsewhere.
-fn peak_memory_mib() -> Option<f64> {
+pub(crate) fn peak_memory_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+/// CPU time this process has used so far, all threads, from /proc (Linux, which counts it in
+/// ticks of 1/100 s); `None` elsewhere.
+pub(crate) fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
