@@ -193,8 +193,11 @@ async fn commit(store: &Store, batch: &[Pending]) -> Result<i64, sqlx::Error> {
 /// Chains entries onto the head and inserts them on `conn`, which must be inside the caller's
 /// transaction: a change and the entries recording it then commit together or not at all.
 /// Takes the head row's lock, so the caller should do it last, just before committing.
-/// Returns the first entry's sequence number (the head's, when `entries` is empty).
+/// Returns the first entry's sequence number; with no entries it touches nothing and returns 0.
 pub async fn chain(conn: &mut AnyConnection, entries: &[&Entry]) -> Result<i64, sqlx::Error> {
+    if entries.is_empty() {
+        return Ok(0);
+    }
     // Taking the head row's write lock first makes every appender, in any process, wait here
     // rather than read a head that is about to move.
     sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
@@ -206,9 +209,6 @@ pub async fn chain(conn: &mut AnyConnection, entries: &[&Entry]) -> Result<i64, 
     let mut seq: i64 = head.try_get("seq")?;
     let mut prev: String = head.try_get("hash")?;
     let first = seq + 1;
-    if entries.is_empty() {
-        return Ok(seq);
-    }
     // Chain the whole batch first, then write it in one statement: one round trip per batch
     // rather than per entry.
     struct Row {

@@ -63,6 +63,9 @@ pub struct Matcher {
     pub upper: f64,
     pub lower: f64,
     rules: Vec<Rule>,
+    /// The comparisons adjusted for how common a name is, each with the model's `u` for exact
+    /// agreement: worked out once, read on every search and upsert.
+    tf: Vec<(Comparison, f64)>,
 }
 
 impl Matcher {
@@ -82,11 +85,18 @@ impl Matcher {
                 "the index can compare only given_name, family_name, birth_date, sex and postcode; the model also has {unknown:?}"
             )));
         }
+        let tf = model
+            .comparisons
+            .iter()
+            .filter(|m| m.comparison.term_frequency())
+            .filter_map(|m| Some((m.comparison, m.levels.first()?.u)))
+            .collect();
         Ok(Self {
             model,
             upper: cfg.upper,
             lower: cfg.lower,
             rules: usable_rules(&default_rules(), &FIELDS),
+            tf,
         })
     }
 
@@ -428,9 +438,10 @@ impl Matcher {
         r: &Record,
     ) -> Result<TermFrequencies, sqlx::Error> {
         let mut tf = TermFrequencies::default();
-        let wanted: Vec<(Comparison, &str)> = self
-            .tf_comparisons()
-            .filter_map(|c| Some((c, c.tf_value(r)?)))
+        let wanted: Vec<(Comparison, f64, &str)> = self
+            .tf
+            .iter()
+            .filter_map(|&(c, u)| Some((c, u, c.tf_value(r)?)))
             .collect();
         if wanted.is_empty() {
             return Ok(tf);
@@ -447,7 +458,7 @@ impl Matcher {
             ));
         }
         let mut q = sqlx::query(&sql);
-        for (c, value) in &wanted {
+        for (c, _, value) in &wanted {
             q = q.bind(c.as_str()).bind(*value);
         }
         let rows = q.fetch_all(&mut *conn).await?;
@@ -462,18 +473,8 @@ impl Matcher {
             }
             Ok((0.0, 0.0))
         };
-        for (c, value) in wanted {
+        for (c, u, value) in wanted {
             let (total, squares) = row(c, "")?;
-            let Some(u) = self
-                .model
-                .comparisons
-                .iter()
-                .find(|m| m.comparison == c)
-                .and_then(|m| m.levels.first())
-                .map(|l| l.u)
-            else {
-                continue;
-            };
             if total < 1.0 || squares < 1.0 {
                 continue;
             }
@@ -557,10 +558,7 @@ impl Matcher {
     }
 
     fn tf_comparisons(&self) -> impl Iterator<Item = Comparison> + '_ {
-        self.model
-            .comparison_kinds()
-            .into_iter()
-            .filter(|c| c.term_frequency())
+        self.tf.iter().map(|&(c, _)| c)
     }
 }
 

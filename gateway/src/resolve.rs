@@ -446,9 +446,7 @@ impl Index {
             .execute(&mut *tx)
             .await?;
         }
-        if !entries.is_empty() {
-            audit::chain(&mut tx, &entries.iter().collect::<Vec<_>>()).await?;
-        }
+        audit::chain(&mut tx, &entries.iter().collect::<Vec<_>>()).await?;
         tx.commit().await?;
         Ok((child, *flagged))
     }
