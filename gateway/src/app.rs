@@ -88,12 +88,19 @@ impl Application {
         let matcher =
             crate::linkage::Matcher::from_config(&config.matching).context("matching model")?;
         let index = Index::with_matcher(store.clone(), matcher);
-        // Counting the names of an index built before the counts were kept; without them the
-        // matcher scores as before, so a failure here is reported, not fatal.
-        match index.matcher().backfill_terms(&store).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(records = n, "name frequencies counted"),
-            Err(e) => tracing::warn!(error = %e, "name frequencies not counted"),
+        // A store written by an older build has its blocking keys and name counts derived
+        // again before anything searches it: without them a search would find nobody.
+        let rebuilt = index
+            .matcher()
+            .rebuild(&store)
+            .await
+            .context("deriving the index's blocking keys and name counts")?;
+        if rebuilt.records > 0 {
+            tracing::info!(
+                records = rebuilt.records,
+                keys = rebuilt.keys,
+                "matching rows derived from the index's records"
+            );
         }
         let state = AppState(Arc::new(Inner {
             config,

@@ -21,7 +21,7 @@ use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use secrecy::SecretString;
-use sqlx::{AnyConnection, Connection, PgConnection, Row};
+use sqlx::{Connection, PgConnection, Row};
 use weft_adapters::SourceRecord;
 
 use crate::bench::ms;
@@ -30,7 +30,7 @@ use crate::matching::bench::{cpu_time, peak_memory_mib, percentile, person, writ
 use crate::matching::normalise::nickname_table;
 use crate::matching::Record;
 use crate::resolve::{Index, Search, Stored};
-use crate::store::{Backend, Store};
+use crate::store::{insert_rows, Backend, Cell, Store};
 
 #[derive(Debug, Clone, Args)]
 pub struct SearchArgs {
@@ -59,10 +59,6 @@ const SOURCE: &str = "bench";
 /// Children written per transaction while loading.
 const LOAD_BATCH: usize = 5_000;
 
-/// Rows per multi-row INSERT: well inside SQLite's 32,766 and PostgreSQL's 65,535 parameters
-/// for the widest table loaded (8 columns).
-const ROWS_PER_STATEMENT: usize = 1_000;
-
 /// What one run measured.
 #[derive(Debug)]
 pub(crate) struct Report {
@@ -72,8 +68,9 @@ pub(crate) struct Report {
     pub children: usize,
     pub keys: usize,
     pub load: Duration,
-    /// Counting every record's names into `match_terms` (`Matcher::backfill_terms`).
-    pub terms: Duration,
+    /// Deriving every record's blocking keys, matching form and name counts
+    /// (`Matcher::rebuild`).
+    pub derive: Duration,
     /// `VACUUM (ANALYZE)` on PostgreSQL, as autovacuum would soon after such a load.
     pub vacuum: Option<Duration>,
     /// Sorted.
@@ -114,12 +111,12 @@ pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
         r.children, r.latencies.len(), args.seed
     );
     println!(
-        "load: {} children and {} blocking keys in {:.1} s ({:.0} children/s); name counts {:.1} s{}; peak memory {}",
+        "load: {} children in {:.1} s ({:.0} children/s); their {} blocking keys and name counts derived in {:.1} s{}; peak memory {}",
         r.children,
-        r.keys,
         r.load.as_secs_f64(),
         r.children as f64 / r.load.as_secs_f64().max(1e-9),
-        r.terms.as_secs_f64(),
+        r.keys,
+        r.derive.as_secs_f64(),
         r.vacuum
             .map(|v| format!("; VACUUM (ANALYZE) {:.1} s", v.as_secs_f64()))
             .unwrap_or_default(),
@@ -292,7 +289,6 @@ async fn bench(args: &SearchArgs, store: &Store) -> anyhow::Result<Report> {
     let started = Instant::now();
     let mut people: Vec<Person> = Vec::with_capacity(args.children);
     let mut children: Vec<String> = Vec::with_capacity(args.children);
-    let mut keys = 0;
     while people.len() < args.children {
         let n = LOAD_BATCH.min(args.children - people.len());
         let mut batch = Vec::with_capacity(n);
@@ -306,9 +302,7 @@ async fn bench(args: &SearchArgs, store: &Store) -> anyhow::Result<Report> {
             });
             people.push(p);
         }
-        let loaded = load_new(&index, SOURCE, &batch).await?;
-        keys += loaded.keys;
-        children.extend(loaded.children);
+        children.extend(load_new(&index, SOURCE, &batch).await?);
         if children.len() % 100_000 == 0 {
             tracing::info!(
                 children = children.len(),
@@ -319,8 +313,8 @@ async fn bench(args: &SearchArgs, store: &Store) -> anyhow::Result<Report> {
     }
     let load = started.elapsed();
     let started = Instant::now();
-    index.matcher().backfill_terms(store).await?;
-    let terms = started.elapsed();
+    let keys = usize::try_from(index.matcher().rebuild(store).await?.keys)?;
+    let derive = started.elapsed();
     let vacuum = match store.backend {
         Backend::Postgres => {
             let started = Instant::now();
@@ -398,7 +392,7 @@ async fn bench(args: &SearchArgs, store: &Store) -> anyhow::Result<Report> {
         children: children.len(),
         keys,
         load,
-        terms,
+        derive,
         vacuum,
         latencies: Vec::with_capacity(results.len()),
         elapsed,
@@ -470,26 +464,19 @@ async fn reached(index: &Index, search: &Search) -> Result<usize, sqlx::Error> {
     Ok(usize::try_from(n).unwrap_or_default())
 }
 
-/// What [`load_new`] wrote.
-pub(crate) struct Loaded {
-    /// Each record's new child, in the order of the records.
-    pub children: Vec<String>,
-    /// Rows of `match_keys`.
-    pub keys: usize,
-}
-
 /// Writes new source records of one source into the index in one transaction, each the only
 /// record of a new child: the rows [`Index::upsert`] writes for a record that no identifier
 /// links and no candidate reaches the upper threshold for (`children`, `source_records`,
-/// `record_identifiers`, `match_keys`), many rows to a statement. Left out, because no search
-/// reads them: the `match_links` row and the audit entry upsert writes for each link. Name
-/// counts are not kept in step; count them afterwards with `Matcher::backfill_terms`, as a
-/// gateway does when it starts on an index whose names were never counted.
+/// `record_identifiers`), many rows to a statement. Returns each record's new child, in order.
+/// Left out, because no search reads them: the `match_links` row and the audit entry upsert
+/// writes for each link. The matching rows (blocking keys with their forms, name counts) are
+/// derived afterwards by `Matcher::rebuild`, as a gateway does when it starts on a store
+/// whose matching rows are missing or out of date.
 pub(crate) async fn load_new(
     index: &Index,
     source: &str,
     records: &[SourceRecord],
-) -> Result<Loaded, sqlx::Error> {
+) -> Result<Vec<String>, sqlx::Error> {
     let backend = index.store().backend;
     let now = chrono::Utc::now().to_rfc3339();
     let stored: Vec<Stored> = records.iter().map(Stored::new).collect();
@@ -497,108 +484,51 @@ pub(crate) async fn load_new(
         .iter()
         .map(|_| uuid::Uuid::new_v4().to_string())
         .collect();
-    let keys: Vec<Vec<(String, String)>> = stored
-        .iter()
-        .map(|s| index.matcher().keys(&s.record))
-        .collect();
     let now = now.as_str();
     let mut tx = index.store().pool.begin().await?;
-    insert(
+    insert_rows(
         &mut tx,
         backend,
         "children (id, created_at)",
-        children.iter().map(|c| [Some(c.as_str()), Some(now)]),
+        children.iter().map(|c| [c.as_str().into(), now.into()]),
     )
     .await?;
-    insert(
+    insert_rows(
         &mut tx,
         backend,
         "source_records (source, local_id, child_id, identifiers, demographics, match_key, link_method, updated_at)",
         records.iter().zip(&stored).zip(&children).map(|((r, s), c)| {
             [
-                Some(source),
-                Some(r.local_id.as_str()),
-                Some(c.as_str()),
-                Some(s.identifiers.as_str()),
-                Some(s.demographics.as_str()),
-                s.key.as_deref(),
-                Some("new"),
-                Some(now),
+                source.into(),
+                r.local_id.as_str().into(),
+                c.as_str().into(),
+                s.identifiers.as_str().into(),
+                s.demographics.as_str().into(),
+                Cell::Text(s.key.as_deref()),
+                "new".into(),
+                now.into(),
             ]
         }),
     )
     .await?;
-    insert(
+    insert_rows(
         &mut tx,
         backend,
         "record_identifiers (kind, value, source, local_id)",
         records.iter().zip(&stored).flat_map(|(r, s)| {
             s.verified().into_iter().map(|(kind, value)| {
                 [
-                    Some(kind),
-                    Some(value),
-                    Some(source),
-                    Some(r.local_id.as_str()),
-                ]
-            })
-        }),
-    )
-    .await?;
-    insert(
-        &mut tx,
-        backend,
-        "match_keys (rule, key, source, local_id)",
-        records.iter().zip(&keys).flat_map(|(r, keys)| {
-            keys.iter().map(|(rule, key)| {
-                [
-                    Some(rule.as_str()),
-                    Some(key.as_str()),
-                    Some(source),
-                    Some(r.local_id.as_str()),
+                    kind.into(),
+                    value.into(),
+                    source.into(),
+                    r.local_id.as_str().into(),
                 ]
             })
         }),
     )
     .await?;
     tx.commit().await?;
-    Ok(Loaded {
-        children,
-        keys: keys.iter().map(Vec::len).sum(),
-    })
-}
-
-/// Multi-row INSERTs into `table` (`name (column, …)`), at most [`ROWS_PER_STATEMENT`] rows
-/// and the backend's parameter limit to a statement.
-async fn insert<'a, const N: usize>(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    table: &str,
-    rows: impl IntoIterator<Item = [Option<&'a str>; N]>,
-) -> Result<(), sqlx::Error> {
-    let rows: Vec<[Option<&str>; N]> = rows.into_iter().collect();
-    let limit = match backend {
-        Backend::Sqlite => 32_766,
-        Backend::Postgres => 65_535,
-    };
-    for chunk in rows.chunks(ROWS_PER_STATEMENT.min(limit / N)) {
-        let mut sql = format!("INSERT INTO {table} VALUES ");
-        for r in 0..chunk.len() {
-            sql.push_str(if r == 0 { "(" } else { ", (" });
-            for c in 0..N {
-                let sep = if c == 0 { "" } else { ", " };
-                let _ = write!(sql, "{sep}${}", r * N + c + 1);
-            }
-            sql.push(')');
-        }
-        let mut q = sqlx::query(&sql);
-        for row in chunk {
-            for v in row {
-                q = q.bind(*v);
-            }
-        }
-        q.execute(&mut *conn).await?;
-    }
-    Ok(())
+    Ok(children)
 }
 
 #[cfg(test)]
@@ -678,27 +608,17 @@ mod tests {
         let (upserted, _a) = test_store(dir.path()).await;
         let upserted = Index::new(upserted);
         // As the gateway does when it starts on a new store, before its first pass.
-        upserted
-            .matcher()
-            .backfill_terms(upserted.store())
-            .await
-            .unwrap();
+        upserted.matcher().rebuild(upserted.store()).await.unwrap();
         for r in &records {
             upserted.upsert(SOURCE, r).await.unwrap();
         }
         let (loaded, _b) = test_store(dir.path()).await;
         let loaded = Index::new(loaded);
         let (first, rest) = records.split_at(40);
-        let mut keys = load_new(&loaded, SOURCE, first).await.unwrap().keys;
-        keys += load_new(&loaded, SOURCE, rest).await.unwrap().keys;
-        assert_eq!(
-            loaded
-                .matcher()
-                .backfill_terms(loaded.store())
-                .await
-                .unwrap(),
-            150
-        );
+        load_new(&loaded, SOURCE, first).await.unwrap();
+        load_new(&loaded, SOURCE, rest).await.unwrap();
+        let rebuilt = loaded.matcher().rebuild(loaded.store()).await.unwrap();
+        assert_eq!(rebuilt.records, 150);
 
         let count = "SELECT CAST(COUNT(DISTINCT child_id) AS TEXT) FROM source_records";
         for index in [&upserted, &loaded] {
@@ -710,7 +630,7 @@ mod tests {
         }
         for sql in [
             "SELECT source, local_id, identifiers, demographics, match_key, link_method FROM source_records",
-            "SELECT rule, key, source, local_id FROM match_keys",
+            "SELECT rule, key, source, local_id, form FROM match_keys",
             "SELECT kind, value, source, local_id FROM record_identifiers",
             "SELECT comparison, value, CAST(n AS TEXT), CAST(sq AS TEXT) FROM match_terms",
         ] {
@@ -724,8 +644,8 @@ mod tests {
         assert_eq!(
             table(loaded.store(), "SELECT rule FROM match_keys")
                 .await
-                .len(),
-            keys
+                .len() as u64,
+            rebuilt.keys
         );
         assert_eq!(
             table(loaded.store(), "SELECT kind FROM record_identifiers")

@@ -9,7 +9,8 @@
 //! the matcher: linked records are never moved automatically, and a rejected or split pairing
 //! is never proposed again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -23,7 +24,7 @@ use crate::matching::compare::Comparison;
 use crate::matching::link::{comparisons_for, usable_rules};
 use crate::matching::model::ModelError;
 use crate::matching::{Explained, Field, Model, Record, Score, Scorer, TermFrequencies};
-use crate::store::Store;
+use crate::store::{insert_rows, Cell, Store};
 
 /// The fields every source's demographics can give.
 pub const FIELDS: [Field; 5] = [
@@ -44,6 +45,9 @@ pub const POSSIBLE: f64 = 0.05;
 
 /// Candidates read from the store for one record, at most; blocking keeps it far below.
 pub(crate) const MAX_CANDIDATES: i64 = 2000;
+
+/// Scored records whose children are looked up in one statement.
+const LOOKUP_CHUNK: usize = 200;
 
 /// How sure a search is that a child is the one asked about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -142,24 +146,31 @@ impl Matcher {
             .bind(local_id)
             .execute(&mut *conn)
             .await?;
+        let form = r.form();
         for (rule, key) in self.keys(r) {
             sqlx::query(
-                "INSERT INTO match_keys (rule, key, source, local_id) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO match_keys (rule, key, source, local_id, form) VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(rule)
             .bind(key)
             .bind(source)
             .bind(local_id)
+            .bind(&form)
             .execute(&mut *conn)
             .await?;
         }
         Ok(())
     }
 
-    /// The best-scoring record of each candidate child, best first. Children in `exclude` (a
-    /// person said no) are left out, as is any child one of whose records holds a verified NHS
-    /// number or UPN that differs from the record's own: two valid, different national
-    /// identifiers are two children.
+    /// The best-scoring record of each candidate child, best first, down to the lower of the
+    /// lower threshold and [`POSSIBLE`]. Children in `exclude` (a person said no) are left out,
+    /// as is any child one of whose records holds a verified NHS number or UPN that differs
+    /// from the record's own: two valid, different national identifiers are two children.
+    ///
+    /// Three short reads, whatever the index's size: the candidates' matching forms stored
+    /// with the blocking keys (each key one index range), the name counts, and the children
+    /// of the few records that score high enough to matter. No candidate's source record is
+    /// fetched or normalised again.
     pub async fn candidates(
         &self,
         conn: &mut AnyConnection,
@@ -171,23 +182,19 @@ impl Matcher {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut sql = String::from(
-            "SELECT DISTINCT sr.source AS source, sr.local_id AS local_id, sr.child_id AS child_id, \
-             sr.identifiers AS identifiers, sr.demographics AS demographics \
-             FROM match_keys k JOIN source_records sr ON sr.source = k.source AND sr.local_id = k.local_id \
-             WHERE sr.child_id IS NOT NULL AND (",
-        );
+        let mut sql = String::new();
         for i in 0..keys.len() {
             if i > 0 {
-                sql.push_str(" OR ");
+                sql.push_str(" UNION ALL ");
             }
-            sql.push_str(&format!(
-                "(k.rule = ${} AND k.key = ${})",
+            let _ = write!(
+                sql,
+                "SELECT source, local_id, form FROM match_keys WHERE rule = ${} AND key = ${}",
                 2 * i + 1,
                 2 * i + 2
-            ));
+            );
         }
-        sql.push_str(&format!(") LIMIT {MAX_CANDIDATES}"));
+        let _ = write!(sql, " LIMIT {}", MAX_CANDIDATES * keys.len() as i64);
         let mut q = sqlx::query(&sql);
         for (rule, key) in &keys {
             q = q.bind(rule).bind(key);
@@ -195,50 +202,112 @@ impl Matcher {
         let rows = q.fetch_all(&mut *conn).await?;
         let tf = self.terms(conn, r).await?;
         let scorer = Scorer::new(&self.model, &tf);
-        let mut best: BTreeMap<String, Candidate> = BTreeMap::new();
-        let mut conflicting: Vec<String> = Vec::new();
+        let floor = self.lower.min(POSSIBLE);
+        let mut seen = HashSet::with_capacity(rows.len());
+        let mut scored: Vec<Scored> = Vec::new();
         for row in &rows {
-            let source: String = row.try_get("source")?;
-            let local_id: String = row.try_get("local_id")?;
-            if skip == Some((source.as_str(), local_id.as_str())) {
+            if seen.len() as i64 >= MAX_CANDIDATES {
+                break;
+            }
+            let key: (String, String) = (row.try_get("source")?, row.try_get("local_id")?);
+            if skip == Some((key.0.as_str(), key.1.as_str())) || !seen.insert(key.clone()) {
                 continue;
             }
-            let child: String = row.try_get("child_id")?;
-            if exclude.contains(&child) {
-                continue;
-            }
-            let other = stored_record(
-                &local_id,
-                &row.try_get::<String, _>("demographics")?,
-                &row.try_get::<String, _>("identifiers")?,
-            );
+            let (source, local_id) = key;
+            let other = Record::from_form(local_id, &row.try_get::<String, _>("form")?);
+            // Its child is left out below, whichever of its records blocking reached.
             if identifiers_conflict(r, &other) {
-                conflicting.push(child);
                 continue;
             }
             let score = scorer.score(r, &other);
-            if best
-                .get(&child)
-                .is_none_or(|b| score.weight > b.score.weight)
-            {
-                best.insert(
-                    child.clone(),
-                    Candidate {
-                        child,
-                        source,
-                        local_id,
-                        score,
-                        explanation: scorer.explain(r, &other),
-                    },
-                );
+            if score.probability >= floor {
+                scored.push(Scored {
+                    source,
+                    record: other,
+                    score,
+                });
             }
         }
-        let mut out: Vec<Candidate> = best
-            .into_values()
-            .filter(|c| !conflicting.contains(&c.child))
-            .collect();
-        out.sort_by(|a, b| b.score.weight.total_cmp(&a.score.weight));
+        // Best first; equal weights in a fixed order, whatever order the rows came in.
+        scored.sort_by(|a, b| {
+            b.score
+                .weight
+                .total_cmp(&a.score.weight)
+                .then_with(|| (&a.source, &a.record.id).cmp(&(&b.source, &b.record.id)))
+        });
+        let children = Self::children_of(conn, r, &scored).await?;
+        let mut out: Vec<Candidate> = Vec::new();
+        for s in scored {
+            let key = (s.source, s.record.id.clone());
+            let Some(child) = children.get(&key).cloned().flatten() else {
+                continue;
+            };
+            if exclude.contains(&child) || out.iter().any(|c| c.child == child) {
+                continue;
+            }
+            out.push(Candidate {
+                explanation: scorer.explain(r, &s.record),
+                child,
+                source: key.0,
+                local_id: key.1,
+                score: s.score,
+            });
+        }
         Ok(out)
+    }
+
+    /// The child of each scored record, `None` for a child whose records hold a verified NHS
+    /// number or UPN other than `r`'s (any of its records, not only those blocking reached).
+    async fn children_of(
+        conn: &mut AnyConnection,
+        r: &Record,
+        scored: &[Scored],
+    ) -> Result<HashMap<(String, String), Option<String>>, sqlx::Error> {
+        let mut children = HashMap::with_capacity(scored.len());
+        let mut conflicting = HashSet::new();
+        // Without identifiers of its own, nothing a child holds can conflict with the record.
+        let national = r.nhs_number.is_some() || r.upn.is_some();
+        for chunk in scored.chunks(LOOKUP_CHUNK) {
+            let mut sql = String::from(if national {
+                "SELECT me.source AS source, me.local_id AS local_id, me.child_id AS child_id, \
+                 kin.identifiers AS identifiers FROM source_records me \
+                 JOIN source_records kin ON kin.child_id = me.child_id WHERE ("
+            } else {
+                "SELECT me.source AS source, me.local_id AS local_id, me.child_id AS child_id \
+                 FROM source_records me WHERE me.child_id IS NOT NULL AND ("
+            });
+            for i in 0..chunk.len() {
+                let or = if i == 0 { "" } else { " OR " };
+                let _ = write!(
+                    sql,
+                    "{or}(me.source = ${} AND me.local_id = ${})",
+                    2 * i + 1,
+                    2 * i + 2
+                );
+            }
+            sql.push(')');
+            let mut q = sqlx::query(&sql);
+            for s in chunk {
+                q = q.bind(&s.source).bind(&s.record.id);
+            }
+            for row in q.fetch_all(&mut *conn).await? {
+                let key: (String, String) = (row.try_get("source")?, row.try_get("local_id")?);
+                let child: String = row.try_get("child_id")?;
+                if national {
+                    let kin = stored_record("", "{}", &row.try_get::<String, _>("identifiers")?);
+                    if identifiers_conflict(r, &kin) {
+                        conflicting.insert(child.clone());
+                    }
+                }
+                children.insert(key, Some(child));
+            }
+        }
+        for child in children.values_mut() {
+            if child.as_ref().is_some_and(|c| conflicting.contains(c)) {
+                *child = None;
+            }
+        }
+        Ok(children)
     }
 
     /// Children a person has ruled out for this record: those it was rejected for or split
@@ -513,48 +582,114 @@ impl Matcher {
         Ok(())
     }
 
-    /// Counts every record's names into `match_terms` once, when the store holds records but
-    /// no counts (an index built before the counts were kept). The marker row makes a second
-    /// node that starts at the same moment wait, then fail and skip the work.
-    pub async fn backfill_terms(&self, store: &Store) -> Result<u64, sqlx::Error> {
+    /// Derives the index's matching rows from its records (each record's blocking keys with
+    /// its matching form, and the name counts) when the store's were written by an older
+    /// build, or never: a store upgraded past a change to those rows, or loaded in bulk.
+    /// Upserts keep them in step after that. Runs in one transaction, so a store is never
+    /// left half-derived; the marker row makes a second node that starts at the same moment
+    /// wait for the first, then find the work done. Returns the records derived.
+    pub async fn rebuild(&self, store: &Store) -> Result<Rebuilt, sqlx::Error> {
         let mut tx = store.begin_write().await?;
-        let built = sqlx::query("SELECT n FROM match_terms WHERE comparison = $1")
-            .bind(TERMS_MARKER)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if built.is_some() {
-            return Ok(0);
+        sqlx::query(
+            "INSERT INTO match_terms (comparison, value, n, sq) VALUES ($1, '', 0, 0) \
+             ON CONFLICT (comparison, value) DO NOTHING",
+        )
+        .bind(DERIVED_MARKER)
+        .execute(&mut *tx)
+        .await?;
+        let claimed = sqlx::query(
+            "UPDATE match_terms SET n = $2 WHERE comparison = $1 AND value = '' AND n < $2",
+        )
+        .bind(DERIVED_MARKER)
+        .bind(DERIVED_VERSION)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            return Ok(Rebuilt::default());
         }
-        sqlx::query("INSERT INTO match_terms (comparison, value, n, sq) VALUES ($1, '', 0, 0)")
-            .bind(TERMS_MARKER)
-            .execute(&mut *tx)
-            .await?;
-        // Counts from records matched before this point (none on a new store) are replaced.
         sqlx::query("DELETE FROM match_terms WHERE comparison <> $1")
-            .bind(TERMS_MARKER)
+            .bind(DERIVED_MARKER)
             .execute(&mut *tx)
             .await?;
-        let rows = sqlx::query("SELECT local_id, identifiers, demographics FROM source_records")
+        sqlx::query("DELETE FROM match_keys")
+            .execute(&mut *tx)
+            .await?;
+        let mut done = Rebuilt::default();
+        let mut tf: BTreeMap<(Comparison, String), i64> = BTreeMap::new();
+        let mut after: Option<(String, String)> = None;
+        loop {
+            // A page at a time in key order, so a million records are never all in memory.
+            let page = match &after {
+                None => sqlx::query(
+                    "SELECT source, local_id, identifiers, demographics FROM source_records \
+                     ORDER BY source, local_id LIMIT $1",
+                )
+                .bind(REBUILD_PAGE),
+                Some((source, local_id)) => sqlx::query(
+                    "SELECT source, local_id, identifiers, demographics FROM source_records \
+                     WHERE (source, local_id) > ($2, $3) ORDER BY source, local_id LIMIT $1",
+                )
+                .bind(REBUILD_PAGE)
+                .bind(source.clone())
+                .bind(local_id.clone()),
+            }
             .fetch_all(&mut *tx)
             .await?;
-        let mut tf: BTreeMap<(Comparison, String), i64> = BTreeMap::new();
-        for row in &rows {
-            let r = stored_record(
-                &row.try_get::<String, _>("local_id")?,
-                &row.try_get::<String, _>("demographics")?,
-                &row.try_get::<String, _>("identifiers")?,
-            );
-            for c in self.tf_comparisons() {
-                if let Some(v) = c.tf_value(&r).filter(|v| !v.is_empty()) {
-                    *tf.entry((c, v.to_string())).or_default() += 1;
+            let mut keys: Vec<(String, String, String, String, String)> = Vec::new();
+            for row in &page {
+                let (source, local_id): (String, String) =
+                    (row.try_get("source")?, row.try_get("local_id")?);
+                let r = stored_record(
+                    &local_id,
+                    &row.try_get::<String, _>("demographics")?,
+                    &row.try_get::<String, _>("identifiers")?,
+                );
+                for c in self.tf_comparisons() {
+                    if let Some(v) = c.tf_value(&r).filter(|v| !v.is_empty()) {
+                        *tf.entry((c, v.to_string())).or_default() += 1;
+                    }
                 }
+                let form = r.form();
+                for (rule, key) in self.keys(&r) {
+                    keys.push((rule, key, source.clone(), local_id.clone(), form.clone()));
+                }
+                after = Some((source, local_id));
+            }
+            insert_rows(
+                &mut tx,
+                store.backend,
+                "match_keys (rule, key, source, local_id, form)",
+                keys.iter().map(|(rule, key, source, local_id, form)| {
+                    [rule, key, source, local_id, form].map(|v| Cell::from(v.as_str()))
+                }),
+            )
+            .await?;
+            done.records += page.len() as u64;
+            done.keys += keys.len() as u64;
+            if page.len() < REBUILD_PAGE as usize {
+                break;
             }
         }
-        for ((c, v), n) in &tf {
-            add_term(&mut tx, *c, v, *n).await?;
+        let mut totals: BTreeMap<Comparison, (i64, i64)> = BTreeMap::new();
+        for ((c, _), n) in &tf {
+            let t = totals.entry(*c).or_default();
+            t.0 += n;
+            t.1 += n * n;
         }
+        let names = tf.iter().map(|((c, v), n)| (c.as_str(), v.as_str(), *n, 0));
+        let totals = totals.iter().map(|(c, (n, sq))| (c.as_str(), "", *n, *sq));
+        insert_rows(
+            &mut tx,
+            store.backend,
+            "match_terms (comparison, value, n, sq)",
+            names
+                .chain(totals)
+                .map(|(c, v, n, sq)| [c.into(), v.into(), Cell::Int(n), Cell::Int(sq)]),
+        )
+        .await?;
         tx.commit().await?;
-        Ok(rows.len() as u64)
+        Ok(done)
     }
 
     fn tf_comparisons(&self) -> impl Iterator<Item = Comparison> + '_ {
@@ -562,8 +697,25 @@ impl Matcher {
     }
 }
 
-/// The `match_terms` row that says the counts have been built.
-const TERMS_MARKER: &str = "_counted";
+/// The `match_terms` row whose `n` says which [`DERIVED_VERSION`] derived the store's
+/// matching rows.
+const DERIVED_MARKER: &str = "_derived";
+
+/// The shape of the matching rows this build derives: raised whenever blocking keys, matching
+/// forms or name counts change, so that [`Matcher::rebuild`] derives a store's again once.
+/// 1: blocking keys carry their record's matching form.
+const DERIVED_VERSION: i64 = 1;
+
+/// Source records read at a time by [`Matcher::rebuild`].
+const REBUILD_PAGE: i64 = 5_000;
+
+/// What [`Matcher::rebuild`] derived.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuilt {
+    pub records: u64,
+    /// Rows of `match_keys`.
+    pub keys: u64,
+}
 
 /// Adds `delta` to a name's count and to its comparison's total, keeping the total's sum of
 /// squared counts (`sq`) in step: with it, how common the average name is needs no scan.
@@ -628,6 +780,14 @@ impl Proposal {
             scored: Some(c),
         }
     }
+}
+
+/// A candidate record, scored, before its child is known.
+struct Scored {
+    source: String,
+    /// Its `id` is the record's local id.
+    record: Record,
+    score: Score,
 }
 
 /// A candidate child, through its best-scoring record.
@@ -1331,7 +1491,7 @@ mod tests {
 
     async fn terms(index: &Index) -> Vec<(String, String, i64, i64)> {
         sqlx::query(
-            "SELECT comparison, value, n, sq FROM match_terms WHERE n <> 0 AND comparison <> '_counted' \
+            "SELECT comparison, value, n, sq FROM match_terms WHERE n <> 0 AND comparison <> '_derived' \
              ORDER BY comparison, value",
         )
         .fetch_all(&index.store().pool)
@@ -1384,19 +1544,42 @@ mod tests {
         );
         assert!(kept.contains(&("family_name".into(), String::new(), 25, 625)));
         assert!(!kept.iter().any(|t| t.1 == "featherstonehaugh"));
+        let keys = || async {
+            let rows = sqlx::query(
+                "SELECT rule, key, source, local_id, form FROM match_keys \
+                 ORDER BY rule, key, source, local_id",
+            )
+            .fetch_all(&index.store().pool)
+            .await
+            .unwrap();
+            rows.iter()
+                .map(|r| (0..5).map(|i| r.try_get::<String, _>(i).unwrap()).collect())
+                .collect::<Vec<Vec<String>>>()
+        };
+        let upserted = keys().await;
+        assert!(upserted.len() >= 25 * 3, "{} blocking keys", upserted.len());
+        // As a store written by an older build looks after its migration: no marker, no keys.
         sqlx::query("DELETE FROM match_terms")
             .execute(&index.store().pool)
             .await
             .unwrap();
+        sqlx::query("DELETE FROM match_keys")
+            .execute(&index.store().pool)
+            .await
+            .unwrap();
         assert_eq!(
-            index.matcher().backfill_terms(index.store()).await.unwrap(),
-            25
+            index.matcher().rebuild(index.store()).await.unwrap(),
+            Rebuilt {
+                records: 25,
+                keys: upserted.len() as u64
+            }
         );
+        assert_eq!(keys().await, upserted, "derived as upsert wrote them");
         assert_eq!(terms(&index).await, kept);
         assert_eq!(
-            index.matcher().backfill_terms(index.store()).await.unwrap(),
-            0,
-            "counted once"
+            index.matcher().rebuild(index.store()).await.unwrap(),
+            Rebuilt::default(),
+            "derived once"
         );
     }
 
@@ -1409,6 +1592,45 @@ mod tests {
         assert_eq!(m.grade(0.1), Some(Grade::Possible));
         assert_eq!(m.grade(0.01), None);
         assert!(m.keys(&Record::default()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_child_holding_another_nhs_number_is_no_candidate_even_where_blocking_misses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 0.95).await;
+        let child = eleanor(&index).await;
+        let police = rec("x1", None, "Eleanor", "Thomson");
+        assert_eq!(index.upsert("police", &police).await.unwrap().0, child);
+        // The health record changes beyond the reach of every blocking key; it keeps its link,
+        // and with it the child keeps its NHS number.
+        let mut moved = rec("p1", Some("9000000009"), "Zara", "Okonkwo");
+        moved.demographics.birth_date = Some("2009-01-02".into());
+        moved.demographics.postcode = Some("ZZ1 1ZZ".into());
+        assert_eq!(index.upsert("health", &moved).await.unwrap().0, child);
+
+        // The police record's twin, under another valid NHS number, is another child.
+        let twin = rec("s9", Some("9912003888"), "Eleanor", "Thomson");
+        let (other, _) = index.upsert("school", &twin).await.unwrap();
+        assert_ne!(other, child);
+        let found = index
+            .find(&Search {
+                nhs_number: crate::identity::NhsNumber::parse("9912003888").ok(),
+                demographics: Some(twin.demographics.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.first().map(|f| f.id.as_str()), Some(other.as_str()));
+        assert!(found.iter().all(|f| f.id != child), "{found:?}");
+        // Without an NHS number, the police record's child is the best match.
+        let found = index
+            .find(&Search {
+                demographics: Some(police.demographics.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(found.iter().any(|f| f.id == child), "{found:?}");
     }
 
     #[test]

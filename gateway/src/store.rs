@@ -102,6 +102,62 @@ impl Store {
     }
 }
 
+/// One value of a row written by [`insert_rows`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Cell<'a> {
+    Text(Option<&'a str>),
+    Int(i64),
+}
+
+impl<'a> From<&'a str> for Cell<'a> {
+    fn from(s: &'a str) -> Self {
+        Cell::Text(Some(s))
+    }
+}
+
+/// Rows per multi-row INSERT in [`insert_rows`].
+const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// Writes many rows into `table` (`name (column, …)`) with multi-row INSERTs: at most
+/// [`ROWS_PER_STATEMENT`] rows, and the backend's parameter limit (SQLite 32,766, PostgreSQL
+/// 65,535), to a statement. For work that writes thousands of derived rows at once (a bulk
+/// load, re-deriving the index's blocking keys), where a statement per row would dominate.
+pub(crate) async fn insert_rows<'a, const N: usize>(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    table: &str,
+    rows: impl IntoIterator<Item = [Cell<'a>; N]>,
+) -> Result<(), sqlx::Error> {
+    use std::fmt::Write as _;
+    let rows: Vec<[Cell; N]> = rows.into_iter().collect();
+    let limit = match backend {
+        Backend::Sqlite => 32_766,
+        Backend::Postgres => 65_535,
+    };
+    for chunk in rows.chunks(ROWS_PER_STATEMENT.min(limit / N.max(1))) {
+        let mut sql = format!("INSERT INTO {table} VALUES ");
+        for r in 0..chunk.len() {
+            sql.push_str(if r == 0 { "(" } else { ", (" });
+            for c in 0..N {
+                let sep = if c == 0 { "" } else { ", " };
+                let _ = write!(sql, "{sep}${}", r * N + c + 1);
+            }
+            sql.push(')');
+        }
+        let mut q = sqlx::query(&sql);
+        for row in chunk {
+            for v in row {
+                q = match *v {
+                    Cell::Text(t) => q.bind(t),
+                    Cell::Int(n) => q.bind(n),
+                };
+            }
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// A store for one unit test, on the backend this test run exercises (`WEFT_TEST_STORE`):
 /// a fresh SQLite file, or a fresh PostgreSQL database that is dropped with the guard.
 #[cfg(test)]

@@ -219,6 +219,71 @@ impl Record {
         r
     }
 
+    /// The fields the master child index compares, already normalised, as one line of text
+    /// stored beside each blocking key: a search reads a candidate's form with its key and
+    /// rebuilds it with [`Record::from_form`], never re-reading or re-normalising the source's
+    /// demographics. Normalised names hold only letters, digits and single spaces, and the
+    /// other fields only letters and digits, so `|` cannot occur inside a field.
+    pub fn form(&self) -> String {
+        let name = |n: &Option<Name>| n.as_ref().map(|n| n.tokens.join(" ")).unwrap_or_default();
+        let dob = self
+            .dob
+            .map(|d| d.digits().iter().map(|b| char::from(b'0' + b)).collect())
+            .unwrap_or_default();
+        let sex = match self.sex {
+            Some(Sex::Female) => "f",
+            Some(Sex::Male) => "m",
+            Some(Sex::Other) => "x",
+            None => "",
+        };
+        [
+            name(&self.given),
+            name(&self.family),
+            dob,
+            sex.to_string(),
+            self.postcode
+                .as_ref()
+                .map(|p| p.compact().to_string())
+                .unwrap_or_default(),
+            self.nhs_number
+                .as_ref()
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+            self.upn.as_ref().map(|u| u.to_string()).unwrap_or_default(),
+        ]
+        .join("|")
+    }
+
+    /// The record a [`Record::form`] was made from, as far as the index compares it. Every
+    /// part is read with the parser that made it, so a form that is not one (an empty or
+    /// damaged value) gives missing fields, which count neither for nor against a match.
+    pub fn from_form(id: impl Into<String>, form: &str) -> Self {
+        let mut parts = form.split('|');
+        let mut next = || parts.next().unwrap_or_default();
+        let name = |raw: &str| {
+            let tokens: Vec<String> = raw
+                .split(' ')
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+                .collect();
+            (!tokens.is_empty()).then(|| Name {
+                joined: tokens.concat(),
+                tokens,
+            })
+        };
+        Record {
+            id: id.into(),
+            given: name(next()),
+            family: name(next()),
+            dob: Dob::parse(next()).ok().flatten(),
+            sex: Sex::parse(next()),
+            postcode: Postcode::parse(next()),
+            nhs_number: NhsNumber::parse(next()).ok(),
+            upn: Upn::parse(next()).ok(),
+            ..Default::default()
+        }
+    }
+
     /// Whether the record has a usable value for a field.
     pub fn has(&self, field: Field) -> bool {
         match field {
@@ -270,6 +335,48 @@ mod tests {
         assert!(r.dob.is_some());
         assert_eq!(r.flags.len(), 1);
         assert!(r.set(Field::BirthDate, "13th March").is_err());
+    }
+
+    #[test]
+    fn a_form_gives_back_what_the_index_compares() {
+        let d = weft_adapters::Demographics {
+            given_name: Some("Mary-Jane  Ö'Neil".into()),
+            family_name: Some("Mc Donald".into()),
+            birth_date: Some("31/02/2014".into()),
+            sex: Some("2".into()),
+            postcode: Some("sw1a 1aa".into()),
+            ..Default::default()
+        };
+        let ids = [
+            weft_adapters::Identifier::new("nhs_number", "943 476 5919"),
+            weft_adapters::Identifier::new("upn", "A801200005001"),
+        ];
+        let r = Record::from_demographics("x", &d, &ids);
+        let back = Record::from_form("y", &r.form());
+        assert_eq!(back.id, "y");
+        assert_eq!(
+            (
+                &back.given,
+                &back.family,
+                &back.dob,
+                &back.sex,
+                &back.postcode
+            ),
+            (&r.given, &r.family, &r.dob, &r.sex, &r.postcode)
+        );
+        assert_eq!((&back.nhs_number, &back.upn), (&r.nhs_number, &r.upn));
+        assert!(
+            back.dob.is_some_and(|d| !d.valid),
+            "an impossible date stays one"
+        );
+
+        let empty = Record::from_demographics("e", &Default::default(), &[]);
+        assert_eq!(empty.form(), "||||||");
+        let back = Record::from_form("e", &empty.form());
+        assert!(Field::ALL.iter().all(|&f| f == Field::Id || !back.has(f)));
+        let damaged = Record::from_form("d", "amy|");
+        assert_eq!(damaged.given.map(|n| n.joined).as_deref(), Some("amy"));
+        assert!(damaged.family.is_none() && damaged.dob.is_none());
     }
 
     #[test]
