@@ -51,6 +51,11 @@ pub struct SearchArgs {
     /// Searches in flight at once.
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
+    /// Search the index already in the SQLite file `--database-url` names, loaded by an earlier
+    /// run with the same `--children` and `--seed`, instead of loading one: to time searches
+    /// again without the load.
+    #[arg(long, requires = "database_url")]
+    pub reuse: bool,
 }
 
 /// The source the synthetic children are recorded in.
@@ -67,12 +72,17 @@ pub(crate) struct Report {
     pub database: Option<String>,
     pub children: usize,
     pub keys: usize,
+    /// The index was loaded by an earlier run (`--reuse`): `load` and `derive` are zero.
+    pub reused: bool,
     pub load: Duration,
     /// Deriving every record's blocking keys, matching form and name counts
     /// (`Matcher::rebuild`).
     pub derive: Duration,
-    /// `VACUUM (ANALYZE)` on PostgreSQL, as autovacuum would soon after such a load.
-    pub vacuum: Option<Duration>,
+    /// Settling the store after the load, as the database would soon do by itself: on
+    /// PostgreSQL `VACUUM (ANALYZE)` (autovacuum), on SQLite a checkpoint that empties the
+    /// write-ahead log the derivation's one large transaction filled (the automatic checkpoint
+    /// on the gateway's next writes).
+    pub settle: Option<Duration>,
     /// Sorted.
     pub latencies: Vec<Duration>,
     pub elapsed: Duration,
@@ -110,18 +120,31 @@ pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
         "weft bench search: Index::find (the store-backed master child index the API searches) over {} synthetic children on {backend}; {} searches, concurrency {concurrency}, seed {}",
         r.children, r.latencies.len(), args.seed
     );
-    println!(
-        "load: {} children in {:.1} s ({:.0} children/s); their {} blocking keys and name counts derived in {:.1} s{}; peak memory {}",
-        r.children,
-        r.load.as_secs_f64(),
-        r.children as f64 / r.load.as_secs_f64().max(1e-9),
-        r.keys,
-        r.derive.as_secs_f64(),
-        r.vacuum
-            .map(|v| format!("; VACUUM (ANALYZE) {:.1} s", v.as_secs_f64()))
-            .unwrap_or_default(),
-        peak_memory_mib().map_or("unknown".into(), |m| format!("{m:.0} MiB"))
-    );
+    if r.reused {
+        println!(
+            "load: none, the index of an earlier run searched again (--reuse); {} blocking keys",
+            r.keys
+        );
+    } else {
+        println!(
+            "load: {} children in {:.1} s ({:.0} children/s); their {} blocking keys and name counts derived in {:.1} s{}; peak memory {}",
+            r.children,
+            r.load.as_secs_f64(),
+            r.children as f64 / r.load.as_secs_f64().max(1e-9),
+            r.keys,
+            r.derive.as_secs_f64(),
+            r.settle
+                .map(|v| {
+                    let how = match r.backend {
+                        Backend::Postgres => "VACUUM (ANALYZE)",
+                        Backend::Sqlite => "WAL checkpoint",
+                    };
+                    format!("; {how} {:.1} s", v.as_secs_f64())
+                })
+                .unwrap_or_default(),
+            peak_memory_mib().map_or("unknown".into(), |m| format!("{m:.0} MiB"))
+        );
+    }
     println!(
         "{:<28} {:>9} {:>10} {:>9} {:>9} {:>9}",
         "", "searches", "searches/s", "p50 ms", "p99 ms", "max ms"
@@ -275,13 +298,22 @@ struct Query {
 
 async fn bench(args: &SearchArgs, store: &Store) -> anyhow::Result<Report> {
     let index = Index::new(store.clone());
-    let empty: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM children")
+    let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM children")
         .fetch_one(&store.pool)
         .await?;
-    anyhow::ensure!(
-        empty == 0,
-        "the benchmark needs an empty store; this one has {empty} children"
-    );
+    let reused = args.reuse && existing > 0;
+    if reused {
+        anyhow::ensure!(
+            usize::try_from(existing)? == args.children,
+            "--reuse: the store holds {existing} children, not the {} of --children",
+            args.children
+        );
+    } else {
+        anyhow::ensure!(
+            existing == 0,
+            "the benchmark needs an empty store (or --reuse); this one has {existing} children"
+        );
+    }
     let nicknames: Vec<(&str, &[&str])> = nickname_table().collect();
     let formal: Vec<&str> = nicknames.iter().map(|(f, _)| *f).collect();
     let mut rng = StdRng::seed_from_u64(args.seed);
@@ -302,6 +334,9 @@ async fn bench(args: &SearchArgs, store: &Store) -> anyhow::Result<Report> {
             });
             people.push(p);
         }
+        if reused {
+            continue;
+        }
         children.extend(load_new(&index, SOURCE, &batch).await?);
         if children.len() % 100_000 == 0 {
             tracing::info!(
@@ -313,19 +348,29 @@ async fn bench(args: &SearchArgs, store: &Store) -> anyhow::Result<Report> {
     }
     let load = started.elapsed();
     let started = Instant::now();
-    let keys = usize::try_from(index.matcher().rebuild(store).await?.keys)?;
-    let derive = started.elapsed();
-    let vacuum = match store.backend {
-        Backend::Postgres => {
-            let started = Instant::now();
-            sqlx::raw_sql(
-                "VACUUM (ANALYZE) children, source_records, record_identifiers, match_keys, match_terms",
-            )
-            .execute(&store.pool)
+    let keys = if reused {
+        children = loaded_children(store, people.len()).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM match_keys")
+            .fetch_one(&store.pool)
             .await?;
-            Some(started.elapsed())
-        }
-        Backend::Sqlite => None,
+        usize::try_from(n)?
+    } else {
+        usize::try_from(index.matcher().rebuild(store).await?.keys)?
+    };
+    let derive = started.elapsed();
+    let settle = if reused {
+        None
+    } else {
+        let started = Instant::now();
+        sqlx::raw_sql(match store.backend {
+            Backend::Postgres => {
+                "VACUUM (ANALYZE) children, source_records, record_identifiers, match_keys, match_terms"
+            }
+            Backend::Sqlite => "PRAGMA wal_checkpoint(TRUNCATE)",
+        })
+        .execute(&store.pool)
+        .await?;
+        Some(started.elapsed())
     };
 
     let queries: Vec<Query> = (0..args.searches)
@@ -391,9 +436,10 @@ async fn bench(args: &SearchArgs, store: &Store) -> anyhow::Result<Report> {
         database: None,
         children: children.len(),
         keys,
+        reused,
         load,
         derive,
-        vacuum,
+        settle,
         latencies: Vec::with_capacity(results.len()),
         elapsed,
         cpu,
@@ -434,6 +480,29 @@ async fn bench(args: &SearchArgs, store: &Store) -> anyhow::Result<Report> {
     }
     report.latencies.sort_unstable();
     Ok(report)
+}
+
+/// The child of each synthetic child an earlier run loaded (`c0`, `c1`, …), in order.
+async fn loaded_children(store: &Store, n: usize) -> anyhow::Result<Vec<String>> {
+    let rows = sqlx::query("SELECT local_id, child_id FROM source_records WHERE source = $1")
+        .bind(SOURCE)
+        .fetch_all(&store.pool)
+        .await?;
+    let mut children = vec![String::new(); n];
+    for row in &rows {
+        let local_id: String = row.try_get("local_id")?;
+        let i: usize = local_id
+            .strip_prefix('c')
+            .and_then(|i| i.parse().ok())
+            .filter(|&i| i < n)
+            .with_context(|| format!("--reuse: a record {local_id} this benchmark did not load"))?;
+        children[i] = row.try_get("child_id")?;
+    }
+    anyhow::ensure!(
+        children.iter().all(|c| !c.is_empty()),
+        "--reuse: the store lacks some of the {n} children"
+    );
+    Ok(children)
 }
 
 /// How many records a search's blocking keys reach in the store, counted apart from the timed
@@ -678,6 +747,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn reuse_searches_the_file_an_earlier_run_loaded_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kept.db");
+        let mut args = SearchArgs {
+            database_url: Some(format!("sqlite://{}", file.display())),
+            children: 800,
+            searches: 40,
+            seed: 5,
+            concurrency: 1,
+            reuse: false,
+        };
+        let first = measure(&args).await.unwrap();
+        assert!(!first.reused && first.settle.is_some());
+        assert!(file.exists(), "a named file is kept");
+
+        args.reuse = true;
+        let again = measure(&args).await.unwrap();
+        assert!(again.reused && again.settle.is_none());
+        let figures = |r: &Report| (r.keys, r.known, r.first, r.found, r.returned);
+        assert_eq!(
+            figures(&again),
+            figures(&first),
+            "the same searches find the same children"
+        );
+        assert!(again.first >= 30, "{}", again.first);
+
+        args.children = 700;
+        let e = measure(&args).await.unwrap_err().to_string();
+        assert!(e.contains("not the 700 of --children"), "{e}");
+        args.reuse = false;
+        let e = measure(&args).await.unwrap_err().to_string();
+        assert!(e.contains("needs an empty store"), "{e}");
+    }
+
+    #[tokio::test]
     async fn runs_end_to_end_and_leaves_nothing_behind() {
         let postgres = std::env::var("WEFT_TEST_STORE").as_deref() == Ok("postgres");
         let database_url = if postgres {
@@ -694,6 +798,7 @@ mod tests {
             searches: 60,
             seed: 3,
             concurrency: 2,
+            reuse: false,
         };
         let r = measure(&args).await.unwrap();
         assert_eq!(r.children, 2_500);

@@ -345,7 +345,6 @@ mod tests {
             birth_date: Some("31/02/2014".into()),
             sex: Some("2".into()),
             postcode: Some("sw1a 1aa".into()),
-            ..Default::default()
         };
         let ids = [
             weft_adapters::Identifier::new("nhs_number", "943 476 5919"),
