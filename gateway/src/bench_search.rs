@@ -1,14 +1,14 @@
 //! `weft bench search`: the gateway's own identity search — [`Index::find`] over the store, the
 //! path `POST /v1/children/search` takes — against an index of synthetic children (nobody real)
 //! on SQLite or PostgreSQL. `weft bench match` times the in-memory search index of the matching
-//! library; this times what the API runs: blocking keys and name counts read from the store,
-//! candidates scored by the matcher.
+//! library; this times what the API runs: candidates' matching forms read with their blocking
+//! keys, name counts read from the store, candidates scored by the matcher.
 //!
-//! Loading a million children through [`Index::upsert`] would take the best part of an hour at
-//! the ~600 records/s it manages (each record is matched against the index, linked and audited
-//! in a transaction of its own), so the children
-//! are written in bulk with the rows upsert writes for a record that starts a child of its own
-//! ([`load_new`]); a unit test checks that a search finds the same children, with the same
+//! Loading a million children through [`Index::upsert`] would take the best part of an hour
+//! (each record is matched against the index, linked and audited in a transaction of its own),
+//! so the children are written in bulk with the rows upsert writes for a record that starts a
+//! child of its own ([`load_new`]), and their matching rows derived afterwards by
+//! `Matcher::rebuild`; a unit test checks that a search finds the same children, with the same
 //! scores, in an index loaded either way. Timings belong here, never in tests.
 
 use std::fmt::Write as _;
