@@ -510,7 +510,7 @@ impl Matcher {
         let wanted: Vec<(Comparison, f64, &str)> = self
             .tf
             .iter()
-            .filter_map(|&(c, u)| Some((c, u, c.tf_value(r)?)))
+            .filter_map(|&(c, u)| Some((c, u, counted(c, r)?)))
             .collect();
         if wanted.is_empty() {
             return Ok(tf);
@@ -568,13 +568,13 @@ impl Matcher {
         new: &Record,
     ) -> Result<(), sqlx::Error> {
         for c in self.tf_comparisons() {
-            let before = old.and_then(|o| c.tf_value(o));
-            let after = c.tf_value(new);
+            let before = old.and_then(|o| counted(c, o));
+            let after = counted(c, new);
             if before == after {
                 continue;
             }
             for (value, delta) in [(before, -1i64), (after, 1)] {
-                if let Some(value) = value.filter(|v| !v.is_empty()) {
+                if let Some(value) = value {
                     add_term(conn, c, value, delta).await?;
                 }
             }
@@ -646,7 +646,7 @@ impl Matcher {
                     &row.try_get::<String, _>("identifiers")?,
                 );
                 for c in self.tf_comparisons() {
-                    if let Some(v) = c.tf_value(&r).filter(|v| !v.is_empty()) {
+                    if let Some(v) = counted(c, &r) {
                         *tf.entry((c, v.to_string())).or_default() += 1;
                     }
                 }
@@ -695,6 +695,12 @@ impl Matcher {
     fn tf_comparisons(&self) -> impl Iterator<Item = Comparison> + '_ {
         self.tf.iter().map(|&(c, _)| c)
     }
+}
+
+/// The name a record is counted under in `match_terms` for a comparison: never empty, since
+/// the empty value names the comparison's totals row.
+fn counted(c: Comparison, r: &Record) -> Option<&str> {
+    c.tf_value(r).filter(|v| !v.is_empty())
 }
 
 /// The `match_terms` row whose `n` says which [`DERIVED_VERSION`] derived the store's

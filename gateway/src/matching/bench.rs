@@ -206,13 +206,13 @@ pub(crate) fn written(
 
 impl Written {
     /// As a source's adapter hands it to the master child index.
-    pub(crate) fn demographics(&self) -> weft_adapters::Demographics {
+    pub(crate) fn demographics(self) -> weft_adapters::Demographics {
         weft_adapters::Demographics {
-            given_name: Some(self.given.clone()),
-            family_name: Some(self.family.clone()),
-            birth_date: Some(self.birth_date.clone()),
+            given_name: Some(self.given),
+            family_name: Some(self.family),
+            birth_date: Some(self.birth_date),
             sex: self.sex.map(String::from),
-            postcode: self.postcode.clone(),
+            postcode: self.postcode,
         }
     }
 }
@@ -225,24 +225,7 @@ fn record(
     corrupt: bool,
     nicknames: &[(&str, &[&str])],
 ) -> Record {
-    let w = written(rng, p, corrupt, nicknames);
-    let mut r = Record {
-        id,
-        ..Default::default()
-    };
-    for (f, v) in [
-        (Field::GivenName, Some(w.given.as_str())),
-        (Field::FamilyName, Some(w.family.as_str())),
-        (Field::BirthDate, Some(w.birth_date.as_str())),
-        (Field::Sex, w.sex),
-        (Field::Postcode, w.postcode.as_deref()),
-    ] {
-        if let Some(v) = v {
-            // The generator writes only shapes the parser reads.
-            let _ = r.set(f, v);
-        }
-    }
-    r
+    Record::from_demographics(id, &written(rng, p, corrupt, nicknames).demographics(), &[])
 }
 
 /// Peak resident memory of this process so far, from /proc (Linux); `None` elsewhere.
