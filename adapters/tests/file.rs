@@ -1,11 +1,12 @@
 //! The `file` adapter's readers over every education and LA-return sample in
-//! `shared/data/samples/` (CIN census ×3, SSDA903 CSV and XML) and over generated CSV and CTF.
+//! `shared/data/samples/` (CIN census ×3, SSDA903 CSV and XML) and over generated CSV and CTF
+//! (`tests/data/`), and the folder handling around them: bounded reads, setting a drop aside.
 
 mod common;
 
 use common::sample_path;
 use serde_json::{json, Value};
-use weft_adapters::file::{self, DroppedFile, FileConfig, FileFormat, FileSpec, Imported};
+use weft_adapters::file::{self, DroppedFile, FileConfig, FileFormat, FileSpec, Imported, Limits};
 
 fn sample(name: &str, format: FileFormat) -> DroppedFile {
     DroppedFile {
@@ -32,8 +33,11 @@ fn by_id<'a>(records: &'a [Imported], id: &str) -> &'a Imported {
 
 #[test]
 fn cin_2022_liia_sample_maps() {
-    let parsed =
-        file::parse(&[sample("cin_census_liia_cin-2022.xml", FileFormat::CinXml)]).unwrap();
+    let parsed = file::parse(
+        &[sample("cin_census_liia_cin-2022.xml", FileFormat::CinXml)],
+        &Limits::default(),
+    )
+    .unwrap();
     assert!(parsed.warnings.is_empty(), "{:?}", parsed.warnings);
     assert_eq!(parsed.records.len(), 1);
     let r = &parsed.records[0];
@@ -68,19 +72,20 @@ fn cin_2022_liia_sample_maps() {
 
 #[test]
 fn cin_2026_sample_stray_text_is_tolerated_and_reported() {
-    let parsed = file::parse(&[sample(
-        "cin_census_d2i_CIN_Census_2026.xml",
-        FileFormat::CinXml,
-    )])
+    let parsed = file::parse(
+        &[sample(
+            "cin_census_d2i_CIN_Census_2026.xml",
+            FileFormat::CinXml,
+        )],
+        &Limits::default(),
+    )
     .unwrap();
     assert_eq!(parsed.records.len(), 2);
     assert_eq!(parsed.warnings.len(), 1, "{:?}", parsed.warnings);
-    assert!(
-        parsed.warnings[0].contains("line 23")
-            && parsed.warnings[0].contains("\"PersonBirthDate\"")
-            && parsed.warnings[0].contains("<ChildIdentifiers>"),
-        "{}",
-        parsed.warnings[0]
+    // Located by line and element; the stray text itself is not quoted.
+    assert_eq!(
+        parsed.warnings[0],
+        "cin_census_d2i_CIN_Census_2026.xml line 23: stray text inside <ChildIdentifiers> ignored"
     );
     // The element after the stray text is read normally.
     let first = by_id(&parsed.records, "DfEX0000001");
@@ -99,10 +104,13 @@ fn cin_2026_sample_stray_text_is_tolerated_and_reported() {
 
 #[test]
 fn cin_fake_sample_maps_every_child() {
-    let parsed = file::parse(&[sample(
-        "cin_census_d2i_fake_CIN_data.xml",
-        FileFormat::CinXml,
-    )])
+    let parsed = file::parse(
+        &[sample(
+            "cin_census_d2i_fake_CIN_data.xml",
+            FileFormat::CinXml,
+        )],
+        &Limits::default(),
+    )
     .unwrap();
     let text = std::fs::read_to_string(sample_path("cin_census_d2i_fake_CIN_data.xml")).unwrap();
     let children = text.matches("<Child>").count();
@@ -124,10 +132,13 @@ fn cin_fake_sample_maps_every_child() {
 
 #[test]
 fn ssda903_csv_tables_join() {
-    let parsed = file::parse(&[
-        sample("ssda903_d2i_header.csv", FileFormat::Ssda903HeaderCsv),
-        sample("ssda903_d2i_episodes.csv", FileFormat::Ssda903EpisodesCsv),
-    ])
+    let parsed = file::parse(
+        &[
+            sample("ssda903_d2i_header.csv", FileFormat::Ssda903HeaderCsv),
+            sample("ssda903_d2i_episodes.csv", FileFormat::Ssda903EpisodesCsv),
+        ],
+        &Limits::default(),
+    )
     .unwrap();
     let header = std::fs::read_to_string(sample_path("ssda903_d2i_header.csv")).unwrap();
     assert_eq!(parsed.records.len(), header.lines().count() - 1);
@@ -151,8 +162,11 @@ fn ssda903_csv_tables_join() {
 
 #[test]
 fn ssda903_xml_sample_maps() {
-    let parsed =
-        file::parse(&[sample("ssda903_d2i_fake_903.xml", FileFormat::Ssda903Xml)]).unwrap();
+    let parsed = file::parse(
+        &[sample("ssda903_d2i_fake_903.xml", FileFormat::Ssda903Xml)],
+        &Limits::default(),
+    )
+    .unwrap();
     assert_eq!(parsed.records.len(), 253);
     let r = by_id(&parsed.records, "907440");
     assert_eq!(
@@ -171,7 +185,9 @@ fn ssda903_xml_sample_maps() {
 fn truncated_and_corrupted_samples_are_rejected_with_location() {
     let mut cin = sample("cin_census_d2i_fake_CIN_data.xml", FileFormat::CinXml);
     cin.bytes.truncate(100_000);
-    let e = file::parse(&[cin]).unwrap_err().to_string();
+    let e = file::parse(&[cin], &Limits::default())
+        .unwrap_err()
+        .to_string();
     assert!(
         e.starts_with("cin_census_d2i_fake_CIN_data.xml line "),
         "{e}"
@@ -185,12 +201,16 @@ fn truncated_and_corrupted_samples_are_rejected_with_location() {
         .unwrap()
         + 1;
     cin.bytes.truncate(cut);
-    let e = file::parse(&[cin]).unwrap_err().to_string();
+    let e = file::parse(&[cin], &Limits::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("the file ends inside <"), "{e}");
 
     let mut eps = sample("ssda903_d2i_episodes.csv", FileFormat::Ssda903EpisodesCsv);
     eps.bytes.truncate(50_000);
-    let e = file::parse(&[eps]).unwrap_err().to_string();
+    let e = file::parse(&[eps], &Limits::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("ssda903_d2i_episodes.csv line "), "{e}");
 
     let mut xml = sample("ssda903_d2i_fake_903.xml", FileFormat::Ssda903Xml);
@@ -200,70 +220,42 @@ fn truncated_and_corrupted_samples_are_rejected_with_location() {
         1,
     );
     xml.bytes = text.into_bytes();
-    let e = file::parse(&[xml]).unwrap_err().to_string();
-    assert!(e.contains("<DOB>") && e.contains("28/13/2010"), "{e}");
+    let e = file::parse(&[xml], &Limits::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("<DOB>: not a date"), "{e}");
+    assert!(
+        !e.contains("28/13/2010"),
+        "the rejected value is never quoted: {e}"
+    );
 
     let mut cin = sample("cin_census_liia_cin-2022.xml", FileFormat::CinXml);
     let text = String::from_utf8(cin.bytes)
         .unwrap()
         .replace("<GenderCurrent>1<", "<GenderCurrent>7<");
     cin.bytes = text.into_bytes();
-    let e = file::parse(&[cin]).unwrap_err().to_string();
+    let e = file::parse(&[cin], &Limits::default())
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         e,
-        "cin_census_liia_cin-2022.xml line 26 <GenderCurrent>: \"7\" is not a sex code (1/2/0/9 or M/F/U)"
+        "cin_census_liia_cin-2022.xml line 26 <GenderCurrent>: not a sex code (1/2/0/9 or M/F/U)"
     );
 }
 
-const CTF: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
-<CTfile>
-  <Header>
-    <DocumentName>Common Transfer File</DocumentName>
-    <CTFversion>24.0</CTFversion>
-    <SourceSchool><LEA>801</LEA><Estab>2000</Estab><URN>100001</URN><SchoolName>Example Primary</SchoolName></SourceSchool>
-  </Header>
-  <CTFpupilData>
-    <Pupil>
-      <UPN>B801200005001</UPN>
-      <Surname>Khan</Surname>
-      <Forename>Sara</Forename>
-      <DOB>2012-03-27</DOB>
-      <Sex>F</Sex>
-      <BasicDetails>
-        <FormerUPN>P207000016049</FormerUPN>
-        <NCyearActual>6</NCyearActual>
-        <EnrolStatus>C</EnrolStatus>
-        <InCare>TRUE</InCare>
-      </BasicDetails>
-      <LookedAfter><InCare>true</InCare><CareAuthority>801</CareAuthority></LookedAfter>
-      <SENhistory>
-        <SEN><StartDate>2019-09-01</StartDate><SENprovision>K</SENprovision></SEN>
-        <SEN><StartDate>2022-01-10</StartDate><SENprovision>E</SENprovision></SEN>
-      </SENhistory>
-      <Address><BS7><PAON>12</PAON><Street>High Street</Street><Town>Bristol</Town><PostCode>BS1 4AA</PostCode></BS7></Address>
-      <Attendance>
-        <YearData><Year>2023</Year><SessionsPossible>380</SessionsPossible><SessionsAuthorised>10</SessionsAuthorised><SessionsUnauthorised>28</SessionsUnauthorised></YearData>
-      </Attendance>
-    </Pupil>
-    <Pupil>
-      <UPN>A801200005001</UPN>
-      <Surname>Smith</Surname>
-      <Forename>Jo</Forename>
-      <DOB>2013-01-02</DOB>
-      <Gender>M</Gender>
-      <BasicDetails><InCare>0</InCare></BasicDetails>
-    </Pupil>
-  </CTFpupilData>
-</CTfile>
-"#;
+/// A Common Transfer File in the shape schools' MIS systems write (no public sample exists).
+const CTF: &str = include_str!("data/ctf.xml");
 
 #[test]
 fn ctf_maps_identity_address_attendance_sen_and_care() {
-    let parsed = file::parse(&[DroppedFile {
-        name: "ctf.xml".into(),
-        format: FileFormat::CtfXml,
-        bytes: CTF.as_bytes().to_vec(),
-    }])
+    let parsed = file::parse(
+        &[DroppedFile {
+            name: "ctf.xml".into(),
+            format: FileFormat::CtfXml,
+            bytes: CTF.as_bytes().to_vec(),
+        }],
+        &Limits::default(),
+    )
     .unwrap();
     assert_eq!(parsed.records.len(), 2);
     let sara = by_id(&parsed.records, "B801200005001");
@@ -291,11 +283,14 @@ fn ctf_maps_identity_address_attendance_sen_and_care() {
     assert_eq!(item(jo, "looked_after"), false);
 
     let truncated = &CTF[..CTF.find("<Attendance>").unwrap()];
-    let e = file::parse(&[DroppedFile {
-        name: "ctf.xml".into(),
-        format: FileFormat::CtfXml,
-        bytes: truncated.as_bytes().to_vec(),
-    }])
+    let e = file::parse(
+        &[DroppedFile {
+            name: "ctf.xml".into(),
+            format: FileFormat::CtfXml,
+            bytes: truncated.as_bytes().to_vec(),
+        }],
+        &Limits::default(),
+    )
     .unwrap_err();
     assert!(
         e.to_string()
@@ -324,13 +319,14 @@ fn collect_requires_every_pattern_and_reads_in_name_order() {
             name: "att_*.csv".into(),
         }],
         watch_secs: 0,
+        limits: Limits::default(),
     };
     let files = file::collect(&config).unwrap();
     assert_eq!(
         files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(),
         ["att_1.csv", "att_2.csv"]
     );
-    let parsed = file::parse(&files).unwrap();
+    let parsed = file::parse(&files, &Limits::default()).unwrap();
     assert_eq!(item(&parsed.records[0], "terms")[1]["term"], "Spring");
     config.files.push(FileSpec {
         format: FileFormat::CensusPupilsCsv,
@@ -360,4 +356,84 @@ files = [
 
 fn toml_from(text: &str) -> weft_adapters::AdapterConfig {
     toml::from_str(text).unwrap()
+}
+
+#[test]
+fn an_oversized_file_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let pupils = dir.path().join("pupils.csv");
+    std::fs::write(&pupils, "UPN,Surname\nB801200005001,Khan\n").unwrap();
+    let mut config = FileConfig {
+        folder: dir.path().to_path_buf(),
+        files: vec![FileSpec {
+            format: FileFormat::CensusPupilsCsv,
+            name: "pupils*.csv".into(),
+        }],
+        watch_secs: 0,
+        limits: Limits {
+            file_bytes: 1024,
+            ..Limits::default()
+        },
+    };
+    assert_eq!(file::collect(&config).unwrap()[0].bytes.len(), 31);
+    // A sparse file claims a gigabyte without holding it: refused by its size alone.
+    std::fs::File::create(&pupils)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    let e = file::collect(&config).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "pupils.csv: 1073741824 bytes, over the limit of 1024 bytes (limits.file_bytes)"
+    );
+    assert!(e.is_content());
+    config.limits.file_bytes = 1 << 31;
+    assert_eq!(file::survey(&config).unwrap()[0].bytes, 1 << 30);
+}
+
+#[test]
+fn a_rejected_drop_is_set_aside_whole_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["header.csv", "episodes.csv", "notes.txt"] {
+        std::fs::write(dir.path().join(name), name).unwrap();
+    }
+    let config = FileConfig {
+        folder: dir.path().to_path_buf(),
+        files: vec![
+            FileSpec {
+                format: FileFormat::Ssda903HeaderCsv,
+                name: "header.csv".into(),
+            },
+            FileSpec {
+                format: FileFormat::Ssda903EpisodesCsv,
+                name: "episodes.csv".into(),
+            },
+        ],
+        watch_secs: 60,
+        limits: Limits::default(),
+    };
+    let names: Vec<String> = file::survey(&config)
+        .unwrap()
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(names, ["header.csv", "episodes.csv"]);
+    let reason = "episodes.csv line 7 column decom: not a date (expected YYYY-MM-DD or DD/MM/YYYY)";
+    let first = file::set_aside(&config, &names, reason).unwrap();
+    let second = file::set_aside(&config, &[], reason).unwrap();
+    assert_ne!(first, second, "each rejection gets a folder of its own");
+    assert_eq!(first.parent(), Some(dir.path().join("rejected").as_path()));
+    let why = std::fs::read_to_string(first.join("REJECTED.txt")).unwrap();
+    assert!(why.contains(reason), "{why}");
+    for name in &names {
+        assert!(!dir.path().join(name).exists());
+        assert_eq!(std::fs::read_to_string(first.join(name)).unwrap(), *name);
+    }
+    // Files the configuration does not name stay where they are, and the folder now holds an
+    // incomplete drop rather than the rejected one.
+    assert!(dir.path().join("notes.txt").exists());
+    assert!(matches!(
+        file::survey(&config),
+        Err(file::ImportError::Missing { .. })
+    ));
 }

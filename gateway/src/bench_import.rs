@@ -11,7 +11,7 @@ use clap::Args;
 use secrecy::SecretString;
 use weft_adapters::file::{FileConfig, FileFormat, FileSpec};
 
-use crate::imports::{import, ImportReport};
+use crate::imports::{import, ImportReport, Options};
 use crate::resolve::Index;
 use crate::store::Store;
 
@@ -129,12 +129,13 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
             name: "cin.xml".into(),
         }],
         watch_secs: 0,
+        limits: Default::default(),
     };
     let store = fresh_store(&args, dir.path(), "cin").await?;
     let index = Index::new(store.clone());
     reset_peak();
     let t = Instant::now();
-    let r = import(&store, &index, "bench-cin", &cin, false).await?;
+    let r = import(&store, &index, "bench-cin", &cin, Options::default()).await?;
     println!(
         "{}",
         line(
@@ -158,13 +159,14 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
             name: "pupils.csv".into(),
         }],
         watch_secs: 0,
+        limits: Default::default(),
     };
     let store = fresh_store(&args, dir.path(), "census").await?;
     let index = Index::new(store.clone());
     let mb = text.len() as f64 / 1e6;
     reset_peak();
     let t = Instant::now();
-    let r = import(&store, &index, "bench-census", &census, false).await?;
+    let r = import(&store, &index, "bench-census", &census, Options::default()).await?;
     println!(
         "{}",
         line(
@@ -177,7 +179,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
 
     reset_peak();
     let t = Instant::now();
-    let r = import(&store, &index, "bench-census", &census, false).await?;
+    let r = import(&store, &index, "bench-census", &census, Options::default()).await?;
     let unchanged = t.elapsed().as_secs_f64();
     println!(
         "{}",
@@ -186,7 +188,17 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
 
     reset_peak();
     let t = Instant::now();
-    let r = import(&store, &index, "bench-census", &census, true).await?;
+    let r = import(
+        &store,
+        &index,
+        "bench-census",
+        &census,
+        Options {
+            force: true,
+            ..Options::default()
+        },
+    )
+    .await?;
     println!(
         "{}",
         line(
@@ -201,7 +213,7 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     std::fs::write(&path, changed)?;
     reset_peak();
     let t = Instant::now();
-    let r = import(&store, &index, "bench-census", &census, false).await?;
+    let r = import(&store, &index, "bench-census", &census, Options::default()).await?;
     println!(
         "{}",
         line(

@@ -72,6 +72,10 @@ pub struct ImportCmd {
     /// Parse and compare every record even if the files are byte-identical to the last import.
     #[arg(long)]
     pub force: bool,
+    /// Apply the drop even if it removes every stored record of the source, or more than its
+    /// `limits.removed_percent`.
+    #[arg(long)]
+    pub allow_removals: bool,
     #[command(flatten)]
     pub config: ConfigArg,
 }
@@ -350,15 +354,22 @@ async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Exit codes: 0 imported (or unchanged), 2 rejected (previous data kept), 1 anything else.
+/// Exit codes: 0 imported (or unchanged), 2 rejected as malformed, 3 refused for removing too
+/// much (previous data kept in both), 1 anything else.
 async fn import(cmd: ImportCmd) -> ExitCode {
     let outcome = async {
         let config = load(&cmd.config)?;
         let file = crate::imports::file_source(&config.sources, &cmd.source)?.clone();
         let store = Store::open(&config.database.url, 4).await?;
-        let index = crate::resolve::Index::new(store.clone());
+        // Records are matched as the gateway would match them, with the configured model.
+        let matcher = crate::linkage::Matcher::from_config(&config.matching)?;
+        let index = crate::resolve::Index::with_matcher(store.clone(), matcher);
+        let options = crate::imports::Options {
+            force: cmd.force,
+            allow_removals: cmd.allow_removals,
+        };
         Ok::<_, anyhow::Error>(
-            crate::imports::import(&store, &index, &cmd.source, &file, cmd.force).await,
+            crate::imports::import(&store, &index, &cmd.source, &file, options).await,
         )
     }
     .await;
@@ -384,6 +395,10 @@ async fn import(cmd: ImportCmd) -> ExitCode {
         Ok(Err(e @ crate::imports::ImportFailure::Rejected(_))) => {
             eprintln!("weft: {e}");
             ExitCode::from(2)
+        }
+        Ok(Err(e @ crate::imports::ImportFailure::Removals { .. })) => {
+            eprintln!("weft: {e}");
+            ExitCode::from(3)
         }
         Ok(Err(e)) => {
             eprintln!("weft: {e}");

@@ -11,6 +11,11 @@
 //!   added and changed records are written and re-indexed; records missing from the new drop
 //!   are removed (a census export is the whole roll), so their views say `no_record`.
 //! - A rejected drop writes nothing but its own `import_runs` row: the previous data stays.
+//! - A drop that would remove every stored record of the source, or more than
+//!   `limits.removed_percent` of them, is refused the same way unless the caller allows it
+//!   (`weft import --allow-removals`): an export cut to its header row is not a school emptied.
+//! - Nothing read from a file reaches a log line or `import_runs`: errors name the file, line,
+//!   element or column and the rule (see `weft_adapters::file`); store errors their code.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +26,7 @@ use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-use weft_adapters::file::{self, FileConfig, ImportError, ImportStore, Imported};
+use weft_adapters::file::{self, FileConfig, Found, ImportError, ImportStore, Imported};
 use weft_adapters::{AdapterConfig, AdapterError};
 
 use crate::config::SourceConfig;
@@ -126,10 +131,53 @@ pub enum ImportFailure {
     /// The drop was malformed; nothing was applied.
     #[error("import rejected, previous data kept: {0}")]
     Rejected(#[from] ImportError),
-    #[error("import store: {0}")]
+    /// The drop would remove too much of what is stored; nothing was applied.
+    #[error("import refused, previous data kept: {}", removals(*.removed, *.stored, *.limit))]
+    Removals {
+        removed: usize,
+        stored: usize,
+        limit: u8,
+    },
+    #[error("import store: {}", store_error(.0))]
     Store(#[from] sqlx::Error),
     #[error("import task failed: {0}")]
     Task(String),
+}
+
+fn removals(removed: usize, stored: usize, limit: u8) -> String {
+    if removed == stored {
+        format!(
+            "the drop would remove all {stored} records stored for this source; if every one \
+             has really gone, import again with --allow-removals"
+        )
+    } else {
+        format!(
+            "the drop would remove {removed} of the {stored} records stored for this source, \
+             more than limits.removed_percent ({limit} %); if that is right, import again with \
+             --allow-removals"
+        )
+    }
+}
+
+/// A store error as it may be logged: a database's own message can quote the value it refused,
+/// so only its code is kept.
+fn store_error(e: &sqlx::Error) -> String {
+    match e.as_database_error() {
+        Some(d) => format!(
+            "database error {}",
+            d.code().as_deref().unwrap_or("without a code")
+        ),
+        None => e.to_string(),
+    }
+}
+
+/// How an import was asked for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Parse and compare every record even when the files are identical to the last import.
+    pub force: bool,
+    /// Apply even if the drop removes all of the source's records or more than its limit.
+    pub allow_removals: bool,
 }
 
 /// The `file` configuration of a source, by id.
@@ -155,25 +203,26 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Imports a source's folder. `force` parses and diffs even when the files are unchanged.
+/// Imports a source's folder.
 pub async fn import(
     store: &Store,
     index: &Index,
     source: &str,
     config: &FileConfig,
-    force: bool,
+    options: Options,
 ) -> Result<ImportReport, ImportFailure> {
     let started = now();
     let clock = std::time::Instant::now();
     let ms = |t: std::time::Instant| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let config = config.clone();
-    let dropped = tokio::task::spawn_blocking(move || file::collect(&config))
+    let limits = config.limits;
+    let folder = config.clone();
+    let dropped = tokio::task::spawn_blocking(move || file::collect(&folder))
         .await
         .map_err(|e| ImportFailure::Task(e.to_string()))?;
     let dropped = match dropped {
         Ok(d) => d,
         Err(e) => {
-            record_rejection(store, source, &started, &[], &e).await?;
+            record_failure(store, source, &started, "rejected", &[], &e.to_string()).await?;
             return Err(e.into());
         }
     };
@@ -202,7 +251,7 @@ pub async fn import(
         apply_ms: 0,
         index_ms: 0,
     };
-    if !force && last_applied_files(store, source).await?.as_ref() == Some(&files) {
+    if !options.force && last_applied_files(store, source).await?.as_ref() == Some(&files) {
         let n = sqlx::query("SELECT COUNT(*) AS n FROM import_records WHERE source = $1")
             .bind(source)
             .fetch_one(&store.pool)
@@ -217,7 +266,7 @@ pub async fn import(
     let parsed = tokio::task::spawn_blocking(move || {
         // Only the canonical JSON is kept per record (the digest is over it, the store keeps
         // it); the parsed form is dropped at once, which halves the peak for a large census.
-        file::parse(&dropped).map(|p| {
+        file::parse(&dropped, &limits).map(|p| {
             let mut flagged = 0;
             let hashed: Vec<Hashed> = p
                 .records
@@ -248,7 +297,7 @@ pub async fn import(
     let (records, warnings, flagged) = match parsed {
         Ok(p) => p,
         Err(e) => {
-            record_rejection(store, source, &started, &files, &e).await?;
+            record_failure(store, source, &started, "rejected", &files, &e.to_string()).await?;
             return Err(e.into());
         }
     };
@@ -264,6 +313,35 @@ pub async fn import(
         .await?
     {
         existing.insert(row.try_get("local_id")?, row.try_get("digest")?);
+    }
+    let stored = existing.len();
+    let incoming: std::collections::HashSet<&str> =
+        records.iter().map(|r| r.local_id.as_str()).collect();
+    let removed = existing
+        .keys()
+        .filter(|id| !incoming.contains(id.as_str()))
+        .count();
+    let share = usize::from(limits.removed_percent);
+    if removed > 0
+        && !options.allow_removals
+        && (removed == stored || removed * 100 > stored * share)
+    {
+        drop(tx);
+        let refused = ImportFailure::Removals {
+            removed,
+            stored,
+            limit: limits.removed_percent,
+        };
+        record_failure(
+            store,
+            source,
+            &started,
+            "refused",
+            &files,
+            &refused.to_string(),
+        )
+        .await?;
+        return Err(refused);
     }
     let at = now();
     let mut to_index = Vec::new();
@@ -331,10 +409,11 @@ pub async fn import(
     report.apply_ms = ms(clock);
     let clock = std::time::Instant::now();
     for json in to_index {
+        // Neither error is logged in full: serde's and the database's can quote the record.
         let rec = match serde_json::from_str::<Imported>(json) {
             Ok(r) => r.record,
             Err(e) => {
-                tracing::warn!(source, error = %e, "imported record unreadable");
+                tracing::warn!(source, category = ?e.classify(), "imported record unreadable");
                 report.index_failures += 1;
                 continue;
             }
@@ -342,7 +421,7 @@ pub async fn import(
         match index.upsert(source, &rec).await {
             Ok(_) => report.indexed += 1,
             Err(e) => {
-                tracing::warn!(source, error = %e, "index upsert after import failed");
+                tracing::warn!(source, error = %store_error(&e), "index upsert after import failed");
                 report.index_failures += 1;
             }
         }
@@ -409,17 +488,20 @@ async fn insert_run(
     Ok(())
 }
 
-async fn record_rejection(
+/// Records an attempt that applied nothing: `rejected` (malformed) or `refused` (too many
+/// removals), with the reason as its note.
+async fn record_failure(
     store: &Store,
     source: &str,
     started: &str,
+    outcome: &'static str,
     files: &[FileDigest],
-    error: &ImportError,
+    reason: &str,
 ) -> Result<(), sqlx::Error> {
-    tracing::warn!(source, error = %error, "import rejected");
+    tracing::warn!(source, reason, "import {outcome}");
     let empty = ImportReport {
         source: source.into(),
-        outcome: "rejected",
+        outcome,
         files: Vec::new(),
         records: 0,
         added: 0,
@@ -439,10 +521,10 @@ async fn record_rejection(
         &mut conn,
         source,
         started,
-        "rejected",
+        outcome,
         files,
         &empty,
-        &[error.to_string()],
+        &[reason.to_string()],
     )
     .await
 }
@@ -482,7 +564,13 @@ pub async fn last_import(store: &Store, source: &str) -> Result<Option<LastImpor
 }
 
 /// Scans each watched `file` source's folder on its interval and imports what changed, for as
-/// long as the gateway runs. A rejected drop is logged and recorded; the next scan tries again.
+/// long as the gateway runs.
+///
+/// A drop that failed is not tried again until its files change (names, sizes or modification
+/// times), so a bad drop costs one attempt and one `import_runs` row, not one every scan. A
+/// malformed drop that is still unchanged at the next scan is at rest, not half-copied: it is
+/// moved into `rejected/<time>/` beside a `REJECTED.txt` naming the fault (`file::set_aside`).
+/// A refused drop (too many removals) is left where it is for an administrator to decide.
 pub async fn watch(state: crate::app::AppState) {
     let tasks: Vec<(String, FileConfig)> = state
         .config
@@ -497,21 +585,89 @@ pub async fn watch(state: crate::app::AppState) {
     for (id, config) in tasks {
         let state = state.clone();
         handles.push(tokio::spawn(async move {
-            let (store, index) = (&state.store, &state.index);
             let every = Duration::from_secs(config.watch_secs);
+            let mut failed: Option<Failed> = None;
             loop {
-                match import(store, index, &id, &config, false).await {
-                    Ok(r) if r.outcome == "applied" => {
-                        tracing::info!(source = %id, changed = r.added + r.changed + r.removed, "watched import applied")
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(source = %id, error = %e, "watched import failed"),
-                }
+                scan(&state, &id, &config, &mut failed).await;
                 tokio::time::sleep(every).await;
             }
         }));
     }
     futures::future::join_all(handles).await;
+}
+
+/// A drop as a watcher saw it: the files' names, sizes and modification times, or why they could
+/// not be listed.
+type Listing = Result<Vec<Found>, String>;
+
+/// The last drop a watcher failed to import, and why.
+struct Failed {
+    listing: Listing,
+    reason: String,
+    /// Whether the files themselves are at fault, so the drop is set aside once at rest.
+    malformed: bool,
+}
+
+async fn scan(
+    state: &crate::app::AppState,
+    source: &str,
+    config: &FileConfig,
+    failed: &mut Option<Failed>,
+) {
+    let folder = config.clone();
+    let listing: Listing = match tokio::task::spawn_blocking(move || file::survey(&folder)).await {
+        Ok(l) => l.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Some(f) = failed.as_ref().filter(|f| f.listing == listing) {
+        if let (true, Ok(found)) = (f.malformed, &listing) {
+            let names: Vec<String> = found.iter().map(|f| f.name.clone()).collect();
+            let (folder, reason) = (config.clone(), f.reason.clone());
+            match tokio::task::spawn_blocking(move || file::set_aside(&folder, &names, &reason))
+                .await
+            {
+                Ok(Ok(dir)) => {
+                    tracing::warn!(source, folder = %dir.display(), "rejected drop set aside");
+                    *failed = None;
+                }
+                Ok(Err(e)) => tracing::warn!(source, error = %e, "rejected drop not set aside"),
+                Err(e) => tracing::warn!(source, error = %e, "rejected drop not set aside"),
+            }
+        }
+        return;
+    }
+    match import(
+        &state.store,
+        &state.index,
+        source,
+        config,
+        Options::default(),
+    )
+    .await
+    {
+        Ok(r) => {
+            if r.outcome == "applied" {
+                tracing::info!(
+                    source,
+                    changed = r.added + r.changed + r.removed,
+                    "watched import applied"
+                );
+            }
+            *failed = None;
+        }
+        Err(e @ (ImportFailure::Rejected(_) | ImportFailure::Removals { .. })) => {
+            // Logged and recorded by `import`.
+            *failed = Some(Failed {
+                listing,
+                malformed: matches!(&e, ImportFailure::Rejected(r) if r.is_content()),
+                reason: e.to_string(),
+            });
+        }
+        Err(e) => {
+            tracing::warn!(source, error = %e, "watched import failed");
+            *failed = None;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -532,6 +688,7 @@ mod tests {
                 name: "pupils*.csv".into(),
             }],
             watch_secs: 0,
+            limits: Default::default(),
         }
     }
 
@@ -555,7 +712,9 @@ mod tests {
         let cfg = config(&drop);
         std::fs::write(drop.join("pupils.csv"), PUPILS).unwrap();
 
-        let first = import(&store, &index, "school", &cfg, false).await.unwrap();
+        let first = import(&store, &index, "school", &cfg, Options::default())
+            .await
+            .unwrap();
         assert_eq!(
             (first.outcome, first.added, first.indexed),
             ("applied", 3, 3)
@@ -564,10 +723,18 @@ mod tests {
         let before = digests(&store).await;
 
         // Unchanged files: recognised by digest, nothing parsed or written.
-        let again = import(&store, &index, "school", &cfg, false).await.unwrap();
+        let again = import(&store, &index, "school", &cfg, Options::default())
+            .await
+            .unwrap();
         assert_eq!((again.outcome, again.unchanged), ("unchanged", 3));
         // Even a forced re-parse changes nothing.
-        let forced = import(&store, &index, "school", &cfg, true).await.unwrap();
+        let forced = Options {
+            force: true,
+            ..Options::default()
+        };
+        let forced = import(&store, &index, "school", &cfg, forced)
+            .await
+            .unwrap();
         assert_eq!(
             (
                 forced.added,
@@ -585,7 +752,9 @@ mod tests {
             PUPILS.replace("Smith,Jo", "Smith-Jones,Jo"),
         )
         .unwrap();
-        let one = import(&store, &index, "school", &cfg, false).await.unwrap();
+        let one = import(&store, &index, "school", &cfg, Options::default())
+            .await
+            .unwrap();
         assert_eq!(
             (
                 one.added,
@@ -607,7 +776,7 @@ mod tests {
 
         // A truncated drop is rejected with its location; the previous data stays.
         std::fs::write(drop.join("pupils.csv"), &PUPILS[..PUPILS.len() - 20]).unwrap();
-        let e = import(&store, &index, "school", &cfg, false)
+        let e = import(&store, &index, "school", &cfg, Options::default())
             .await
             .unwrap_err();
         assert!(e.to_string().contains("pupils.csv line 4"), "{e}");
@@ -645,8 +814,82 @@ mod tests {
             changed.lines().take(3).collect::<Vec<_>>().join("\n"),
         )
         .unwrap();
-        let left = import(&store, &index, "school", &cfg, false).await.unwrap();
+        let left = import(&store, &index, "school", &cfg, Options::default())
+            .await
+            .unwrap();
         assert_eq!((left.removed, left.unchanged), (1, 2));
         assert!(adapter.fetch("P207000016049").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_drop_that_would_empty_a_source_is_refused_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = crate::store::test_store(dir.path()).await;
+        let index = Index::new(store.clone());
+        let drop = dir.path().join("drop");
+        std::fs::create_dir(&drop).unwrap();
+        let cfg = config(&drop);
+        let pupils = drop.join("pupils.csv");
+        std::fs::write(&pupils, PUPILS).unwrap();
+        import(&store, &index, "school", &cfg, Options::default())
+            .await
+            .unwrap();
+        let before = digests(&store).await;
+
+        // The header alone: every pupil would go.
+        std::fs::write(&pupils, "UPN,Surname,Forename,DOB,Sex\n").unwrap();
+        let e = import(&store, &index, "school", &cfg, Options::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ImportFailure::Removals {
+                    removed: 3,
+                    stored: 3,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("would remove all 3 records"), "{e}");
+        assert_eq!(digests(&store).await, before, "nothing applied");
+        let last = last_import(&store, "school").await.unwrap().unwrap();
+        assert_eq!((last.outcome.as_str(), last.removed), ("refused", 0));
+        assert!(
+            last.notes[0].contains("--allow-removals"),
+            "{:?}",
+            last.notes
+        );
+
+        // Two of three (67 %) is over the default 50 %; one of three is not.
+        let one: String = PUPILS.lines().take(2).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&pupils, &one).unwrap();
+        let e = import(&store, &index, "school", &cfg, Options::default())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("remove 2 of the 3 records"), "{e}");
+        assert!(
+            e.to_string().contains("limits.removed_percent (50 %)"),
+            "{e}"
+        );
+        let mut lenient = cfg.clone();
+        lenient.limits.removed_percent = 70;
+        let applied = import(&store, &index, "school", &lenient, Options::default())
+            .await
+            .unwrap();
+        assert_eq!((applied.removed, applied.unchanged), (2, 1));
+
+        // Emptying it needs the caller's say-so.
+        std::fs::write(&pupils, "UPN,Surname,Forename,DOB,Sex\n").unwrap();
+        let allowed = Options {
+            allow_removals: true,
+            ..Options::default()
+        };
+        let emptied = import(&store, &index, "school", &cfg, allowed)
+            .await
+            .unwrap();
+        assert_eq!((emptied.outcome, emptied.removed), ("applied", 1));
+        assert!(digests(&store).await.is_empty());
     }
 }

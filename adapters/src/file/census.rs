@@ -7,7 +7,7 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{values, Batch, ImportError};
+use super::{values, Batch, ImportError, Limits};
 use crate::record::Demographics;
 
 pub(crate) const ID: &[&str] = &[
@@ -26,7 +26,7 @@ const SEX: &[&str] = &["sex", "gender"];
 const POSTCODE: &[&str] = &["postcode"];
 
 /// A CSV file with its header, read whole so that an error anywhere rejects it before any row
-/// is used.
+/// is used. Every row and value is held to `limits` as it is read.
 pub(crate) struct Table<'a> {
     file: &'a str,
     columns: Vec<String>,
@@ -49,10 +49,18 @@ fn normalise(header: &str) -> String {
 }
 
 impl<'a> Table<'a> {
-    pub fn read(file: &'a str, text: &'a str) -> Result<Table<'a>, ImportError> {
+    pub fn read(file: &'a str, text: &'a str, limits: &Limits) -> Result<Table<'a>, ImportError> {
         let mut reader = csv::ReaderBuilder::new()
             .trim(csv::Trim::All)
             .from_reader(text.as_bytes());
+        let fail = |line: usize, reason: String| ImportError::Malformed {
+            file: file.to_string(),
+            line,
+            at: None,
+            reason,
+        };
+        // The csv crate's own messages are positions and counts, but are replaced all the same:
+        // the shape of a message that reaches the logs is decided here.
         let malformed = |e: csv::Error| {
             let line = e.position().map(|p| p.line() as usize).unwrap_or(1);
             let reason = match e.kind() {
@@ -61,33 +69,50 @@ impl<'a> Table<'a> {
                 } => format!(
                     "{len} fields where the header has {expected_len}: truncated or corrupted row"
                 ),
-                _ => e.to_string(),
+                csv::ErrorKind::Utf8 { .. } => "not UTF-8 text (save the export as UTF-8)".into(),
+                _ => "unreadable CSV".into(),
             };
-            ImportError::Malformed {
-                file: file.to_string(),
-                line,
-                at: None,
-                reason,
-            }
+            fail(line, reason)
         };
-        let columns: Vec<String> = reader
-            .headers()
-            .map_err(malformed)?
-            .iter()
-            .map(normalise)
-            .collect();
+        let within = |line: usize, r: &csv::StringRecord, header: Option<&[String]>| {
+            if let Some(i) = r.iter().position(|f| f.len() > limits.field_bytes) {
+                let column = header
+                    .and_then(|h| h.get(i))
+                    .map(|c| format!("column {c}"))
+                    .unwrap_or_else(|| format!("field {}", i + 1));
+                return Err(ImportError::Malformed {
+                    file: file.to_string(),
+                    line,
+                    at: Some(column),
+                    reason: format!(
+                        "value over the limit of {} bytes (limits.field_bytes)",
+                        limits.field_bytes
+                    ),
+                });
+            }
+            let bytes = r.as_slice().len() + r.len().saturating_sub(1);
+            if bytes > limits.record_bytes {
+                return Err(fail(
+                    line,
+                    format!(
+                        "row of {bytes} bytes, over the limit of {} bytes (limits.record_bytes)",
+                        limits.record_bytes
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        let header = reader.headers().map_err(malformed)?;
+        within(1, header, None)?;
+        let columns: Vec<String> = header.iter().map(normalise).collect();
         if columns.iter().all(String::is_empty) {
-            return Err(ImportError::Malformed {
-                file: file.into(),
-                line: 1,
-                at: None,
-                reason: "no header row: empty file?".into(),
-            });
+            return Err(fail(1, "no header row: empty file?".into()));
         }
         let mut rows = Vec::new();
         for r in reader.records() {
             let r = r.map_err(malformed)?;
             let line = r.position().map(|p| p.line() as usize).unwrap_or(0);
+            within(line, &r, Some(&columns))?;
             rows.push((line, r));
         }
         Ok(Table {
@@ -141,21 +166,21 @@ impl Row<'_> {
     /// A value that must be present.
     pub fn need(&self, names: &[&str]) -> Result<&str, ImportError> {
         self.get(names)
-            .ok_or_else(|| self.error(names, "empty value in a required column".into()))
+            .ok_or_else(|| self.error(names, "empty value in a required column"))
     }
 
     /// A present value read with one of the [`values`] readers.
     pub fn parse<T>(
         &self,
         names: &[&str],
-        read: impl Fn(&str) -> Result<T, String>,
+        read: impl Fn(&str) -> Result<T, &'static str>,
     ) -> Result<Option<T>, ImportError> {
         self.get(names)
             .map(|v| read(v).map_err(|reason| self.error(names, reason)))
             .transpose()
     }
 
-    pub fn error(&self, names: &[&str], reason: String) -> ImportError {
+    pub fn error(&self, names: &[&str], reason: impl Into<String>) -> ImportError {
         let column = self
             .table
             .index(names)
@@ -165,14 +190,19 @@ impl Row<'_> {
             file: self.table.file.into(),
             line: self.line,
             at: Some(format!("column {column}")),
-            reason,
+            reason: reason.into(),
         }
     }
 }
 
 /// Pupils on roll: identity, enrolment and SEN provision.
-pub fn pupils(file: &str, text: &str, batch: &mut Batch) -> Result<(), ImportError> {
-    let table = Table::read(file, text)?;
+pub fn pupils(
+    file: &str,
+    text: &str,
+    limits: &Limits,
+    batch: &mut Batch,
+) -> Result<(), ImportError> {
+    let table = Table::read(file, text, limits)?;
     table.require(ID)?;
     for row in table.rows() {
         let id = row.need(ID)?;
@@ -227,7 +257,12 @@ fn year_value(raw: &str) -> Value {
 }
 
 /// Termly attendance: possible sessions and absences, one row per pupil and term.
-pub fn attendance(file: &str, text: &str, batch: &mut Batch) -> Result<(), ImportError> {
+pub fn attendance(
+    file: &str,
+    text: &str,
+    limits: &Limits,
+    batch: &mut Batch,
+) -> Result<(), ImportError> {
     const POSSIBLE: &[&str] = &["sessionspossible", "possiblesessions", "possible"];
     const AUTH: &[&str] = &[
         "sessionsauthorised",
@@ -247,7 +282,7 @@ pub fn attendance(file: &str, text: &str, batch: &mut Batch) -> Result<(), Impor
         "attended",
         "present",
     ];
-    let table = Table::read(file, text)?;
+    let table = Table::read(file, text, limits)?;
     table.require(ID)?;
     table.require(&["term", "termname", "period"])?;
     table.require(POSSIBLE)?;
@@ -257,14 +292,7 @@ pub fn attendance(file: &str, text: &str, batch: &mut Batch) -> Result<(), Impor
     for row in table.rows() {
         let id = row.need(ID)?;
         let term = row.need(&["term", "termname", "period"])?;
-        let int = |names: &[&str]| -> Result<Option<i64>, ImportError> {
-            row.parse(names, |v| {
-                v.parse::<i64>()
-                    .ok()
-                    .filter(|n| *n >= 0)
-                    .ok_or_else(|| format!("{v:?} is not a number of sessions"))
-            })
-        };
+        let int = |names: &[&str]| row.parse(names, values::sessions);
         let possible = int(POSSIBLE)?.unwrap_or(0);
         let auth = int(AUTH)?;
         let unauth = int(UNAUTH)?;
@@ -273,10 +301,7 @@ pub fn attendance(file: &str, text: &str, batch: &mut Batch) -> Result<(), Impor
             None => possible - auth.unwrap_or(0) - unauth.unwrap_or(0),
         };
         if attended < 0 || attended > possible {
-            return Err(row.error(
-                POSSIBLE,
-                format!("{attended} sessions attended out of {possible} possible"),
-            ));
+            return Err(row.error(POSSIBLE, "more sessions attended than possible"));
         }
         let mut t = Map::new();
         t.insert("term".into(), term.into());
@@ -303,10 +328,15 @@ pub fn attendance(file: &str, text: &str, batch: &mut Batch) -> Result<(), Impor
 
 /// Exclusions and suspensions. Older returns give one `Reason`; since 2021 there are up to
 /// three (`Reason1`…`Reason3`), all kept in order.
-pub fn exclusions(file: &str, text: &str, batch: &mut Batch) -> Result<(), ImportError> {
+pub fn exclusions(
+    file: &str,
+    text: &str,
+    limits: &Limits,
+    batch: &mut Batch,
+) -> Result<(), ImportError> {
     const KIND: &[&str] = &["category", "exclusioncategory", "type", "exclusiontype"];
     const START: &[&str] = &["startdate", "exclusionstartdate", "date"];
-    let table = Table::read(file, text)?;
+    let table = Table::read(file, text, limits)?;
     table.require(ID)?;
     table.require(KIND)?;
     table.require(START)?;
@@ -314,10 +344,10 @@ pub fn exclusions(file: &str, text: &str, batch: &mut Batch) -> Result<(), Impor
         let id = row.need(ID)?;
         let kind = row
             .parse(KIND, values::exclusion_kind)?
-            .ok_or_else(|| row.error(KIND, "empty exclusion category".into()))?;
+            .ok_or_else(|| row.error(KIND, "empty exclusion category"))?;
         let start = row
             .parse(START, values::date)?
-            .ok_or_else(|| row.error(START, "empty start date".into()))?;
+            .ok_or_else(|| row.error(START, "empty start date"))?;
         let mut reasons: Vec<&str> = Vec::new();
         for names in [
             &["reason", "reason1", "exclusionreason", "exclusionreason1"][..],
@@ -363,7 +393,7 @@ mod tests {
                 bytes: text.as_bytes().to_vec(),
             })
             .collect();
-        parse(&files)
+        parse(&files, &super::super::Limits::default())
     }
 
     #[test]
@@ -428,7 +458,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "f0.csv line 2 column dob: \"31/02/2012\" is not a date (expected YYYY-MM-DD or DD/MM/YYYY)"
+            "f0.csv line 2 column dob: not a date (expected YYYY-MM-DD or DD/MM/YYYY)"
         );
         let e = drop(&[(
             FileFormat::CensusPupilsCsv,
@@ -452,5 +482,41 @@ mod tests {
         )])
         .unwrap_err();
         assert!(e.to_string().contains("missing column"), "{e}");
+        let e = drop(&[(
+            FileFormat::CensusAttendanceCsv,
+            "UPN,Term,Possible,Attended\nX,Autumn,10,12\n",
+        )])
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "f0.csv line 2 column possible: more sessions attended than possible"
+        );
+    }
+
+    #[test]
+    fn long_values_and_rows_are_refused_by_their_limits() {
+        let limits = Limits {
+            field_bytes: 10,
+            record_bytes: 30,
+            ..Limits::default()
+        };
+        let read = |text| Table::read("p.csv", text, &limits).map(|_| ());
+        assert!(read("UPN,Surname\nB801200005,Khan\n").is_ok());
+        let e = read("UPN,Surname\nB801200005,Jane Doe-Smith\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "p.csv line 2 column surname: value over the limit of 10 bytes (limits.field_bytes)"
+        );
+        let e = read("A,B,C,D\n123456789,123456789,123456789,1\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "p.csv line 2: row of 31 bytes, over the limit of 30 bytes (limits.record_bytes)"
+        );
+        let e = read("UPN,Surname of the pupil\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("p.csv line 1 field 2: value over"),
+            "{e}"
+        );
     }
 }

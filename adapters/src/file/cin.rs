@@ -12,23 +12,24 @@
 use serde_json::{Map, Value};
 
 use super::xml::{self, Element};
-use super::{values, Batch, ImportError};
+use super::{values, Batch, ImportError, Limits};
 use crate::record::Demographics;
 
-pub fn read(file: &str, text: &str, batch: &mut Batch) -> Result<(), ImportError> {
-    let root = xml::parse(file, text, &mut batch.warnings)?;
+pub fn read(file: &str, text: &str, limits: &Limits, batch: &mut Batch) -> Result<(), ImportError> {
+    let root = xml::parse(file, text, limits, &mut batch.warnings)?;
     if !root.name.eq_ignore_ascii_case("Message") {
-        return Err(root.error(file, "not a CIN census file (root is not <Message>)".into()));
+        return Err(root.error(file, "not a CIN census file (root is not <Message>)"));
     }
     let mut children = Vec::new();
     root.find_all("Child", &mut children);
     for child in children {
+        child.record_within(file, limits)?;
         let ids = child
             .child("ChildIdentifiers")
-            .ok_or_else(|| child.error(file, "no <ChildIdentifiers>".into()))?;
+            .ok_or_else(|| child.error(file, "no <ChildIdentifiers>"))?;
         let (la_id, _) = ids
             .child_text("LAchildID")
-            .ok_or_else(|| ids.error(file, "no <LAchildID>".into()))?;
+            .ok_or_else(|| ids.error(file, "no <LAchildID>"))?;
         let demographics = Demographics {
             birth_date: ids.parse_of(file, &["PersonBirthDate"], values::date)?,
             sex: ids

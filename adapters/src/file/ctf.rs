@@ -9,16 +9,13 @@
 use serde_json::{json, Map, Value};
 
 use super::xml::{self, Element};
-use super::{values, Batch, ImportError};
+use super::{values, Batch, ImportError, Limits};
 use crate::record::Demographics;
 
-pub fn read(file: &str, text: &str, batch: &mut Batch) -> Result<(), ImportError> {
-    let root = xml::parse(file, text, &mut batch.warnings)?;
+pub fn read(file: &str, text: &str, limits: &Limits, batch: &mut Batch) -> Result<(), ImportError> {
+    let root = xml::parse(file, text, limits, &mut batch.warnings)?;
     if !root.name.eq_ignore_ascii_case("CTfile") {
-        return Err(root.error(
-            file,
-            "not a Common Transfer File (root is not <CTfile>)".into(),
-        ));
+        return Err(root.error(file, "not a Common Transfer File (root is not <CTfile>)"));
     }
     let school = root
         .child("Header")
@@ -27,9 +24,10 @@ pub fn read(file: &str, text: &str, batch: &mut Batch) -> Result<(), ImportError
     let mut pupils = Vec::new();
     root.find_all("Pupil", &mut pupils);
     for pupil in pupils {
+        pupil.record_within(file, limits)?;
         let (upn, _) = pupil
             .child_text("UPN")
-            .ok_or_else(|| pupil.error(file, "no <UPN>".into()))?;
+            .ok_or_else(|| pupil.error(file, "no <UPN>"))?;
         let address = pupil.find("Address");
         let demographics = Demographics {
             given_name: pupil.child_text("Forename").map(|(t, _)| t.to_string()),
@@ -111,11 +109,7 @@ fn attendance(file: &str, pupil: &Element) -> Result<Vec<Value>, ImportError> {
         .map(|y| {
             let n = |name: &str| -> Result<Option<i64>, ImportError> {
                 y.child_text(name)
-                    .map(|(t, e)| {
-                        t.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                            e.error(file, format!("{t:?} is not a number of sessions"))
-                        })
-                    })
+                    .map(|(t, e)| values::sessions(t).map_err(|r| e.error(file, r)))
                     .transpose()
             };
             let possible = n("SessionsPossible")?.unwrap_or(0);
@@ -123,10 +117,7 @@ fn attendance(file: &str, pupil: &Element) -> Result<Vec<Value>, ImportError> {
             let unauth = n("SessionsUnauthorised")?.unwrap_or(0);
             let attended = possible - auth - unauth;
             if attended < 0 {
-                return Err(y.error(
-                    file,
-                    format!("more absences than the {possible} possible sessions"),
-                ));
+                return Err(y.error(file, "more absences than possible sessions"));
             }
             let mut t = Map::new();
             t.insert(

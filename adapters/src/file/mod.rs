@@ -15,6 +15,11 @@
 //!
 //! Identifiers are passed on as written: the master child index checks them and flags invalid
 //! ones (most UPNs in real returns fail the check letter) without dropping the record.
+//!
+//! Every read is bounded ([`Limits`]): a file's size before it is read, each record, each value
+//! and XML nesting, so one hostile or broken file can neither exhaust memory nor overflow the
+//! stack. Errors and warnings name the file, line, element or column and the rule that failed,
+//! never the value: they reach logs and the `import_runs` table, where personal data must not.
 
 mod census;
 mod cin;
@@ -24,6 +29,7 @@ pub mod values;
 mod xml;
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -47,6 +53,41 @@ pub struct FileConfig {
     /// on demand (`weft import SOURCE`). A scan of unchanged files costs one hash per file.
     #[serde(default)]
     pub watch_secs: u64,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// How much one import may hold, and how much of a source it may remove. Generous for real
+/// returns (a 100,000-pupil census CSV is about 10 MB), tight enough that a broken or hostile
+/// file is refused before it costs gigabytes of memory or the stack.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest file, checked before it is read.
+    pub file_bytes: u64,
+    /// Largest record: one CSV row, or one record element (`<Pupil>`, `<Child>`, `<CHILD>`).
+    pub record_bytes: usize,
+    /// Largest value: one CSV field, or the text of one XML element.
+    pub field_bytes: usize,
+    /// Deepest nesting of XML elements.
+    pub xml_depth: usize,
+    /// Largest share of a source's stored records, in percent, that one import may remove. An
+    /// import that would remove every record is refused whatever this says: an export cut to
+    /// its header row must not read as every child having left. `weft import --allow-removals`
+    /// applies such an import once.
+    pub removed_percent: u8,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            file_bytes: 128 * 1024 * 1024,
+            record_bytes: 1024 * 1024,
+            field_bytes: 8 * 1024,
+            xml_depth: 32,
+            removed_percent: 50,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -72,13 +113,20 @@ pub enum FileFormat {
 }
 
 /// Why an import was rejected. Every variant names the file; parse errors name the line and the
-/// element or column too, so whoever produced the file can find the fault.
+/// element or column too, so whoever produced the file can find the fault. None carries a value
+/// read from a file: these messages are logged and stored.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     #[error("{file}: cannot read: {reason}")]
     Read { file: String, reason: String },
     #[error("no file in {folder} matches {pattern:?}")]
     Missing { folder: String, pattern: String },
+    #[error("{file}: {bytes} bytes, over the limit of {limit} bytes (limits.file_bytes)")]
+    TooLarge {
+        file: String,
+        bytes: u64,
+        limit: u64,
+    },
     #[error("{file} line {line}{}: {reason}", at.as_ref().map(|a| format!(" {a}")).unwrap_or_default())]
     Malformed {
         file: String,
@@ -87,6 +135,26 @@ pub enum ImportError {
         at: Option<String>,
         reason: String,
     },
+}
+
+impl ImportError {
+    /// Whether the files themselves are at fault (malformed or too large), rather than the drop
+    /// being incomplete or the folder unreadable: only such a drop is worth setting aside.
+    pub fn is_content(&self) -> bool {
+        matches!(
+            self,
+            ImportError::Malformed { .. } | ImportError::TooLarge { .. }
+        )
+    }
+}
+
+/// A file the configuration names, as found in the folder, before it is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub name: String,
+    pub format: FileFormat,
+    pub bytes: u64,
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// A file as read from the folder, before parsing.
@@ -112,61 +180,139 @@ pub struct Parsed {
     pub warnings: Vec<String>,
 }
 
-/// Reads every file the configuration names, in configuration order, then name order.
-pub fn collect(config: &FileConfig) -> Result<Vec<DroppedFile>, ImportError> {
+/// Lists the files the configuration names, in configuration order, then name order, without
+/// reading them: a watcher compares listings to tell a drop still being written from one at rest.
+pub fn survey(config: &FileConfig) -> Result<Vec<Found>, ImportError> {
     let folder = config.folder.display().to_string();
     let entries = std::fs::read_dir(&config.folder).map_err(|e| ImportError::Read {
         file: folder.clone(),
         reason: e.to_string(),
     })?;
-    let mut names: Vec<String> = entries
+    let mut files: Vec<(String, std::fs::Metadata)> = entries
         .filter_map(Result::ok)
-        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
-        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.metadata().ok()?)))
+        .filter(|(_, m)| m.is_file())
         .collect();
-    names.sort();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = Vec::new();
     for spec in &config.files {
-        let matching: Vec<&String> = names.iter().filter(|n| glob(&spec.name, n)).collect();
-        if matching.is_empty() {
+        let before = out.len();
+        out.extend(
+            files
+                .iter()
+                .filter(|(n, _)| glob(&spec.name, n))
+                .map(|(name, meta)| Found {
+                    name: name.clone(),
+                    format: spec.format,
+                    bytes: meta.len(),
+                    modified: meta.modified().ok(),
+                }),
+        );
+        if out.len() == before {
             return Err(ImportError::Missing {
                 folder: folder.clone(),
                 pattern: spec.name.clone(),
-            });
-        }
-        for name in matching {
-            let path: PathBuf = config.folder.join(name);
-            let bytes = std::fs::read(&path).map_err(|e| ImportError::Read {
-                file: name.clone(),
-                reason: e.to_string(),
-            })?;
-            out.push(DroppedFile {
-                name: name.clone(),
-                format: spec.format,
-                bytes,
             });
         }
     }
     Ok(out)
 }
 
+/// Reads every file the configuration names, in configuration order, then name order. A file
+/// over `limits.file_bytes` is refused before it is read, and a file that grows past the limit
+/// while being read is refused too.
+pub fn collect(config: &FileConfig) -> Result<Vec<DroppedFile>, ImportError> {
+    let limit = config.limits.file_bytes;
+    survey(config)?
+        .into_iter()
+        .map(|found| {
+            let too_large = |bytes| ImportError::TooLarge {
+                file: found.name.clone(),
+                bytes,
+                limit,
+            };
+            if found.bytes > limit {
+                return Err(too_large(found.bytes));
+            }
+            let unreadable = |e: std::io::Error| ImportError::Read {
+                file: found.name.clone(),
+                reason: e.to_string(),
+            };
+            let file = std::fs::File::open(config.folder.join(&found.name)).map_err(unreadable)?;
+            let mut bytes = Vec::new();
+            file.take(limit.saturating_add(1))
+                .read_to_end(&mut bytes)
+                .map_err(unreadable)?;
+            if bytes.len() as u64 > limit {
+                return Err(too_large(bytes.len() as u64));
+            }
+            Ok(DroppedFile {
+                name: found.name,
+                format: found.format,
+                bytes,
+            })
+        })
+        .collect()
+}
+
 /// Parses a drop into records. Any error rejects the whole drop.
-pub fn parse(files: &[DroppedFile]) -> Result<Parsed, ImportError> {
+pub fn parse(files: &[DroppedFile], limits: &Limits) -> Result<Parsed, ImportError> {
     let mut batch = Batch::default();
     for f in files {
+        if f.bytes.len() as u64 > limits.file_bytes {
+            return Err(ImportError::TooLarge {
+                file: f.name.clone(),
+                bytes: f.bytes.len() as u64,
+                limit: limits.file_bytes,
+            });
+        }
         let text = utf8(&f.name, &f.bytes)?;
+        let (name, b) = (f.name.as_str(), &mut batch);
         match f.format {
-            FileFormat::CensusPupilsCsv => census::pupils(&f.name, text, &mut batch)?,
-            FileFormat::CensusAttendanceCsv => census::attendance(&f.name, text, &mut batch)?,
-            FileFormat::CensusExclusionsCsv => census::exclusions(&f.name, text, &mut batch)?,
-            FileFormat::CtfXml => ctf::read(&f.name, text, &mut batch)?,
-            FileFormat::CinXml => cin::read(&f.name, text, &mut batch)?,
-            FileFormat::Ssda903HeaderCsv => ssda903::header_csv(&f.name, text, &mut batch)?,
-            FileFormat::Ssda903EpisodesCsv => ssda903::episodes_csv(&f.name, text, &mut batch)?,
-            FileFormat::Ssda903Xml => ssda903::xml(&f.name, text, &mut batch)?,
+            FileFormat::CensusPupilsCsv => census::pupils(name, text, limits, b)?,
+            FileFormat::CensusAttendanceCsv => census::attendance(name, text, limits, b)?,
+            FileFormat::CensusExclusionsCsv => census::exclusions(name, text, limits, b)?,
+            FileFormat::CtfXml => ctf::read(name, text, limits, b)?,
+            FileFormat::CinXml => cin::read(name, text, limits, b)?,
+            FileFormat::Ssda903HeaderCsv => ssda903::header_csv(name, text, limits, b)?,
+            FileFormat::Ssda903EpisodesCsv => ssda903::episodes_csv(name, text, limits, b)?,
+            FileFormat::Ssda903Xml => ssda903::xml(name, text, limits, b)?,
         }
     }
     Ok(batch.finish())
+}
+
+/// Moves a rejected drop out of the watched folder into `rejected/<UTC time>/`, with a
+/// `REJECTED.txt` saying why, so that it is neither read again nor lost: whoever produced it can
+/// see the reason beside the files, fix the export and drop it again. Returns the new folder.
+pub fn set_aside(config: &FileConfig, names: &[String], reason: &str) -> std::io::Result<PathBuf> {
+    let parent = config.folder.join("rejected");
+    std::fs::create_dir_all(&parent)?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    // Two rejections within a second get folders of their own.
+    let mut n = 1;
+    let dir = loop {
+        let dir = match n {
+            1 => parent.join(&stamp),
+            _ => parent.join(format!("{stamp}-{n}")),
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => break dir,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => n += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    std::fs::write(
+        dir.join("REJECTED.txt"),
+        format!(
+            "This drop was rejected and nothing of it was imported; the previous import is still \
+             served.\n\n{reason}\n\nFix the export and drop all of its files in the folder again.\n"
+        ),
+    )?;
+    for name in names {
+        std::fs::rename(config.folder.join(name), dir.join(name))?;
+    }
+    Ok(dir)
 }
 
 /// The text of a file, without a byte-order mark. Exports are UTF-8 (or ASCII); anything else

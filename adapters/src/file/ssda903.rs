@@ -9,13 +9,18 @@ use serde_json::{Map, Value};
 
 use super::census::Table;
 use super::xml::{self, Element};
-use super::{values, Batch, ImportError};
+use super::{values, Batch, ImportError, Limits};
 use crate::record::Demographics;
 
 const CHILD: &[&str] = &["child", "childid"];
 
-pub fn header_csv(file: &str, text: &str, batch: &mut Batch) -> Result<(), ImportError> {
-    let table = Table::read(file, text)?;
+pub fn header_csv(
+    file: &str,
+    text: &str,
+    limits: &Limits,
+    batch: &mut Batch,
+) -> Result<(), ImportError> {
+    let table = Table::read(file, text, limits)?;
     table.require(CHILD)?;
     for row in table.rows() {
         let id = row.need(CHILD)?;
@@ -37,8 +42,13 @@ pub fn header_csv(file: &str, text: &str, batch: &mut Batch) -> Result<(), Impor
     Ok(())
 }
 
-pub fn episodes_csv(file: &str, text: &str, batch: &mut Batch) -> Result<(), ImportError> {
-    let table = Table::read(file, text)?;
+pub fn episodes_csv(
+    file: &str,
+    text: &str,
+    limits: &Limits,
+    batch: &mut Batch,
+) -> Result<(), ImportError> {
+    let table = Table::read(file, text, limits)?;
     table.require(CHILD)?;
     table.require(&["decom"])?;
     for row in table.rows() {
@@ -49,7 +59,7 @@ pub fn episodes_csv(file: &str, text: &str, batch: &mut Batch) -> Result<(), Imp
         e.insert("category".into(), text(&["ls"]));
         let start = row
             .parse(&["decom"], values::date)?
-            .ok_or_else(|| row.error(&["decom"], "empty episode start date".into()))?;
+            .ok_or_else(|| row.error(&["decom"], "empty episode start date"))?;
         e.insert("start_date".into(), start.into());
         e.insert(
             "end_date".into(),
@@ -69,20 +79,21 @@ pub fn episodes_csv(file: &str, text: &str, batch: &mut Batch) -> Result<(), Imp
     Ok(())
 }
 
-pub fn xml(file: &str, text: &str, batch: &mut Batch) -> Result<(), ImportError> {
-    let root = xml::parse(file, text, &mut batch.warnings)?;
+pub fn xml(file: &str, text: &str, limits: &Limits, batch: &mut Batch) -> Result<(), ImportError> {
+    let root = xml::parse(file, text, limits, &mut batch.warnings)?;
     let mut children = Vec::new();
     root.find_all("CHILD", &mut children);
     if children.is_empty() && !root.name.eq_ignore_ascii_case("EXPSSDA903") {
-        return Err(root.error(file, "not an SSDA903 export (no <CHILD> elements)".into()));
+        return Err(root.error(file, "not an SSDA903 export (no <CHILD> elements)"));
     }
     for child in children {
+        child.record_within(file, limits)?;
         let header = child
             .child("HEADER")
-            .ok_or_else(|| child.error(file, "no <HEADER>".into()))?;
+            .ok_or_else(|| child.error(file, "no <HEADER>"))?;
         let (id, _) = header
             .child_text("CHILDID")
-            .ok_or_else(|| header.error(file, "no <CHILDID>".into()))?;
+            .ok_or_else(|| header.error(file, "no <CHILDID>"))?;
         let demographics = Demographics {
             birth_date: header.parse_of(file, &["DOB"], values::date)?,
             sex: header
@@ -122,7 +133,7 @@ fn episode(file: &str, ep: &Element) -> Result<Value, ImportError> {
     };
     let start = date("DECOM")?;
     if start.is_null() {
-        return Err(ep.error(file, "no <DECOM> (episode start date)".into()));
+        return Err(ep.error(file, "no <DECOM> (episode start date)"));
     }
     let mut e = Map::new();
     e.insert("kind".into(), "looked_after".into());

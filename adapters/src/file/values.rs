@@ -1,12 +1,13 @@
 //! The codes and spellings that drift between versions of the DfE returns and between MIS
 //! vendors, each read into one canonical form. A value none of the known spellings covers is an
-//! error with the value quoted, never a guess: a wrong sex or date would link the wrong child.
+//! error, never a guess: a wrong sex or date would link the wrong child. The error is a fixed
+//! text saying what was expected, never the value: it is logged and stored with the import run.
 
 use chrono::NaiveDate;
 
 /// A date as ISO `YYYY-MM-DD`, from ISO (the CIN census, CTF), `DD/MM/YYYY` (SSDA903, most MIS
 /// exports) or an ISO date-time whose date part is kept.
-pub fn date(raw: &str) -> Result<String, String> {
+pub fn date(raw: &str) -> Result<String, &'static str> {
     let s = raw.trim();
     let iso = s
         .get(..10)
@@ -17,7 +18,7 @@ pub fn date(raw: &str) -> Result<String, String> {
     };
     parsed
         .map(|d| d.format("%Y-%m-%d").to_string())
-        .map_err(|_| format!("{s:?} is not a date (expected YYYY-MM-DD or DD/MM/YYYY)"))
+        .map_err(|_| "not a date (expected YYYY-MM-DD or DD/MM/YYYY)")
 }
 
 /// Sex or gender as FHIR `gender` codes, which every other adapter uses, so that a coding
@@ -26,40 +27,38 @@ pub fn date(raw: &str) -> Result<String, String> {
 /// CIN census `GenderCurrent` (before 2024) and SSDA903 `SEX`: 1 male, 2 female, 0 not known,
 /// 9 not specified. CIN 2024+ `Sex`, CTF `Sex`/`Gender` and MIS exports: `M`, `F`, `U`, and
 /// sometimes the numeric codes or words.
-pub fn sex(raw: &str) -> Result<&'static str, String> {
+pub fn sex(raw: &str) -> Result<&'static str, &'static str> {
     match raw.trim().to_ascii_lowercase().as_str() {
         "1" | "m" | "male" => Ok("male"),
         "2" | "f" | "female" => Ok("female"),
         "0" | "u" | "unknown" | "not known" => Ok("unknown"),
         "9" | "x" | "other" | "not specified" | "indeterminate" => Ok("other"),
-        other => Err(format!("{other:?} is not a sex code (1/2/0/9 or M/F/U)")),
+        _ => Err("not a sex code (1/2/0/9 or M/F/U)"),
     }
 }
 
 /// A boolean in any of the spellings the returns use.
-pub fn boolean(raw: &str) -> Result<bool, String> {
+pub fn boolean(raw: &str) -> Result<bool, &'static str> {
     match raw.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "y" | "yes" => Ok(true),
         "false" | "0" | "n" | "no" => Ok(false),
-        other => Err(format!("{other:?} is not a boolean (true/false, 1/0, Y/N)")),
+        _ => Err("not a boolean (true/false, 1/0, Y/N)"),
     }
 }
 
 /// An exclusion category as the other sources name it. `FIXD` (fixed period) became `SUSP`
 /// (suspension) in 2021; both mean the same thing.
-pub fn exclusion_kind(raw: &str) -> Result<&'static str, String> {
+pub fn exclusion_kind(raw: &str) -> Result<&'static str, &'static str> {
     match raw.trim().to_ascii_uppercase().as_str() {
         "FIXD" | "SUSP" | "FIXED" | "SUSPENSION" => Ok("suspension"),
         "PERM" | "PERMANENT" => Ok("permanent"),
         "LNCH" | "LUNCHTIME" => Ok("lunchtime"),
-        other => Err(format!(
-            "{other:?} is not an exclusion category (SUSP/FIXD/PERM/LNCH)"
-        )),
+        _ => Err("not an exclusion category (SUSP/FIXD/PERM/LNCH)"),
     }
 }
 
 /// A whole number of sessions or days; a decimal such as `2.5` days is kept as written.
-pub fn number(raw: &str) -> Result<serde_json::Value, String> {
+pub fn number(raw: &str) -> Result<serde_json::Value, &'static str> {
     let s = raw.trim();
     if let Ok(n) = s.parse::<i64>() {
         return Ok(n.into());
@@ -69,7 +68,16 @@ pub fn number(raw: &str) -> Result<serde_json::Value, String> {
         .filter(|f| f.is_finite())
         .and_then(serde_json::Number::from_f64)
         .map(serde_json::Value::Number)
-        .ok_or_else(|| format!("{s:?} is not a number"))
+        .ok_or("not a number")
+}
+
+/// A count of sessions: a whole number, not negative.
+pub fn sessions(raw: &str) -> Result<i64, &'static str> {
+    raw.trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or("not a number of sessions")
 }
 
 /// SEN provision codes as words; an unknown code is passed through as written.

@@ -4,11 +4,17 @@
 //! name wherever a version put them, so a tree is simpler and safer than a streaming state
 //! machine per format. Names compare without case and without namespace prefix: versions differ
 //! in both (`CINdetails`/`CINDetails`, `ctf:Pupil`).
+//!
+//! The tree is bounded while it is built: nesting by `limits.xml_depth` (lookups and dropping
+//! the tree recurse, so 60,000 nested elements would overflow the stack), each element's text
+//! by `limits.field_bytes`. Messages never quote the document's text: quick-xml's own errors
+//! are replaced by fixed descriptions, because some of them quote what was found.
 
+use quick_xml::errors::{Error as XmlError, IllFormedError};
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
-use super::{ImportError, Lines};
+use super::{ImportError, Limits, Lines};
 
 /// One element: its local name, the line it opens on, its text (leaf elements only) and its
 /// children in document order.
@@ -20,6 +26,8 @@ pub struct Element {
     pub children: Vec<Element>,
     /// Where the first non-blank text starts, to locate stray text.
     text_line: usize,
+    /// The element's size in the file, tags included, for `limits.record_bytes`.
+    bytes: usize,
 }
 
 impl Element {
@@ -70,13 +78,27 @@ impl Element {
     }
 
     /// An error located at this element.
-    pub fn error(&self, file: &str, reason: String) -> ImportError {
+    pub fn error(&self, file: &str, reason: impl Into<String>) -> ImportError {
         ImportError::Malformed {
             file: file.to_string(),
             line: self.line,
             at: Some(format!("<{}>", self.name)),
-            reason,
+            reason: reason.into(),
         }
+    }
+
+    /// Refuses a record element larger than `limits.record_bytes`.
+    pub fn record_within(&self, file: &str, limits: &Limits) -> Result<(), ImportError> {
+        if self.bytes > limits.record_bytes {
+            return Err(self.error(
+                file,
+                format!(
+                    "record of {} bytes, over the limit of {} bytes (limits.record_bytes)",
+                    self.bytes, limits.record_bytes
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The text of the first descendant of these names, read with one of the `values` readers;
@@ -85,7 +107,7 @@ impl Element {
         &self,
         file: &str,
         names: &[&str],
-        read: impl Fn(&str) -> Result<T, String>,
+        read: impl Fn(&str) -> Result<T, &'static str>,
     ) -> Result<Option<T>, ImportError> {
         self.text_of(names)
             .map(|(t, e)| read(t).map_err(|r| e.error(file, r)))
@@ -100,15 +122,46 @@ impl Element {
     }
 }
 
+/// A description of a quick-xml error that quotes nothing from the document.
+fn describe(e: &XmlError) -> String {
+    match e {
+        // Fixed texts ("tag not closed: `>` not found before end of input").
+        XmlError::Syntax(s) => format!("syntax error: {s}"),
+        XmlError::IllFormed(i) => match i {
+            IllFormedError::MissingDeclVersion(_) => "the XML declaration has no version first",
+            IllFormedError::MissingDoctypeName => "a DOCTYPE without a name",
+            IllFormedError::MissingEndTag(_) => "an element is not closed",
+            IllFormedError::UnmatchedEndTag(_) => "a closing tag without an open element",
+            IllFormedError::MismatchedEndTag { .. } => {
+                "a closing tag that does not match the open element"
+            }
+            IllFormedError::DoubleHyphenInComment => "`--` inside a comment",
+            IllFormedError::UnclosedReference => "a character or entity reference without its `;`",
+        }
+        .into(),
+        XmlError::InvalidAttr(_) => "a malformed attribute".into(),
+        XmlError::Encoding(_) => "not UTF-8 text (save the export as UTF-8)".into(),
+        XmlError::Escape(_) => "a malformed character or entity reference".into(),
+        XmlError::Namespace(_) => "a malformed namespace declaration".into(),
+        XmlError::Io(_) => "the document could not be read".into(),
+    }
+}
+
 /// Parses a whole document. Mismatched or unclosed tags, text after the root and undecodable
-/// bytes are errors naming the line. Text between the child elements of a container (which no
-/// format defines) is not an error: it is ignored and reported in `warnings`, so the import
-/// report shows it.
-pub fn parse(file: &str, text: &str, warnings: &mut Vec<String>) -> Result<Element, ImportError> {
+/// bytes are errors naming the line, and so is anything over `limits`. Text between the child
+/// elements of a container (which no format defines) is not an error: it is ignored and reported
+/// in `warnings` by its line, so the import report shows it.
+pub fn parse(
+    file: &str,
+    text: &str,
+    limits: &Limits,
+    warnings: &mut Vec<String>,
+) -> Result<Element, ImportError> {
     let lines = Lines::new(text);
     let mut reader = Reader::from_str(text);
     reader.config_mut().trim_text(false);
-    let mut stack: Vec<Element> = Vec::new();
+    // Open elements, each with the offset its start tag begins at.
+    let mut stack: Vec<(Element, usize)> = Vec::new();
     let mut root: Option<Element> = None;
     let fail = |pos: u64, element: Option<&str>, reason: String| ImportError::Malformed {
         file: file.to_string(),
@@ -116,19 +169,28 @@ pub fn parse(file: &str, text: &str, warnings: &mut Vec<String>) -> Result<Eleme
         at: element.map(|e| format!("<{e}>")),
         reason,
     };
+    let too_deep = || {
+        format!(
+            "elements nested more than {} deep (limits.xml_depth)",
+            limits.xml_depth
+        )
+    };
+    let too_long = || {
+        format!(
+            "text over the limit of {} bytes (limits.field_bytes)",
+            limits.field_bytes
+        )
+    };
     loop {
         let before = reader.buffer_position();
         let event = match reader.read_event() {
             Ok(e) => e,
             Err(e) => {
-                let open = stack.last().map(|e| e.name.clone());
-                return Err(fail(
-                    reader.error_position(),
-                    open.as_deref(),
-                    e.to_string(),
-                ));
+                let open = stack.last().map(|(e, _)| e.name.clone());
+                return Err(fail(reader.error_position(), open.as_deref(), describe(&e)));
             }
         };
+        let open_name = |stack: &[(Element, usize)]| stack.last().map(|(e, _)| e.name.clone());
         match event {
             Event::Start(start) | Event::Empty(start) if root.is_some() => {
                 let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
@@ -139,52 +201,65 @@ pub fn parse(file: &str, text: &str, warnings: &mut Vec<String>) -> Result<Eleme
                 ));
             }
             Event::Start(start) => {
-                stack.push(Element {
-                    name: String::from_utf8_lossy(start.local_name().as_ref()).into_owned(),
-                    line: lines.line_of(before as usize + 1),
-                    ..Element::default()
-                });
+                let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
+                if stack.len() >= limits.xml_depth {
+                    return Err(fail(before, Some(&name), too_deep()));
+                }
+                stack.push((
+                    Element {
+                        name,
+                        line: lines.line_of(before as usize + 1),
+                        ..Element::default()
+                    },
+                    before as usize,
+                ));
             }
             Event::Empty(start) => {
+                let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
+                if stack.len() >= limits.xml_depth {
+                    return Err(fail(before, Some(&name), too_deep()));
+                }
                 let element = Element {
-                    name: String::from_utf8_lossy(start.local_name().as_ref()).into_owned(),
+                    name,
                     line: lines.line_of(before as usize + 1),
+                    bytes: (reader.buffer_position() - before) as usize,
                     ..Element::default()
                 };
                 match stack.last_mut() {
-                    Some(parent) => parent.children.push(element),
+                    Some((parent, _)) => parent.children.push(element),
                     None => root = Some(element),
                 }
             }
             Event::End(_) => {
                 // quick-xml has already checked that the name matches the open element.
-                let Some(mut done) = stack.pop() else {
+                let Some((mut done, from)) = stack.pop() else {
                     return Err(fail(
                         before,
                         None,
                         "closing tag without an open element".into(),
                     ));
                 };
+                done.bytes = reader.buffer_position() as usize - from;
                 if !done.children.is_empty() && !done.text.trim().is_empty() {
                     warnings.push(format!(
-                        "{file} line {}: stray text {:?} inside <{}> ignored",
-                        done.text_line,
-                        done.text.trim(),
-                        done.name
+                        "{file} line {}: stray text inside <{}> ignored",
+                        done.text_line, done.name
                     ));
                     done.text.clear();
                 }
                 match stack.last_mut() {
-                    Some(parent) => parent.children.push(done),
+                    Some((parent, _)) => parent.children.push(done),
                     None => root = Some(done),
                 }
             }
             Event::Text(t) => {
-                let s = t.decode().map_err(|e| {
-                    fail(before, stack.last().map(|e| e.name.as_str()), e.to_string())
-                })?;
+                let s = t
+                    .decode()
+                    .map_err(|e| fail(before, open_name(&stack).as_deref(), describe(&e.into())))?;
                 match stack.last_mut() {
-                    Some(open) => {
+                    // Indentation between child elements is layout, not text.
+                    Some((open, _)) if !open.children.is_empty() && s.trim().is_empty() => {}
+                    Some((open, _)) => {
                         if open.text_line == 0 && !s.trim().is_empty() {
                             let lead = s.len() - s.trim_start().len();
                             open.text_line = lines.line_of(before as usize + lead);
@@ -192,20 +267,14 @@ pub fn parse(file: &str, text: &str, warnings: &mut Vec<String>) -> Result<Eleme
                         open.text.push_str(&s)
                     }
                     None if s.trim().is_empty() => {}
-                    None => {
-                        return Err(fail(
-                            before,
-                            None,
-                            format!("text {:?} outside the root element", s.trim()),
-                        ))
-                    }
+                    None => return Err(fail(before, None, "text outside the root element".into())),
                 }
             }
             Event::CData(c) => {
-                let s = c.decode().map_err(|e| {
-                    fail(before, stack.last().map(|e| e.name.as_str()), e.to_string())
-                })?;
-                if let Some(open) = stack.last_mut() {
+                let s = c
+                    .decode()
+                    .map_err(|e| fail(before, open_name(&stack).as_deref(), describe(&e.into())))?;
+                if let Some((open, _)) = stack.last_mut() {
                     open.text.push_str(&s);
                 }
             }
@@ -213,18 +282,26 @@ pub fn parse(file: &str, text: &str, warnings: &mut Vec<String>) -> Result<Eleme
                 let resolved = match r.resolve_char_ref() {
                     Ok(Some(c)) => c.to_string(),
                     _ => {
-                        let name = r.decode().map_err(|e| fail(before, None, e.to_string()))?;
+                        let name = r
+                            .decode()
+                            .map_err(|e| fail(before, None, describe(&e.into())))?;
                         quick_xml::escape::resolve_predefined_entity(&name)
                             .map(String::from)
-                            .ok_or_else(|| fail(before, None, format!("unknown entity &{name};")))?
+                            .ok_or_else(|| {
+                                fail(
+                                    before,
+                                    open_name(&stack).as_deref(),
+                                    "an entity reference that is not one of XML's own".into(),
+                                )
+                            })?
                     }
                 };
-                if let Some(open) = stack.last_mut() {
+                if let Some((open, _)) = stack.last_mut() {
                     open.text.push_str(&resolved);
                 }
             }
             Event::Eof => {
-                if let Some(open) = stack.last() {
+                if let Some((open, _)) = stack.last() {
                     return Err(ImportError::Malformed {
                         file: file.to_string(),
                         line: lines.count(),
@@ -244,6 +321,11 @@ pub fn parse(file: &str, text: &str, warnings: &mut Vec<String>) -> Result<Eleme
             }
             Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
         }
+        if let Some((open, _)) = stack.last() {
+            if open.text.len() > limits.field_bytes {
+                return Err(fail(before, Some(&open.name), too_long()));
+            }
+        }
     }
 }
 
@@ -255,30 +337,94 @@ mod tests {
     fn tree_lines_and_stray_text() {
         let doc = "<?xml version='1.0'?>\n<A>\n  <B>x &amp; y</B>stray\n  <C/>\n</A>\n";
         let mut warnings = Vec::new();
-        let a = parse("f.xml", doc, &mut warnings).unwrap();
+        let a = parse("f.xml", doc, &Limits::default(), &mut warnings).unwrap();
         assert_eq!(a.name, "A");
         assert_eq!(a.line, 2);
         let b = a.child("b").unwrap();
         assert_eq!((b.text.as_str(), b.line), ("x & y", 3));
         assert_eq!(a.child("C").unwrap().line, 4);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].contains("stray"));
+        assert_eq!(warnings[0], "f.xml line 3: stray text inside <A> ignored");
     }
 
     #[test]
     fn truncated_and_mismatched_are_located() {
-        let mut w = Vec::new();
-        let e = parse("f.xml", "<A>\n<B>\n<C>1</C>\n", &mut w).unwrap_err();
+        let (l, mut w) = (Limits::default(), Vec::new());
+        let e = parse("f.xml", "<A>\n<B>\n<C>1</C>\n", &l, &mut w).unwrap_err();
         assert!(
             e.to_string().contains("ends inside <B> opened on line 2"),
             "{e}"
         );
-        let e = parse("f.xml", "<A>\n<B>1</C>\n</A>", &mut w).unwrap_err();
+        let e = parse("f.xml", "<A>\n<B>1</C>\n</A>", &l, &mut w).unwrap_err();
         match e {
             ImportError::Malformed { line, .. } => assert_eq!(line, 2),
             other => panic!("{other}"),
         }
-        assert!(parse("f.xml", "", &mut w).is_err());
-        assert!(parse("f.xml", "<A/>trailing", &mut w).is_err());
+        assert!(parse("f.xml", "", &l, &mut w).is_err());
+        assert!(parse("f.xml", "<A/>trailing", &l, &mut w).is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_recursed_into() {
+        // A 60,000-deep document overflowed the stack when its tree was dropped.
+        let depth = 60_000;
+        let doc = format!("{}{}", "<a>".repeat(depth), "</a>".repeat(depth));
+        let e = parse("deep.xml", &doc, &Limits::default(), &mut Vec::new()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "deep.xml line 1 <a>: elements nested more than 32 deep (limits.xml_depth)"
+        );
+        let shallow = Limits {
+            xml_depth: 2,
+            ..Limits::default()
+        };
+        assert!(parse("f.xml", "<a><b/></a>", &shallow, &mut Vec::new()).is_ok());
+        assert!(parse("f.xml", "<a><b><c/></b></a>", &shallow, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn long_text_and_large_records_are_refused_by_their_limits() {
+        let limits = Limits {
+            field_bytes: 8,
+            record_bytes: 40,
+            ..Limits::default()
+        };
+        let doc = "<A>\n  <B>12345678</B>\n  <C>123456789</C>\n</A>";
+        let e = parse("f.xml", doc, &limits, &mut Vec::new()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "f.xml line 3 <C>: text over the limit of 8 bytes (limits.field_bytes)"
+        );
+        let doc = "<A>\n  <R><B>1234</B></R>\n  <R><B>1234</B><B>1234</B><B>1234</B><B>1234</B></R>\n</A>";
+        let a = parse("f.xml", doc, &limits, &mut Vec::new()).unwrap();
+        let records: Vec<_> = a.all("R").collect();
+        assert!(records[0].record_within("f.xml", &limits).is_ok());
+        let e = records[1].record_within("f.xml", &limits).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "f.xml line 3 <R>: record of 51 bytes, over the limit of 40 bytes (limits.record_bytes)"
+        );
+    }
+
+    #[test]
+    fn messages_quote_nothing_from_the_document() {
+        let (l, mut w) = (Limits::default(), Vec::new());
+        for doc in [
+            "<A><B>Jane Doe</C></A>",
+            "<A>x</A>Jane Doe",
+            "<A>&JaneDoe;</A>",
+            "<A>&#xZZJane;</A>",
+            "<A><B>1</B>Jane Doe, 12 Secret Lane<C/></A>",
+        ] {
+            let message = match parse("f.xml", doc, &l, &mut w) {
+                Ok(_) => w.join("; "),
+                Err(e) => e.to_string(),
+            };
+            assert!(message.starts_with("f.xml line 1"), "{message}");
+            assert!(
+                !message.contains("Jane") && !message.contains("Doe"),
+                "{message}"
+            );
+        }
     }
 }
