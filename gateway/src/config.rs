@@ -85,10 +85,17 @@ pub struct AuthConfig {
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
+    /// Longest a token may live: `exp − iat`, and `exp` from now. A practitioner's token is for
+    /// a working day; one that outlives it is a leaked credential waiting to be used.
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime_secs: u64,
 }
 
 fn default_leeway() -> u64 {
     30
+}
+fn default_max_lifetime() -> u64 {
+    12 * 3600
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
@@ -124,11 +125,21 @@ impl TokenIssuer {
         }))
     }
 
-    /// Signs arbitrary claims, for tests of what the verifier refuses.
+    /// Signs arbitrary claims, for tests of what the verifier refuses. The signature is put in
+    /// its low-S form, the only one the gateway accepts.
     pub fn sign(&self, claims: serde_json::Value) -> String {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
         // Signing with a freshly generated key of the right type cannot fail.
-        jsonwebtoken::encode(&header, &claims, &self.key).unwrap_or_default()
+        let token = jsonwebtoken::encode(&header, &claims, &self.key).unwrap_or_default();
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let Some((signed, signature)) = token.rsplit_once('.') else {
+            return token;
+        };
+        let Ok(mut signature) = engine.decode(signature) else {
+            return token;
+        };
+        crate::authenticate::to_low_s(&mut signature);
+        format!("{signed}.{}", engine.encode(signature))
     }
 }

@@ -1,5 +1,6 @@
 //! Who may ask: tokens, purposes, mutual TLS.
 
+use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::harness::{client, Env, Gateway};
@@ -56,8 +57,25 @@ async fn bad_tokens_get_401_and_nothing_else() {
         &jsonwebtoken::EncodingKey::from_secret(b"guessable"),
     )
     .expect("hs256");
+    let minted = issuer.mint("sw-1", &agency, "social_worker", 600);
+    let (signed, signature) = minted.rsplit_once('.').expect("three parts");
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut sig = b64.decode(signature).expect("base64url");
+    weft::authenticate::flip_s(&mut sig);
+    let high_s = format!("{signed}.{}", b64.encode(sig));
+    let mut nobody = claims(now + 600, &issuer.audience, &issuer.issuer);
+    nobody["sub"] = json!("");
+    let mut no_iat = claims(now + 600, &issuer.audience, &issuer.issuer);
+    no_iat.as_object_mut().expect("object").remove("iat");
     let cases: Vec<(&str, Option<String>)> = vec![
         ("missing", None),
+        ("the same token, signed with n − s", Some(high_s)),
+        ("empty sub", Some(issuer.sign(nobody))),
+        ("no iat", Some(issuer.sign(no_iat))),
+        (
+            "expires in 2100",
+            Some(issuer.sign(claims(4_102_444_800, &issuer.audience, &issuer.issuer))),
+        ),
         (
             "expired",
             Some(issuer.sign(claims(now - 120, &issuer.audience, &issuer.issuer))),
@@ -100,6 +118,11 @@ async fn bad_tokens_get_401_and_nothing_else() {
         let body: Value = r.json().await.expect("json");
         assert_eq!(body, json!({"error": "unauthorized"}), "{what}");
     }
+    // The token whose twin was refused is itself good.
+    let (status, _) = gw
+        .get("/v1/children/anything?purpose=safeguarding", &minted)
+        .await;
+    assert_ne!(status, 401);
 }
 
 #[tokio::test(flavor = "multi_thread")]
