@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::app::Application;
-use crate::config::Config;
+use crate::config::{Config, Part};
 use crate::schema::Schemas;
 use crate::store::Store;
 
@@ -212,8 +212,13 @@ pub async fn run(cli: Cli) -> ExitCode {
 }
 
 fn load(arg: &ConfigArg) -> anyhow::Result<Config> {
+    load_for(arg, Part::ALL)
+}
+
+/// The configuration, checked only as far as a command uses it.
+fn load_for(arg: &ConfigArg, parts: &[Part]) -> anyhow::Result<Config> {
     let schemas = Schemas::load()?;
-    Ok(Config::load(&arg.config, &schemas)?)
+    Ok(Config::load_for(&arg.config, &schemas, parts)?)
 }
 
 async fn serve(arg: ConfigArg) -> anyhow::Result<()> {
@@ -230,7 +235,7 @@ async fn serve(arg: ConfigArg) -> anyhow::Result<()> {
 
 async fn verify(arg: ConfigArg) -> ExitCode {
     let outcome = async {
-        let config = load(&arg)?;
+        let config = load_for(&arg, &[])?;
         let store = Store::open(&config.database.url, 2).await?;
         Ok::<_, anyhow::Error>(crate::audit::verify(&store).await?)
     }
@@ -260,7 +265,7 @@ async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
 
     match command {
         PolicyCommand::Lint(arg) => {
-            let config = load(&arg)?;
+            let config = load_for(&arg, &[Part::Policy])?;
             let p = crate::policyapi::load(&config).await?;
             println!("policy OK: {} rules", p.rules());
         }
@@ -272,7 +277,7 @@ async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
             category,
             purpose,
         } => {
-            let config = load(&config)?;
+            let config = load_for(&config, &[Part::Policy])?;
             let schemas = Schemas::load()?;
             let mut q = serde_json::json!({"role": role, "agency": agency, "category": category, "purpose": purpose});
             if let Some(k) = agency_kind {
@@ -294,7 +299,7 @@ async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
             );
         }
         PolicyCommand::Check { config, file } => {
-            let config = load(&config)?;
+            let config = load_for(&config, &[Part::Policy])?;
             let schemas = Schemas::load()?;
             // Lint first: a check against a policy the gateway would refuse proves nothing.
             crate::policyapi::load(&config).await?;
@@ -358,7 +363,7 @@ async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
 /// much (previous data kept in both), 1 anything else.
 async fn import(cmd: ImportCmd) -> ExitCode {
     let outcome = async {
-        let config = load(&cmd.config)?;
+        let config = load_for(&cmd.config, &[Part::Matching])?;
         let file = crate::imports::file_source(&config.sources, &cmd.source)?.clone();
         let store = Store::open(&config.database.url, 4).await?;
         // Records are matched as the gateway would match them, with the configured model.

@@ -502,10 +502,45 @@ const OVERRIDABLE: &[&str] = &[
     "delivery",
 ];
 
+/// A part of the configuration that a command may or may not use. Each command checks the parts
+/// it uses; files named only by the others need not exist, so `weft policy lint` runs in CI
+/// where the server's certificates and keys are not. The schema, agencies and sources are
+/// always checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// `listen`, `tls` and its files, `insecure_plaintext`: serving.
+    Listen,
+    /// `auth.keys[].public_key`: verifying tokens.
+    Auth,
+    /// `policy.model` and `policy.policy`.
+    Policy,
+    /// `policy.routing`.
+    Routing,
+    /// `matching`: its thresholds and model file.
+    Matching,
+}
+
+impl Part {
+    /// What serving uses: everything.
+    pub const ALL: &'static [Part] = &[
+        Part::Listen,
+        Part::Auth,
+        Part::Policy,
+        Part::Routing,
+        Part::Matching,
+    ];
+}
+
 impl Config {
     /// Reads the file, applies `WEFT_…` overrides, validates against the schema, then checks
-    /// what a schema cannot (references between sections, files that must exist).
+    /// what a schema cannot (references between sections, files that must exist), all of it.
     pub fn load(path: &Path, schemas: &Schemas) -> Result<Config, ConfigError> {
+        Self::load_for(path, schemas, Part::ALL)
+    }
+
+    /// As [`Config::load`], checking beyond the schema, agencies and sources only the `parts` a
+    /// command uses.
+    pub fn load_for(path: &Path, schemas: &Schemas, parts: &[Part]) -> Result<Config, ConfigError> {
         if !path.exists() {
             return Err(ConfigError::Read(format!(
                 "{} does not exist",
@@ -517,18 +552,24 @@ impl Config {
                 .split("__")
                 .filter(|key| OVERRIDABLE.contains(&key.as_str().split('.').next().unwrap_or(""))),
         );
-        Self::from_figment(figment, path.parent().unwrap_or(Path::new(".")), schemas)
+        Self::from_figment(
+            figment,
+            path.parent().unwrap_or(Path::new(".")),
+            schemas,
+            parts,
+        )
     }
 
     /// Parses configuration text, as the demo and tests build it.
     pub fn from_toml(text: &str, base: &Path, schemas: &Schemas) -> Result<Config, ConfigError> {
-        Self::from_figment(Figment::from(Toml::string(text)), base, schemas)
+        Self::from_figment(Figment::from(Toml::string(text)), base, schemas, Part::ALL)
     }
 
     fn from_figment(
         figment: Figment,
         base: &Path,
         schemas: &Schemas,
+        parts: &[Part],
     ) -> Result<Config, ConfigError> {
         let value: serde_json::Value = figment
             .extract()
@@ -539,7 +580,7 @@ impl Config {
         let mut config: Config = serde_json::from_value(value)
             .map_err(|e| ConfigError::invalid("(root)", e.to_string()))?;
         config.resolve_paths(base);
-        config.check()?;
+        config.check(parts)?;
         Ok(config)
     }
 
@@ -586,48 +627,32 @@ impl Config {
         }
     }
 
-    fn check(&self) -> Result<(), ConfigError> {
-        match (&self.tls, self.insecure_plaintext) {
-            (None, false) => {
+    fn check(&self, parts: &[Part]) -> Result<(), ConfigError> {
+        if parts.contains(&Part::Listen) {
+            self.check_listen()?;
+        }
+        if parts.contains(&Part::Auth) {
+            for (i, k) in self.auth.keys.iter().enumerate() {
+                must_exist(&format!("auth.keys[{i}].public_key"), &k.public_key)?;
+            }
+        }
+        if parts.contains(&Part::Policy) {
+            must_exist("policy.model", &self.policy.model)?;
+            must_exist("policy.policy", &self.policy.policy)?;
+        }
+        if parts.contains(&Part::Routing) {
+            must_exist("policy.routing", &self.policy.routing_path())?;
+        }
+        if parts.contains(&Part::Matching) {
+            if self.matching.lower > self.matching.upper {
                 return Err(ConfigError::invalid(
-                    "tls",
-                    "required (or set insecure_plaintext = true on a loopback address)",
-                ))
+                    "matching.lower",
+                    "must not be above matching.upper",
+                ));
             }
-            (None, true) if !self.listen.ip().is_loopback() => {
-                return Err(ConfigError::invalid(
-                    "insecure_plaintext",
-                    "plain HTTP is allowed only on a loopback listen address",
-                ))
+            if let Some(m) = &self.matching.model {
+                must_exist("matching.model", m)?;
             }
-            (Some(_), true) => {
-                return Err(ConfigError::invalid(
-                    "insecure_plaintext",
-                    "cannot be set together with tls",
-                ))
-            }
-            _ => {}
-        }
-        if let Some(tls) = &self.tls {
-            must_exist("tls.cert", &tls.cert)?;
-            must_exist("tls.key", &tls.key)?;
-            if let Some(ca) = &tls.client_ca {
-                must_exist("tls.client_ca", ca)?;
-            }
-        }
-        for (i, k) in self.auth.keys.iter().enumerate() {
-            must_exist(&format!("auth.keys[{i}].public_key"), &k.public_key)?;
-        }
-        must_exist("policy.model", &self.policy.model)?;
-        must_exist("policy.policy", &self.policy.policy)?;
-        if self.matching.lower > self.matching.upper {
-            return Err(ConfigError::invalid(
-                "matching.lower",
-                "must not be above matching.upper",
-            ));
-        }
-        if let Some(m) = &self.matching.model {
-            must_exist("matching.model", m)?;
         }
 
         let mut agencies = BTreeSet::new();
@@ -656,7 +681,6 @@ impl Config {
             check_webhook_url(&w.url)
                 .map_err(|p| ConfigError::invalid(format!("delivery.webhooks[{i}].url"), p))?;
         }
-        must_exist("policy.routing", &self.policy.routing_path())?;
         let mut sources = BTreeSet::new();
         for (i, s) in self.sources.iter().enumerate() {
             if !sources.insert(s.id.as_str()) {
@@ -670,6 +694,38 @@ impl Config {
                     format!("sources[{i}].agency"),
                     format!("no agency with id {:?} in [[agencies]]", s.agency),
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_listen(&self) -> Result<(), ConfigError> {
+        match (&self.tls, self.insecure_plaintext) {
+            (None, false) => {
+                return Err(ConfigError::invalid(
+                    "tls",
+                    "required (or set insecure_plaintext = true on a loopback address)",
+                ))
+            }
+            (None, true) if !self.listen.ip().is_loopback() => {
+                return Err(ConfigError::invalid(
+                    "insecure_plaintext",
+                    "plain HTTP is allowed only on a loopback listen address",
+                ))
+            }
+            (Some(_), true) => {
+                return Err(ConfigError::invalid(
+                    "insecure_plaintext",
+                    "cannot be set together with tls",
+                ))
+            }
+            _ => {}
+        }
+        if let Some(tls) = &self.tls {
+            must_exist("tls.cert", &tls.cert)?;
+            must_exist("tls.key", &tls.key)?;
+            if let Some(ca) = &tls.client_ca {
+                must_exist("tls.client_ca", ca)?;
             }
         }
         Ok(())
