@@ -156,7 +156,7 @@ impl Application {
         // lease ends, here or on another node.
         let deliverers = state.outbox.start();
         let router = crate::api::router(state.clone());
-        crate::server::serve(listener, router, tls, shutdown).await;
+        crate::server::serve(listener, router, tls, &state.config.limits, shutdown).await;
         indexer.abort();
         watcher.abort();
         importer.abort();

@@ -329,6 +329,22 @@ pub struct Limits {
     /// Requests in flight before new ones are shed with 503, rather than queued without bound.
     #[serde(default = "default_concurrency")]
     pub max_in_flight: usize,
+    /// How long a client may take to send a request's headers over HTTP/1, counted from when
+    /// the connection is ready for them (also between keep-alive requests).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_ms: u64,
+    /// How long a request's body may take to arrive after its headers; then 408, and the
+    /// connection is closed.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_ms: u64,
+    /// How long a connection may stay open with no request in flight, whatever the protocol.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// Open connections at most. At the cap, the connection idle longest is closed to make room,
+    /// so idle or half-open connections cannot lock everyone out; keep it well under the
+    /// process's open-file limit.
+    #[serde(default = "default_max_connections_open")]
+    pub max_connections: usize,
 }
 
 fn default_body_bytes() -> usize {
@@ -340,6 +356,18 @@ fn default_request_timeout() -> u64 {
 fn default_concurrency() -> usize {
     1024
 }
+fn default_header_timeout() -> u64 {
+    10_000
+}
+fn default_body_timeout() -> u64 {
+    10_000
+}
+fn default_idle_timeout() -> u64 {
+    30_000
+}
+fn default_max_connections_open() -> usize {
+    512
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -347,6 +375,10 @@ impl Default for Limits {
             body_bytes: default_body_bytes(),
             request_timeout_ms: default_request_timeout(),
             max_in_flight: default_concurrency(),
+            header_timeout_ms: default_header_timeout(),
+            body_timeout_ms: default_body_timeout(),
+            idle_timeout_ms: default_idle_timeout(),
+            max_connections: default_max_connections_open(),
         }
     }
 }

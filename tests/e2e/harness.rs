@@ -208,6 +208,11 @@ impl Gateway {
         &self.client
     }
 
+    /// The gateway process's id, to set its resource limits.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `GET path` with a token; returns status and JSON body (Null when not JSON).
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
         let r = self

@@ -7,6 +7,7 @@ mod harness;
 mod audit;
 mod auth;
 mod config;
+mod connections;
 mod imports;
 mod matching;
 mod notify;
