@@ -294,7 +294,7 @@ fn ctf_maps_identity_address_attendance_sen_and_care() {
     .unwrap_err();
     assert!(
         e.to_string()
-            .contains("ends inside <Pupil> opened on line 9"),
+            .contains("ends inside an element opened on line 9"),
         "{e}"
     );
 }

@@ -74,16 +74,13 @@ impl<'a> Table<'a> {
             };
             fail(line, reason)
         };
-        let within = |line: usize, r: &csv::StringRecord, header: Option<&[String]>| {
+        // Fields are named by position: in a damaged file the "header" may be data.
+        let within = |line: usize, r: &csv::StringRecord| {
             if let Some(i) = r.iter().position(|f| f.len() > limits.field_bytes) {
-                let column = header
-                    .and_then(|h| h.get(i))
-                    .map(|c| format!("column {c}"))
-                    .unwrap_or_else(|| format!("field {}", i + 1));
                 return Err(ImportError::Malformed {
                     file: file.to_string(),
                     line,
-                    at: Some(column),
+                    at: Some(format!("field {}", i + 1)),
                     reason: format!(
                         "value over the limit of {} bytes (limits.field_bytes)",
                         limits.field_bytes
@@ -103,7 +100,7 @@ impl<'a> Table<'a> {
             Ok(())
         };
         let header = reader.headers().map_err(malformed)?;
-        within(1, header, None)?;
+        within(1, header)?;
         let columns: Vec<String> = header.iter().map(normalise).collect();
         if columns.iter().all(String::is_empty) {
             return Err(fail(1, "no header row: empty file?".into()));
@@ -112,7 +109,7 @@ impl<'a> Table<'a> {
         for r in reader.records() {
             let r = r.map_err(malformed)?;
             let line = r.position().map(|p| p.line() as usize).unwrap_or(0);
-            within(line, &r, Some(&columns))?;
+            within(line, &r)?;
             rows.push((line, r));
         }
         Ok(Table {
@@ -505,7 +502,7 @@ mod tests {
         let e = read("UPN,Surname\nB801200005,Jane Doe-Smith\n").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "p.csv line 2 column surname: value over the limit of 10 bytes (limits.field_bytes)"
+            "p.csv line 2 field 2: value over the limit of 10 bytes (limits.field_bytes)"
         );
         let e = read("A,B,C,D\n123456789,123456789,123456789,1\n").unwrap_err();
         assert_eq!(

@@ -8,7 +8,12 @@
 //! The tree is bounded while it is built: nesting by `limits.xml_depth` (lookups and dropping
 //! the tree recurse, so 60,000 nested elements would overflow the stack), each element's text
 //! by `limits.field_bytes`. Messages never quote the document's text: quick-xml's own errors
-//! are replaced by fixed descriptions, because some of them quote what was found.
+//! are replaced by fixed descriptions, because some of them quote what was found, and an
+//! element is named only once the document has closed an element of that name. A start tag
+//! whose `>` is corrupted runs into the value after it (`<Surname6Jane Doe</Surname>` opens an
+//! element named `Surname6Jane`), and such a name never closes.
+
+use std::collections::HashSet;
 
 use quick_xml::errors::{Error as XmlError, IllFormedError};
 use quick_xml::events::Event;
@@ -163,11 +168,17 @@ pub fn parse(
     // Open elements, each with the offset its start tag begins at.
     let mut stack: Vec<(Element, usize)> = Vec::new();
     let mut root: Option<Element> = None;
-    let fail = |pos: u64, element: Option<&str>, reason: String| ImportError::Malformed {
-        file: file.to_string(),
-        line: lines.line_of(pos as usize),
-        at: element.map(|e| format!("<{e}>")),
-        reason,
+    // Names of elements the document has closed: the ones a message may name.
+    let mut known: HashSet<String> = HashSet::new();
+    let fail = |known: &HashSet<String>, pos: u64, element: Option<&str>, reason: String| {
+        ImportError::Malformed {
+            file: file.to_string(),
+            line: lines.line_of(pos as usize),
+            at: element
+                .filter(|e| known.contains(*e))
+                .map(|e| format!("<{e}>")),
+            reason,
+        }
     };
     let too_deep = || {
         format!(
@@ -187,7 +198,12 @@ pub fn parse(
             Ok(e) => e,
             Err(e) => {
                 let open = stack.last().map(|(e, _)| e.name.clone());
-                return Err(fail(reader.error_position(), open.as_deref(), describe(&e)));
+                return Err(fail(
+                    &known,
+                    reader.error_position(),
+                    open.as_deref(),
+                    describe(&e),
+                ));
             }
         };
         let open_name = |stack: &[(Element, usize)]| stack.last().map(|(e, _)| e.name.clone());
@@ -195,6 +211,7 @@ pub fn parse(
             Event::Start(start) | Event::Empty(start) if root.is_some() => {
                 let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
                 return Err(fail(
+                    &known,
                     before,
                     Some(&name),
                     "a second root element after the document ended".into(),
@@ -203,7 +220,7 @@ pub fn parse(
             Event::Start(start) => {
                 let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
                 if stack.len() >= limits.xml_depth {
-                    return Err(fail(before, Some(&name), too_deep()));
+                    return Err(fail(&known, before, Some(&name), too_deep()));
                 }
                 stack.push((
                     Element {
@@ -217,8 +234,9 @@ pub fn parse(
             Event::Empty(start) => {
                 let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
                 if stack.len() >= limits.xml_depth {
-                    return Err(fail(before, Some(&name), too_deep()));
+                    return Err(fail(&known, before, Some(&name), too_deep()));
                 }
+                known.insert(name.clone());
                 let element = Element {
                     name,
                     line: lines.line_of(before as usize + 1),
@@ -234,12 +252,16 @@ pub fn parse(
                 // quick-xml has already checked that the name matches the open element.
                 let Some((mut done, from)) = stack.pop() else {
                     return Err(fail(
+                        &known,
                         before,
                         None,
                         "closing tag without an open element".into(),
                     ));
                 };
                 done.bytes = reader.buffer_position() as usize - from;
+                if !known.contains(&done.name) {
+                    known.insert(done.name.clone());
+                }
                 if !done.children.is_empty() && !done.text.trim().is_empty() {
                     warnings.push(format!(
                         "{file} line {}: stray text inside <{}> ignored",
@@ -253,9 +275,14 @@ pub fn parse(
                 }
             }
             Event::Text(t) => {
-                let s = t
-                    .decode()
-                    .map_err(|e| fail(before, open_name(&stack).as_deref(), describe(&e.into())))?;
+                let s = t.decode().map_err(|e| {
+                    fail(
+                        &known,
+                        before,
+                        open_name(&stack).as_deref(),
+                        describe(&e.into()),
+                    )
+                })?;
                 match stack.last_mut() {
                     // Indentation between child elements is layout, not text.
                     Some((open, _)) if !open.children.is_empty() && s.trim().is_empty() => {}
@@ -267,13 +294,25 @@ pub fn parse(
                         open.text.push_str(&s)
                     }
                     None if s.trim().is_empty() => {}
-                    None => return Err(fail(before, None, "text outside the root element".into())),
+                    None => {
+                        return Err(fail(
+                            &known,
+                            before,
+                            None,
+                            "text outside the root element".into(),
+                        ))
+                    }
                 }
             }
             Event::CData(c) => {
-                let s = c
-                    .decode()
-                    .map_err(|e| fail(before, open_name(&stack).as_deref(), describe(&e.into())))?;
+                let s = c.decode().map_err(|e| {
+                    fail(
+                        &known,
+                        before,
+                        open_name(&stack).as_deref(),
+                        describe(&e.into()),
+                    )
+                })?;
                 if let Some((open, _)) = stack.last_mut() {
                     open.text.push_str(&s);
                 }
@@ -284,11 +323,12 @@ pub fn parse(
                     _ => {
                         let name = r
                             .decode()
-                            .map_err(|e| fail(before, None, describe(&e.into())))?;
+                            .map_err(|e| fail(&known, before, None, describe(&e.into())))?;
                         quick_xml::escape::resolve_predefined_entity(&name)
                             .map(String::from)
                             .ok_or_else(|| {
                                 fail(
+                                    &known,
                                     before,
                                     open_name(&stack).as_deref(),
                                     "an entity reference that is not one of XML's own".into(),
@@ -302,13 +342,19 @@ pub fn parse(
             }
             Event::Eof => {
                 if let Some((open, _)) = stack.last() {
+                    let named = known.contains(&open.name);
                     return Err(ImportError::Malformed {
                         file: file.to_string(),
                         line: lines.count(),
-                        at: Some(format!("<{}>", open.name)),
+                        at: named.then(|| format!("<{}>", open.name)),
                         reason: format!(
-                            "the file ends inside <{}> opened on line {}: truncated?",
-                            open.name, open.line
+                            "the file ends inside {} opened on line {}: truncated?",
+                            if named {
+                                format!("<{}>", open.name)
+                            } else {
+                                "an element".into()
+                            },
+                            open.line
                         ),
                     });
                 }
@@ -323,7 +369,7 @@ pub fn parse(
         }
         if let Some((open, _)) = stack.last() {
             if open.text.len() > limits.field_bytes {
-                return Err(fail(before, Some(&open.name), too_long()));
+                return Err(fail(&known, before, Some(&open.name), too_long()));
             }
         }
     }
@@ -352,7 +398,13 @@ mod tests {
         let (l, mut w) = (Limits::default(), Vec::new());
         let e = parse("f.xml", "<A>\n<B>\n<C>1</C>\n", &l, &mut w).unwrap_err();
         assert!(
-            e.to_string().contains("ends inside <B> opened on line 2"),
+            e.to_string()
+                .ends_with(": the file ends inside an element opened on line 2: truncated?"),
+            "{e}"
+        );
+        let e = parse("f.xml", "<A>\n<B/>\n<B>\n<C>1</C>\n", &l, &mut w).unwrap_err();
+        assert!(
+            e.to_string().contains("ends inside <B> opened on line 3"),
             "{e}"
         );
         let e = parse("f.xml", "<A>\n<B>1</C>\n</A>", &l, &mut w).unwrap_err();
@@ -372,7 +424,7 @@ mod tests {
         let e = parse("deep.xml", &doc, &Limits::default(), &mut Vec::new()).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "deep.xml line 1 <a>: elements nested more than 32 deep (limits.xml_depth)"
+            "deep.xml line 1: elements nested more than 32 deep (limits.xml_depth)"
         );
         let shallow = Limits {
             xml_depth: 2,
@@ -389,11 +441,11 @@ mod tests {
             record_bytes: 40,
             ..Limits::default()
         };
-        let doc = "<A>\n  <B>12345678</B>\n  <C>123456789</C>\n</A>";
+        let doc = "<A>\n  <C>1</C>\n  <B>12345678</B>\n  <C>123456789</C>\n</A>";
         let e = parse("f.xml", doc, &limits, &mut Vec::new()).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "f.xml line 3 <C>: text over the limit of 8 bytes (limits.field_bytes)"
+            "f.xml line 4 <C>: text over the limit of 8 bytes (limits.field_bytes)"
         );
         let doc = "<A>\n  <R><B>1234</B></R>\n  <R><B>1234</B><B>1234</B><B>1234</B><B>1234</B></R>\n</A>";
         let a = parse("f.xml", doc, &limits, &mut Vec::new()).unwrap();
@@ -414,6 +466,9 @@ mod tests {
             "<A>x</A>Jane Doe",
             "<A>&JaneDoe;</A>",
             "<A>&#xZZJane;</A>",
+            // A start tag's `>` lost: the value runs into the element's name.
+            "<A><B>x</B><Surname6Jane Doe</Surname></A>",
+            "<A><B>x</B><Surname.Jane</Surname></A>",
             "<A><B>1</B>Jane Doe, 12 Secret Lane<C/></A>",
         ] {
             let message = match parse("f.xml", doc, &l, &mut w) {
