@@ -58,8 +58,8 @@ pub struct FileConfig {
 }
 
 /// How much one import may hold, and how much of a source it may remove. Generous for real
-/// returns (a 100,000-pupil census CSV is about 10 MB), tight enough that a broken or hostile
-/// file is refused before it costs gigabytes of memory or the stack.
+/// returns (the largest, an LA's CIN census, runs to tens of megabytes), tight enough that a
+/// broken or hostile file is refused before it costs gigabytes of memory or the stack.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
