@@ -286,6 +286,10 @@ pub fn parse(
                 match stack.last_mut() {
                     // Indentation between child elements is layout, not text.
                     Some((open, _)) if !open.children.is_empty() && s.trim().is_empty() => {}
+                    // Checked before it is copied into the tree.
+                    Some((open, _)) if open.text.len() + s.len() > limits.field_bytes => {
+                        return Err(fail(&known, before, Some(&open.name), too_long()));
+                    }
                     Some((open, _)) => {
                         if open.text_line == 0 && !s.trim().is_empty() {
                             let lead = s.len() - s.trim_start().len();
