@@ -239,7 +239,8 @@ pub fn collect(config: &FileConfig) -> Result<Vec<DroppedFile>, ImportError> {
                 reason: e.to_string(),
             };
             let file = std::fs::File::open(config.folder.join(&found.name)).map_err(unreadable)?;
-            let mut bytes = Vec::new();
+            // Sized from the listing, so reading does not grow the buffer by doubling.
+            let mut bytes = Vec::with_capacity(usize::try_from(found.bytes).unwrap_or(0));
             file.take(limit.saturating_add(1))
                 .read_to_end(&mut bytes)
                 .map_err(unreadable)?;
