@@ -28,9 +28,9 @@ use crate::authorise::{judge, Context};
 use crate::domain::{Purpose, Role};
 use crate::error::ApiError;
 use crate::fanout::{fan_out, SourceHealth};
-use crate::identity::{NhsNumber, Upn};
 use crate::merge::{merge, View};
 use crate::resolve::{Found, Search, SyncReport};
+use weft_ids::{NhsNumber, Upn};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -71,7 +71,7 @@ use crate::resolve::{Found, Search, SyncReport};
         crate::linkage::Decided,
         crate::linkage::Decision,
         crate::linkage::Grade,
-        crate::matching::Explained
+        weft_matching::Explained
     )),
     modifiers(&BearerAuth)
 )]

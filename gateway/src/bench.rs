@@ -13,9 +13,10 @@ use serde_json::json;
 
 use crate::app::Application;
 use crate::config::{AgencyConfig, AgencyKind, Config};
+use crate::devconfig::DevConfig;
 use crate::devpki::DevPki;
 use crate::schema::Schemas;
-use crate::sim::delayed;
+use weft_sim::delayed;
 
 #[derive(Debug, Args)]
 pub struct PolicyArgs {
@@ -48,8 +49,7 @@ pub async fn policy(args: PolicyArgs) -> anyhow::Result<()> {
     use rand::{Rng, SeedableRng};
 
     let dir = tempfile::tempdir()?;
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let (model, default) = crate::demo::policy_paths(&repo, dir.path())?;
+    let (model, default) = crate::devconfig::policy_paths(dir.path())?;
     let default = std::fs::read_to_string(default)?;
     let consents = crate::consent::Consents::new(Vec::new());
     let cats = view_categories();
@@ -286,12 +286,12 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
             name: format!("Benchmark {} agency", kind.as_str()),
             kind: *kind,
         };
-        sources.push(delayed::source_config(
+        sources.push(crate::devconfig::sim_source(&delayed::source_config(
             &format!("bench-source-{i}"),
             &agency.id,
             server.addr,
             delay * 10,
-        ));
+        )));
         agencies.push(agency);
         servers.push(server);
     }
@@ -306,7 +306,7 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("weft-bench.db").display()));
-    let config = bench_config(&pki, &store_url, &agencies, &sources, dir.path())?;
+    let config = bench_config(&pki, &store_url, agencies, sources, dir.path())?;
     let app = Application::build(config, Schemas::load()?).await?;
     let addr = app.local_addr()?;
     let state = app.state().clone();
@@ -436,17 +436,11 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
 fn bench_config(
     pki: &DevPki,
     store_url: &str,
-    agencies: &[AgencyConfig],
-    sources: &[crate::config::SourceConfig],
+    agencies: Vec<AgencyConfig>,
+    sources: Vec<crate::config::SourceConfig>,
     dir: &Path,
 ) -> anyhow::Result<Config> {
-    #[derive(serde::Serialize)]
-    struct Tables<'a> {
-        agencies: &'a [AgencyConfig],
-        sources: &'a [crate::config::SourceConfig],
-    }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let policies = crate::demo::policy_paths(&repo, dir)?;
+    let policies = crate::devconfig::policy_paths(dir)?;
     // The repository's routing names the demo's local authority; here the benchmark's is used.
     let routing = dir.join("routing.toml");
     let rules = std::fs::read_to_string(
@@ -458,23 +452,17 @@ fn bench_config(
     )?;
     std::fs::write(
         &routing,
-        rules.replace(crate::sim::sources::SOCIAL_CARE_AGENCY, "bench-social_care"),
+        rules.replace(weft_sim::sources::SOCIAL_CARE_AGENCY, "bench-social_care"),
     )?;
-    let text = format!(
-        "listen = \"127.0.0.1:0\"\n\
-         [tls]\ncert = {:?}\nkey = {:?}\n\n\
-         [database]\nurl = {:?}\nmax_connections = 16\n\n\
-         [policy]\nmodel = {:?}\npolicy = {:?}\nrouting = {:?}\n\n\
-         [index]\nrefresh_secs = 0\n\n\
-         [limits]\nmax_in_flight = 4096\n\n{}\n{}",
-        pki.server_cert.display().to_string(),
-        pki.server_key.display().to_string(),
-        store_url,
-        policies.0.display().to_string(),
-        policies.1.display().to_string(),
-        routing.display().to_string(),
-        pki.auth_toml(),
-        toml::to_string(&Tables { agencies, sources })?,
-    );
-    Ok(Config::from_toml(&text, dir, &Schemas::load()?)?)
+    let mut config = DevConfig::new(pki, store_url, policies)
+        .set("database.max_connections", 16)
+        .set("policy.routing", routing.display().to_string())
+        .set("limits.max_in_flight", 4096);
+    for a in agencies {
+        config = config.agency(a);
+    }
+    for s in sources {
+        config = config.source(s);
+    }
+    config.load(dir)
 }

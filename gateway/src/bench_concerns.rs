@@ -20,10 +20,11 @@ use serde_json::{json, Value};
 use crate::app::Application;
 use crate::bench::{load, ms};
 use crate::config::Config;
+use crate::devconfig::DevConfig;
 use crate::devpki::DevPki;
 use crate::schema::Schemas;
-use crate::sim::sources::{POLICE_AGENCY, SCHOOL_AGENCY, SOCIAL_CARE_AGENCY};
-use crate::sim::PartnerSystems;
+use weft_sim::sources::{POLICE_AGENCY, SCHOOL_AGENCY, SOCIAL_CARE_AGENCY};
+use weft_sim::PartnerSystems;
 
 const SECRET: &str = "bench-receiver-secret-0123456789";
 
@@ -104,7 +105,7 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 pub async fn concerns(args: ConcernsArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let pki = DevPki::generate(&dir.path().join("pki"))?;
-    let pop = crate::sim::generate(11, args.children);
+    let pop = weft_sim::generate(11, args.children);
     let partners = PartnerSystems::start(&dir.path().join("partners"), &pop, None, None).await?;
 
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -335,36 +336,26 @@ fn config(
     hook: &str,
     dir: &Path,
 ) -> anyhow::Result<Config> {
-    #[derive(serde::Serialize)]
-    struct Tables<'a> {
-        agencies: &'a [crate::config::AgencyConfig],
-        sources: &'a [crate::config::SourceConfig],
+    let mut webhook = toml::Table::new();
+    for (k, v) in [
+        ("id", "mash"),
+        ("agency", SOCIAL_CARE_AGENCY),
+        ("role", "mash_officer"),
+        ("url", hook),
+        ("secret", SECRET),
+    ] {
+        webhook.insert(k.into(), v.into());
     }
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let (model, policy) = crate::demo::policy_paths(&repo, dir)?;
-    let text = format!(
-        "listen = \"127.0.0.1:0\"\n\
-         [tls]\ncert = {:?}\nkey = {:?}\n\n\
-         [database]\nurl = {:?}\nmax_connections = 32\n\n\
-         [policy]\nmodel = {:?}\npolicy = {:?}\n\n\
-         [index]\nrefresh_secs = 0\n\n\
-         [limits]\nmax_in_flight = 4096\n\n\
-         [delivery]\npoll_ms = 200\nworkers = 4\nbatch = 64\n\n\
-         [[delivery.webhooks]]\nid = \"mash\"\nagency = {:?}\nrole = \"mash_officer\"\nurl = {:?}\nsecret = {:?}\n\n\
-         {}\n{}",
-        pki.server_cert.display().to_string(),
-        pki.server_key.display().to_string(),
-        store_url,
-        model.display().to_string(),
-        policy.display().to_string(),
-        SOCIAL_CARE_AGENCY,
-        hook,
-        SECRET,
-        pki.auth_toml(),
-        toml::to_string(&Tables {
-            agencies: &partners.agencies,
-            sources: &partners.sources,
-        })?,
-    );
-    Ok(Config::from_toml(&text, dir, &Schemas::load()?)?)
+    DevConfig::new(pki, store_url, crate::devconfig::policy_paths(dir)?)
+        .set("database.max_connections", 32)
+        .set("limits.max_in_flight", 4096)
+        .set("delivery.poll_ms", 200)
+        .set("delivery.workers", 4)
+        .set("delivery.batch", 64)
+        .set(
+            "delivery.webhooks",
+            toml::Value::Array(vec![webhook.into()]),
+        )
+        .partners(&partners.agencies, &partners.sources)
+        .load(dir)
 }

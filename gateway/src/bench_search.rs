@@ -25,12 +25,11 @@ use sqlx::{Connection, PgConnection, Row};
 use weft_adapters::SourceRecord;
 
 use crate::bench::ms;
+use crate::bench_match::{cpu_time, peak_memory_mib, percentile, person, written, Person};
 use crate::linkage::{Grade, MAX_CANDIDATES};
-use crate::matching::bench::{cpu_time, peak_memory_mib, percentile, person, written, Person};
-use crate::matching::normalise::nickname_table;
-use crate::matching::Record;
 use crate::resolve::{Index, Search, Stored};
 use crate::store::{insert_rows, Backend, Cell, Store};
+use weft_matching::normalise::nickname_table;
 
 #[derive(Debug, Clone, Args)]
 pub struct SearchArgs {
@@ -513,7 +512,7 @@ async fn reached(index: &Index, search: &Search) -> Result<usize, sqlx::Error> {
     };
     let keys = index
         .matcher()
-        .keys(&Record::from_demographics("search", d, &[]));
+        .keys(&crate::linkage::record_of("search", d, &[]));
     if keys.is_empty() {
         return Ok(0);
     }

@@ -28,6 +28,7 @@ pub enum Command {
     /// Run the gateway.
     Serve(ConfigArg),
     /// Run the gateway against simulated partner systems on loopback, with ready-made tokens.
+    #[cfg(feature = "sim")]
     Demo(crate::demo::DemoArgs),
     /// Check a configuration file and exit.
     Config {
@@ -52,6 +53,7 @@ pub enum Command {
         command: MatchCommand,
     },
     /// Measure the gateway.
+    #[cfg(feature = "sim")]
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
@@ -119,6 +121,7 @@ pub enum AuditCommand {
     Verify(ConfigArg),
 }
 
+#[cfg(feature = "sim")]
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Merged views against four simulated sources that each answer after a fixed delay.
@@ -130,7 +133,7 @@ pub enum BenchCommand {
     /// Concern submissions delivered by signed webhook, and police incident to DSL inbox.
     Concerns(crate::bench_concerns::ConcernsArgs),
     /// Identity matching at scale on synthetic children: search latency and deduplication.
-    Match(crate::matching::bench::MatchBenchArgs),
+    Match(crate::bench_match::MatchBenchArgs),
     /// The gateway's own identity search (the store-backed master child index the API uses)
     /// against an index of synthetic children on SQLite or PostgreSQL: latency and accuracy.
     Search(crate::bench_search::SearchArgs),
@@ -139,11 +142,11 @@ pub enum BenchCommand {
 #[derive(Debug, Subcommand)]
 pub enum MatchCommand {
     /// Link the records of two CSV files; writes the pairs with their probabilities.
-    Link(Box<crate::matching::job::LinkArgs>),
+    Link(Box<crate::match_job::LinkArgs>),
     /// Find the duplicates in one CSV file; writes each record's cluster.
-    Dedupe(Box<crate::matching::job::DedupeArgs>),
+    Dedupe(Box<crate::match_job::DedupeArgs>),
     /// Estimate m and u from the data (no labels) and save the model.
-    Train(Box<crate::matching::job::TrainArgs>),
+    Train(Box<crate::match_job::TrainArgs>),
 }
 
 /// Logs go to stderr, filtered by `WEFT_LOG` (default `info`). Stdout is kept for what a user
@@ -159,6 +162,7 @@ pub fn init_tracing() {
 pub async fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(arg) => serve(arg).await,
+        #[cfg(feature = "sim")]
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Config {
             command: ConfigCommand::Check(arg),
@@ -173,29 +177,35 @@ pub async fn run(cli: Cli) -> ExitCode {
             command: AuditCommand::Verify(arg),
         } => return verify(arg).await,
         Command::Policy { command } => policy(command).await,
+        #[cfg(feature = "sim")]
         Command::Bench {
             command: BenchCommand::View(args),
         } => crate::bench::view(args).await,
+        #[cfg(feature = "sim")]
         Command::Bench {
             command: BenchCommand::Policy(args),
         } => crate::bench::policy(args).await,
+        #[cfg(feature = "sim")]
         Command::Bench {
             command: BenchCommand::Import(args),
         } => crate::bench_import::run(args).await,
         Command::Import(cmd) => return import(cmd).await,
+        #[cfg(feature = "sim")]
         Command::Bench {
             command: BenchCommand::Concerns(args),
         } => crate::bench_concerns::concerns(args).await,
+        #[cfg(feature = "sim")]
         Command::Bench {
             command: BenchCommand::Match(args),
-        } => crate::matching::bench::run(&args),
+        } => crate::bench_match::run(&args),
+        #[cfg(feature = "sim")]
         Command::Bench {
             command: BenchCommand::Search(args),
         } => crate::bench_search::run(args).await,
         Command::Match { command } => match command {
-            MatchCommand::Link(args) => crate::matching::job::run_link(&args),
-            MatchCommand::Dedupe(args) => crate::matching::job::run_dedupe(&args),
-            MatchCommand::Train(args) => crate::matching::job::run_train(&args),
+            MatchCommand::Link(args) => crate::match_job::run_link(&args),
+            MatchCommand::Dedupe(args) => crate::match_job::run_dedupe(&args),
+            MatchCommand::Train(args) => crate::match_job::run_train(&args),
         },
     };
     match result {

@@ -26,10 +26,10 @@ use crate::app::AppState;
 use crate::authenticate::Principal;
 use crate::domain::{Purpose, Role};
 use crate::error::ApiError;
-use crate::identity::{NhsNumber, Upn};
 use crate::outbox::{ts, Address, NewDelivery};
 use crate::resolve::Search;
 use crate::routing::{self, Category, ChildFacts, Urgency};
+use weft_ids::{NhsNumber, Upn};
 
 /// The header that makes a retried submission return the original concern.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";

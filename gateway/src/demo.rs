@@ -5,19 +5,20 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 
 use crate::app::Application;
-use crate::config::{AgencyConfig, AgencyKind, Config, SourceConfig};
+use crate::config::{AgencyKind, Config};
+use crate::devconfig::{policy_paths, DevConfig};
 use crate::devpki::DevPki;
-use crate::identity::NhsNumber;
 use crate::resolve::Search;
 use crate::schema::Schemas;
-use crate::sim::{self, PartnerSystems};
+use weft_ids::NhsNumber;
+use weft_sim::{self as sim, PartnerSystems};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -34,27 +35,6 @@ pub struct DemoArgs {
     /// Seed of the synthetic population (the same seed gives the same children).
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-}
-
-const MODEL: &str = include_str!("../../policies/model.conf");
-const POLICY: &str = include_str!("../../policies/policy.csv");
-const ROUTING: &str = include_str!("../../policies/routing.toml");
-
-/// The repository's policy files when running from a checkout; otherwise copies of the policy
-/// this binary was built with, written into `dir`.
-pub fn policy_paths(repo: &Path, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let (model, policy) = (
-        repo.join("policies/model.conf"),
-        repo.join("policies/policy.csv"),
-    );
-    if model.exists() && policy.exists() {
-        return Ok((model, policy));
-    }
-    let (model, policy) = (dir.join("model.conf"), dir.join("policy.csv"));
-    std::fs::write(&model, MODEL)?;
-    std::fs::write(&policy, POLICY)?;
-    std::fs::write(dir.join("routing.toml"), ROUTING)?;
-    Ok((model, policy))
 }
 
 /// The practitioners the demo prints tokens for: variable name, user, agency kind, role.
@@ -99,19 +79,19 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     eprintln!("starting simulated partner systems…");
     let partners = PartnerSystems::start(&dir.join("partners"), &population, None, None).await?;
 
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let (model, policy) = policy_paths(&repo, &dir)?;
-    let text = demo_config(
-        &args,
-        &dir,
-        &pki,
-        &model,
-        &policy,
-        &partners.agencies,
-        &partners.sources,
-    )?;
+    let database = format!("sqlite://{}", dir.join("weft.db").display());
     let config_path = dir.join("weft.toml");
-    std::fs::write(&config_path, &text)?;
+    let config = DevConfig::new(&pki, &database, policy_paths(&dir)?)
+        .set("listen", args.listen.to_string())
+        .set("index.refresh_secs", 60)
+        .partners(&partners.agencies, &partners.sources);
+    std::fs::write(
+        &config_path,
+        format!(
+            "# Written by `weft demo`; every run recreates it.\n{}",
+            config.to_toml()?
+        ),
+    )?;
     let config = Config::load(&config_path, &Schemas::load()?)?;
     let app = Application::build(config, Schemas::load()?).await?;
     let addr = app.local_addr()?;
@@ -128,7 +108,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         partners
             .agencies
             .iter()
-            .find(|a| a.kind == kind)
+            .find(|a| a.kind == kind.as_str())
             .map(|a| a.id.clone())
             .unwrap_or_default()
     };
@@ -197,7 +177,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     result
 }
 
-fn describe(s: &SourceConfig) -> String {
+fn describe(s: &weft_sim::Source) -> String {
     match &s.adapter {
         weft_adapters::AdapterConfig::Fhir(c) => format!("FHIR R4 at {}", c.base_url),
         weft_adapters::AdapterConfig::Sql(c) => {
@@ -207,36 +187,4 @@ fn describe(s: &SourceConfig) -> String {
         weft_adapters::AdapterConfig::HttpJson(c) => format!("JSON API at {}", c.record_url),
         weft_adapters::AdapterConfig::File(c) => format!("files in {}", c.folder.display()),
     }
-}
-
-fn demo_config(
-    args: &DemoArgs,
-    dir: &Path,
-    pki: &DevPki,
-    model: &Path,
-    policy: &Path,
-    agencies: &[AgencyConfig],
-    sources: &[SourceConfig],
-) -> anyhow::Result<String> {
-    #[derive(serde::Serialize)]
-    struct Tables<'a> {
-        agencies: &'a [AgencyConfig],
-        sources: &'a [SourceConfig],
-    }
-    Ok(format!(
-        "# Written by `weft demo`; every run recreates it.\n\
-         listen = {:?}\n\n\
-         [tls]\ncert = {:?}\nkey = {:?}\n\n\
-         [database]\nurl = {:?}\n\n\
-         [policy]\nmodel = {:?}\npolicy = {:?}\n\n\
-         [index]\nrefresh_secs = 60\n\n{}\n{}",
-        args.listen.to_string(),
-        pki.server_cert.display().to_string(),
-        pki.server_key.display().to_string(),
-        format!("sqlite://{}", dir.join("weft.db").display()),
-        model.display().to_string(),
-        policy.display().to_string(),
-        pki.auth_toml(),
-        toml::to_string(&Tables { agencies, sources })?,
-    ))
 }

@@ -227,7 +227,7 @@ pub async fn import(
                         r.record
                             .identifiers
                             .iter()
-                            .any(|i| crate::identity::verify(&i.kind, &i.value).is_err()),
+                            .any(|i| weft_ids::verify(&i.kind, &i.value).is_err()),
                     );
                     let json = serde_json::to_string(&r).unwrap_or_default();
                     let digest = sha256_hex(json.as_bytes());

@@ -19,12 +19,12 @@ use weft_adapters::{Demographics, Identifier};
 
 use crate::audit::{self, Entry};
 use crate::config::MatchingConfig;
-use crate::matching::block::{default_rules, Rule};
-use crate::matching::compare::Comparison;
-use crate::matching::link::{comparisons_for, usable_rules};
-use crate::matching::model::ModelError;
-use crate::matching::{Explained, Field, Model, Record, Score, Scorer, TermFrequencies};
 use crate::store::{insert_rows, Cell, Store};
+use weft_matching::block::{default_rules, Rule};
+use weft_matching::compare::Comparison;
+use weft_matching::link::{comparisons_for, usable_rules};
+use weft_matching::model::ModelError;
+use weft_matching::{Explained, Field, Model, Record, Score, Scorer, TermFrequencies};
 
 /// The fields every source's demographics can give.
 pub const FIELDS: [Field; 5] = [
@@ -38,7 +38,7 @@ pub const FIELDS: [Field; 5] = [
 /// The model used when the configuration names none: trained without labels by `weft bench
 /// match --save-model` on its synthetic children. A model trained on the authority's own
 /// records with `weft match train` should replace it.
-const BUILTIN_MODEL: &str = include_str!("matching/default_model.json");
+const BUILTIN_MODEL: &str = include_str!("default_model.json");
 
 /// Below this probability a candidate is not worth showing at all.
 pub const POSSIBLE: f64 = 0.05;
@@ -823,7 +823,31 @@ pub fn stored_record(local_id: &str, demographics: &str, identifiers: &str) -> R
         .filter(|i| i.valid)
         .map(|i| Identifier::new(i.kind, i.value))
         .collect();
-    Record::from_demographics(local_id, &d, &ids)
+    record_of(local_id, &d, &ids)
+}
+
+/// The matching library's record of a source's demographics and identifiers: the one place
+/// the adapters' shape meets the matcher's, so the matching crate knows neither.
+pub fn record_of(id: impl Into<String>, d: &Demographics, identifiers: &[Identifier]) -> Record {
+    let fields = [
+        (Field::GivenName, &d.given_name),
+        (Field::FamilyName, &d.family_name),
+        (Field::BirthDate, &d.birth_date),
+        (Field::Sex, &d.sex),
+        (Field::Postcode, &d.postcode),
+    ];
+    let national = identifiers.iter().filter_map(|i| match i.kind.as_str() {
+        "nhs_number" => Some((Field::NhsNumber, i.value.as_str())),
+        "upn" => Some((Field::Upn, i.value.as_str())),
+        _ => None,
+    });
+    Record::lenient(
+        id,
+        fields
+            .into_iter()
+            .filter_map(|(f, v)| Some((f, v.as_deref()?)))
+            .chain(national),
+    )
 }
 
 fn identifiers_conflict(a: &Record, b: &Record) -> bool {
@@ -1480,7 +1504,7 @@ mod tests {
     }
 
     async fn family_weight(index: &Index, r: &SourceRecord) -> Explained {
-        let q = Record::from_demographics("q", &r.demographics, &[]);
+        let q = record_of("q", &r.demographics, &[]);
         let mut conn = index.store().pool.acquire().await.unwrap();
         let found = index
             .matcher()
@@ -1620,7 +1644,7 @@ mod tests {
         assert_ne!(other, child);
         let found = index
             .find(&Search {
-                nhs_number: crate::identity::NhsNumber::parse("9912003888").ok(),
+                nhs_number: weft_ids::NhsNumber::parse("9912003888").ok(),
                 demographics: Some(twin.demographics.clone()),
                 ..Default::default()
             })

@@ -24,10 +24,10 @@ use weft_adapters::{Demographics, Probe, SourceRecord};
 
 use crate::audit;
 use crate::fanout::{Source, Sources};
-use crate::identity;
 use crate::linkage::{stored_record, Grade, Matcher, NewLink};
-use crate::matching::{Explained, Record};
 use crate::store::Store;
+use weft_ids as identity;
+use weft_matching::{Explained, Record};
 
 /// A child's record in one source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +92,7 @@ impl Stored {
         Self {
             flagged: checked.iter().any(|c| !c.valid),
             key: match_key(&rec.demographics),
-            record: Record::from_demographics(rec.local_id.clone(), &rec.demographics, &valid),
+            record: crate::linkage::record_of(rec.local_id.clone(), &rec.demographics, &valid),
             identifiers: serde_json::to_string(&checked).unwrap_or_else(|_| "[]".into()),
             demographics: serde_json::to_string(&rec.demographics).unwrap_or_else(|_| "{}".into()),
             checked,
@@ -269,7 +269,7 @@ impl Index {
             if let Some(u) = &q.upn {
                 ids.push(weft_adapters::Identifier::new("upn", u.as_str()));
             }
-            let query = Record::from_demographics("search", d, &ids);
+            let query = crate::linkage::record_of("search", d, &ids);
             let mut conn = self.store.pool.acquire().await?;
             for c in self
                 .matcher

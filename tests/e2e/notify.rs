@@ -13,8 +13,8 @@ use axum::routing::post;
 use axum::Router;
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
-use weft::sim::population::{EpisodeKind, SimChild};
-use weft::sim::sources::{HEALTH_AGENCY, POLICE_AGENCY, SCHOOL_AGENCY, SOCIAL_CARE_AGENCY};
+use weft_sim::population::{EpisodeKind, SimChild};
+use weft_sim::sources::{HEALTH_AGENCY, POLICE_AGENCY, SCHOOL_AGENCY, SOCIAL_CARE_AGENCY};
 
 use crate::harness::{Env, Gateway};
 

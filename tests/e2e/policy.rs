@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use weft::sim::population::System;
+use weft_sim::population::System;
 
 use crate::harness::{run_weft, Env, Gateway};
 

@@ -18,8 +18,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::compare::Comparison;
-use super::record::Record;
+use crate::compare::Comparison;
+use crate::record::Record;
 
 /// The model file format this build reads and writes.
 pub const FORMAT: u32 = 1;
@@ -464,7 +464,8 @@ impl TermFrequencies {
 }
 
 /// One comparison's part in a score: what a reviewer reads.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Explained {
     pub comparison: String,
     /// The level label, or `missing`.
@@ -594,7 +595,7 @@ pub fn probability(weight: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matching::record::Field;
+    use crate::record::Field;
 
     fn rec(given: &str, family: &str, dob: &str) -> Record {
         let mut r = Record::default();

@@ -11,16 +11,14 @@
 //! - [`link`]: linking two files and deduplicating one, clustering, and evaluation.
 //! - [`search`]: an in-memory index that answers "who is this?" for one record.
 //! - [`input`]: CSV files with a column mapping, for the `weft match` commands.
-//! - [`job`]: the `weft match link | dedupe | train` commands; [`bench`]: `weft bench match`.
 //!
-//! The master child index ([`crate::resolve`]) uses [`model`] and [`compare`] to score the
-//! candidates it finds in the store.
+//! The crate knows nothing of the gateway or its adapters: the gateway turns a source's record
+//! into a [`Record`] and its master child index uses [`model`] and [`compare`] to score the
+//! candidates it finds in its store; `weft match` and `weft bench match` drive [`link`].
 
-pub mod bench;
 pub mod block;
 pub mod compare;
 pub mod input;
-pub mod job;
 pub mod link;
 pub mod model;
 pub mod normalise;

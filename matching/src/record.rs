@@ -7,8 +7,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::normalise::{self, Dob, DobError, Name, Postcode, Sex};
-use crate::identity::{NhsNumber, Upn};
+use crate::normalise::{self, Dob, DobError, Name, Postcode, Sex};
+use weft_ids::{NhsNumber, Upn};
 
 /// What a column holds, as a column mapping names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -182,38 +182,23 @@ impl Record {
         Ok(())
     }
 
-    /// Builds a record from weft-adapters demographics, as the master child index holds them.
-    /// A date of birth that cannot be read is flagged rather than refused: sources are not
-    /// callers, and their records are never dropped.
-    pub fn from_demographics(
+    /// Builds a record from values as a source gave them. A value that cannot be read (a date
+    /// of birth, an identifier failing its check) is flagged rather than refused: sources are
+    /// not callers, and their records are never dropped.
+    pub fn lenient<'a>(
         id: impl Into<String>,
-        d: &weft_adapters::Demographics,
-        identifiers: &[weft_adapters::Identifier],
+        values: impl IntoIterator<Item = (Field, &'a str)>,
     ) -> Self {
         let mut r = Record {
             id: id.into(),
             ..Default::default()
         };
-        let mut put = |field: Field, v: Option<&str>| {
-            if let Some(v) = v {
-                if let Err(e) = r.set(field, v) {
-                    r.flags.push(Flag {
-                        field,
-                        problem: e.source.to_string(),
-                    });
-                }
-            }
-        };
-        put(Field::GivenName, d.given_name.as_deref());
-        put(Field::FamilyName, d.family_name.as_deref());
-        put(Field::BirthDate, d.birth_date.as_deref());
-        put(Field::Sex, d.sex.as_deref());
-        put(Field::Postcode, d.postcode.as_deref());
-        for i in identifiers {
-            match i.kind.as_str() {
-                "nhs_number" => put(Field::NhsNumber, Some(&i.value)),
-                "upn" => put(Field::Upn, Some(&i.value)),
-                _ => {}
+        for (field, v) in values {
+            if let Err(e) = r.set(field, v) {
+                r.flags.push(Flag {
+                    field,
+                    problem: e.source.to_string(),
+                });
             }
         }
         r
@@ -339,18 +324,18 @@ mod tests {
 
     #[test]
     fn a_form_gives_back_what_the_index_compares() {
-        let d = weft_adapters::Demographics {
-            given_name: Some("Mary-Jane  Ö'Neil".into()),
-            family_name: Some("Mc Donald".into()),
-            birth_date: Some("31/02/2014".into()),
-            sex: Some("2".into()),
-            postcode: Some("sw1a 1aa".into()),
-        };
-        let ids = [
-            weft_adapters::Identifier::new("nhs_number", "943 476 5919"),
-            weft_adapters::Identifier::new("upn", "A801200005001"),
-        ];
-        let r = Record::from_demographics("x", &d, &ids);
+        let r = Record::lenient(
+            "x",
+            [
+                (Field::GivenName, "Mary-Jane  Ö'Neil"),
+                (Field::FamilyName, "Mc Donald"),
+                (Field::BirthDate, "31/02/2014"),
+                (Field::Sex, "2"),
+                (Field::Postcode, "sw1a 1aa"),
+                (Field::NhsNumber, "943 476 5919"),
+                (Field::Upn, "A801200005001"),
+            ],
+        );
         let back = Record::from_form("y", &r.form());
         assert_eq!(back.id, "y");
         assert_eq!(
@@ -369,7 +354,7 @@ mod tests {
             "an impossible date stays one"
         );
 
-        let empty = Record::from_demographics("e", &Default::default(), &[]);
+        let empty = Record::lenient("e", []);
         assert_eq!(empty.form(), "||||||");
         let back = Record::from_form("e", &empty.form());
         assert!(Field::ALL.iter().all(|&f| f == Field::Id || !back.has(f)));
@@ -379,16 +364,14 @@ mod tests {
     }
 
     #[test]
-    fn from_demographics_never_refuses() {
-        let d = weft_adapters::Demographics {
-            given_name: Some("Amy".into()),
-            birth_date: Some("garbage".into()),
-            ..Default::default()
-        };
-        let r = Record::from_demographics(
+    fn lenient_never_refuses() {
+        let r = Record::lenient(
             "x",
-            &d,
-            &[weft_adapters::Identifier::new("nhs_number", "9000000009")],
+            [
+                (Field::GivenName, "Amy"),
+                (Field::BirthDate, "garbage"),
+                (Field::NhsNumber, "9000000009"),
+            ],
         );
         assert!(r.given.is_some() && r.dob.is_none() && r.nhs_number.is_some());
         assert_eq!(r.flags.len(), 1);

@@ -19,7 +19,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::identity::{NhsNumber, Upn};
+use weft_ids::{NhsNumber, Upn};
 
 /// "Today" for the synthetic world: ages, school years, open episodes and "last night" are all
 /// relative to it.

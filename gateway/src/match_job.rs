@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 
-use super::block::{default_rules, Rule};
-use super::input::{self, Entities, InputError, Mapping, MatchConfig, Truth};
-use super::link::{self, Blocked, Evaluation, Pair, Task, TrainOptions};
-use super::model::Model;
-use super::record::{Field, Record};
+use weft_matching::block::{default_rules, Rule};
+use weft_matching::input::{self, Entities, InputError, Mapping, MatchConfig, Truth};
+use weft_matching::link::{self, Blocked, Evaluation, Pair, Task, TrainOptions};
+use weft_matching::model::Model;
+use weft_matching::record::{Field, Record};
 
 /// The probability at or above which a pair is a match when no threshold is given: even odds,
 /// fixed before any data is seen.
@@ -233,7 +233,7 @@ impl Timings {
     }
 }
 
-fn comparisons(s: &Settings) -> Vec<super::compare::Comparison> {
+fn comparisons(s: &Settings) -> Vec<weft_matching::compare::Comparison> {
     let fields: Vec<Field> = s
         .left
         .fields()

@@ -15,7 +15,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use weft_adapters::sql::Driver;
 
-use super::population::Population;
+use crate::population::Population;
 
 /// A SQLite URL for a file, created on first connection.
 pub fn sqlite_url(path: &Path) -> String {
@@ -485,7 +485,7 @@ pub(crate) mod queries {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::population::{generate, System};
+    use crate::population::{generate, System};
     use sqlx::Row;
     use weft_adapters::testkit;
 

@@ -15,8 +15,8 @@ use axum::{Json, Router};
 use chrono::NaiveDateTime;
 use serde_json::{json, Value};
 
-use super::population::{PoliceRecord, Population};
-use super::server::SimServer;
+use crate::population::{PoliceRecord, Population};
+use crate::server::SimServer;
 
 /// Name of the force, used in its agency configuration.
 pub const FORCE_NAME: &str = "Weftshire Constabulary";
@@ -107,7 +107,7 @@ fn full(p: &PoliceRecord) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::population::generate;
+    use crate::population::generate;
 
     #[tokio::test]
     async fn lists_and_reads_people() {

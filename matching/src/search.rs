@@ -4,10 +4,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::block::Rule;
-use super::compare::Comparison;
-use super::model::{Model, Score, Scorer, TermFrequencies};
-use super::record::Record;
+use crate::block::Rule;
+use crate::compare::Comparison;
+use crate::model::{Model, Score, Scorer, TermFrequencies};
+use crate::record::Record;
 
 /// A candidate and its score.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -104,8 +104,8 @@ impl SearchIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matching::block::default_rules;
-    use crate::matching::record::Field;
+    use crate::block::default_rules;
+    use crate::record::Field;
 
     fn rec(given: &str, family: &str, dob: &str) -> Record {
         let mut r = Record::default();
@@ -118,7 +118,7 @@ mod tests {
     #[test]
     fn finds_a_misspelt_child_and_ranks_it_first() {
         let fields = [Field::GivenName, Field::FamilyName, Field::BirthDate];
-        let comparisons = crate::matching::link::comparisons_for(&fields);
+        let comparisons = crate::link::comparisons_for(&fields);
         let mut model = Model::initial(&comparisons);
         model.set_u(&[
             vec![1.0, 1.0, 2.0, 6.0, 0.1, 90.0],
@@ -127,7 +127,7 @@ mod tests {
         ]);
         model.seal();
         let mut index = SearchIndex::new(
-            crate::matching::link::usable_rules(&default_rules(), &fields),
+            crate::link::usable_rules(&default_rules(), &fields),
             comparisons,
         );
         index.insert(rec("Eleanor", "Thompson", "2016-06-21"));

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::block::Rule;
-use super::record::{Field, Record};
+use crate::block::Rule;
+use crate::record::{Field, Record};
 
 /// Where the true identity of each record is, for evaluation only.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -100,7 +100,7 @@ impl Mapping {
             let f: Field = field
                 .trim()
                 .parse()
-                .map_err(|e: super::record::UnknownField| InputError::Config(e.to_string()))?;
+                .map_err(|e: crate::record::UnknownField| InputError::Config(e.to_string()))?;
             columns.insert(f, column.trim().to_string());
         }
         Ok(Self {
@@ -237,7 +237,7 @@ pub fn read_from<R: std::io::Read>(
         for &(field, i) in &columns {
             match r.set(field, row.get(i).unwrap_or_default()) {
                 Ok(()) => {}
-                Err(e) if mapping.flag_bad_dates => r.flags.push(super::record::Flag {
+                Err(e) if mapping.flag_bad_dates => r.flags.push(crate::record::Flag {
                     field,
                     problem: e.source.to_string(),
                 }),

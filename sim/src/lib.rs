@@ -23,21 +23,19 @@ pub mod sqlseed;
 
 use std::path::Path;
 
-use crate::config::{AgencyConfig, SourceConfig};
-
 pub use delayed::start_delayed_source;
 pub use population::{generate, Population, SimChild, System};
 pub use server::{Fault, FaultSwitch, SimServer};
-pub use sources::Endpoints;
+pub use sources::{Agency, Endpoints, Source};
 
 /// The four simulated partners, running. Dropping it (or [`PartnerSystems::shutdown`]) stops the
 /// HTTP servers; the databases stay where they are, for the caller's directory to clean up.
 #[derive(Debug)]
 pub struct PartnerSystems {
     /// The agencies that own the sources.
-    pub agencies: Vec<AgencyConfig>,
+    pub agencies: Vec<Agency>,
     /// One source per partner, pointing at the running servers and seeded databases.
-    pub sources: Vec<SourceConfig>,
+    pub sources: Vec<Source>,
     /// Where everything is, e.g. to write a configuration file.
     pub endpoints: Endpoints,
     /// The children the partners were seeded with: the ground truth tests compare views to.
@@ -101,7 +99,7 @@ impl PartnerSystems {
     }
 
     /// The source configuration that reads `system`.
-    pub fn source(&self, system: System) -> &SourceConfig {
+    pub fn source(&self, system: System) -> &Source {
         let id = self.source_id(system);
         self.sources
             .iter()

@@ -21,8 +21,8 @@ use axum::Router;
 use chrono::NaiveDate;
 use serde_json::{json, Value};
 
-use super::population::{flag_codes, HealthFlag, HealthRecord, Population};
-use super::server::SimServer;
+use crate::population::{flag_codes, HealthFlag, HealthRecord, Population};
+use crate::server::SimServer;
 
 pub const NHS_NUMBER_SYSTEM: &str = "https://fhir.nhs.uk/Id/nhs-number";
 pub const ODS_SYSTEM: &str = "https://fhir.nhs.uk/Id/ods-organization-code";
@@ -371,8 +371,8 @@ fn flag(patient_id: &str, f: &HealthFlag) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::population::generate;
-    use crate::sim::server::Fault;
+    use crate::population::generate;
+    use crate::server::Fault;
 
     async fn get(url: &str) -> (StatusCode, String, Value) {
         let r = reqwest::get(url).await.expect("request");
@@ -471,7 +471,7 @@ mod tests {
         let server = start(&pop).await.unwrap();
         let base = server.base_url();
         let r = pop.restricted()[0];
-        let id = r.local_id(crate::sim::System::Health).unwrap();
+        let id = r.local_id(crate::System::Health).unwrap();
         let (_, _, p) = get(&format!("{base}/Patient/{id}")).await;
         assert_eq!(p["meta"]["security"][0]["code"], "R");
         assert!(p.get("address").is_none() && p.get("telecom").is_none());

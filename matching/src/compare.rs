@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::normalise::{nickname_equivalent, Dob, Name, Postcode};
-use super::record::{Field, Record};
+use crate::normalise::{nickname_equivalent, Dob, Name, Postcode};
+use crate::record::{Field, Record};
 
 /// One comparison the model scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -345,7 +345,7 @@ pub fn within_one_edit(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matching::normalise::Dob;
+    use crate::normalise::Dob;
     use proptest::prelude::*;
 
     fn n(s: &str) -> Name {

@@ -11,9 +11,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::compare::Comparison;
-use super::normalise::soundex;
-use super::record::{Field, Record};
+use crate::compare::Comparison;
+use crate::normalise::soundex;
+use crate::record::{Field, Record};
 
 /// One part of a blocking key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -19,9 +19,9 @@ use serde_json::{json, Value};
 use weft_adapters::http_json::HttpJsonConfig;
 use weft_adapters::AdapterConfig;
 
-use super::server::SimServer;
-use super::sources::{person_fields, person_identity};
-use crate::config::SourceConfig;
+use crate::server::SimServer;
+use crate::sources::Source;
+use crate::sources::{person_fields, person_identity};
 
 /// The benchmark child's NHS number (valid, from the never-issued 999 range).
 pub const NHS_NUMBER: &str = "9990000018";
@@ -86,12 +86,11 @@ fn person() -> Value {
 
 /// The `http_json` source configuration for a delayed server at `addr`, read with the same
 /// pointers as the police API.
-pub fn source_config(id: &str, agency: &str, addr: SocketAddr, deadline: Duration) -> SourceConfig {
-    SourceConfig {
+pub fn source_config(id: &str, agency: &str, addr: SocketAddr, deadline: Duration) -> Source {
+    Source {
         id: id.to_string(),
         agency: agency.to_string(),
         deadline_ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
-        resilience: crate::config::Resilience::default(),
         adapter: AdapterConfig::HttpJson(HttpJsonConfig {
             record_url: format!("http://{addr}/people/{{id}}"),
             list_url: Some(format!("http://{addr}/people")),
@@ -107,8 +106,8 @@ pub fn source_config(id: &str, agency: &str, addr: SocketAddr, deadline: Duratio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::NhsNumber;
     use std::time::Instant;
+    use weft_ids::NhsNumber;
 
     #[tokio::test]
     async fn answers_after_the_delay_concurrently() {

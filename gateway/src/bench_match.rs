@@ -15,11 +15,11 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use super::block::default_rules;
-use super::link::{self, Task, TrainOptions};
-use super::normalise::nickname_table;
-use super::record::{Field, Record};
-use super::search::SearchIndex;
+use weft_matching::block::default_rules;
+use weft_matching::link::{self, Task, TrainOptions};
+use weft_matching::normalise::nickname_table;
+use weft_matching::record::{Field, Record};
+use weft_matching::search::SearchIndex;
 
 #[derive(Debug, Clone, Args)]
 pub struct MatchBenchArgs {
@@ -41,7 +41,7 @@ pub struct MatchBenchArgs {
     #[arg(long)]
     pub save_model: Option<std::path::PathBuf>,
     /// Match probability at or above which a pair is a match.
-    #[arg(long, default_value_t = super::job::DEFAULT_THRESHOLD)]
+    #[arg(long, default_value_t = crate::match_job::DEFAULT_THRESHOLD)]
     pub threshold: f64,
 }
 
@@ -225,7 +225,7 @@ fn record(
     corrupt: bool,
     nicknames: &[(&str, &[&str])],
 ) -> Record {
-    Record::from_demographics(id, &written(rng, p, corrupt, nicknames).demographics(), &[])
+    crate::linkage::record_of(id, &written(rng, p, corrupt, nicknames).demographics(), &[])
 }
 
 /// Peak resident memory of this process so far, from /proc (Linux); `None` elsewhere.

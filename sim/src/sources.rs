@@ -13,9 +13,27 @@ use weft_adapters::http_json::{FieldMapping, HttpJsonConfig, IdentityPointers};
 use weft_adapters::sql::{Driver, Rows, SqlConfig, SqlQuery};
 use weft_adapters::AdapterConfig;
 
-use super::population::flag_codes;
-use super::sqlseed::queries;
-use crate::config::{AgencyConfig, AgencyKind, SourceConfig};
+use crate::population::flag_codes;
+use crate::sqlseed::queries;
+
+/// An agency as the simulated partners describe it: what a gateway's `[[agencies]]` table says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Agency {
+    pub id: String,
+    pub name: String,
+    /// `education`, `social_care`, `health` or `police`.
+    pub kind: &'static str,
+}
+
+/// A source as the simulated partners describe it: what a gateway's `[[sources]]` table says
+/// (resilience left to the gateway's defaults).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Source {
+    pub id: String,
+    pub agency: String,
+    pub deadline_ms: u64,
+    pub adapter: AdapterConfig,
+}
 
 pub const SCHOOL_AGENCY: &str = "urn-100001";
 pub const SOCIAL_CARE_AGENCY: &str = "weftshire-csc";
@@ -44,30 +62,30 @@ pub struct Endpoints {
 
 /// The four agencies: one school, the local authority's children's social care, a health trust
 /// and a police force.
-pub fn agencies() -> Vec<AgencyConfig> {
-    let agency = |id: &str, name: &str, kind| AgencyConfig {
+pub fn agencies() -> Vec<Agency> {
+    let agency = |id: &str, name: &str, kind| Agency {
         id: id.to_string(),
         name: name.to_string(),
         kind,
     };
     vec![
-        agency(SCHOOL_AGENCY, "Weftbridge Academy", AgencyKind::Education),
+        agency(SCHOOL_AGENCY, "Weftbridge Academy", "education"),
         agency(
             SOCIAL_CARE_AGENCY,
             "Weftshire County Council Children's Services",
-            AgencyKind::SocialCare,
+            "social_care",
         ),
         agency(
             HEALTH_AGENCY,
             "Weftshire Community Health NHS Trust",
-            AgencyKind::Health,
+            "health",
         ),
-        agency(POLICE_AGENCY, super::police::FORCE_NAME, AgencyKind::Police),
+        agency(POLICE_AGENCY, crate::police::FORCE_NAME, "police"),
     ]
 }
 
 /// One source per partner system, in the SQL dialect each database URL implies.
-pub fn sources(endpoints: &Endpoints) -> anyhow::Result<Vec<SourceConfig>> {
+pub fn sources(endpoints: &Endpoints) -> anyhow::Result<Vec<Source>> {
     Ok(vec![
         education_source(&endpoints.education_db)?,
         social_care_source(&endpoints.social_care_db)?,
@@ -76,12 +94,11 @@ pub fn sources(endpoints: &Endpoints) -> anyhow::Result<Vec<SourceConfig>> {
     ])
 }
 
-fn source(id: &str, agency: &str, adapter: AdapterConfig) -> SourceConfig {
-    SourceConfig {
+fn source(id: &str, agency: &str, adapter: AdapterConfig) -> Source {
+    Source {
         id: id.to_string(),
         agency: agency.to_string(),
         deadline_ms: DEADLINE_MS,
-        resilience: crate::config::Resilience::default(),
         adapter,
     }
 }
@@ -102,7 +119,7 @@ fn sql_queries(list: Vec<(&'static str, String, Option<&'static str>)>) -> Vec<S
 }
 
 /// The case system's reporting database: persons, episodes, allocations, case notes.
-pub fn social_care_source(url: &str) -> anyhow::Result<SourceConfig> {
+pub fn social_care_source(url: &str) -> anyhow::Result<Source> {
     let (driver, _) = Driver::from_url(url)?;
     Ok(source(
         SOCIAL_CARE_SOURCE,
@@ -119,7 +136,7 @@ pub fn social_care_source(url: &str) -> anyhow::Result<SourceConfig> {
 }
 
 /// The school MIS reporting database: pupils, attendance by term, exclusions.
-pub fn education_source(url: &str) -> anyhow::Result<SourceConfig> {
+pub fn education_source(url: &str) -> anyhow::Result<Source> {
     let (driver, _) = Driver::from_url(url)?;
     Ok(source(
         SCHOOL_SOURCE,
@@ -137,7 +154,7 @@ pub fn education_source(url: &str) -> anyhow::Result<SourceConfig> {
 
 /// The health trust's FHIR server. CP-IS codes map to `health.cp_flag`; the sensitive codes are
 /// left out on purpose, so they reach the view only as `health.sensitive`.
-pub fn health_source(base_url: &str) -> SourceConfig {
+pub fn health_source(base_url: &str) -> Source {
     let cp = |code: &str| FlagMapping {
         code: code.to_string(),
         category: "health.cp_flag".to_string(),
@@ -193,7 +210,7 @@ pub(crate) fn person_fields() -> Vec<FieldMapping> {
 }
 
 /// The force's records API.
-pub fn police_source(base_url: &str) -> SourceConfig {
+pub fn police_source(base_url: &str) -> Source {
     source(
         POLICE_SOURCE,
         POLICE_AGENCY,
@@ -212,9 +229,7 @@ pub fn police_source(base_url: &str) -> SourceConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::Schemas;
-    use crate::sim::population::SCHOOL_URN;
-    use serde_json::json;
+    use crate::population::SCHOOL_URN;
 
     fn endpoints(db: &str) -> Endpoints {
         Endpoints {
@@ -222,37 +237,6 @@ mod tests {
             education_db: db.to_string(),
             fhir: "http://127.0.0.1:1".into(),
             police: "http://127.0.0.1:2".into(),
-        }
-    }
-
-    /// Through TOML, as the demo writes its configuration file: TOML has no null, so unset
-    /// options are left out rather than written as `null` (which the schema rejects).
-    fn as_toml_would_write(sources: &[SourceConfig]) -> serde_json::Value {
-        let table: Vec<toml::Value> = sources
-            .iter()
-            .map(|s| toml::Value::try_from(s).unwrap())
-            .collect();
-        serde_json::to_value(table).unwrap()
-    }
-
-    #[test]
-    fn configuration_passes_the_config_schema() {
-        let schemas = Schemas::load().unwrap();
-        for db in [
-            "sqlite:///tmp/x.db?mode=rwc",
-            "postgres://u@h/d",
-            "mysql://u@h/d",
-        ] {
-            let config = json!({
-                "listen": "127.0.0.1:0",
-                "database": { "url": "sqlite://weft.db" },
-                "auth": { "issuer": "i", "audience": "a",
-                          "keys": [{ "kid": "k", "algorithm": "ES256", "public_key": "k.pem" }] },
-                "agencies": agencies(),
-                "sources": as_toml_would_write(&sources(&endpoints(db)).unwrap()),
-            });
-            let errors = schemas.config_errors(&config);
-            assert!(errors.is_empty(), "{db}: {errors:?}");
         }
     }
 
@@ -275,14 +259,5 @@ mod tests {
     #[test]
     fn school_agency_is_named_by_urn() {
         assert_eq!(SCHOOL_AGENCY, format!("urn-{SCHOOL_URN}"));
-    }
-
-    #[test]
-    fn sources_round_trip_through_serde() {
-        for s in sources(&endpoints("sqlite://x.db")).unwrap() {
-            let back: SourceConfig =
-                serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
-            assert_eq!(back, s);
-        }
     }
 }

@@ -10,10 +10,10 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::block::{Candidates, Keys, Rule};
-use super::compare::Comparison;
-use super::model::{pattern, Model, Patterns, RuleReport, Scorer, TermFrequencies};
-use super::record::{Field, Record};
+use crate::block::{Candidates, Keys, Rule};
+use crate::compare::Comparison;
+use crate::model::{pattern, Model, Patterns, RuleReport, Scorer, TermFrequencies};
+use crate::record::{Field, Record};
 
 /// Two files to link, or one to deduplicate.
 #[derive(Clone, Copy)]
@@ -343,7 +343,7 @@ pub fn predict(
 ) -> Vec<Pair> {
     let scorer = Scorer::new(model, tf);
     let (left, right) = (blocked.task.left(), blocked.task.right());
-    let make = |i: usize, j: usize, s: super::model::Score| Pair {
+    let make = |i: usize, j: usize, s: crate::model::Score| Pair {
         left: i as u32,
         right: j as u32,
         weight: s.weight as f32,
@@ -513,7 +513,7 @@ pub fn evaluate_clusters(clusters: &[u32], truth: &[u32]) -> Evaluation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matching::block::default_rules;
+    use crate::block::default_rules;
 
     fn rec(id: &str, given: &str, family: &str, dob: &str, postcode: &str) -> Record {
         let mut r = Record::default();
@@ -604,8 +604,8 @@ mod febrl {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::matching::block::default_rules;
-    use crate::matching::input::{self, Entities, Mapping, Truth};
+    use crate::block::default_rules;
+    use crate::input::{self, Entities, Mapping, Truth};
 
     fn data() -> PathBuf {
         std::env::var_os("WEFT_LINKAGE_DATA").map_or_else(
