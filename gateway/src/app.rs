@@ -11,16 +11,16 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::audit::Auditor;
-use crate::authenticate::Verifier;
-use crate::authorise::Policy;
-use crate::config::Config;
-use crate::fanout::Sources;
-use crate::outbox::Outbox;
-use crate::resolve::Index;
-use crate::routing::Routing;
-use crate::schema::Schemas;
-use crate::store::Store;
+use crate::delivery::outbox::Outbox;
+use crate::delivery::routing::Routing;
+use crate::foundation::audit::Auditor;
+use crate::foundation::config::Config;
+use crate::foundation::schema::Schemas;
+use crate::foundation::store::Store;
+use crate::pipeline::authenticate::Verifier;
+use crate::pipeline::authorise::Policy;
+use crate::pipeline::fanout::Sources;
+use crate::pipeline::resolve::Index;
 
 /// Shared state behind every handler.
 #[derive(Clone)]
@@ -32,7 +32,7 @@ pub struct Inner {
     pub auditor: Auditor,
     /// Swapped whole when the policy is reloaded, so a request sees one policy throughout.
     pub policy: RwLock<Arc<Policy>>,
-    pub policy_status: RwLock<crate::policyapi::PolicyStatus>,
+    pub policy_status: RwLock<crate::read::policy::PolicyStatus>,
     pub sources: Sources,
     pub index: Index,
     pub verifier: Verifier,
@@ -74,7 +74,7 @@ impl Application {
         let store = Store::open(&config.database.url, config.database.max_connections)
             .await
             .context("database")?;
-        let policy = crate::policyapi::load(&config).await.context("policy")?;
+        let policy = crate::read::policy::load(&config).await.context("policy")?;
         tracing::info!(rules = policy.rules(), "policy loaded");
         let routing = Routing::load(&config.policy.routing_path(), &config).context("routing")?;
         let outbox =
@@ -85,8 +85,8 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let (auditor, audit_task) = Auditor::start(store.clone());
-        let matcher =
-            crate::linkage::Matcher::from_config(&config.matching).context("matching model")?;
+        let matcher = crate::pipeline::resolve::linkage::Matcher::from_config(&config.matching)
+            .context("matching model")?;
         let index = Index::with_matcher(store.clone(), matcher);
         // A store written by an older build has its blocking keys and name counts derived
         // again before anything searches it: without them a search would find nobody.
@@ -106,7 +106,7 @@ impl Application {
             config,
             store,
             auditor,
-            policy_status: RwLock::new(crate::policyapi::PolicyStatus {
+            policy_status: RwLock::new(crate::read::policy::PolicyStatus {
                 rules: policy.rules(),
                 loaded_at: chrono::Utc::now(),
                 refused: None,
@@ -146,17 +146,17 @@ impl Application {
             audit_task,
         } = self;
         let tls = match &state.config.tls {
-            Some(tls) => Some(crate::server::tls_config(tls)?),
+            Some(tls) => Some(crate::foundation::server::tls_config(tls)?),
             None => None,
         };
         let indexer = tokio::spawn(keep_index(state.clone()));
-        let watcher = tokio::spawn(crate::policyapi::watch(state.clone()));
-        let importer = tokio::spawn(crate::imports::watch(state.clone()));
+        let watcher = tokio::spawn(crate::read::policy::watch(state.clone()));
+        let importer = tokio::spawn(crate::write::imports::watch(state.clone()));
         // Workers that stop mid-delivery leave their rows leased; they come due again when the
         // lease ends, here or on another node.
         let deliverers = state.outbox.start();
-        let router = crate::api::router(state.clone());
-        crate::server::serve(listener, router, tls, shutdown).await;
+        let router = crate::http::router(state.clone());
+        crate::foundation::server::serve(listener, router, tls, shutdown).await;
         indexer.abort();
         watcher.abort();
         importer.abort();

@@ -115,7 +115,7 @@ async fn mutual_tls_refuses_unknown_client_certificates() {
     assert!(none.get(gw.url("/healthz")).send().await.is_err());
 
     // A certificate from another CA: the handshake fails.
-    let other = weft::devpki::DevPki::generate(&env.dir.path().join("other-pki")).expect("pki");
+    let other = weft::dev::pki::DevPki::generate(&env.dir.path().join("other-pki")).expect("pki");
     let stranger = other.client("impostor").expect("cert");
     let bad = client(&env, Some((&stranger.cert_pem, &stranger.key_pem)));
     assert!(bad.get(gw.url("/healthz")).send().await.is_err());

@@ -10,9 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use weft::config::{AgencyConfig, AgencyKind};
-use weft::devconfig::DevConfig;
-use weft::devpki::DevPki;
+use weft::dev::config::DevConfig;
+use weft::dev::pki::DevPki;
+use weft::foundation::config::{AgencyConfig, AgencyKind};
 use weft_adapters::testkit::{self, FreshDb};
 use weft_sim::{self as sim, PartnerSystems};
 

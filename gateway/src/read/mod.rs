@@ -1,0 +1,3 @@
+//! What a practitioner can look at, one function each, called by every interface.
+
+pub mod policy;
