@@ -8,6 +8,8 @@
 //! - [`pipeline`]: the read pipeline's stages, in the order a request passes through them —
 //!   authenticate, resolve (the master child index), fan out, authorise, merge.
 //! - [`delivery`]: who concerns and alerts go to, and the durable outbox that delivers them.
+//! - [`gateway`]: all of the above built once from the configuration, and the audit entry
+//!   every read and write ends with.
 //! - [`read`] and [`write`]: one function per thing a practitioner can do, which any
 //!   interface calls; policy, audit and failing closed live there, never in an interface.
 //! - [`http`]: the JSON API — thin handlers that parse, call and render.
@@ -23,6 +25,7 @@ pub mod cli;
 pub mod delivery;
 pub mod dev;
 pub mod foundation;
+pub mod gateway;
 pub mod http;
 pub mod pipeline;
 pub mod read;

@@ -15,6 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::app::Application;
 use crate::foundation::config::Config;
+use crate::foundation::error::Error;
 use crate::foundation::schema::Schemas;
 use crate::foundation::store::Store;
 
@@ -266,14 +267,14 @@ async fn verify(arg: ConfigArg) -> ExitCode {
 }
 
 async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
-    use crate::pipeline::authorise::{Question, Reference};
-    use crate::read::policy::{answer, question};
+    use crate::pipeline::authorise::{Policy, Reference};
+    use crate::read::policy::question;
     use std::io::{BufRead, Write};
 
     match command {
         PolicyCommand::Lint(arg) => {
             let config = load(&arg)?;
-            let p = crate::read::policy::load(&config).await?;
+            let p = Policy::from_config(&config).await?;
             println!("policy OK: {} rules", p.rules());
         }
         PolicyCommand::Explain {
@@ -290,26 +291,16 @@ async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
             if let Some(k) = agency_kind {
                 q["agency_kind"] = serde_json::Value::String(k);
             }
-            let (role, agency, kind, category, purpose) =
-                question(&schemas, &config, &q).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let p = crate::read::policy::load(&config).await?;
-            let d = p.decide(&Question {
-                role,
-                agency: &agency,
-                kind,
-                category: &category,
-                purpose,
-            });
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&answer(role, agency, kind, category, purpose, d))?
-            );
+            let asked = question(&schemas, &config, &q).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let p = Policy::from_config(&config).await?;
+            let d = p.decide(&asked.question());
+            println!("{}", serde_json::to_string_pretty(&asked.answer(d))?);
         }
         PolicyCommand::Check { config, file } => {
             let config = load(&config)?;
             let schemas = Schemas::load()?;
             // Lint first: a check against a policy the gateway would refuse proves nothing.
-            crate::read::policy::load(&config).await?;
+            Policy::from_config(&config).await?;
             let reference = Reference::load(&config.policy.model, &config.policy.policy).await?;
             let input = std::fs::File::open(&file)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
@@ -325,7 +316,7 @@ async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
                     .map_err(|e| format!("not JSON: {e}"))
                     .and_then(|v| {
                         question(&schemas, &config, &v).map_err(|e| match e {
-                            crate::http::error::ApiError::BadRequest { message, errors } => {
+                            Error::Invalid { message, errors } => {
                                 let detail: Vec<String> = errors
                                     .iter()
                                     .map(|e| format!("{} {}", e.pointer, e.message))
@@ -340,16 +331,9 @@ async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
                         })
                     });
                 let json = match result {
-                    Ok((role, agency, kind, category, purpose)) => {
-                        let d = reference.decide(&Question {
-                            role,
-                            agency: &agency,
-                            kind,
-                            category: &category,
-                            purpose,
-                        })?;
-                        let mut v =
-                            serde_json::to_value(answer(role, agency, kind, category, purpose, d))?;
+                    Ok(asked) => {
+                        let d = reference.decide(&asked.question())?;
+                        let mut v = serde_json::to_value(asked.answer(d))?;
                         v["line"] = serde_json::json!(n + 1);
                         v
                     }

@@ -430,7 +430,7 @@ impl Outbox {
             .await?;
         }
         if c.topic == "concern" {
-            crate::write::concerns::mark_received(&mut tx, &c.subject, &c.recipient, &now).await?;
+            mark_received(&mut tx, &c.subject, &c.recipient, &now).await?;
         }
         tx.commit().await?;
         DELIVERIES
@@ -514,22 +514,52 @@ impl Outbox {
         rows.iter().map(status_row).collect()
     }
 
-    /// Puts a dead delivery back in the queue with fresh attempts. `false` when there is no dead
-    /// delivery with that id.
-    pub async fn retry(&self, id: &str) -> Result<bool, sqlx::Error> {
+    /// Puts a dead delivery back in the queue with fresh attempts, on `conn` (the caller's
+    /// transaction, which commits it with its audit entry, then calls [`Outbox::wake`]). `false`
+    /// when there is no dead delivery with that id.
+    pub async fn retry(&self, conn: &mut AnyConnection, id: &str) -> Result<bool, sqlx::Error> {
         let done = sqlx::query(
             "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = $1, \
              lease_owner = NULL WHERE id = $2 AND state = 'dead'",
         )
         .bind(ts(Utc::now()))
         .bind(id)
-        .execute(&self.store.pool)
+        .execute(conn)
         .await?;
-        if done.rows_affected() > 0 {
-            self.wake();
-        }
         Ok(done.rows_affected() > 0)
     }
+}
+
+/// Called by the outbox in its delivery transaction: the recipient has the concern.
+async fn mark_received(
+    conn: &mut AnyConnection,
+    concern: &str,
+    recipient: &str,
+    at: &str,
+) -> Result<(), sqlx::Error> {
+    let moved = sqlx::query(
+        "UPDATE concern_recipients SET state = 'received', updated_at = $1 \
+         WHERE concern_id = $2 AND recipient = $3 AND state = 'sent'",
+    )
+    .bind(at)
+    .bind(concern)
+    .bind(recipient)
+    .execute(&mut *conn)
+    .await?;
+    if moved.rows_affected() > 0 {
+        sqlx::query(
+            "INSERT INTO concern_log (id, concern_id, at, kind, recipient, by_user, by_agency, \
+             by_role, state) VALUES ($1, $2, $3, 'status', $4, 'weft', 'weft', 'delivery', \
+             'received')",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(concern)
+        .bind(at)
+        .bind(recipient)
+        .execute(conn)
+        .await?;
+    }
+    Ok(())
 }
 
 fn status_row(r: &sqlx::any::AnyRow) -> Result<DeliveryStatus, sqlx::Error> {
@@ -824,8 +854,12 @@ mod tests {
             "dead rows are not tried"
         );
 
-        assert!(outbox.retry(&ids[0]).await.unwrap());
-        assert!(!outbox.retry(&ids[0]).await.unwrap(), "only dead rows");
+        let mut conn = outbox.store.pool.acquire().await.unwrap();
+        assert!(outbox.retry(&mut conn, &ids[0]).await.unwrap());
+        assert!(
+            !outbox.retry(&mut conn, &ids[0]).await.unwrap(),
+            "only dead rows"
+        );
         let pending = outbox.list(Some("pending"), 10).await.unwrap();
         assert_eq!(pending[0].attempts, 0);
     }

@@ -14,12 +14,11 @@ use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveTime, TimeZone, Ut
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::app::AppState;
 use crate::delivery::outbox::Address;
 use crate::foundation::config::{AgencyKind, Config};
 use crate::foundation::domain::Role;
-use crate::pipeline::fanout::{fan_out, Outcome};
-use crate::pipeline::resolve::Link;
+use crate::pipeline::fanout::{fan_out, Outcome, Sources};
+use crate::pipeline::resolve::{Index, Link};
 
 macro_rules! words {
     ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),* $(,)? }) => {
@@ -560,12 +559,16 @@ impl ChildFacts {
 /// Reads a child's routing facts from the social care, education and health sources that hold
 /// the child, concurrently, within each source's deadline. A social care source that cannot be
 /// asked makes the status `unknown` — routed as its own case, never read as "not known".
-pub async fn facts(state: &AppState, child: &str) -> Result<ChildFacts, sqlx::Error> {
-    let Some(links) = state.index.links(child).await? else {
+pub async fn facts(
+    index: &Index,
+    sources: &Sources,
+    child: &str,
+) -> Result<ChildFacts, sqlx::Error> {
+    let Some(links) = index.links(child).await? else {
         return Ok(ChildFacts::unmatched());
     };
     let wanted = |l: &&Link| {
-        state.sources.get(&l.source).is_some_and(|s| {
+        sources.get(&l.source).is_some_and(|s| {
             matches!(
                 s.agency.kind,
                 AgencyKind::SocialCare | AgencyKind::Education | AgencyKind::Health
@@ -573,7 +576,7 @@ pub async fn facts(state: &AppState, child: &str) -> Result<ChildFacts, sqlx::Er
         })
     };
     let links: Vec<Link> = links.iter().filter(wanted).cloned().collect();
-    let fetched = fan_out(&state.sources, &links).await;
+    let fetched = fan_out(sources, &links).await;
     Ok(read_facts(&fetched))
 }
 

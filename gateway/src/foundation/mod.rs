@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod config;
 pub mod domain;
+pub mod error;
 pub mod metrics;
 pub mod schema;
 pub mod server;

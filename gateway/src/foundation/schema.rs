@@ -5,6 +5,8 @@
 use jsonschema::Validator;
 use serde_json::Value;
 
+use super::error::Error;
+
 /// One schema violation: where (a JSON pointer into the payload) and what.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct SchemaError {
@@ -122,6 +124,26 @@ impl Schemas {
 
     pub fn match_decision_errors(&self, v: &Value) -> Vec<SchemaError> {
         errors(&self.match_decision, v)
+    }
+}
+
+/// A schema-valid JSON payload, or [`Error::Invalid`] listing every problem with its pointer.
+/// `what` names the payload in the message ("the concern").
+pub fn validated(
+    body: &[u8],
+    check: impl Fn(&Value) -> Vec<SchemaError>,
+    what: &str,
+) -> Result<Value, Error> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Error::invalid(format!("body is not valid JSON: {e}")))?;
+    let errors = check(&value);
+    if errors.is_empty() {
+        Ok(value)
+    } else {
+        Err(Error::Invalid {
+            message: format!("{} problem(s) in the {what}", errors.len()),
+            errors,
+        })
     }
 }
 

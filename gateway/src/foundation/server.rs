@@ -20,7 +20,11 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::foundation::config::TlsConfig;
-use crate::pipeline::authenticate::ClientIdentity;
+
+/// The calling system's identity — its client certificate's subject — attached to every
+/// request on a mutually authenticated connection.
+#[derive(Debug, Clone, Default)]
+pub struct ClientIdentity(pub Option<String>);
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);

@@ -1,28 +1,15 @@
-//! `GET /v1/sources`: each source's health for the people who run the gateway — whether it
-//! answers, whether its circuit breaker is open, its last error and its call counts. It shows
-//! no children's data, but it tells a reader which partner systems are down, so it is open to
-//! data administrators only and every read of it is audited like any other `/v1` read.
+//! `GET /v1/sources`: each source's health, for data administrators.
 
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
-use serde_json::json;
 
-use crate::app::AppState;
-use crate::foundation::domain::Role;
+use crate::gateway::Gateway;
 use crate::http::error::ApiError;
-use crate::http::{record, refuse};
 use crate::pipeline::authenticate::Principal;
-use crate::pipeline::fanout::SourceHealth;
+use crate::read::sources::SourcesReport;
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct SourcesReport {
-    /// In configuration order.
-    pub sources: Vec<SourceHealth>,
-}
-
-pub fn routes() -> axum::Router<AppState> {
+pub fn routes() -> Router<Gateway> {
     Router::new().route("/v1/sources", get(list))
 }
 
@@ -39,21 +26,9 @@ pub fn routes() -> axum::Router<AppState> {
     ),
     security(("bearer" = []))
 )]
-pub async fn list(
-    State(state): State<AppState>,
-    principal: Principal,
+pub(crate) async fn list(
+    State(gw): State<Gateway>,
+    who: Principal,
 ) -> Result<Json<SourcesReport>, ApiError> {
-    if principal.role != Role::DataAdmin {
-        let e = ApiError::Forbidden("source health is open to data administrators only");
-        return Err(refuse(&state, &principal, "sources", None, None, e).await);
-    }
-    let sources: Vec<SourceHealth> = state.sources.all.iter().map(|s| s.health()).collect();
-    let unavailable: Vec<&str> = sources
-        .iter()
-        .filter(|s| s.state == "unavailable")
-        .map(|s| s.source.as_str())
-        .collect();
-    let detail = json!({"returned": sources.len(), "unavailable": unavailable});
-    record(&state, &principal, "sources", None, None, "shown", detail).await?;
-    Ok(Json(SourcesReport { sources }))
+    Ok(Json(crate::read::sources::health(&gw, &who).await?))
 }

@@ -3,18 +3,14 @@
 //! user, agency and role. Anything missing, unknown or expired is 401 and nothing else.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use axum::extract::FromRequestParts;
-use http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::app::AppState;
 use crate::foundation::config::{AgencyConfig, AgencyKind, AuthConfig, KeyAlgorithm};
 use crate::foundation::domain::Role;
-use crate::http::error::ApiError;
 
 /// The practitioner behind a request, as far as a valid token and the configuration say.
 #[derive(Debug, Clone)]
@@ -26,11 +22,6 @@ pub struct Principal {
     /// The calling system, from its client certificate's subject, when mutual TLS is on.
     pub client: Option<String>,
 }
-
-/// The calling system's identity, attached to every request on a mutually authenticated
-/// connection by the server.
-#[derive(Debug, Clone, Default)]
-pub struct ClientIdentity(pub Option<String>);
 
 #[derive(Debug, Deserialize)]
 struct Claims {
@@ -58,7 +49,7 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> &'static str {
         match self {
             AuthError::Missing => "missing",
             AuthError::Token(_) => "invalid",
@@ -184,42 +175,3 @@ impl Verifier {
         })
     }
 }
-
-impl FromRequestParts<AppState> for Principal {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let result = bearer(parts)
-            .ok_or(AuthError::Missing)
-            .and_then(|t| state.verifier.verify(t));
-        match result {
-            Ok(mut p) => {
-                p.client = parts
-                    .extensions
-                    .get::<ClientIdentity>()
-                    .and_then(|c| c.0.clone());
-                Ok(p)
-            }
-            Err(e) => {
-                crate::foundation::metrics::AUTH_FAILURES
-                    .with_label_values(&[e.reason()])
-                    .inc();
-                tracing::info!(reason = e.reason(), "credentials rejected");
-                Err(ApiError::Unauthorized)
-            }
-        }
-    }
-}
-
-fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts
-        .headers
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-/// Shared so the extractor can reach it through the app state.
-pub type SharedVerifier = Arc<Verifier>;

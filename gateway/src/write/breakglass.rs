@@ -1,114 +1,19 @@
 //! Break-glass: an emergency read past a denial or a consent not yet sought, with a written
 //! justification and a short expiry. Every grant and every read under it is audited loudly and
 //! waits in the IG officer's review queue. Rules marked `unbreakable`, and a family's refusal or
-//! withdrawal of consent, are never passed.
+//! withdrawal of consent, are never passed. The grants, as the authorise stage reads them, are
+//! [`crate::pipeline::authorise::grants`].
 
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
-use sqlx::Row;
 
-use crate::app::AppState;
 use crate::foundation::domain::{Purpose, Role};
-use crate::foundation::store::Store;
-use crate::http::error::ApiError;
-use crate::http::{record, refuse};
+use crate::foundation::error::Error;
+use crate::foundation::schema::validated;
+use crate::gateway::{entry, Gateway};
 use crate::pipeline::authenticate::Principal;
-
-/// A grant, with its review once an IG officer has looked at it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Grant {
-    pub id: String,
-    pub user: String,
-    pub agency: String,
-    pub role: String,
-    pub child: String,
-    pub purpose: Purpose,
-    pub justification: String,
-    pub granted_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub review: Option<Review>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Review {
-    /// `justified`, `not_justified` or `referred`.
-    pub outcome: String,
-    pub notes: String,
-    pub reviewed_by: String,
-    pub reviewed_at: String,
-}
-
-const COLUMNS: &str =
-    "id, user_id, agency, role, child_id, purpose, justification, granted_at, expires_at, \
-                       review_outcome, review_notes, reviewed_by, reviewed_at";
-
-fn from_row(r: &sqlx::any::AnyRow) -> Result<Grant, sqlx::Error> {
-    let decode = |e: String| sqlx::Error::Decode(e.into());
-    let time = |col: &str| -> Result<DateTime<Utc>, sqlx::Error> {
-        let t: String = r.try_get(col)?;
-        DateTime::parse_from_rfc3339(&t)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| decode(e.to_string()))
-    };
-    let purpose: String = r.try_get("purpose")?;
-    let outcome: Option<String> = r.try_get("review_outcome")?;
-    Ok(Grant {
-        id: r.try_get("id")?,
-        user: r.try_get("user_id")?,
-        agency: r.try_get("agency")?,
-        role: r.try_get("role")?,
-        child: r.try_get("child_id")?,
-        purpose: purpose
-            .parse()
-            .map_err(|e: crate::foundation::domain::UnknownWord| decode(e.to_string()))?,
-        justification: r.try_get("justification")?,
-        granted_at: time("granted_at")?,
-        expires_at: time("expires_at")?,
-        review: match outcome {
-            None => None,
-            Some(outcome) => Some(Review {
-                outcome,
-                notes: r
-                    .try_get::<Option<String>, _>("review_notes")?
-                    .unwrap_or_default(),
-                reviewed_by: r
-                    .try_get::<Option<String>, _>("reviewed_by")?
-                    .unwrap_or_default(),
-                reviewed_at: r
-                    .try_get::<Option<String>, _>("reviewed_at")?
-                    .unwrap_or_default(),
-            }),
-        },
-    })
-}
-
-/// The practitioner's grant for this child that is still in force, if any.
-pub async fn active(store: &Store, user: &str, child: &str) -> Result<Option<Grant>, sqlx::Error> {
-    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM break_glass WHERE user_id = $1 AND child_id = $2 AND expires_at > $3 \
-         ORDER BY granted_at DESC LIMIT 1"
-    ))
-    .bind(user)
-    .bind(child)
-    .bind(&now)
-    .fetch_optional(&store.pool)
-    .await?;
-    row.as_ref().map(from_row).transpose()
-}
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/children/{id}/break-glass", post(create))
-        .route("/v1/ig/break-glass", get(queue))
-        .route("/v1/ig/break-glass/{grant}/review", post(review))
-}
+use crate::pipeline::authorise::grants::{from_row, Grant, COLUMNS};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,57 +22,58 @@ struct Request {
     justification: String,
 }
 
-/// Asks for an emergency grant for a child.
-#[utoipa::path(post, path = "/v1/children/{id}/break-glass",
-    params(("id" = String, Path, description = "Weft child id")),
-    request_body(content = Object, description = "See schemas/break-glass.schema.json"),
-    responses((status = 201, body = Grant), (status = 400), (status = 403), (status = 404)),
-    security(("bearer" = [])))]
-pub async fn create(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(child): Path<String>,
-    body: Bytes,
-) -> Result<(http::StatusCode, Json<Grant>), ApiError> {
-    let action = "break_glass";
-    if matches!(principal.role, Role::IgOfficer | Role::DataAdmin) {
-        let e = ApiError::Forbidden("break-glass is for practitioners working with the child");
-        return Err(refuse(&state, &principal, action, Some(&child), None, e).await);
+/// Asks for an emergency grant for a child, with the purpose and justification in `body`
+/// (`schemas/break-glass.schema.json`).
+pub async fn request(
+    gw: &Gateway,
+    who: &Principal,
+    child: &str,
+    body: &[u8],
+) -> Result<Grant, Error> {
+    const ACTION: &str = "break_glass";
+    if matches!(who.role, Role::IgOfficer | Role::DataAdmin) {
+        let e = Error::Forbidden("break-glass is for practitioners working with the child");
+        return Err(gw.refuse(who, ACTION, Some(child), None, e).await);
     }
-    let req = match parse(&state, &body) {
-        Ok(r) => r,
-        Err(e) => return Err(refuse(&state, &principal, action, Some(&child), None, e).await),
-    };
-    let purpose: Purpose = match req.purpose.parse() {
+    let parsed = validated(body, |v| gw.schemas.break_glass_errors(v), "request")
+        .and_then(|v| {
+            serde_json::from_value::<Request>(v).map_err(|e| Error::invalid(e.to_string()))
+        })
+        .and_then(|r| {
+            let purpose = r
+                .purpose
+                .parse::<Purpose>()
+                .map_err(|e| Error::field("/purpose", e.to_string()))?;
+            Ok((purpose, r.justification))
+        });
+    let (purpose, justification) = match parsed {
         Ok(p) => p,
-        Err(e) => {
-            let e = ApiError::field("/purpose", format!("{e}"));
-            return Err(refuse(&state, &principal, action, Some(&child), None, e).await);
-        }
+        Err(e) => return Err(gw.refuse(who, ACTION, Some(child), None, e).await),
     };
     let exists = sqlx::query("SELECT id FROM children WHERE id = $1")
-        .bind(&child)
-        .fetch_optional(&state.store.pool)
+        .bind(child)
+        .fetch_optional(&gw.store.pool)
         .await?;
     if exists.is_none() {
-        let e = ApiError::NotFound("no child with that id");
-        return Err(refuse(&state, &principal, action, Some(&child), Some(purpose), e).await);
+        let e = Error::NotFound("no child with that id");
+        return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
     }
     let now = Utc::now();
-    let ttl = Duration::seconds(i64::try_from(state.config.break_glass.ttl_secs).unwrap_or(3600));
+    let ttl = Duration::seconds(i64::try_from(gw.config.break_glass.ttl_secs).unwrap_or(3600));
     let grant = Grant {
         id: uuid::Uuid::new_v4().to_string(),
-        user: principal.user.clone(),
-        agency: principal.agency.clone(),
-        role: principal.role.as_str().into(),
-        child: child.clone(),
+        user: who.user.clone(),
+        agency: who.agency.clone(),
+        role: who.role.as_str().into(),
+        child: child.to_string(),
         purpose,
-        justification: req.justification,
+        justification,
         granted_at: now,
         expires_at: now + ttl,
         review: None,
     };
     let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let mut tx = gw.store.begin_write().await?;
     sqlx::query(
         "INSERT INTO break_glass (id, user_id, agency, role, child_id, purpose, justification, granted_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -176,85 +82,66 @@ pub async fn create(
     .bind(&grant.user)
     .bind(&grant.agency)
     .bind(&grant.role)
-    .bind(&child)
+    .bind(child)
     .bind(purpose.as_str())
     .bind(&grant.justification)
     .bind(ts(grant.granted_at))
     .bind(ts(grant.expires_at))
-    .execute(&state.store.pool)
+    .execute(&mut *tx)
+    .await?;
+    let detail = json!({"grant": grant.id, "expires_at": grant.expires_at, "justification": grant.justification});
+    gw.commit(
+        tx,
+        &[entry(
+            who,
+            ACTION,
+            Some(child),
+            Some(purpose),
+            "granted",
+            detail,
+        )],
+    )
     .await?;
     tracing::warn!(grant = %grant.id, role = %grant.role, "break-glass grant issued");
-    let detail = json!({"grant": grant.id, "expires_at": grant.expires_at, "justification": grant.justification});
-    if let Err(e) = record(
-        &state,
-        &principal,
-        action,
-        Some(&child),
-        Some(purpose),
-        "granted",
-        detail,
-    )
-    .await
-    {
-        let _ = sqlx::query("DELETE FROM break_glass WHERE id = $1")
-            .bind(&grant.id)
-            .execute(&state.store.pool)
-            .await;
-        return Err(e);
-    }
-    Ok((http::StatusCode::CREATED, Json(grant)))
+    Ok(grant)
 }
 
-fn parse(state: &AppState, body: &[u8]) -> Result<Request, ApiError> {
-    let value = crate::http::validated(body, |v| state.schemas.break_glass_errors(v), "request")?;
-    serde_json::from_value(value).map_err(|e| ApiError::bad_request(e.to_string()))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct QueueQuery {
-    /// `pending` (default) or `all`.
-    status: Option<String>,
-}
-
-/// The IG officer's review queue of break-glass grants, newest first.
-#[utoipa::path(get, path = "/v1/ig/break-glass", params(QueueQuery),
-    responses((status = 200, body = Vec<Grant>), (status = 403)),
-    security(("bearer" = [])))]
+/// The IG officer's review queue of break-glass grants, newest first: `pending` (the default)
+/// or `all`.
 pub async fn queue(
-    State(state): State<AppState>,
-    principal: Principal,
-    Query(q): Query<QueueQuery>,
-) -> Result<Json<Vec<Grant>>, ApiError> {
-    let action = "break_glass_queue";
-    if principal.role != Role::IgOfficer {
-        let e = ApiError::Forbidden("the break-glass queue is for IG officers");
-        return Err(refuse(&state, &principal, action, None, None, e).await);
+    gw: &Gateway,
+    who: &Principal,
+    status: Option<&str>,
+) -> Result<Vec<Grant>, Error> {
+    const ACTION: &str = "break_glass_queue";
+    if who.role != Role::IgOfficer {
+        let e = Error::Forbidden("the break-glass queue is for IG officers");
+        return Err(gw.refuse(who, ACTION, None, None, e).await);
     }
-    let filter = match q.status.as_deref() {
+    let filter = match status {
         None | Some("pending") => "WHERE review_outcome IS NULL",
         Some("all") => "",
         Some(_) => {
-            let e = ApiError::field("/status", "pending or all");
-            return Err(refuse(&state, &principal, action, None, None, e).await);
+            let e = Error::field("/status", "pending or all");
+            return Err(gw.refuse(who, ACTION, None, None, e).await);
         }
     };
     let rows = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM break_glass {filter} ORDER BY granted_at DESC LIMIT 500"
     ))
-    .fetch_all(&state.store.pool)
+    .fetch_all(&gw.store.pool)
     .await?;
     let grants = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
-    record(
-        &state,
-        &principal,
-        action,
+    gw.record(
+        who,
+        ACTION,
         None,
         Some(Purpose::Audit),
         "shown",
         json!({"returned": grants.len()}),
     )
     .await?;
-    Ok(Json(grants))
+    Ok(grants)
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,24 +152,20 @@ struct ReviewRequest {
     notes: String,
 }
 
-/// Records the IG officer's review of a grant.
-#[utoipa::path(post, path = "/v1/ig/break-glass/{grant}/review",
-    params(("grant" = String, Path)),
-    request_body(content = Object, description = "{\"outcome\": \"justified|not_justified|referred\", \"notes\": \"…\"}"),
-    responses((status = 200, body = Grant), (status = 400), (status = 403), (status = 404)),
-    security(("bearer" = [])))]
+/// Records the IG officer's review of a grant (`{"outcome": "justified" | "not_justified" |
+/// "referred", "notes": …}` in `body`).
 pub async fn review(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(grant_id): Path<String>,
-    body: Bytes,
-) -> Result<Json<Grant>, ApiError> {
-    let action = "break_glass_review";
-    if principal.role != Role::IgOfficer {
-        let e = ApiError::Forbidden("break-glass grants are reviewed by IG officers");
-        return Err(refuse(&state, &principal, action, None, None, e).await);
+    gw: &Gateway,
+    who: &Principal,
+    grant_id: &str,
+    body: &[u8],
+) -> Result<Grant, Error> {
+    const ACTION: &str = "break_glass_review";
+    if who.role != Role::IgOfficer {
+        let e = Error::Forbidden("break-glass grants are reviewed by IG officers");
+        return Err(gw.refuse(who, ACTION, None, None, e).await);
     }
-    let req = match serde_json::from_slice::<ReviewRequest>(&body) {
+    let req = match serde_json::from_slice::<ReviewRequest>(body) {
         Ok(r)
             if matches!(
                 r.outcome.as_str(),
@@ -292,50 +175,45 @@ pub async fn review(
             r
         }
         _ => {
-            let e = ApiError::field("/outcome", "justified, not_justified or referred");
-            return Err(refuse(&state, &principal, action, None, None, e).await);
+            let e = Error::field("/outcome", "justified, not_justified or referred");
+            return Err(gw.refuse(who, ACTION, None, None, e).await);
         }
     };
     let now = Utc::now().to_rfc3339();
+    let mut tx = gw.store.begin_write().await?;
     let updated = sqlx::query(
         "UPDATE break_glass SET review_outcome = $1, review_notes = $2, reviewed_by = $3, reviewed_at = $4 \
          WHERE id = $5 AND review_outcome IS NULL",
     )
     .bind(&req.outcome)
     .bind(&req.notes)
-    .bind(&principal.user)
+    .bind(&who.user)
     .bind(&now)
-    .bind(&grant_id)
-    .execute(&state.store.pool)
+    .bind(grant_id)
+    .execute(&mut *tx)
     .await?;
     if updated.rows_affected() == 0 {
-        let e = ApiError::NotFound("no grant awaiting review with that id");
-        return Err(refuse(&state, &principal, action, None, None, e).await);
+        drop(tx);
+        let e = Error::NotFound("no grant awaiting review with that id");
+        return Err(gw.refuse(who, ACTION, None, None, e).await);
     }
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM break_glass WHERE id = $1"))
-        .bind(&grant_id)
-        .fetch_one(&state.store.pool)
+        .bind(grant_id)
+        .fetch_one(&mut *tx)
         .await?;
     let grant = from_row(&row)?;
     let detail = json!({"grant": grant_id, "outcome": req.outcome});
-    if let Err(e) = record(
-        &state,
-        &principal,
-        action,
-        Some(&grant.child),
-        Some(Purpose::Audit),
-        "recorded",
-        detail,
+    gw.commit(
+        tx,
+        &[entry(
+            who,
+            ACTION,
+            Some(&grant.child),
+            Some(Purpose::Audit),
+            "recorded",
+            detail,
+        )],
     )
-    .await
-    {
-        let _ = sqlx::query(
-            "UPDATE break_glass SET review_outcome = NULL, review_notes = NULL, reviewed_by = NULL, reviewed_at = NULL WHERE id = $1",
-        )
-        .bind(&grant_id)
-        .execute(&state.store.pool)
-        .await;
-        return Err(e);
-    }
-    Ok(Json(grant))
+    .await?;
+    Ok(grant)
 }

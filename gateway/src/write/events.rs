@@ -8,42 +8,28 @@
 //! two events racing, or two gateway nodes never raise the same alert twice.
 //!
 //! The access notification (someone outside social care saw `social_care.status` of a child on a
-//! protection plan or looked after) is raised from the view handler, after its audit entry.
+//! protection plan or looked after) is raised by the read path, [`crate::read::view`].
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
 use chrono::{NaiveDate, Utc};
-use http::StatusCode;
 use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::{AnyConnection, Row};
 
-use crate::app::AppState;
 use crate::delivery::outbox::{ts, Address, NewDelivery};
 use crate::delivery::routing::{self, ChildFacts, Routed};
 use crate::foundation::config::AgencyKind;
 use crate::foundation::domain::Purpose;
-use crate::http::error::ApiError;
-use crate::http::validated;
-use crate::http::{record, refuse};
+use crate::foundation::error::Error;
+use crate::foundation::schema::validated;
+use crate::gateway::{entry, Gateway};
 use crate::pipeline::authenticate::Principal;
 use crate::pipeline::authorise::Effect;
-use crate::pipeline::merge::Disclosure;
-use crate::write::concerns::{match_child, parse_child, parse_time};
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/events", post(ingest))
-        .route("/v1/subscriptions", post(subscribe))
-}
+use crate::write::child::{match_child, parse_child, parse_time};
 
 /// Alert names, as subscriptions and deliveries name them.
 pub const PERSISTENT_ABSENCE: &str = "persistent_absence";
 pub const EXCLUSION_KNOWN: &str = "exclusion_known_to_social_care";
 pub const DOMESTIC_ABUSE: &str = "domestic_abuse_incident";
-pub const ACCESS: &str = "access_notification";
 
 /// Event kinds the allocated worker hears of without subscribing; raw attendance marks are left
 /// to the persistent-absence alert, which is what a worker needs to know of them.
@@ -81,22 +67,22 @@ struct Parsed {
     source_ref: Option<String>,
 }
 
-fn parse_event(state: &AppState, body: &[u8]) -> Result<Parsed, ApiError> {
-    let value = validated(body, |v| state.schemas.event_errors(v), "event")?;
+fn parse_event(gw: &Gateway, body: &[u8]) -> Result<Parsed, Error> {
+    let value = validated(body, |v| gw.schemas.event_errors(v), "event")?;
     parse_time(&value, "/occurred_at")?;
-    let date = |p: &str| -> Result<NaiveDate, ApiError> {
+    let date = |p: &str| -> Result<NaiveDate, Error> {
         let raw = value.pointer(p).and_then(Value::as_str).unwrap_or_default();
         NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-            .map_err(|e| ApiError::field(p, format!("not a date: {e}")))
+            .map_err(|e| Error::field(p, format!("not a date: {e}")))
     };
     if value.get("attendance").is_some() {
         let (from, to) = (date("/attendance/from")?, date("/attendance/to")?);
         if to < from {
-            return Err(ApiError::field("/attendance/to", "is before `from`"));
+            return Err(Error::field("/attendance/to", "is before `from`"));
         }
         let n = |p: &str| value.pointer(p).and_then(Value::as_i64).unwrap_or(0);
         if n("/attendance/attended_sessions") > n("/attendance/possible_sessions") {
-            return Err(ApiError::field(
+            return Err(Error::field(
                 "/attendance/attended_sessions",
                 "more sessions attended than possible",
             ));
@@ -124,56 +110,43 @@ fn parse_event(state: &AppState, body: &[u8]) -> Result<Parsed, ApiError> {
     })
 }
 
-/// Accept an event from a partner system; run the alert rules; deliver to subscribers.
-#[utoipa::path(
-    post,
-    path = "/v1/events",
-    request_body(content = Object, description = "See schemas/event.schema.json"),
-    responses(
-        (status = 202, description = "Stored; alerts raised and deliveries queued", body = EventAccepted),
-        (status = 200, description = "A resend of an event already received", body = EventAccepted),
-        (status = 400, description = "Invalid body; every error with its JSON pointer; nothing stored"),
-        (status = 403, description = "This agency kind does not report this kind of event"),
-    ),
-    security(("bearer" = []))
-)]
-pub(crate) async fn ingest(
-    State(state): State<AppState>,
-    principal: Principal,
-    body: Bytes,
-) -> Result<(StatusCode, Json<EventAccepted>), ApiError> {
+/// Accepts the event in `body` (`schemas/event.schema.json`) from a partner system; runs the
+/// alert rules; queues deliveries to subscribers — all in one transaction with its audit entry.
+pub async fn ingest(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<EventAccepted, Error> {
     const ACTION: &str = "event_ingest";
-    let ev = match parse_event(&state, &body) {
+    let principal = who;
+    let state = gw;
+    let ev = match parse_event(state, body) {
         Ok(e) => e,
-        Err(e) => return Err(refuse(&state, &principal, ACTION, None, None, e).await),
+        Err(e) => return Err(state.refuse(principal, ACTION, None, None, e).await),
     };
     if !may_report(&ev.kind, principal.agency_kind) {
-        let e = ApiError::Forbidden("this agency kind does not report this kind of event");
-        return Err(refuse(&state, &principal, ACTION, None, None, e).await);
+        let e = Error::Forbidden("this agency kind does not report this kind of event");
+        return Err(state.refuse(principal, ACTION, None, None, e).await);
     }
     if let Some(r) = &ev.source_ref {
-        if let Some(previous) = duplicate(&state, &principal.agency, r).await? {
-            record(
-                &state,
-                &principal,
-                ACTION,
-                previous.child.as_deref(),
-                Some(Purpose::Safeguarding),
-                "duplicate",
-                json!({"event": previous.event, "kind": ev.kind}),
-            )
-            .await?;
-            return Ok((StatusCode::OK, Json(previous)));
+        if let Some(previous) = duplicate(state, &principal.agency, r).await? {
+            state
+                .record(
+                    principal,
+                    ACTION,
+                    previous.child.as_deref(),
+                    Some(Purpose::Safeguarding),
+                    "duplicate",
+                    json!({"event": previous.event, "kind": ev.kind}),
+                )
+                .await?;
+            return Ok(previous);
         }
     }
     let child_ref = parse_child(ev.body.get("child").unwrap_or(&Value::Null), "/child");
     let child_ref = match child_ref {
         Ok(c) => c,
-        Err(e) => return Err(refuse(&state, &principal, ACTION, None, None, e).await),
+        Err(e) => return Err(state.refuse(principal, ACTION, None, None, e).await),
     };
-    let (child, matched_on) = match_child(&state, &child_ref).await?;
+    let (child, matched_on) = match_child(state, &child_ref).await?;
     let facts = match &child {
-        Some(c) => routing::facts(&state, c).await?,
+        Some(c) => routing::facts(&state.index, &state.sources, c).await?,
         None => ChildFacts::unmatched(),
     };
 
@@ -198,8 +171,8 @@ pub(crate) async fn ingest(
         drop(tx);
         // A resend raced this one and won: answer as the duplicate it is.
         if let Some(r) = &ev.source_ref {
-            if let Some(previous) = duplicate(&state, &principal.agency, r).await? {
-                return Ok((StatusCode::OK, Json(previous)));
+            if let Some(previous) = duplicate(state, &principal.agency, r).await? {
+                return Ok(previous);
             }
         }
         return Err(e.into());
@@ -209,7 +182,7 @@ pub(crate) async fn ingest(
     match ev.kind.as_str() {
         "attendance" => {
             if let Some(c) = &child {
-                if let Some(a) = absence(&state, &mut tx, c, &ev.body, &facts).await? {
+                if let Some(a) = absence(state, &mut tx, c, &ev.body, &facts).await? {
                     alerts.push(a);
                 }
             }
@@ -339,9 +312,7 @@ pub(crate) async fn ingest(
         .outbox
         .enqueue(&mut tx, &deliveries)
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    tx.commit().await?;
-    state.outbox.wake();
+        .map_err(|e| Error::Internal(e.to_string()))?;
     let accepted = EventAccepted {
         event: id.clone(),
         child: child.clone(),
@@ -350,18 +321,18 @@ pub(crate) async fn ingest(
         deliveries: deliveries.len(),
         duplicate: false,
     };
-    record(
-        &state,
-        &principal,
+    let entry = entry(
+        principal,
         ACTION,
         child.as_deref(),
         Some(Purpose::Safeguarding),
         "accepted",
         json!({"event": id, "kind": ev.kind, "alerts": accepted.alerts,
                "deliveries": deliveries.iter().map(|d| d.to.key()).collect::<Vec<_>>()}),
-    )
-    .await?;
-    Ok((StatusCode::ACCEPTED, Json(accepted)))
+    );
+    state.commit(tx, &[entry]).await?;
+    state.outbox.wake();
+    Ok(accepted)
 }
 
 fn dedup(to: &mut Vec<(Address, Option<String>)>) {
@@ -370,7 +341,7 @@ fn dedup(to: &mut Vec<(Address, Option<String>)>) {
 }
 
 async fn duplicate(
-    state: &AppState,
+    state: &Gateway,
     agency: &str,
     source_ref: &str,
 ) -> Result<Option<EventAccepted>, sqlx::Error> {
@@ -447,19 +418,19 @@ async fn attendance_over(
 /// window, or down by `drop_points` on the window before. One alert per child per window period
 /// (counted from the rule's anchor).
 async fn absence(
-    state: &AppState,
+    state: &Gateway,
     conn: &mut AnyConnection,
     child: &str,
     body: &Value,
     facts: &ChildFacts,
-) -> Result<Option<(String, Vec<Routed>, Value)>, ApiError> {
+) -> Result<Option<(String, Vec<Routed>, Value)>, Error> {
     let a = &body["attendance"];
     let (from, to) = (
         a["from"].as_str().unwrap_or_default(),
         a["to"].as_str().unwrap_or_default(),
     );
     let end = NaiveDate::parse_from_str(to, "%Y-%m-%d")
-        .map_err(|e| ApiError::field("/attendance/to", e.to_string()))?;
+        .map_err(|e| Error::field("/attendance/to", e.to_string()))?;
     sqlx::query(
         "DELETE FROM attendance_marks WHERE child_id = $1 AND from_date = $2 AND to_date = $3",
     )
@@ -570,33 +541,19 @@ pub struct Subscription {
     pub webhook: Option<String>,
 }
 
-/// Subscribe to events and alerts on a child or a cohort, by inbox or a webhook of your agency.
-/// Each kind must be something policy lets your role see for safeguarding, child in need or
-/// education welfare.
-#[utoipa::path(
-    post,
-    path = "/v1/subscriptions",
-    request_body(content = Object, description = "See schemas/subscription.schema.json"),
-    responses(
-        (status = 201, description = "Subscribed", body = Subscription),
-        (status = 400, description = "Invalid body, unknown child or webhook; with JSON pointers"),
-        (status = 403, description = "Policy does not let this role see a kind asked for"),
-    ),
-    security(("bearer" = []))
-)]
-pub(crate) async fn subscribe(
-    State(state): State<AppState>,
-    principal: Principal,
-    body: Bytes,
-) -> Result<(StatusCode, Json<Subscription>), ApiError> {
+/// Subscribes `who` to events and alerts on a child or a cohort (`body`:
+/// `schemas/subscription.schema.json`), by inbox or a webhook of their agency. Each kind must be
+/// something policy lets the role see for safeguarding, child in need or education welfare.
+pub async fn subscribe(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<Subscription, Error> {
+    let (state, principal) = (gw, who);
     const ACTION: &str = "subscribe";
     let value = match validated(
-        &body,
+        body,
         |v| state.schemas.subscription_errors(v),
         "subscription",
     ) {
         Ok(v) => v,
-        Err(e) => return Err(refuse(&state, &principal, ACTION, None, None, e).await),
+        Err(e) => return Err(state.refuse(principal, ACTION, None, None, e).await),
     };
     let strings = |v: &Value| -> Vec<String> {
         v.as_array()
@@ -635,8 +592,8 @@ pub(crate) async fn subscribe(
         })
     };
     if !kinds.iter().all(|k| permitted(k)) {
-        let e = ApiError::Forbidden("policy does not let your role see one of these kinds");
-        return Err(refuse(&state, &principal, ACTION, None, None, e).await);
+        let e = Error::Forbidden("policy does not let your role see one of these kinds");
+        return Err(state.refuse(principal, ACTION, None, None, e).await);
     }
     let webhook = value
         .pointer("/delivery/webhook")
@@ -644,11 +601,11 @@ pub(crate) async fn subscribe(
         .map(String::from);
     if let Some(w) = &webhook {
         if state.outbox.webhook_agency(w) != Some(principal.agency.as_str()) {
-            let e = ApiError::field(
+            let e = Error::field(
                 "/delivery/webhook",
                 "no webhook with that id for your agency",
             );
-            return Err(refuse(&state, &principal, ACTION, None, None, e).await);
+            return Err(state.refuse(principal, ACTION, None, None, e).await);
         }
     }
     for (i, c) in children.iter().enumerate() {
@@ -658,8 +615,8 @@ pub(crate) async fn subscribe(
             } else {
                 format!("{pointer}/{i}")
             };
-            let e = ApiError::field(&at, "no child with that id");
-            return Err(refuse(&state, &principal, ACTION, None, None, e).await);
+            let e = Error::field(&at, "no child with that id");
+            return Err(state.refuse(principal, ACTION, None, None, e).await);
         }
     }
     let id = uuid::Uuid::new_v4().to_string();
@@ -692,87 +649,19 @@ pub(crate) async fn subscribe(
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
     let child = match children.as_slice() {
         [one] => Some(one.as_str()),
         _ => None,
     };
-    record(
-        &state,
-        &principal,
-        ACTION,
-        child,
-        None,
-        "subscribed",
-        json!({"subscription": id, "children": children, "kinds": kinds, "channel": channel}),
-    )
-    .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(Subscription {
-            id,
-            children: children.len(),
-            kinds,
-            channel: channel.into(),
-            webhook,
-        }),
-    ))
-}
-
-/// The access notification: someone outside social care was shown `social_care.status` for a
-/// child whose status the rules name (a protection plan, looked after). The allocated worker is
-/// told who, when and why. Called after the view's audit entry is written; `facts` were read
-/// from the same fetch the view was built from. An error means the notification could not be
-/// queued, and the view fails closed.
-pub async fn access_notification(
-    state: &AppState,
-    p: &Principal,
-    child: &str,
-    purpose: Purpose,
-    facts: &ChildFacts,
-    disclosure: &Disclosure,
-) -> Result<(), ApiError> {
-    if p.agency_kind == AgencyKind::SocialCare
-        || !disclosure.shown.contains("social_care.status")
-        || !state.routing.access_statuses.contains(&facts.status)
-    {
-        return Ok(());
-    }
-    let to = state
-        .routing
-        .resolve_strict(&state.routing.access, ACCESS, facts);
-    if to.is_empty() {
-        return Ok(());
-    }
-    let now = ts(Utc::now());
-    let deliveries: Vec<NewDelivery> = to
-        .into_iter()
-        .map(|r| NewDelivery {
-            topic: "notification",
-            subject: format!("access:{child}:{now}"),
-            child: Some(child.to_string()),
-            to: r.to,
-            webhook: None,
-            data: json!({
-                "notification": ACCESS,
-                "child": child,
-                "child_status": facts.status,
-                "viewed_by": {"user": p.user, "agency": p.agency, "agency_kind": p.agency_kind, "role": p.role},
-                "viewed_at": now,
-                "purpose": purpose,
-                "categories": ["social_care.status"],
-            }),
-        })
-        .collect();
-    let mut conn = state.store.pool.acquire().await?;
-    state
-        .outbox
-        .enqueue(&mut conn, &deliveries)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "access notification could not be queued; failing closed");
-            ApiError::Unavailable("the access notification could not be queued")
-        })?;
-    state.outbox.wake();
-    Ok(())
+    let detail =
+        json!({"subscription": id, "children": children, "kinds": kinds, "channel": channel});
+    let entry = entry(principal, ACTION, child, None, "subscribed", detail);
+    state.commit(tx, &[entry]).await?;
+    Ok(Subscription {
+        id,
+        children: children.len(),
+        kinds,
+        channel: channel.into(),
+        webhook,
+    })
 }

@@ -13,68 +13,18 @@
 //! - A rejected drop writes nothing but its own `import_runs` row: the previous data stays.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
-use weft_adapters::file::{self, FileConfig, ImportError, ImportStore, Imported};
-use weft_adapters::{AdapterConfig, AdapterError};
+use weft_adapters::file::{self, FileConfig, ImportError, Imported};
+use weft_adapters::AdapterConfig;
 
 use crate::foundation::config::SourceConfig;
 use crate::foundation::store::Store;
 use crate::pipeline::resolve::Index;
-
-/// The import store over the gateway's database, as the `file` adapter reads it.
-pub struct DbImports {
-    store: Store,
-}
-
-impl DbImports {
-    pub fn new(store: Store) -> Arc<Self> {
-        Arc::new(Self { store })
-    }
-}
-
-fn db_error(e: impl std::fmt::Display) -> AdapterError {
-    AdapterError::Database(e.to_string())
-}
-
-#[async_trait]
-impl ImportStore for DbImports {
-    async fn records(&self, source: &str) -> Result<Vec<Imported>, AdapterError> {
-        let rows =
-            sqlx::query("SELECT record FROM import_records WHERE source = $1 ORDER BY local_id")
-                .bind(source)
-                .fetch_all(&self.store.pool)
-                .await
-                .map_err(db_error)?;
-        rows.iter()
-            .map(|r| {
-                let text: String = r.try_get("record").map_err(db_error)?;
-                serde_json::from_str(&text).map_err(db_error)
-            })
-            .collect()
-    }
-
-    async fn record(&self, source: &str, local_id: &str) -> Result<Option<Imported>, AdapterError> {
-        let row =
-            sqlx::query("SELECT record FROM import_records WHERE source = $1 AND local_id = $2")
-                .bind(source)
-                .bind(local_id)
-                .fetch_optional(&self.store.pool)
-                .await
-                .map_err(db_error)?;
-        row.map(|r| {
-            let text: String = r.try_get("record").map_err(db_error)?;
-            serde_json::from_str(&text).map_err(db_error)
-        })
-        .transpose()
-    }
-}
 
 /// A parsed record as the store keeps it.
 struct Hashed {
@@ -483,7 +433,7 @@ pub async fn last_import(store: &Store, source: &str) -> Result<Option<LastImpor
 
 /// Scans each watched `file` source's folder on its interval and imports what changed, for as
 /// long as the gateway runs. A rejected drop is logged and recorded; the next scan tries again.
-pub async fn watch(state: crate::app::AppState) {
+pub async fn watch(state: crate::gateway::Gateway) {
     let tasks: Vec<(String, FileConfig)> = state
         .config
         .sources
@@ -517,6 +467,7 @@ pub async fn watch(state: crate::app::AppState) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::fanout::imported::DbImports;
     use weft_adapters::file::{FileFormat, FileSpec};
 
     const PUPILS: &str = "UPN,Surname,Forename,DOB,Sex\n\

@@ -1,27 +1,17 @@
-//! HTTP routes for identity matching: the review queue and decisions (data administrators),
-//! and a child's link history. Every request is authenticated and audited; nothing is
-//! returned if the audit entry cannot be written.
+//! The data administrator's part in identity matching: the review queue of uncertain matches,
+//! decisions on them (confirm, reject, split), and a child's link history (for data
+//! administrators and IG officers). A decision commits with its audit entry, or not at all, and
+//! the matcher never overrides it.
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::app::AppState;
 use crate::foundation::domain::{Purpose, Role};
-use crate::http::error::ApiError;
-use crate::http::{entry, record, refuse};
+use crate::foundation::error::Error;
+use crate::foundation::schema::validated;
+use crate::gateway::{entry, Gateway};
 use crate::pipeline::authenticate::Principal;
 use crate::pipeline::resolve::linkage::{self, Decided, Decision, DecisionError, LinkRow};
-
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/matches/review", get(review))
-        .route("/v1/matches/{id}/decision", post(decide))
-        .route("/v1/children/{id}/links", get(links))
-}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReviewQueue {
@@ -40,40 +30,25 @@ pub struct LinkHistory {
 }
 
 async fn admin_only(
-    state: &AppState,
+    gw: &Gateway,
     p: &Principal,
     action: &str,
     child: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     if p.role == Role::DataAdmin {
         return Ok(());
     }
-    let e = ApiError::Forbidden("identity matches are reviewed by data administrators only");
-    Err(refuse(state, p, action, child, None, e).await)
+    let e = Error::Forbidden("identity matches are reviewed by data administrators only");
+    Err(gw.refuse(p, action, child, None, e).await)
 }
 
 /// The review queue of uncertain matches. Data administrators only.
-#[utoipa::path(
-    get,
-    path = "/v1/matches/review",
-    responses(
-        (status = 200, description = "Open proposals", body = ReviewQueue),
-        (status = 401, description = "Missing or invalid token"),
-        (status = 403, description = "Not a data administrator"),
-        (status = 503, description = "Audit log unavailable: no data is returned"),
-    ),
-    security(("bearer" = []))
-)]
-pub async fn review(
-    State(state): State<AppState>,
-    principal: Principal,
-) -> Result<Json<ReviewQueue>, ApiError> {
-    admin_only(&state, &principal, "match_review", None).await?;
-    let matches = linkage::review_queue(&state.index).await?;
+pub async fn queue(gw: &Gateway, who: &Principal) -> Result<ReviewQueue, Error> {
+    admin_only(gw, who, "match_review", None).await?;
+    let matches = linkage::review_queue(&gw.index).await?;
     let detail = json!({"returned": matches.len()});
-    record(
-        &state,
-        &principal,
+    gw.record(
+        who,
         "match_review",
         None,
         Some(Purpose::Audit),
@@ -81,103 +56,65 @@ pub async fn review(
         detail,
     )
     .await?;
-    let m = state.index.matcher();
-    Ok(Json(ReviewQueue {
+    let m = gw.index.matcher();
+    Ok(ReviewQueue {
         matches,
         upper: m.upper,
         lower: m.lower,
-    }))
+    })
 }
 
-/// A decision on a proposed match (confirm, reject) or a link (confirm, split). Data
-/// administrators only; the matcher never overrides it.
-#[utoipa::path(
-    post,
-    path = "/v1/matches/{id}/decision",
-    params(("id" = String, Path, description = "Match id, from the review queue or a link history")),
-    request_body(content = Object, description = "See schemas/match-decision.schema.json"),
-    responses(
-        (status = 200, description = "What the decision did", body = Decided),
-        (status = 400, description = "Invalid body; every error with its JSON pointer"),
-        (status = 403, description = "Not a data administrator"),
-        (status = 404, description = "No match with that id"),
-        (status = 409, description = "The decision does not apply to the match as it stands"),
-        (status = 503, description = "Audit log unavailable"),
-    ),
-    security(("bearer" = []))
-)]
+/// A decision on a proposed match (confirm, reject) or a link (confirm, split), from `body`
+/// (`schemas/match-decision.schema.json`). Data administrators only.
 pub async fn decide(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Result<Json<Decided>, ApiError> {
+    gw: &Gateway,
+    who: &Principal,
+    id: &str,
+    body: &[u8],
+) -> Result<Decided, Error> {
     const ACTION: &str = "match_decision";
-    admin_only(&state, &principal, ACTION, None).await?;
-    let (decision, reason) = match parse_decision(&state, &body) {
+    admin_only(gw, who, ACTION, None).await?;
+    let (decision, reason) = match parse(gw, body) {
         Ok(d) => d,
-        Err(e) => return Err(refuse(&state, &principal, ACTION, None, None, e).await),
+        Err(e) => return Err(gw.refuse(who, ACTION, None, None, e).await),
     };
     // The change and its audit entry commit in one transaction: if the entry cannot be
-    // written, nothing changes and the caller gets 503.
-    let decided = match linkage::decide(
-        &state.index,
-        &id,
-        decision,
-        &principal.user,
-        reason.as_deref(),
-        |d| {
-            let detail = json!({
-                "match": d.id,
-                "decision": d.decision,
-                "source": d.source,
-                "local_id": d.local_id,
-                "previous_child": d.previous_child_id,
-                "reason": reason,
-            });
-            entry(
-                &principal,
-                ACTION,
-                Some(&d.child_id),
-                None,
-                "changed",
-                detail,
-            )
-        },
-    )
-    .await
-    {
-        Ok(d) => d,
+    // written, nothing changes.
+    let decided = linkage::decide(&gw.index, id, decision, &who.user, reason.as_deref(), |d| {
+        let detail = json!({
+            "match": d.id,
+            "decision": d.decision,
+            "source": d.source,
+            "local_id": d.local_id,
+            "previous_child": d.previous_child_id,
+            "reason": reason,
+        });
+        entry(who, ACTION, Some(&d.child_id), None, "changed", detail)
+    })
+    .await;
+    match decided {
+        Ok(d) => Ok(d),
         Err(DecisionError::NotFound) => {
-            return Err(refuse(
-                &state,
-                &principal,
-                ACTION,
-                None,
-                None,
-                ApiError::NotFound("no match with that id"),
-            )
-            .await)
+            let e = Error::NotFound("no match with that id");
+            Err(gw.refuse(who, ACTION, None, None, e).await)
         }
         Err(DecisionError::NotApplicable(status)) => {
-            let e = ApiError::Conflict(format!("a {status} match cannot take that decision"));
-            return Err(refuse(&state, &principal, ACTION, None, None, e).await);
+            let e = Error::Conflict(format!("a {status} match cannot take that decision"));
+            Err(gw.refuse(who, ACTION, None, None, e).await)
         }
         Err(DecisionError::Audit(e)) => {
             tracing::error!(error = %e, "match decision not applied: audit append failed");
-            return Err(ApiError::AuditUnavailable);
+            Err(Error::AuditUnavailable)
         }
-        Err(DecisionError::Db(e)) => return Err(e.into()),
-    };
-    Ok(Json(decided))
+        Err(DecisionError::Db(e)) => Err(e.into()),
+    }
 }
 
-fn parse_decision(state: &AppState, body: &[u8]) -> Result<(Decision, Option<String>), ApiError> {
-    let value =
-        crate::http::validated(body, |v| state.schemas.match_decision_errors(v), "decision")?;
+fn parse(gw: &Gateway, body: &[u8]) -> Result<(Decision, Option<String>), Error> {
+    let value = validated(body, |v| gw.schemas.match_decision_errors(v), "decision")?;
     let decision: Decision =
         serde_json::from_value(value.get("decision").cloned().unwrap_or(Value::Null))
-            .map_err(|e| ApiError::field("/decision", e.to_string()))?;
+            .map_err(|e| Error::field("/decision", e.to_string()))?;
     let reason = value
         .get("reason")
         .and_then(Value::as_str)
@@ -186,45 +123,30 @@ fn parse_decision(state: &AppState, body: &[u8]) -> Result<(Decision, Option<Str
 }
 
 /// A child's link history: every source record linked to it now or before, how, with what
-/// score and why, and every decision a person took. Data administrators and information-
-/// governance officers.
-#[utoipa::path(
-    get,
-    path = "/v1/children/{id}/links",
-    params(("id" = String, Path, description = "Weft child id")),
-    responses(
-        (status = 200, description = "Link history", body = LinkHistory),
-        (status = 403, description = "Not a data administrator or IG officer"),
-        (status = 404, description = "No such child"),
-        (status = 503, description = "Audit log unavailable"),
-    ),
-    security(("bearer" = []))
-)]
-pub async fn links(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> Result<Json<LinkHistory>, ApiError> {
+/// score and why, and every decision a person took. Data administrators and IG officers.
+pub async fn history(gw: &Gateway, who: &Principal, child: &str) -> Result<LinkHistory, Error> {
     const ACTION: &str = "link_history";
-    if !matches!(principal.role, Role::DataAdmin | Role::IgOfficer) {
+    if !matches!(who.role, Role::DataAdmin | Role::IgOfficer) {
         let e =
-            ApiError::Forbidden("link history is open to data administrators and IG officers only");
-        return Err(refuse(&state, &principal, ACTION, Some(&id), None, e).await);
+            Error::Forbidden("link history is open to data administrators and IG officers only");
+        return Err(gw.refuse(who, ACTION, Some(child), None, e).await);
     }
-    let Some(links) = linkage::link_history(&state.index, &id).await? else {
-        let e = ApiError::NotFound("no child with that id");
-        return Err(refuse(&state, &principal, ACTION, Some(&id), None, e).await);
+    let Some(links) = linkage::link_history(&gw.index, child).await? else {
+        let e = Error::NotFound("no child with that id");
+        return Err(gw.refuse(who, ACTION, Some(child), None, e).await);
     };
     let detail = json!({"returned": links.len()});
-    record(
-        &state,
-        &principal,
+    gw.record(
+        who,
         ACTION,
-        Some(&id),
+        Some(child),
         Some(Purpose::Audit),
         "shown",
         detail,
     )
     .await?;
-    Ok(Json(LinkHistory { child: id, links }))
+    Ok(LinkHistory {
+        child: child.to_string(),
+        links,
+    })
 }

@@ -56,7 +56,7 @@ pub async fn policy(args: PolicyArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (model, default) = crate::dev::config::policy_paths(dir.path())?;
     let default = std::fs::read_to_string(default)?;
-    let consents = crate::write::consent::Consents::new(Vec::new());
+    let consents = crate::pipeline::authorise::consent::Consents::new(Vec::new());
     let cats = view_categories();
     println!(
         "weft bench policy: one view = {} category decisions plus consent checks; {} views per size",
@@ -130,7 +130,7 @@ pub async fn policy(args: PolicyArgs) -> anyhow::Result<()> {
                     Effect::Permit => true,
                     Effect::PermitWithConsent => {
                         consents.state(cat, agency, *purpose)
-                            == crate::write::consent::ConsentState::Given
+                            == crate::pipeline::authorise::consent::ConsentState::Given
                     }
                     Effect::Deny => false,
                 };

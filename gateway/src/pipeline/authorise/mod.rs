@@ -5,6 +5,8 @@
 //! policy does not name. Withheld items are dropped here, before merging, so no later stage can
 //! leak them.
 
+pub mod consent;
+pub mod grants;
 pub mod policy;
 
 use serde::Serialize;
@@ -15,8 +17,8 @@ pub use policy::{Decision, Effect, Policy, PolicyError, Question, Reference, NO_
 use crate::foundation::config::AgencyKind;
 use crate::foundation::domain::{Purpose, Role};
 use crate::pipeline::fanout::{Fetched, Outcome};
-use crate::write::breakglass::Grant;
-use crate::write::consent::{ConsentState, Consents};
+use consent::{ConsentState, Consents};
+use grants::Grant;
 use policy::{RESTRICTED_CONTACT, RESTRICTED_FIELDS};
 
 /// Who is asking and why, with what the register and any grant say about this child.

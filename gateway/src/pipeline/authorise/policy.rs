@@ -147,6 +147,14 @@ fn key_match(key: &str, pattern: &str) -> bool {
 }
 
 impl Policy {
+    /// The configured policy, with the configured agencies as the domains it may name.
+    pub async fn from_config(
+        config: &crate::foundation::config::Config,
+    ) -> Result<Policy, PolicyError> {
+        let agencies: Vec<String> = config.agencies.iter().map(|a| a.id.clone()).collect();
+        Policy::load(&config.policy.model, &config.policy.policy, Some(&agencies)).await
+    }
+
     /// Loads the files with casbin, lints every rule, and builds the index. `agencies`, when
     /// given, are the agency ids a domain override may name.
     pub async fn load(

@@ -8,9 +8,9 @@ use weft_adapters::Item;
 
 use super::*;
 use crate::foundation::domain::CATEGORIES;
+use crate::pipeline::authorise::consent::{Consent, ConsentStatus, Grantor, Period, Provision};
 use crate::pipeline::fanout::{Fetched, Outcome, Source};
 use crate::pipeline::merge::merge;
-use crate::write::consent::{Consent, ConsentStatus, Grantor, Period, Provision};
 
 fn repo(p: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(p)
@@ -359,7 +359,7 @@ proptest! {
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let policy = rt.block_on(default_policy());
-        let consents = crate::write::consent::Consents::new(consents);
+        let consents = crate::pipeline::authorise::consent::Consents::new(consents);
         let kinds = [AgencyKind::Education, AgencyKind::SocialCare, AgencyKind::Health, AgencyKind::Police];
         let mut fetched = Vec::new();
         for (n, (src, cats, restricted)) in data.iter().enumerate() {
@@ -389,7 +389,7 @@ proptest! {
                 let state = consents.state(cat, agency, purpose);
                 let shown = match d.effect {
                     Effect::Permit => true,
-                    Effect::PermitWithConsent => state == crate::write::consent::ConsentState::Given,
+                    Effect::PermitWithConsent => state == crate::pipeline::authorise::consent::ConsentState::Given,
                     Effect::Deny => false,
                 };
                 let value = secret(cat, "value", n);
@@ -407,8 +407,8 @@ proptest! {
 #[tokio::test]
 async fn break_glass_passes_breakable_denials_only() {
     let policy = default_policy().await;
-    let consents = crate::write::consent::Consents::new(Vec::new());
-    let grant = crate::write::breakglass::Grant {
+    let consents = crate::pipeline::authorise::consent::Consents::new(Vec::new());
+    let grant = crate::pipeline::authorise::grants::Grant {
         id: "g1".into(),
         user: "t".into(),
         agency: "urn-100001".into(),

@@ -3,6 +3,7 @@
 //! the request, and it never holds the others up. Every call goes through the source's retries
 //! and circuit breaker ([`crate::pipeline::fanout::resilience`]), so a source that keeps failing is not asked.
 
+pub mod imported;
 pub mod resilience;
 
 use std::future::Future;
@@ -294,7 +295,7 @@ impl Sources {
         config: &Config,
         store: &crate::foundation::store::Store,
     ) -> anyhow::Result<Sources> {
-        let imports = crate::write::imports::DbImports::new(store.clone());
+        let imports = imported::DbImports::new(store.clone());
         let all = config
             .sources
             .iter()
