@@ -28,9 +28,9 @@ use crate::foundation::schema::Schemas;
 use crate::foundation::store::Store;
 use crate::pipeline::authenticate::{Principal, Verifier};
 use crate::pipeline::authorise::Policy;
-use crate::pipeline::fanout::Sources;
 use crate::pipeline::resolve::linkage::Matcher;
 use crate::pipeline::resolve::Index;
+use crate::sources::Sources;
 
 /// Shared, cheap to clone: one per process.
 #[derive(Clone)]

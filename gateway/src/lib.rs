@@ -5,6 +5,8 @@
 //!
 //! - [`foundation`]: configuration, the store (SQLite or PostgreSQL), the vocabulary of the
 //!   domain, JSON Schemas of inputs, metrics, the hash-chained audit log and the TLS server.
+//! - [`sources`]: the configured sources, each with its adapter, retries, circuit breaker and
+//!   health; every call to a partner system goes through one.
 //! - [`pipeline`]: the read pipeline's stages, in the order a request passes through them —
 //!   authenticate, resolve (the master child index), fan out, authorise, merge.
 //! - [`delivery`]: who concerns and alerts go to, and the durable outbox that delivers them.
@@ -29,4 +31,5 @@ pub mod gateway;
 pub mod http;
 pub mod pipeline;
 pub mod read;
+pub mod sources;
 pub mod write;

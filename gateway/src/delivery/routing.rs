@@ -17,8 +17,9 @@ use serde_json::Value;
 use crate::delivery::outbox::Address;
 use crate::foundation::config::{AgencyKind, Config};
 use crate::foundation::domain::Role;
-use crate::pipeline::fanout::{fan_out, Outcome, Sources};
+use crate::pipeline::fanout::{fan_out, Outcome};
 use crate::pipeline::resolve::{Index, Link};
+use crate::sources::Sources;
 
 macro_rules! words {
     ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),* $(,)? }) => {

@@ -2,8 +2,6 @@
 //! each to a status code, a web page to a message beside the field. None carries anything the
 //! request held that is personal (no rejected value is ever echoed).
 
-use super::schema::SchemaError;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The input is wrong; every problem names its field as a JSON pointer.
@@ -64,5 +62,35 @@ impl Error {
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         Error::Internal(format!("database: {e}"))
+    }
+}
+
+/// One schema violation: where (a JSON pointer into the payload) and what.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct SchemaError {
+    /// JSON pointer to the offending value (`""` is the whole document).
+    pub pointer: String,
+    pub message: String,
+}
+
+impl SchemaError {
+    /// The pointer as a configuration key: `/sources/0/deadline_ms` → `sources[0].deadline_ms`.
+    pub fn key(&self) -> String {
+        let mut key = String::new();
+        for part in self.pointer.split('/').skip(1) {
+            if part.chars().all(|c| c.is_ascii_digit()) && !part.is_empty() {
+                key.push_str(&format!("[{part}]"));
+            } else {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(&part.replace("~1", "/").replace("~0", "~"));
+            }
+        }
+        if key.is_empty() {
+            "(root)".into()
+        } else {
+            key
+        }
     }
 }

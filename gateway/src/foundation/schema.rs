@@ -6,36 +6,7 @@ use jsonschema::Validator;
 use serde_json::Value;
 
 use super::error::Error;
-
-/// One schema violation: where (a JSON pointer into the payload) and what.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct SchemaError {
-    /// JSON pointer to the offending value (`""` is the whole document).
-    pub pointer: String,
-    pub message: String,
-}
-
-impl SchemaError {
-    /// The pointer as a configuration key: `/sources/0/deadline_ms` → `sources[0].deadline_ms`.
-    pub fn key(&self) -> String {
-        let mut key = String::new();
-        for part in self.pointer.split('/').skip(1) {
-            if part.chars().all(|c| c.is_ascii_digit()) && !part.is_empty() {
-                key.push_str(&format!("[{part}]"));
-            } else {
-                if !key.is_empty() {
-                    key.push('.');
-                }
-                key.push_str(&part.replace("~1", "/").replace("~0", "~"));
-            }
-        }
-        if key.is_empty() {
-            "(root)".into()
-        } else {
-            key
-        }
-    }
-}
+pub use super::error::SchemaError;
 
 /// The compiled schemas.
 pub struct Schemas {

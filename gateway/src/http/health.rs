@@ -8,8 +8,8 @@ use http::StatusCode;
 use serde::Serialize;
 
 use crate::gateway::{Gateway, PolicyStatus};
-use crate::pipeline::fanout::SourceHealth;
 use crate::pipeline::resolve::SyncReport;
+use crate::sources::SourceHealth;
 
 pub fn routes() -> Router<Gateway> {
     Router::new()

@@ -10,7 +10,7 @@ use crate::foundation::domain::Role;
 use crate::foundation::error::Error;
 use crate::gateway::Gateway;
 use crate::pipeline::authenticate::Principal;
-use crate::pipeline::fanout::SourceHealth;
+use crate::sources::SourceHealth;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SourcesReport {

@@ -467,7 +467,7 @@ pub async fn watch(state: crate::gateway::Gateway) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::fanout::imported::DbImports;
+    use crate::sources::imported::DbImports;
     use weft_adapters::file::{FileFormat, FileSpec};
 
     const PUPILS: &str = "UPN,Surname,Forename,DOB,Sex\n\

@@ -9,8 +9,9 @@ use weft_adapters::Item;
 use super::*;
 use crate::foundation::domain::CATEGORIES;
 use crate::pipeline::authorise::consent::{Consent, ConsentStatus, Grantor, Period, Provision};
-use crate::pipeline::fanout::{Fetched, Outcome, Source};
+use crate::pipeline::fanout::{Fetched, Outcome};
 use crate::pipeline::merge::merge;
+use crate::sources::Source;
 
 fn repo(p: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(p)

@@ -26,8 +26,8 @@ use weft_adapters::{Demographics, Probe, SourceRecord};
 
 use crate::foundation::audit;
 use crate::foundation::store::Store;
-use crate::pipeline::fanout::{Source, Sources};
 use crate::pipeline::resolve::linkage::{stored_record, Grade, Matcher, NewLink};
+use crate::sources::{Source, Sources};
 use weft_ids as identity;
 use weft_matching::{Explained, Record};
 
