@@ -16,39 +16,12 @@ use serde_json::Value;
 
 use crate::delivery::outbox::Address;
 use crate::foundation::config::{AgencyKind, Config};
-use crate::foundation::domain::Role;
+use crate::foundation::domain::{vocabulary, Role};
 use crate::pipeline::fanout::{fan_out, Outcome};
 use crate::pipeline::resolve::{Index, Link};
 use crate::sources::Sources;
 
-macro_rules! words {
-    ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),* $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),* }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),*];
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),* }
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($text => Ok($name::$variant),)*
-                    _ => Err(format!("unknown {} {s:?}; expected one of: {}", stringify!($name),
-                        [$($text),*].join(", "))),
-                }
-            }
-        }
-    };
-}
-
-words! {
+vocabulary! {
     /// What a concern is about; the schema lists the same words.
     Category {
         Neglect => "neglect",
@@ -64,7 +37,7 @@ words! {
     }
 }
 
-words! {
+vocabulary! {
     /// How soon the reporter believes someone must act.
     Urgency {
         Immediate => "immediate",
@@ -73,7 +46,7 @@ words! {
     }
 }
 
-words! {
+vocabulary! {
     /// The child's social care status when routing is decided.
     Status {
         Unmatched => "unmatched",
@@ -286,7 +259,7 @@ pub struct Routed {
     pub rule: String,
 }
 
-fn set<T: FromStr<Err = String> + Ord>(
+fn set<T: FromStr<Err: std::fmt::Display> + Ord>(
     key: &str,
     v: Option<AnyOr>,
 ) -> Result<Option<BTreeSet<T>>, RoutingError> {
@@ -296,7 +269,7 @@ fn set<T: FromStr<Err = String> + Ord>(
         Some(AnyOr::Star(s)) => Err(invalid(key, format!("{s:?}: use \"*\" or a list"))),
         Some(AnyOr::List(items)) => items
             .iter()
-            .map(|s| s.parse::<T>().map_err(|e| invalid(key, e)))
+            .map(|s| s.parse::<T>().map_err(|e| invalid(key, e.to_string())))
             .collect::<Result<BTreeSet<T>, _>>()
             .map(Some),
     }
@@ -400,7 +373,7 @@ impl Routing {
             .iter()
             .map(|s| {
                 s.parse::<Status>()
-                    .map_err(|e| invalid("alerts.access.statuses", e))
+                    .map_err(|e| invalid("alerts.access.statuses", e.to_string()))
             })
             .collect::<Result<_, _>>()?;
         Ok(Routing {

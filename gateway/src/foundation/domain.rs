@@ -1,15 +1,10 @@
 //! Words of the domain that arrive from outside — purposes of use and practitioner roles —
 //! parsed once at the edge so that the pipeline only ever sees known values.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
-
 macro_rules! vocabulary {
     ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),* $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($variant),* }
 
@@ -21,12 +16,12 @@ macro_rules! vocabulary {
             }
         }
 
-        impl FromStr for $name {
-            type Err = UnknownWord;
-            fn from_str(s: &str) -> Result<Self, UnknownWord> {
+        impl std::str::FromStr for $name {
+            type Err = $crate::foundation::domain::UnknownWord;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
                 match s {
                     $($text => Ok($name::$variant),)*
-                    _ => Err(UnknownWord {
+                    _ => Err($crate::foundation::domain::UnknownWord {
                         what: stringify!($name),
                         allowed: &[$($text),*],
                     }),
@@ -34,13 +29,17 @@ macro_rules! vocabulary {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
     };
 }
+
+/// Words of the domain's other vocabularies (a concern's category and urgency, a child's
+/// social care status) are declared the same way.
+pub(crate) use vocabulary;
 
 vocabulary! {
     /// Why data is being looked at. Every read names one; policy and lawful basis follow from it.
@@ -73,8 +72,8 @@ vocabulary! {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("unknown {what}; expected one of: {}", allowed.join(", "))]
 pub struct UnknownWord {
-    what: &'static str,
-    allowed: &'static [&'static str],
+    pub(crate) what: &'static str,
+    pub(crate) allowed: &'static [&'static str],
 }
 
 /// The data categories the default policy and the adapters' mappings speak of. Policy decisions

@@ -116,10 +116,10 @@ fn parse_concern(gw: &Gateway, body: &[u8]) -> Result<Input, Error> {
     let word = |k: &str| value.get(k).and_then(Value::as_str).unwrap_or_default();
     let category = word("category")
         .parse::<Category>()
-        .map_err(|e| Error::field("/category", e))?;
+        .map_err(|e| Error::field("/category", e.to_string()))?;
     let urgency = word("urgency")
         .parse::<Urgency>()
-        .map_err(|e| Error::field("/urgency", e))?;
+        .map_err(|e| Error::field("/urgency", e.to_string()))?;
     let observed = parse_time(&value, "/observed/when")?;
     if observed > Utc::now() + chrono::Duration::minutes(5) {
         return Err(Error::field("/observed/when", "is in the future"));

@@ -17,12 +17,10 @@ use clap::Args;
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
 
-use crate::app::Application;
 use crate::cli::bench::{load, ms};
 use crate::dev::config::DevConfig;
 use crate::dev::pki::DevPki;
 use crate::foundation::config::Config;
-use crate::foundation::schema::Schemas;
 use weft_sim::sources::{POLICE_AGENCY, SCHOOL_AGENCY, SOCIAL_CARE_AGENCY};
 use weft_sim::PartnerSystems;
 
@@ -123,16 +121,8 @@ pub async fn concerns(args: ConcernsArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("weft-bench.db").display()));
     let config = config(&pki, &store_url, &partners, &hook, dir.path())?;
-    let app = Application::build(config, Schemas::load()?).await?;
-    let addr = app.local_addr()?;
-    let state = app.state().clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    while !state.index.is_ready() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let gateway = super::Serving::start(config).await?;
+    let (addr, state) = (gateway.addr, gateway.state.clone());
 
     let ca = std::fs::read(&pki.ca)?;
     let client = reqwest::Client::builder()
@@ -315,10 +305,8 @@ pub async fn concerns(args: ConcernsArgs) -> anyhow::Result<()> {
         ms(times.last().copied().unwrap_or_default())
     );
 
-    // The gateway's writers stop once the last handle on its state is gone.
     drop(state);
-    let _ = stop.send(());
-    server.await??;
+    gateway.stop().await?;
     receiver_task.abort();
     partners.shutdown().await;
     anyhow::ensure!(

@@ -226,6 +226,42 @@ impl Phase {
     }
 }
 
+/// A gateway serving from a task of this process, its first index pass done, until stopped.
+pub(crate) struct Serving {
+    pub addr: std::net::SocketAddr,
+    pub state: crate::gateway::Gateway,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Serving {
+    pub async fn start(config: Config) -> anyhow::Result<Serving> {
+        let app = Application::build(config, Schemas::load()?).await?;
+        let addr = app.local_addr()?;
+        let state = app.state().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+        while !state.index.is_ready() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Serving {
+            addr,
+            state,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops serving and waits until in-flight requests and the audit writer are done.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        drop(self.state);
+        let _ = self.stop.send(());
+        self.task.await?
+    }
+}
+
 pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -313,20 +349,8 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("weft-bench.db").display()));
     let config = bench_config(&pki, &store_url, agencies, sources, dir.path())?;
-    let app = Application::build(config, Schemas::load()?).await?;
-    let addr = app.local_addr()?;
-    let state = app.state().clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until_stopped(async {
-        let _ = stopped.await;
-    }));
-    while !state.index.is_ready() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Keep only the store: holding the whole state would keep the audit writer open after
-    // the gateway stops.
-    let store = state.store.clone();
-    drop(state);
+    let serving = Serving::start(config).await?;
+    let (addr, store) = (serving.addr, serving.state.store.clone());
 
     let ca = std::fs::read(&pki.ca)?;
     let client = reqwest::Client::builder()
@@ -428,8 +452,7 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
         gateway.rate()
     );
 
-    let _ = stop.send(());
-    server.await??;
+    serving.stop().await?;
     let verification = crate::foundation::audit::verify(&store).await?;
     match verification.problem {
         None => println!("audit chain verified: {} entries", verification.entries),
