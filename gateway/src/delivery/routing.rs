@@ -269,7 +269,10 @@ fn set<T: FromStr<Err: std::fmt::Display> + Ord>(
         Some(AnyOr::Star(s)) => Err(invalid(key, format!("{s:?}: use \"*\" or a list"))),
         Some(AnyOr::List(items)) => items
             .iter()
-            .map(|s| s.parse::<T>().map_err(|e| invalid(key, e.to_string())))
+            .map(|s| {
+                s.parse::<T>()
+                    .map_err(|e| invalid(key, format!("{s:?}: {e}")))
+            })
             .collect::<Result<BTreeSet<T>, _>>()
             .map(Some),
     }
@@ -373,7 +376,7 @@ impl Routing {
             .iter()
             .map(|s| {
                 s.parse::<Status>()
-                    .map_err(|e| invalid("alerts.access.statuses", e.to_string()))
+                    .map_err(|e| invalid("alerts.access.statuses", format!("{s:?}: {e}")))
             })
             .collect::<Result<_, _>>()?;
         Ok(Routing {
