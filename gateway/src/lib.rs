@@ -12,7 +12,7 @@
 //! - [`delivery`]: who concerns and alerts go to, and the durable outbox that delivers them.
 //! - [`gateway`]: all of the above built once from the configuration, and the audit entry
 //!   every read and write ends with.
-//! - [`read`] and [`write`]: one function per thing a practitioner can do, which any
+//! - [`read`] and [`write`](mod@write): one function per thing a practitioner can do, which any
 //!   interface calls; policy, audit and failing closed live there, never in an interface.
 //! - [`http`]: the JSON API — thin handlers that parse, call and render.
 //! - [`app`]: the gateway built from its configuration, and its lifecycle.
