@@ -1,124 +1,36 @@
-//! The application: everything a request needs, built once from the configuration, and the
-//! lifecycle around it (start the audit writer and the index, serve, shut down cleanly).
+//! The application's lifecycle: the [`Gateway`] built from the configuration and bound to its
+//! address; then the index kept fresh, the policy reloaded on change, watched folders imported,
+//! the outbox delivering and the HTTP API served, until shutdown drains it all cleanly.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::ops::Deref;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::audit::Auditor;
-use crate::authenticate::Verifier;
-use crate::authorise::Policy;
-use crate::config::Config;
-use crate::fanout::Sources;
-use crate::outbox::Outbox;
-use crate::resolve::Index;
-use crate::routing::Routing;
-use crate::schema::Schemas;
-use crate::store::Store;
-
-/// Shared state behind every handler.
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-pub struct Inner {
-    pub config: Config,
-    pub store: Store,
-    pub auditor: Auditor,
-    /// Swapped whole when the policy is reloaded, so a request sees one policy throughout.
-    pub policy: RwLock<Arc<Policy>>,
-    pub policy_status: RwLock<crate::policyapi::PolicyStatus>,
-    pub sources: Sources,
-    pub index: Index,
-    pub verifier: Verifier,
-    pub schemas: Schemas,
-    /// Who concerns and alerts go to (`policies/routing.toml`).
-    pub routing: Routing,
-    /// Where every concern, alert and notification is written before it is delivered.
-    pub outbox: Arc<Outbox>,
-}
-
-impl Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
-
-impl AppState {
-    /// The policy in force.
-    pub fn policy(&self) -> Arc<Policy> {
-        match self.policy.read() {
-            Ok(p) => p.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-}
+use crate::foundation::config::Config;
+use crate::foundation::schema::Schemas;
+use crate::gateway::Gateway;
 
 /// A built gateway, bound to its address but not yet serving.
 pub struct Application {
-    state: AppState,
+    state: Gateway,
     listener: TcpListener,
     audit_task: JoinHandle<()>,
 }
 
 impl Application {
-    /// Opens the database (running migrations), loads policy and keys, builds the adapters and
-    /// binds the listener. Any failure here stops start-up before anything is served.
+    /// Builds the gateway ([`Gateway::build`]) and binds the listener. Any failure here stops
+    /// start-up before anything is served.
     pub async fn build(config: Config, schemas: Schemas) -> anyhow::Result<Application> {
-        let store = Store::open(&config.database.url, config.database.max_connections)
+        let listen = config.listen;
+        let listener = TcpListener::bind(listen)
             .await
-            .context("database")?;
-        let policy = crate::policyapi::load(&config).await.context("policy")?;
-        tracing::info!(rules = policy.rules(), "policy loaded");
-        let routing = Routing::load(&config.policy.routing_path(), &config).context("routing")?;
-        let outbox =
-            Arc::new(Outbox::new(store.clone(), config.delivery.clone()).context("outbox")?);
-        let verifier = Verifier::new(&config.auth, &config.agencies).context("auth")?;
-        let sources = Sources::build(&config, &store).context("sources")?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding {}", config.listen))?;
-        let (auditor, audit_task) = Auditor::start(store.clone());
-        let matcher =
-            crate::linkage::Matcher::from_config(&config.matching).context("matching model")?;
-        let index = Index::with_matcher(store.clone(), matcher);
-        // A store written by an older build has its blocking keys and name counts derived
-        // again before anything searches it: without them a search would find nobody.
-        let rebuilt = index
-            .matcher()
-            .rebuild(&store)
-            .await
-            .context("deriving the index's blocking keys and name counts")?;
-        if rebuilt.records > 0 {
-            tracing::info!(
-                records = rebuilt.records,
-                keys = rebuilt.keys,
-                "matching rows derived from the index's records"
-            );
-        }
-        let state = AppState(Arc::new(Inner {
-            config,
-            store,
-            auditor,
-            policy_status: RwLock::new(crate::policyapi::PolicyStatus {
-                rules: policy.rules(),
-                loaded_at: chrono::Utc::now(),
-                refused: None,
-            }),
-            policy: RwLock::new(Arc::new(policy)),
-            sources,
-            index,
-            verifier,
-            schemas,
-            routing,
-            outbox,
-        }));
+            .with_context(|| format!("binding {listen}"))?;
+        let (state, audit_task) = Gateway::build(config, schemas).await?;
         Ok(Application {
             state,
             listener,
@@ -130,7 +42,7 @@ impl Application {
         self.listener.local_addr()
     }
 
-    pub fn state(&self) -> &AppState {
+    pub fn state(&self) -> &Gateway {
         &self.state
     }
 
@@ -146,17 +58,18 @@ impl Application {
             audit_task,
         } = self;
         let tls = match &state.config.tls {
-            Some(tls) => Some(crate::server::tls_config(tls)?),
+            Some(tls) => Some(crate::foundation::server::tls_config(tls)?),
             None => None,
         };
         let indexer = tokio::spawn(keep_index(state.clone()));
-        let watcher = tokio::spawn(crate::policyapi::watch(state.clone()));
-        let importer = tokio::spawn(crate::imports::watch(state.clone()));
+        let watcher = tokio::spawn(watch_policy(state.clone()));
+        let importer = tokio::spawn(crate::write::imports::watch(state.clone()));
         // Workers that stop mid-delivery leave their rows leased; they come due again when the
         // lease ends, here or on another node.
         let deliverers = state.outbox.start();
-        let router = crate::api::router(state.clone());
-        crate::server::serve(listener, router, tls, &state.config.limits, shutdown).await;
+        let router = crate::http::router(state.clone());
+        crate::foundation::server::serve(listener, router, tls, &state.config.limits, shutdown)
+            .await;
         indexer.abort();
         watcher.abort();
         importer.abort();
@@ -178,7 +91,7 @@ impl Application {
 }
 
 /// Builds the index at start-up, then refreshes it on the configured interval.
-async fn keep_index(state: AppState) {
+async fn keep_index(state: Gateway) {
     loop {
         state.index.sync(&state.sources).await;
         let every = state.config.index.refresh_secs;
@@ -186,5 +99,44 @@ async fn keep_index(state: AppState) {
             return;
         }
         tokio::time::sleep(Duration::from_secs(every)).await;
+    }
+}
+
+fn modified(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// Reloads the policy on SIGHUP or when either file changes (polled every two seconds).
+async fn watch_policy(state: Gateway) {
+    let files = [
+        state.config.policy.model.clone(),
+        state.config.policy.policy.clone(),
+    ];
+    let mut seen: Vec<Option<SystemTime>> = files.iter().map(|f| modified(f)).collect();
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let signalled = async {
+            match hup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signalled = std::future::pending::<()>();
+        tokio::select! {
+            () = signalled => {},
+            () = tokio::time::sleep(Duration::from_secs(2)) => {
+                let now: Vec<Option<SystemTime>> = files.iter().map(|f| modified(f)).collect();
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+            }
+        }
+        state.reload_policy().await;
     }
 }

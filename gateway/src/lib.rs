@@ -1,68 +1,35 @@
 //! Weft: an inter-agency information-sharing gateway for children's services.
 //!
-//! A read follows the pipeline in DESIGN.md; each stage is one module, in the order a request
-//! passes through them:
+//! The layers, from the bottom up; each imports only from the layers above it in this list
+//! (see ARCHITECTURE.md for what each may and may not depend on):
 //!
-//! - [`authenticate`]: mutual TLS names the calling system, a signed token the practitioner.
-//! - [`domain`]: the purpose of use (required) and the role, parsed at the edge.
-//! - [`resolve`]: the master child index — child id to source records, identifier to child.
-//! - [`fanout`]: every linked source, concurrently, each within its own deadline, through its
-//!   [`resilience`] (retries for transient failures, a circuit breaker).
-//! - [`authorise`]: casbin policy per data category, for role × agency × purpose; the
-//!   [`consent`] register where policy asks for consent; [`breakglass`] grants.
-//! - [`merge`]: one view, every value with its provenance, disagreements side by side.
-//! - [`audit`]: a hash-chained entry, durable before the response leaves.
+//! - [`foundation`]: configuration, the store (SQLite or PostgreSQL), the vocabulary of the
+//!   domain, JSON Schemas of inputs, metrics, the hash-chained audit log and the TLS server.
+//! - [`sources`]: the configured sources, each with its adapter, retries, circuit breaker and
+//!   health; every call to a partner system goes through one.
+//! - [`pipeline`]: the read pipeline's stages, in the order a request passes through them —
+//!   authenticate, resolve (the master child index), fan out, authorise, merge.
+//! - [`delivery`]: who concerns and alerts go to, and the durable outbox that delivers them.
+//! - [`gateway`]: all of the above built once from the configuration, and the audit entry
+//!   every read and write ends with.
+//! - [`read`] and [`write`](mod@write): one function per thing a practitioner can do, which any
+//!   interface calls; policy, audit and failing closed live there, never in an interface.
+//! - [`http`]: the JSON API — thin handlers that parse, call and render.
+//! - [`app`]: the gateway built from its configuration, and its lifecycle.
+//! - [`cli`]: the `weft` command line, with the demo and the benchmarks; [`dev`]: the
+//!   throwaway credentials and configuration they run with.
 //!
-//! Writes take their own short paths: [`concerns`] (validated, matched, routed by [`routing`]),
-//! [`events`] (pushed by partner systems, turned into alerts), both delivered through the
-//! durable [`outbox`] to signed webhooks or to inboxes ([`mailbox`]).
-//!
-//! Around them: [`config`] (layered, schema-checked), [`schema`] (JSON Schemas of inputs),
-//! [`identity`] (NHS number and UPN types), [`policyapi`] (explain, check, lint, reload),
-//! [`imports`] (`file` sources' import store), [`sourcesapi`] (each source's health for
-//! administrators), [`store`] (SQLite or PostgreSQL), [`api`] (HTTP
-//! routes and OpenAPI), [`error`] (the one HTTP error type), [`server`] (rustls, graceful
-//! shutdown), [`app`] (building and running it all), [`metrics`], and the command line in
-//! [`cli`]. [`sim`] holds the simulated partner systems that the demo, the benchmark and the
-//! end-to-end tests run against; [`devpki`] their throwaway certificates and token keys. The
-//! `weft bench` commands: [`bench`] (views, policy), [`bench_import`], [`bench_concerns`] and
-//! [`bench_search`] (the master child index's search at a million children).
+//! Identifiers live in the `weft-ids` crate, matching in `weft-matching`, adapters in
+//! `weft-adapters` and the simulated partner systems in `weft-sim`.
 
-pub mod api;
 pub mod app;
-pub mod audit;
-pub mod authenticate;
-pub mod authorise;
-pub mod bench;
-pub mod bench_concerns;
-pub mod bench_import;
-pub mod bench_search;
-pub mod breakglass;
 pub mod cli;
-pub mod concerns;
-pub mod config;
-pub mod consent;
-pub mod demo;
-pub mod devpki;
-pub mod domain;
-pub mod error;
-pub mod events;
-pub mod fanout;
-pub mod identity;
-pub mod imports;
-pub mod linkage;
-pub mod mailbox;
-pub mod matches;
-pub mod matching;
-pub mod merge;
-pub mod metrics;
-pub mod outbox;
-pub mod policyapi;
-pub mod resilience;
-pub mod resolve;
-pub mod routing;
-pub mod schema;
-pub mod server;
-pub mod sim;
-pub mod sourcesapi;
-pub mod store;
+pub mod delivery;
+pub mod dev;
+pub mod foundation;
+pub mod gateway;
+pub mod http;
+pub mod pipeline;
+pub mod read;
+pub mod sources;
+pub mod write;

@@ -61,7 +61,7 @@ async fn bad_tokens_get_401_and_nothing_else() {
     let (signed, signature) = minted.rsplit_once('.').expect("three parts");
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let mut sig = b64.decode(signature).expect("base64url");
-    weft::authenticate::flip_s(&mut sig);
+    weft::pipeline::authenticate::flip_s(&mut sig);
     let high_s = format!("{signed}.{}", b64.encode(sig));
     let mut nobody = claims(now + 600, &issuer.audience, &issuer.issuer);
     nobody["sub"] = json!("");
@@ -138,7 +138,7 @@ async fn mutual_tls_refuses_unknown_client_certificates() {
     assert!(none.get(gw.url("/healthz")).send().await.is_err());
 
     // A certificate from another CA: the handshake fails.
-    let other = weft::devpki::DevPki::generate(&env.dir.path().join("other-pki")).expect("pki");
+    let other = weft::dev::pki::DevPki::generate(&env.dir.path().join("other-pki")).expect("pki");
     let stranger = other.client("impostor").expect("cert");
     let bad = client(&env, Some((&stranger.cert_pem, &stranger.key_pem)));
     assert!(bad.get(gw.url("/healthz")).send().await.is_err());

@@ -10,9 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use weft::devpki::DevPki;
-use weft::sim::{self, PartnerSystems};
+use weft::dev::config::DevConfig;
+use weft::dev::pki::DevPki;
+use weft::foundation::config::{AgencyConfig, AgencyKind};
 use weft_adapters::testkit::{self, FreshDb};
+use weft_sim::{self as sim, PartnerSystems};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_weft");
 
@@ -70,44 +72,32 @@ impl Env {
         }
     }
 
-    /// A complete configuration for a gateway on this environment. `extra_top` is inserted
-    /// before the first table (top-level keys); `tls` chooses mutual TLS.
+    /// A complete configuration for a gateway on this environment; `mtls` turns on mutual TLS.
+    /// Tests add tables after it (`[matching]`, `[delivery]`, further sources).
     pub fn config(&self, mtls: bool) -> String {
-        let mut agencies = self.partners.agencies.clone();
-        // A school and a second agency of each kind for callers whose systems are not sources.
-        for (id, kind) in [("urn-200002", "education"), ("la-ewo", "education")] {
-            if !agencies.iter().any(|a| a.id == id) {
-                agencies.push(
-                    toml::from_str(&format!("id = {id:?}\nname = {id:?}\nkind = {kind:?}"))
-                        .expect("agency"),
-                );
-            }
-        }
-        let body = toml::to_string(&Wrapper {
-            agencies,
-            sources: self.partners.sources.clone(),
-        })
-        .expect("serialise sources");
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        format!(
-            "listen = \"127.0.0.1:0\"\n\n\
-             [tls]\ncert = {cert:?}\nkey = {key:?}\n{client_ca}\n\
-             [database]\nurl = {db:?}\nmax_connections = 8\n\n\
-             [policy]\nmodel = {model:?}\npolicy = {policy:?}\n\n\
-             [index]\nrefresh_secs = 0\n\n\
-             {auth}\n{body}",
-            cert = self.pki.server_cert.display().to_string(),
-            key = self.pki.server_key.display().to_string(),
-            client_ca = if mtls {
-                format!("client_ca = {:?}\n", self.pki.ca.display().to_string())
-            } else {
-                String::new()
-            },
-            db = self.store.url,
-            model = repo.join("policies/model.conf").display().to_string(),
-            policy = repo.join("policies/policy.csv").display().to_string(),
-            auth = self.pki.auth_toml(),
-        )
+        let policy = (
+            repo.join("policies/model.conf"),
+            repo.join("policies/policy.csv"),
+        );
+        let mut config = DevConfig::new(&self.pki, &self.store.url, policy)
+            .set("database.max_connections", 8)
+            .partners(&self.partners.agencies, &self.partners.sources);
+        // A second school and an education welfare service: callers whose systems are not sources.
+        for (id, kind) in [
+            ("urn-200002", AgencyKind::Education),
+            ("la-ewo", AgencyKind::Education),
+        ] {
+            config = config.agency(AgencyConfig {
+                id: id.into(),
+                name: id.into(),
+                kind,
+            });
+        }
+        if mtls {
+            config = config.mutual_tls(&self.pki);
+        }
+        config.to_toml().expect("configuration")
     }
 
     pub fn write_config(&self, name: &str, text: &str) -> PathBuf {
@@ -126,16 +116,10 @@ impl Env {
         self.partners
             .agencies
             .iter()
-            .find(|a| a.kind.as_str() == kind)
+            .find(|a| a.kind == kind)
             .map(|a| a.id.clone())
             .expect("agency of kind")
     }
-}
-
-#[derive(serde::Serialize)]
-struct Wrapper {
-    agencies: Vec<weft::config::AgencyConfig>,
-    sources: Vec<weft::config::SourceConfig>,
 }
 
 /// A running gateway process.

@@ -249,11 +249,14 @@ async fn import_messages_and_records_name_the_fault_never_the_value() {
     );
     let path = env.write_config("weft.toml", &config);
     let p = path.to_str().expect("path");
-    let store = weft::store::Store::open(&secrecy::SecretString::from(env.store.url.clone()), 1)
-        .await
-        .expect("store");
+    let store = weft::foundation::store::Store::open(
+        &secrecy::SecretString::from(env.store.url.clone()),
+        1,
+    )
+    .await
+    .expect("store");
     let last_notes = async || {
-        weft::imports::last_import(&store, "school-census")
+        weft::write::imports::last_import(&store, "school-census")
             .await
             .expect("import runs")
             .expect("a run")

@@ -4,7 +4,7 @@
 //! and a data administrator's decision links it.
 
 use serde_json::{json, Value};
-use weft::sim::population::System;
+use weft_sim::population::System;
 
 use crate::harness::{Env, Gateway};
 

@@ -13,8 +13,8 @@ use axum::routing::post;
 use axum::Router;
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Value};
-use weft::sim::population::{EpisodeKind, SimChild};
-use weft::sim::sources::{HEALTH_AGENCY, POLICE_AGENCY, SCHOOL_AGENCY, SOCIAL_CARE_AGENCY};
+use weft_sim::population::{EpisodeKind, SimChild};
+use weft_sim::sources::{HEALTH_AGENCY, POLICE_AGENCY, SCHOOL_AGENCY, SOCIAL_CARE_AGENCY};
 
 use crate::harness::{Env, Gateway};
 
@@ -111,17 +111,17 @@ async fn receive(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) 
             .unwrap_or_default()
             .to_string()
     };
-    let verified = weft::outbox::verify_signature(
+    let verified = weft::delivery::outbox::verify_signature(
         SECRET.as_bytes(),
-        &header(weft::outbox::TIMESTAMP_HEADER),
-        &header(weft::outbox::SIGNATURE_HEADER),
+        &header(weft::delivery::outbox::TIMESTAMP_HEADER),
+        &header(weft::delivery::outbox::SIGNATURE_HEADER),
         &body,
         chrono::Utc::now(),
         Duration::from_secs(300),
     )
     .is_ok();
     s.got.lock().expect("got").push(Got {
-        delivery: header(weft::outbox::DELIVERY_HEADER),
+        delivery: header(weft::delivery::outbox::DELIVERY_HEADER),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         verified,
     });

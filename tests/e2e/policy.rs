@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use weft::sim::population::System;
+use weft_sim::population::System;
 
 use crate::harness::{run_weft, Env, Gateway};
 
@@ -317,9 +317,9 @@ async fn policy_check_agrees_with_the_server() {
     let mut lines = Vec::new();
     let agencies: Vec<String> = env.partners.agencies.iter().map(|a| a.id.clone()).collect();
     let mut n = 0usize;
-    for role in weft::domain::Role::ALL {
-        for cat in weft::domain::CATEGORIES {
-            for purpose in weft::domain::Purpose::ALL {
+    for role in weft::foundation::domain::Role::ALL {
+        for cat in weft::foundation::domain::CATEGORIES {
+            for purpose in weft::foundation::domain::Purpose::ALL {
                 n += 1;
                 // A deterministic spread over agencies keeps the request count modest.
                 if n % 3 != 0 {

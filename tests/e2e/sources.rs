@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use weft::sim::population::System;
-use weft::sim::server::Fault;
+use weft_sim::population::System;
+use weft_sim::server::Fault;
 
 use crate::harness::{Env, Gateway};
 

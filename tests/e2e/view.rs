@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use weft::sim::population::System;
-use weft::sim::server::Fault;
+use weft_sim::population::System;
+use weft_sim::server::Fault;
 
 use crate::harness::{Env, Gateway};
 
@@ -138,7 +138,7 @@ async fn a_denied_category_is_withheld_and_none_of_its_values_appear() {
                 && c.health.as_ref().is_some_and(|h| {
                     h.flags
                         .iter()
-                        .any(|f| !weft::sim::population::flag_codes::is_cp(&f.code))
+                        .any(|f| !weft_sim::population::flag_codes::is_cp(&f.code))
                 })
         })
         .expect("a pupil with a sensitive health flag");
@@ -146,7 +146,7 @@ async fn a_denied_category_is_withheld_and_none_of_its_values_appear() {
     let sensitive: Vec<&str> = health
         .flags
         .iter()
-        .filter(|f| !weft::sim::population::flag_codes::is_cp(&f.code))
+        .filter(|f| !weft_sim::population::flag_codes::is_cp(&f.code))
         .map(|f| f.display.as_str())
         .collect();
 

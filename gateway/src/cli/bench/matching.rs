@@ -1,0 +1,417 @@
+//! `weft bench match`: identity matching at the scale of a large authority's child
+//! population, on synthetic children (nobody real). Two measurements:
+//!
+//! 1. Deduplicate N records (people plus corrupted copies of some of them): wall time for
+//!    blocking, training, scoring and clustering, peak memory, and F1 against the planted truth.
+//! 2. Search an index of N children with corrupted copies of indexed children (and strangers):
+//!    latency per search at p50/p99/max, and how often the right child comes first.
+//!
+//! Timings belong here, never in tests.
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use weft_matching::block::default_rules;
+use weft_matching::link::{self, Task, TrainOptions};
+use weft_matching::normalise::nickname_table;
+use weft_matching::record::{Field, Record};
+use weft_matching::search::SearchIndex;
+
+#[derive(Debug, Clone, Args)]
+pub struct MatchBenchArgs {
+    /// Records to deduplicate (about 15 % are corrupted copies of others).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub dedupe_records: usize,
+    /// Children in the search index.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub index_children: usize,
+    /// Searches to time.
+    #[arg(long, default_value_t = 10_000)]
+    pub searches: usize,
+    /// Worker threads (the target is for 2 cores).
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Save the model trained in the deduplication step here (JSON), to inspect it.
+    #[arg(long)]
+    pub save_model: Option<std::path::PathBuf>,
+    /// Match probability at or above which a pair is a match.
+    #[arg(long, default_value_t = crate::cli::matching::DEFAULT_THRESHOLD)]
+    pub threshold: f64,
+}
+
+const FIELDS: [Field; 5] = [
+    Field::GivenName,
+    Field::FamilyName,
+    Field::BirthDate,
+    Field::Sex,
+    Field::Postcode,
+];
+
+const STARTS: &[&str] = &[
+    "ab", "al", "ash", "bar", "ben", "black", "brad", "bram", "car", "chad", "dal", "den", "ed",
+    "fair", "fer", "gar", "glen", "hal", "har", "hart", "kem", "kings", "lan", "mar", "mor", "nor",
+    "oak", "pen", "ros", "sel", "stan", "tal", "thorn", "wal", "whit", "win", "wood", "york",
+];
+const MIDDLES: &[&str] = &["", "", "", "er", "ing", "el", "an", "ow", "en"];
+const ENDS: &[&str] = &[
+    "ton", "by", "ford", "ley", "well", "wood", "son", "man", "field", "ridge", "more", "ham",
+    "stead", "worth", "croft", "er", "ell", "ock", "wick", "burn",
+];
+const AREAS: &[&str] = &[
+    "WT", "LS", "M", "B", "BD", "HX", "HD", "WF", "S", "DN", "YO", "HU", "L", "CH", "WA", "BL",
+    "OL", "SK", "PR", "BB",
+];
+
+/// A synthetic child, the truth that corrupted copies are made from.
+pub(crate) struct Person {
+    given: String,
+    family: String,
+    dob: (u16, u8, u8),
+    female: bool,
+    postcode: String,
+}
+
+/// Picks from a list with a skew, so a few values are common and most are rare, like names
+/// (the commonest synthetic surname is about 0.4 % of children; Smith is about 1.3 % of the UK).
+fn skewed<'a>(rng: &mut StdRng, list: &'a [&'a str]) -> &'a str {
+    let u: f64 = rng.gen();
+    list[(u.powf(1.5) * list.len() as f64) as usize % list.len()]
+}
+
+pub(crate) fn person(rng: &mut StdRng, formal: &[&str]) -> Person {
+    let family = format!(
+        "{}{}{}",
+        skewed(rng, STARTS),
+        MIDDLES[rng.gen_range(0..MIDDLES.len())],
+        skewed(rng, ENDS)
+    );
+    let given = if rng.gen_bool(0.8) {
+        skewed(rng, formal).to_string()
+    } else {
+        format!(
+            "{}{}",
+            skewed(rng, STARTS),
+            ["a", "ie", "y", "o", "en", "ia"][rng.gen_range(0..6)]
+        )
+    };
+    let mut given = given;
+    if rng.gen_bool(0.15) {
+        given = format!("{given} {}", skewed(rng, formal));
+    }
+    let year = rng.gen_range(2007..2025);
+    let month = rng.gen_range(1..=12);
+    let day = rng.gen_range(1..=28);
+    let postcode = format!(
+        "{}{} {}{}{}",
+        AREAS[rng.gen_range(0..AREAS.len())],
+        rng.gen_range(1..40),
+        rng.gen_range(0..10),
+        (b'A' + rng.gen_range(0..26)) as char,
+        (b'A' + rng.gen_range(0..26)) as char
+    );
+    Person {
+        given,
+        family,
+        dob: (year, month, day),
+        female: rng.gen_bool(0.5),
+        postcode,
+    }
+}
+
+fn typo(rng: &mut StdRng, s: &str) -> String {
+    let mut c: Vec<char> = s.chars().collect();
+    if c.len() < 3 {
+        return s.to_string();
+    }
+    let i = rng.gen_range(1..c.len());
+    match rng.gen_range(0..3) {
+        0 => c[i] = (b'a' + rng.gen_range(0..26)) as char,
+        1 => {
+            c.remove(i);
+        }
+        _ => c.swap(i - 1, i),
+    }
+    c.into_iter().collect()
+}
+
+/// What one agency wrote down about a person: with the usual slips when `corrupt` (a nickname
+/// or typo in the given name, a typo in the family name, day and month swapped or a digit
+/// slipped in the date of birth, a move within the district or no postcode, no sex).
+pub(crate) struct Written {
+    given: String,
+    family: String,
+    /// `YYYY-MM-DD`.
+    birth_date: String,
+    sex: Option<&'static str>,
+    postcode: Option<String>,
+}
+
+pub(crate) fn written(
+    rng: &mut StdRng,
+    p: &Person,
+    corrupt: bool,
+    nicknames: &[(&str, &[&str])],
+) -> Written {
+    let mut given = p.given.clone();
+    let mut family = p.family.clone();
+    let (mut y, mut m, mut d) = p.dob;
+    let mut postcode = Some(p.postcode.clone());
+    let mut sex = Some(if p.female { "F" } else { "M" });
+    if corrupt {
+        if rng.gen_bool(0.15) {
+            let first = given.split(' ').next().unwrap_or_default();
+            if let Some((_, nicks)) = nicknames.iter().find(|(f, n)| *f == first && !n.is_empty()) {
+                given = nicks[rng.gen_range(0..nicks.len())].to_string();
+            }
+        } else if rng.gen_bool(0.1) {
+            given = typo(rng, &given);
+        }
+        if rng.gen_bool(0.15) {
+            family = typo(rng, &family);
+        }
+        if rng.gen_bool(0.03) && d <= 12 {
+            std::mem::swap(&mut m, &mut d);
+        } else if rng.gen_bool(0.05) {
+            d = if d >= 10 { d - 10 + 1 } else { d + 10 };
+        } else if rng.gen_bool(0.02) {
+            y -= 1;
+        }
+        if rng.gen_bool(0.15) {
+            postcode = Some(format!(
+                "{} {}AA",
+                &p.postcode[..p.postcode.len() - 4],
+                rng.gen_range(0..10)
+            ));
+        } else if rng.gen_bool(0.05) {
+            postcode = None;
+        }
+        if rng.gen_bool(0.05) {
+            sex = None;
+        }
+    }
+    Written {
+        given,
+        family,
+        birth_date: format!("{y:04}-{m:02}-{d:02}"),
+        sex,
+        postcode,
+    }
+}
+
+impl Written {
+    /// As a source's adapter hands it to the master child index.
+    pub(crate) fn demographics(self) -> weft_adapters::Demographics {
+        weft_adapters::Demographics {
+            given_name: Some(self.given),
+            family_name: Some(self.family),
+            birth_date: Some(self.birth_date),
+            sex: self.sex.map(String::from),
+            postcode: self.postcode,
+        }
+    }
+}
+
+/// The person as one agency records them: with the usual slips when `corrupt`.
+fn record(
+    rng: &mut StdRng,
+    p: &Person,
+    id: String,
+    corrupt: bool,
+    nicknames: &[(&str, &[&str])],
+) -> Record {
+    crate::pipeline::resolve::linkage::record_of(
+        id,
+        &written(rng, p, corrupt, nicknames).demographics(),
+        &[],
+    )
+}
+
+/// Peak resident memory of this process so far, from /proc (Linux); `None` elsewhere.
+pub(crate) fn peak_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// CPU time this process has used so far, all threads, from /proc (Linux, which counts it in
+/// ticks of 1/100 s); `None` elsewhere.
+pub(crate) fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+pub fn run(args: &MatchBenchArgs) -> anyhow::Result<()> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.max(1))
+        .build()?;
+    pool.install(|| bench(args))
+}
+
+fn bench(args: &MatchBenchArgs) -> anyhow::Result<()> {
+    let nicknames: Vec<(&str, &[&str])> = nickname_table().collect();
+    let formal: Vec<&str> = nicknames.iter().map(|(f, _)| *f).collect();
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let comparisons = link::comparisons_for(&FIELDS);
+    let rules = link::usable_rules(&default_rules(), &FIELDS);
+    println!(
+        "weft bench match: {} threads; fields: given_name, family_name, birth_date, sex, postcode",
+        args.threads
+    );
+
+    // 1. Deduplication.
+    let started = Instant::now();
+    let people_n = args.dedupe_records * 100 / 115;
+    let people: Vec<Person> = (0..people_n).map(|_| person(&mut rng, &formal)).collect();
+    let mut records = Vec::with_capacity(args.dedupe_records);
+    let mut truth = Vec::with_capacity(args.dedupe_records);
+    for (i, p) in people.iter().enumerate() {
+        records.push(record(&mut rng, p, format!("p{i}"), false, &nicknames));
+        truth.push(i as u32);
+    }
+    while records.len() < args.dedupe_records {
+        let i = rng.gen_range(0..people.len());
+        let id = format!("p{i}-d{}", records.len());
+        records.push(record(&mut rng, &people[i], id, true, &nicknames));
+        truth.push(i as u32);
+    }
+    drop(people);
+    let shuffle: Vec<usize> = {
+        let mut v: Vec<usize> = (0..records.len()).collect();
+        v.shuffle(&mut rng);
+        v
+    };
+    let records: Vec<Record> = shuffle.iter().map(|&i| records[i].clone()).collect();
+    let truth: Vec<u32> = shuffle.iter().map(|&i| truth[i]).collect();
+    println!(
+        "dedupe: generated {} records in {:.1}s",
+        records.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let started = Instant::now();
+    let task = Task::Dedupe(&records);
+    let options = TrainOptions {
+        max_training_pairs: 2_000_000,
+        ..TrainOptions::default()
+    };
+    let blocked = link::block(
+        task,
+        rules.clone(),
+        comparisons.clone(),
+        options.max_training_pairs,
+    );
+    let t_block = started.elapsed();
+    let model = link::train(&blocked, &options);
+    let t_train = started.elapsed() - t_block;
+    if let Some(path) = &args.save_model {
+        model.save(path)?;
+    }
+    let tf = link::term_frequencies(task, &comparisons);
+    let pairs = link::predict(&blocked, &model, &tf, args.threshold);
+    let clusters = link::cluster(records.len(), &pairs, args.threshold);
+    let total = started.elapsed();
+    println!(
+        "dedupe: {} records, {} pairs compared, {} matches, {} clusters",
+        records.len(),
+        blocked.compared(),
+        pairs.len(),
+        clusters.iter().max().map_or(0, |m| m + 1)
+    );
+    println!(
+        "dedupe: {:.1}s end to end (block and sample {:.1}s, train {:.1}s, score and cluster {:.1}s); peak memory {}",
+        total.as_secs_f64(),
+        t_block.as_secs_f64(),
+        t_train.as_secs_f64(),
+        (total - t_block - t_train).as_secs_f64(),
+        peak_memory_mib().map_or("unknown".into(), |m| format!("{m:.0} MiB"))
+    );
+    let ev = link::evaluate(&blocked, &pairs, args.threshold, &truth, &truth);
+    println!(
+        "dedupe: blocking recall {:.4}; pairs precision {:.4} recall {:.4} F1 {:.4}",
+        ev.blocking_recall, ev.precision, ev.recall, ev.f1
+    );
+    drop(pairs);
+    drop(blocked);
+    drop(records);
+
+    // 2. Search.
+    let started = Instant::now();
+    let people: Vec<Person> = (0..args.index_children)
+        .map(|_| person(&mut rng, &formal))
+        .collect();
+    let mut index = SearchIndex::new(rules, comparisons);
+    for (i, p) in people.iter().enumerate() {
+        let r = record(&mut rng, p, format!("c{i}"), false, &nicknames);
+        index.insert(r);
+    }
+    println!(
+        "search: index of {} children built in {:.1}s; peak memory {}",
+        index.len(),
+        started.elapsed().as_secs_f64(),
+        peak_memory_mib().map_or("unknown".into(), |m| format!("{m:.0} MiB"))
+    );
+    let mut latencies = Vec::with_capacity(args.searches);
+    let (mut first, mut found_any, mut strangers_matched, mut strangers) =
+        (0usize, 0usize, 0usize, 0usize);
+    let mut candidates = 0usize;
+    for s in 0..args.searches {
+        // One search in ten is for a child who is not in the index.
+        let stranger = s % 10 == 9;
+        let (query, want) = if stranger {
+            let p = person(&mut rng, &formal);
+            (record(&mut rng, &p, "q".into(), true, &nicknames), None)
+        } else {
+            let i = rng.gen_range(0..people.len());
+            (
+                record(&mut rng, &people[i], "q".into(), true, &nicknames),
+                Some(i as u32),
+            )
+        };
+        let t = Instant::now();
+        let hits = index.search(&model, &query, args.threshold, 10);
+        latencies.push(t.elapsed());
+        candidates += index.candidates(&query).len();
+        match want {
+            Some(w) => {
+                found_any += usize::from(hits.iter().any(|h| h.index == w));
+                first += usize::from(hits.first().is_some_and(|h| h.index == w));
+            }
+            None => {
+                strangers += 1;
+                strangers_matched += usize::from(!hits.is_empty());
+            }
+        }
+    }
+    latencies.sort();
+    let known = args.searches - strangers;
+    println!(
+        "search: {} searches, mean {:.0} candidates each; latency p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        args.searches,
+        candidates as f64 / args.searches.max(1) as f64,
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    println!(
+        "search: right child first in {first} of {known} ({:.2} %), among matches in {found_any}; strangers given a match: {strangers_matched} of {strangers}",
+        100.0 * first as f64 / known.max(1) as f64
+    );
+    Ok(())
+}

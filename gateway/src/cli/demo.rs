@@ -1,0 +1,190 @@
+//! `weft demo`: the gateway over HTTPS on an embedded SQLite file, against simulated partner
+//! systems on loopback that speak their real protocols (FHIR R4, SQL, JSON over HTTP), seeded
+//! with synthetic children. Prints ready-made tokens and requests to paste. Everything it makes
+//! lives in one folder, so the audit log can be inspected and verified afterwards.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::app::Application;
+use crate::dev::config::{policy_paths, DevConfig};
+use crate::dev::pki::DevPki;
+use crate::foundation::config::{AgencyKind, Config};
+use crate::foundation::schema::Schemas;
+use crate::pipeline::resolve::Search;
+use weft_ids::NhsNumber;
+use weft_sim::{self as sim, PartnerSystems};
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the gateway listens.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Folder for the demo's certificates, configuration, databases and tokens; recreated on
+    /// every run.
+    #[arg(long, default_value = "weft-demo")]
+    pub dir: PathBuf,
+    /// How many synthetic children to seed.
+    #[arg(long, default_value_t = 50)]
+    pub children: usize,
+    /// Seed of the synthetic population (the same seed gives the same children).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// The practitioners the demo prints tokens for: variable name, user, agency kind, role.
+const PEOPLE: &[(&str, &str, AgencyKind, &str)] = &[
+    (
+        "SOCIAL_WORKER",
+        "demo-social-worker",
+        AgencyKind::SocialCare,
+        "social_worker",
+    ),
+    ("DSL", "demo-dsl", AgencyKind::Education, "dsl"),
+    ("TEACHER", "demo-teacher", AgencyKind::Education, "teacher"),
+    (
+        "HEALTH",
+        "demo-health-practitioner",
+        AgencyKind::Health,
+        "health_practitioner",
+    ),
+    (
+        "POLICE",
+        "demo-police-officer",
+        AgencyKind::Police,
+        "police_officer",
+    ),
+    (
+        "IG_OFFICER",
+        "demo-ig-officer",
+        AgencyKind::SocialCare,
+        "ig_officer",
+    ),
+];
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir)
+            .with_context(|| format!("clearing {}", args.dir.display()))?;
+    }
+    std::fs::create_dir_all(&args.dir)?;
+    let dir = std::fs::canonicalize(&args.dir)?;
+    let pki = DevPki::generate(&dir.join("pki"))?;
+    let population = sim::population::generate(args.seed, args.children);
+    eprintln!("starting simulated partner systems…");
+    let partners = PartnerSystems::start(&dir.join("partners"), &population, None, None).await?;
+
+    let database = format!("sqlite://{}", dir.join("weft.db").display());
+    let config_path = dir.join("weft.toml");
+    let config = DevConfig::new(&pki, &database, policy_paths(&dir)?)
+        .set("listen", args.listen.to_string())
+        .set("index.refresh_secs", 60)
+        .partners(&partners.agencies, &partners.sources);
+    std::fs::write(
+        &config_path,
+        format!(
+            "# Written by `weft demo`; every run recreates it.\n{}",
+            config.to_toml()?
+        ),
+    )?;
+    let config = Config::load(&config_path, &Schemas::load()?)?;
+    let app = Application::build(config, Schemas::load()?).await?;
+    let addr = app.local_addr()?;
+    let state = app.state().clone();
+    let serving = tokio::spawn(app.run_until_stopped(crate::cli::shutdown_signal()));
+
+    eprintln!("building the master child index…");
+    while !state.index.is_ready() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = state.index.last_sync();
+
+    let agency_of = |kind: AgencyKind| {
+        partners
+            .agencies
+            .iter()
+            .find(|a| a.kind == kind.as_str())
+            .map(|a| a.id.clone())
+            .unwrap_or_default()
+    };
+    let mut tokens = String::new();
+    for (var, user, kind, role) in PEOPLE {
+        let token = pki.issuer.mint(user, &agency_of(*kind), role, 12 * 3600);
+        let _ = writeln!(tokens, "export {var}={token}");
+    }
+    let tokens_path = dir.join("tokens.env");
+    std::fs::write(&tokens_path, &tokens)?;
+
+    let scenario = population
+        .scenario()
+        .context("the population has a scenario child")?;
+    let child_id = match NhsNumber::parse(&scenario.truth.nhs_number) {
+        Ok(n) => state
+            .index
+            .find(&Search {
+                nhs_number: Some(n),
+                ..Default::default()
+            })
+            .await?
+            .first()
+            .map(|f| f.id.clone())
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+
+    let base = format!("https://127.0.0.1:{}", addr.port());
+    let ca = pki.ca.display();
+    println!(
+        "\nWeft demo is running at {base}\n\
+         {} source records from {} partner systems, linked into {} children ({} with an identifier that failed its check, flagged).\n\n\
+         Partner systems on loopback:",
+        report.records,
+        partners.sources.len(),
+        report.children,
+        report.flagged_identifiers,
+    );
+    for s in &partners.sources {
+        println!("  {:<14} {:<10} {}", s.id, s.adapter.kind(), describe(s));
+    }
+    println!(
+        "\nTokens (valid 12 hours) are in {tokens}; load them with:\n\n  \
+         source {tokens}\n\n\
+         Then, for example — the DESIGN.md scenario child (14, known to social care, attendance\n\
+         falling, a domestic incident overnight):\n\n  \
+         curl -s --cacert {ca} -H \"Authorization: Bearer $SOCIAL_WORKER\" -H 'content-type: application/json' \\\n    \
+         -d '{{\"purpose\":\"safeguarding\",\"nhs_number\":\"{nhs}\"}}' {base}/v1/children/search\n\n  \
+         curl -s --cacert {ca} -H \"Authorization: Bearer $SOCIAL_WORKER\" \"{base}/v1/children/{child_id}?purpose=safeguarding\"\n\n  \
+         # the same child as the school's DSL sees it (health and police intelligence withheld):\n  \
+         curl -s --cacert {ca} -H \"Authorization: Bearer $DSL\" \"{base}/v1/children/{child_id}?purpose=safeguarding\"\n\n  \
+         # who has looked at this child (IG officers only):\n  \
+         curl -s --cacert {ca} -H \"Authorization: Bearer $IG_OFFICER\" \"{base}/v1/audit?child={child_id}\"\n\n  \
+         curl -s --cacert {ca} {base}/readyz\n\n\
+         Afterwards: cargo run --release -- audit verify -c {config}\n\
+         Ctrl-C stops everything.",
+        tokens = tokens_path.display(),
+        nhs = scenario.truth.nhs_number,
+        config = config_path.display(),
+    );
+
+    let result = serving.await.context("gateway task")?;
+    partners.shutdown().await;
+    eprintln!("demo stopped");
+    result
+}
+
+fn describe(s: &weft_sim::Source) -> String {
+    match &s.adapter {
+        weft_adapters::AdapterConfig::Fhir(c) => format!("FHIR R4 at {}", c.base_url),
+        weft_adapters::AdapterConfig::Sql(c) => {
+            let scheme = c.url.split(':').next().unwrap_or("sql");
+            format!("{scheme} reporting database")
+        }
+        weft_adapters::AdapterConfig::HttpJson(c) => format!("JSON API at {}", c.record_url),
+        weft_adapters::AdapterConfig::File(c) => format!("files in {}", c.folder.display()),
+    }
+}

@@ -1,0 +1,262 @@
+//! The gateway, built once from its configuration: everything a read or a write needs — the
+//! store, the audit writer, the policy in force, the sources, the master child index, the
+//! token verifier, the schemas, the routing rules and the outbox. Every interface (the JSON
+//! API, a web page, a command) holds one and calls the functions of [`crate::read`] and
+//! [`crate::write`] with it.
+//!
+//! It also writes the audit entry each of those functions ends with ([`Gateway::record`],
+//! [`Gateway::refuse`]): what happened, to whom, by whom, and why — or, if that cannot be
+//! written, [`Error::AuditUnavailable`] and nothing else.
+
+use std::ops::Deref;
+use std::sync::{Arc, RwLock};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::{Any, Transaction};
+use tokio::task::JoinHandle;
+
+use crate::delivery::outbox::Outbox;
+use crate::delivery::routing::Routing;
+use crate::foundation::audit::{self, Auditor, Entry};
+use crate::foundation::config::Config;
+use crate::foundation::domain::Purpose;
+use crate::foundation::error::Error;
+use crate::foundation::schema::Schemas;
+use crate::foundation::store::Store;
+use crate::pipeline::authenticate::{Principal, Verifier};
+use crate::pipeline::authorise::Policy;
+use crate::pipeline::resolve::linkage::Matcher;
+use crate::pipeline::resolve::Index;
+use crate::sources::Sources;
+
+/// Shared, cheap to clone: one per process.
+#[derive(Clone)]
+pub struct Gateway(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub store: Store,
+    pub auditor: Auditor,
+    /// Swapped whole when the policy is reloaded, so a request sees one policy throughout.
+    pub policy: RwLock<Arc<Policy>>,
+    pub policy_status: RwLock<PolicyStatus>,
+    pub sources: Sources,
+    pub index: Index,
+    pub verifier: Verifier,
+    pub schemas: Schemas,
+    /// Who concerns and alerts go to (`policies/routing.toml`).
+    pub routing: Routing,
+    /// Where every concern, alert and notification is written before it is delivered.
+    pub outbox: Arc<Outbox>,
+}
+
+/// What `/readyz` says of the policy.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PolicyStatus {
+    pub rules: usize,
+    pub loaded_at: DateTime<Utc>,
+    /// The last reload that was refused, with why; the policy loaded before it stays in force.
+    pub refused: Option<String>,
+}
+
+impl Deref for Gateway {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Gateway {
+    /// Opens the database (running migrations), loads policy, routing and keys, builds the
+    /// adapters and starts the audit writer. Any failure stops start-up before anything is
+    /// served. Returns the audit writer's task, which ends once [`Auditor::close`] has drained
+    /// its queue.
+    pub async fn build(
+        config: Config,
+        schemas: Schemas,
+    ) -> anyhow::Result<(Gateway, JoinHandle<()>)> {
+        let store = Store::open(&config.database.url, config.database.max_connections)
+            .await
+            .context("database")?;
+        let policy = Policy::from_config(&config).await.context("policy")?;
+        tracing::info!(rules = policy.rules(), "policy loaded");
+        let routing = Routing::load(&config.policy.routing_path(), &config).context("routing")?;
+        let outbox =
+            Arc::new(Outbox::new(store.clone(), config.delivery.clone()).context("outbox")?);
+        let verifier = Verifier::new(&config.auth, &config.agencies).context("auth")?;
+        let sources = Sources::build(&config, &store).context("sources")?;
+        let matcher = Matcher::from_config(&config.matching).context("matching model")?;
+        let index = Index::with_matcher(store.clone(), matcher);
+        // A store written by an older build has its blocking keys and name counts derived
+        // again before anything searches it: without them a search would find nobody.
+        let rebuilt = index
+            .matcher()
+            .rebuild(&store)
+            .await
+            .context("deriving the index's blocking keys and name counts")?;
+        if rebuilt.records > 0 {
+            tracing::info!(
+                records = rebuilt.records,
+                keys = rebuilt.keys,
+                "matching rows derived from the index's records"
+            );
+        }
+        let (auditor, audit_task) = Auditor::start(store.clone());
+        let gateway = Gateway(Arc::new(Inner {
+            config,
+            store,
+            auditor,
+            policy_status: RwLock::new(PolicyStatus {
+                rules: policy.rules(),
+                loaded_at: Utc::now(),
+                refused: None,
+            }),
+            policy: RwLock::new(Arc::new(policy)),
+            sources,
+            index,
+            verifier,
+            schemas,
+            routing,
+            outbox,
+        }));
+        Ok((gateway, audit_task))
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Loads the policy files again; swaps the new policy in whole, or keeps the old one and
+    /// says why in [`PolicyStatus::refused`].
+    pub async fn reload_policy(&self) {
+        match Policy::from_config(&self.config).await {
+            Ok(p) => {
+                let rules = p.rules();
+                if let Ok(mut slot) = self.policy.write() {
+                    *slot = Arc::new(p);
+                }
+                if let Ok(mut s) = self.policy_status.write() {
+                    *s = PolicyStatus {
+                        rules,
+                        loaded_at: Utc::now(),
+                        refused: None,
+                    };
+                }
+                tracing::info!(rules, "policy reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "policy reload refused; the previous policy stays in force");
+                if let Ok(mut s) = self.policy_status.write() {
+                    s.refused = Some(e.to_string());
+                }
+            }
+        }
+    }
+
+    pub fn policy_status(&self) -> PolicyStatus {
+        match self.policy_status.read() {
+            Ok(p) => p.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Writes the audit entry of a request. Any failure means the caller gets
+    /// [`Error::AuditUnavailable`] and nothing else.
+    pub async fn record(
+        &self,
+        p: &Principal,
+        action: &str,
+        child: Option<&str>,
+        purpose: Option<Purpose>,
+        outcome: &str,
+        detail: Value,
+    ) -> Result<(), Error> {
+        let entry = entry(p, action, child, purpose, outcome, detail);
+        self.auditor.append(entry).await.map(|_| ()).map_err(|e| {
+            tracing::error!(error = %e, "audit append failed; failing closed");
+            Error::AuditUnavailable
+        })
+    }
+
+    /// Chains `entries` onto the audit log inside `tx`, then commits: a change and the entries
+    /// recording it take effect together or not at all. If the entries cannot be chained the
+    /// transaction is dropped, nothing changes, and the caller gets [`Error::AuditUnavailable`].
+    pub async fn commit(
+        &self,
+        mut tx: Transaction<'static, Any>,
+        entries: &[Entry],
+    ) -> Result<(), Error> {
+        let refs: Vec<&Entry> = entries.iter().collect();
+        if let Err(e) = audit::chain(&mut tx, &refs).await {
+            tracing::error!(error = %e, "audit append failed; the change is not made");
+            crate::foundation::metrics::AUDIT_FAILURES.inc();
+            return Err(Error::AuditUnavailable);
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Audits a refused request, then returns the refusal (or [`Error::AuditUnavailable`] if
+    /// even that cannot be audited).
+    pub async fn refuse(
+        &self,
+        p: &Principal,
+        action: &str,
+        child: Option<&str>,
+        purpose: Option<Purpose>,
+        error: Error,
+    ) -> Error {
+        let detail = json!({"refused": refusal_kind(&error), "error": error.to_string()});
+        match self
+            .record(p, action, child, purpose, error.outcome(), detail)
+            .await
+        {
+            Ok(()) => error,
+            Err(audit) => audit,
+        }
+    }
+}
+
+fn refusal_kind(e: &Error) -> &'static str {
+    match e {
+        Error::Invalid { .. } => "invalid",
+        Error::Forbidden(_) => "forbidden",
+        Error::NotFound(_) => "not_found",
+        Error::Conflict(_) => "conflict",
+        Error::AuditUnavailable => "audit_unavailable",
+        Error::Unavailable(_) => "unavailable",
+        Error::Internal(_) => "internal",
+    }
+}
+
+/// The audit entry for a request: who asked, from which client, for what, and what happened.
+pub fn entry(
+    p: &Principal,
+    action: &str,
+    child: Option<&str>,
+    purpose: Option<Purpose>,
+    outcome: &str,
+    mut detail: Value,
+) -> Entry {
+    if let (Some(client), Some(obj)) = (&p.client, detail.as_object_mut()) {
+        obj.insert("client".into(), json!(client));
+    }
+    Entry {
+        at: Utc::now(),
+        user: p.user.clone(),
+        agency: p.agency.clone(),
+        role: p.role.as_str().into(),
+        action: action.into(),
+        child: child.map(String::from),
+        purpose: purpose.map(|p| p.as_str().to_string()),
+        outcome: outcome.into(),
+        detail,
+    }
+}

@@ -1,0 +1,72 @@
+//! Break-glass: `POST /v1/children/{id}/break-glass`, and the IG officer's review queue.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::StatusCode;
+use serde::Deserialize;
+
+use crate::gateway::Gateway;
+use crate::http::error::ApiError;
+use crate::pipeline::authenticate::Principal;
+use crate::pipeline::authorise::grants::Grant;
+use crate::write::breakglass;
+
+pub fn routes() -> Router<Gateway> {
+    Router::new()
+        .route("/v1/children/{id}/break-glass", post(request))
+        .route("/v1/ig/break-glass", get(queue))
+        .route("/v1/ig/break-glass/{grant}/review", post(review))
+}
+
+/// Asks for an emergency grant for a child.
+#[utoipa::path(post, path = "/v1/children/{id}/break-glass",
+    params(("id" = String, Path, description = "Weft child id")),
+    request_body(content = Object, description = "See schemas/break-glass.schema.json"),
+    responses((status = 201, body = Grant), (status = 400), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+pub(crate) async fn request(
+    State(gw): State<Gateway>,
+    who: Principal,
+    Path(child): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Grant>), ApiError> {
+    let grant = breakglass::request(&gw, &who, &child, &body).await?;
+    Ok((StatusCode::CREATED, Json(grant)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct QueueQuery {
+    /// `pending` (default) or `all`.
+    status: Option<String>,
+}
+
+/// The IG officer's review queue of break-glass grants, newest first.
+#[utoipa::path(get, path = "/v1/ig/break-glass", params(QueueQuery),
+    responses((status = 200, body = Vec<Grant>), (status = 403)),
+    security(("bearer" = [])))]
+pub(crate) async fn queue(
+    State(gw): State<Gateway>,
+    who: Principal,
+    Query(q): Query<QueueQuery>,
+) -> Result<Json<Vec<Grant>>, ApiError> {
+    Ok(Json(
+        breakglass::queue(&gw, &who, q.status.as_deref()).await?,
+    ))
+}
+
+/// Records the IG officer's review of a grant.
+#[utoipa::path(post, path = "/v1/ig/break-glass/{grant}/review",
+    params(("grant" = String, Path)),
+    request_body(content = Object, description = "{\"outcome\": \"justified|not_justified|referred\", \"notes\": \"…\"}"),
+    responses((status = 200, body = Grant), (status = 400), (status = 403), (status = 404)),
+    security(("bearer" = [])))]
+pub(crate) async fn review(
+    State(gw): State<Gateway>,
+    who: Principal,
+    Path(grant): Path<String>,
+    body: Bytes,
+) -> Result<Json<Grant>, ApiError> {
+    Ok(Json(breakglass::review(&gw, &who, &grant, &body).await?))
+}

@@ -1,0 +1,101 @@
+//! The two ends of delivery a person sees: `GET /v1/inbox`, and for a data administrator the
+//! outbox's state with a retry.
+
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::delivery::outbox::{DeliveryStatus, InboxItem};
+use crate::gateway::Gateway;
+use crate::http::error::ApiError;
+use crate::pipeline::authenticate::Principal;
+use crate::write::inbox;
+
+pub fn routes() -> Router<Gateway> {
+    Router::new()
+        .route("/v1/inbox", get(items))
+        .route("/v1/outbox", get(outbox))
+        .route("/v1/outbox/{id}/retry", post(retry))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct InboxParams {
+    /// Only items delivered after this `delivered_at` (from the last item of a previous page).
+    after: Option<String>,
+    /// Most items returned (default 100, at most 1000), oldest first.
+    limit: Option<u32>,
+}
+
+/// Deliveries to the caller and to their role in their agency: concerns, progress on concerns
+/// they sent, alerts, subscribed events.
+#[utoipa::path(
+    get,
+    path = "/v1/inbox",
+    params(InboxParams),
+    responses(
+        (status = 200, description = "Inbox items, oldest first", body = Vec<InboxItem>),
+        (status = 401, description = "Missing or invalid token"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn items(
+    State(gw): State<Gateway>,
+    who: Principal,
+    Query(q): Query<InboxParams>,
+) -> Result<Json<Vec<InboxItem>>, ApiError> {
+    Ok(Json(
+        inbox::inbox(&gw, &who, q.after.as_deref(), q.limit).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub(crate) struct OutboxParams {
+    /// `pending`, `delivered` or `dead`; all when omitted.
+    state: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Deliveries and where they stand — never what they carry. Data administrators only.
+#[utoipa::path(
+    get,
+    path = "/v1/outbox",
+    params(OutboxParams),
+    responses(
+        (status = 200, description = "Deliveries, oldest first", body = Vec<DeliveryStatus>),
+        (status = 400, description = "Unknown state"),
+        (status = 403, description = "Not a data administrator"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn outbox(
+    State(gw): State<Gateway>,
+    who: Principal,
+    Query(q): Query<OutboxParams>,
+) -> Result<Json<Vec<DeliveryStatus>>, ApiError> {
+    Ok(Json(
+        inbox::outbox(&gw, &who, q.state.as_deref(), q.limit).await?,
+    ))
+}
+
+/// Puts a dead-lettered delivery back in the queue with fresh attempts.
+#[utoipa::path(
+    post,
+    path = "/v1/outbox/{id}/retry",
+    params(("id" = String, Path, description = "Delivery id")),
+    responses(
+        (status = 200, description = "Queued again"),
+        (status = 403, description = "Not a data administrator"),
+        (status = 404, description = "No dead delivery with that id"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn retry(
+    State(gw): State<Gateway>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    inbox::retry(&gw, &who, &id).await?;
+    Ok(Json(json!({"delivery": id, "state": "pending"})))
+}

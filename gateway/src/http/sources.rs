@@ -1,0 +1,34 @@
+//! `GET /v1/sources`: each source's health, for data administrators.
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use crate::gateway::Gateway;
+use crate::http::error::ApiError;
+use crate::pipeline::authenticate::Principal;
+use crate::read::sources::SourcesReport;
+
+pub fn routes() -> Router<Gateway> {
+    Router::new().route("/v1/sources", get(list))
+}
+
+/// Every source's health: kind, state, circuit breaker, last error and call counts. Data
+/// administrators only.
+#[utoipa::path(
+    get,
+    path = "/v1/sources",
+    responses(
+        (status = 200, description = "Each source's health", body = SourcesReport),
+        (status = 401, description = "Missing or invalid token"),
+        (status = 403, description = "Not a data administrator"),
+        (status = 503, description = "Audit log unavailable: nothing is returned"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn list(
+    State(gw): State<Gateway>,
+    who: Principal,
+) -> Result<Json<SourcesReport>, ApiError> {
+    Ok(Json(crate::read::sources::health(&gw, &who).await?))
+}

@@ -1,0 +1,216 @@
+//! Stage 4, authorise: for each item a source returned, may this practitioner see it, for this
+//! purpose? The policy (casbin, under `policies/`) decides per data category; where it asks for
+//! consent, the consent register answers; a break-glass grant can pass a breakable denial or a
+//! missing consent; a restricted record keeps its address, telephone and GP back from anyone the
+//! policy does not name. Withheld items are dropped here, before merging, so no later stage can
+//! leak them.
+
+pub mod consent;
+pub mod grants;
+pub mod policy;
+
+use serde::Serialize;
+use weft_adapters::Item;
+
+pub use policy::{Decision, Effect, Policy, PolicyError, Question, Reference, NO_RULE};
+
+use crate::foundation::config::AgencyKind;
+use crate::foundation::domain::{Purpose, Role};
+use crate::pipeline::fanout::{Fetched, Outcome};
+use consent::{ConsentState, Consents};
+use grants::Grant;
+use policy::{RESTRICTED_CONTACT, RESTRICTED_FIELDS};
+
+/// Who is asking and why, with what the register and any grant say about this child.
+pub struct Context<'a> {
+    pub policy: &'a Policy,
+    pub role: Role,
+    pub agency: &'a str,
+    pub kind: AgencyKind,
+    pub purpose: Purpose,
+    pub consents: &'a Consents,
+    pub grant: Option<&'a Grant>,
+}
+
+impl Context<'_> {
+    fn decide(&self, category: &str) -> Decision {
+        self.policy.decide(&Question {
+            role: self.role,
+            agency: self.agency,
+            kind: self.kind,
+            category,
+            purpose: self.purpose,
+        })
+    }
+}
+
+/// One source's answer after policy: what may be shown, and what is withheld and why.
+pub enum Judged {
+    Shown {
+        /// Permitted items of each record, by local id.
+        records: Vec<(String, Vec<Item>)>,
+        /// Every category the source returned, with its decision.
+        categories: Vec<CategoryDecision>,
+    },
+    NoRecord,
+    Unavailable(String),
+}
+
+/// The decision on one category from one source.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CategoryDecision {
+    pub category: String,
+    /// `shown` or `withheld`.
+    pub status: &'static str,
+    pub rule: String,
+    /// Why it was withheld (`no_policy`, `consent_required`, `consent_withdrawn`,
+    /// `consent_refused`), or `break_glass` when a grant released it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// Fields of a restricted record held back (`restricted_record`), by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<String>,
+    /// The rule that governs restricted fields, when any were held back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redaction_rule: Option<String>,
+    /// The break-glass grant that released this category.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<String>,
+    #[serde(skip)]
+    pub basis: Vec<String>,
+}
+
+impl CategoryDecision {
+    pub fn shown(&self) -> bool {
+        self.status == "shown"
+    }
+}
+
+/// Applies policy, consent and any break-glass grant to what the sources returned.
+pub fn judge(ctx: &Context<'_>, fetched: Vec<Fetched>) -> Vec<(Fetched, Judged)> {
+    fetched
+        .into_iter()
+        .map(|mut f| {
+            let outcome = std::mem::replace(&mut f.outcome, Outcome::NoRecord);
+            let judged = match outcome {
+                Outcome::NoRecord => Judged::NoRecord,
+                Outcome::Unavailable(reason) => Judged::Unavailable(reason),
+                Outcome::Records(records) => {
+                    let mut categories: Vec<CategoryDecision> = Vec::new();
+                    let records = records
+                        .into_iter()
+                        .map(|(id, items)| {
+                            let kept = judge_record(ctx, &mut categories, items);
+                            (id, kept)
+                        })
+                        .collect();
+                    for c in &categories {
+                        crate::foundation::metrics::DECISIONS
+                            .with_label_values(&[c.status])
+                            .inc();
+                    }
+                    Judged::Shown {
+                        records,
+                        categories,
+                    }
+                }
+            };
+            (f, judged)
+        })
+        .collect()
+}
+
+fn judge_record(
+    ctx: &Context<'_>,
+    categories: &mut Vec<CategoryDecision>,
+    items: Vec<Item>,
+) -> Vec<Item> {
+    let restricted = items
+        .iter()
+        .any(|i| i.field == "restricted" && i.value == serde_json::Value::Bool(true));
+    let contact = restricted.then(|| ctx.decide(RESTRICTED_CONTACT));
+    items
+        .into_iter()
+        .filter(|item| {
+            let idx = match categories.iter().position(|c| c.category == item.category) {
+                Some(i) => i,
+                None => {
+                    categories.push(category_decision(ctx, &item.category));
+                    categories.len() - 1
+                }
+            };
+            let c = &mut categories[idx];
+            if !c.shown() {
+                return false;
+            }
+            if let Some(contact) = &contact {
+                if contact.effect != Effect::Permit
+                    && RESTRICTED_FIELDS.contains(&item.field.as_str())
+                {
+                    if !c.redacted.contains(&item.field) {
+                        c.redacted.push(item.field.clone());
+                        c.redaction_rule = Some(contact.rule.clone());
+                    }
+                    return false;
+                }
+            }
+            true
+        })
+        .collect()
+}
+
+fn category_decision(ctx: &Context<'_>, category: &str) -> CategoryDecision {
+    let d = ctx.decide(category);
+    let (shown, reason) = match d.effect {
+        Effect::Permit => (true, None),
+        Effect::PermitWithConsent => match ctx.consents.state(category, ctx.agency, ctx.purpose) {
+            ConsentState::Given => (true, None),
+            ConsentState::Withdrawn => (false, Some("consent_withdrawn")),
+            ConsentState::Refused => (false, Some("consent_refused")),
+            ConsentState::Missing => (false, Some("consent_required")),
+        },
+        Effect::Deny => (false, Some("no_policy")),
+    };
+    let mut c = CategoryDecision {
+        category: category.to_string(),
+        status: if shown { "shown" } else { "withheld" },
+        rule: d.rule,
+        reason,
+        redacted: Vec::new(),
+        redaction_rule: None,
+        break_glass: None,
+        basis: if shown { d.basis } else { Vec::new() },
+    };
+    // Break-glass passes a breakable denial or a consent not yet sought; never an unbreakable
+    // rule, and never a family's refusal or withdrawal.
+    if let Some(grant) = ctx.grant {
+        let passable = match reason {
+            Some("no_policy") => d.breakable,
+            Some("consent_required") => true,
+            _ => false,
+        };
+        if passable && grant.purpose == ctx.purpose {
+            c.status = "shown";
+            c.reason = Some("break_glass");
+            c.break_glass = Some(grant.id.clone());
+            c.basis = vec!["6d".into()];
+        }
+    }
+    c
+}
+
+/// The words behind a lawful-basis code, for the view and the audit entry.
+pub fn basis_text(code: &str) -> &'static str {
+    match code {
+        "6a" => "UK GDPR Art. 6(1)(a) consent",
+        "6c" => "UK GDPR Art. 6(1)(c) legal obligation",
+        "6d" => "UK GDPR Art. 6(1)(d) vital interests",
+        "6e" => "UK GDPR Art. 6(1)(e) public task",
+        "s18" => "UK GDPR Art. 9(2)(g); DPA 2018 Sch. 1 para 18, safeguarding of children",
+        "9h" => "UK GDPR Art. 9(2)(h) health or social care",
+        _ => "unrecognised basis code",
+    }
+}
+
+#[cfg(test)]
+mod tests;

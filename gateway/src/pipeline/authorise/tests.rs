@@ -1,0 +1,459 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use proptest::prelude::*;
+use weft_adapters::Item;
+
+use super::*;
+use crate::foundation::domain::CATEGORIES;
+use crate::pipeline::authorise::consent::{Consent, ConsentStatus, Grantor, Period, Provision};
+use crate::pipeline::fanout::{Fetched, Outcome};
+use crate::pipeline::merge::merge;
+use crate::sources::Source;
+
+fn repo(p: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(p)
+}
+
+async fn default_policy() -> Policy {
+    Policy::load(
+        &repo("policies/model.conf"),
+        &repo("policies/policy.csv"),
+        None,
+    )
+    .await
+    .expect("default policy loads")
+}
+
+fn q<'a>(
+    role: Role,
+    agency: &'a str,
+    kind: AgencyKind,
+    category: &'a str,
+    purpose: Purpose,
+) -> Question<'a> {
+    Question {
+        role,
+        agency,
+        kind,
+        category,
+        purpose,
+    }
+}
+
+#[tokio::test]
+async fn teachers_never_see_sensitive_health_and_it_is_unbreakable() {
+    let p = default_policy().await;
+    for &purpose in Purpose::ALL {
+        for role in [Role::Teacher, Role::Dsl] {
+            let d = p.decide(&q(
+                role,
+                "urn-100001",
+                AgencyKind::Education,
+                "health.sensitive",
+                purpose,
+            ));
+            assert_eq!(d.effect, Effect::Deny);
+            assert_eq!(d.rule, "NEVER-EDU-HEALTH-SENSITIVE");
+            assert!(!d.breakable);
+        }
+    }
+}
+
+#[tokio::test]
+async fn social_worker_safeguarding_sees_school_status_with_basis() {
+    let p = default_policy().await;
+    let d = p.decide(&q(
+        Role::SocialWorker,
+        "la",
+        AgencyKind::SocialCare,
+        "education.attendance",
+        Purpose::Safeguarding,
+    ));
+    assert_eq!(d.effect, Effect::Permit);
+    assert_eq!(d.rule, "SW-SG-EDUCATION");
+    assert_eq!(d.basis, vec!["6e", "s18"]);
+}
+
+#[tokio::test]
+async fn inheritance_consent_and_agency_overrides() {
+    let p = default_policy().await;
+    let d = p.decide(&q(
+        Role::Dsl,
+        "urn-1",
+        AgencyKind::Education,
+        "education.attendance",
+        Purpose::Safeguarding,
+    ));
+    assert_eq!(
+        d.rule, "TCH-SG-EDUCATION",
+        "a DSL inherits the teacher's rules"
+    );
+    let d = p.decide(&q(
+        Role::SocialWorker,
+        "la",
+        AgencyKind::SocialCare,
+        "education.attendance",
+        Purpose::EarlyHelp,
+    ));
+    assert_eq!(d.effect, Effect::PermitWithConsent);
+    // Only the school with its own agreement lets its DSL see child-protection flags.
+    let d = p.decide(&q(
+        Role::Dsl,
+        "urn-100001",
+        AgencyKind::Education,
+        "health.cp_flag",
+        Purpose::Safeguarding,
+    ));
+    assert_eq!(d.rule, "URN100001-DSL-CP-FLAG");
+    let d = p.decide(&q(
+        Role::Dsl,
+        "urn-200002",
+        AgencyKind::Education,
+        "health.cp_flag",
+        Purpose::Safeguarding,
+    ));
+    assert_eq!(d, Decision::default_deny());
+}
+
+#[tokio::test]
+async fn no_rule_and_unknown_category_deny() {
+    let p = default_policy().await;
+    let d = p.decide(&q(
+        Role::DataAdmin,
+        "la",
+        AgencyKind::SocialCare,
+        "identity.core",
+        Purpose::Safeguarding,
+    ));
+    assert_eq!(d, Decision::default_deny());
+    let d = p.decide(&q(
+        Role::SocialWorker,
+        "la",
+        AgencyKind::SocialCare,
+        "made.up",
+        Purpose::Safeguarding,
+    ));
+    assert_eq!(d, Decision::default_deny());
+}
+
+#[tokio::test]
+async fn lint_refuses_unknown_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = repo("policies/model.conf");
+    for (bad, why) in [
+        (
+            "p, teacher, *, education, identity.core, safeguarding, maybe, -, X, 6e",
+            "effect",
+        ),
+        (
+            "p, janitor, *, education, identity.core, safeguarding, allow, -, X, 6e",
+            "unknown role",
+        ),
+        (
+            "p, teacher, *, schools, identity.core, safeguarding, allow, -, X, 6e",
+            "agency kind",
+        ),
+        (
+            "p, teacher, *, education, shoe.size, safeguarding, allow, -, X, 6e",
+            "no known data category",
+        ),
+        (
+            "p, teacher, *, education, identity.core, curiosity, allow, -, X, 6e",
+            "unknown purpose",
+        ),
+        (
+            "p, teacher, *, education, identity.core, safeguarding, allow, -, X, 7z",
+            "lawful-basis",
+        ),
+        (
+            "p, teacher, *, education, identity.core, safeguarding, allow, -, X, -",
+            "must name its lawful basis",
+        ),
+        (
+            "p, teacher, urn-9, education, identity.core, safeguarding, allow, -, X, 6e",
+            "unknown agency",
+        ),
+        (
+            "p, teacher, *, education, identity.core, safeguarding, allow, unbreakable, X, 6e",
+            "condition",
+        ),
+        ("g, teacher, headteacher", "unknown role"),
+    ] {
+        let path = dir.path().join("policy.csv");
+        std::fs::write(&path, format!("{bad}\n")).unwrap();
+        let agencies = vec!["urn-1".to_string()];
+        let err = match Policy::load(&model, &path, Some(&agencies)).await {
+            Ok(_) => panic!("{bad} must be refused"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(why), "{bad}: {err}");
+    }
+    assert!(Policy::load(&model, &dir.path().join("missing.csv"), None)
+        .await
+        .is_err());
+}
+
+/// Every question the default policy can be asked, answered by the compiled index and by
+/// casbin's own enforcer: they must agree on effect, rule and basis.
+#[tokio::test]
+async fn compiled_policy_agrees_with_casbin_on_every_question() {
+    let p = default_policy().await;
+    let r = Reference::load(&repo("policies/model.conf"), &repo("policies/policy.csv"))
+        .await
+        .unwrap();
+    let agencies: Vec<(String, AgencyKind)> = vec![
+        ("urn-100001".into(), AgencyKind::Education),
+        ("urn-200002".into(), AgencyKind::Education),
+        ("la".into(), AgencyKind::SocialCare),
+        ("trust".into(), AgencyKind::Health),
+        ("force".into(), AgencyKind::Police),
+    ];
+    let mut n = 0;
+    for question in policy::all_questions(&agencies) {
+        assert_eq!(
+            p.decide(&question),
+            r.decide(&question).unwrap(),
+            "{question:?}"
+        );
+        n += 1;
+    }
+    assert_eq!(
+        n,
+        agencies.len() * Role::ALL.len() * Purpose::ALL.len() * (CATEGORIES.len() + 1)
+    );
+}
+
+fn arb_rule() -> impl Strategy<Value = String> {
+    let roles: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).chain(["*"]).collect();
+    let kinds = vec!["*", "education", "social_care", "health", "police"];
+    let cats: Vec<String> = CATEGORIES
+        .iter()
+        .map(|c| c.to_string())
+        .chain([
+            "*".into(),
+            "health.*".into(),
+            "education.*".into(),
+            "identity.*".into(),
+        ])
+        .collect();
+    let purposes: Vec<&str> = Purpose::ALL
+        .iter()
+        .map(|p| p.as_str())
+        .chain(["*"])
+        .collect();
+    (
+        proptest::sample::select(roles),
+        proptest::sample::select(vec!["*", "a1", "a2"]),
+        proptest::sample::select(kinds),
+        proptest::sample::select(cats),
+        proptest::sample::select(purposes),
+        prop_oneof![
+            Just(("allow", "-")),
+            Just(("allow", "consent")),
+            Just(("deny", "-")),
+            Just(("deny", "unbreakable"))
+        ],
+        0u32..1000,
+    )
+        .prop_map(|(r, d, k, c, p, (e, cond), id)| {
+            format!("p, {r}, {d}, {k}, {c}, {p}, {e}, {cond}, R{id}, 6e")
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Random policies (with inheritance, domains, wildcards and deny rules): the compiled
+    /// index answers every question exactly as casbin does.
+    #[test]
+    fn random_policies_agree_with_casbin(
+        rules in proptest::collection::vec(arb_rule(), 1..40),
+        inherit in proptest::option::of((0usize..9, 0usize..9)),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("policy.csv");
+            let mut text = rules.join("\n");
+            if let Some((a, b)) = inherit {
+                if a != b {
+                    text.push_str(&format!("\ng, {}, {}", Role::ALL[a].as_str(), Role::ALL[b].as_str()));
+                }
+            }
+            std::fs::write(&path, text).unwrap();
+            let model = repo("policies/model.conf");
+            let p = Policy::load(&model, &path, None).await.unwrap();
+            let r = Reference::load(&model, &path).await.unwrap();
+            let agencies = vec![("a1".to_string(), AgencyKind::Education), ("a2".to_string(), AgencyKind::Health)];
+            for question in policy::all_questions(&agencies) {
+                prop_assert_eq!(p.decide(&question), r.decide(&question).unwrap(), "{:?}", question);
+            }
+            Ok(())
+        })?;
+    }
+}
+
+fn source(id: &str, kind: AgencyKind) -> Arc<Source> {
+    Arc::new(Source::for_tests(id, kind, Duration::from_secs(1)))
+}
+
+/// A marker value no test data would contain by chance, per category and field.
+fn secret(cat: &str, field: &str, n: usize) -> String {
+    format!("SECRET-{cat}-{field}-{n}")
+}
+
+fn arb_consent() -> impl Strategy<Value = Consent> {
+    (
+        prop_oneof![
+            Just(ConsentStatus::Active),
+            Just(ConsentStatus::Withdrawn),
+            Just(ConsentStatus::Refused)
+        ],
+        proptest::sample::subsequence(CATEGORIES.to_vec(), 1..4),
+        proptest::sample::subsequence(Purpose::ALL.to_vec(), 1..3),
+        proptest::option::of(proptest::sample::select(vec!["la", "urn-100001", "trust"])),
+        0u32..100,
+    )
+        .prop_map(|(status, cats, purposes, actor, n)| Consent {
+            id: format!("c{n}"),
+            child: "child".into(),
+            status,
+            grantor: Grantor {
+                relationship: "parental_responsibility".into(),
+                name: "parent".into(),
+            },
+            period: Period {
+                start: NaiveDate::from_ymd_opt(2020, 1, 1).unwrap(),
+                end: None,
+            },
+            provision: vec![Provision {
+                purpose: purposes,
+                category: cats.into_iter().map(String::from).collect(),
+                actor: actor.into_iter().map(String::from).collect(),
+            }],
+            recorded_by: "sw".into(),
+            recorded_at: format!("2026-01-{:02}", n % 28 + 1),
+            updated_at: format!("2026-01-{:02}", n % 28 + 1),
+            withdrawn_reason: None,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Whatever the role, agency, purpose, consents and source data: no value of a withheld
+    /// category, and no redacted field of a restricted record, appears anywhere in the
+    /// serialised view.
+    #[test]
+    fn withheld_values_never_appear_in_the_response(
+        role in proptest::sample::select(Role::ALL.to_vec()),
+        (agency, kind) in proptest::sample::select(vec![
+            ("urn-100001", AgencyKind::Education), ("urn-200002", AgencyKind::Education),
+            ("la", AgencyKind::SocialCare), ("trust", AgencyKind::Health), ("force", AgencyKind::Police)]),
+        purpose in proptest::sample::select(Purpose::ALL.to_vec()),
+        consents in proptest::collection::vec(arb_consent(), 0..4),
+        data in proptest::collection::vec(
+            (0usize..4, proptest::sample::subsequence(CATEGORIES.to_vec(), 1..8), any::<bool>()), 1..6),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let policy = rt.block_on(default_policy());
+        let consents = crate::pipeline::authorise::consent::Consents::new(consents);
+        let kinds = [AgencyKind::Education, AgencyKind::SocialCare, AgencyKind::Health, AgencyKind::Police];
+        let mut fetched = Vec::new();
+        for (n, (src, cats, restricted)) in data.iter().enumerate() {
+            let mut items: Vec<Item> = Vec::new();
+            for cat in cats {
+                items.push(Item::new(*cat, "value", secret(cat, "value", n)));
+                if *cat == "identity.contact" {
+                    items.push(Item::new(*cat, "address", secret(cat, "address", n)));
+                }
+            }
+            if *restricted {
+                items.push(Item::new("identity.core", "restricted", true));
+            }
+            fetched.push(Fetched {
+                source: source(&format!("s{src}"), kinds[*src]),
+                fetched_at: Utc::now(),
+                outcome: Outcome::Records(vec![(format!("r{n}"), items)]),
+            });
+        }
+        let ctx = Context { policy: &policy, role, agency, kind, purpose, consents: &consents, grant: None };
+        let judged = judge(&ctx, fetched);
+        let (view, _) = merge("child", purpose, judged);
+        let body = serde_json::to_string(&view).unwrap();
+        for (n, (_, cats, restricted)) in data.iter().enumerate() {
+            for cat in cats {
+                let d = policy.decide(&Question { role, agency, kind, category: cat, purpose });
+                let state = consents.state(cat, agency, purpose);
+                let shown = match d.effect {
+                    Effect::Permit => true,
+                    Effect::PermitWithConsent => state == crate::pipeline::authorise::consent::ConsentState::Given,
+                    Effect::Deny => false,
+                };
+                let value = secret(cat, "value", n);
+                prop_assert_eq!(body.contains(&value), shown, "{} for {:?}/{}/{:?}", cat, role, agency, purpose);
+                if *cat == "identity.contact" && shown {
+                    let contact = policy.decide(&Question { role, agency, kind, category: "restricted.contact", purpose });
+                    let address_visible = !*restricted || contact.effect == Effect::Permit;
+                    prop_assert_eq!(body.contains(&secret(cat, "address", n)), address_visible);
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn break_glass_passes_breakable_denials_only() {
+    let policy = default_policy().await;
+    let consents = crate::pipeline::authorise::consent::Consents::new(Vec::new());
+    let grant = crate::pipeline::authorise::grants::Grant {
+        id: "g1".into(),
+        user: "t".into(),
+        agency: "urn-100001".into(),
+        role: "teacher".into(),
+        child: "child".into(),
+        purpose: Purpose::Safeguarding,
+        justification: "x".repeat(20),
+        granted_at: Utc::now(),
+        expires_at: Utc::now(),
+        review: None,
+    };
+    let items = vec![
+        Item::new("health.sensitive", "flags", "SECRET-FLAG"),
+        Item::new("health.registration", "gp", "GP-PRACTICE"),
+    ];
+    let fetched = vec![Fetched {
+        source: source("health", AgencyKind::Health),
+        fetched_at: Utc::now(),
+        outcome: Outcome::Records(vec![("r1".into(), items)]),
+    }];
+    let ctx = Context {
+        policy: &policy,
+        role: Role::Teacher,
+        agency: "urn-100001",
+        kind: AgencyKind::Education,
+        purpose: Purpose::Safeguarding,
+        consents: &consents,
+        grant: Some(&grant),
+    };
+    let (view, disclosure) = merge("child", Purpose::Safeguarding, judge(&ctx, fetched));
+    let body = serde_json::to_string(&view).unwrap();
+    assert!(
+        !body.contains("SECRET-FLAG"),
+        "never-breakable stays withheld"
+    );
+    assert!(
+        body.contains("GP-PRACTICE"),
+        "a default denial is passed by the grant"
+    );
+    assert_eq!(
+        disclosure
+            .break_glass
+            .get("health.registration")
+            .map(String::as_str),
+        Some("g1")
+    );
+}

@@ -1,0 +1,1909 @@
+//! Probabilistic linking in the master child index. When no verified identifier links a
+//! record, the blocking keys kept in the store find the candidate records, the Fellegi–Sunter
+//! model scores them, and two thresholds decide: at or above the upper, link automatically;
+//! between, start a child of its own and put the match in the review queue; below, a new child.
+//!
+//! Every link is a row of `match_links` with its score, model version and per-comparison
+//! explanation. Rows are never deleted: a link that ends keeps its row, so a child's link
+//! history can always be shown. A person's decision (confirm, reject, split) is never undone by
+//! the matcher: linked records are never moved automatically, and a rejected or split pairing
+//! is never proposed again.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::{AnyConnection, Row};
+use weft_adapters::{Demographics, Identifier};
+
+use crate::foundation::audit::{self, Entry};
+use crate::foundation::config::MatchingConfig;
+use crate::foundation::store::{insert_rows, Cell, Store};
+use weft_matching::block::{default_rules, Rule};
+use weft_matching::compare::Comparison;
+use weft_matching::link::{comparisons_for, usable_rules};
+use weft_matching::model::ModelError;
+use weft_matching::{Explained, Field, Model, Record, Score, Scorer, TermFrequencies};
+
+/// The fields every source's demographics can give.
+pub const FIELDS: [Field; 5] = [
+    Field::GivenName,
+    Field::FamilyName,
+    Field::BirthDate,
+    Field::Sex,
+    Field::Postcode,
+];
+
+/// The model used when the configuration names none: trained without labels by `weft bench
+/// match --save-model` on its synthetic children. A model trained on the authority's own
+/// records with `weft match train` should replace it.
+const BUILTIN_MODEL: &str = include_str!("default_model.json");
+
+/// Below this probability a candidate is not worth showing at all.
+pub const POSSIBLE: f64 = 0.05;
+
+/// Candidates read from the store for one record, at most; blocking keeps it far below.
+pub(crate) const MAX_CANDIDATES: i64 = 2000;
+
+/// Scored records whose children are looked up in one statement.
+const LOOKUP_CHUNK: usize = 200;
+
+/// How sure a search is that a child is the one asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Grade {
+    /// A shared verified identifier, or a probability at or above the upper threshold.
+    Certain,
+    /// Between the thresholds: what a reviewer would be asked about.
+    Probable,
+    /// Below the lower threshold but not negligible.
+    Possible,
+}
+
+/// The matcher the index uses: a model and its two thresholds.
+pub struct Matcher {
+    pub model: Model,
+    pub upper: f64,
+    pub lower: f64,
+    rules: Vec<Rule>,
+    /// The comparisons adjusted for how common a name is, each with the model's `u` for exact
+    /// agreement: worked out once, read on every search and upsert.
+    tf: Vec<(Comparison, f64)>,
+}
+
+impl Matcher {
+    pub fn from_config(cfg: &MatchingConfig) -> Result<Self, ModelError> {
+        let model = match &cfg.model {
+            Some(path) => Model::load(path)?,
+            None => Model::from_json(BUILTIN_MODEL)?,
+        };
+        let kinds = comparisons_for(&FIELDS);
+        let unknown: Vec<_> = model
+            .comparison_kinds()
+            .into_iter()
+            .filter(|c| !kinds.contains(c))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(ModelError::Invalid(format!(
+                "the index can compare only given_name, family_name, birth_date, sex and postcode; the model also has {unknown:?}"
+            )));
+        }
+        let tf = model
+            .comparisons
+            .iter()
+            .filter(|m| m.comparison.term_frequency())
+            .filter_map(|m| Some((m.comparison, m.levels.first()?.u)))
+            .collect();
+        Ok(Self {
+            model,
+            upper: cfg.upper,
+            lower: cfg.lower,
+            rules: usable_rules(&default_rules(), &FIELDS),
+            tf,
+        })
+    }
+
+    /// The built-in model with the default thresholds.
+    pub fn builtin() -> Self {
+        match Self::from_config(&MatchingConfig::default()) {
+            Ok(m) => m,
+            // The built-in model is part of the build and checked by a unit test.
+            Err(e) => panic!("built-in matching model: {e}"),
+        }
+    }
+
+    pub fn grade(&self, probability: f64) -> Option<Grade> {
+        if probability >= self.upper {
+            Some(Grade::Certain)
+        } else if probability >= self.lower {
+            Some(Grade::Probable)
+        } else if probability >= POSSIBLE {
+            Some(Grade::Possible)
+        } else {
+            None
+        }
+    }
+
+    /// The blocking keys of a record, as the store keeps them.
+    pub fn keys(&self, r: &Record) -> Vec<(String, String)> {
+        self.rules
+            .iter()
+            .filter_map(|rule| Some((rule.to_string(), rule.text_key(r)?)))
+            .collect()
+    }
+
+    /// Replaces a source record's blocking keys.
+    pub async fn write_keys(
+        &self,
+        conn: &mut AnyConnection,
+        source: &str,
+        local_id: &str,
+        r: &Record,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM match_keys WHERE source = $1 AND local_id = $2")
+            .bind(source)
+            .bind(local_id)
+            .execute(&mut *conn)
+            .await?;
+        let form = r.form();
+        for (rule, key) in self.keys(r) {
+            sqlx::query(
+                "INSERT INTO match_keys (rule, key, source, local_id, form) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(rule)
+            .bind(key)
+            .bind(source)
+            .bind(local_id)
+            .bind(&form)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The best-scoring record of each candidate child, best first, down to the lower of the
+    /// lower threshold and [`POSSIBLE`]. Children in `exclude` (a person said no) are left out,
+    /// as is any child one of whose records holds a verified NHS number or UPN that differs
+    /// from the record's own: two valid, different national identifiers are two children.
+    ///
+    /// Three short reads, whatever the index's size: the candidates' matching forms stored
+    /// with the blocking keys (each key one index range), the name counts, and the children
+    /// of the few records that score high enough to matter. No candidate's source record is
+    /// fetched or normalised again.
+    pub async fn candidates(
+        &self,
+        conn: &mut AnyConnection,
+        r: &Record,
+        exclude: &[String],
+        skip: Option<(&str, &str)>,
+    ) -> Result<Vec<Candidate>, sqlx::Error> {
+        let keys = self.keys(r);
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = String::new();
+        for i in 0..keys.len() {
+            if i > 0 {
+                sql.push_str(" UNION ALL ");
+            }
+            let _ = write!(
+                sql,
+                "SELECT source, local_id, form FROM match_keys WHERE rule = ${} AND key = ${}",
+                2 * i + 1,
+                2 * i + 2
+            );
+        }
+        let _ = write!(sql, " LIMIT {}", MAX_CANDIDATES * keys.len() as i64);
+        let mut q = sqlx::query(&sql);
+        for (rule, key) in &keys {
+            q = q.bind(rule).bind(key);
+        }
+        let rows = q.fetch_all(&mut *conn).await?;
+        let tf = self.terms(conn, r).await?;
+        let scorer = Scorer::new(&self.model, &tf);
+        let floor = self.lower.min(POSSIBLE);
+        let mut seen = HashSet::with_capacity(rows.len());
+        let mut scored: Vec<Scored> = Vec::new();
+        for row in &rows {
+            if seen.len() as i64 >= MAX_CANDIDATES {
+                break;
+            }
+            let key: (String, String) = (row.try_get("source")?, row.try_get("local_id")?);
+            if skip == Some((key.0.as_str(), key.1.as_str())) || !seen.insert(key.clone()) {
+                continue;
+            }
+            let (source, local_id) = key;
+            let other = Record::from_form(local_id, &row.try_get::<String, _>("form")?);
+            // Its child is left out below, whichever of its records blocking reached.
+            if identifiers_conflict(r, &other) {
+                continue;
+            }
+            let score = scorer.score(r, &other);
+            if score.probability >= floor {
+                scored.push(Scored {
+                    source,
+                    record: other,
+                    score,
+                });
+            }
+        }
+        // Best first; equal weights in a fixed order, whatever order the rows came in.
+        scored.sort_by(|a, b| {
+            b.score
+                .weight
+                .total_cmp(&a.score.weight)
+                .then_with(|| (&a.source, &a.record.id).cmp(&(&b.source, &b.record.id)))
+        });
+        let children = Self::children_of(conn, r, &scored).await?;
+        let mut out: Vec<Candidate> = Vec::new();
+        for s in scored {
+            let key = (s.source, s.record.id.clone());
+            let Some(child) = children.get(&key).cloned().flatten() else {
+                continue;
+            };
+            if exclude.contains(&child) || out.iter().any(|c| c.child == child) {
+                continue;
+            }
+            out.push(Candidate {
+                explanation: scorer.explain(r, &s.record),
+                child,
+                source: key.0,
+                local_id: key.1,
+                score: s.score,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The child of each scored record, `None` for a child whose records hold a verified NHS
+    /// number or UPN other than `r`'s (any of its records, not only those blocking reached).
+    async fn children_of(
+        conn: &mut AnyConnection,
+        r: &Record,
+        scored: &[Scored],
+    ) -> Result<HashMap<(String, String), Option<String>>, sqlx::Error> {
+        let mut children = HashMap::with_capacity(scored.len());
+        let mut conflicting = HashSet::new();
+        // Without identifiers of its own, nothing a child holds can conflict with the record.
+        let national = r.nhs_number.is_some() || r.upn.is_some();
+        for chunk in scored.chunks(LOOKUP_CHUNK) {
+            let mut sql = String::from(if national {
+                "SELECT me.source AS source, me.local_id AS local_id, me.child_id AS child_id, \
+                 kin.identifiers AS identifiers FROM source_records me \
+                 JOIN source_records kin ON kin.child_id = me.child_id WHERE ("
+            } else {
+                "SELECT me.source AS source, me.local_id AS local_id, me.child_id AS child_id \
+                 FROM source_records me WHERE me.child_id IS NOT NULL AND ("
+            });
+            for i in 0..chunk.len() {
+                let or = if i == 0 { "" } else { " OR " };
+                let _ = write!(
+                    sql,
+                    "{or}(me.source = ${} AND me.local_id = ${})",
+                    2 * i + 1,
+                    2 * i + 2
+                );
+            }
+            sql.push(')');
+            let mut q = sqlx::query(&sql);
+            for s in chunk {
+                q = q.bind(&s.source).bind(&s.record.id);
+            }
+            for row in q.fetch_all(&mut *conn).await? {
+                let key: (String, String) = (row.try_get("source")?, row.try_get("local_id")?);
+                let child: String = row.try_get("child_id")?;
+                if national {
+                    let kin = stored_record("", "{}", &row.try_get::<String, _>("identifiers")?);
+                    if identifiers_conflict(r, &kin) {
+                        conflicting.insert(child.clone());
+                    }
+                }
+                children.insert(key, Some(child));
+            }
+        }
+        for child in children.values_mut() {
+            if child.as_ref().is_some_and(|c| conflicting.contains(c)) {
+                *child = None;
+            }
+        }
+        Ok(children)
+    }
+
+    /// Children a person has ruled out for this record: those it was rejected for or split
+    /// from, and, the other way round, those holding a record that was rejected for or split
+    /// from this record's own child (a person said the two are different children).
+    pub async fn excluded(
+        conn: &mut AnyConnection,
+        source: &str,
+        local_id: &str,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT child_id FROM match_links WHERE source = $1 AND local_id = $2 \
+             AND status IN ('rejected', 'split') \
+             UNION \
+             SELECT other.child_id AS child_id FROM source_records me \
+             JOIN match_links ml ON ml.child_id = me.child_id AND ml.status IN ('rejected', 'split') \
+             JOIN source_records other ON other.source = ml.source AND other.local_id = ml.local_id \
+             WHERE me.source = $1 AND me.local_id = $2 AND other.child_id IS NOT NULL",
+        )
+        .bind(source)
+        .bind(local_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter().map(|r| r.try_get("child_id")).collect()
+    }
+
+    /// Places a record that no link holds: a verified national identifier shared with a linked
+    /// record links it; else the best candidate at or above the upper threshold; else a new
+    /// child (created here), with the best candidate between the thresholds proposed for
+    /// review. Children a person ruled out for this record are never chosen or proposed. When
+    /// the record's NHS number and UPN point at two different children, the NHS number links
+    /// it and the UPN's child is proposed: one of the two identifiers is wrong somewhere.
+    pub(crate) async fn place(
+        &self,
+        conn: &mut AnyConnection,
+        source: &str,
+        local_id: &str,
+        record: &Record,
+    ) -> Result<Placement, sqlx::Error> {
+        let excluded = Self::excluded(conn, source, local_id).await?;
+        let national = [
+            ("nhs_number", record.nhs_number.as_ref().map(|n| n.as_str())),
+            ("upn", record.upn.as_ref().map(|u| u.as_str())),
+        ];
+        let mut linked: Option<(String, &str)> = None;
+        for (kind, value) in national {
+            let Some(value) = value else { continue };
+            let rows = sqlx::query(
+                "SELECT DISTINCT sr.child_id AS child_id FROM record_identifiers ri \
+                 JOIN source_records sr ON sr.source = ri.source AND sr.local_id = ri.local_id \
+                 WHERE ri.kind = $1 AND ri.value = $2 AND sr.child_id IS NOT NULL \
+                 AND NOT (sr.source = $3 AND sr.local_id = $4) ORDER BY sr.child_id",
+            )
+            .bind(kind)
+            .bind(value)
+            .bind(source)
+            .bind(local_id)
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut holder = None;
+            for row in &rows {
+                let child: String = row.try_get("child_id")?;
+                if !excluded.contains(&child) {
+                    holder = Some(child);
+                    break;
+                }
+            }
+            let Some(child) = holder else { continue };
+            match linked {
+                None => linked = Some((child, kind)),
+                Some((first, by)) if first != child => {
+                    return Ok(Placement {
+                        child: first,
+                        method: format!("identifier:{by}"),
+                        scored: None,
+                        review: Some(Proposal {
+                            child,
+                            method: format!("identifier:{kind}"),
+                            scored: None,
+                        }),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some((child, kind)) = linked {
+            return Ok(Placement {
+                child,
+                method: format!("identifier:{kind}"),
+                scored: None,
+                review: None,
+            });
+        }
+        let best = self
+            .candidates(conn, record, &excluded, Some((source, local_id)))
+            .await?
+            .into_iter()
+            .next();
+        if let Some(c) = best.as_ref().filter(|c| c.score.probability >= self.upper) {
+            return Ok(Placement {
+                child: c.child.clone(),
+                method: "probabilistic".into(),
+                scored: best,
+                review: None,
+            });
+        }
+        let child = uuid::Uuid::new_v4().to_string();
+        sqlx::query("INSERT INTO children (id, created_at) VALUES ($1, $2)")
+            .bind(&child)
+            .bind(chrono::Utc::now().to_rfc3339())
+            .execute(&mut *conn)
+            .await?;
+        Ok(Placement {
+            child,
+            method: "new".into(),
+            scored: None,
+            review: best
+                .filter(|c| c.score.probability >= self.lower)
+                .map(Proposal::scored),
+        })
+    }
+
+    /// Writes a placement's links (the record's link, and a proposal for review if there is
+    /// one) and returns the audit entries that record them, for the caller to chain in the
+    /// same transaction.
+    pub(crate) async fn write_placement(
+        &self,
+        conn: &mut AnyConnection,
+        source: &str,
+        local_id: &str,
+        p: &Placement,
+    ) -> Result<Vec<Entry>, sqlx::Error> {
+        let version = self.model.version.as_str();
+        let link = NewLink::automatic(
+            source,
+            local_id,
+            &p.child,
+            &p.method,
+            p.scored.as_ref(),
+            version,
+        );
+        let id = link.insert(conn).await?;
+        let mut entries = vec![link.entry(&id, None)];
+        if let Some(review) = &p.review {
+            let proposal = NewLink::proposal(source, local_id, review, version);
+            let id = proposal.insert(conn).await?;
+            entries.push(proposal.entry(&id, Some(&p.child)));
+        }
+        Ok(entries)
+    }
+
+    /// Re-matches a linked record whose demographics changed (a school corrects a surname, a
+    /// family moves): if it now matches another child better than its own, at or above the
+    /// lower threshold, that child is proposed for review. The link itself is never moved; a
+    /// proposal already open, or a child a person ruled out, is not proposed again.
+    pub(crate) async fn propose(
+        &self,
+        conn: &mut AnyConnection,
+        source: &str,
+        local_id: &str,
+        record: &Record,
+        current: &str,
+    ) -> Result<Option<Entry>, sqlx::Error> {
+        let excluded = Self::excluded(conn, source, local_id).await?;
+        let best = self
+            .candidates(conn, record, &excluded, Some((source, local_id)))
+            .await?
+            .into_iter()
+            .next();
+        let Some(c) = best.filter(|c| c.child != current && c.score.probability >= self.lower)
+        else {
+            return Ok(None);
+        };
+        let open = sqlx::query(
+            "SELECT id FROM match_links WHERE source = $1 AND local_id = $2 AND child_id = $3 \
+             AND status = 'review'",
+        )
+        .bind(source)
+        .bind(local_id)
+        .bind(&c.child)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if open.is_some() {
+            return Ok(None);
+        }
+        let review = Proposal::scored(c);
+        let proposal = NewLink::proposal(source, local_id, &review, &self.model.version);
+        let id = proposal.insert(conn).await?;
+        Ok(Some(proposal.entry(&id, Some(current))))
+    }
+
+    /// How common the query's names are among the index's records, read from the counts kept
+    /// in `match_terms`: a few rows, whatever the index's size.
+    async fn terms(
+        &self,
+        conn: &mut AnyConnection,
+        r: &Record,
+    ) -> Result<TermFrequencies, sqlx::Error> {
+        let mut tf = TermFrequencies::default();
+        let wanted: Vec<(Comparison, f64, &str)> = self
+            .tf
+            .iter()
+            .filter_map(|&(c, u)| Some((c, u, counted(c, r)?)))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(tf);
+        }
+        let mut sql = String::from("SELECT comparison, value, n, sq FROM match_terms WHERE ");
+        for i in 0..wanted.len() {
+            if i > 0 {
+                sql.push_str(" OR ");
+            }
+            sql.push_str(&format!(
+                "(comparison = ${} AND value IN (${}, ''))",
+                2 * i + 1,
+                2 * i + 2
+            ));
+        }
+        let mut q = sqlx::query(&sql);
+        for (c, _, value) in &wanted {
+            q = q.bind(c.as_str()).bind(*value);
+        }
+        let rows = q.fetch_all(&mut *conn).await?;
+        let row = |c: Comparison, v: &str| -> Result<(f64, f64), sqlx::Error> {
+            for row in &rows {
+                let (rc, rv): (String, String) =
+                    (row.try_get("comparison")?, row.try_get("value")?);
+                if rc == c.as_str() && rv == v {
+                    let (n, sq): (i64, i64) = (row.try_get("n")?, row.try_get("sq")?);
+                    return Ok((n as f64, sq as f64));
+                }
+            }
+            Ok((0.0, 0.0))
+        };
+        for (c, u, value) in wanted {
+            let (total, squares) = row(c, "")?;
+            if total < 1.0 || squares < 1.0 {
+                continue;
+            }
+            // The model's u for exact agreement is the chance two records agree by accident,
+            // learnt on its training data; the index's counts say how much likelier that is
+            // for this name than for the average one (sum of squared shares). Scaling keeps the
+            // model's calibration whatever the index's size: a small index shifts weights
+            // little, never to the coarse 1/N a handful of records would give.
+            let share = row(c, value)?.0.max(1.0) / total;
+            let average = squares / (total * total);
+            tf.set_share(c, value, share * u / average);
+        }
+        Ok(tf)
+    }
+
+    /// Keeps `match_terms` in step as a record arrives or changes: its old names are counted
+    /// out and its new ones in.
+    pub(crate) async fn count_terms(
+        &self,
+        conn: &mut AnyConnection,
+        old: Option<&Record>,
+        new: &Record,
+    ) -> Result<(), sqlx::Error> {
+        for c in self.tf_comparisons() {
+            let before = old.and_then(|o| counted(c, o));
+            let after = counted(c, new);
+            if before == after {
+                continue;
+            }
+            for (value, delta) in [(before, -1i64), (after, 1)] {
+                if let Some(value) = value {
+                    add_term(conn, c, value, delta).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Derives the index's matching rows from its records (each record's blocking keys with
+    /// its matching form, and the name counts) when the store's were written by an older
+    /// build, or never: a store upgraded past a change to those rows, or loaded in bulk.
+    /// Upserts keep them in step after that. Runs in one transaction, so a store is never
+    /// left half-derived; the marker row makes a second node that starts at the same moment
+    /// wait for the first, then find the work done. Returns the records derived.
+    pub async fn rebuild(&self, store: &Store) -> Result<Rebuilt, sqlx::Error> {
+        let mut tx = store.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO match_terms (comparison, value, n, sq) VALUES ($1, '', 0, 0) \
+             ON CONFLICT (comparison, value) DO NOTHING",
+        )
+        .bind(DERIVED_MARKER)
+        .execute(&mut *tx)
+        .await?;
+        let claimed = sqlx::query(
+            "UPDATE match_terms SET n = $2 WHERE comparison = $1 AND value = '' AND n < $2",
+        )
+        .bind(DERIVED_MARKER)
+        .bind(DERIVED_VERSION)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            return Ok(Rebuilt::default());
+        }
+        sqlx::query("DELETE FROM match_terms WHERE comparison <> $1")
+            .bind(DERIVED_MARKER)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM match_keys")
+            .execute(&mut *tx)
+            .await?;
+        let mut done = Rebuilt::default();
+        let mut tf: BTreeMap<(Comparison, String), i64> = BTreeMap::new();
+        let mut after: Option<(String, String)> = None;
+        loop {
+            // A page at a time in key order, so a million records are never all in memory.
+            let page = match &after {
+                None => sqlx::query(
+                    "SELECT source, local_id, identifiers, demographics FROM source_records \
+                     ORDER BY source, local_id LIMIT $1",
+                )
+                .bind(REBUILD_PAGE),
+                Some((source, local_id)) => sqlx::query(
+                    "SELECT source, local_id, identifiers, demographics FROM source_records \
+                     WHERE (source, local_id) > ($2, $3) ORDER BY source, local_id LIMIT $1",
+                )
+                .bind(REBUILD_PAGE)
+                .bind(source.clone())
+                .bind(local_id.clone()),
+            }
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut keys: Vec<(String, String, String, String, String)> = Vec::new();
+            for row in &page {
+                let (source, local_id): (String, String) =
+                    (row.try_get("source")?, row.try_get("local_id")?);
+                let r = stored_record(
+                    &local_id,
+                    &row.try_get::<String, _>("demographics")?,
+                    &row.try_get::<String, _>("identifiers")?,
+                );
+                for c in self.tf_comparisons() {
+                    if let Some(v) = counted(c, &r) {
+                        *tf.entry((c, v.to_string())).or_default() += 1;
+                    }
+                }
+                let form = r.form();
+                for (rule, key) in self.keys(&r) {
+                    keys.push((rule, key, source.clone(), local_id.clone(), form.clone()));
+                }
+                after = Some((source, local_id));
+            }
+            insert_rows(
+                &mut tx,
+                store.backend,
+                "match_keys (rule, key, source, local_id, form)",
+                keys.iter().map(|(rule, key, source, local_id, form)| {
+                    [rule, key, source, local_id, form].map(|v| Cell::from(v.as_str()))
+                }),
+            )
+            .await?;
+            done.records += page.len() as u64;
+            done.keys += keys.len() as u64;
+            if page.len() < REBUILD_PAGE as usize {
+                break;
+            }
+        }
+        let mut totals: BTreeMap<Comparison, (i64, i64)> = BTreeMap::new();
+        for ((c, _), n) in &tf {
+            let t = totals.entry(*c).or_default();
+            t.0 += n;
+            t.1 += n * n;
+        }
+        let names = tf.iter().map(|((c, v), n)| (c.as_str(), v.as_str(), *n, 0));
+        let totals = totals.iter().map(|(c, (n, sq))| (c.as_str(), "", *n, *sq));
+        insert_rows(
+            &mut tx,
+            store.backend,
+            "match_terms (comparison, value, n, sq)",
+            names
+                .chain(totals)
+                .map(|(c, v, n, sq)| [c.into(), v.into(), Cell::Int(n), Cell::Int(sq)]),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    fn tf_comparisons(&self) -> impl Iterator<Item = Comparison> + '_ {
+        self.tf.iter().map(|&(c, _)| c)
+    }
+}
+
+/// The name a record is counted under in `match_terms` for a comparison: never empty, since
+/// the empty value names the comparison's totals row.
+fn counted(c: Comparison, r: &Record) -> Option<&str> {
+    c.tf_value(r).filter(|v| !v.is_empty())
+}
+
+/// The `match_terms` row whose `n` says which [`DERIVED_VERSION`] derived the store's
+/// matching rows.
+const DERIVED_MARKER: &str = "_derived";
+
+/// The shape of the matching rows this build derives: raised whenever blocking keys, matching
+/// forms or name counts change, so that [`Matcher::rebuild`] derives a store's again once.
+/// 1: blocking keys carry their record's matching form.
+const DERIVED_VERSION: i64 = 1;
+
+/// Source records read at a time by [`Matcher::rebuild`].
+const REBUILD_PAGE: i64 = 5_000;
+
+/// What [`Matcher::rebuild`] derived.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuilt {
+    pub records: u64,
+    /// Rows of `match_keys`.
+    pub keys: u64,
+}
+
+/// Adds `delta` to a name's count and to its comparison's total, keeping the total's sum of
+/// squared counts (`sq`) in step: with it, how common the average name is needs no scan.
+async fn add_term(
+    conn: &mut AnyConnection,
+    c: Comparison,
+    value: &str,
+    delta: i64,
+) -> Result<(), sqlx::Error> {
+    let after: i64 = sqlx::query(
+        "INSERT INTO match_terms (comparison, value, n, sq) VALUES ($1, $2, $3, 0) \
+         ON CONFLICT (comparison, value) DO UPDATE SET n = match_terms.n + excluded.n RETURNING n",
+    )
+    .bind(c.as_str())
+    .bind(value)
+    .bind(delta)
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get("n")?;
+    let before = after - delta;
+    sqlx::query(
+        "INSERT INTO match_terms (comparison, value, n, sq) VALUES ($1, '', $2, $3) \
+         ON CONFLICT (comparison, value) DO UPDATE SET n = match_terms.n + excluded.n, \
+         sq = match_terms.sq + excluded.sq",
+    )
+    .bind(c.as_str())
+    .bind(delta)
+    .bind(after * after - before * before)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Where the matcher puts a record no link holds yet.
+#[derive(Debug)]
+pub(crate) struct Placement {
+    pub child: String,
+    /// `identifier:<kind>`, `probabilistic` or `new`.
+    pub method: String,
+    /// The candidate a probabilistic link was made through.
+    pub scored: Option<Candidate>,
+    /// A child the record may belong to instead, for a person to decide.
+    pub review: Option<Proposal>,
+}
+
+/// A child a record may belong to, proposed for review.
+#[derive(Debug)]
+pub(crate) struct Proposal {
+    pub child: String,
+    /// `probabilistic`, or `identifier:<kind>` when the record's identifiers point at two
+    /// children.
+    pub method: String,
+    /// The candidate a probabilistic proposal was scored through.
+    pub scored: Option<Candidate>,
+}
+
+impl Proposal {
+    fn scored(c: Candidate) -> Self {
+        Proposal {
+            child: c.child.clone(),
+            method: "probabilistic".into(),
+            scored: Some(c),
+        }
+    }
+}
+
+/// A candidate record, scored, before its child is known.
+struct Scored {
+    source: String,
+    /// Its `id` is the record's local id.
+    record: Record,
+    score: Score,
+}
+
+/// A candidate child, through its best-scoring record.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub child: String,
+    pub source: String,
+    pub local_id: String,
+    pub score: Score,
+    pub explanation: Vec<Explained>,
+}
+
+/// An identifier as the index stores it (see `resolve::Checked`).
+#[derive(Deserialize)]
+struct StoredIdentifier {
+    kind: String,
+    value: String,
+    valid: bool,
+}
+
+/// A stored record as the matcher sees it: only verified identifiers.
+pub fn stored_record(local_id: &str, demographics: &str, identifiers: &str) -> Record {
+    let d: Demographics = serde_json::from_str(demographics).unwrap_or_default();
+    let ids: Vec<StoredIdentifier> = serde_json::from_str(identifiers).unwrap_or_default();
+    let ids: Vec<Identifier> = ids
+        .into_iter()
+        .filter(|i| i.valid)
+        .map(|i| Identifier::new(i.kind, i.value))
+        .collect();
+    record_of(local_id, &d, &ids)
+}
+
+/// The matching library's record of a source's demographics and identifiers: the one place
+/// the adapters' shape meets the matcher's, so the matching crate knows neither.
+pub fn record_of(id: impl Into<String>, d: &Demographics, identifiers: &[Identifier]) -> Record {
+    let fields = [
+        (Field::GivenName, &d.given_name),
+        (Field::FamilyName, &d.family_name),
+        (Field::BirthDate, &d.birth_date),
+        (Field::Sex, &d.sex),
+        (Field::Postcode, &d.postcode),
+    ];
+    let national = identifiers.iter().filter_map(|i| match i.kind.as_str() {
+        "nhs_number" => Some((Field::NhsNumber, i.value.as_str())),
+        "upn" => Some((Field::Upn, i.value.as_str())),
+        _ => None,
+    });
+    Record::lenient(
+        id,
+        fields
+            .into_iter()
+            .filter_map(|(f, v)| Some((f, v.as_deref()?)))
+            .chain(national),
+    )
+}
+
+fn identifiers_conflict(a: &Record, b: &Record) -> bool {
+    let nhs = matches!((&a.nhs_number, &b.nhs_number), (Some(x), Some(y)) if x != y);
+    let upn = matches!((&a.upn, &b.upn), (Some(x), Some(y)) if x != y);
+    nhs || upn
+}
+
+/// One row of a child's link history, or of the review queue.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LinkRow {
+    pub id: String,
+    pub source: String,
+    pub local_id: String,
+    pub child_id: String,
+    /// `active`, `review`, `rejected`, `superseded` or `split`.
+    pub status: String,
+    /// `identifier:<kind>`, `probabilistic`, `new` or `manual`.
+    pub method: String,
+    pub probability: Option<f64>,
+    pub match_weight: Option<f64>,
+    pub model_version: Option<String>,
+    pub explanation: Vec<Explained>,
+    pub decided_by: Option<String>,
+    pub decision: Option<String>,
+    pub reason: Option<String>,
+    pub created_at: String,
+    pub decided_at: Option<String>,
+    pub ended_at: Option<String>,
+}
+
+pub(crate) const LINK_COLUMNS: &str = "id, source, local_id, child_id, status, method, probability, \
+    match_weight, model_version, explanation, decided_by, decision, reason, created_at, decided_at, ended_at";
+
+impl LinkRow {
+    pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+        let explanation: String = r.try_get("explanation")?;
+        Ok(Self {
+            id: r.try_get("id")?,
+            source: r.try_get("source")?,
+            local_id: r.try_get("local_id")?,
+            child_id: r.try_get("child_id")?,
+            status: r.try_get("status")?,
+            method: r.try_get("method")?,
+            probability: r.try_get("probability")?,
+            match_weight: r.try_get("match_weight")?,
+            model_version: r.try_get("model_version")?,
+            explanation: serde_json::from_str(&explanation).unwrap_or_default(),
+            decided_by: r.try_get("decided_by")?,
+            decision: r.try_get("decision")?,
+            reason: r.try_get("reason")?,
+            created_at: r.try_get("created_at")?,
+            decided_at: r.try_get("decided_at")?,
+            ended_at: r.try_get("ended_at")?,
+        })
+    }
+}
+
+/// A new row of `match_links`.
+pub(crate) struct NewLink<'a> {
+    pub source: &'a str,
+    pub local_id: &'a str,
+    pub child: &'a str,
+    pub status: &'a str,
+    pub method: &'a str,
+    pub score: Option<(&'a Score, &'a [Explained])>,
+    pub model_version: Option<&'a str>,
+    pub decided_by: Option<&'a str>,
+    pub decision: Option<&'a str>,
+    pub reason: Option<&'a str>,
+}
+
+impl<'a> NewLink<'a> {
+    /// A link the matcher made on its own: active, with the candidate's score and explanation
+    /// when it was scored, and no person's decision.
+    pub(crate) fn automatic(
+        source: &'a str,
+        local_id: &'a str,
+        child: &'a str,
+        method: &'a str,
+        scored: Option<&'a Candidate>,
+        model_version: &'a str,
+    ) -> Self {
+        NewLink {
+            source,
+            local_id,
+            child,
+            status: "active",
+            method,
+            score: scored.map(|c| (&c.score, c.explanation.as_slice())),
+            model_version: scored.map(|_| model_version),
+            decided_by: None,
+            decision: None,
+            reason: None,
+        }
+    }
+
+    /// A proposal for review: the record may be this child's.
+    pub(crate) fn proposal(
+        source: &'a str,
+        local_id: &'a str,
+        p: &'a Proposal,
+        model_version: &'a str,
+    ) -> Self {
+        NewLink {
+            status: "review",
+            ..Self::automatic(
+                source,
+                local_id,
+                &p.child,
+                &p.method,
+                p.scored.as_ref(),
+                model_version,
+            )
+        }
+    }
+
+    /// The audit entry recording a link the matcher made (`linked`) or proposed (`proposed`;
+    /// `current` is the child the record is linked to meanwhile).
+    pub(crate) fn entry(&self, id: &str, current: Option<&str>) -> Entry {
+        let outcome = if self.status == "review" {
+            "proposed"
+        } else {
+            "linked"
+        };
+        let mut detail = json!({
+            "link": id,
+            "source": self.source,
+            "local_id": self.local_id,
+            "method": self.method,
+        });
+        if let Some((score, _)) = self.score {
+            detail["probability"] = json!(score.probability);
+            detail["match_weight"] = json!(score.weight);
+            detail["model_version"] = json!(self.model_version);
+        }
+        if let Some(current) = current {
+            detail["current_child"] = json!(current);
+        }
+        Entry::system("match_link", Some(self.child), outcome, detail)
+    }
+
+    pub(crate) async fn insert(&self, conn: &mut AnyConnection) -> Result<String, sqlx::Error> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = chrono::Utc::now().to_rfc3339();
+        let explanation = self
+            .score
+            .map(|(_, e)| serde_json::to_string(e).unwrap_or_else(|_| "[]".into()))
+            .unwrap_or_else(|| "[]".into());
+        sqlx::query(
+            "INSERT INTO match_links (id, source, local_id, child_id, status, method, probability, \
+             match_weight, model_version, explanation, decided_by, decision, reason, created_at, decided_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, CAST($7 AS DOUBLE PRECISION), CAST($8 AS DOUBLE PRECISION), \
+             $9, $10, $11, $12, $13, $14, $15)",
+        )
+        .bind(&id)
+        .bind(self.source)
+        .bind(self.local_id)
+        .bind(self.child)
+        .bind(self.status)
+        .bind(self.method)
+        // As text, cast in SQL: sqlx's Any driver cannot bind a float (or a null of one) that
+        // PostgreSQL accepts for a DOUBLE PRECISION column.
+        .bind(self.score.map(|(s, _)| s.probability.to_string()))
+        .bind(self.score.map(|(s, _)| s.weight.to_string()))
+        .bind(self.model_version)
+        .bind(explanation)
+        .bind(self.decided_by)
+        .bind(self.decision)
+        .bind(self.reason)
+        .bind(&now)
+        .bind(self.decided_by.map(|_| now.clone()))
+        .execute(&mut *conn)
+        .await?;
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::resolve::{Index, Search};
+    use sqlx::Row;
+    use weft_adapters::SourceRecord;
+
+    fn rec(id: &str, nhs: Option<&str>, given: &str, family: &str) -> SourceRecord {
+        SourceRecord {
+            local_id: id.into(),
+            identifiers: nhs
+                .map(|n| Identifier::new("nhs_number", n))
+                .into_iter()
+                .collect(),
+            demographics: Demographics {
+                given_name: Some(given.into()),
+                family_name: Some(family.into()),
+                birth_date: Some("2016-06-21".into()),
+                sex: Some("female".into()),
+                postcode: Some("WT3 5QP".into()),
+            },
+            score: None,
+        }
+    }
+
+    fn by_admin(d: &Decided) -> Entry {
+        Entry {
+            user: "admin1".into(),
+            role: "data_admin".into(),
+            ..Entry::system("match_decision", Some(&d.child_id), "changed", json!({}))
+        }
+    }
+
+    /// The health record every test starts from: it has an NHS number. Returns its child.
+    async fn eleanor(index: &Index) -> String {
+        let p1 = rec("p1", Some("9000000009"), "Eleanor", "Thompson");
+        index.upsert("health", &p1).await.unwrap().0
+    }
+
+    async fn index(dir: &std::path::Path, upper: f64) -> (Index, weft_adapters::testkit::FreshDb) {
+        let (store, db) = crate::foundation::store::test_store(dir).await;
+        let cfg = MatchingConfig {
+            upper,
+            lower: 0.5,
+            model: None,
+        };
+        (
+            Index::with_matcher(store, Matcher::from_config(&cfg).unwrap()),
+            db,
+        )
+    }
+
+    #[tokio::test]
+    async fn misspelt_record_without_identifier_links_with_its_score_and_reasons() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 0.95).await;
+        let a = eleanor(&index).await;
+        let (b, _) = index
+            .upsert("police", &rec("x1", None, "Eleanor", "Thomson"))
+            .await
+            .unwrap();
+        assert_eq!(a, b);
+        let history = link_history(&index, &a).await.unwrap().unwrap();
+        let police = history.iter().find(|l| l.source == "police").unwrap();
+        assert_eq!(
+            (police.status.as_str(), police.method.as_str()),
+            ("active", "probabilistic")
+        );
+        assert!(police.probability.unwrap() >= 0.95, "{police:?}");
+        assert!(police.match_weight.is_some());
+        assert_eq!(
+            police.model_version.as_deref(),
+            Some(index.matcher().model.version.as_str())
+        );
+        let family = police
+            .explanation
+            .iter()
+            .find(|e| e.comparison == "family_name")
+            .unwrap();
+        assert_eq!(family.level, "close spelling");
+        let health = history.iter().find(|l| l.source == "health").unwrap();
+        assert_eq!(health.method, "new");
+        // A stranger is a new child; a search by demographics grades the child.
+        let (c, _) = index
+            .upsert("police", &rec("x2", None, "Ruby", "Calder"))
+            .await
+            .unwrap();
+        assert_ne!(c, a);
+        let found = index
+            .find(&Search {
+                demographics: Some(rec("q", None, "Ellie", "Thompson").demographics),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(found[0].id, a);
+        assert_eq!(found[0].grade, Grade::Certain);
+        assert!(!found[0].explanation.is_empty());
+        let certain = index
+            .find(&Search {
+                demographics: Some(rec("q", None, "Eleanor", "Tomkins").demographics),
+                certain_only: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(certain.iter().all(|f| f.grade == Grade::Certain));
+    }
+
+    #[tokio::test]
+    async fn review_queue_decisions_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        // An upper threshold of 1 sends every probabilistic match to review.
+        let (index, _db) = index(dir.path(), 1.0).await;
+        let a = eleanor(&index).await;
+        let (b, _) = index
+            .upsert("police", &rec("x1", None, "Eleanor", "Thomson"))
+            .await
+            .unwrap();
+        assert_ne!(a, b);
+        let queue = review_queue(&index).await.unwrap();
+        assert_eq!(queue.len(), 1);
+        assert_eq!(
+            (queue[0].child_id.as_str(), queue[0].local_id.as_str()),
+            (a.as_str(), "x1")
+        );
+
+        // Rejected: never proposed again, however often the record changes.
+        let d = decide(
+            &index,
+            &queue[0].id,
+            Decision::Reject,
+            "admin1",
+            Some("different child"),
+            by_admin,
+        )
+        .await
+        .unwrap();
+        assert_eq!(d.child_id, b);
+        assert!(review_queue(&index).await.unwrap().is_empty());
+        index
+            .upsert("police", &rec("x1", None, "Eleanor", "Thomsen"))
+            .await
+            .unwrap();
+        assert!(review_queue(&index).await.unwrap().is_empty());
+        assert!(matches!(
+            decide(
+                &index,
+                &queue[0].id,
+                Decision::Confirm,
+                "admin1",
+                None,
+                by_admin
+            )
+            .await,
+            Err(DecisionError::NotApplicable(_))
+        ));
+
+        // Confirmed: the record moves to the child, and its old link is superseded.
+        let (c, _) = index
+            .upsert("school", &rec("s1", None, "Eleanor", "Thompson"))
+            .await
+            .unwrap();
+        let proposal = review_queue(&index)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|l| l.local_id == "s1")
+            .unwrap();
+        assert_eq!(proposal.child_id, a);
+        let d = decide(
+            &index,
+            &proposal.id,
+            Decision::Confirm,
+            "admin1",
+            None,
+            by_admin,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (d.child_id.as_str(), d.previous_child_id.as_deref()),
+            (a.as_str(), Some(c.as_str()))
+        );
+        assert_eq!(index.links(&a).await.unwrap().unwrap().len(), 2);
+        let history = link_history(&index, &c).await.unwrap().unwrap();
+        assert_eq!(history[0].status, "superseded");
+        // A re-read of the record never moves it back.
+        let (again, _) = index
+            .upsert("school", &rec("s1", None, "Eleanor", "Thompson"))
+            .await
+            .unwrap();
+        assert_eq!(again, a);
+
+        // Split: the record leaves the child and is matched again without it.
+        let d = decide(
+            &index,
+            &proposal.id,
+            Decision::Split,
+            "admin2",
+            Some("twin"),
+            by_admin,
+        )
+        .await
+        .unwrap();
+        assert_ne!(d.child_id, a);
+        assert_eq!(index.links(&a).await.unwrap().unwrap().len(), 1);
+        let history = link_history(&index, &a).await.unwrap().unwrap();
+        let split = history.iter().find(|l| l.id == proposal.id).unwrap();
+        assert_eq!(
+            (split.status.as_str(), split.decided_by.as_deref()),
+            ("split", Some("admin2"))
+        );
+        assert!(split.ended_at.is_some());
+        assert!(matches!(
+            decide(
+                &index,
+                "no-such-id",
+                Decision::Confirm,
+                "admin1",
+                None,
+                by_admin
+            )
+            .await,
+            Err(DecisionError::NotFound)
+        ));
+    }
+
+    async fn count(index: &Index, table: &str) -> i64 {
+        sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
+            .fetch_one(&index.store().pool)
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap()
+    }
+
+    async fn by_matcher(index: &Index) -> Vec<audit::Recorded> {
+        let q = audit::Query {
+            user: Some("matcher".into()),
+            limit: Some(1000),
+            ..Default::default()
+        };
+        let mut entries = audit::search(index.store(), &q).await.unwrap();
+        entries.reverse();
+        entries
+    }
+
+    #[tokio::test]
+    async fn every_automatic_link_and_proposal_is_in_the_audit_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 1.0).await;
+        let p1 = rec("p1", Some("9000000009"), "Eleanor", "Thompson");
+        let (a, _) = index.upsert("health", &p1).await.unwrap();
+        let mut s1 = rec("s1", Some("9000000009"), "Ellie", "Thompson");
+        s1.demographics.birth_date = Some("2016-06-12".into());
+        index.upsert("school", &s1).await.unwrap();
+        let (b, _) = index
+            .upsert("police", &rec("x1", None, "Eleanor", "Thomson"))
+            .await
+            .unwrap();
+        let seen: Vec<(String, String, String, String)> = by_matcher(&index)
+            .await
+            .into_iter()
+            .map(|r| {
+                let d = &r.entry.detail;
+                (
+                    r.entry.outcome.clone(),
+                    d["local_id"].as_str().unwrap().to_string(),
+                    d["method"].as_str().unwrap().to_string(),
+                    r.entry.child.clone().unwrap(),
+                )
+            })
+            .collect();
+        let row = |o: &str, l: &str, m: &str, c: &str| (o.into(), l.into(), m.into(), c.into());
+        assert_eq!(
+            seen,
+            vec![
+                row("linked", "p1", "new", &a),
+                row("linked", "s1", "identifier:nhs_number", &a),
+                row("linked", "x1", "new", &b),
+                row("proposed", "x1", "probabilistic", &a),
+            ]
+        );
+        let proposal = by_matcher(&index).await.pop().unwrap();
+        assert_eq!(proposal.entry.detail["current_child"], b.as_str());
+        assert_eq!(proposal.entry.role, "system");
+        assert!(proposal.entry.detail["probability"].as_f64().unwrap() >= 0.5);
+        // A record read again keeps its link: nothing new to record.
+        index.upsert("health", &p1).await.unwrap();
+        assert_eq!(by_matcher(&index).await.len(), 4);
+
+        // A split records the person's decision and the matcher's new placement together.
+        let link = link_history(&index, &a)
+            .await
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .find(|l| l.local_id == "s1")
+            .unwrap();
+        let d = decide(&index, &link.id, Decision::Split, "admin1", None, by_admin)
+            .await
+            .unwrap();
+        assert_ne!(d.child_id, a, "the shared NHS number does not link it back");
+        let mut all = audit::search(index.store(), &audit::Query::default())
+            .await
+            .unwrap();
+        all.reverse();
+        assert_eq!(
+            (all[4].entry.action.as_str(), all[4].entry.user.as_str()),
+            ("match_decision", "admin1")
+        );
+        assert_eq!(
+            (
+                all[5].entry.outcome.as_str(),
+                all[5].entry.detail["local_id"].as_str()
+            ),
+            ("linked", Some("s1"))
+        );
+        assert_eq!(all[5].entry.child.as_deref(), Some(d.child_id.as_str()));
+        let verified = audit::verify(index.store()).await.unwrap();
+        assert_eq!(
+            (verified.entries, verified.problem),
+            (all.len() as i64, None)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_changed_record_that_now_matches_another_child_is_proposed_not_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 0.95).await;
+        let a = eleanor(&index).await;
+        let (b, _) = index
+            .upsert("school", &rec("s1", None, "Ruby", "Calder"))
+            .await
+            .unwrap();
+        assert_ne!(a, b);
+        assert!(review_queue(&index).await.unwrap().is_empty());
+
+        // The school corrects the record: it is the same child as p1.
+        let corrected = rec("s1", None, "Eleanor", "Thompson");
+        let (still, _) = index.upsert("school", &corrected).await.unwrap();
+        assert_eq!(still, b, "a link is never moved automatically");
+        let queue = review_queue(&index).await.unwrap();
+        assert_eq!(queue.len(), 1);
+        assert_eq!(
+            (queue[0].local_id.as_str(), queue[0].child_id.as_str()),
+            ("s1", a.as_str())
+        );
+        let proposed = by_matcher(&index).await.pop().unwrap();
+        assert_eq!(
+            (
+                proposed.entry.outcome.as_str(),
+                &proposed.entry.detail["current_child"]
+            ),
+            ("proposed", &json!(b))
+        );
+        // Read again, changed again or not: the open proposal is not repeated.
+        index.upsert("school", &corrected).await.unwrap();
+        let mut again = corrected.clone();
+        again.demographics.postcode = Some("WT3 5QQ".into());
+        index.upsert("school", &again).await.unwrap();
+        assert_eq!(review_queue(&index).await.unwrap().len(), 1);
+        // Rejected: never proposed again.
+        decide(
+            &index,
+            &queue[0].id,
+            Decision::Reject,
+            "admin1",
+            None,
+            by_admin,
+        )
+        .await
+        .unwrap();
+        index.upsert("school", &corrected).await.unwrap();
+        assert!(review_queue(&index).await.unwrap().is_empty());
+        // A record that changes but still matches its own child best proposes nothing.
+        let mut moved = rec("p1", Some("9000000009"), "Eleanor", "Thompson");
+        moved.demographics.postcode = Some("WT9 1AA".into());
+        index.upsert("health", &moved).await.unwrap();
+        assert!(review_queue(&index).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn identifiers_pointing_at_two_children_link_by_nhs_number_and_ask_about_the_upn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 0.95).await;
+        let a = eleanor(&index).await;
+        let mut ruby = rec("s1", None, "Ruby", "Calder");
+        ruby.identifiers = vec![Identifier::new("upn", "B801200005001")];
+        let (b, _) = index.upsert("school", &ruby).await.unwrap();
+        assert_ne!(a, b);
+
+        // A police record carrying Eleanor's NHS number and Ruby's UPN.
+        let mut x1 = rec("x1", Some("9000000009"), "Eleanor", "Thompson");
+        x1.identifiers.push(Identifier::new("upn", "B801200005001"));
+        let (linked, _) = index.upsert("police", &x1).await.unwrap();
+        assert_eq!(linked, a, "the NHS number links");
+        let queue = review_queue(&index).await.unwrap();
+        assert_eq!(queue.len(), 1);
+        assert_eq!(
+            (
+                queue[0].child_id.as_str(),
+                queue[0].method.as_str(),
+                queue[0].probability
+            ),
+            (b.as_str(), "identifier:upn", None)
+        );
+        let proposed = by_matcher(&index).await.pop().unwrap();
+        assert_eq!(
+            (
+                proposed.entry.outcome.as_str(),
+                &proposed.entry.detail["current_child"]
+            ),
+            ("proposed", &json!(a))
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_is_linked_or_decided_when_the_audit_cannot_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 1.0).await;
+        eleanor(&index).await;
+        let (b, _) = index
+            .upsert("police", &rec("x1", None, "Eleanor", "Thomson"))
+            .await
+            .unwrap();
+        let proposal = review_queue(&index).await.unwrap().remove(0);
+        let tables = ["children", "source_records", "match_links", "match_keys"];
+        let mut before = Vec::new();
+        for t in tables {
+            before.push(count(&index, t).await);
+        }
+        sqlx::query("DROP TABLE audit_head")
+            .execute(&index.store().pool)
+            .await
+            .unwrap();
+
+        assert!(index
+            .upsert("school", &rec("s9", None, "Ruby", "Calder"))
+            .await
+            .is_err());
+        assert!(matches!(
+            decide(
+                &index,
+                &proposal.id,
+                Decision::Confirm,
+                "admin1",
+                None,
+                by_admin
+            )
+            .await,
+            Err(DecisionError::Audit(_))
+        ));
+        let mut after = Vec::new();
+        for t in tables {
+            after.push(count(&index, t).await);
+        }
+        assert_eq!(before, after, "nothing half-applied");
+        let still = review_queue(&index).await.unwrap();
+        assert_eq!(still[0].id, proposal.id);
+        let found = index
+            .find(&Search {
+                local_id: Some(("police".into(), "x1".into())),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(found[0].id, b, "the record has not moved");
+    }
+
+    fn person(id: &str, given: &str, family: &str, dob: &str) -> SourceRecord {
+        let mut r = rec(id, None, given, family);
+        r.demographics.birth_date = Some(dob.into());
+        r
+    }
+
+    async fn family_weight(index: &Index, r: &SourceRecord) -> Explained {
+        let q = record_of("q", &r.demographics, &[]);
+        let mut conn = index.store().pool.acquire().await.unwrap();
+        let found = index
+            .matcher()
+            .candidates(&mut conn, &q, &[], None)
+            .await
+            .unwrap();
+        found[0]
+            .explanation
+            .iter()
+            .find(|e| e.comparison == "family_name")
+            .unwrap()
+            .clone()
+    }
+
+    async fn terms(index: &Index) -> Vec<(String, String, i64, i64)> {
+        sqlx::query(
+            "SELECT comparison, value, n, sq FROM match_terms WHERE n <> 0 AND comparison <> '_derived' \
+             ORDER BY comparison, value",
+        )
+        .fetch_all(&index.store().pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("comparison").unwrap(),
+                r.try_get("value").unwrap(),
+                r.try_get("n").unwrap(),
+                r.try_get("sq").unwrap(),
+            )
+        })
+        .collect()
+    }
+
+    #[tokio::test]
+    async fn a_rare_family_name_counts_for_more_than_a_common_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 0.95).await;
+        let given = ["Amy", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana"];
+        for (i, g) in given.iter().cycle().take(24).enumerate() {
+            let dob = format!("201{}-0{}-{:02}", i % 8, 1 + i % 9, 1 + i);
+            index
+                .upsert("school", &person(&format!("s{i}"), g, "Smith", &dob))
+                .await
+                .unwrap();
+        }
+        let rare = person("r1", "Isla", "Featherstonehaugh", "2013-04-30");
+        index.upsert("school", &rare).await.unwrap();
+        let common = person("s3", "Dev", "Smith", "2013-04-04");
+
+        let (c, r) = (
+            family_weight(&index, &common).await,
+            family_weight(&index, &rare).await,
+        );
+        assert_eq!((c.level.as_str(), r.level.as_str()), ("exact", "exact"));
+        assert!(c.term_frequency_adjusted && r.term_frequency_adjusted);
+        assert!(r.weight > c.weight + 3.0, "rare {r:?}, common {c:?}");
+
+        // A changed name moves its count; counting everything again agrees.
+        let mut renamed = rare.clone();
+        renamed.demographics.family_name = Some("Smith".into());
+        index.upsert("school", &renamed).await.unwrap();
+        let kept = terms(&index).await;
+        assert!(
+            kept.contains(&("family_name".into(), "smith".into(), 25, 0)),
+            "{kept:?}"
+        );
+        assert!(kept.contains(&("family_name".into(), String::new(), 25, 625)));
+        assert!(!kept.iter().any(|t| t.1 == "featherstonehaugh"));
+        let keys = || async {
+            let rows = sqlx::query(
+                "SELECT rule, key, source, local_id, form FROM match_keys \
+                 ORDER BY rule, key, source, local_id",
+            )
+            .fetch_all(&index.store().pool)
+            .await
+            .unwrap();
+            rows.iter()
+                .map(|r| (0..5).map(|i| r.try_get::<String, _>(i).unwrap()).collect())
+                .collect::<Vec<Vec<String>>>()
+        };
+        let upserted = keys().await;
+        assert!(upserted.len() >= 25 * 3, "{} blocking keys", upserted.len());
+        // As a store written by an older build looks after its migration: no marker, no keys.
+        sqlx::query("DELETE FROM match_terms")
+            .execute(&index.store().pool)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM match_keys")
+            .execute(&index.store().pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            index.matcher().rebuild(index.store()).await.unwrap(),
+            Rebuilt {
+                records: 25,
+                keys: upserted.len() as u64
+            }
+        );
+        assert_eq!(keys().await, upserted, "derived as upsert wrote them");
+        assert_eq!(terms(&index).await, kept);
+        assert_eq!(
+            index.matcher().rebuild(index.store()).await.unwrap(),
+            Rebuilt::default(),
+            "derived once"
+        );
+    }
+
+    #[test]
+    fn builtin_model_loads_and_grades() {
+        let m = Matcher::builtin();
+        assert_eq!(m.model.comparison_kinds(), comparisons_for(&FIELDS));
+        assert_eq!(m.grade(0.99), Some(Grade::Certain));
+        assert_eq!(m.grade(0.7), Some(Grade::Probable));
+        assert_eq!(m.grade(0.1), Some(Grade::Possible));
+        assert_eq!(m.grade(0.01), None);
+        assert!(m.keys(&Record::default()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_child_holding_another_nhs_number_is_no_candidate_even_where_blocking_misses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 0.95).await;
+        let child = eleanor(&index).await;
+        let police = rec("x1", None, "Eleanor", "Thomson");
+        assert_eq!(index.upsert("police", &police).await.unwrap().0, child);
+        // The health record changes beyond the reach of every blocking key; it keeps its link,
+        // and with it the child keeps its NHS number.
+        let mut moved = rec("p1", Some("9000000009"), "Zara", "Okonkwo");
+        moved.demographics.birth_date = Some("2009-01-02".into());
+        moved.demographics.postcode = Some("ZZ1 1ZZ".into());
+        assert_eq!(index.upsert("health", &moved).await.unwrap().0, child);
+
+        // The police record's twin, under another valid NHS number, is another child.
+        let twin = rec("s9", Some("9912003888"), "Eleanor", "Thomson");
+        let (other, _) = index.upsert("school", &twin).await.unwrap();
+        assert_ne!(other, child);
+        let found = index
+            .find(&Search {
+                nhs_number: weft_ids::NhsNumber::parse("9912003888").ok(),
+                demographics: Some(twin.demographics.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.first().map(|f| f.id.as_str()), Some(other.as_str()));
+        assert!(found.iter().all(|f| f.id != child), "{found:?}");
+        // Without an NHS number, the police record's child is the best match.
+        let found = index
+            .find(&Search {
+                demographics: Some(police.demographics.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(found.iter().any(|f| f.id == child), "{found:?}");
+    }
+
+    #[test]
+    fn different_national_identifiers_conflict() {
+        let with = |nhs: &str| {
+            let mut r = Record::default();
+            r.set(Field::NhsNumber, nhs).unwrap();
+            r
+        };
+        assert!(identifiers_conflict(
+            &with("9000000009"),
+            &with("9912003888")
+        ));
+        assert!(!identifiers_conflict(
+            &with("9000000009"),
+            &with("9000000009")
+        ));
+        assert!(!identifiers_conflict(
+            &with("9000000009"),
+            &Record::default()
+        ));
+    }
+}
+
+/// A person's decision on a row of `match_links`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// On a proposal: link the record to the proposed child. On a link: keep it, pinned.
+    Confirm,
+    /// On a proposal: the record is not that child; it is never proposed again.
+    Reject,
+    /// On a link: the record is not that child. The record is matched again without it.
+    Split,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecisionError {
+    #[error("no match with that id")]
+    NotFound,
+    #[error("that decision does not apply to a {0} match")]
+    NotApplicable(String),
+    /// The audit entries could not be written, so nothing was changed.
+    #[error("audit store unavailable: {0}")]
+    Audit(sqlx::Error),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// What a decision did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Decided {
+    pub id: String,
+    pub decision: Decision,
+    pub source: String,
+    pub local_id: String,
+    /// The child the record is linked to now.
+    pub child_id: String,
+    /// The child it was linked to before, when that changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_child_id: Option<String>,
+}
+
+/// Open proposals, oldest first.
+pub async fn review_queue(
+    index: &crate::pipeline::resolve::Index,
+) -> Result<Vec<LinkRow>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT {LINK_COLUMNS} FROM match_links WHERE status = 'review' ORDER BY created_at, id"
+    ))
+    .fetch_all(&index.store().pool)
+    .await?;
+    rows.iter().map(LinkRow::from_row).collect()
+}
+
+/// Every link a child has or had, and every proposal involving it, oldest first; `None` when
+/// there is no such child.
+pub async fn link_history(
+    index: &crate::pipeline::resolve::Index,
+    child: &str,
+) -> Result<Option<Vec<LinkRow>>, sqlx::Error> {
+    let pool = &index.store().pool;
+    let exists = sqlx::query("SELECT id FROM children WHERE id = $1")
+        .bind(child)
+        .fetch_optional(pool)
+        .await?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let rows = sqlx::query(&format!(
+        "SELECT {LINK_COLUMNS} FROM match_links WHERE child_id = $1 ORDER BY created_at, id"
+    ))
+    .bind(child)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(LinkRow::from_row)
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// Applies a person's decision in one transaction with the audit entries that record it: the
+/// decision, and for a split the matcher's new placement of the record, commit together with
+/// their entries or not at all. `entry` builds the person's entry from what the decision did.
+pub async fn decide(
+    index: &crate::pipeline::resolve::Index,
+    id: &str,
+    decision: Decision,
+    user: &str,
+    reason: Option<&str>,
+    entry: impl FnOnce(&Decided) -> Entry,
+) -> Result<Decided, DecisionError> {
+    let matcher = index.matcher();
+    let mut tx = index.store().begin_write().await?;
+    let row = sqlx::query(&format!(
+        "SELECT {LINK_COLUMNS} FROM match_links WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(DecisionError::NotFound)?;
+    let link = LinkRow::from_row(&row)?;
+    let now = chrono::Utc::now().to_rfc3339();
+    let (word, new_status) = match (link.status.as_str(), decision) {
+        ("review", Decision::Confirm) => ("confirmed", "active"),
+        ("review", Decision::Reject) => ("rejected", "rejected"),
+        ("active", Decision::Confirm) => ("confirmed", "active"),
+        ("active", Decision::Split) => ("split", "split"),
+        (status, _) => return Err(DecisionError::NotApplicable(status.to_string())),
+    };
+    let ended = matches!(new_status, "split").then_some(now.as_str());
+    sqlx::query(
+        "UPDATE match_links SET status = $1, decision = $2, decided_by = $3, decided_at = $4, \
+         reason = $5, ended_at = $6 WHERE id = $7",
+    )
+    .bind(new_status)
+    .bind(word)
+    .bind(user)
+    .bind(&now)
+    .bind(reason)
+    .bind(ended)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    let current: Option<String> =
+        sqlx::query("SELECT child_id FROM source_records WHERE source = $1 AND local_id = $2")
+            .bind(&link.source)
+            .bind(&link.local_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get("child_id"))
+            .transpose()?
+            .flatten();
+    let mut child = current.clone().unwrap_or_else(|| link.child_id.clone());
+    let mut placed = Vec::new();
+    match (link.status.as_str(), decision) {
+        ("review", Decision::Confirm) => {
+            // The record moves to the proposed child; its previous link ends.
+            sqlx::query(
+                "UPDATE match_links SET status = 'superseded', ended_at = $1 \
+                 WHERE source = $2 AND local_id = $3 AND status = 'active' AND id <> $4",
+            )
+            .bind(&now)
+            .bind(&link.source)
+            .bind(&link.local_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            move_record(
+                &mut tx,
+                &link.source,
+                &link.local_id,
+                &link.child_id,
+                "manual",
+            )
+            .await?;
+            child = link.child_id.clone();
+        }
+        ("active", Decision::Split) => {
+            // Placed again, without the child a person has just ruled out (nor any other they
+            // ruled out before).
+            let stored = sqlx::query(
+                "SELECT identifiers, demographics FROM source_records WHERE source = $1 AND local_id = $2",
+            )
+            .bind(&link.source)
+            .bind(&link.local_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let record = stored_record(
+                &link.local_id,
+                &stored.try_get::<String, _>("demographics")?,
+                &stored.try_get::<String, _>("identifiers")?,
+            );
+            let placement = matcher
+                .place(&mut tx, &link.source, &link.local_id, &record)
+                .await?;
+            move_record(
+                &mut tx,
+                &link.source,
+                &link.local_id,
+                &placement.child,
+                &placement.method,
+            )
+            .await?;
+            placed = matcher
+                .write_placement(&mut tx, &link.source, &link.local_id, &placement)
+                .await?;
+            child = placement.child;
+        }
+        _ => {}
+    }
+    let decided = Decided {
+        id: id.to_string(),
+        decision,
+        source: link.source,
+        local_id: link.local_id,
+        previous_child_id: current.filter(|c| *c != child),
+        child_id: child,
+    };
+    let person = entry(&decided);
+    let entries: Vec<&Entry> = std::iter::once(&person).chain(&placed).collect();
+    audit::chain(&mut tx, &entries)
+        .await
+        .map_err(DecisionError::Audit)?;
+    tx.commit().await.map_err(DecisionError::Audit)?;
+    Ok(decided)
+}
+
+async fn move_record(
+    conn: &mut AnyConnection,
+    source: &str,
+    local_id: &str,
+    child: &str,
+    method: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE source_records SET child_id = $1, link_method = $2 WHERE source = $3 AND local_id = $4",
+    )
+    .bind(child)
+    .bind(method)
+    .bind(source)
+    .bind(local_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,772 @@
+//! Stage 2, resolve identity: the master child index. It maps a Weft child id to the records
+//! that each source holds on that child, and an identifier or demographics to a child.
+//!
+//! Linking, in order: a record already linked keeps its link (a link is never moved
+//! automatically); a verified national identifier (NHS number, UPN) shared with a linked record
+//! links deterministically; otherwise the probabilistic matcher ([`crate::pipeline::resolve::linkage`]) scores the
+//! candidates blocking finds: at or above the upper threshold the record links, between the
+//! thresholds it starts a child of its own and the match goes to the review queue, below it
+//! starts a new child. Invalid identifiers are kept on the record, flagged, and never used for
+//! linking. Each record is matched as it arrives or changes: nothing is re-run in bulk. A linked
+//! record whose demographics change keeps its link, but if it now matches another child better
+//! than its own, that child is proposed for review.
+
+pub mod linkage;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::{stream, StreamExt};
+use serde::Serialize;
+use sqlx::Row;
+use weft_adapters::{Demographics, Probe, SourceRecord};
+
+use crate::foundation::audit;
+use crate::foundation::store::Store;
+use crate::pipeline::resolve::linkage::{stored_record, Grade, Matcher, NewLink};
+use crate::sources::{Source, Sources};
+use weft_ids as identity;
+use weft_matching::{Explained, Record};
+
+/// A child's record in one source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub source: String,
+    pub local_id: String,
+}
+
+/// An identifier as the index keeps it: checked, and flagged when it failed.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct Checked {
+    kind: String,
+    value: String,
+    valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    problem: Option<String>,
+}
+
+/// A source record as the index stores it, worked out before any row is written: what
+/// [`Index::upsert`] writes, and what a bulk load of new records (`weft bench search`) writes
+/// too, so the two cannot drift apart.
+pub(crate) struct Stored {
+    /// Every identifier the source gave, checked.
+    checked: Vec<Checked>,
+    /// Whether any identifier failed its check.
+    pub flagged: bool,
+    /// `source_records.match_key`.
+    pub key: Option<String>,
+    /// What the matcher sees: demographics and the verified identifiers only.
+    pub record: Record,
+    /// `source_records.identifiers`: every identifier, checked, the invalid ones flagged.
+    pub identifiers: String,
+    /// `source_records.demographics`: as the source gave them.
+    pub demographics: String,
+}
+
+impl Stored {
+    pub(crate) fn new(rec: &SourceRecord) -> Self {
+        let checked: Vec<Checked> = rec
+            .identifiers
+            .iter()
+            .map(|i| match identity::verify(&i.kind, &i.value) {
+                Ok(v) => Checked {
+                    kind: i.kind.clone(),
+                    value: v,
+                    valid: true,
+                    problem: None,
+                },
+                Err(e) => Checked {
+                    kind: i.kind.clone(),
+                    value: i.value.clone(),
+                    valid: false,
+                    problem: Some(e.to_string()),
+                },
+            })
+            .collect();
+        let valid: Vec<weft_adapters::Identifier> = checked
+            .iter()
+            .filter(|c| c.valid)
+            .map(|c| weft_adapters::Identifier::new(c.kind.clone(), c.value.clone()))
+            .collect();
+        Self {
+            flagged: checked.iter().any(|c| !c.valid),
+            key: match_key(&rec.demographics),
+            record: crate::pipeline::resolve::linkage::record_of(
+                rec.local_id.clone(),
+                &rec.demographics,
+                &valid,
+            ),
+            identifiers: serde_json::to_string(&checked).unwrap_or_else(|_| "[]".into()),
+            demographics: serde_json::to_string(&rec.demographics).unwrap_or_else(|_| "{}".into()),
+            checked,
+        }
+    }
+
+    /// The rows of `record_identifiers`: each verified identifier once.
+    pub(crate) fn verified(&self) -> Vec<(&str, &str)> {
+        let mut seen = BTreeSet::new();
+        self.checked
+            .iter()
+            .filter(|c| c.valid)
+            .map(|c| (c.kind.as_str(), c.value.as_str()))
+            .filter(|kv| seen.insert(*kv))
+            .collect()
+    }
+}
+
+/// A child found by a search, and what it was found by.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Found {
+    pub id: String,
+    /// `nhs_number`, `upn`, `local_id` or `demographics`.
+    pub matched_on: &'static str,
+    /// `certain` for an identifier, else from the match probability and the thresholds.
+    pub grade: Grade,
+    /// Match probability; 1 for an identifier.
+    pub probability: f64,
+    /// For demographic matches: each comparison, the level it reached and its weight.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub explanation: Vec<Explained>,
+}
+
+/// What to search the index by; built from a validated request.
+#[derive(Debug, Default, Clone)]
+pub struct Search {
+    pub nhs_number: Option<identity::NhsNumber>,
+    pub upn: Option<identity::Upn>,
+    pub local_id: Option<(String, String)>,
+    pub demographics: Option<Demographics>,
+    /// Return only `certain` children.
+    pub certain_only: bool,
+}
+
+/// A source record as the index held it before an upsert.
+struct Previous {
+    child: Option<String>,
+    record: Record,
+    /// Whether the demographics differ from the ones arriving.
+    changed: bool,
+}
+
+/// What one pass over the sources did, for `/readyz` and the logs.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct SyncReport {
+    pub finished_at: Option<DateTime<Utc>>,
+    pub records: usize,
+    pub children: i64,
+    /// Records carrying an identifier that failed its check.
+    pub flagged_identifiers: usize,
+    /// Sources that could not be read, with the reason.
+    pub failed: Vec<(String, String)>,
+}
+
+/// The master child index over the gateway's store.
+pub struct Index {
+    store: Store,
+    matcher: Matcher,
+    ready: AtomicBool,
+    last: Mutex<SyncReport>,
+}
+
+/// How long one listing or one trace may take before the pass moves on.
+const LIST_DEADLINE: Duration = Duration::from_secs(120);
+
+impl Index {
+    /// An index with the built-in matching model and default thresholds.
+    pub fn new(store: Store) -> Self {
+        Self::with_matcher(store, Matcher::builtin())
+    }
+
+    pub fn with_matcher(store: Store, matcher: Matcher) -> Self {
+        Self {
+            store,
+            matcher,
+            ready: AtomicBool::new(false),
+            last: Mutex::new(SyncReport::default()),
+        }
+    }
+
+    pub fn matcher(&self) -> &Matcher {
+        &self.matcher
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Whether a first pass over the sources has finished.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn last_sync(&self) -> SyncReport {
+        self.last.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The records linked to a child; `None` when there is no such child. One query: this runs
+    /// on every view.
+    pub async fn links(&self, child: &str) -> Result<Option<Vec<Link>>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT sr.source AS source, sr.local_id AS local_id FROM children c \
+             LEFT JOIN source_records sr ON sr.child_id = c.id WHERE c.id = $1 \
+             ORDER BY sr.source, sr.local_id",
+        )
+        .bind(child)
+        .fetch_all(&self.store.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut links = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let source: Option<String> = r.try_get("source")?;
+            let local_id: Option<String> = r.try_get("local_id")?;
+            if let (Some(source), Some(local_id)) = (source, local_id) {
+                links.push(Link { source, local_id });
+            }
+        }
+        Ok(Some(links))
+    }
+
+    /// Children matching a search; identifiers first (certain), then demographics scored by the
+    /// matcher, best first.
+    pub async fn find(&self, q: &Search) -> Result<Vec<Found>, sqlx::Error> {
+        let mut found: Vec<Found> = Vec::new();
+        let mut add = |ids: Vec<String>, on: &'static str| {
+            for id in ids {
+                if !found.iter().any(|f| f.id == id) {
+                    found.push(Found {
+                        id,
+                        matched_on: on,
+                        grade: Grade::Certain,
+                        probability: 1.0,
+                        explanation: Vec::new(),
+                    });
+                }
+            }
+        };
+        if let Some(n) = &q.nhs_number {
+            add(
+                self.by_identifier("nhs_number", n.as_str()).await?,
+                "nhs_number",
+            );
+        }
+        if let Some(u) = &q.upn {
+            add(self.by_identifier("upn", u.as_str()).await?, "upn");
+        }
+        if let Some((source, id)) = &q.local_id {
+            let rows = sqlx::query(
+                "SELECT child_id FROM source_records WHERE source = $1 AND local_id = $2 AND child_id IS NOT NULL",
+            )
+            .bind(source)
+            .bind(id)
+            .fetch_all(&self.store.pool)
+            .await?;
+            add(child_ids(&rows)?, "local_id");
+        }
+        if let Some(d) = &q.demographics {
+            let mut ids = Vec::new();
+            if let Some(n) = &q.nhs_number {
+                ids.push(weft_adapters::Identifier::new("nhs_number", n.as_str()));
+            }
+            if let Some(u) = &q.upn {
+                ids.push(weft_adapters::Identifier::new("upn", u.as_str()));
+            }
+            let query = crate::pipeline::resolve::linkage::record_of("search", d, &ids);
+            let mut conn = self.store.pool.acquire().await?;
+            for c in self
+                .matcher
+                .candidates(&mut conn, &query, &[], None)
+                .await?
+            {
+                let Some(grade) = self.matcher.grade(c.score.probability) else {
+                    continue;
+                };
+                if !found.iter().any(|f| f.id == c.child) {
+                    found.push(Found {
+                        id: c.child,
+                        matched_on: "demographics",
+                        grade,
+                        probability: c.score.probability,
+                        explanation: c.explanation,
+                    });
+                }
+            }
+        }
+        if q.certain_only {
+            found.retain(|f| f.grade == Grade::Certain);
+        }
+        Ok(found)
+    }
+
+    async fn by_identifier(&self, kind: &str, value: &str) -> Result<Vec<String>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT sr.child_id FROM record_identifiers ri \
+             JOIN source_records sr ON sr.source = ri.source AND sr.local_id = ri.local_id \
+             WHERE ri.kind = $1 AND ri.value = $2 AND sr.child_id IS NOT NULL \
+             ORDER BY sr.child_id",
+        )
+        .bind(kind)
+        .bind(value)
+        .fetch_all(&self.store.pool)
+        .await?;
+        child_ids(&rows)
+    }
+
+    /// Adds or refreshes one source record and links it. Returns the child id and whether any
+    /// of its identifiers was flagged invalid.
+    pub async fn upsert(
+        &self,
+        source: &str,
+        rec: &SourceRecord,
+    ) -> Result<(String, bool), sqlx::Error> {
+        let stored = Stored::new(rec);
+        let Stored {
+            flagged,
+            key,
+            record,
+            identifiers,
+            demographics,
+            ..
+        } = &stored;
+        let now = Utc::now().to_rfc3339();
+
+        let mut tx = self.store.begin_write().await?;
+        let existing = sqlx::query(
+            "SELECT child_id, identifiers, demographics FROM source_records \
+             WHERE source = $1 AND local_id = $2",
+        )
+        .bind(source)
+        .bind(&rec.local_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let before = match &existing {
+            Some(row) => {
+                let old: String = row.try_get("demographics")?;
+                Some(Previous {
+                    child: row.try_get("child_id")?,
+                    record: stored_record(
+                        &rec.local_id,
+                        &old,
+                        &row.try_get::<String, _>("identifiers")?,
+                    ),
+                    changed: old != *demographics,
+                })
+            }
+            None => None,
+        };
+        // What the matcher links or proposes is audited in this transaction: a link no entry
+        // records never takes effect.
+        let mut entries = Vec::new();
+        let child = match before.as_ref().and_then(|b| b.child.clone()) {
+            Some(child) => {
+                sqlx::query(
+                    "UPDATE source_records SET identifiers = $1, demographics = $2, match_key = $3, updated_at = $4 \
+                     WHERE source = $5 AND local_id = $6",
+                )
+                .bind(identifiers)
+                .bind(demographics)
+                .bind(key.as_deref())
+                .bind(&now)
+                .bind(source)
+                .bind(&rec.local_id)
+                .execute(&mut *tx)
+                .await?;
+                // Linked before links were recorded: give the link a row of its own once.
+                let has = sqlx::query(
+                    "SELECT id FROM match_links WHERE source = $1 AND local_id = $2 AND status = 'active'",
+                )
+                .bind(source)
+                .bind(&rec.local_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if has.is_none() {
+                    let version = &self.matcher.model.version;
+                    let legacy =
+                        NewLink::automatic(source, &rec.local_id, &child, "legacy", None, version);
+                    let id = legacy.insert(&mut tx).await?;
+                    entries.push(legacy.entry(&id, None));
+                }
+                if before.as_ref().is_some_and(|b| b.changed) {
+                    let proposed = self
+                        .matcher
+                        .propose(&mut tx, source, &rec.local_id, record, &child)
+                        .await?;
+                    entries.extend(proposed);
+                }
+                child
+            }
+            None => {
+                let placement = self
+                    .matcher
+                    .place(&mut tx, source, &rec.local_id, record)
+                    .await?;
+                // A row without a child is only rewritten; a new record is added.
+                let sql = if existing.is_some() {
+                    "UPDATE source_records SET child_id = $3, identifiers = $4, demographics = $5, \
+                     match_key = $6, link_method = $7, updated_at = $8 WHERE source = $1 AND local_id = $2"
+                } else {
+                    "INSERT INTO source_records (source, local_id, child_id, identifiers, demographics, match_key, link_method, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                };
+                sqlx::query(sql)
+                    .bind(source)
+                    .bind(&rec.local_id)
+                    .bind(&placement.child)
+                    .bind(identifiers)
+                    .bind(demographics)
+                    .bind(key.as_deref())
+                    .bind(&placement.method)
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await?;
+                entries = self
+                    .matcher
+                    .write_placement(&mut tx, source, &rec.local_id, &placement)
+                    .await?;
+                placement.child
+            }
+        };
+        self.matcher
+            .count_terms(&mut tx, before.as_ref().map(|b| &b.record), record)
+            .await?;
+        self.matcher
+            .write_keys(&mut tx, source, &rec.local_id, record)
+            .await?;
+        sqlx::query("DELETE FROM record_identifiers WHERE source = $1 AND local_id = $2")
+            .bind(source)
+            .bind(&rec.local_id)
+            .execute(&mut *tx)
+            .await?;
+        for (kind, value) in stored.verified() {
+            sqlx::query(
+                "INSERT INTO record_identifiers (kind, value, source, local_id) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(kind)
+            .bind(value)
+            .bind(source)
+            .bind(&rec.local_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        audit::chain(&mut tx, &entries.iter().collect::<Vec<_>>()).await?;
+        tx.commit().await?;
+        Ok((child, *flagged))
+    }
+
+    /// One pass over every source: listable sources are read whole; children are then traced
+    /// into query-only sources (such as PDS) by NHS number, or by demographics without one.
+    pub async fn sync(&self, sources: &Sources) -> SyncReport {
+        let mut report = SyncReport::default();
+        let mut query_only = Vec::new();
+        for source in &sources.all {
+            match source.call(LIST_DEADLINE, || source.adapter.list()).await {
+                Err(failure) => {
+                    tracing::warn!(source = %source.id, reason = failure.reason(), "listing source failed");
+                    report
+                        .failed
+                        .push((source.id.clone(), failure.reason().into()));
+                }
+                Ok(None) => query_only.push(source.clone()),
+                Ok(Some(records)) => {
+                    for rec in &records {
+                        self.count(&mut report, source, rec).await;
+                    }
+                }
+            }
+        }
+        for source in query_only {
+            if let Err(e) = self.trace(&source, &mut report).await {
+                tracing::warn!(source = %source.id, error = %e, "tracing into source failed");
+                report
+                    .failed
+                    .push((source.id.clone(), "database_error".into()));
+            }
+        }
+        report.children = sqlx::query("SELECT COUNT(*) AS n FROM children")
+            .fetch_one(&self.store.pool)
+            .await
+            .and_then(|r| r.try_get::<i64, _>("n"))
+            .unwrap_or(-1);
+        report.finished_at = Some(Utc::now());
+        tracing::info!(
+            records = report.records,
+            children = report.children,
+            flagged = report.flagged_identifiers,
+            failed_sources = report.failed.len(),
+            "index pass finished"
+        );
+        if let Ok(mut last) = self.last.lock() {
+            *last = report.clone();
+        }
+        self.ready.store(true, Ordering::Release);
+        report
+    }
+
+    async fn count(&self, report: &mut SyncReport, source: &Source, rec: &SourceRecord) {
+        match self.upsert(&source.id, rec).await {
+            Ok((_, flagged)) => {
+                report.records += 1;
+                report.flagged_identifiers += usize::from(flagged);
+            }
+            Err(e) => {
+                tracing::warn!(source = %source.id, error = %e, "index upsert failed");
+                report
+                    .failed
+                    .push((source.id.clone(), "database_error".into()));
+            }
+        }
+    }
+
+    /// Probes a query-only source for each child it is not yet linked to.
+    async fn trace(&self, source: &Source, report: &mut SyncReport) -> Result<(), sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT c.id AS id FROM children c WHERE NOT EXISTS \
+             (SELECT 1 FROM source_records sr WHERE sr.child_id = c.id AND sr.source = $1)",
+        )
+        .bind(&source.id)
+        .fetch_all(&self.store.pool)
+        .await?;
+        let children = child_ids_col(&rows, "id")?;
+        let probes = stream::iter(children)
+            .map(|child| async move { self.probe(&child).await })
+            .buffer_unordered(8)
+            .collect::<Vec<_>>()
+            .await;
+        let found = stream::iter(probes.into_iter().flatten())
+            .map(|probe| async move {
+                let probe = &probe;
+                let by_identifier = !probe.identifiers.is_empty();
+                let result = source
+                    .call(source.deadline * 4, || source.adapter.find(probe))
+                    .await;
+                (by_identifier, result)
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<_>>()
+            .await;
+        for (by_identifier, result) in found {
+            match result {
+                Ok(records) => {
+                    for rec in records.iter().filter(|r| by_identifier || exact(r)) {
+                        self.count(report, source, rec).await;
+                    }
+                }
+                Err(failure) => {
+                    tracing::debug!(source = %source.id, reason = failure.reason(), "trace found nothing")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The best probe for a child: a verified NHS number, else the demographics of one record.
+    /// (A demographic trace keeps only what the source scores as exact; see [`exact`].)
+    async fn probe(&self, child: &str) -> Option<Probe> {
+        let rows =
+            sqlx::query("SELECT identifiers, demographics FROM source_records WHERE child_id = $1")
+                .bind(child)
+                .fetch_all(&self.store.pool)
+                .await
+                .ok()?;
+        let mut demographics = None;
+        for row in &rows {
+            let ids: String = row.try_get("identifiers").ok()?;
+            let ids: Vec<Checked> = serde_json::from_str(&ids).unwrap_or_default();
+            if let Some(n) = ids.iter().find(|c| c.valid && c.kind == "nhs_number") {
+                return Some(Probe {
+                    identifiers: vec![weft_adapters::Identifier::new(
+                        "nhs_number",
+                        n.value.clone(),
+                    )],
+                    demographics: Demographics::default(),
+                });
+            }
+            if demographics.is_none() {
+                let d: String = row.try_get("demographics").ok()?;
+                demographics = serde_json::from_str::<Demographics>(&d).ok();
+            }
+        }
+        let d = demographics?;
+        (d.family_name.is_some() && d.birth_date.is_some()).then(|| Probe {
+            identifiers: Vec::new(),
+            demographics: d,
+        })
+    }
+}
+
+/// Whether a record found by demographics alone may be linked: only when the source does not
+/// score its answers, or scores this one as an exact match (PDS gives 1.0). A partial PDS match
+/// is a different child often enough that linking it would merge two children's records.
+fn exact(record: &SourceRecord) -> bool {
+    record.score.is_none_or(|s| s >= 1000)
+}
+
+fn child_ids(rows: &[sqlx::any::AnyRow]) -> Result<Vec<String>, sqlx::Error> {
+    child_ids_col(rows, "child_id")
+}
+
+fn child_ids_col(rows: &[sqlx::any::AnyRow], col: &str) -> Result<Vec<String>, sqlx::Error> {
+    rows.iter().map(|r| r.try_get(col)).collect()
+}
+
+/// Family name, first given name and date of birth, normalised: lower case, letters only.
+/// `None` unless all three are present, so a partial record never matches by accident.
+pub fn match_key(d: &Demographics) -> Option<String> {
+    let letters = |s: &str| -> String {
+        s.chars()
+            .filter(|c| c.is_alphabetic())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let family = letters(d.family_name.as_deref()?);
+    let given = letters(d.given_name.as_deref()?.split_whitespace().next()?);
+    let dob = d.birth_date.as_deref()?.trim();
+    if family.is_empty() || given.is_empty() || dob.is_empty() {
+        return None;
+    }
+    Some(format!("{family}|{given}|{dob}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_adapters::Identifier;
+
+    fn rec(id: &str, ids: &[(&str, &str)], family: &str, given: &str, dob: &str) -> SourceRecord {
+        SourceRecord {
+            local_id: id.into(),
+            identifiers: ids.iter().map(|(k, v)| Identifier::new(*k, *v)).collect(),
+            demographics: Demographics {
+                family_name: Some(family.into()),
+                given_name: Some(given.into()),
+                birth_date: Some(dob.into()),
+                ..Default::default()
+            },
+            score: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn links_by_identifier_then_demographics_and_flags_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = crate::foundation::store::test_store(dir.path()).await;
+        let index = Index::new(store);
+
+        let (a, _) = index
+            .upsert(
+                "health",
+                &rec(
+                    "p1",
+                    &[("nhs_number", "9000000009")],
+                    "O'Brien",
+                    "Amy",
+                    "2012-03-04",
+                ),
+            )
+            .await
+            .unwrap();
+        // Same NHS number, different spelling: linked by identifier.
+        let (b, _) = index
+            .upsert(
+                "school",
+                &rec(
+                    "s1",
+                    &[("nhs_number", "9000000009"), ("upn", "A801200005001")],
+                    "Obrien",
+                    "Amelia",
+                    "2012-03-04",
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(a, b);
+        // Invalid NHS number is flagged and ignored; exact demographics link instead.
+        let (c, flagged) = index
+            .upsert(
+                "police",
+                &rec(
+                    "x9",
+                    &[("nhs_number", "9000000015")],
+                    "O'BRIEN",
+                    "amy",
+                    "2012-03-04",
+                ),
+            )
+            .await
+            .unwrap();
+        assert!(flagged);
+        assert_eq!(a, c);
+        // The invalid UPN on s1 is not a linking key.
+        let found = index
+            .find(&Search {
+                upn: None,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(found.is_empty());
+        let links = index.links(&a).await.unwrap().unwrap();
+        assert_eq!(links.len(), 3);
+        // Re-upserting keeps the link.
+        let (again, _) = index
+            .upsert("police", &rec("x9", &[], "Different", "Name", "2001-01-01"))
+            .await
+            .unwrap();
+        assert_eq!(again, a);
+        // A stranger starts a new child.
+        let (d, _) = index
+            .upsert(
+                "health",
+                &rec(
+                    "p2",
+                    &[("nhs_number", "9912003888")],
+                    "Khan",
+                    "Sara",
+                    "2010-01-01",
+                ),
+            )
+            .await
+            .unwrap();
+        assert_ne!(a, d);
+        let found = index
+            .find(&Search {
+                nhs_number: Some(identity::NhsNumber::parse("9912003888").unwrap()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].id, d);
+        assert!(index.links("nope").await.unwrap().is_none());
+    }
+
+    #[test]
+    fn demographic_traces_link_only_exact_scores() {
+        let mut r = rec("p1", &[], "Smith", "Jane", "2010-10-22");
+        assert!(exact(&r), "a source that gives no score");
+        r.score = Some(1000);
+        assert!(exact(&r));
+        r.score = Some(750);
+        assert!(
+            !exact(&r),
+            "PDS's partial match is not linked on demographics"
+        );
+    }
+
+    #[test]
+    fn match_key_needs_all_three() {
+        let mut d = Demographics {
+            family_name: Some("Smith-Jones".into()),
+            given_name: Some("Mary Ann".into()),
+            birth_date: Some("2012-01-02".into()),
+            ..Default::default()
+        };
+        assert_eq!(match_key(&d).unwrap(), "smithjones|mary|2012-01-02");
+        d.birth_date = None;
+        assert!(match_key(&d).is_none());
+    }
+}

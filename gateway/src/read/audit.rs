@@ -1,0 +1,45 @@
+//! The audit log as an information-governance officer reads it: entries filtered by child,
+//! user and time, newest first. Reading the log is itself audited.
+
+use serde_json::json;
+
+use crate::foundation::audit::{self, Query, Recorded};
+use crate::foundation::domain::{Purpose, Role};
+use crate::foundation::error::Error;
+use crate::gateway::Gateway;
+use crate::pipeline::authenticate::Principal;
+
+const ACTION: &str = "audit_query";
+
+/// Audit entries matching `q`. IG officers only. `q` is `Err` when the interface could not read
+/// the filters; that refusal is audited too.
+pub async fn entries(
+    gw: &Gateway,
+    who: &Principal,
+    q: Result<Query, Error>,
+) -> Result<Vec<Recorded>, Error> {
+    if who.role != Role::IgOfficer {
+        let e = Error::Forbidden("the audit log is open to information-governance officers only");
+        return Err(gw.refuse(who, ACTION, None, None, e).await);
+    }
+    let q = match q {
+        Ok(q) => q,
+        Err(e) => return Err(gw.refuse(who, ACTION, None, None, e).await),
+    };
+    let entries = audit::search(&gw.store, &q)
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let detail = json!({"returned": entries.len(), "filters": {
+        "child": q.child, "user": q.user, "from": q.from, "to": q.to
+    }});
+    gw.record(
+        who,
+        ACTION,
+        q.child.as_deref(),
+        Some(Purpose::Audit),
+        "shown",
+        detail,
+    )
+    .await?;
+    Ok(entries)
+}

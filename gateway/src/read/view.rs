@@ -1,0 +1,148 @@
+//! The read path: one child's merged view, for one purpose. It runs the pipeline's stages in
+//! order — resolve, fan out, authorise, merge — writes the audit entry before anything is
+//! returned, and raises the access notification a protected child's allocated worker is owed.
+//! Every interface calls [`view`]; none can skip a stage.
+
+use chrono::Utc;
+use serde_json::json;
+
+use crate::delivery::outbox::{ts, NewDelivery};
+use crate::delivery::routing::{read_facts, ChildFacts};
+use crate::foundation::config::AgencyKind;
+use crate::foundation::domain::Purpose;
+use crate::foundation::error::Error;
+use crate::gateway::Gateway;
+use crate::pipeline::authenticate::Principal;
+use crate::pipeline::authorise::consent::{self, Consents};
+use crate::pipeline::authorise::{grants, judge, Context};
+use crate::pipeline::fanout::fan_out;
+use crate::pipeline::merge::{merge, Disclosure, View};
+
+const ACTION: &str = "view";
+
+/// The alert name of the notification to a protected child's allocated worker.
+pub const ACCESS: &str = "access_notification";
+
+/// Parses the purpose a request names: required, and one of the vocabulary's.
+pub fn purpose(raw: Option<&str>) -> Result<Purpose, Error> {
+    let raw = raw.ok_or_else(|| Error::field("/purpose", "a purpose of use is required"))?;
+    raw.parse::<Purpose>()
+        .map_err(|e| Error::field("/purpose", e.to_string()))
+}
+
+/// The merged view of `child` for the purpose named, as `who` may see it. A refusal (no
+/// purpose, no such child) is audited like a view.
+pub async fn view(
+    gw: &Gateway,
+    who: &Principal,
+    child: &str,
+    purpose_named: Option<&str>,
+) -> Result<View, Error> {
+    let purpose = match purpose(purpose_named) {
+        Ok(p) => p,
+        Err(e) => return Err(gw.refuse(who, ACTION, Some(child), None, e).await),
+    };
+    let Some(links) = gw.index.links(child).await? else {
+        let e = Error::NotFound("no child with that id");
+        return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
+    };
+    // The register and any grant are read while the sources are asked; if they cannot be
+    // read, nothing is decided and nothing is shown.
+    let policy = gw.policy();
+    let consents = async {
+        if policy.may_need_consent(who.role, &who.agency, who.agency_kind, purpose) {
+            consent::load(&gw.store, child).await
+        } else {
+            Ok(Consents::default())
+        }
+    };
+    let (consents, grant, fetched) = tokio::join!(
+        consents,
+        grants::active(&gw.store, &who.user, child),
+        fan_out(&gw.sources, &links),
+    );
+    let (consents, grant) = (consents?, grant?);
+    // Read before policy takes the fetch: the access notification needs the child's status and
+    // worker even when this viewer may not see the worker.
+    let facts = (who.agency_kind != AgencyKind::SocialCare).then(|| read_facts(&fetched));
+    let ctx = Context {
+        policy: &policy,
+        role: who.role,
+        agency: &who.agency,
+        kind: who.agency_kind,
+        purpose,
+        consents: &consents,
+        grant: grant.as_ref(),
+    };
+    let (view, disclosure) = merge(child, purpose, judge(&ctx, fetched));
+    let outcome = if !disclosure.break_glass.is_empty() {
+        tracing::warn!(grant = ?grant.as_ref().map(|g| &g.id), "view released data under break-glass");
+        "break_glass"
+    } else if disclosure.shown.is_empty() {
+        "denied"
+    } else {
+        "shown"
+    };
+    let detail = serde_json::to_value(&disclosure).map_err(|e| Error::Internal(e.to_string()))?;
+    gw.record(who, ACTION, Some(child), Some(purpose), outcome, detail)
+        .await?;
+    if let Some(facts) = &facts {
+        access_notification(gw, who, child, purpose, facts, &disclosure).await?;
+    }
+    Ok(view)
+}
+
+/// The access notification: someone outside social care was shown `social_care.status` for a
+/// child whose status the rules name (a protection plan, looked after). The allocated worker is
+/// told who, when and why. Called after the view's audit entry is written; `facts` were read
+/// from the same fetch the view was built from. An error means the notification could not be
+/// queued, and the view fails closed.
+async fn access_notification(
+    gw: &Gateway,
+    p: &Principal,
+    child: &str,
+    purpose: Purpose,
+    facts: &ChildFacts,
+    disclosure: &Disclosure,
+) -> Result<(), Error> {
+    if p.agency_kind == AgencyKind::SocialCare
+        || !disclosure.shown.contains("social_care.status")
+        || !gw.routing.access_statuses.contains(&facts.status)
+    {
+        return Ok(());
+    }
+    let to = gw.routing.resolve_strict(&gw.routing.access, ACCESS, facts);
+    if to.is_empty() {
+        return Ok(());
+    }
+    let now = ts(Utc::now());
+    let deliveries: Vec<NewDelivery> = to
+        .into_iter()
+        .map(|r| NewDelivery {
+            topic: "notification",
+            subject: format!("access:{child}:{now}"),
+            child: Some(child.to_string()),
+            to: r.to,
+            webhook: None,
+            data: json!({
+                "notification": ACCESS,
+                "child": child,
+                "child_status": facts.status,
+                "viewed_by": {"user": p.user, "agency": p.agency, "agency_kind": p.agency_kind, "role": p.role},
+                "viewed_at": now,
+                "purpose": purpose,
+                "categories": ["social_care.status"],
+            }),
+        })
+        .collect();
+    let mut conn = gw.store.pool.acquire().await?;
+    gw.outbox
+        .enqueue(&mut conn, &deliveries)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "access notification could not be queued; failing closed");
+            Error::Unavailable("the access notification could not be queued")
+        })?;
+    gw.outbox.wake();
+    Ok(())
+}

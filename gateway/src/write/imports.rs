@@ -1,0 +1,846 @@
+//! Imports for `file` sources: read the dropped files, reject the whole drop if any of it is
+//! malformed, otherwise apply only what changed to the import store in one transaction, then
+//! feed the new and changed records to the master child index.
+//!
+//! The import store is two tables in the gateway's own database (migration 0004), so every
+//! gateway node serves the same imported data and a view never reads a file half-written.
+//!
+//! - An unchanged drop (every file byte-identical to the last applied import) is recognised by
+//!   its SHA-256 digests and not parsed at all.
+//! - Otherwise each record's canonical JSON is hashed and compared with the stored digest: only
+//!   added and changed records are written and re-indexed; records missing from the new drop
+//!   are removed (a census export is the whole roll), so their views say `no_record`.
+//! - A rejected drop writes nothing but its own `import_runs` row: the previous data stays.
+//! - A drop that would remove every stored record of the source, or more than
+//!   `limits.removed_percent` of them, is refused the same way unless the caller allows it
+//!   (`weft import --allow-removals`): an export cut to its header row is not a school emptied.
+//! - Nothing read from a file reaches a log line or `import_runs`: errors name the file, line,
+//!   element or column and the rule (see `weft_adapters::file`); store errors their code.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use weft_adapters::file::{self, FileConfig, Found, ImportError, Imported};
+use weft_adapters::AdapterConfig;
+
+use crate::foundation::config::SourceConfig;
+use crate::foundation::store::Store;
+use crate::pipeline::resolve::Index;
+
+/// A parsed record as the store keeps it.
+struct Hashed {
+    local_id: String,
+    json: String,
+    digest: String,
+}
+
+/// A file as an import saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct FileDigest {
+    pub name: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ImportReport {
+    pub source: String,
+    /// `applied` (something changed) or `unchanged` (identical files; nothing parsed).
+    pub outcome: &'static str,
+    pub files: Vec<FileDigest>,
+    pub records: usize,
+    pub added: usize,
+    pub changed: usize,
+    pub removed: usize,
+    pub unchanged: usize,
+    /// Records carrying an identifier that fails its check (kept, flagged by the index).
+    pub flagged: usize,
+    /// Tolerated oddities, each with its file and line.
+    pub warnings: Vec<String>,
+    /// Added and changed records fed to the master child index, and how many of those failed
+    /// (they are retried by the index's next pass over the source).
+    pub indexed: usize,
+    pub index_failures: usize,
+    /// Milliseconds spent reading and parsing, writing the import store, and indexing.
+    pub parse_ms: u64,
+    pub apply_ms: u64,
+    pub index_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportFailure {
+    #[error("no source {0:?} in the configuration")]
+    UnknownSource(String),
+    #[error("source {0:?} is not a file source")]
+    NotFile(String),
+    /// The drop was malformed; nothing was applied.
+    #[error("import rejected, previous data kept: {0}")]
+    Rejected(#[from] ImportError),
+    /// The drop would remove too much of what is stored; nothing was applied.
+    #[error("import refused, previous data kept: {}", removals(*.removed, *.stored, *.limit))]
+    Removals {
+        removed: usize,
+        stored: usize,
+        limit: u8,
+    },
+    #[error("import store: {}", store_error(.0))]
+    Store(#[from] sqlx::Error),
+    #[error("import task failed: {0}")]
+    Task(String),
+}
+
+fn removals(removed: usize, stored: usize, limit: u8) -> String {
+    if removed == stored {
+        format!(
+            "the drop would remove all {stored} records stored for this source; if every one \
+             has really gone, import again with --allow-removals"
+        )
+    } else {
+        format!(
+            "the drop would remove {removed} of the {stored} records stored for this source, \
+             more than limits.removed_percent ({limit} %); if that is right, import again with \
+             --allow-removals"
+        )
+    }
+}
+
+/// A store error as it may be logged: a database's own message can quote the value it refused,
+/// so only its code is kept.
+fn store_error(e: &sqlx::Error) -> String {
+    match e.as_database_error() {
+        Some(d) => format!(
+            "database error {}",
+            d.code().as_deref().unwrap_or("without a code")
+        ),
+        None => e.to_string(),
+    }
+}
+
+/// How an import was asked for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Parse and compare every record even when the files are identical to the last import.
+    pub force: bool,
+    /// Apply even if the drop removes all of the source's records or more than its limit.
+    pub allow_removals: bool,
+}
+
+/// The `file` configuration of a source, by id.
+pub fn file_source<'a>(
+    sources: &'a [SourceConfig],
+    id: &str,
+) -> Result<&'a FileConfig, ImportFailure> {
+    let s = sources
+        .iter()
+        .find(|s| s.id == id)
+        .ok_or_else(|| ImportFailure::UnknownSource(id.into()))?;
+    match &s.adapter {
+        AdapterConfig::File(f) => Ok(f),
+        _ => Err(ImportFailure::NotFile(id.into())),
+    }
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Imports a source's folder.
+pub async fn import(
+    store: &Store,
+    index: &Index,
+    source: &str,
+    config: &FileConfig,
+    options: Options,
+) -> Result<ImportReport, ImportFailure> {
+    let started = now();
+    let clock = std::time::Instant::now();
+    let ms = |t: std::time::Instant| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let limits = config.limits;
+    let folder = config.clone();
+    let dropped = tokio::task::spawn_blocking(move || file::collect(&folder))
+        .await
+        .map_err(|e| ImportFailure::Task(e.to_string()))?;
+    let dropped = match dropped {
+        Ok(d) => d,
+        Err(e) => {
+            record_failure(store, source, &started, "rejected", &[], &e.to_string()).await?;
+            return Err(e.into());
+        }
+    };
+    let files: Vec<FileDigest> = dropped
+        .iter()
+        .map(|f| FileDigest {
+            name: f.name.clone(),
+            sha256: sha256_hex(&f.bytes),
+            bytes: f.bytes.len() as u64,
+        })
+        .collect();
+    let mut report = ImportReport {
+        source: source.into(),
+        outcome: "unchanged",
+        files: files.clone(),
+        records: 0,
+        added: 0,
+        changed: 0,
+        removed: 0,
+        unchanged: 0,
+        flagged: 0,
+        warnings: Vec::new(),
+        indexed: 0,
+        index_failures: 0,
+        parse_ms: 0,
+        apply_ms: 0,
+        index_ms: 0,
+    };
+    if !options.force && last_applied_files(store, source).await?.as_ref() == Some(&files) {
+        let n = sqlx::query("SELECT COUNT(*) AS n FROM import_records WHERE source = $1")
+            .bind(source)
+            .fetch_one(&store.pool)
+            .await?
+            .try_get::<i64, _>("n")?;
+        report.records = usize::try_from(n).unwrap_or(0);
+        report.unchanged = report.records;
+        return Ok(report);
+    }
+
+    // Parse and hash off the runtime: a 100,000-pupil export is a few hundred milliseconds of CPU.
+    let parsed = tokio::task::spawn_blocking(move || {
+        // Only the canonical JSON is kept per record (the digest is over it, the store keeps
+        // it); the parsed form is dropped at once, which halves the peak for a large census.
+        file::parse(&dropped, &limits).map(|p| {
+            let mut flagged = 0;
+            let hashed: Vec<Hashed> = p
+                .records
+                .into_iter()
+                .map(|r| {
+                    flagged += usize::from(
+                        r.record
+                            .identifiers
+                            .iter()
+                            .any(|i| weft_ids::verify(&i.kind, &i.value).is_err()),
+                    );
+                    let json = serde_json::to_string(&r).unwrap_or_default();
+                    let digest = sha256_hex(json.as_bytes());
+                    Hashed {
+                        local_id: r.record.local_id,
+                        json,
+                        digest,
+                    }
+                })
+                .collect();
+            (hashed, p.warnings, flagged)
+        })
+    })
+    .await
+    .map_err(|e| ImportFailure::Task(e.to_string()))?;
+    report.parse_ms = ms(clock);
+    let clock = std::time::Instant::now();
+    let (records, warnings, flagged) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            record_failure(store, source, &started, "rejected", &files, &e.to_string()).await?;
+            return Err(e.into());
+        }
+    };
+    report.records = records.len();
+    report.warnings = warnings;
+    report.flagged = flagged;
+
+    let mut tx = store.begin_write().await?;
+    let mut existing: HashMap<String, String> = HashMap::new();
+    for row in sqlx::query("SELECT local_id, digest FROM import_records WHERE source = $1")
+        .bind(source)
+        .fetch_all(&mut *tx)
+        .await?
+    {
+        existing.insert(row.try_get("local_id")?, row.try_get("digest")?);
+    }
+    let stored = existing.len();
+    let incoming: std::collections::HashSet<&str> =
+        records.iter().map(|r| r.local_id.as_str()).collect();
+    let removed = existing
+        .keys()
+        .filter(|id| !incoming.contains(id.as_str()))
+        .count();
+    let share = usize::from(limits.removed_percent);
+    if removed > 0
+        && !options.allow_removals
+        && (removed == stored || removed * 100 > stored * share)
+    {
+        drop(tx);
+        let refused = ImportFailure::Removals {
+            removed,
+            stored,
+            limit: limits.removed_percent,
+        };
+        record_failure(
+            store,
+            source,
+            &started,
+            "refused",
+            &files,
+            &refused.to_string(),
+        )
+        .await?;
+        return Err(refused);
+    }
+    let at = now();
+    let mut to_index = Vec::new();
+    for Hashed {
+        local_id,
+        json,
+        digest,
+    } in &records
+    {
+        let id = local_id.as_str();
+        match existing.remove(id) {
+            Some(old) if old == *digest => report.unchanged += 1,
+            Some(_) => {
+                sqlx::query(
+                    "UPDATE import_records SET digest = $1, record = $2, imported_at = $3 \
+                     WHERE source = $4 AND local_id = $5",
+                )
+                .bind(digest)
+                .bind(json)
+                .bind(&at)
+                .bind(source)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                report.changed += 1;
+                to_index.push(json);
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO import_records (source, local_id, digest, record, imported_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(source)
+                .bind(id)
+                .bind(digest)
+                .bind(json)
+                .bind(&at)
+                .execute(&mut *tx)
+                .await?;
+                report.added += 1;
+                to_index.push(json);
+            }
+        }
+    }
+    for gone in existing.keys() {
+        sqlx::query("DELETE FROM import_records WHERE source = $1 AND local_id = $2")
+            .bind(source)
+            .bind(gone)
+            .execute(&mut *tx)
+            .await?;
+        report.removed += 1;
+    }
+    report.outcome = "applied";
+    insert_run(
+        &mut tx,
+        source,
+        &started,
+        "applied",
+        &files,
+        &report,
+        &report.warnings,
+    )
+    .await?;
+    tx.commit().await?;
+    report.apply_ms = ms(clock);
+    let clock = std::time::Instant::now();
+    for json in to_index {
+        // Neither error is logged in full: serde's and the database's can quote the record.
+        let rec = match serde_json::from_str::<Imported>(json) {
+            Ok(r) => r.record,
+            Err(e) => {
+                tracing::warn!(source, category = ?e.classify(), "imported record unreadable");
+                report.index_failures += 1;
+                continue;
+            }
+        };
+        match index.upsert(source, &rec).await {
+            Ok(_) => report.indexed += 1,
+            Err(e) => {
+                tracing::warn!(source, error = %store_error(&e), "index upsert after import failed");
+                report.index_failures += 1;
+            }
+        }
+    }
+    report.index_ms = ms(clock);
+    tracing::info!(
+        source,
+        records = report.records,
+        added = report.added,
+        changed = report.changed,
+        removed = report.removed,
+        flagged = report.flagged,
+        "import applied"
+    );
+    Ok(report)
+}
+
+async fn last_applied_files(
+    store: &Store,
+    source: &str,
+) -> Result<Option<Vec<FileDigest>>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT files FROM import_runs WHERE source = $1 AND outcome = 'applied' \
+         ORDER BY started_at DESC LIMIT 1",
+    )
+    .bind(source)
+    .fetch_optional(&store.pool)
+    .await?;
+    Ok(row
+        .and_then(|r| r.try_get::<String, _>("files").ok())
+        .and_then(|t| serde_json::from_str(&t).ok()))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_run(
+    conn: &mut sqlx::AnyConnection,
+    source: &str,
+    started: &str,
+    outcome: &str,
+    files: &[FileDigest],
+    report: &ImportReport,
+    notes: &[String],
+) -> Result<(), sqlx::Error> {
+    let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+    sqlx::query(
+        "INSERT INTO import_runs (id, source, started_at, finished_at, outcome, files, added, \
+         changed, removed, unchanged, flagged, notes) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(source)
+    .bind(started)
+    .bind(now())
+    .bind(outcome)
+    .bind(serde_json::to_string(files).unwrap_or_else(|_| "[]".into()))
+    .bind(n(report.added))
+    .bind(n(report.changed))
+    .bind(n(report.removed))
+    .bind(n(report.unchanged))
+    .bind(n(report.flagged))
+    .bind(serde_json::to_string(notes).unwrap_or_else(|_| "[]".into()))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Records an attempt that applied nothing: `rejected` (malformed) or `refused` (too many
+/// removals), with the reason as its note.
+async fn record_failure(
+    store: &Store,
+    source: &str,
+    started: &str,
+    outcome: &'static str,
+    files: &[FileDigest],
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    tracing::warn!(source, reason, "import {outcome}");
+    let empty = ImportReport {
+        source: source.into(),
+        outcome,
+        files: Vec::new(),
+        records: 0,
+        added: 0,
+        changed: 0,
+        removed: 0,
+        unchanged: 0,
+        flagged: 0,
+        warnings: Vec::new(),
+        indexed: 0,
+        index_failures: 0,
+        parse_ms: 0,
+        apply_ms: 0,
+        index_ms: 0,
+    };
+    let mut conn = store.pool.acquire().await?;
+    insert_run(
+        &mut conn,
+        source,
+        started,
+        outcome,
+        files,
+        &empty,
+        &[reason.to_string()],
+    )
+    .await
+}
+
+/// The last import attempt of a source, for `/v1/sources`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LastImport {
+    pub outcome: String,
+    pub finished_at: String,
+    pub added: i64,
+    pub changed: i64,
+    pub removed: i64,
+    pub flagged: i64,
+    pub notes: Vec<String>,
+}
+
+pub async fn last_import(store: &Store, source: &str) -> Result<Option<LastImport>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT outcome, finished_at, added, changed, removed, flagged, notes FROM import_runs \
+         WHERE source = $1 ORDER BY started_at DESC LIMIT 1",
+    )
+    .bind(source)
+    .fetch_optional(&store.pool)
+    .await?;
+    row.map(|r| {
+        Ok(LastImport {
+            outcome: r.try_get("outcome")?,
+            finished_at: r.try_get("finished_at")?,
+            added: r.try_get("added")?,
+            changed: r.try_get("changed")?,
+            removed: r.try_get("removed")?,
+            flagged: r.try_get("flagged")?,
+            notes: serde_json::from_str(&r.try_get::<String, _>("notes")?).unwrap_or_default(),
+        })
+    })
+    .transpose()
+}
+
+/// Scans each watched `file` source's folder on its interval and imports what changed, for as
+/// long as the gateway runs.
+///
+/// A drop that failed is not tried again until its files change (names, sizes or modification
+/// times), so a bad drop costs one attempt and one `import_runs` row, not one every scan. A
+/// malformed drop that is still unchanged at the next scan is at rest, not half-copied: it is
+/// moved into `rejected/<time>/` beside a `REJECTED.txt` naming the fault (`file::set_aside`).
+/// A refused drop (too many removals) is left where it is for an administrator to decide.
+pub async fn watch(state: crate::gateway::Gateway) {
+    let tasks: Vec<(String, FileConfig)> = state
+        .config
+        .sources
+        .iter()
+        .filter_map(|s| match &s.adapter {
+            AdapterConfig::File(f) if f.watch_secs > 0 => Some((s.id.clone(), f.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut handles = Vec::new();
+    for (id, config) in tasks {
+        let state = state.clone();
+        handles.push(tokio::spawn(async move {
+            let every = Duration::from_secs(config.watch_secs);
+            let mut failed: Option<Failed> = None;
+            loop {
+                scan(&state, &id, &config, &mut failed).await;
+                tokio::time::sleep(every).await;
+            }
+        }));
+    }
+    futures::future::join_all(handles).await;
+}
+
+/// A drop as a watcher saw it: the files' names, sizes and modification times, or why they could
+/// not be listed.
+type Listing = Result<Vec<Found>, String>;
+
+/// The last drop a watcher failed to import, and why.
+struct Failed {
+    listing: Listing,
+    reason: String,
+    /// Whether the files themselves are at fault, so the drop is set aside once at rest.
+    malformed: bool,
+}
+
+async fn scan(
+    state: &crate::gateway::Gateway,
+    source: &str,
+    config: &FileConfig,
+    failed: &mut Option<Failed>,
+) {
+    let folder = config.clone();
+    let listing: Listing = match tokio::task::spawn_blocking(move || file::survey(&folder)).await {
+        Ok(l) => l.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Some(f) = failed.as_ref().filter(|f| f.listing == listing) {
+        if let (true, Ok(found)) = (f.malformed, &listing) {
+            let names: Vec<String> = found.iter().map(|f| f.name.clone()).collect();
+            let (folder, reason) = (config.clone(), f.reason.clone());
+            match tokio::task::spawn_blocking(move || file::set_aside(&folder, &names, &reason))
+                .await
+            {
+                Ok(Ok(dir)) => {
+                    tracing::warn!(source, folder = %dir.display(), "rejected drop set aside");
+                    *failed = None;
+                }
+                Ok(Err(e)) => tracing::warn!(source, error = %e, "rejected drop not set aside"),
+                Err(e) => tracing::warn!(source, error = %e, "rejected drop not set aside"),
+            }
+        }
+        return;
+    }
+    match import(
+        &state.store,
+        &state.index,
+        source,
+        config,
+        Options::default(),
+    )
+    .await
+    {
+        Ok(r) => {
+            if r.outcome == "applied" {
+                tracing::info!(
+                    source,
+                    changed = r.added + r.changed + r.removed,
+                    "watched import applied"
+                );
+            }
+            *failed = None;
+        }
+        Err(e @ (ImportFailure::Rejected(_) | ImportFailure::Removals { .. })) => {
+            // Logged and recorded by `import`.
+            *failed = Some(Failed {
+                listing,
+                malformed: matches!(&e, ImportFailure::Rejected(r) if r.is_content()),
+                reason: e.to_string(),
+            });
+        }
+        Err(e) => {
+            tracing::warn!(source, error = %e, "watched import failed");
+            *failed = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::imported::DbImports;
+    use weft_adapters::file::{FileFormat, FileSpec};
+
+    const PUPILS: &str = "UPN,Surname,Forename,DOB,Sex\n\
+        B801200005001,Khan,Sara,27/03/2012,F\n\
+        A801200005001,Smith,Jo,02/01/2013,M\n\
+        P207000016049,Patel,Ravi,05/06/2011,M\n";
+
+    fn config(dir: &std::path::Path) -> FileConfig {
+        FileConfig {
+            folder: dir.to_path_buf(),
+            files: vec![FileSpec {
+                format: FileFormat::CensusPupilsCsv,
+                name: "pupils*.csv".into(),
+            }],
+            watch_secs: 0,
+            limits: Default::default(),
+        }
+    }
+
+    async fn digests(store: &Store) -> Vec<(String, String, String)> {
+        sqlx::query("SELECT local_id, digest, imported_at FROM import_records ORDER BY local_id")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get("local_id"), r.get("digest"), r.get("imported_at")))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn import_is_incremental_all_or_nothing_and_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = crate::foundation::store::test_store(dir.path()).await;
+        let index = Index::new(store.clone());
+        let drop = dir.path().join("drop");
+        std::fs::create_dir(&drop).unwrap();
+        let cfg = config(&drop);
+        std::fs::write(drop.join("pupils.csv"), PUPILS).unwrap();
+
+        let first = import(&store, &index, "school", &cfg, Options::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            (first.outcome, first.added, first.indexed),
+            ("applied", 3, 3)
+        );
+        assert_eq!(first.flagged, 1, "A801200005001 fails its check letter");
+        let before = digests(&store).await;
+
+        // Unchanged files: recognised by digest, nothing parsed or written.
+        let again = import(&store, &index, "school", &cfg, Options::default())
+            .await
+            .unwrap();
+        assert_eq!((again.outcome, again.unchanged), ("unchanged", 3));
+        // Even a forced re-parse changes nothing.
+        let forced = Options {
+            force: true,
+            ..Options::default()
+        };
+        let forced = import(&store, &index, "school", &cfg, forced)
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                forced.added,
+                forced.changed,
+                forced.removed,
+                forced.unchanged
+            ),
+            (0, 0, 0, 3)
+        );
+        assert_eq!(digests(&store).await, before);
+
+        // One pupil changes: one record changes, one is re-indexed.
+        std::fs::write(
+            drop.join("pupils.csv"),
+            PUPILS.replace("Smith,Jo", "Smith-Jones,Jo"),
+        )
+        .unwrap();
+        let one = import(&store, &index, "school", &cfg, Options::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                one.added,
+                one.changed,
+                one.removed,
+                one.unchanged,
+                one.indexed
+            ),
+            (0, 1, 0, 2, 1)
+        );
+        let after = digests(&store).await;
+        let differing: Vec<&str> = before
+            .iter()
+            .zip(&after)
+            .filter(|(a, b)| a != b)
+            .map(|(a, _)| a.0.as_str())
+            .collect();
+        assert_eq!(differing, ["A801200005001"]);
+
+        // A truncated drop is rejected with its location; the previous data stays.
+        std::fs::write(drop.join("pupils.csv"), &PUPILS[..PUPILS.len() - 20]).unwrap();
+        let e = import(&store, &index, "school", &cfg, Options::default())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("pupils.csv line 4"), "{e}");
+        assert_eq!(digests(&store).await, after);
+        let last = last_import(&store, "school").await.unwrap().unwrap();
+        assert_eq!(last.outcome, "rejected");
+        assert!(last.notes[0].contains("line 4"));
+
+        // The adapter serves the last good import, and says no_record for anyone else.
+        let adapter = weft_adapters::AdapterConfig::File(cfg.clone())
+            .build_with(&weft_adapters::BuildContext {
+                source: "school".into(),
+                imports: Some(DbImports::new(store.clone())),
+            })
+            .unwrap();
+        let listed = adapter.list().await.unwrap().unwrap();
+        assert_eq!(listed.len(), 3);
+        let items = adapter.fetch("A801200005001").await.unwrap().unwrap();
+        assert!(items
+            .iter()
+            .any(|i| i.field == "family_name" && i.value == "Smith-Jones"));
+        assert!(adapter.fetch("nobody").await.unwrap().is_none());
+        // The invalid UPN reached the index, flagged, not dropped.
+        let row = sqlx::query("SELECT identifiers FROM source_records WHERE source = 'school' AND local_id = 'A801200005001'")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        let ids: String = row.get("identifiers");
+        assert!(ids.contains("\"valid\":false"), "{ids}");
+
+        // A pupil who left is removed from the store.
+        let changed = PUPILS.replace("Smith,Jo", "Smith-Jones,Jo");
+        std::fs::write(
+            drop.join("pupils.csv"),
+            changed.lines().take(3).collect::<Vec<_>>().join("\n"),
+        )
+        .unwrap();
+        let left = import(&store, &index, "school", &cfg, Options::default())
+            .await
+            .unwrap();
+        assert_eq!((left.removed, left.unchanged), (1, 2));
+        assert!(adapter.fetch("P207000016049").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_drop_that_would_empty_a_source_is_refused_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = crate::foundation::store::test_store(dir.path()).await;
+        let index = Index::new(store.clone());
+        let drop = dir.path().join("drop");
+        std::fs::create_dir(&drop).unwrap();
+        let cfg = config(&drop);
+        let pupils = drop.join("pupils.csv");
+        std::fs::write(&pupils, PUPILS).unwrap();
+        import(&store, &index, "school", &cfg, Options::default())
+            .await
+            .unwrap();
+        let before = digests(&store).await;
+
+        // The header alone: every pupil would go.
+        std::fs::write(&pupils, "UPN,Surname,Forename,DOB,Sex\n").unwrap();
+        let e = import(&store, &index, "school", &cfg, Options::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ImportFailure::Removals {
+                    removed: 3,
+                    stored: 3,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("would remove all 3 records"), "{e}");
+        assert_eq!(digests(&store).await, before, "nothing applied");
+        let last = last_import(&store, "school").await.unwrap().unwrap();
+        assert_eq!((last.outcome.as_str(), last.removed), ("refused", 0));
+        assert!(
+            last.notes[0].contains("--allow-removals"),
+            "{:?}",
+            last.notes
+        );
+
+        // Two of three (67 %) is over the default 50 %; one of three is not.
+        let one: String = PUPILS.lines().take(2).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&pupils, &one).unwrap();
+        let e = import(&store, &index, "school", &cfg, Options::default())
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("remove 2 of the 3 records"), "{e}");
+        assert!(
+            e.to_string().contains("limits.removed_percent (50 %)"),
+            "{e}"
+        );
+        let mut lenient = cfg.clone();
+        lenient.limits.removed_percent = 70;
+        let applied = import(&store, &index, "school", &lenient, Options::default())
+            .await
+            .unwrap();
+        assert_eq!((applied.removed, applied.unchanged), (2, 1));
+
+        // Emptying it needs the caller's say-so.
+        std::fs::write(&pupils, "UPN,Surname,Forename,DOB,Sex\n").unwrap();
+        let allowed = Options {
+            allow_removals: true,
+            ..Options::default()
+        };
+        let emptied = import(&store, &index, "school", &cfg, allowed)
+            .await
+            .unwrap();
+        assert_eq!((emptied.outcome, emptied.removed), ("applied", 1));
+        assert!(digests(&store).await.is_empty());
+    }
+}

@@ -1,0 +1,103 @@
+//! The two ends of delivery a person sees: their inbox (concerns, progress on concerns they
+//! sent, alerts, subscribed events), and, for a data administrator, the outbox's state — what is
+//! pending, what is dead-lettered — with a retry.
+
+use serde_json::json;
+
+use crate::delivery::outbox::{DeliveryStatus, InboxItem};
+use crate::foundation::domain::Role;
+use crate::foundation::error::Error;
+use crate::gateway::{entry, Gateway};
+use crate::pipeline::authenticate::Principal;
+
+/// Deliveries to `who` and to their role in their agency, oldest first: after the
+/// `delivered_at` of the last item of a previous page, at most `limit` (default 100).
+pub async fn inbox(
+    gw: &Gateway,
+    who: &Principal,
+    after: Option<&str>,
+    limit: Option<u32>,
+) -> Result<Vec<InboxItem>, Error> {
+    let items = crate::delivery::outbox::inbox(
+        &gw.store,
+        &who.agency,
+        &who.user,
+        who.role,
+        after,
+        limit.unwrap_or(100),
+    )
+    .await?;
+    let mut children: Vec<&str> = items.iter().filter_map(|i| i.child.as_deref()).collect();
+    children.sort_unstable();
+    children.dedup();
+    let child = match children.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    };
+    gw.record(
+        who,
+        "inbox",
+        child,
+        None,
+        "shown",
+        json!({"returned": items.len(), "children": children,
+               "deliveries": items.iter().map(|i| &i.delivery_id).collect::<Vec<_>>()}),
+    )
+    .await?;
+    Ok(items)
+}
+
+async fn admin_only(gw: &Gateway, p: &Principal, action: &str) -> Result<(), Error> {
+    if p.role == Role::DataAdmin {
+        Ok(())
+    } else {
+        let e = Error::Forbidden("the outbox is open to data administrators only");
+        Err(gw.refuse(p, action, None, None, e).await)
+    }
+}
+
+/// Deliveries and where they stand (`pending`, `delivered`, `dead`; all when `None`) — never
+/// what they carry. Data administrators only.
+pub async fn outbox(
+    gw: &Gateway,
+    who: &Principal,
+    state: Option<&str>,
+    limit: Option<u32>,
+) -> Result<Vec<DeliveryStatus>, Error> {
+    const ACTION: &str = "outbox_list";
+    admin_only(gw, who, ACTION).await?;
+    if let Some(s) = state {
+        if !matches!(s, "pending" | "delivered" | "dead") {
+            let e = Error::field("/state", "one of pending, delivered, dead");
+            return Err(gw.refuse(who, ACTION, None, None, e).await);
+        }
+    }
+    let rows = gw.outbox.list(state, limit.unwrap_or(100)).await?;
+    gw.record(
+        who,
+        ACTION,
+        None,
+        None,
+        "shown",
+        json!({"state": state, "returned": rows.len()}),
+    )
+    .await?;
+    Ok(rows)
+}
+
+/// Puts a dead-lettered delivery back in the queue with fresh attempts.
+pub async fn retry(gw: &Gateway, who: &Principal, id: &str) -> Result<(), Error> {
+    const ACTION: &str = "outbox_retry";
+    admin_only(gw, who, ACTION).await?;
+    let mut tx = gw.store.begin_write().await?;
+    if !gw.outbox.retry(&mut tx, id).await? {
+        drop(tx);
+        let e = Error::NotFound("no dead delivery with that id");
+        return Err(gw.refuse(who, ACTION, None, None, e).await);
+    }
+    let detail = json!({"delivery": id});
+    gw.commit(tx, &[entry(who, ACTION, None, None, "queued", detail)])
+        .await?;
+    gw.outbox.wake();
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! The data administrator's part in identity matching: the review queue of uncertain matches,
+//! decisions on them (confirm, reject, split), and a child's link history (for data
+//! administrators and IG officers). A decision commits with its audit entry, or not at all, and
+//! the matcher never overrides it.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::foundation::domain::{Purpose, Role};
+use crate::foundation::error::Error;
+use crate::foundation::schema::validated;
+use crate::gateway::{entry, Gateway};
+use crate::pipeline::authenticate::Principal;
+use crate::pipeline::resolve::linkage::{self, Decided, Decision, DecisionError, LinkRow};
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReviewQueue {
+    /// Proposed links between the thresholds, oldest first: each names the record, the child
+    /// it may belong to, the probability and the per-comparison explanation.
+    pub matches: Vec<LinkRow>,
+    pub upper: f64,
+    pub lower: f64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LinkHistory {
+    pub child: String,
+    /// Every link the child has or had and every proposal naming it, oldest first.
+    pub links: Vec<LinkRow>,
+}
+
+async fn admin_only(
+    gw: &Gateway,
+    p: &Principal,
+    action: &str,
+    child: Option<&str>,
+) -> Result<(), Error> {
+    if p.role == Role::DataAdmin {
+        return Ok(());
+    }
+    let e = Error::Forbidden("identity matches are reviewed by data administrators only");
+    Err(gw.refuse(p, action, child, None, e).await)
+}
+
+/// The review queue of uncertain matches. Data administrators only.
+pub async fn queue(gw: &Gateway, who: &Principal) -> Result<ReviewQueue, Error> {
+    admin_only(gw, who, "match_review", None).await?;
+    let matches = linkage::review_queue(&gw.index).await?;
+    let detail = json!({"returned": matches.len()});
+    gw.record(
+        who,
+        "match_review",
+        None,
+        Some(Purpose::Audit),
+        "shown",
+        detail,
+    )
+    .await?;
+    let m = gw.index.matcher();
+    Ok(ReviewQueue {
+        matches,
+        upper: m.upper,
+        lower: m.lower,
+    })
+}
+
+/// A decision on a proposed match (confirm, reject) or a link (confirm, split), from `body`
+/// (`schemas/match-decision.schema.json`). Data administrators only.
+pub async fn decide(
+    gw: &Gateway,
+    who: &Principal,
+    id: &str,
+    body: &[u8],
+) -> Result<Decided, Error> {
+    const ACTION: &str = "match_decision";
+    admin_only(gw, who, ACTION, None).await?;
+    let (decision, reason) = match parse(gw, body) {
+        Ok(d) => d,
+        Err(e) => return Err(gw.refuse(who, ACTION, None, None, e).await),
+    };
+    // The change and its audit entry commit in one transaction: if the entry cannot be
+    // written, nothing changes.
+    let decided = linkage::decide(&gw.index, id, decision, &who.user, reason.as_deref(), |d| {
+        let detail = json!({
+            "match": d.id,
+            "decision": d.decision,
+            "source": d.source,
+            "local_id": d.local_id,
+            "previous_child": d.previous_child_id,
+            "reason": reason,
+        });
+        entry(who, ACTION, Some(&d.child_id), None, "changed", detail)
+    })
+    .await;
+    match decided {
+        Ok(d) => Ok(d),
+        Err(DecisionError::NotFound) => {
+            let e = Error::NotFound("no match with that id");
+            Err(gw.refuse(who, ACTION, None, None, e).await)
+        }
+        Err(DecisionError::NotApplicable(status)) => {
+            let e = Error::Conflict(format!("a {status} match cannot take that decision"));
+            Err(gw.refuse(who, ACTION, None, None, e).await)
+        }
+        Err(DecisionError::Audit(e)) => {
+            tracing::error!(error = %e, "match decision not applied: audit append failed");
+            Err(Error::AuditUnavailable)
+        }
+        Err(DecisionError::Db(e)) => Err(e.into()),
+    }
+}
+
+fn parse(gw: &Gateway, body: &[u8]) -> Result<(Decision, Option<String>), Error> {
+    let value = validated(body, |v| gw.schemas.match_decision_errors(v), "decision")?;
+    let decision: Decision =
+        serde_json::from_value(value.get("decision").cloned().unwrap_or(Value::Null))
+            .map_err(|e| Error::field("/decision", e.to_string()))?;
+    let reason = value
+        .get("reason")
+        .and_then(Value::as_str)
+        .map(String::from);
+    Ok((decision, reason))
+}
+
+/// A child's link history: every source record linked to it now or before, how, with what
+/// score and why, and every decision a person took. Data administrators and IG officers.
+pub async fn history(gw: &Gateway, who: &Principal, child: &str) -> Result<LinkHistory, Error> {
+    const ACTION: &str = "link_history";
+    if !matches!(who.role, Role::DataAdmin | Role::IgOfficer) {
+        let e =
+            Error::Forbidden("link history is open to data administrators and IG officers only");
+        return Err(gw.refuse(who, ACTION, Some(child), None, e).await);
+    }
+    let Some(links) = linkage::link_history(&gw.index, child).await? else {
+        let e = Error::NotFound("no child with that id");
+        return Err(gw.refuse(who, ACTION, Some(child), None, e).await);
+    };
+    let detail = json!({"returned": links.len()});
+    gw.record(
+        who,
+        ACTION,
+        Some(child),
+        Some(Purpose::Audit),
+        "shown",
+        detail,
+    )
+    .await?;
+    Ok(LinkHistory {
+        child: child.to_string(),
+        links,
+    })
+}

@@ -1,0 +1,727 @@
+//! The Fellegi–Sunter model. For each comparison and agreement level it holds `m`, the chance
+//! of that level when two records are the same person, and `u`, the chance when they are not.
+//! A pair's match weight is the log2 prior odds plus, for each comparison, log2(m/u) of the
+//! level it reached; its probability follows from the weight.
+//!
+//! Nothing here needs labels: `u` is counted on random pairs (almost all of which are
+//! different people), and `m` is estimated by expectation–maximisation on the candidate pairs
+//! of each blocking rule, holding out the comparisons the rule blocks on (they agree on every
+//! pair of that rule by construction, so they would teach the model nothing). Exact agreement
+//! on a name is then weighted by how common the name is (term-frequency adjustment).
+//!
+//! A trained model is saved as JSON with a format number and a version derived from its
+//! parameters; every link the index makes records the version it was scored with.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::compare::Comparison;
+use crate::record::Record;
+
+/// The model file format this build reads and writes.
+pub const FORMAT: u32 = 1;
+
+/// Four bits per comparison; this value means "missing".
+pub const MISSING: u8 = 0xF;
+
+/// A trained model.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Model {
+    /// File format; a file of another format is refused rather than misread.
+    pub format: u32,
+    /// `fs-` and 12 hex digits of a hash over the parameters: two models with the same version
+    /// score identically.
+    pub version: String,
+    /// When it was trained (RFC 3339).
+    pub trained_at: String,
+    /// The chance that a candidate pair (one that blocking put together) is a match, before
+    /// looking at its fields.
+    pub prior: f64,
+    pub comparisons: Vec<ComparisonModel>,
+    /// How it was trained, for whoever has to trust it.
+    pub training: TrainingReport,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ComparisonModel {
+    pub comparison: Comparison,
+    pub levels: Vec<LevelModel>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LevelModel {
+    pub label: String,
+    /// P(level | same person).
+    pub m: f64,
+    /// P(level | different people).
+    pub u: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TrainingReport {
+    pub records: usize,
+    /// Random pairs counted for `u`.
+    pub random_pairs: usize,
+    pub rules: Vec<RuleReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RuleReport {
+    pub rule: String,
+    /// Candidate pairs the rule's EM saw (after sampling).
+    pub pairs: u64,
+    pub iterations: usize,
+    /// Comparisons whose `m` this rule could not estimate because it blocks on them.
+    pub held_out: Vec<Comparison>,
+    /// Why the rule's estimates were set aside, if they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discarded: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read or write the model file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the model file is not valid: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("model file format {found} is not supported (this build reads format {FORMAT})")]
+    Format { found: u32 },
+    #[error("the model is not usable: {0}")]
+    Invalid(String),
+}
+
+/// Counts of agreement patterns: a pattern packs each comparison's level into four bits.
+pub type Patterns = HashMap<u64, f64>;
+
+/// The agreement pattern of a pair.
+pub fn pattern(comparisons: &[Comparison], a: &Record, b: &Record) -> u64 {
+    let mut p = 0u64;
+    for (i, c) in comparisons.iter().enumerate() {
+        let level = c.compare(a, b).unwrap_or(MISSING);
+        p |= u64::from(level) << (4 * i);
+    }
+    p
+}
+
+fn level_of(p: u64, i: usize) -> u8 {
+    ((p >> (4 * i)) & 0xF) as u8
+}
+
+impl Model {
+    /// A model before training: `m` favours agreement, `u` favours disagreement. EM starts from
+    /// here; these starting values are never used to score.
+    pub fn initial(comparisons: &[Comparison]) -> Self {
+        let comparisons = comparisons
+            .iter()
+            .map(|&c| {
+                let labels = c.levels();
+                let n = labels.len();
+                let levels = labels
+                    .iter()
+                    .enumerate()
+                    .map(|(l, label)| {
+                        let m = if l == 0 { 0.8 } else { 0.2 / (n - 1) as f64 };
+                        let u = if l == n - 1 {
+                            0.9
+                        } else {
+                            0.1 / (n - 1) as f64
+                        };
+                        LevelModel {
+                            label: (*label).to_string(),
+                            m,
+                            u,
+                        }
+                    })
+                    .collect();
+                ComparisonModel {
+                    comparison: c,
+                    levels,
+                }
+            })
+            .collect();
+        let mut model = Self {
+            format: FORMAT,
+            version: String::new(),
+            trained_at: chrono::Utc::now().to_rfc3339(),
+            prior: 0.01,
+            comparisons,
+            training: TrainingReport::default(),
+        };
+        model.seal();
+        model
+    }
+
+    pub fn comparison_kinds(&self) -> Vec<Comparison> {
+        self.comparisons.iter().map(|c| c.comparison).collect()
+    }
+
+    /// Sets `u` from level counts on random pairs, smoothed so that a level never seen among
+    /// random pairs (two NHS numbers agreeing) gets a small chance rather than zero.
+    pub fn set_u(&mut self, counts: &[Vec<f64>]) {
+        for (cm, counts) in self.comparisons.iter_mut().zip(counts) {
+            let total: f64 = counts.iter().sum();
+            let k = cm.levels.len() as f64;
+            for (lm, &n) in cm.levels.iter_mut().zip(counts) {
+                lm.u = (n + 0.5) / (total + 0.5 * k);
+            }
+        }
+    }
+
+    /// Runs EM on one rule's pattern counts, with `u` fixed and the held-out comparisons left
+    /// out of the likelihood. Returns the `m` it estimated for each comparison (`None` for those
+    /// held out) and the number of iterations.
+    pub fn em(
+        &self,
+        patterns: &Patterns,
+        held_out: &[Comparison],
+        max_iterations: usize,
+    ) -> (Vec<Option<Vec<f64>>>, usize) {
+        let active: Vec<bool> = self
+            .comparisons
+            .iter()
+            .map(|c| !held_out.contains(&c.comparison))
+            .collect();
+        let mut m: Vec<Vec<f64>> = self
+            .comparisons
+            .iter()
+            .map(|c| c.levels.iter().map(|l| l.m).collect())
+            .collect();
+        let u: Vec<Vec<f64>> = self
+            .comparisons
+            .iter()
+            .map(|c| c.levels.iter().map(|l| l.u).collect())
+            .collect();
+        let mut lambda = 0.3f64;
+        let pats: Vec<(u64, f64)> = patterns.iter().map(|(&p, &n)| (p, n)).collect();
+        let mut iterations = 0;
+        for _ in 0..max_iterations {
+            iterations += 1;
+            let mut mass: Vec<Vec<f64>> = m.iter().map(|l| vec![0.0; l.len()]).collect();
+            let (mut matched, mut total) = (0.0, 0.0);
+            for &(p, n) in &pats {
+                let mut log_ratio = 0.0f64;
+                for (i, on) in active.iter().enumerate() {
+                    let l = level_of(p, i);
+                    if *on && l != MISSING {
+                        log_ratio += (m[i][l as usize] / u[i][l as usize]).ln();
+                    }
+                }
+                let odds = lambda / (1.0 - lambda) * log_ratio.exp();
+                let post = if odds.is_finite() {
+                    odds / (1.0 + odds)
+                } else {
+                    1.0
+                };
+                matched += n * post;
+                total += n;
+                for (i, on) in active.iter().enumerate() {
+                    let l = level_of(p, i);
+                    if *on && l != MISSING {
+                        mass[i][l as usize] += n * post;
+                    }
+                }
+            }
+            let new_lambda = (matched / total).clamp(1e-9, 1.0 - 1e-9);
+            let mut change = (new_lambda - lambda).abs();
+            lambda = new_lambda;
+            for (i, on) in active.iter().enumerate() {
+                if !on {
+                    continue;
+                }
+                let sum: f64 = mass[i].iter().sum();
+                let k = mass[i].len() as f64;
+                for (l, v) in mass[i].iter().enumerate() {
+                    // A small pseudo-count keeps a level EM never saw from becoming impossible.
+                    let new = (v + 0.01) / (sum + 0.01 * k);
+                    change = change.max((new - m[i][l]).abs());
+                    m[i][l] = new;
+                }
+            }
+            if change < 1e-5 {
+                break;
+            }
+        }
+        let out = m
+            .into_iter()
+            .zip(active)
+            .map(|(m, on)| on.then_some(m))
+            .collect();
+        (out, iterations)
+    }
+
+    /// Why an EM result is implausible, if it is: a "match" class in which most pairs disagree
+    /// outright on some field is a different latent class (people born on the same day, say)
+    /// that EM has settled on instead of the matches.
+    pub fn implausible(&self, m: &[Option<Vec<f64>>]) -> Option<String> {
+        self.comparisons.iter().zip(m).find_map(|(c, m)| {
+            let m = m.as_ref()?;
+            let different = *m.last()?;
+            (different > 0.5).then(|| {
+                format!(
+                    "EM found a class in which {:.0} % disagree on {}",
+                    different * 100.0,
+                    c.comparison.as_str()
+                )
+            })
+        })
+    }
+
+    /// Averages each comparison's `m` over the rules that could estimate it.
+    pub fn set_m(&mut self, estimates: &[Vec<Option<Vec<f64>>>]) {
+        for (i, cm) in self.comparisons.iter_mut().enumerate() {
+            let got: Vec<&Vec<f64>> = estimates
+                .iter()
+                .filter_map(|e| e.get(i)?.as_ref())
+                .collect();
+            if got.is_empty() {
+                continue;
+            }
+            for (l, lm) in cm.levels.iter_mut().enumerate() {
+                lm.m = got.iter().map(|m| m[l]).sum::<f64>() / got.len() as f64;
+            }
+        }
+    }
+
+    /// Estimates the prior on all candidate pairs with `m` and `u` fixed: the share of
+    /// candidates that are matches.
+    pub fn estimate_prior(&mut self, patterns: &Patterns, max_iterations: usize) {
+        let weights = self.level_weights();
+        let pats: Vec<(f64, f64)> = patterns
+            .iter()
+            .map(|(&p, &n)| {
+                let w: f64 = weights
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ws)| {
+                        let l = level_of(p, i);
+                        if l == MISSING {
+                            0.0
+                        } else {
+                            ws[l as usize]
+                        }
+                    })
+                    .sum();
+                (w, n)
+            })
+            .collect();
+        let mut lambda = 0.1f64;
+        for _ in 0..max_iterations {
+            let (mut matched, mut total) = (0.0, 0.0);
+            for &(w, n) in &pats {
+                let odds = lambda / (1.0 - lambda) * w.exp2();
+                matched += n * if odds.is_finite() {
+                    odds / (1.0 + odds)
+                } else {
+                    1.0
+                };
+                total += n;
+            }
+            if total == 0.0 {
+                break;
+            }
+            let new = (matched / total).clamp(1e-9, 1.0 - 1e-9);
+            let done = (new - lambda).abs() < 1e-9;
+            lambda = new;
+            if done {
+                break;
+            }
+        }
+        self.prior = lambda;
+    }
+
+    /// log2(m/u) per comparison and level.
+    pub fn level_weights(&self) -> Vec<Vec<f64>> {
+        self.comparisons
+            .iter()
+            .map(|c| c.levels.iter().map(|l| (l.m / l.u).log2()).collect())
+            .collect()
+    }
+
+    /// Recomputes the version from the parameters. Call after any change.
+    pub fn seal(&mut self) {
+        let mut h = Sha256::new();
+        h.update(format!("{}|{:.12}", self.format, self.prior));
+        for c in &self.comparisons {
+            h.update(c.comparison.as_str());
+            for l in &c.levels {
+                h.update(format!("|{:.12}|{:.12}", l.m, l.u));
+            }
+        }
+        self.version = format!("fs-{}", &hex::encode(h.finalize())[..12]);
+    }
+
+    /// Checks a model read from outside: right format, probabilities in range, levels as this
+    /// build defines them.
+    pub fn check(&self) -> Result<(), ModelError> {
+        if self.format != FORMAT {
+            return Err(ModelError::Format { found: self.format });
+        }
+        if !(self.prior > 0.0 && self.prior < 1.0) {
+            return Err(ModelError::Invalid("prior must be between 0 and 1".into()));
+        }
+        for c in &self.comparisons {
+            if c.levels.len() != c.comparison.levels().len() {
+                return Err(ModelError::Invalid(format!(
+                    "{} has {} levels; this build defines {}",
+                    c.comparison.as_str(),
+                    c.levels.len(),
+                    c.comparison.levels().len()
+                )));
+            }
+            for l in &c.levels {
+                if !(l.m > 0.0 && l.m <= 1.0 && l.u > 0.0 && l.u <= 1.0) {
+                    return Err(ModelError::Invalid(format!(
+                        "{} level `{}`: m and u must be in (0, 1]",
+                        c.comparison.as_str(),
+                        l.label
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
+        let json = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, json + "\n")?;
+        Ok(())
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
+        let text = std::fs::read_to_string(path)?;
+        Self::from_json(&text)
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, ModelError> {
+        let value: serde_json::Value = serde_json::from_str(text)?;
+        if let Some(found) = value.get("format").and_then(serde_json::Value::as_u64) {
+            if found != u64::from(FORMAT) {
+                return Err(ModelError::Format {
+                    found: found as u32,
+                });
+            }
+        }
+        let model: Model = serde_json::from_value(value)?;
+        model.check()?;
+        Ok(model)
+    }
+}
+
+/// How often each name occurs, for term-frequency adjustment.
+#[derive(Debug, Clone, Default)]
+pub struct TermFrequencies {
+    counts: HashMap<Comparison, (HashMap<String, u32>, u32)>,
+    shares: HashMap<Comparison, HashMap<String, f64>>,
+}
+
+impl TermFrequencies {
+    pub fn count<'a>(
+        comparisons: &[Comparison],
+        records: impl Iterator<Item = &'a Record>,
+    ) -> Self {
+        let mut tf = Self::default();
+        for r in records {
+            tf.add(comparisons, r);
+        }
+        tf
+    }
+
+    /// Counts one more record: the index adds records one at a time.
+    pub fn add(&mut self, comparisons: &[Comparison], r: &Record) {
+        for c in comparisons.iter().filter(|c| c.term_frequency()) {
+            if let Some(v) = c.tf_value(r) {
+                let (map, total) = self.counts.entry(*c).or_default();
+                *map.entry(v.to_string()).or_default() += 1;
+                *total += 1;
+            }
+        }
+    }
+
+    /// Sets one value's share from counts kept elsewhere (the gateway's index keeps them in its
+    /// store); it takes precedence over anything counted here.
+    pub fn set_share(&mut self, c: Comparison, value: &str, share: f64) {
+        self.shares
+            .entry(c)
+            .or_default()
+            .insert(value.to_string(), share);
+    }
+
+    /// The share of records with this value; `None` when nothing has been counted.
+    pub fn frequency(&self, c: Comparison, value: &str) -> Option<f64> {
+        if let Some(share) = self.shares.get(&c).and_then(|m| m.get(value)) {
+            return Some(*share);
+        }
+        let (map, total) = self.counts.get(&c)?;
+        if *total == 0 {
+            return None;
+        }
+        let n = map.get(value).copied().unwrap_or(1).max(1);
+        Some(f64::from(n) / f64::from(*total))
+    }
+}
+
+/// One comparison's part in a score: what a reviewer reads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Explained {
+    pub comparison: String,
+    /// The level label, or `missing`.
+    pub level: String,
+    /// log2(m/u) for this level (after term-frequency adjustment); 0 when missing.
+    pub weight: f64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub term_frequency_adjusted: bool,
+}
+
+/// A pair's score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score {
+    /// log2 odds of a match: the prior plus every comparison's weight.
+    pub weight: f64,
+    pub probability: f64,
+    /// A verified national identifier (NHS number, UPN) is shared: the pair links whatever the
+    /// rest says.
+    pub deterministic: bool,
+}
+
+/// A model made ready to score: weights precomputed, term frequencies at hand.
+pub struct Scorer<'a> {
+    pub model: &'a Model,
+    kinds: Vec<Comparison>,
+    weights: Vec<Vec<f64>>,
+    prior_weight: f64,
+    tf: &'a TermFrequencies,
+}
+
+impl<'a> Scorer<'a> {
+    pub fn new(model: &'a Model, tf: &'a TermFrequencies) -> Self {
+        Self {
+            kinds: model.comparison_kinds(),
+            weights: model.level_weights(),
+            prior_weight: (model.prior / (1.0 - model.prior)).log2(),
+            model,
+            tf,
+        }
+    }
+
+    pub fn comparisons(&self) -> &[Comparison] {
+        &self.kinds
+    }
+
+    /// The weight of one comparison at one level, with exact agreement on a name adjusted by
+    /// how common the name is (never below the weight of the next level down, so a common name
+    /// spelt the same never counts for less than a close misspelling).
+    fn weight(&self, i: usize, level: u8, a: &Record) -> (f64, bool) {
+        let c = self.kinds[i];
+        let base = self.weights[i][level as usize];
+        if level != 0 || !c.term_frequency() {
+            return (base, false);
+        }
+        let Some(f) = c.tf_value(a).and_then(|v| self.tf.frequency(c, v)) else {
+            return (base, false);
+        };
+        let m = self.model.comparisons[i].levels[0].m;
+        let floor = self.weights[i].get(1).copied().unwrap_or(f64::MIN);
+        ((m / f).log2().max(floor), true)
+    }
+
+    pub fn score(&self, a: &Record, b: &Record) -> Score {
+        let mut w = self.prior_weight;
+        let mut deterministic = false;
+        for (i, c) in self.kinds.iter().enumerate() {
+            if let Some(level) = c.compare(a, b) {
+                w += self.weight(i, level, a).0;
+                deterministic |= level == 0 && matches!(c, Comparison::NhsNumber | Comparison::Upn);
+            }
+        }
+        Score {
+            weight: w,
+            probability: if deterministic { 1.0 } else { probability(w) },
+            deterministic,
+        }
+    }
+
+    /// Scores a pair whose pattern is already known (training counted it): skips re-comparing.
+    pub fn score_pattern(&self, p: u64, a: &Record) -> Score {
+        let mut w = self.prior_weight;
+        let mut deterministic = false;
+        for (i, c) in self.kinds.iter().enumerate() {
+            let level = level_of(p, i);
+            if level != MISSING {
+                w += self.weight(i, level, a).0;
+                deterministic |= level == 0 && matches!(c, Comparison::NhsNumber | Comparison::Upn);
+            }
+        }
+        Score {
+            weight: w,
+            probability: if deterministic { 1.0 } else { probability(w) },
+            deterministic,
+        }
+    }
+
+    pub fn explain(&self, a: &Record, b: &Record) -> Vec<Explained> {
+        self.kinds
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match c.compare(a, b) {
+                None => Explained {
+                    comparison: c.as_str().into(),
+                    level: "missing".into(),
+                    weight: 0.0,
+                    term_frequency_adjusted: false,
+                },
+                Some(level) => {
+                    let (weight, tf) = self.weight(i, level, a);
+                    Explained {
+                        comparison: c.as_str().into(),
+                        level: c.levels()[level as usize].into(),
+                        weight: (weight * 100.0).round() / 100.0,
+                        term_frequency_adjusted: tf,
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// Probability from a log2-odds match weight.
+pub fn probability(weight: f64) -> f64 {
+    1.0 / (1.0 + (-weight).exp2())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Field;
+
+    fn rec(given: &str, family: &str, dob: &str) -> Record {
+        let mut r = Record::default();
+        r.set(Field::GivenName, given).unwrap();
+        r.set(Field::FamilyName, family).unwrap();
+        r.set(Field::BirthDate, dob).unwrap();
+        r
+    }
+
+    fn kinds() -> Vec<Comparison> {
+        vec![
+            Comparison::GivenName,
+            Comparison::FamilyName,
+            Comparison::BirthDate,
+        ]
+    }
+
+    #[test]
+    fn patterns_pack_levels_and_missing() {
+        let a = rec("amy", "khan", "2012-01-01");
+        let mut b = rec("amy", "kahn", "2012-01-01");
+        b.dob = None;
+        let p = pattern(&kinds(), &a, &b);
+        assert_eq!(level_of(p, 0), 0);
+        assert_eq!(level_of(p, 1), 1);
+        assert_eq!(level_of(p, 2), MISSING);
+    }
+
+    #[test]
+    fn em_recovers_a_planted_model() {
+        // Two comparisons with two levels; 1,000 matches (agree 90 %) and 9,000 non-matches
+        // (agree 10 %), independent: EM with the true u should find m near 0.9 and λ near 0.1.
+        let kinds = vec![Comparison::Sex, Comparison::Region, Comparison::HouseNumber];
+        let mut model = Model::initial(&kinds);
+        model.set_u(&[vec![10.0, 90.0], vec![10.0, 90.0], vec![10.0, 90.0]]);
+        let mut patterns = Patterns::new();
+        let combos = [
+            (0u64, 0u64, 0u64),
+            (0, 0, 1),
+            (0, 1, 0),
+            (0, 1, 1),
+            (1, 0, 0),
+            (1, 0, 1),
+            (1, 1, 0),
+            (1, 1, 1),
+        ];
+        for (a, b, c) in combos {
+            let k = |l: u64, q: f64| if l == 0 { q } else { 1.0 - q };
+            let n = 1000.0 * k(a, 0.9) * k(b, 0.9) * k(c, 0.9)
+                + 9000.0 * k(a, 0.1) * k(b, 0.1) * k(c, 0.1);
+            patterns.insert(a | (b << 4) | (c << 8), n);
+        }
+        let (m, _) = model.em(&patterns, &[], 200);
+        for mi in m.iter().flatten() {
+            assert!((mi[0] - 0.9).abs() < 0.02, "{mi:?}");
+        }
+        model.set_m(&[m]);
+        model.estimate_prior(&patterns, 200);
+        assert!((model.prior - 0.1).abs() < 0.02, "{}", model.prior);
+    }
+
+    #[test]
+    fn rare_surnames_count_for_more() {
+        let mut model = Model::initial(&kinds());
+        model.set_u(&[
+            vec![1.0, 1.0, 1.0, 1.0, 0.1, 96.0],
+            vec![1.0, 1.0, 1.0, 0.1, 97.0],
+            vec![1.0, 1.0, 1.0, 1.0, 96.0],
+        ]);
+        let mut records: Vec<Record> = (0..50).map(|_| rec("x", "smith", "2000-01-01")).collect();
+        records.push(rec("x", "featherstonehaugh", "2000-01-01"));
+        let tf = TermFrequencies::count(&kinds(), records.iter());
+        let s = Scorer::new(&model, &tf);
+        let smith = s.score(
+            &rec("amy", "smith", "2012-01-01"),
+            &rec("amy", "smith", "2012-01-01"),
+        );
+        let rare = s.score(
+            &rec("amy", "featherstonehaugh", "2012-01-01"),
+            &rec("amy", "featherstonehaugh", "2012-01-01"),
+        );
+        assert!(rare.weight > smith.weight + 3.0, "{rare:?} {smith:?}");
+        let why = s.explain(&rec("amy", "smith", "2012-01-01"), &rec("amy", "smiht", ""));
+        assert_eq!(why[1].level, "close spelling");
+        assert_eq!(why[2].level, "missing");
+    }
+
+    #[test]
+    fn save_and_load_round_trip_and_check_format() {
+        let mut model = Model::initial(&kinds());
+        model.prior = 0.2;
+        model.seal();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.json");
+        model.save(&path).unwrap();
+        let back = Model::load(&path).unwrap();
+        assert_eq!(back, model);
+        assert!(back.version.starts_with("fs-"));
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"format\": 1", "\"format\": 99");
+        assert!(matches!(
+            Model::from_json(&text),
+            Err(ModelError::Format { found: 99 })
+        ));
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"prior\": 0.2", "\"prior\": 2.0");
+        assert!(matches!(
+            Model::from_json(&text),
+            Err(ModelError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn shared_nhs_number_is_deterministic() {
+        let kinds = vec![Comparison::NhsNumber, Comparison::FamilyName];
+        let model = Model::initial(&kinds);
+        let tf = TermFrequencies::default();
+        let s = Scorer::new(&model, &tf);
+        let mut a = rec("amy", "khan", "");
+        let mut b = rec("zoe", "calder", "");
+        a.set(Field::NhsNumber, "9000000009").unwrap();
+        b.set(Field::NhsNumber, "900 000 0009").unwrap();
+        let score = s.score(&a, &b);
+        assert!(score.deterministic);
+        assert_eq!(score.probability, 1.0);
+    }
+}

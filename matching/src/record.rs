@@ -1,0 +1,379 @@
+//! The record the matcher works on: every field normalised once, when the record is read, so
+//! that comparing millions of pairs never re-parses a value. Invalid identifiers are flagged on
+//! the record and left out of linking; the record itself is kept.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::normalise::{self, Dob, DobError, Name, Postcode, Sex};
+use weft_ids::{NhsNumber, Upn};
+
+/// What a column holds, as a column mapping names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    /// The record's own id in its file or source; never compared.
+    Id,
+    GivenName,
+    FamilyName,
+    BirthDate,
+    Sex,
+    Postcode,
+    HouseNumber,
+    /// The street line of an address.
+    Street,
+    /// A second address line: a locality, an estate, a building.
+    Locality,
+    /// Town or suburb.
+    Town,
+    /// County or state.
+    Region,
+    NhsNumber,
+    Upn,
+    /// Any other identifier both sides share (a national insurance or social security number):
+    /// compared with tolerance for a typo, because nothing checks it.
+    OtherId,
+}
+
+impl Field {
+    pub const ALL: [Field; 14] = [
+        Field::Id,
+        Field::GivenName,
+        Field::FamilyName,
+        Field::BirthDate,
+        Field::Sex,
+        Field::Postcode,
+        Field::HouseNumber,
+        Field::Street,
+        Field::Locality,
+        Field::Town,
+        Field::Region,
+        Field::NhsNumber,
+        Field::Upn,
+        Field::OtherId,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::Id => "id",
+            Field::GivenName => "given_name",
+            Field::FamilyName => "family_name",
+            Field::BirthDate => "birth_date",
+            Field::Sex => "sex",
+            Field::Postcode => "postcode",
+            Field::HouseNumber => "house_number",
+            Field::Street => "street",
+            Field::Locality => "locality",
+            Field::Town => "town",
+            Field::Region => "region",
+            Field::NhsNumber => "nhs_number",
+            Field::Upn => "upn",
+            Field::OtherId => "other_id",
+        }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown field `{0}`; expected one of id, given_name, family_name, birth_date, sex, postcode, house_number, street, locality, town, region, nhs_number, upn, other_id")]
+pub struct UnknownField(pub String);
+
+impl FromStr for Field {
+    type Err = UnknownField;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Field::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| UnknownField(s.to_string()))
+    }
+}
+
+/// Something wrong with one value of a record that the record is still kept with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Flag {
+    pub field: Field,
+    pub problem: String,
+}
+
+/// A record, normalised. Every field is optional: missing is not disagreement.
+#[derive(Debug, Clone, Default)]
+pub struct Record {
+    pub id: String,
+    pub given: Option<Name>,
+    pub family: Option<Name>,
+    pub dob: Option<Dob>,
+    pub sex: Option<Sex>,
+    pub postcode: Option<Postcode>,
+    pub house_number: Option<String>,
+    pub street: Option<String>,
+    pub locality: Option<String>,
+    pub town: Option<String>,
+    pub region: Option<String>,
+    /// Verified only; an NHS number that fails its check is in `flags` instead.
+    pub nhs_number: Option<NhsNumber>,
+    /// Verified only, like the NHS number.
+    pub upn: Option<Upn>,
+    pub other_id: Option<String>,
+    /// Values that failed their check and are ignored for linking.
+    pub flags: Vec<Flag>,
+}
+
+/// A value that cannot be read at all: the caller reports it with its line or record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {source}")]
+pub struct FieldError {
+    pub field: Field,
+    #[source]
+    pub source: DobError,
+}
+
+impl Record {
+    /// Sets one field from its raw text. A date of birth of an unknown shape is an error; an
+    /// identifier that fails its check is flagged and the record kept.
+    pub fn set(&mut self, field: Field, raw: &str) -> Result<(), FieldError> {
+        let raw = raw.trim();
+        match field {
+            Field::Id => self.id = raw.to_string(),
+            Field::GivenName => self.given = Name::parse(raw),
+            Field::FamilyName => self.family = Name::parse(raw),
+            Field::BirthDate => {
+                self.dob = Dob::parse(raw).map_err(|source| FieldError { field, source })?;
+                if self.dob.is_some_and(|d| !d.valid) {
+                    self.flags.push(Flag {
+                        field,
+                        problem: "not a date in the calendar".into(),
+                    });
+                }
+            }
+            Field::Sex => self.sex = Sex::parse(raw),
+            Field::Postcode => self.postcode = Postcode::parse(raw),
+            Field::HouseNumber => self.house_number = normalise::text(raw),
+            Field::Street => self.street = normalise::address(raw),
+            Field::Locality => self.locality = normalise::address(raw),
+            Field::Town => self.town = normalise::text(raw),
+            Field::Region => self.region = normalise::text(raw),
+            Field::NhsNumber if !raw.is_empty() => match NhsNumber::parse(raw) {
+                Ok(n) => self.nhs_number = Some(n),
+                Err(e) => self.flags.push(Flag {
+                    field,
+                    problem: e.to_string(),
+                }),
+            },
+            Field::Upn if !raw.is_empty() => match Upn::parse(raw) {
+                Ok(u) => self.upn = Some(u),
+                Err(e) => self.flags.push(Flag {
+                    field,
+                    problem: e.to_string(),
+                }),
+            },
+            Field::NhsNumber | Field::Upn => {}
+            Field::OtherId => {
+                let v: String = raw.chars().filter(|c| c.is_alphanumeric()).collect();
+                self.other_id = (!v.is_empty()).then(|| v.to_uppercase());
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds a record from values as a source gave them. A value that cannot be read (a date
+    /// of birth, an identifier failing its check) is flagged rather than refused: sources are
+    /// not callers, and their records are never dropped.
+    pub fn lenient<'a>(
+        id: impl Into<String>,
+        values: impl IntoIterator<Item = (Field, &'a str)>,
+    ) -> Self {
+        let mut r = Record {
+            id: id.into(),
+            ..Default::default()
+        };
+        for (field, v) in values {
+            if let Err(e) = r.set(field, v) {
+                r.flags.push(Flag {
+                    field,
+                    problem: e.source.to_string(),
+                });
+            }
+        }
+        r
+    }
+
+    /// The fields the master child index compares, already normalised, as one line of text
+    /// stored beside each blocking key: a search reads a candidate's form with its key and
+    /// rebuilds it with [`Record::from_form`], never re-reading or re-normalising the source's
+    /// demographics. Normalised names hold only letters, digits and single spaces, and the
+    /// other fields only letters and digits, so `|` cannot occur inside a field.
+    pub fn form(&self) -> String {
+        let name = |n: &Option<Name>| n.as_ref().map(|n| n.tokens.join(" ")).unwrap_or_default();
+        let dob = self
+            .dob
+            .map(|d| d.digits().iter().map(|b| char::from(b'0' + b)).collect())
+            .unwrap_or_default();
+        let sex = match self.sex {
+            Some(Sex::Female) => "f",
+            Some(Sex::Male) => "m",
+            Some(Sex::Other) => "x",
+            None => "",
+        };
+        [
+            name(&self.given),
+            name(&self.family),
+            dob,
+            sex.to_string(),
+            self.postcode
+                .as_ref()
+                .map(|p| p.compact().to_string())
+                .unwrap_or_default(),
+            self.nhs_number
+                .as_ref()
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+            self.upn.as_ref().map(|u| u.to_string()).unwrap_or_default(),
+        ]
+        .join("|")
+    }
+
+    /// The record a [`Record::form`] was made from, as far as the index compares it. Every
+    /// part is read with the parser that made it, so a form that is not one (an empty or
+    /// damaged value) gives missing fields, which count neither for nor against a match.
+    pub fn from_form(id: impl Into<String>, form: &str) -> Self {
+        let mut parts = form.split('|');
+        let mut next = || parts.next().unwrap_or_default();
+        let name = |raw: &str| {
+            let tokens: Vec<String> = raw
+                .split(' ')
+                .filter(|t| !t.is_empty())
+                .map(String::from)
+                .collect();
+            (!tokens.is_empty()).then(|| Name {
+                joined: tokens.concat(),
+                tokens,
+            })
+        };
+        Record {
+            id: id.into(),
+            given: name(next()),
+            family: name(next()),
+            dob: Dob::parse(next()).ok().flatten(),
+            sex: Sex::parse(next()),
+            postcode: Postcode::parse(next()),
+            nhs_number: NhsNumber::parse(next()).ok(),
+            upn: Upn::parse(next()).ok(),
+            ..Default::default()
+        }
+    }
+
+    /// Whether the record has a usable value for a field.
+    pub fn has(&self, field: Field) -> bool {
+        match field {
+            Field::Id => !self.id.is_empty(),
+            Field::GivenName => self.given.is_some(),
+            Field::FamilyName => self.family.is_some(),
+            Field::BirthDate => self.dob.is_some(),
+            Field::Sex => self.sex.is_some(),
+            Field::Postcode => self.postcode.is_some(),
+            Field::HouseNumber => self.house_number.is_some(),
+            Field::Street => self.street.is_some(),
+            Field::Locality => self.locality.is_some(),
+            Field::Town => self.town.is_some(),
+            Field::Region => self.region.is_some(),
+            Field::NhsNumber => self.nhs_number.is_some(),
+            Field::Upn => self.upn.is_some(),
+            Field::OtherId => self.other_id.is_some(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_round_trip_their_names() {
+        for f in Field::ALL {
+            assert_eq!(f.as_str().parse::<Field>(), Ok(f));
+        }
+        assert!("surname".parse::<Field>().is_err());
+    }
+
+    #[test]
+    fn invalid_identifiers_are_flagged_not_used() {
+        let mut r = Record::default();
+        r.set(Field::NhsNumber, "9000000015").unwrap();
+        r.set(Field::Upn, "B801200005001").unwrap();
+        assert!(r.nhs_number.is_none());
+        assert_eq!(r.flags.len(), 1);
+        assert_eq!(r.flags[0].field, Field::NhsNumber);
+        assert!(r.upn.is_some());
+    }
+
+    #[test]
+    fn impossible_dates_are_kept_and_flagged() {
+        let mut r = Record::default();
+        r.set(Field::BirthDate, "19561331").unwrap();
+        assert!(r.dob.is_some());
+        assert_eq!(r.flags.len(), 1);
+        assert!(r.set(Field::BirthDate, "13th March").is_err());
+    }
+
+    #[test]
+    fn a_form_gives_back_what_the_index_compares() {
+        let r = Record::lenient(
+            "x",
+            [
+                (Field::GivenName, "Mary-Jane  Ö'Neil"),
+                (Field::FamilyName, "Mc Donald"),
+                (Field::BirthDate, "31/02/2014"),
+                (Field::Sex, "2"),
+                (Field::Postcode, "sw1a 1aa"),
+                (Field::NhsNumber, "943 476 5919"),
+                (Field::Upn, "A801200005001"),
+            ],
+        );
+        let back = Record::from_form("y", &r.form());
+        assert_eq!(back.id, "y");
+        assert_eq!(
+            (
+                &back.given,
+                &back.family,
+                &back.dob,
+                &back.sex,
+                &back.postcode
+            ),
+            (&r.given, &r.family, &r.dob, &r.sex, &r.postcode)
+        );
+        assert_eq!((&back.nhs_number, &back.upn), (&r.nhs_number, &r.upn));
+        assert!(
+            back.dob.is_some_and(|d| !d.valid),
+            "an impossible date stays one"
+        );
+
+        let empty = Record::lenient("e", []);
+        assert_eq!(empty.form(), "||||||");
+        let back = Record::from_form("e", &empty.form());
+        assert!(Field::ALL.iter().all(|&f| f == Field::Id || !back.has(f)));
+        let damaged = Record::from_form("d", "amy|");
+        assert_eq!(damaged.given.map(|n| n.joined).as_deref(), Some("amy"));
+        assert!(damaged.family.is_none() && damaged.dob.is_none());
+    }
+
+    #[test]
+    fn lenient_never_refuses() {
+        let r = Record::lenient(
+            "x",
+            [
+                (Field::GivenName, "Amy"),
+                (Field::BirthDate, "garbage"),
+                (Field::NhsNumber, "9000000009"),
+            ],
+        );
+        assert!(r.given.is_some() && r.dob.is_none() && r.nhs_number.is_some());
+        assert_eq!(r.flags.len(), 1);
+    }
+}
