@@ -27,4 +27,4 @@ pub mod search;
 
 pub use compare::Comparison;
 pub use model::{Explained, Model, Score, Scorer, TermFrequencies};
-pub use record::{Field, Record};
+pub use record::{Extra, Field, Record};

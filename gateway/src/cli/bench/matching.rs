@@ -213,6 +213,7 @@ impl Written {
             birth_date: Some(self.birth_date),
             sex: self.sex.map(String::from),
             postcode: self.postcode,
+            ..weft_adapters::Demographics::default()
         }
     }
 }
