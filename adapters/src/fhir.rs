@@ -825,6 +825,55 @@ mod tests {
     }
 
     #[test]
+    fn a_record_carries_middle_and_former_names_addresses_and_household() {
+        let mut p = patient("U");
+        p["address"][2]["extension"] = json!([{"url": ADDRESS_KEY_EXTENSION, "extension": [
+            {"url": "type", "valueCoding": {"code": "UPRN"}},
+            {"url": "value", "valueString": "100023336956"}]}]);
+        p["contact"] = json!([{"relationship": [{"coding": [{"code": "N"}]}],
+            "telecom": [{"system": "phone", "value": "+44 7700 900001"},
+                        {"system": "email", "value": "parent@example.org"}]}]);
+        // A stale period does not end a home phone: PDS carries them on current numbers.
+        p["telecom"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"system": "phone", "use": "home",
+            "value": "0113 496 0000", "period": {"end": "2001-01-01"}}));
+        p["name"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"use": "anonymous", "family": "Unknown", "given": ["Baby"]}));
+        let d = source_record(&p).unwrap().demographics;
+        assert_eq!(d.given_name.as_deref(), Some("Jane"));
+        assert_eq!(d.middle_names.as_deref(), Some("Anne"));
+        assert_eq!(d.family_name.as_deref(), Some("Smith"));
+        assert_eq!(d.former_family_names, ["Maiden"], "not the anonymous name");
+        assert_eq!(d.postcode.as_deref(), Some("LS1 1AA"));
+        assert_eq!(d.address_lines, ["3 New Street", "Leeds"]);
+        assert_eq!(
+            d.former_addresses,
+            vec![
+                Address::new(["1 Old Road"], Some("OL1 1DD")).unwrap(),
+                Address::new(["2 Former Street"], Some("FO1 1RM")).unwrap(),
+            ]
+        );
+        assert_eq!(
+            d.household,
+            [
+                "uprn:100023336956",
+                "phone:01134960000",
+                "phone:07700900001"
+            ],
+            "the home phone and the contact's; not the old or the mobile number"
+        );
+        // What a view shows is unchanged: the given name as the source wrote all of it.
+        assert_eq!(
+            item(&patient_items(&p), "given_name"),
+            Some(&json!("Jane Anne"))
+        );
+    }
+
+    #[test]
     fn restricted_and_very_restricted_hide_whereabouts() {
         for code in ["R", "V"] {
             let p = patient(code);
@@ -834,7 +883,10 @@ mod tests {
             for hidden in ["address", "postcode", "telephone", "gp"] {
                 assert_eq!(item(&items, hidden), None, "{code}: {hidden}");
             }
-            assert_eq!(source_record(&p).unwrap().demographics.postcode, None);
+            let d = source_record(&p).unwrap().demographics;
+            assert_eq!(d.postcode, None);
+            assert!(d.address_lines.is_empty() && d.former_addresses.is_empty());
+            assert!(d.household.is_empty());
         }
         assert!(!is_restricted(&patient("N")));
         // A restricted code from another code system is not a confidentiality marking.
