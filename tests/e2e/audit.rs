@@ -189,7 +189,7 @@ async fn audit_verify_names_an_edited_or_deleted_entry() {
     .await;
     let (code, out, _) = run_weft(&["audit", "verify", "-c", cfg]);
     assert_eq!(code, 3, "{out}");
-    assert!(out.contains("BROKEN at entry 3"), "{out}");
+    assert!(out.contains("BROKEN (changed) at entry 3"), "{out}");
 
     on_store(
         &env.store.url,
@@ -199,10 +199,7 @@ async fn audit_verify_names_an_edited_or_deleted_entry() {
     on_store(&env.store.url, "DELETE FROM audit_log WHERE seq = 4").await;
     let (code, out, _) = run_weft(&["audit", "verify", "-c", cfg]);
     assert_eq!(code, 3, "{out}");
-    assert!(
-        out.contains("BROKEN at entry 4") && out.contains("missing"),
-        "{out}"
-    );
+    assert!(out.contains("BROKEN (missing) at entry 4"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -243,4 +240,197 @@ async fn two_gateways_on_one_postgres_build_one_chain() {
     );
     drop(env);
     pg.drop_db().await.expect("drop");
+}
+
+/// One audit row as stored, for tampering from outside the gateway.
+#[derive(Clone)]
+struct Row {
+    seq: i64,
+    text: [String; 6], // at, user, agency, role, action, outcome
+    child: Option<String>,
+    purpose: Option<String>,
+    detail: String,
+    prev: String,
+    hash: String,
+}
+
+async fn any_pool(url: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    sqlx::AnyPool::connect(url).await.expect("store")
+}
+
+async fn read_rows(url: &str) -> Vec<Row> {
+    use sqlx::Row as _;
+    let pool = any_pool(url).await;
+    let rows = sqlx::query(
+        "SELECT seq, at, user_id, agency, role, action, outcome, child_id, purpose, detail, \
+         prev_hash, hash FROM audit_log ORDER BY seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("rows");
+    rows.iter()
+        .map(|r| Row {
+            seq: r.get("seq"),
+            text: ["at", "user_id", "agency", "role", "action", "outcome"].map(|c| r.get(c)),
+            child: r.get("child_id"),
+            purpose: r.get("purpose"),
+            detail: r.get("detail"),
+            prev: r.get("prev_hash"),
+            hash: r.get("hash"),
+        })
+        .collect()
+}
+
+/// Replaces the log and its head with `rows`, every hash recomputed with the published
+/// algorithm: what someone with write access to the database, but not the signing key, can do.
+async fn rewrite(url: &str, rows: &mut [Row]) {
+    use sha2::Digest;
+    let mut prev = "0".repeat(64);
+    for r in rows.iter_mut() {
+        let [at, user, agency, role, action, outcome] = &r.text;
+        let canonical =
+            json!([r.seq, at, user, agency, role, action, r.child, r.purpose, outcome, r.detail]);
+        let mut h = sha2::Sha256::new();
+        h.update(prev.as_bytes());
+        h.update(b"\n");
+        h.update(canonical.to_string().as_bytes());
+        r.prev = prev;
+        r.hash = hex::encode(h.finalize());
+        prev = r.hash.clone();
+    }
+    let pool = any_pool(url).await;
+    let mut tx = pool.begin().await.expect("tx");
+    sqlx::query("DELETE FROM audit_log")
+        .execute(&mut *tx)
+        .await
+        .expect("delete");
+    for r in rows.iter() {
+        let [at, user, agency, role, action, outcome] = &r.text;
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at, user_id, agency, role, action, outcome, child_id, \
+             purpose, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11, $12)",
+        )
+        .bind(r.seq)
+        .bind(at)
+        .bind(user)
+        .bind(agency)
+        .bind(role)
+        .bind(action)
+        .bind(outcome)
+        .bind(r.child.as_deref())
+        .bind(r.purpose.as_deref())
+        .bind(&r.detail)
+        .bind(&r.prev)
+        .bind(&r.hash)
+        .execute(&mut *tx)
+        .await
+        .expect("insert");
+    }
+    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+        .bind(rows.last().map_or(0, |r| r.seq))
+        .bind(&prev)
+        .execute(&mut *tx)
+        .await
+        .expect("head");
+    tx.commit().await.expect("commit");
+}
+
+fn broken(cfg: &str, kind: &str) -> String {
+    let (code, out, err) = run_weft(&["audit", "verify", "-c", cfg]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(out.contains(&format!("BROKEN ({kind})")), "{out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpoints_name_rewrites_truncation_wipes_and_forged_appends() {
+    let env = Env::new(6).await;
+    // Checkpoints every 3 entries, beside the directory and key the test environment sets.
+    let text = env.config(false).replacen(
+        "checkpoint_dir = ",
+        "checkpoint_every_entries = 3\ncheckpoint_dir = ",
+        1,
+    );
+    let config = env.write_config("weft.toml", &text);
+    let cfg = config.to_str().expect("utf-8 path");
+    let gw = Gateway::start(&env, config.clone()).await;
+    let sw = env.token("sw-1", &env.agency_of("social_care"), "social_worker");
+    let child = &env.partners.population.children[1];
+    let id = gw.child_by_nhs(&sw, &child.truth.nhs_number).await;
+    for _ in 0..8 {
+        let path = format!("/v1/children/{id}?purpose=safeguarding");
+        assert_eq!(gw.get(&path, &sw).await.0, 200);
+    }
+    assert!(gw.stop().success());
+
+    let (code, out, err) = run_weft(&["audit", "verify", "-c", cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("checkpoints, the entries up to"), "{out}");
+    let checkpoints = env.dir.path().join("audit-checkpoints");
+    assert!(
+        std::fs::read_dir(&checkpoints)
+            .expect("checkpoints")
+            .count()
+            >= 3,
+        "checkpoints every 3 entries and one at shutdown"
+    );
+
+    // A third party: the export and the public key, and nothing else.
+    let export = env.dir.path().join("export");
+    let (code, out, err) = run_weft(&["audit", "export", export.to_str().unwrap(), "-c", cfg]);
+    assert_eq!(code, 0, "{out}{err}");
+    let public = env.dir.path().join("given-public-key.pem");
+    std::fs::copy(checkpoints.join("audit-public-key.pem"), &public).expect("key");
+    let (code, out, err) = run_weft(&[
+        "audit",
+        "verify",
+        "--export",
+        export.to_str().unwrap(),
+        "--public-key",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("audit chain OK"), "{out}");
+
+    let url = &env.store.url;
+    let original = read_rows(url).await;
+    let n = original.len();
+
+    // A view recorded as someone else's, every hash after it recomputed.
+    let mut rows = original.clone();
+    rows[n - 3].text[1] = "sw-2".into();
+    rewrite(url, &mut rows).await;
+    let out = broken(cfg, "rewritten");
+    assert!(
+        out.contains("rewritten and their hashes recomputed"),
+        "{out}"
+    );
+
+    // The newest entries deleted and the head moved back to match.
+    let mut rows = original[..n - 2].to_vec();
+    rewrite(url, &mut rows).await;
+    let out = broken(cfg, "truncated");
+    assert!(out.contains("removed from the end"), "{out}");
+
+    rewrite(url, &mut []).await;
+    let out = broken(cfg, "wiped");
+    assert!(out.contains("holds no entries"), "{out}");
+
+    // An entry added after the last checkpoint, dated before it.
+    let mut rows = original.clone();
+    let mut forged = rows[n - 1].clone();
+    forged.seq += 1;
+    forged.text[0] = "2020-01-01T00:00:00.000000Z".into();
+    rows.push(forged);
+    rewrite(url, &mut rows).await;
+    let out = broken(cfg, "forged append");
+    assert!(out.contains("appended after the fact"), "{out}");
+
+    // Put back as it was, the chain verifies again: nothing above was a false alarm.
+    let mut rows = original.clone();
+    rewrite(url, &mut rows).await;
+    let (code, out, err) = run_weft(&["audit", "verify", "-c", cfg]);
+    assert_eq!(code, 0, "{out}{err}");
 }

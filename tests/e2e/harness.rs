@@ -82,6 +82,8 @@ impl Env {
         );
         let mut config = DevConfig::new(&self.pki, &self.store.url, policy)
             .set("database.max_connections", 8)
+            .audit_checkpoints(self.dir.path())
+            .expect("audit signing key")
             .partners(&self.partners.agencies, &self.partners.sources);
         // A second school and an education welfare service: callers whose systems are not sources.
         for (id, kind) in [

@@ -84,6 +84,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let config = DevConfig::new(&pki, &database, policy_paths(&dir)?)
         .set("listen", args.listen.to_string())
         .set("index.refresh_secs", 60)
+        .audit_checkpoints(&dir)?
         .partners(&partners.agencies, &partners.sources);
     std::fs::write(
         &config_path,
@@ -165,10 +166,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          curl -s --cacert {ca} -H \"Authorization: Bearer $IG_OFFICER\" \"{base}/v1/audit?child={child_id}\"\n\n  \
          curl -s --cacert {ca} {base}/readyz\n\n\
          Afterwards: cargo run --release -- audit verify -c {config}\n\
+         (checked against the signed checkpoints in {checkpoints}; `audit export` writes a copy a\n\
+         third party verifies with `audit verify --export DIR --public-key FILE`)\n\
          Ctrl-C stops everything.",
         tokens = tokens_path.display(),
         nhs = scenario.truth.nhs_number,
         config = config_path.display(),
+        checkpoints = dir.join("audit-checkpoints").display(),
     );
 
     let result = serving.await.context("gateway task")?;
