@@ -172,6 +172,23 @@ impl Gateway {
         }
     }
 
+    /// Whether `p` is an IG officer of an agency the configuration makes the partnership's IG
+    /// lead (`audit.ig_lead_agencies`): they audit every agency; other IG officers their own.
+    pub fn is_ig_lead(&self, p: &Principal) -> bool {
+        p.role == crate::foundation::domain::Role::IgOfficer
+            && self.config.audit.ig_lead_agencies.contains(&p.agency)
+    }
+
+    /// The sources whose data belongs to `agency`: an IG officer audits the reads of these.
+    pub fn sources_of(&self, agency: &str) -> Vec<String> {
+        self.config
+            .sources
+            .iter()
+            .filter(|s| s.agency == agency)
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
     /// Writes the audit entry of a request. Any failure means the caller gets
     /// [`Error::AuditUnavailable`] and nothing else.
     pub async fn record(

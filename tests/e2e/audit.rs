@@ -434,3 +434,160 @@ async fn checkpoints_name_rewrites_truncation_wipes_and_forged_appends() {
     let (code, out, err) = run_weft(&["audit", "verify", "-c", cfg]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// The number of audit entries, read from the store.
+async fn audit_count(url: &str) -> i64 {
+    let pool = any_pool(url).await;
+    sqlx::query_scalar("SELECT COUNT(*) FROM audit_log")
+        .fetch_one(&pool)
+        .await
+        .expect("count")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn complete_records_terms_unreadable_requests_and_each_ig_officers_own_agency() {
+    let env = Env::new(8).await;
+    let text = format!("{}\n[limits]\nbody_bytes = 4096\n", env.config(false));
+    let gw = Gateway::start(&env, env.write_config("weft.toml", &text)).await;
+    let la = env.agency_of("social_care");
+    let school = env.agency_of("education");
+    let sw = env.token("sw-1", &la, "social_worker");
+    let dsl = env.token("dsl-1", &school, "dsl");
+    let police = env.token("pc-1", &env.agency_of("police"), "police_officer");
+    let lead = env.token("ig-1", &la, "ig_officer");
+    let school_ig = env.token("ig-school", &school, "ig_officer");
+    let child = &env.partners.population.children[1];
+    let id = gw.child_by_nhs(&sw, &child.truth.nhs_number).await;
+
+    // A search that found nobody is traced by what was searched for.
+    let (s, _) = gw
+        .post(
+            "/v1/children/search",
+            &police,
+            &json!({"purpose": "safeguarding", "nhs_number": "9912003888"}),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let found = entries(&gw, &lead, "user=pc-1").await;
+    assert_eq!(found[0]["outcome"], "no_match", "{found:?}");
+    assert_eq!(found[0]["detail"]["terms"]["nhs_number"], "9912003888");
+
+    // Parameters that cannot be read: a JSON refusal, and an entry naming the route.
+    let (s, body) = gw
+        .get_text(
+            &format!("/v1/children/{id}?purpose=safeguarding&purpose=direct_care"),
+            &sw,
+        )
+        .await;
+    assert_eq!(s, 400, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("a JSON error");
+    assert_eq!(v["error"], "bad_request");
+    assert!(
+        v["message"].as_str().unwrap_or("").contains("purpose"),
+        "{v}"
+    );
+    let (s, body) = gw.get_text("/v1/inbox?limit=-5", &dsl).await;
+    assert_eq!(s, 400, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("a JSON error");
+    assert_eq!(v["error"], "bad_request");
+    assert!(!body.contains("-5"), "the value is not repeated: {body}");
+    let sw_entries = entries(&gw, &lead, "user=sw-1").await;
+    assert_eq!(sw_entries[0]["action"], "GET /v1/children/{id}");
+    assert_eq!(sw_entries[0]["outcome"], "rejected");
+    let dsl_entries = entries(&gw, &lead, "user=dsl-1").await;
+    assert_eq!(dsl_entries[0]["action"], "GET /v1/inbox");
+    assert_eq!(dsl_entries[0]["outcome"], "rejected");
+
+    // A body over the limit is refused before authentication: counted, not audited.
+    let before = audit_count(&env.store.url).await;
+    let r = gw
+        .client()
+        .post(gw.url("/v1/concerns"))
+        .bearer_auth(&dsl)
+        .header("content-type", "application/json")
+        .body(format!("{{\"pad\": \"{}\"}}", "x".repeat(10_000)))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 413);
+    let v: Value = r.json().await.expect("a JSON error");
+    assert_eq!(v["error"], "payload_too_large");
+    assert_eq!(audit_count(&env.store.url).await, before, "not audited");
+    let metrics = gw
+        .client()
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("weft_http_requests_total")
+                && l.contains("route=\"/v1/concerns\"")
+                && l.contains("status=\"413\"")
+                && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    // The school's IG officer: the school's staff, and the reads of the school's data.
+    let (s, _) = gw
+        .get(&format!("/v1/children/{id}?purpose=safeguarding"), &sw)
+        .await;
+    assert_eq!(s, 200);
+    let seen = entries(&gw, &school_ig, "limit=1000").await;
+    assert!(!seen.is_empty());
+    for e in &seen {
+        let own_staff = e["agency"] == school.as_str();
+        let school_data_shown = e["detail"]["sources"].as_object().is_some_and(|s| {
+            s.iter().any(|(source, status)| {
+                status == "shown"
+                    && env
+                        .partners
+                        .sources
+                        .iter()
+                        .any(|c| c.id == *source && c.agency == school)
+            })
+        });
+        assert!(own_staff || school_data_shown, "not the school's: {e}");
+    }
+    assert!(seen.iter().any(|e| e["user"] == "dsl-1"), "its own staff");
+    assert!(
+        seen.iter()
+            .any(|e| e["user"] == "sw-1" && e["action"] == "view" && e["outcome"] == "shown"),
+        "a read of its data by another agency"
+    );
+    assert!(
+        !seen.iter().any(|e| e["user"] == "pc-1"),
+        "not the police's search"
+    );
+    let everything = entries(&gw, &lead, "limit=1000").await;
+    assert!(
+        everything.iter().any(|e| e["user"] == "pc-1"),
+        "the IG lead sees all"
+    );
+
+    // Another agency's break-glass is not the school IG officer's to see or review.
+    let teacher = env.token("teacher-9", "urn-200002", "teacher");
+    let (s, grant) = gw
+        .post(
+            &format!("/v1/children/{id}/break-glass"),
+            &teacher,
+            &json!({"purpose": "safeguarding", "justification": "Child collapsed in class; need GP details for paramedics"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{grant}");
+    let gid = grant["id"].as_str().expect("id");
+    let (s, queue) = gw.get("/v1/ig/break-glass", &school_ig).await;
+    assert_eq!((s, queue), (200, json!([])));
+    let review = json!({"outcome": "justified", "notes": "medical emergency"});
+    let path = format!("/v1/ig/break-glass/{gid}/review");
+    assert_eq!(gw.post(&path, &school_ig, &review).await.0, 404);
+    let own_ig = env.token("ig-2", "urn-200002", "ig_officer");
+    let (s, queue) = gw.get("/v1/ig/break-glass", &own_ig).await;
+    assert_eq!(s, 200);
+    assert_eq!(queue.as_array().map(Vec::len), Some(1));
+    assert_eq!(gw.post(&path, &own_ig, &review).await.0, 200);
+}

@@ -84,6 +84,12 @@ impl Env {
             .set("database.max_connections", 8)
             .audit_checkpoints(self.dir.path())
             .expect("audit signing key")
+            // The local authority's IG officers audit the partnership, as in the demo; an IG
+            // officer anywhere else audits their own agency.
+            .set(
+                "audit.ig_lead_agencies",
+                vec![weft_sim::sources::SOCIAL_CARE_AGENCY.to_string()],
+            )
             .partners(&self.partners.agencies, &self.partners.sources);
         // A second school and an education welfare service: callers whose systems are not sources.
         for (id, kind) in [

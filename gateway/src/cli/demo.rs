@@ -85,6 +85,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .set("listen", args.listen.to_string())
         .set("index.refresh_secs", 60)
         .audit_checkpoints(&dir)?
+        // The local authority's IG officer is the partnership's IG lead.
+        .set(
+            "audit.ig_lead_agencies",
+            vec![weft_sim::sources::SOCIAL_CARE_AGENCY.to_string()],
+        )
         .partners(&partners.agencies, &partners.sources);
     std::fs::write(
         &config_path,

@@ -54,6 +54,9 @@ pub enum Command {
     },
     /// Import a `file` source's folder now: all or nothing, applying only what changed.
     Import(ImportCmd),
+    /// Subject access: every access to a child in plain words, as JSON or as a page a family
+    /// can read. Run by an IG officer, and audited as theirs.
+    Sar(SarCmd),
     /// Link or deduplicate CSV files of people, or train a matching model.
     Match {
         #[command(subcommand)]
@@ -85,6 +88,27 @@ pub struct ImportCmd {
     /// `limits.removed_percent`.
     #[arg(long)]
     pub allow_removals: bool,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
+pub struct SarCmd {
+    /// The Weft child id.
+    pub child: String,
+    /// The IG officer producing the report, as their identity provider names them.
+    #[arg(long)]
+    pub user: String,
+    /// Their agency's id; the partnership's IG lead (`audit.ig_lead_agencies`) sees every
+    /// agency's accesses, another IG officer their own organisation's.
+    #[arg(long)]
+    pub agency: String,
+    /// `json` or `html`.
+    #[arg(long, default_value = "json")]
+    pub format: String,
+    /// Write the report here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     #[command(flatten)]
     pub config: ConfigArg,
 }
@@ -238,6 +262,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             command: BenchCommand::Import(args),
         } => crate::cli::bench::import::run(args).await,
         Command::Import(cmd) => return import(cmd).await,
+        Command::Sar(cmd) => sar(cmd).await,
         #[cfg(feature = "sim")]
         Command::Bench {
             command: BenchCommand::Concerns(args),
@@ -402,6 +427,50 @@ async fn export(out: PathBuf, arg: ConfigArg) -> anyhow::Result<()> {
             " (no checkpoints configured: the export can only be checked against itself)"
         }
     );
+    Ok(())
+}
+
+async fn sar(cmd: SarCmd) -> anyhow::Result<()> {
+    use crate::foundation::domain::Role;
+    use crate::pipeline::authenticate::Principal;
+    let html = match cmd.format.as_str() {
+        "json" => false,
+        "html" => true,
+        _ => anyhow::bail!("--format: json or html"),
+    };
+    let config = load_for(&cmd.config, &[Part::Policy, Part::Routing, Part::Matching])?;
+    let kind = config
+        .agencies
+        .iter()
+        .find(|a| a.id == cmd.agency)
+        .map(|a| a.kind)
+        .ok_or_else(|| {
+            anyhow::anyhow!("--agency: no agency {:?} in the configuration", cmd.agency)
+        })?;
+    let who = Principal {
+        user: cmd.user.clone(),
+        agency: cmd.agency.clone(),
+        agency_kind: kind,
+        role: Role::IgOfficer,
+        client: Some("weft sar".into()),
+    };
+    let (gw, audit_task) = crate::gateway::Gateway::build(config, Schemas::load()?).await?;
+    let result = crate::read::sar::report(&gw, &who, &cmd.child).await;
+    gw.auditor.close();
+    drop(gw);
+    let _ = audit_task.await;
+    let report = result.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let text = if html {
+        crate::read::sar::html(&report).map_err(|e| anyhow::anyhow!("{e}"))?
+    } else {
+        serde_json::to_string_pretty(&report)? + "\n"
+    };
+    match &cmd.out {
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => print!("{text}"),
+    }
     Ok(())
 }
 

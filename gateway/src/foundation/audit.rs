@@ -362,10 +362,39 @@ fn read_row(row: &sqlx::any::AnyRow) -> Result<(Recorded, String, String), Audit
     Ok((recorded, at_text, detail_text))
 }
 
-/// Entries matching the filters, newest first.
-pub async fn search(store: &Store, q: &Query) -> Result<Vec<Recorded>, AuditError> {
+/// What an IG officer who is not the partnership's lead may read: the entries made by their
+/// own agency's staff, and the reads that were shown data from their agency's sources.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub agency: String,
+    pub sources: Vec<String>,
+}
+
+/// `LIKE` pattern text for `s`, with its wildcards taken literally (`ESCAPE '\'`).
+fn like_literal(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// Entries matching the filters, newest first; only those in `scope` when there is one.
+pub async fn search(
+    store: &Store,
+    q: &Query,
+    scope: Option<&Scope>,
+) -> Result<Vec<Recorded>, AuditError> {
     let mut sql = format!("SELECT {COLUMNS} FROM audit_log WHERE 1 = 1");
     let mut binds: Vec<String> = Vec::new();
+    if let Some(scope) = scope {
+        binds.push(scope.agency.clone());
+        let mut any = "agency = $1".to_string();
+        for source in &scope.sources {
+            // The view's disclosure records each source's status as `"source":"shown"`.
+            binds.push(format!("%\"{}\":\"shown\"%", like_literal(source)));
+            any.push_str(&format!(" OR detail LIKE ${} ESCAPE '\\'", binds.len()));
+        }
+        sql.push_str(&format!(" AND ({any})"));
+    }
     let mut filter = |clause: &str, value: String| {
         binds.push(value);
         sql.push_str(&format!(" AND {clause} ${}", binds.len()));
@@ -448,6 +477,35 @@ impl Stored {
             &self.detail,
         )
     }
+}
+
+/// Every entry about `child`, oldest first; only those in `scope` when there is one. For
+/// subject access reports, which need all of them.
+pub async fn for_child(
+    store: &Store,
+    child: &str,
+    scope: Option<&Scope>,
+) -> Result<Vec<Recorded>, AuditError> {
+    let mut sql = format!("SELECT {COLUMNS} FROM audit_log WHERE child_id = $1");
+    let mut binds = vec![child.to_string()];
+    if let Some(scope) = scope {
+        binds.push(scope.agency.clone());
+        let mut any = format!("agency = ${}", binds.len());
+        for source in &scope.sources {
+            binds.push(format!("%\"{}\":\"shown\"%", like_literal(source)));
+            any.push_str(&format!(" OR detail LIKE ${} ESCAPE '\\'", binds.len()));
+        }
+        sql.push_str(&format!(" AND ({any})"));
+    }
+    sql.push_str(" ORDER BY seq");
+    let mut query = sqlx::query(&sql);
+    for b in &binds {
+        query = query.bind(b);
+    }
+    let rows = query.fetch_all(&store.pool).await?;
+    rows.iter()
+        .map(|r| read_row(r).map(|(rec, _, _)| rec))
+        .collect()
 }
 
 /// What `weft audit verify` found.

@@ -196,6 +196,24 @@ pub struct AuditConfig {
     /// most a forged append can hide among genuine entries before a signature covers it.
     #[serde(default = "default_checkpoint_secs")]
     pub checkpoint_every_secs: u64,
+    /// Agencies whose IG officers are the partnership's IG lead: they read the whole audit log
+    /// and review every agency's break-glass. Every other IG officer sees the entries of their
+    /// own agency's staff and the reads of their own agency's data, and reviews their own
+    /// agency's grants.
+    #[serde(default)]
+    pub ig_lead_agencies: Vec<String>,
+    /// Subject access reports name the person (the identity provider's subject) beside their
+    /// role and agency. Off by default: a partnership decides this in its agreement.
+    #[serde(default)]
+    pub sar_names: bool,
+    /// How long an access marked for a police investigation or a section 47 enquiry is kept
+    /// out of subject access reports, unless an IG officer releases it sooner.
+    #[serde(default = "default_sar_deferral_days")]
+    pub sar_deferral_days: u32,
+}
+
+fn default_sar_deferral_days() -> u32 {
+    180
 }
 
 fn default_checkpoint_entries() -> u64 {
@@ -213,6 +231,9 @@ impl Default for AuditConfig {
             signing_key: None,
             checkpoint_every_entries: default_checkpoint_entries(),
             checkpoint_every_secs: default_checkpoint_secs(),
+            ig_lead_agencies: Vec::new(),
+            sar_names: false,
+            sar_deferral_days: default_sar_deferral_days(),
         }
     }
 }
@@ -748,6 +769,14 @@ impl Config {
                 return Err(ConfigError::invalid(
                     format!("agencies[{i}].id"),
                     format!("duplicate agency id {:?}", a.id),
+                ));
+            }
+        }
+        for (i, lead) in self.audit.ig_lead_agencies.iter().enumerate() {
+            if !agencies.contains(lead.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("audit.ig_lead_agencies[{i}]"),
+                    format!("no agency {lead:?} in agencies"),
                 ));
             }
         }
