@@ -169,6 +169,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          curl -s --cacert {ca} -H \"Authorization: Bearer $DSL\" \"{base}/v1/children/{child_id}?purpose=safeguarding\"\n\n  \
          # who has looked at this child (IG officers only):\n  \
          curl -s --cacert {ca} -H \"Authorization: Bearer $IG_OFFICER\" \"{base}/v1/audit?child={child_id}\"\n\n  \
+         # the same as a subject access report a family can read:\n  \
+         curl -s --cacert {ca} -H \"Authorization: Bearer $IG_OFFICER\" \"{base}/v1/children/{child_id}/access-report?format=html\"\n\n  \
          curl -s --cacert {ca} {base}/readyz\n\n\
          Afterwards: cargo run --release -- audit verify -c {config}\n\
          (checked against the signed checkpoints in {checkpoints}; `audit export` writes a copy a\n\
