@@ -67,6 +67,11 @@ impl Application {
         // Workers that stop mid-delivery leave their rows leased; they come due again when the
         // lease ends, here or on another node.
         let deliverers = state.outbox.start();
+        let checkpoints = state.checkpointer.clone();
+        let checkpointer = checkpoints
+            .clone()
+            .map(|c| tokio::spawn(c.run(state.store.clone())));
+        let store = state.store.clone();
         let router = crate::http::router(state.clone());
         crate::foundation::server::serve(listener, router, tls, &state.config.limits, shutdown)
             .await;
@@ -85,6 +90,18 @@ impl Application {
             .is_err()
         {
             tracing::warn!("audit writer did not stop within 10 s");
+        }
+        // The last entries are signed before the node stops: everything it wrote is covered by
+        // a signature, and anything after that checkpoint was written by another node or not
+        // by a gateway at all.
+        if let Some(task) = checkpointer {
+            task.abort();
+        }
+        if let Some(c) = checkpoints {
+            if let Err(e) = c.checkpoint(&store).await {
+                crate::foundation::metrics::AUDIT_CHECKPOINT_FAILURES.inc();
+                tracing::error!(error = %e, "final audit checkpoint not made");
+            }
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::delivery::outbox::Outbox;
 use crate::delivery::routing::Routing;
+use crate::foundation::audit::checkpoint::Checkpointer;
 use crate::foundation::audit::{self, Auditor, Entry};
 use crate::foundation::config::Config;
 use crate::foundation::domain::Purpose;
@@ -40,6 +41,8 @@ pub struct Inner {
     pub config: Config,
     pub store: Store,
     pub auditor: Auditor,
+    /// Signs checkpoints of the audit chain outside the database, when configured.
+    pub checkpointer: Option<Arc<Checkpointer>>,
     /// Swapped whole when the policy is reloaded, so a request sees one policy throughout.
     pub policy: RwLock<Arc<Policy>>,
     pub policy_status: RwLock<PolicyStatus>,
@@ -104,11 +107,13 @@ impl Gateway {
                 "matching rows derived from the index's records"
             );
         }
-        let (auditor, audit_task) = Auditor::start(store.clone());
+        let checkpointer = Checkpointer::from_config(&config.audit).context("audit checkpoints")?;
+        let (auditor, audit_task) = Auditor::start(store.clone(), checkpointer.clone());
         let gateway = Gateway(Arc::new(Inner {
             config,
             store,
             auditor,
+            checkpointer,
             policy_status: RwLock::new(PolicyStatus {
                 rules: policy.rules(),
                 loaded_at: Utc::now(),
@@ -167,6 +172,23 @@ impl Gateway {
         }
     }
 
+    /// Whether `p` is an IG officer of an agency the configuration makes the partnership's IG
+    /// lead (`audit.ig_lead_agencies`): they audit every agency; other IG officers their own.
+    pub fn is_ig_lead(&self, p: &Principal) -> bool {
+        p.role == crate::foundation::domain::Role::IgOfficer
+            && self.config.audit.ig_lead_agencies.contains(&p.agency)
+    }
+
+    /// The sources whose data belongs to `agency`: an IG officer audits the reads of these.
+    pub fn sources_of(&self, agency: &str) -> Vec<String> {
+        self.config
+            .sources
+            .iter()
+            .filter(|s| s.agency == agency)
+            .map(|s| s.id.clone())
+            .collect()
+    }
+
     /// Writes the audit entry of a request. Any failure means the caller gets
     /// [`Error::AuditUnavailable`] and nothing else.
     pub async fn record(
@@ -200,6 +222,9 @@ impl Gateway {
             return Err(Error::AuditUnavailable);
         }
         tx.commit().await?;
+        if let Some(c) = &self.checkpointer {
+            c.appended(entries.len());
+        }
         Ok(())
     }
 

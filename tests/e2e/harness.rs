@@ -82,6 +82,14 @@ impl Env {
         );
         let mut config = DevConfig::new(&self.pki, &self.store.url, policy)
             .set("database.max_connections", 8)
+            .audit_checkpoints(self.dir.path())
+            .expect("audit signing key")
+            // The local authority's IG officers audit the partnership, as in the demo; an IG
+            // officer anywhere else audits their own agency.
+            .set(
+                "audit.ig_lead_agencies",
+                vec![weft_sim::sources::SOCIAL_CARE_AGENCY.to_string()],
+            )
             .partners(&self.partners.agencies, &self.partners.sources);
         // A second school and an education welfare service: callers whose systems are not sources.
         for (id, kind) in [
@@ -296,4 +304,32 @@ pub fn run_weft(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Makes every audit insert fail from inside the database, after whatever the write did
+/// before it in the same transaction: the deterministic form of "the audit cannot be written"
+/// (or of a process killed between a change and its entry).
+pub async fn block_audit(url: &str, blocked: bool) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.expect("store");
+    let sqlite = url.starts_with("sqlite:");
+    let statements: &[&str] = match (sqlite, blocked) {
+        (true, true) => &["CREATE TRIGGER audit_blocked BEFORE INSERT ON audit_log \
+                           BEGIN SELECT RAISE(ABORT, 'audit blocked'); END"],
+        (true, false) => &["DROP TRIGGER audit_blocked"],
+        (false, true) => &[
+            "CREATE FUNCTION audit_blocked() RETURNS trigger AS $$ BEGIN \
+             RAISE EXCEPTION 'audit blocked'; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER audit_blocked BEFORE INSERT ON audit_log \
+             FOR EACH ROW EXECUTE FUNCTION audit_blocked()",
+        ],
+        (false, false) => &[
+            "DROP TRIGGER audit_blocked ON audit_log",
+            "DROP FUNCTION audit_blocked()",
+        ],
+    };
+    for s in statements {
+        sqlx::raw_sql(s).execute(&pool).await.expect("trigger");
+    }
+    pool.close().await;
 }

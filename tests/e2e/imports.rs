@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{run_weft, Env, Gateway};
+use crate::harness::{block_audit, run_weft, Env, Gateway};
 
 fn sample(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -289,4 +289,63 @@ async fn import_messages_and_records_name_the_fault_never_the_value() {
             assert!(!text.contains("Jane") && !text.contains("WT9"), "{text}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_the_audit_cannot_record_is_not_applied() {
+    let env = Env::new(4).await;
+    let drop = drop_folder(&env);
+    std::fs::copy(
+        sample("cin_census_d2i_CIN_Census_2026.xml"),
+        drop.join("cin_2026.xml"),
+    )
+    .expect("copy sample");
+    let text = with_file_source(
+        &env,
+        "cin-census",
+        "{ format = \"cin_xml\", name = \"cin_*.xml\" }",
+        "",
+    );
+    let path = env.write_config("weft.toml", &text);
+    let p = path.to_str().expect("path");
+    // Opening the store once creates its tables, so the audit can be blocked before the import.
+    let (code, out, err) = run_weft(&["audit", "verify", "-c", p]);
+    assert_eq!(code, 0, "{out}{err}");
+    let count = |table: &'static str| {
+        let url = env.store.url.clone();
+        async move {
+            sqlx::any::install_default_drivers();
+            let pool = sqlx::AnyPool::connect(&url).await.expect("store");
+            let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+            n
+        }
+    };
+
+    block_audit(&env.store.url, true).await;
+    let (code, out, err) = run_weft(&["import", "cin-census", "-c", p]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("audit log cannot be written"), "{err}");
+    assert_eq!(count("import_records").await, 0, "no record stored");
+    assert_eq!(count("import_runs").await, 0, "not even the attempt");
+    assert_eq!(count("audit_log").await, 0);
+
+    block_audit(&env.store.url, false).await;
+    let (code, out, err) = run_weft(&["import", "cin-census", "-c", p]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(count("import_records").await, 2);
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&env.store.url).await.expect("store");
+    let detail: String = sqlx::query_scalar(
+        "SELECT detail FROM audit_log WHERE action = 'import' AND outcome = 'applied'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("the import's entry");
+    let detail: serde_json::Value = serde_json::from_str(&detail).expect("json");
+    assert_eq!(detail["source"], "cin-census");
+    assert_eq!(detail["added"], 2);
+    assert_eq!(detail["files"][0]["name"], "cin_2026.xml");
 }

@@ -13,5 +13,6 @@ mod index_export;
 mod matching;
 mod notify;
 mod policy;
+mod sar;
 mod sources;
 mod view;

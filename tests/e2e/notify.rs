@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use weft_sim::population::{EpisodeKind, SimChild};
 use weft_sim::sources::{HEALTH_AGENCY, POLICE_AGENCY, SCHOOL_AGENCY, SOCIAL_CARE_AGENCY};
 
-use crate::harness::{Env, Gateway};
+use crate::harness::{block_audit, Env, Gateway};
 
 const SECRET: &str = "receiver-shared-secret-0123456789";
 
@@ -1130,4 +1130,219 @@ async fn malformed_concerns_and_events_are_refused_with_pointers_and_nothing_is_
             .any(|e| e["action"] == "concern_submit" && e["outcome"] == "rejected"),
         "{audit}"
     );
+}
+
+/// One value per row of a query, as text, for comparing a table before and after.
+async fn column(env: &Env, sql: &str) -> Vec<String> {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&env.store.url).await.expect("store");
+    let rows: Vec<String> = sqlx::query_scalar(sql)
+        .fetch_all(&pool)
+        .await
+        .expect("query");
+    pool.close().await;
+    rows
+}
+
+/// Everything a write path can change, as text: row counts of every table a write touches,
+/// and the states that are updated in place.
+async fn written(env: &Env) -> Vec<String> {
+    let mut out = Vec::new();
+    for table in [
+        "concerns",
+        "concern_recipients",
+        "concern_log",
+        "outbox",
+        "inbox",
+        "events",
+        "alerts",
+        "attendance_marks",
+        "subscriptions",
+        "subscription_children",
+        "consents",
+        "break_glass",
+        "match_links",
+        "audit_log",
+    ] {
+        out.push(format!("{table}: {}", rows(env, table).await));
+    }
+    for sql in [
+        "SELECT recipient || ' ' || state FROM concern_recipients ORDER BY recipient",
+        "SELECT id || ' ' || status FROM consents ORDER BY id",
+        "SELECT id || ' ' || COALESCE(review_outcome, 'unreviewed') FROM break_glass ORDER BY id",
+        "SELECT id || ' ' || status || ' ' || COALESCE(child_id, '') FROM match_links ORDER BY id",
+        "SELECT id || ' ' || state FROM outbox ORDER BY id",
+    ] {
+        out.extend(column(env, sql).await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_audit_failing_no_write_is_stored_or_delivered() {
+    let env = Env::new(30).await;
+    // Every demographic match waits for a person, so there is one to decide.
+    let text = format!(
+        "{}\n[matching]\nupper = 1.0\nlower = 0.5\n",
+        config(&env, &[], 8)
+    );
+    let gw = Gateway::start(&env, env.write_config("weft.toml", &text)).await;
+    let (child, worker) = scenario(&env);
+    let nhs = child.truth.nhs_number.clone();
+    let dsl = env.token("dsl-1", SCHOOL_AGENCY, "dsl");
+    let sw = env.token(&worker, SOCIAL_CARE_AGENCY, "social_worker");
+    let police = env.token("pc-1", POLICE_AGENCY, "police_officer");
+    let ewo = env.token("ewo-1", "la-ewo", "education_welfare_officer");
+    let teacher = env.token("teacher-9", "urn-200002", "teacher");
+    let ig = env.token("ig-1", SOCIAL_CARE_AGENCY, "ig_officer");
+    let admin = env.token("admin-1", SOCIAL_CARE_AGENCY, "data_admin");
+    let id = gw.child_by_nhs(&sw, &nhs).await;
+
+    // Something for each update to act on, made while the audit works.
+    let (s, created) = gw
+        .post("/v1/concerns", &dsl, &concern(&nhs, "neglect"))
+        .await;
+    assert_eq!(s, 201, "{created}");
+    let concern_id = created["id"].as_str().expect("id").to_string();
+    let consent = json!({
+        "resourceType": "Consent",
+        "status": "active",
+        "grantor": {"relationship": "parental_responsibility", "name": "A parent"},
+        "period": {"start": "2020-01-01"},
+        "provision": [{"purpose": ["early_help"], "category": ["education.*"], "actor": [SOCIAL_CARE_AGENCY]}]
+    });
+    let (s, recorded) = gw
+        .post(&format!("/v1/children/{id}/consents"), &sw, &consent)
+        .await;
+    assert_eq!(s, 201, "{recorded}");
+    let consent_id = recorded["id"].as_str().expect("id").to_string();
+    let justification = "Child collapsed in class; need GP details for paramedics";
+    let (s, grant) = gw
+        .post(
+            &format!("/v1/children/{id}/break-glass"),
+            &teacher,
+            &json!({"purpose": "safeguarding", "justification": justification}),
+        )
+        .await;
+    assert_eq!(s, 201, "{grant}");
+    let grant_id = grant["id"].as_str().expect("id").to_string();
+    let (s, queue) = gw.get("/v1/matches/review", &admin).await;
+    assert_eq!(s, 200, "{queue}");
+    let match_id = queue["matches"][0]["id"]
+        .as_str()
+        .expect("a match awaits review")
+        .to_string();
+    // The first concern's deliveries are made before the count, so the count is still.
+    eventually("deliveries settle", Duration::from_secs(20), || async {
+        let pending = column(&env, "SELECT id FROM outbox WHERE state = 'pending'").await;
+        pending.is_empty().then_some(())
+    })
+    .await;
+    let inboxes = |who: &'static str| {
+        let token = match who {
+            "sw" => sw.clone(),
+            "dsl" => dsl.clone(),
+            _ => ewo.clone(),
+        };
+        let gw = &gw;
+        async move { inbox(gw, &token).await.len() }
+    };
+    let before_inboxes = (
+        inboxes("sw").await,
+        inboxes("dsl").await,
+        inboxes("ewo").await,
+    );
+    let before = written(&env).await;
+
+    block_audit(&env.store.url, true).await;
+    let incident = json!({
+        "kind": "police_incident",
+        "source_ref": "blocked-0001",
+        "occurred_at": "2025-10-07T23:10:00Z",
+        "child": {"nhs_number": nhs},
+        "incident": {"reference": "WP/25/0099", "occurred_at": "2025-10-07T22:40:00Z",
+                     "location": "Home address", "domestic_abuse": true, "child_present": true}
+    });
+    let attempts: Vec<(&str, String, &String, Value)> = vec![
+        (
+            "concern submit",
+            "/v1/concerns".into(),
+            &dsl,
+            concern(&nhs, "emotional_abuse"),
+        ),
+        (
+            "concern status",
+            format!("/v1/concerns/{concern_id}/status"),
+            &sw,
+            json!({"state": "acknowledged"}),
+        ),
+        (
+            "concern addendum",
+            format!("/v1/concerns/{concern_id}/addenda"),
+            &dsl,
+            json!({"text": "Sibling also disclosed this afternoon."}),
+        ),
+        (
+            "subscription",
+            "/v1/subscriptions".into(),
+            &ewo,
+            json!({"cohort": [id], "kinds": ["persistent_absence"], "delivery": {"inbox": true}}),
+        ),
+        ("event", "/v1/events".into(), &police, incident),
+        (
+            "consent record",
+            format!("/v1/children/{id}/consents"),
+            &sw,
+            consent.clone(),
+        ),
+        (
+            "consent withdraw",
+            format!("/v1/children/{id}/consents/{consent_id}/withdraw"),
+            &sw,
+            json!({"reason": "family asked"}),
+        ),
+        (
+            "break-glass request",
+            format!("/v1/children/{id}/break-glass"),
+            &teacher,
+            json!({"purpose": "safeguarding", "justification": justification}),
+        ),
+        (
+            "break-glass review",
+            format!("/v1/ig/break-glass/{grant_id}/review"),
+            &ig,
+            json!({"outcome": "justified", "notes": "medical emergency"}),
+        ),
+        (
+            "match decision",
+            format!("/v1/matches/{match_id}/decision"),
+            &admin,
+            json!({"decision": "confirm", "reason": "same date of birth and address"}),
+        ),
+    ];
+    for (what, path, token, body) in &attempts {
+        let (s, v) = gw.post(path, token, body).await;
+        assert_eq!(s, 503, "{what}: {v}");
+        assert_eq!(v["error"], "audit_unavailable", "{what}: a JSON error: {v}");
+    }
+    // Longer than the outbox's poll: anything queued would have been delivered by now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = written(&env).await;
+    block_audit(&env.store.url, false).await;
+    assert_eq!(before, after, "nothing stored");
+    assert_eq!(
+        (
+            inboxes("sw").await,
+            inboxes("dsl").await,
+            inboxes("ewo").await
+        ),
+        before_inboxes,
+        "nothing delivered"
+    );
+
+    // The same writes succeed once the audit can be written: the failures were the audit's.
+    for (what, path, token, body) in &attempts {
+        let (s, v) = gw.post(path, token, body).await;
+        assert!((200..300).contains(&s), "{what}: {s} {v}");
+    }
 }

@@ -84,6 +84,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let config = DevConfig::new(&pki, &database, policy_paths(&dir)?)
         .set("listen", args.listen.to_string())
         .set("index.refresh_secs", 60)
+        .audit_checkpoints(&dir)?
+        // The local authority's IG officer is the partnership's IG lead.
+        .set(
+            "audit.ig_lead_agencies",
+            vec![weft_sim::sources::SOCIAL_CARE_AGENCY.to_string()],
+        )
         .partners(&partners.agencies, &partners.sources);
     std::fs::write(
         &config_path,
@@ -163,12 +169,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          curl -s --cacert {ca} -H \"Authorization: Bearer $DSL\" \"{base}/v1/children/{child_id}?purpose=safeguarding\"\n\n  \
          # who has looked at this child (IG officers only):\n  \
          curl -s --cacert {ca} -H \"Authorization: Bearer $IG_OFFICER\" \"{base}/v1/audit?child={child_id}\"\n\n  \
+         # the same as a subject access report a family can read:\n  \
+         curl -s --cacert {ca} -H \"Authorization: Bearer $IG_OFFICER\" \"{base}/v1/children/{child_id}/access-report?format=html\"\n\n  \
          curl -s --cacert {ca} {base}/readyz\n\n\
          Afterwards: cargo run --release -- audit verify -c {config}\n\
+         (checked against the signed checkpoints in {checkpoints}; `audit export` writes a copy a\n\
+         third party verifies with `audit verify --export DIR --public-key FILE`)\n\
          Ctrl-C stops everything.",
         tokens = tokens_path.display(),
         nhs = scenario.truth.nhs_number,
         config = config_path.display(),
+        checkpoints = dir.join("audit-checkpoints").display(),
     );
 
     let result = serving.await.context("gateway task")?;

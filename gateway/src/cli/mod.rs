@@ -59,6 +59,9 @@ pub enum Command {
         #[command(subcommand)]
         command: IndexCommand,
     },
+    /// Subject access: every access to a child in plain words, as JSON or as a page a family
+    /// can read. Run by an IG officer, and audited as theirs.
+    Sar(SarCmd),
     /// Link or deduplicate CSV files of people, or train a matching model.
     Match {
         #[command(subcommand)]
@@ -90,6 +93,27 @@ pub struct ImportCmd {
     /// `limits.removed_percent`.
     #[arg(long)]
     pub allow_removals: bool,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
+pub struct SarCmd {
+    /// The Weft child id.
+    pub child: String,
+    /// The IG officer producing the report, as their identity provider names them.
+    #[arg(long)]
+    pub user: String,
+    /// Their agency's id; the partnership's IG lead (`audit.ig_lead_agencies`) sees every
+    /// agency's accesses, another IG officer their own organisation's.
+    #[arg(long)]
+    pub agency: String,
+    /// `json` or `html`.
+    #[arg(long, default_value = "json")]
+    pub format: String,
+    /// Write the report here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     #[command(flatten)]
     pub config: ConfigArg,
 }
@@ -159,8 +183,39 @@ pub enum PolicyCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Walk the whole hash chain and name the first entry that was changed, removed or reordered.
-    Verify(ConfigArg),
+    /// Walk the whole hash chain, check it against the signed checkpoints, and name the first
+    /// entry that was changed, removed, reordered, rewritten, cut off, wiped or forged.
+    Verify(VerifyArgs),
+    /// Write the chain, its checkpoints and the public key to a new directory, for a third party
+    /// to verify with `weft audit verify --export DIR --public-key FILE`. Signs a checkpoint of
+    /// the head first when a signing key is configured, so the whole export is vouched for.
+    Export {
+        /// A directory that does not exist yet (or is empty).
+        out: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Make a new audit signing key: writes it (64 hex digits) to FILE, readable by its owner
+    /// only, and prints the public key.
+    Keygen {
+        /// Where the signing key goes; never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Verify an export instead of the configured database: needs no configuration, only the
+    /// public key.
+    #[arg(long, requires = "public_key")]
+    pub export: Option<PathBuf>,
+    /// The audit public key (PEM or hex). Defaults to the configured signing key's; give it to
+    /// check against a key obtained independently of the checkpoint directory.
+    #[arg(long)]
+    pub public_key: Option<PathBuf>,
 }
 
 #[cfg(feature = "sim")]
@@ -216,8 +271,14 @@ pub async fn run(cli: Cli) -> ExitCode {
             );
         }),
         Command::Audit {
-            command: AuditCommand::Verify(arg),
-        } => return verify(arg).await,
+            command: AuditCommand::Verify(args),
+        } => return verify(args).await,
+        Command::Audit {
+            command: AuditCommand::Export { out, config },
+        } => export(out, config).await,
+        Command::Audit {
+            command: AuditCommand::Keygen { out },
+        } => keygen(&out),
         Command::Policy { command } => policy(command).await,
         #[cfg(feature = "sim")]
         Command::Bench {
@@ -235,6 +296,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Index {
             command: IndexCommand::Export(cmd),
         } => index_export(cmd).await,
+        Command::Sar(cmd) => sar(cmd).await,
         #[cfg(feature = "sim")]
         Command::Bench {
             command: BenchCommand::Concerns(args),
@@ -284,21 +346,47 @@ async fn serve(arg: ConfigArg) -> anyhow::Result<()> {
     app.run_until_stopped(shutdown_signal()).await
 }
 
-async fn verify(arg: ConfigArg) -> ExitCode {
+async fn verify(args: VerifyArgs) -> ExitCode {
+    use crate::foundation::audit::{self, checkpoint};
     let outcome = async {
-        let config = load_for(&arg, &[])?;
+        let given = match &args.public_key {
+            Some(p) => Some(checkpoint::PublicKey::load(p)?),
+            None => None,
+        };
+        if let Some(dir) = &args.export {
+            let key = given.ok_or_else(|| anyhow::anyhow!("--export needs --public-key"))?;
+            return Ok::<_, anyhow::Error>((audit::verify_export(dir, &key)?, true));
+        }
+        let config = load_for(&args.config, &[])?;
         let store = Store::open(&config.database.url, 2).await?;
-        Ok::<_, anyhow::Error>(crate::foundation::audit::verify(&store).await?)
+        let key = match given {
+            Some(k) => Some(k),
+            None => checkpoint::SigningKey::from_config(&config.audit)?.map(|k| k.public()),
+        };
+        let v = match (&config.audit.checkpoint_dir, &key) {
+            (Some(dir), Some(key)) => audit::verify_store(&store, Some((dir, key))).await?,
+            (Some(_), None) => anyhow::bail!(
+                "audit.checkpoint_dir is set but there is no key to check it with: give \
+                 --public-key or configure the signing key"
+            ),
+            (None, _) => audit::verify_store(&store, None).await?,
+        };
+        Ok((v, config.audit.checkpoint_dir.is_some()))
     }
     .await;
     match outcome {
-        Ok(v) => match v.problem {
+        Ok((v, checkpointed)) => match &v.problem {
             None => {
-                println!("audit chain OK: {} entries", v.entries);
+                println!("{}", verified(&v, checkpointed));
                 ExitCode::SUCCESS
             }
             Some(p) => {
-                println!("audit chain BROKEN at entry {}: {}", p.seq, p.what);
+                println!(
+                    "audit chain BROKEN ({}) at entry {}: {}",
+                    p.kind.as_str(),
+                    p.seq,
+                    p.what
+                );
                 ExitCode::from(3)
             }
         },
@@ -307,6 +395,137 @@ async fn verify(arg: ConfigArg) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What a clean verification vouches for, in words: what the signatures cover and what only
+/// the chain does.
+fn verified(v: &crate::foundation::audit::Verification, checkpointed: bool) -> String {
+    let mut line = format!("audit chain OK: {} entries", v.entries);
+    if !checkpointed {
+        line.push_str(
+            "; no checkpoints are configured, so a rewrite with recomputed hashes would not show",
+        );
+        return line;
+    }
+    match &v.sealed_at {
+        Some(at) => line.push_str(&format!(
+            "; {} checkpoints, the entries up to {} vouched for by the one signed at {at}",
+            v.checkpoints, v.sealed
+        )),
+        None => line.push_str("; no checkpoint signed yet"),
+    }
+    if v.unsealed() > 0 {
+        line.push_str(&format!(
+            "; the {} newer entries are linked by the chain but not yet signed",
+            v.unsealed()
+        ));
+    }
+    line
+}
+
+async fn export(out: PathBuf, arg: ConfigArg) -> anyhow::Result<()> {
+    use crate::foundation::audit::{self, checkpoint};
+    use sqlx::Row;
+    let config = load_for(&arg, &[])?;
+    let store = Store::open(&config.database.url, 2).await?;
+    let checkpointer = checkpoint::Checkpointer::from_config(&config.audit)?;
+    // The export ends at a signed head when this node can sign one; otherwise at the head now.
+    let upto = match &checkpointer {
+        Some(c) => {
+            c.checkpoint(&store).await?;
+            crate::foundation::audit::checkpoint::load_dir(c.dir())?
+                .last()
+                .map(|(_, cp)| cp.seq)
+                .unwrap_or(0)
+        }
+        None => sqlx::query("SELECT seq FROM audit_head WHERE id = 1")
+            .fetch_one(&store.pool)
+            .await?
+            .try_get::<i64, _>("seq")?,
+    };
+    let key = checkpointer.as_ref().map(|c| c.public_key());
+    let written = audit::export(
+        &store,
+        &out,
+        upto,
+        config.audit.checkpoint_dir.as_deref(),
+        key.as_ref(),
+    )
+    .await?;
+    println!(
+        "exported {written} audit entries to {}{}",
+        out.display(),
+        if key.is_some() {
+            ", with their checkpoints and the public key"
+        } else {
+            " (no checkpoints configured: the export can only be checked against itself)"
+        }
+    );
+    Ok(())
+}
+
+async fn sar(cmd: SarCmd) -> anyhow::Result<()> {
+    use crate::foundation::domain::Role;
+    use crate::pipeline::authenticate::Principal;
+    let html = match cmd.format.as_str() {
+        "json" => false,
+        "html" => true,
+        _ => anyhow::bail!("--format: json or html"),
+    };
+    let config = load_for(&cmd.config, &[Part::Policy, Part::Routing, Part::Matching])?;
+    let kind = config
+        .agencies
+        .iter()
+        .find(|a| a.id == cmd.agency)
+        .map(|a| a.kind)
+        .ok_or_else(|| {
+            anyhow::anyhow!("--agency: no agency {:?} in the configuration", cmd.agency)
+        })?;
+    let who = Principal {
+        user: cmd.user.clone(),
+        agency: cmd.agency.clone(),
+        agency_kind: kind,
+        role: Role::IgOfficer,
+        client: Some("weft sar".into()),
+    };
+    let (gw, audit_task) = crate::gateway::Gateway::build(config, Schemas::load()?).await?;
+    let result = crate::read::sar::report(&gw, &who, &cmd.child).await;
+    gw.auditor.close();
+    drop(gw);
+    let _ = audit_task.await;
+    let report = result.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let text = if html {
+        crate::read::sar::html(&report).map_err(|e| anyhow::anyhow!("{e}"))?
+    } else {
+        serde_json::to_string_pretty(&report)? + "\n"
+    };
+    match &cmd.out {
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let (key, text) = crate::foundation::audit::checkpoint::SigningKey::generate()?;
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.mode(0o600);
+    }
+    let mut f = open
+        .open(out)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    print!("{}", key.public().to_pem());
+    Ok(())
 }
 
 async fn policy(command: PolicyCommand) -> anyhow::Result<()> {

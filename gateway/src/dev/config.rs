@@ -92,6 +92,29 @@ impl DevConfig {
         self
     }
 
+    /// Signed audit checkpoints into `dir/audit-checkpoints`, with a signing key generated into
+    /// `dir/audit-signing.key` (a development key: a real one lives where the database's
+    /// administrators cannot read it).
+    pub fn audit_checkpoints(self, dir: &Path) -> anyhow::Result<Self> {
+        let key = dir.join("audit-signing.key");
+        if !key.exists() {
+            let (_, text) = crate::foundation::audit::checkpoint::SigningKey::generate()?;
+            std::fs::write(&key, text + "\n")
+                .with_context(|| format!("writing {}", key.display()))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+            }
+        }
+        Ok(self
+            .set(
+                "audit.checkpoint_dir",
+                dir.join("audit-checkpoints").display().to_string(),
+            )
+            .set("audit.signing_key_file", key.display().to_string()))
+    }
+
     /// Mutual TLS: calling systems must present a certificate from the PKI's CA.
     pub fn mutual_tls(self, pki: &DevPki) -> Self {
         self.set("tls.client_ca", pki.ca.display().to_string())

@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 
 use crate::foundation::store::Store;
 
+pub mod checkpoint;
+
 /// The hash before the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -89,9 +91,36 @@ pub enum AuditError {
 /// The canonical bytes an entry's hash covers. `detail` is hashed as the exact text stored, so
 /// verification never depends on re-serialising JSON the same way.
 fn digest(prev_hash: &str, seq: i64, at: &str, e: &Entry, detail: &str) -> String {
-    let canonical = serde_json::json!([
-        seq, at, e.user, e.agency, e.role, e.action, e.child, e.purpose, e.outcome, detail
-    ]);
+    digest_fields(
+        prev_hash,
+        seq,
+        at,
+        [
+            e.user.as_str(),
+            e.agency.as_str(),
+            e.role.as_str(),
+            e.action.as_str(),
+        ],
+        e.child.as_deref(),
+        e.purpose.as_deref(),
+        &e.outcome,
+        detail,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn digest_fields(
+    prev_hash: &str,
+    seq: i64,
+    at: &str,
+    [user, agency, role, action]: [&str; 4],
+    child: Option<&str>,
+    purpose: Option<&str>,
+    outcome: &str,
+    detail: &str,
+) -> String {
+    let canonical =
+        serde_json::json!([seq, at, user, agency, role, action, child, purpose, outcome, detail]);
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(b"\n");
@@ -115,10 +144,14 @@ pub struct Auditor {
 
 impl Auditor {
     /// Starts the writer task.
-    pub fn start(store: Store) -> (Auditor, JoinHandle<()>) {
+    /// `checkpoints`, when configured, is told how many entries each batch appended.
+    pub fn start(
+        store: Store,
+        checkpoints: Option<Arc<checkpoint::Checkpointer>>,
+    ) -> (Auditor, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel::<Pending>(4096);
         let closing = Arc::new(Notify::new());
-        let task = tokio::spawn(writer(store, rx, closing.clone()));
+        let task = tokio::spawn(writer(store, rx, closing.clone(), checkpoints));
         (Auditor { tx, closing }, task)
     }
 
@@ -143,7 +176,12 @@ impl Auditor {
     }
 }
 
-async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, closing: Arc<Notify>) {
+async fn writer(
+    store: Store,
+    mut rx: mpsc::Receiver<Pending>,
+    closing: Arc<Notify>,
+    checkpoints: Option<Arc<checkpoint::Checkpointer>>,
+) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     let mut closed = false;
     loop {
@@ -166,6 +204,9 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Pending>, closing: Arc<Noti
         crate::foundation::metrics::AUDIT_BATCH.observe(batch.len() as f64);
         match result {
             Ok(first) => {
+                if let Some(c) = &checkpoints {
+                    c.appended(batch.len());
+                }
                 for (i, (_, done)) in batch.drain(..).enumerate() {
                     let _ = done.send(Ok(first + i as i64));
                 }
@@ -321,10 +362,39 @@ fn read_row(row: &sqlx::any::AnyRow) -> Result<(Recorded, String, String), Audit
     Ok((recorded, at_text, detail_text))
 }
 
-/// Entries matching the filters, newest first.
-pub async fn search(store: &Store, q: &Query) -> Result<Vec<Recorded>, AuditError> {
+/// What an IG officer who is not the partnership's lead may read: the entries made by their
+/// own agency's staff, and the reads that were shown data from their agency's sources.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub agency: String,
+    pub sources: Vec<String>,
+}
+
+/// `LIKE` pattern text for `s`, with its wildcards taken literally (`ESCAPE '\'`).
+fn like_literal(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// Entries matching the filters, newest first; only those in `scope` when there is one.
+pub async fn search(
+    store: &Store,
+    q: &Query,
+    scope: Option<&Scope>,
+) -> Result<Vec<Recorded>, AuditError> {
     let mut sql = format!("SELECT {COLUMNS} FROM audit_log WHERE 1 = 1");
     let mut binds: Vec<String> = Vec::new();
+    if let Some(scope) = scope {
+        binds.push(scope.agency.clone());
+        let mut any = "agency = $1".to_string();
+        for source in &scope.sources {
+            // The view's disclosure records each source's status as `"source":"shown"`.
+            binds.push(format!("%\"{}\":\"shown\"%", like_literal(source)));
+            any.push_str(&format!(" OR detail LIKE ${} ESCAPE '\\'", binds.len()));
+        }
+        sql.push_str(&format!(" AND ({any})"));
+    }
     let mut filter = |clause: &str, value: String| {
         binds.push(value);
         sql.push_str(&format!(" AND {clause} ${}", binds.len()));
@@ -353,108 +423,575 @@ pub async fn search(store: &Store, q: &Query) -> Result<Vec<Recorded>, AuditErro
         .collect()
 }
 
+/// An entry exactly as stored: the text its hash covers, byte for byte. What an export holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stored {
+    pub seq: i64,
+    pub at: String,
+    pub user: String,
+    pub agency: String,
+    pub role: String,
+    pub action: String,
+    pub child: Option<String>,
+    pub purpose: Option<String>,
+    pub outcome: String,
+    /// The JSON text as stored (not re-serialised, so the hash checks the same bytes).
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl Stored {
+    fn from_row(row: &sqlx::any::AnyRow) -> Result<Stored, sqlx::Error> {
+        Ok(Stored {
+            seq: row.try_get("seq")?,
+            at: row.try_get("at")?,
+            user: row.try_get("user_id")?,
+            agency: row.try_get("agency")?,
+            role: row.try_get("role")?,
+            action: row.try_get("action")?,
+            child: row.try_get("child_id")?,
+            purpose: row.try_get("purpose")?,
+            outcome: row.try_get("outcome")?,
+            detail: row.try_get("detail")?,
+            prev_hash: row.try_get("prev_hash")?,
+            hash: row.try_get("hash")?,
+        })
+    }
+
+    fn computed_hash(&self) -> String {
+        digest_fields(
+            &self.prev_hash,
+            self.seq,
+            &self.at,
+            [
+                self.user.as_str(),
+                self.agency.as_str(),
+                self.role.as_str(),
+                self.action.as_str(),
+            ],
+            self.child.as_deref(),
+            self.purpose.as_deref(),
+            &self.outcome,
+            &self.detail,
+        )
+    }
+}
+
+/// Every entry about `child`, oldest first; only those in `scope` when there is one. For
+/// subject access reports, which need all of them.
+pub async fn for_child(
+    store: &Store,
+    child: &str,
+    scope: Option<&Scope>,
+) -> Result<Vec<Recorded>, AuditError> {
+    let mut sql = format!("SELECT {COLUMNS} FROM audit_log WHERE child_id = $1");
+    let mut binds = vec![child.to_string()];
+    if let Some(scope) = scope {
+        binds.push(scope.agency.clone());
+        let mut any = format!("agency = ${}", binds.len());
+        for source in &scope.sources {
+            binds.push(format!("%\"{}\":\"shown\"%", like_literal(source)));
+            any.push_str(&format!(" OR detail LIKE ${} ESCAPE '\\'", binds.len()));
+        }
+        sql.push_str(&format!(" AND ({any})"));
+    }
+    sql.push_str(" ORDER BY seq");
+    let mut query = sqlx::query(&sql);
+    for b in &binds {
+        query = query.bind(b);
+    }
+    let rows = query.fetch_all(&store.pool).await?;
+    rows.iter()
+        .map(|r| read_row(r).map(|(rec, _, _)| rec))
+        .collect()
+}
+
 /// What `weft audit verify` found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verification {
     /// Entries read.
     pub entries: i64,
+    /// Valid checkpoints the chain was checked against.
+    pub checkpoints: usize,
+    /// The newest of them the chain reached: every entry up to it is vouched for by a signature.
+    pub sealed: i64,
+    /// When that checkpoint was signed.
+    pub sealed_at: Option<String>,
     /// The first break in the chain, if any.
     pub problem: Option<Problem>,
 }
 
+impl Verification {
+    /// Entries newer than the last checkpoint: the chain links them, no signature covers them
+    /// yet (see [`Problem::ForgedAppend`] for what can still be told of them).
+    pub fn unsealed(&self) -> i64 {
+        self.entries - self.sealed
+    }
+}
+
+/// How the chain was broken. Each names what an IG officer has to investigate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProblemKind {
+    /// An entry's content no longer matches its own hash.
+    Changed,
+    /// A sequence number is missing from the middle of the chain.
+    Missing,
+    /// An entry does not follow the one before it.
+    Reordered,
+    /// Entries were rewritten and every hash recomputed: the chain agrees with itself but not
+    /// with a signed checkpoint.
+    Rewritten,
+    /// Entries a checkpoint vouches for are gone from the end.
+    Truncated,
+    /// Every entry is gone, though checkpoints vouch for some.
+    Wiped,
+    /// An entry after the last checkpoint that cannot have been written when it says.
+    ForgedAppend,
+    /// The head row disagrees with the entries (newest ones removed, head left alone).
+    Head,
+    /// A checkpoint whose signature does not verify with the key: forged, altered, or signed
+    /// with another key.
+    BadCheckpoint,
+}
+
+impl ProblemKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::Changed => "changed",
+            ProblemKind::Missing => "missing",
+            ProblemKind::Reordered => "reordered",
+            ProblemKind::Rewritten => "rewritten",
+            ProblemKind::Truncated => "truncated",
+            ProblemKind::Wiped => "wiped",
+            ProblemKind::ForgedAppend => "forged append",
+            ProblemKind::Head => "head",
+            ProblemKind::BadCheckpoint => "bad checkpoint",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
+    pub kind: ProblemKind,
     /// The sequence number of the first entry that is not as it was written.
     pub seq: i64,
     pub what: String,
 }
 
-/// Walks the whole chain from the first entry and names the first one that was changed,
-/// removed or reordered. Reads in pages so a long chain never sits in memory at once.
-pub async fn verify(store: &Store) -> Result<Verification, AuditError> {
-    const PAGE: i64 = 5_000;
-    let mut expected_seq = 1i64;
-    let mut prev = GENESIS.to_string();
-    let mut count = 0i64;
-    loop {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT {PAGE}"
-        ))
-        .bind(expected_seq)
-        .fetch_all(&store.pool)
-        .await?;
-        if rows.is_empty() {
-            break;
-        }
-        for row in &rows {
-            let (rec, at, detail) = match read_row(row) {
-                Ok(r) => r,
-                Err(e) => {
-                    let seq: i64 = row.try_get("seq").unwrap_or(expected_seq);
-                    return Ok(broken(count, seq, format!("entry {seq} was changed: {e}")));
-                }
-            };
-            count += 1;
-            if rec.seq != expected_seq {
-                return Ok(broken(
-                    count,
-                    expected_seq,
-                    format!(
-                        "entry {expected_seq} is missing (the chain jumps from {} to {})",
-                        expected_seq - 1,
-                        rec.seq
-                    ),
-                ));
-            }
-            if digest(&rec.prev_hash, rec.seq, &at, &rec.entry, &detail) != rec.hash {
-                return Ok(broken(
-                    count,
-                    rec.seq,
-                    format!("entry {} was changed", rec.seq),
-                ));
-            }
-            if rec.prev_hash != prev {
-                return Ok(broken(
-                    count,
-                    rec.seq,
-                    format!(
-                        "entry {} does not follow entry {}: removed or reordered",
-                        rec.seq,
-                        rec.seq - 1
-                    ),
-                ));
-            }
-            prev = rec.hash;
-            expected_seq += 1;
+/// How far before the last checkpoint an entry after it may be dated. An entry is dated when
+/// its request is answered and chained a moment later, so one signed into the chain just after
+/// a checkpoint can be a little older than it; one older than this was not written by the
+/// gateway at the time it claims.
+pub const BACKDATE_TOLERANCE: chrono::Duration = chrono::Duration::minutes(5);
+
+/// Walks entries in order, checking each against the one before and against the checkpoints.
+struct Walk<'a> {
+    next: i64,
+    prev: String,
+    entries: i64,
+    checkpoints: &'a [checkpoint::Checkpoint],
+    /// Index of the next checkpoint the walk will meet.
+    at_checkpoint: usize,
+    sealed: i64,
+    sealed_at: Option<String>,
+    problem: Option<Problem>,
+}
+
+impl<'a> Walk<'a> {
+    /// `from`: the sequence number and hash the walk continues from (`None`: the chain's start).
+    fn new(from: Option<(i64, String)>, checkpoints: &'a [checkpoint::Checkpoint]) -> Walk<'a> {
+        let (last, prev) = from.unwrap_or((0, GENESIS.to_string()));
+        let at_checkpoint = checkpoints.partition_point(|c| c.seq <= last);
+        Walk {
+            next: last + 1,
+            prev,
+            entries: 0,
+            checkpoints,
+            at_checkpoint,
+            sealed: last,
+            sealed_at: None,
+            problem: None,
         }
     }
+
+    fn fail(&mut self, kind: ProblemKind, seq: i64, what: String) -> bool {
+        self.problem = Some(Problem { kind, seq, what });
+        false
+    }
+
+    /// Checks one entry; `false` once a problem was found (the walk stops there).
+    fn push(&mut self, e: &Stored) -> bool {
+        if self.problem.is_some() {
+            return false;
+        }
+        self.entries += 1;
+        if e.seq != self.next {
+            let next = self.next;
+            return self.fail(
+                ProblemKind::Missing,
+                next,
+                format!(
+                    "entry {next} is missing (the chain jumps from {} to {})",
+                    next - 1,
+                    e.seq
+                ),
+            );
+        }
+        if e.computed_hash() != e.hash {
+            return self.fail(
+                ProblemKind::Changed,
+                e.seq,
+                format!("entry {} was changed", e.seq),
+            );
+        }
+        if e.prev_hash != self.prev {
+            return self.fail(
+                ProblemKind::Reordered,
+                e.seq,
+                format!(
+                    "entry {} does not follow entry {}: removed or reordered",
+                    e.seq,
+                    e.seq - 1
+                ),
+            );
+        }
+        while let Some(cp) = self.checkpoints.get(self.at_checkpoint) {
+            if cp.seq != e.seq {
+                break;
+            }
+            if cp.head != e.hash {
+                let from = self.sealed + 1;
+                return self.fail(
+                    ProblemKind::Rewritten,
+                    from,
+                    format!(
+                        "entries {from} to {} were rewritten and their hashes recomputed: entry \
+                         {}'s hash is not the one the checkpoint signed at {} vouches for",
+                        e.seq, e.seq, cp.at
+                    ),
+                );
+            }
+            self.sealed = e.seq;
+            self.sealed_at = Some(cp.at.clone());
+            self.at_checkpoint += 1;
+        }
+        if let Some(last) = self.checkpoints.last() {
+            if e.seq > last.seq {
+                let dated = DateTime::parse_from_rfc3339(&e.at).map(|t| t.with_timezone(&Utc));
+                let signed = last.signed_at();
+                match (dated, signed) {
+                    (Ok(dated), Some(signed)) if dated < signed - BACKDATE_TOLERANCE => {
+                        return self.fail(
+                            ProblemKind::ForgedAppend,
+                            e.seq,
+                            format!(
+                                "entry {} comes after the last checkpoint (entry {}, signed at \
+                                 {}) but is dated {}, before it: appended after the fact",
+                                e.seq, last.seq, last.at, e.at
+                            ),
+                        );
+                    }
+                    (Err(_), _) => {
+                        return self.fail(
+                            ProblemKind::ForgedAppend,
+                            e.seq,
+                            format!("entry {} has no readable time: not written by Weft", e.seq),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.prev = e.hash.clone();
+        self.next += 1;
+        true
+    }
+
+    /// The verdict once every entry was pushed; `head` is the head row (a store has one, an
+    /// export does not).
+    fn finish(mut self, head: Option<(i64, String)>) -> Verification {
+        let end = self.next - 1;
+        if self.problem.is_none() {
+            if let Some(last) = self.checkpoints.last() {
+                if end < last.seq {
+                    let (kind, what) = if end == 0 {
+                        (
+                            ProblemKind::Wiped,
+                            format!(
+                                "the log holds no entries, but the checkpoint signed at {} \
+                                 vouches for {}",
+                                last.at, last.seq
+                            ),
+                        )
+                    } else {
+                        (
+                            ProblemKind::Truncated,
+                            format!(
+                                "entries {} to {} were removed from the end: the chain ends at \
+                                 entry {end}, the checkpoint signed at {} vouches for {}",
+                                end + 1,
+                                last.seq,
+                                last.at,
+                                last.seq
+                            ),
+                        )
+                    };
+                    self.problem = Some(Problem {
+                        kind,
+                        seq: end + 1,
+                        what,
+                    });
+                }
+            }
+        }
+        if self.problem.is_none() {
+            if let Some((head_seq, head_hash)) = head {
+                if head_seq != end || head_hash != self.prev {
+                    self.problem = Some(Problem {
+                        kind: ProblemKind::Head,
+                        seq: end.min(head_seq) + 1,
+                        what: format!(
+                            "the chain ends at entry {end} but its head records entry \
+                             {head_seq}: newest entries removed"
+                        ),
+                    });
+                }
+            }
+        }
+        Verification {
+            entries: self.entries,
+            checkpoints: self.checkpoints.len(),
+            sealed: self.sealed,
+            sealed_at: self.sealed_at,
+            problem: self.problem,
+        }
+    }
+}
+
+/// Checks signatures; the first checkpoint that fails is the problem.
+fn valid_checkpoints(
+    found: Vec<(String, checkpoint::Checkpoint)>,
+    key: &checkpoint::PublicKey,
+) -> Result<Vec<checkpoint::Checkpoint>, Problem> {
+    let mut out = Vec::with_capacity(found.len());
+    for (file, cp) in found {
+        if !cp.verify(key) {
+            let whose = if cp.key == key.id() {
+                "its signature does not verify: forged or altered".to_string()
+            } else {
+                format!("it names key {}, not {}", cp.key, key.id())
+            };
+            return Err(Problem {
+                kind: ProblemKind::BadCheckpoint,
+                seq: cp.seq,
+                what: format!("checkpoint {file} is not signed by the audit key: {whose}"),
+            });
+        }
+        out.push(cp);
+    }
+    Ok(out)
+}
+
+const PAGE: i64 = 5_000;
+
+async fn page(store: &Store, from: i64, upto: Option<i64>) -> Result<Vec<Stored>, sqlx::Error> {
+    let bound = upto.map(|u| format!(" AND seq <= {u}")).unwrap_or_default();
+    let rows = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM audit_log WHERE seq >= $1{bound} ORDER BY seq LIMIT {PAGE}"
+    ))
+    .bind(from)
+    .fetch_all(&store.pool)
+    .await?;
+    rows.iter().map(Stored::from_row).collect()
+}
+
+async fn walk_pages(
+    store: &Store,
+    walk: &mut Walk<'_>,
+    upto: Option<i64>,
+) -> Result<(), sqlx::Error> {
+    let mut from = walk.next;
+    loop {
+        let rows = page(store, from, upto).await?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        from = last.seq + 1;
+        for row in &rows {
+            if !walk.push(row) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Checks the entries after `from` (a checkpoint's sequence number and hash) up to `upto`:
+/// what a node does before signing a new checkpoint.
+pub(crate) async fn walk_store(
+    store: &Store,
+    from: Option<(i64, String)>,
+    upto: i64,
+) -> Result<Verification, sqlx::Error> {
+    let mut walk = Walk::new(from, &[]);
+    walk_pages(store, &mut walk, Some(upto)).await?;
+    let end = walk.next - 1;
+    let mut v = walk.finish(None);
+    if v.problem.is_none() && end != upto {
+        v.problem = Some(Problem {
+            kind: ProblemKind::Missing,
+            seq: end + 1,
+            what: format!("the chain ends at entry {end}, before its head at {upto}"),
+        });
+    }
+    Ok(v)
+}
+
+/// Walks the whole chain from the first entry and names the first one that was changed,
+/// removed or reordered. Reads in pages so a long chain never sits in memory at once. Without
+/// checkpoints this can only check the chain against itself.
+pub async fn verify(store: &Store) -> Result<Verification, AuditError> {
+    verify_store(store, None).await
+}
+
+/// [`verify`], and the chain against the checkpoints in `dir` signed with `key`: rewrites with
+/// recomputed hashes, truncation, wipes and backdated appends are named.
+pub async fn verify_store(
+    store: &Store,
+    checkpoints: Option<(&std::path::Path, &checkpoint::PublicKey)>,
+) -> Result<Verification, AuditError> {
+    let cps = match checkpoints {
+        None => Vec::new(),
+        Some((dir, key)) => {
+            let found =
+                checkpoint::load_dir(dir).map_err(|e| AuditError::Corrupt(e.to_string()))?;
+            match valid_checkpoints(found, key) {
+                Ok(c) => c,
+                Err(problem) => return Ok(bad(problem)),
+            }
+        }
+    };
+    let mut walk = Walk::new(None, &cps);
+    walk_pages(store, &mut walk, None).await?;
     let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
         .fetch_one(&store.pool)
         .await?;
-    let head_seq: i64 = head.try_get("seq")?;
-    let head_hash: String = head.try_get("hash")?;
-    if head_seq != expected_seq - 1 || head_hash != prev {
-        let first_missing = expected_seq.min(head_seq);
-        return Ok(broken(
-            count,
-            first_missing,
-            format!(
-                "the chain ends at entry {} but its head records entry {head_seq}: newest entries removed",
-                expected_seq - 1
-            ),
-        ));
-    }
-    Ok(Verification {
-        entries: count,
-        problem: None,
-    })
+    let head = (head.try_get("seq")?, head.try_get("hash")?);
+    Ok(walk.finish(Some(head)))
 }
 
-fn broken(entries: i64, seq: i64, what: String) -> Verification {
+fn bad(problem: Problem) -> Verification {
     Verification {
-        entries,
-        problem: Some(Problem { seq, what }),
+        entries: 0,
+        checkpoints: 0,
+        sealed: 0,
+        sealed_at: None,
+        problem: Some(problem),
     }
+}
+
+/// Where an export keeps its parts.
+pub const EXPORT_ENTRIES: &str = "entries.jsonl";
+pub const EXPORT_CHECKPOINTS: &str = "checkpoints";
+
+/// Verifies an export with nothing but the public key: no database, no configuration. This is
+/// what a third party (an auditor, a regulator) runs.
+pub fn verify_export(
+    dir: &std::path::Path,
+    key: &checkpoint::PublicKey,
+) -> Result<Verification, AuditError> {
+    use std::io::BufRead;
+    let found = checkpoint::load_dir(&dir.join(EXPORT_CHECKPOINTS))
+        .map_err(|e| AuditError::Corrupt(e.to_string()))?;
+    let cps = match valid_checkpoints(found, key) {
+        Ok(c) => c,
+        Err(problem) => return Ok(bad(problem)),
+    };
+    let path = dir.join(EXPORT_ENTRIES);
+    let file = std::fs::File::open(&path)
+        .map_err(|e| AuditError::Corrupt(format!("{}: {e}", path.display())))?;
+    let mut walk = Walk::new(None, &cps);
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| AuditError::Corrupt(format!("{}: {e}", path.display())))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry: Stored = match serde_json::from_str(&line) {
+            Ok(e) => e,
+            Err(e) => {
+                let seq = walk.next;
+                walk.problem = Some(Problem {
+                    kind: ProblemKind::Changed,
+                    seq,
+                    what: format!("line {} of {EXPORT_ENTRIES} is not an entry: {e}", i + 1),
+                });
+                break;
+            }
+        };
+        if !walk.push(&entry) {
+            break;
+        }
+    }
+    Ok(walk.finish(None))
+}
+
+/// Writes the chain up to `upto` (and the checkpoints in `checkpoint_dir`, and the public key)
+/// to `out`, which must not exist yet or be empty. Returns the entries written. The export is
+/// the audit itself — who looked at which child — and is as protected as the database.
+pub async fn export(
+    store: &Store,
+    out: &std::path::Path,
+    upto: i64,
+    checkpoint_dir: Option<&std::path::Path>,
+    key: Option<&checkpoint::PublicKey>,
+) -> anyhow::Result<i64> {
+    use anyhow::Context;
+    use std::io::Write;
+    if out.exists()
+        && std::fs::read_dir(out)
+            .with_context(|| out.display().to_string())?
+            .next()
+            .is_some()
+    {
+        anyhow::bail!(
+            "{} is not empty: an export is written to a new directory",
+            out.display()
+        );
+    }
+    let cps_out = out.join(EXPORT_CHECKPOINTS);
+    std::fs::create_dir_all(&cps_out).with_context(|| cps_out.display().to_string())?;
+    if let Some(dir) = checkpoint_dir {
+        for (name, cp) in checkpoint::load_dir(dir)? {
+            if cp.seq <= upto {
+                let text = serde_json::to_string_pretty(&cp)?;
+                std::fs::write(cps_out.join(&name), text + "\n")?;
+            }
+        }
+    }
+    if let Some(k) = key {
+        std::fs::write(out.join(checkpoint::PUBLIC_KEY_FILE), k.to_pem())?;
+    }
+    let path = out.join(EXPORT_ENTRIES);
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(&path).with_context(|| path.display().to_string())?,
+    );
+    let mut from = 1i64;
+    let mut written = 0i64;
+    loop {
+        let rows = page(store, from, Some(upto)).await?;
+        let Some(last) = rows.last() else { break };
+        from = last.seq + 1;
+        for row in &rows {
+            serde_json::to_writer(&mut file, row)?;
+            file.write_all(b"\n")?;
+            written += 1;
+        }
+    }
+    file.flush()?;
+    file.get_ref().sync_all()?;
+    Ok(written)
 }
 
 #[cfg(test)]
@@ -480,7 +1017,7 @@ mod tests {
     async fn chain_verifies_and_names_changes() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _db) = test_store(dir.path()).await;
-        let (auditor, task) = Auditor::start(store.clone());
+        let (auditor, task) = Auditor::start(store.clone(), None);
         let appends: Vec<_> = (0..50)
             .map(|i| {
                 let a = auditor.clone();
@@ -493,13 +1030,7 @@ mod tests {
         drop(auditor);
         task.await.unwrap();
         let v = verify(&store).await.unwrap();
-        assert_eq!(
-            v,
-            Verification {
-                entries: 50,
-                problem: None
-            }
-        );
+        assert_eq!((v.entries, v.problem), (50, None));
 
         sqlx::query("UPDATE audit_log SET user_id = 'someone-else' WHERE seq = 17")
             .execute(&store.pool)
@@ -513,7 +1044,7 @@ mod tests {
     async fn close_commits_the_queue_and_stops_while_handles_remain() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _db) = test_store(dir.path()).await;
-        let (auditor, task) = Auditor::start(store.clone());
+        let (auditor, task) = Auditor::start(store.clone(), None);
         let held = auditor.clone();
         let queued: Vec<_> = (0..20)
             .map(|i| {
@@ -540,7 +1071,7 @@ mod tests {
     async fn removals_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _db) = test_store(dir.path()).await;
-        let (auditor, _task) = Auditor::start(store.clone());
+        let (auditor, _task) = Auditor::start(store.clone(), None);
         for i in 0..5 {
             auditor.append(entry(&format!("u{i}"))).await.unwrap();
         }
@@ -557,5 +1088,249 @@ mod tests {
         let p = verify(&store).await.unwrap().problem.unwrap();
         assert_eq!(p.seq, 2, "{p:?}");
         assert!(p.what.contains("missing"), "{p:?}");
+    }
+}
+
+/// Tampering as someone with write access to the database but not the signing key would do it,
+/// and what the checkpoints make of it.
+#[cfg(test)]
+mod checkpoint_tests {
+    use super::checkpoint::{Checkpointer, SigningKey};
+    use super::*;
+    use crate::foundation::store::test_store;
+    use std::time::Duration;
+
+    fn entry(i: usize) -> Entry {
+        Entry {
+            at: Utc::now(),
+            user: format!("u{i}"),
+            agency: "la-csc".into(),
+            role: "social_worker".into(),
+            action: "view".into(),
+            child: Some("c1".into()),
+            purpose: Some("safeguarding".into()),
+            outcome: "shown".into(),
+            detail: serde_json::json!({"shown": ["identity.core"]}),
+        }
+    }
+
+    async fn stored(store: &Store) -> Vec<Stored> {
+        page(store, 1, None).await.unwrap()
+    }
+
+    /// Replaces the whole log and its head with `rows`, hashes recomputed from the start: what
+    /// an attacker who knows the algorithm (it is public) can do.
+    async fn rewrite(store: &Store, rows: &mut [Stored]) {
+        let mut prev = GENESIS.to_string();
+        for r in rows.iter_mut() {
+            r.prev_hash = prev;
+            r.hash = r.computed_hash();
+            prev = r.hash.clone();
+        }
+        let mut tx = store.pool.begin().await.unwrap();
+        sqlx::query("DELETE FROM audit_log")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        for r in rows.iter() {
+            sqlx::query(&format!(
+                "INSERT INTO audit_log ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                COLUMNS
+            ))
+            .bind(r.seq)
+            .bind(&r.at)
+            .bind(&r.user)
+            .bind(&r.agency)
+            .bind(&r.role)
+            .bind(&r.action)
+            .bind(r.child.as_deref())
+            .bind(r.purpose.as_deref())
+            .bind(&r.outcome)
+            .bind(&r.detail)
+            .bind(&r.prev_hash)
+            .bind(&r.hash)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(rows.last().map_or(0, |r| r.seq))
+            .bind(&prev)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn checkpoints_name_rewrites_truncation_wipes_and_forged_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = test_store(dir.path()).await;
+        let cps = dir.path().join("checkpoints");
+        let (key, _) = SigningKey::generate().unwrap();
+        let public = key.public();
+        let checkpointer =
+            Checkpointer::new(cps.clone(), key, 4, Duration::from_secs(3600)).unwrap();
+        let (auditor, _task) = Auditor::start(store.clone(), Some(checkpointer.clone()));
+        for i in 0..10 {
+            auditor.append(entry(i)).await.unwrap();
+            if i % 4 == 3 {
+                checkpointer.checkpoint(&store).await.unwrap();
+            }
+        }
+        let last = checkpointer.checkpoint(&store).await.unwrap().unwrap();
+        assert_eq!(last.seq, 10);
+        let v = verify_store(&store, Some((&cps, &public))).await.unwrap();
+        assert_eq!(v.problem, None);
+        assert_eq!((v.entries, v.checkpoints, v.sealed), (10, 3, 10));
+        let original = stored(&store).await;
+
+        // Without checkpoints each of these passes: that is what they are for.
+        let mut rows = original.clone();
+        rows[5].user = "someone-else".into();
+        rewrite(&store, &mut rows).await;
+        assert_eq!(verify(&store).await.unwrap().problem, None);
+        let p = verify_store(&store, Some((&cps, &public)))
+            .await
+            .unwrap()
+            .problem
+            .unwrap();
+        assert_eq!((p.kind, p.seq), (ProblemKind::Rewritten, 5), "{p:?}");
+
+        let mut rows = original[..7].to_vec();
+        rewrite(&store, &mut rows).await;
+        assert_eq!(verify(&store).await.unwrap().problem, None);
+        let p = verify_store(&store, Some((&cps, &public)))
+            .await
+            .unwrap()
+            .problem
+            .unwrap();
+        assert_eq!((p.kind, p.seq), (ProblemKind::Truncated, 8), "{p:?}");
+
+        rewrite(&store, &mut []).await;
+        assert_eq!(verify(&store).await.unwrap().problem, None);
+        let p = verify_store(&store, Some((&cps, &public)))
+            .await
+            .unwrap()
+            .problem
+            .unwrap();
+        assert_eq!((p.kind, p.seq), (ProblemKind::Wiped, 1), "{p:?}");
+
+        let mut rows = original.clone();
+        let mut forged = rows[9].clone();
+        forged.seq = 11;
+        forged.user = "covering-tracks".into();
+        forged.at = timestamp(&(Utc::now() - chrono::Duration::hours(2)));
+        rows.push(forged);
+        rewrite(&store, &mut rows).await;
+        assert_eq!(verify(&store).await.unwrap().problem, None);
+        let p = verify_store(&store, Some((&cps, &public)))
+            .await
+            .unwrap()
+            .problem
+            .unwrap();
+        assert_eq!((p.kind, p.seq), (ProblemKind::ForgedAppend, 11), "{p:?}");
+
+        // An append dated now is linked by the chain but vouched for by no signature yet.
+        let mut rows = original.clone();
+        let mut recent = rows[9].clone();
+        recent.seq = 11;
+        rows.push(recent);
+        rewrite(&store, &mut rows).await;
+        let v = verify_store(&store, Some((&cps, &public))).await.unwrap();
+        assert_eq!((v.unsealed(), v.sealed, v.problem), (1, 10, None));
+
+        // A checkpoint signed by someone else is named, not trusted.
+        let (other, _) = SigningKey::generate().unwrap();
+        let fake = checkpoint::Checkpoint::sign(&other, 11, &rows[10].hash, Utc::now());
+        checkpoint::write(&cps, &fake).unwrap();
+        let p = verify_store(&store, Some((&cps, &public)))
+            .await
+            .unwrap()
+            .problem
+            .unwrap();
+        assert_eq!((p.kind, p.seq), (ProblemKind::BadCheckpoint, 11), "{p:?}");
+    }
+
+    #[tokio::test]
+    async fn a_checkpointer_never_signs_a_rewritten_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = test_store(dir.path()).await;
+        let (key, _) = SigningKey::generate().unwrap();
+        let cps = dir.path().join("checkpoints");
+        let checkpointer =
+            Checkpointer::new(cps.clone(), key, 1000, Duration::from_secs(3600)).unwrap();
+        let (auditor, _task) = Auditor::start(store.clone(), Some(checkpointer.clone()));
+        for i in 0..4 {
+            auditor.append(entry(i)).await.unwrap();
+        }
+        assert!(checkpointer.checkpoint(&store).await.unwrap().is_some());
+        assert!(
+            checkpointer.checkpoint(&store).await.unwrap().is_none(),
+            "nothing new, nothing signed"
+        );
+        let mut rows = stored(&store).await;
+        rows[1].outcome = "denied".into();
+        rewrite(&store, &mut rows).await;
+        auditor.append(entry(9)).await.unwrap();
+        let e = checkpointer.checkpoint(&store).await.unwrap_err();
+        assert!(matches!(e, checkpoint::CheckpointError::Diverged(_)), "{e}");
+        assert_eq!(checkpoint::load_dir(&cps).unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_export_verifies_with_the_public_key_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = test_store(dir.path()).await;
+        let (key, _) = SigningKey::generate().unwrap();
+        let public = key.public();
+        let cps = dir.path().join("checkpoints");
+        let checkpointer =
+            Checkpointer::new(cps.clone(), key, 1000, Duration::from_secs(3600)).unwrap();
+        let (auditor, _task) = Auditor::start(store.clone(), Some(checkpointer.clone()));
+        for i in 0..6 {
+            auditor.append(entry(i)).await.unwrap();
+        }
+        let cp = checkpointer.checkpoint(&store).await.unwrap().unwrap();
+        let out = dir.path().join("export");
+        let n = export(&store, &out, cp.seq, Some(&cps), Some(&public))
+            .await
+            .unwrap();
+        assert_eq!(n, 6);
+        drop(store);
+        let v = verify_export(&out, &public).unwrap();
+        assert_eq!((v.problem, v.entries, v.sealed), (None, 6, 6));
+
+        // An edited line, hashes recomputed, is a rewrite; so is a line removed from the end.
+        let path = out.join(EXPORT_ENTRIES);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut rows: Vec<Stored> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        rows[2].purpose = Some("audit".into());
+        let mut prev = GENESIS.to_string();
+        for r in rows.iter_mut() {
+            r.prev_hash = prev;
+            r.hash = r.computed_hash();
+            prev = r.hash.clone();
+        }
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap())
+            .collect();
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let p = verify_export(&out, &public).unwrap().problem.unwrap();
+        assert_eq!((p.kind, p.seq), (ProblemKind::Rewritten, 1), "{p:?}");
+        std::fs::write(&path, text.lines().take(4).collect::<Vec<_>>().join("\n")).unwrap();
+        let p = verify_export(&out, &public).unwrap().problem.unwrap();
+        assert_eq!((p.kind, p.seq), (ProblemKind::Truncated, 5), "{p:?}");
+
+        let (other, _) = SigningKey::generate().unwrap();
+        let p = verify_export(&out, &other.public())
+            .unwrap()
+            .problem
+            .unwrap();
+        assert_eq!(p.kind, ProblemKind::BadCheckpoint, "{p:?}");
     }
 }

@@ -36,6 +36,8 @@ pub struct Config {
     #[serde(default)]
     pub break_glass: BreakGlassConfig,
     #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
     pub matching: MatchingConfig,
     #[serde(default)]
     pub limits: Limits,
@@ -165,6 +167,73 @@ impl Default for BreakGlassConfig {
     fn default() -> Self {
         Self {
             ttl_secs: default_break_glass_ttl(),
+        }
+    }
+}
+
+/// Signed checkpoints of the audit chain, kept where the database's administrators cannot
+/// rewrite them: without them, whoever can write the database can rewrite the chain and its
+/// head together and nothing would show it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Where checkpoints and the public key are written. Unset: no checkpoints are made, and
+    /// `weft audit verify` can only check the chain against itself.
+    #[serde(default)]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// A file holding the Ed25519 signing key (64 hex digits: the 32-byte seed). Never in the
+    /// database; on a host the database's administrators cannot read.
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    /// The signing key itself, for deployments that pass secrets in the environment
+    /// (`WEFT_AUDIT__SIGNING_KEY`). Takes precedence over `signing_key_file`.
+    #[serde(default)]
+    pub signing_key: Option<SecretString>,
+    /// A checkpoint once this many entries have been appended since the last one…
+    #[serde(default = "default_checkpoint_entries")]
+    pub checkpoint_every_entries: u64,
+    /// …or once this many seconds have passed with new entries, whichever comes first: the
+    /// most a forged append can hide among genuine entries before a signature covers it.
+    #[serde(default = "default_checkpoint_secs")]
+    pub checkpoint_every_secs: u64,
+    /// Agencies whose IG officers are the partnership's IG lead: they read the whole audit log
+    /// and review every agency's break-glass. Every other IG officer sees the entries of their
+    /// own agency's staff and the reads of their own agency's data, and reviews their own
+    /// agency's grants.
+    #[serde(default)]
+    pub ig_lead_agencies: Vec<String>,
+    /// Subject access reports name the person (the identity provider's subject) beside their
+    /// role and agency. Off by default: a partnership decides this in its agreement.
+    #[serde(default)]
+    pub sar_names: bool,
+    /// How long an access marked for a police investigation or a section 47 enquiry is kept
+    /// out of subject access reports, unless an IG officer releases it sooner.
+    #[serde(default = "default_sar_deferral_days")]
+    pub sar_deferral_days: u32,
+}
+
+fn default_sar_deferral_days() -> u32 {
+    180
+}
+
+fn default_checkpoint_entries() -> u64 {
+    1000
+}
+fn default_checkpoint_secs() -> u64 {
+    60
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_dir: None,
+            signing_key_file: None,
+            signing_key: None,
+            checkpoint_every_entries: default_checkpoint_entries(),
+            checkpoint_every_secs: default_checkpoint_secs(),
+            ig_lead_agencies: Vec::new(),
+            sar_names: false,
+            sar_deferral_days: default_sar_deferral_days(),
         }
     }
 }
@@ -529,6 +598,7 @@ const OVERRIDABLE: &[&str] = &[
     "policy",
     "index",
     "break_glass",
+    "audit",
     "matching",
     "limits",
     "delivery",
@@ -657,6 +727,12 @@ impl Config {
         if let Some(m) = &mut self.matching.model {
             fix(m);
         }
+        if let Some(d) = &mut self.audit.checkpoint_dir {
+            fix(d);
+        }
+        if let Some(k) = &mut self.audit.signing_key_file {
+            fix(k);
+        }
     }
 
     fn check(&self, parts: &[Part]) -> Result<(), ConfigError> {
@@ -693,6 +769,14 @@ impl Config {
                 return Err(ConfigError::invalid(
                     format!("agencies[{i}].id"),
                     format!("duplicate agency id {:?}", a.id),
+                ));
+            }
+        }
+        for (i, lead) in self.audit.ig_lead_agencies.iter().enumerate() {
+            if !agencies.contains(lead.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("audit.ig_lead_agencies[{i}]"),
+                    format!("no agency {lead:?} in agencies"),
                 ));
             }
         }

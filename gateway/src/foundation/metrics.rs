@@ -95,6 +95,23 @@ pub static AUDIT_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static AUDIT_CHECKPOINTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "weft_audit_checkpoints_total",
+        "Signed audit checkpoints this node wrote"
+    )
+    .expect("metric registers once")
+});
+
+pub static AUDIT_CHECKPOINT_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "weft_audit_checkpoint_failures_total",
+        "Audit checkpoints not made: the key, the directory or the store failed, or the chain \
+         no longer extends the last checkpoint"
+    )
+    .expect("metric registers once")
+});
+
 pub static AUTH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "weft_auth_failures_total",

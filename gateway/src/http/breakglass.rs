@@ -1,7 +1,7 @@
 //! Break-glass: `POST /v1/children/{id}/break-glass`, and the IG officer's review queue.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::StatusCode;
@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::gateway::Gateway;
 use crate::http::error::ApiError;
+use crate::http::params::Params;
 use crate::pipeline::authenticate::Principal;
 use crate::pipeline::authorise::grants::Grant;
 use crate::write::breakglass;
@@ -44,12 +45,18 @@ pub(crate) struct QueueQuery {
 
 /// The IG officer's review queue of break-glass grants, newest first.
 #[utoipa::path(get, path = "/v1/ig/break-glass", params(QueueQuery),
-    responses((status = 200, body = Vec<Grant>), (status = 403)),
+    responses(
+        (status = 200, description = "Grants at the officer's agency (every agency's for the IG lead)", body = Vec<Grant>),
+        (status = 400, description = "Unknown status, or a query parameter repeated or not of its type (audited)"),
+        (status = 401, description = "Missing or invalid token"),
+        (status = 403, description = "Not an IG officer"),
+        (status = 503, description = "Audit log unavailable: nothing is returned"),
+    ),
     security(("bearer" = [])))]
 pub(crate) async fn queue(
     State(gw): State<Gateway>,
     who: Principal,
-    Query(q): Query<QueueQuery>,
+    Params(q): Params<QueueQuery>,
 ) -> Result<Json<Vec<Grant>>, ApiError> {
     Ok(Json(
         breakglass::queue(&gw, &who, q.status.as_deref()).await?,

@@ -1,13 +1,14 @@
 //! `/v1/children`: finding a child, and a child's merged view.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::gateway::Gateway;
 use crate::http::error::ApiError;
+use crate::http::params::Params;
 use crate::pipeline::authenticate::Principal;
 use crate::pipeline::merge::View;
 use crate::read::search::SearchResult;
@@ -23,6 +24,9 @@ pub(crate) struct ViewParams {
     /// Purpose of use: safeguarding, child_in_need, early_help, education_welfare, direct_care
     /// or audit.
     purpose: Option<String>,
+    /// `police_investigation` (police, MASH) or `s47_enquiry` (social workers, MASH): this
+    /// access is kept out of subject access reports until it is released.
+    exemption: Option<String>,
 }
 
 /// The merged view of a child, for a purpose.
@@ -32,8 +36,9 @@ pub(crate) struct ViewParams {
     params(("id" = String, Path, description = "Weft child id"), ViewParams),
     responses(
         (status = 200, description = "Merged view", body = View),
-        (status = 400, description = "Purpose missing or unknown"),
+        (status = 400, description = "Purpose missing, unknown or given more than once (audited)"),
         (status = 401, description = "Missing or invalid token"),
+        (status = 403, description = "An exemption this role may not claim"),
         (status = 404, description = "No such child"),
         (status = 503, description = "Audit log unavailable: no data is returned"),
     ),
@@ -43,10 +48,17 @@ pub(crate) async fn view(
     State(gw): State<Gateway>,
     who: Principal,
     Path(id): Path<String>,
-    Query(params): Query<ViewParams>,
+    Params(params): Params<ViewParams>,
 ) -> Result<Json<View>, ApiError> {
     Ok(Json(
-        crate::read::view::view(&gw, &who, &id, params.purpose.as_deref()).await?,
+        crate::read::view::view_marked(
+            &gw,
+            &who,
+            &id,
+            params.purpose.as_deref(),
+            params.exemption.as_deref(),
+        )
+        .await?,
     ))
 }
 

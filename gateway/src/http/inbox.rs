@@ -1,7 +1,7 @@
 //! The two ends of delivery a person sees: `GET /v1/inbox`, and for a data administrator the
 //! outbox's state with a retry.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::delivery::outbox::{DeliveryStatus, InboxItem};
 use crate::gateway::Gateway;
 use crate::http::error::ApiError;
+use crate::http::params::Params;
 use crate::pipeline::authenticate::Principal;
 use crate::write::inbox;
 
@@ -36,14 +37,16 @@ pub(crate) struct InboxParams {
     params(InboxParams),
     responses(
         (status = 200, description = "Inbox items, oldest first", body = Vec<InboxItem>),
+        (status = 400, description = "A query parameter repeated or not of its type (audited)"),
         (status = 401, description = "Missing or invalid token"),
+        (status = 503, description = "Audit log unavailable: nothing is returned"),
     ),
     security(("bearer" = []))
 )]
 pub(crate) async fn items(
     State(gw): State<Gateway>,
     who: Principal,
-    Query(q): Query<InboxParams>,
+    Params(q): Params<InboxParams>,
 ) -> Result<Json<Vec<InboxItem>>, ApiError> {
     Ok(Json(
         inbox::inbox(&gw, &who, q.after.as_deref(), q.limit).await?,
@@ -64,15 +67,17 @@ pub(crate) struct OutboxParams {
     params(OutboxParams),
     responses(
         (status = 200, description = "Deliveries, oldest first", body = Vec<DeliveryStatus>),
-        (status = 400, description = "Unknown state"),
+        (status = 400, description = "Unknown state, or a query parameter repeated or not of its type (audited)"),
+        (status = 401, description = "Missing or invalid token"),
         (status = 403, description = "Not a data administrator"),
+        (status = 503, description = "Audit log unavailable: nothing is returned"),
     ),
     security(("bearer" = []))
 )]
 pub(crate) async fn outbox(
     State(gw): State<Gateway>,
     who: Principal,
-    Query(q): Query<OutboxParams>,
+    Params(q): Params<OutboxParams>,
 ) -> Result<Json<Vec<DeliveryStatus>>, ApiError> {
     Ok(Json(
         inbox::outbox(&gw, &who, q.state.as_deref(), q.limit).await?,

@@ -13,8 +13,10 @@ pub mod events;
 pub mod health;
 pub mod inbox;
 pub mod matches;
+pub mod params;
 pub mod policy;
 pub mod principal;
+pub mod sar;
 pub mod sources;
 
 use std::time::{Duration, Instant};
@@ -72,6 +74,9 @@ use error::ApiError;
         inbox::retry,
         events::ingest,
         events::subscribe,
+        sar::report,
+        sar::deferred,
+        sar::release,
     ),
     components(schemas(
         crate::read::search::SearchResult,
@@ -93,6 +98,10 @@ use error::ApiError;
         crate::delivery::outbox::DeliveryStatus,
         crate::write::events::EventAccepted,
         crate::write::events::Subscription,
+        crate::read::sar::Report,
+        crate::read::sar::Access,
+        crate::read::sar::Who,
+        crate::read::sar::Deferred,
     )),
     modifiers(&BearerAuth)
 )]
@@ -136,6 +145,7 @@ pub fn router(state: Gateway) -> Router {
         .merge(events::routes())
         .merge(inbox::routes())
         .merge(sources::routes())
+        .merge(sar::routes())
         .merge(health::routes())
         .route("/openapi.json", get(|| async { Json(openapi()) }))
         .layer(middleware::from_fn(record_metrics))
@@ -160,6 +170,7 @@ pub fn router(state: Gateway) -> Router {
                 .timeout(Duration::from_millis(limits.request_timeout_ms)),
         )
         .layer(RequestBodyLimitLayer::new(limits.body_bytes))
+        .layer(middleware::from_fn(too_large))
         .layer(
             // Spans carry the route template, never the URI: paths and queries hold child and
             // user ids.
@@ -176,6 +187,32 @@ pub fn router(state: Gateway) -> Router {
         .with_state(state)
 }
 
+/// A body over `limits.body_bytes` is refused before anyone is authenticated, so it is counted
+/// (`weft_http_requests_total{status="413"}`) but not audited; the answer is JSON like any other.
+async fn too_large(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(req).await;
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
+    // A body cut off while a handler read it was counted on its way out; one refused on its
+    // declared length never reached the handler.
+    if response.extensions().get::<Counted>().is_none() {
+        crate::foundation::metrics::HTTP_REQUESTS
+            .with_label_values(&[&route, "413"])
+            .inc();
+    }
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Json(json!({"error": "payload_too_large", "message": "the body is larger than this gateway accepts"})),
+    )
+        .into_response()
+}
+
 async fn record_metrics(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -190,8 +227,14 @@ async fn record_metrics(req: Request, next: Next) -> Response {
     crate::foundation::metrics::HTTP_REQUESTS
         .with_label_values(&[&route, response.status().as_str()])
         .inc();
+    let mut response = response;
+    response.extensions_mut().insert(Counted);
     response
 }
+
+/// Marks a response [`record_metrics`] has counted.
+#[derive(Clone, Copy)]
+struct Counted;
 
 #[cfg(test)]
 mod tests {
@@ -218,6 +261,9 @@ mod tests {
             "/v1/subscriptions",
             "/v1/inbox",
             "/v1/outbox",
+            "/v1/children/{id}/access-report",
+            "/v1/children/{id}/access-report/deferred",
+            "/v1/children/{id}/access-report/deferred/{entry}/release",
             "/v1/outbox/{id}/retry",
             "/healthz",
             "/readyz",

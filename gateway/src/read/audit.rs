@@ -1,5 +1,6 @@
 //! The audit log as an information-governance officer reads it: entries filtered by child,
-//! user and time, newest first. Reading the log is itself audited.
+//! user and time, newest first — their own agency's staff and data, or the whole partnership's
+//! for its IG lead (`audit.ig_lead_agencies`). Reading the log is itself audited.
 
 use serde_json::json;
 
@@ -26,10 +27,16 @@ pub async fn entries(
         Ok(q) => q,
         Err(e) => return Err(gw.refuse(who, ACTION, None, None, e).await),
     };
-    let entries = audit::search(&gw.store, &q)
+    // The partnership's IG lead reads the whole log; any other IG officer what concerns their
+    // own agency: its staff's entries and the reads of its data.
+    let scope = (!gw.is_ig_lead(who)).then(|| audit::Scope {
+        agency: who.agency.clone(),
+        sources: gw.sources_of(&who.agency),
+    });
+    let entries = audit::search(&gw.store, &q, scope.as_ref())
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
-    let detail = json!({"returned": entries.len(), "filters": {
+    let detail = json!({"returned": entries.len(), "scope": if scope.is_some() { "agency" } else { "partnership" }, "filters": {
         "child": q.child, "user": q.user, "from": q.from, "to": q.to
     }});
     gw.record(

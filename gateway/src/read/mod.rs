@@ -6,6 +6,7 @@
 //! - [`search`]: finding a child.
 //! - [`audit`]: the audit log, for IG officers.
 //! - [`policy`]: the decision policy would make, explained.
+//! - [`sar`]: subject access — every access to a child, in plain words, for IG officers.
 //! - [`sources`]: each source's health, for data administrators.
 //! - [`index_export`]: the master child index as CSV, for data teams and audits (`weft index
 //!   export`).
@@ -13,6 +14,17 @@
 pub mod audit;
 pub mod index_export;
 pub mod policy;
+pub mod sar;
 pub mod search;
 pub mod sources;
 pub mod view;
+
+use crate::foundation::error::Error;
+use crate::gateway::Gateway;
+use crate::pipeline::authenticate::Principal;
+
+/// A request an interface could not even read (its query parameters, say), from an
+/// authenticated caller: audited under `action` (the method and route template), then refused.
+pub async fn refused(gw: &Gateway, who: &Principal, action: &str, error: Error) -> Error {
+    gw.refuse(who, action, None, None, error).await
+}

@@ -22,7 +22,7 @@ pub struct SearchResult {
 
 /// Searches the index for the search in `body` (`schemas/search.schema.json`).
 pub async fn search(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<SearchResult, Error> {
-    let (query, purpose) = match parse(gw, body) {
+    let (query, purpose, terms) = match parse(gw, body) {
         Ok(q) => q,
         Err(e) => return Err(gw.refuse(who, ACTION, None, None, e).await),
     };
@@ -33,7 +33,10 @@ pub async fn search(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<Search
         _ => None,
     };
     let outcome = if ids.is_empty() { "no_match" } else { "found" };
+    // What was searched for, as typed: a search that found nobody is traced by its terms. The
+    // audit log is protected like the data it describes.
     let detail = json!({
+        "terms": terms,
         "children": ids,
         "matched_on": children.iter().map(|c| c.matched_on).collect::<Vec<_>>(),
         "grades": children.iter().map(|c| c.grade).collect::<Vec<_>>(),
@@ -43,8 +46,12 @@ pub async fn search(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<Search
     Ok(SearchResult { children })
 }
 
-fn parse(gw: &Gateway, body: &[u8]) -> Result<(Search, Purpose), Error> {
+fn parse(gw: &Gateway, body: &[u8]) -> Result<(Search, Purpose, Value), Error> {
     let value = validated(body, |v| gw.schemas.search_errors(v), "search")?;
+    let mut terms = value.clone();
+    if let Some(t) = terms.as_object_mut() {
+        t.remove("purpose");
+    }
     let text = |k: &str| value.get(k).and_then(Value::as_str);
     let purpose = super::view::purpose(text("purpose"))?;
     let mut q = Search::default();
@@ -79,5 +86,5 @@ fn parse(gw: &Gateway, body: &[u8]) -> Result<(Search, Purpose), Error> {
         .get("certain_only")
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    Ok((q, purpose))
+    Ok((q, purpose, terms))
 }

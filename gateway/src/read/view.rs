@@ -38,10 +38,39 @@ pub async fn view(
     child: &str,
     purpose_named: Option<&str>,
 ) -> Result<View, Error> {
+    view_marked(gw, who, child, purpose_named, None).await
+}
+
+/// [`view`], marked as made for a police investigation or a section 47 enquiry (`exemption`):
+/// the access is kept out of subject access reports until its release ([`super::sar`]).
+pub async fn view_marked(
+    gw: &Gateway,
+    who: &Principal,
+    child: &str,
+    purpose_named: Option<&str>,
+    exemption: Option<&str>,
+) -> Result<View, Error> {
     let purpose = match purpose(purpose_named) {
         Ok(p) => p,
         Err(e) => return Err(gw.refuse(who, ACTION, Some(child), None, e).await),
     };
+    if let Some(x) = exemption {
+        let refusal = if !super::sar::EXEMPTIONS.contains(&x) {
+            Some(Error::field(
+                "/exemption",
+                "police_investigation or s47_enquiry",
+            ))
+        } else if !super::sar::may_claim(who.role, x) {
+            Some(Error::Forbidden(
+                "this role may not mark an access for that exemption",
+            ))
+        } else {
+            None
+        };
+        if let Some(e) = refusal {
+            return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
+        }
+    }
     let Some(links) = gw.index.links(child).await? else {
         let e = Error::NotFound("no child with that id");
         return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
@@ -83,7 +112,16 @@ pub async fn view(
     } else {
         "shown"
     };
-    let detail = serde_json::to_value(&disclosure).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut detail =
+        serde_json::to_value(&disclosure).map_err(|e| Error::Internal(e.to_string()))?;
+    if let (Some(x), Some(d)) = (exemption, detail.as_object_mut()) {
+        let until = chrono::Utc::now()
+            + chrono::Duration::days(i64::from(gw.config.audit.sar_deferral_days));
+        d.insert(
+            "deferred".into(),
+            serde_json::json!({"exemption": x, "until": until.to_rfc3339()}),
+        );
+    }
     gw.record(who, ACTION, Some(child), Some(purpose), outcome, detail)
         .await?;
     if let Some(facts) = &facts {

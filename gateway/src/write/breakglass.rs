@@ -119,16 +119,21 @@ pub async fn queue(
         return Err(gw.refuse(who, ACTION, None, None, e).await);
     }
     let filter = match status {
-        None | Some("pending") => "WHERE review_outcome IS NULL",
-        Some("all") => "",
+        None | Some("pending") => "review_outcome IS NULL",
+        Some("all") => "1 = 1",
         Some(_) => {
             let e = Error::field("/status", "pending or all");
             return Err(gw.refuse(who, ACTION, None, None, e).await);
         }
     };
+    // Grants taken at the officer's own agency; every agency's for the partnership's IG lead.
+    let lead = gw.is_ig_lead(who);
     let rows = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM break_glass {filter} ORDER BY granted_at DESC LIMIT 500"
+        "SELECT {COLUMNS} FROM break_glass WHERE {filter} AND ($1 OR agency = $2) \
+         ORDER BY granted_at DESC LIMIT 500"
     ))
+    .bind(lead)
+    .bind(&who.agency)
     .fetch_all(&gw.store.pool)
     .await?;
     let grants = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
@@ -181,20 +186,24 @@ pub async fn review(
     };
     let now = Utc::now().to_rfc3339();
     let mut tx = gw.store.begin_write().await?;
+    // An IG officer reviews their own agency's grants (the partnership's IG lead, anyone's);
+    // another agency's grant is answered as if it did not exist.
     let updated = sqlx::query(
         "UPDATE break_glass SET review_outcome = $1, review_notes = $2, reviewed_by = $3, reviewed_at = $4 \
-         WHERE id = $5 AND review_outcome IS NULL",
+         WHERE id = $5 AND review_outcome IS NULL AND ($6 OR agency = $7)",
     )
     .bind(&req.outcome)
     .bind(&req.notes)
     .bind(&who.user)
     .bind(&now)
     .bind(grant_id)
+    .bind(gw.is_ig_lead(who))
+    .bind(&who.agency)
     .execute(&mut *tx)
     .await?;
     if updated.rows_affected() == 0 {
         drop(tx);
-        let e = Error::NotFound("no grant awaiting review with that id");
+        let e = Error::NotFound("no grant awaiting your review with that id");
         return Err(gw.refuse(who, ACTION, None, None, e).await);
     }
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM break_glass WHERE id = $1"))

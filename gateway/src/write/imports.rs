@@ -90,6 +90,10 @@ pub enum ImportFailure {
     },
     #[error("import store: {}", store_error(.0))]
     Store(#[from] sqlx::Error),
+    /// The import's audit entry could not be written, so nothing was: not the records, not
+    /// even the attempt.
+    #[error("the audit log cannot be written: nothing was imported")]
+    AuditUnavailable,
     #[error("import task failed: {0}")]
     Task(String),
 }
@@ -355,6 +359,7 @@ pub async fn import(
         &report.warnings,
     )
     .await?;
+    audited(&mut tx, source, &report, None).await?;
     tx.commit().await?;
     report.apply_ms = ms(clock);
     let clock = std::time::Instant::now();
@@ -447,7 +452,7 @@ async fn record_failure(
     outcome: &'static str,
     files: &[FileDigest],
     reason: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), ImportFailure> {
     tracing::warn!(source, reason, "import {outcome}");
     let empty = ImportReport {
         source: source.into(),
@@ -466,9 +471,9 @@ async fn record_failure(
         apply_ms: 0,
         index_ms: 0,
     };
-    let mut conn = store.pool.acquire().await?;
+    let mut tx = store.begin_write().await?;
     insert_run(
-        &mut conn,
+        &mut tx,
         source,
         started,
         outcome,
@@ -476,7 +481,52 @@ async fn record_failure(
         &empty,
         &[reason.to_string()],
     )
-    .await
+    .await?;
+    let report = ImportReport {
+        files: files.to_vec(),
+        ..empty
+    };
+    audited(&mut tx, source, &report, Some(reason)).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Chains the import's audit entry onto the transaction that records it: an import, applied or
+/// not, is in the audit log, or did not happen. Names files and counts, never a record.
+async fn audited(
+    tx: &mut sqlx::AnyConnection,
+    source: &str,
+    report: &ImportReport,
+    reason: Option<&str>,
+) -> Result<(), ImportFailure> {
+    let entry = crate::foundation::audit::Entry {
+        at: Utc::now(),
+        user: "importer".into(),
+        agency: "weft".into(),
+        role: "system".into(),
+        action: "import".into(),
+        child: None,
+        purpose: None,
+        outcome: report.outcome.into(),
+        detail: serde_json::json!({
+            "source": source,
+            "files": report.files,
+            "added": report.added,
+            "changed": report.changed,
+            "removed": report.removed,
+            "unchanged": report.unchanged,
+            "flagged": report.flagged,
+            "reason": reason,
+        }),
+    };
+    crate::foundation::audit::chain(tx, &[&entry])
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            tracing::error!(source, error = %store_error(&e), "import not audited; nothing applied");
+            crate::foundation::metrics::AUDIT_FAILURES.inc();
+            ImportFailure::AuditUnavailable
+        })
 }
 
 /// The last import attempt of a source, for `/v1/sources`.

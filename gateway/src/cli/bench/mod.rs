@@ -192,6 +192,21 @@ pub struct ViewArgs {
     /// SQLite file when omitted.
     #[arg(long)]
     pub database_url: Option<String>,
+    /// Sign audit checkpoints (with a throwaway key, into the benchmark's directory), to
+    /// measure what checkpointing costs a view.
+    #[arg(long)]
+    pub checkpoints: bool,
+}
+
+/// This process's CPU time so far (user + system), from `/proc/self/stat`; `None` elsewhere.
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // Linux reports in USER_HZ, 100 on every mainstream architecture.
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// Latencies of one phase.
@@ -348,7 +363,12 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("weft-bench.db").display()));
-    let config = bench_config(&pki, &store_url, agencies, sources, dir.path())?;
+    let mut config = bench_config(&pki, &store_url, agencies, sources, dir.path())?;
+    if args.checkpoints {
+        let (_, key) = crate::foundation::audit::checkpoint::SigningKey::generate()?;
+        config.audit.checkpoint_dir = Some(dir.path().join("audit-checkpoints"));
+        config.audit.signing_key = Some(key.into());
+    }
     let serving = Serving::start(config).await?;
     let (addr, store) = (serving.addr, serving.state.store.clone());
 
@@ -423,12 +443,16 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
     let warm = call.clone();
     load(args.concurrency, Duration::from_secs(1), move |n| warm(n)).await;
     let measured = call.clone();
+    let cpu_before = process_cpu();
     let gateway = load(
         args.concurrency,
         Duration::from_secs(args.seconds),
         move |n| measured(n),
     )
     .await;
+    let cpu = cpu_before
+        .zip(process_cpu())
+        .map(|(a, b)| b.saturating_sub(a));
 
     println!(
         "{:<24} {:>9} {:>10} {:>9} {:>9} {:>9}",
@@ -451,6 +475,17 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
         "merged views per second: {:.0} (target with the audit on PostgreSQL: 2000)",
         gateway.rate()
     );
+    if let (Some(cpu), n) = (cpu, gateway.latencies.len()) {
+        if n > 0 {
+            // The simulated sources and the load generator run in this process too: compare
+            // runs that differ in one setting (e.g. --checkpoints), not absolute values.
+            println!(
+                "process CPU per view: {:.1} µs (gateway, simulated sources and load generator; audit checkpoints {})",
+                cpu.as_secs_f64() * 1e6 / n as f64,
+                if args.checkpoints { "on" } else { "off" }
+            );
+        }
+    }
 
     serving.stop().await?;
     let verification = crate::foundation::audit::verify(&store).await?;

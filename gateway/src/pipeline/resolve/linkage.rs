@@ -1291,7 +1291,7 @@ mod tests {
             limit: Some(1000),
             ..Default::default()
         };
-        let mut entries = audit::search(index.store(), &q).await.unwrap();
+        let mut entries = audit::search(index.store(), &q, None).await.unwrap();
         entries.reverse();
         entries
     }
@@ -1352,7 +1352,7 @@ mod tests {
             .await
             .unwrap();
         assert_ne!(d.child_id, a, "the shared NHS number does not link it back");
-        let mut all = audit::search(index.store(), &audit::Query::default())
+        let mut all = audit::search(index.store(), &audit::Query::default(), None)
             .await
             .unwrap();
         all.reverse();
