@@ -216,6 +216,7 @@ fn education_tables(pop: &Population) -> Vec<Table> {
             text(&i.address.postcode),
             text(&r.school_urn),
             Val::Int(i32::from(r.on_roll)),
+            Val::Date(r.leaving_date),
             Val::Int(r.year_group),
             text(&r.send_status),
         ]);
@@ -254,6 +255,7 @@ fn education_tables(pop: &Population) -> Vec<Table> {
                 ("postcode", "VARCHAR(10)"),
                 ("school_urn", "VARCHAR(16) NOT NULL"),
                 ("on_roll", "INTEGER NOT NULL"),
+                ("leaving_date", "DATE"),
                 ("year_group", "INTEGER"),
                 ("send_status", "VARCHAR(32)"),
             ],
@@ -454,7 +456,10 @@ pub(crate) mod queries {
             ),
             (
                 "education.enrolment",
-                format!("SELECT school_urn, on_roll, year_group FROM pupils WHERE pupil_id = {p}"),
+                format!(
+                    "SELECT school_urn, on_roll, leaving_date, year_group FROM pupils \
+                     WHERE pupil_id = {p}"
+                ),
                 None,
             ),
             (

@@ -1,5 +1,7 @@
 //! The read path: one child's merged view, for one purpose. It runs the pipeline's stages in
-//! order — resolve, fan out, authorise, merge — writes the audit entry before anything is
+//! order — resolve, relate (refusing before any source is asked when no relationship is
+//! possible), fan out, relate's confirmation and authorise, merge — writes the audit entry
+//! (with the relationship that allowed it) before anything is
 //! returned, and raises the access notification a protected child's allocated worker is owed.
 //! Every interface calls [`view`]; none can skip a stage.
 
@@ -14,7 +16,7 @@ use crate::foundation::error::Error;
 use crate::gateway::Gateway;
 use crate::pipeline::authenticate::Principal;
 use crate::pipeline::authorise::consent::{self, Consents};
-use crate::pipeline::authorise::{grants, judge, Context};
+use crate::pipeline::authorise::{grants, judge, listed_categories, relate, Context};
 use crate::pipeline::fanout::fan_out;
 use crate::pipeline::merge::{merge, Disclosure, View};
 
@@ -46,8 +48,31 @@ pub async fn view(
         let e = Error::NotFound("no child with that id");
         return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
     };
-    // The register and any grant are read while the sources are asked; if they cannot be
-    // read, nothing is decided and nothing is shown.
+    // Relate: what the index, Weft's own records and any grant say of this practitioner and
+    // this child. With no relationship possible, no partner system is asked.
+    let wanted = relate::relations(&gw.config.relationships, who.role);
+    let (grant, records) = tokio::join!(
+        grants::active(&gw.store, who, child),
+        relate::records(&gw.store, &wanted, who, child),
+    );
+    let grant = grant?.filter(|g| g.purpose == purpose);
+    let records = records?;
+    let own_la = relate::own_la(&gw.config.agencies, who);
+    let candidates = relate::candidates(
+        &wanted,
+        who,
+        own_la,
+        &gw.sources,
+        &links,
+        &records,
+        grant.as_ref(),
+    );
+    if candidates.is_empty() {
+        let e = relate::refusal();
+        return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
+    }
+    // The register is read while the sources are asked; if it cannot be read, nothing is
+    // decided and nothing is shown.
     let policy = gw.policy();
     let consents = async {
         if policy.may_need_consent(who.role, &who.agency, who.agency_kind, purpose) {
@@ -56,12 +81,18 @@ pub async fn view(
             Ok(Consents::default())
         }
     };
-    let (consents, grant, fetched) = tokio::join!(
-        consents,
-        grants::active(&gw.store, &who.user, child),
-        fan_out(&gw.sources, &links),
+    let (consents, fetched) = tokio::join!(consents, fan_out(&gw.sources, &links));
+    let consents = consents?;
+    let relationship = relate::confirm(
+        candidates,
+        who,
+        gw.config.relationships.recently_left_days,
+        &fetched,
     );
-    let (consents, grant) = (consents?, grant?);
+    if relationship.is_empty() {
+        let e = relate::refusal();
+        return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
+    }
     // Read before policy takes the fetch: the access notification needs the child's status and
     // worker even when this viewer may not see the worker.
     let facts = (who.agency_kind != AgencyKind::SocialCare).then(|| read_facts(&fetched));
@@ -74,7 +105,14 @@ pub async fn view(
         consents: &consents,
         grant: grant.as_ref(),
     };
-    let (view, disclosure) = merge(child, purpose, judge(&ctx, fetched));
+    let listed = listed_categories(&ctx);
+    let (view, disclosure) = merge(
+        child,
+        purpose,
+        relationship.clone(),
+        &listed,
+        judge(&ctx, fetched),
+    );
     let outcome = if !disclosure.break_glass.is_empty() {
         tracing::warn!(grant = ?grant.as_ref().map(|g| &g.id), "view released data under break-glass");
         "break_glass"
@@ -83,7 +121,10 @@ pub async fn view(
     } else {
         "shown"
     };
-    let detail = serde_json::to_value(&disclosure).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut detail =
+        serde_json::to_value(&disclosure).map_err(|e| Error::Internal(e.to_string()))?;
+    detail["relationship"] =
+        serde_json::to_value(&relationship).map_err(|e| Error::Internal(e.to_string()))?;
     gw.record(who, ACTION, Some(child), Some(purpose), outcome, detail)
         .await?;
     if let Some(facts) = &facts {

@@ -22,6 +22,7 @@ use crate::foundation::error::Error;
 use crate::foundation::schema::validated;
 use crate::gateway::{entry, Gateway};
 use crate::pipeline::authenticate::Principal;
+use crate::pipeline::authorise::{Effect, Question};
 use crate::write::child::{match_child, parse_child, parse_time, ChildRef};
 
 /// The header that makes a retried submission return the original concern.
@@ -171,6 +172,14 @@ pub async fn submit(
     const ACTION: &str = "concern_submit";
     let parsed =
         self::idempotency_key(idempotency_key).and_then(|k| Ok((k, parse_concern(gw, body)?)));
+    // A local id is matched only in the reporter's own agency's sources: in another agency's,
+    // `matched_on` would say whether that agency holds the record.
+    let parsed = parsed.and_then(|(k, input)| {
+        if let Some(source) = input.child.local_source() {
+            gw.own_source(who, source, "/child/local_id/source")?;
+        }
+        Ok((k, input))
+    });
     let (key, input) = match parsed {
         Ok(p) => p,
         Err(e) => return Err(gw.refuse(who, ACTION, None, None, e).await),
@@ -234,6 +243,7 @@ pub async fn submit(
     gw.outbox.wake();
     let concern = load(gw, &id)
         .await?
+        .map(|c| for_viewer(gw, who, c))
         .ok_or_else(|| Error::Internal("stored concern not found".into()))?;
     Ok(Submitted {
         concern,
@@ -280,6 +290,7 @@ async fn replay(
     .await?;
     let concern = load(gw, &id)
         .await?
+        .map(|c| for_viewer(gw, p, c))
         .ok_or_else(|| Error::Internal("stored concern not found".into()))?;
     Ok(Some(Submitted {
         concern,
@@ -480,6 +491,74 @@ pub async fn load(gw: &Gateway, id: &str) -> Result<Option<ConcernView>, sqlx::E
     }))
 }
 
+/// What a word stands in for when the viewer's policy withholds it.
+const NOT_AVAILABLE: &str = "not_available";
+
+/// A concern as this practitioner may see it. The child's social-care status, and who in
+/// another agency the concern went to (an allocated worker's name, a route chosen by that
+/// status), are data of their own: shown only to a viewer whose policy shows
+/// `social_care.status` (and, for a person's name, `social_care.allocated_worker`) for
+/// safeguarding. Otherwise another agency's recipients collapse to one entry per agency, and
+/// their steps in the history carry no name, so the reply is the same whatever the child's
+/// status.
+pub(crate) fn for_viewer(gw: &Gateway, who: &Principal, mut view: ConcernView) -> ConcernView {
+    let policy = gw.policy();
+    let permits = |category: &str| {
+        let d = policy.decide(&Question {
+            role: who.role,
+            agency: &who.agency,
+            kind: who.agency_kind,
+            category,
+            purpose: Purpose::Safeguarding,
+        });
+        d.effect == Effect::Permit
+    };
+    let status = permits("social_care.known") && permits("social_care.status");
+    let worker = status && permits("social_care.allocated_worker");
+    if !status {
+        view.child_status = NOT_AVAILABLE.into();
+    }
+    if worker {
+        return view;
+    }
+    let mut recipients: Vec<RecipientView> = Vec::new();
+    for mut r in view.recipients.drain(..) {
+        if r.agency == who.agency {
+            recipients.push(r);
+            continue;
+        }
+        if status && r.user.is_none() {
+            recipients.push(r);
+            continue;
+        }
+        r.recipient = r.agency.clone();
+        r.user = None;
+        r.role = None;
+        r.rule = NOT_AVAILABLE.into();
+        match recipients
+            .iter_mut()
+            .find(|x| x.agency == r.agency && x.rule == NOT_AVAILABLE)
+        {
+            Some(x) => {
+                if rank(&r.state) > rank(&x.state) {
+                    *x = r;
+                }
+            }
+            None => recipients.push(r),
+        }
+    }
+    view.recipients = recipients;
+    for h in &mut view.history {
+        if h.by_agency != who.agency {
+            h.by_user = NOT_AVAILABLE.into();
+            if h.recipient.is_some() {
+                h.recipient = Some(h.by_agency.clone());
+            }
+        }
+    }
+    view
+}
+
 fn is_reporter(view: &ConcernView, p: &Principal) -> bool {
     view.agency == p.agency && view.submitted_by == p.user
 }
@@ -525,7 +604,7 @@ pub async fn show(gw: &Gateway, who: &Principal, id: &str) -> Result<ConcernView
         json!({"concern": id}),
     )
     .await?;
-    Ok(view)
+    Ok(for_viewer(gw, who, view))
 }
 
 /// A recipient moves a concern on (`schemas/concern-update.schema.json`): `acknowledged`,
@@ -633,6 +712,7 @@ pub async fn progress(
     gw.outbox.wake();
     load(gw, id)
         .await?
+        .map(|c| for_viewer(gw, who, c))
         .ok_or_else(|| Error::Internal("concern vanished".into()))
 }
 
@@ -715,6 +795,7 @@ pub async fn addendum(
     gw.outbox.wake();
     load(gw, id)
         .await?
+        .map(|c| for_viewer(gw, who, c))
         .ok_or_else(|| Error::Internal("concern vanished".into()))
 }
 

@@ -327,6 +327,7 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
             id: format!("bench-{}", kind.as_str()),
             name: format!("Benchmark {} agency", kind.as_str()),
             kind: *kind,
+            local_authority: None,
         };
         sources.push(crate::dev::config::sim_source(&delayed::source_config(
             &format!("bench-source-{i}"),
@@ -343,6 +344,7 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
         id: "urn-100001".into(),
         name: "Benchmark school".into(),
         kind: AgencyKind::Education,
+        local_authority: None,
     });
     let store_url = args
         .database_url
@@ -360,7 +362,7 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
     let base = format!("https://127.0.0.1:{}", addr.port());
     let token = pki
         .issuer
-        .mint("bench-sw", "bench-social_care", "social_worker", 3600);
+        .mint(delayed::WORKER, "bench-social_care", "social_worker", 3600);
 
     let found: serde_json::Value = client
         .post(format!("{base}/v1/children/search"))

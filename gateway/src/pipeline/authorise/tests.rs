@@ -382,22 +382,31 @@ proptest! {
         }
         let ctx = Context { policy: &policy, role, agency, kind, purpose, consents: &consents, grant: None };
         let judged = judge(&ctx, fetched);
-        let (view, _) = merge("child", purpose, judged);
+        let (view, _) = merge("child", purpose, Vec::new(), &listed_categories(&ctx), judged);
         let body = serde_json::to_string(&view).unwrap();
-        for (n, (_, cats, restricted)) in data.iter().enumerate() {
+        let permitted = |cat: &str| {
+            let d = policy.decide(&Question { role, agency, kind, category: cat, purpose });
+            let state = consents.state(cat, agency, purpose);
+            match d.effect {
+                Effect::Permit => true,
+                Effect::PermitWithConsent => state == crate::pipeline::authorise::consent::ConsentState::Given,
+                Effect::Deny => false,
+            }
+        };
+        // A restriction from any source restricts the child in every source.
+        let restricted = data.iter().any(|(_, _, r)| *r);
+        for (n, (src, cats, marker)) in data.iter().enumerate() {
+            let known = permitted(known_category(kinds[*src]));
+            let any_shown = cats.iter().any(|c| permitted(c)) || (*marker && permitted("identity.core"));
+            prop_assert_eq!(body.contains(&format!("\"r{n}\"")), known && any_shown,
+                "record id r{} goes with its record", n);
             for cat in cats {
-                let d = policy.decide(&Question { role, agency, kind, category: cat, purpose });
-                let state = consents.state(cat, agency, purpose);
-                let shown = match d.effect {
-                    Effect::Permit => true,
-                    Effect::PermitWithConsent => state == crate::pipeline::authorise::consent::ConsentState::Given,
-                    Effect::Deny => false,
-                };
+                let shown = known && permitted(cat);
                 let value = secret(cat, "value", n);
                 prop_assert_eq!(body.contains(&value), shown, "{} for {:?}/{}/{:?}", cat, role, agency, purpose);
                 if *cat == "identity.contact" && shown {
                     let contact = policy.decide(&Question { role, agency, kind, category: "restricted.contact", purpose });
-                    let address_visible = !*restricted || contact.effect == Effect::Permit;
+                    let address_visible = !restricted || contact.effect == Effect::Permit;
                     prop_assert_eq!(body.contains(&secret(cat, "address", n)), address_visible);
                 }
             }
@@ -420,6 +429,7 @@ async fn break_glass_passes_breakable_denials_only() {
         granted_at: Utc::now(),
         expires_at: Utc::now(),
         review: None,
+        viewed: Vec::new(),
     };
     let items = vec![
         Item::new("health.sensitive", "flags", "SECRET-FLAG"),
@@ -439,7 +449,14 @@ async fn break_glass_passes_breakable_denials_only() {
         consents: &consents,
         grant: Some(&grant),
     };
-    let (view, disclosure) = merge("child", Purpose::Safeguarding, judge(&ctx, fetched));
+    let listed = listed_categories(&ctx);
+    let (view, disclosure) = merge(
+        "child",
+        Purpose::Safeguarding,
+        Vec::new(),
+        &listed,
+        judge(&ctx, fetched),
+    );
     let body = serde_json::to_string(&view).unwrap();
     assert!(
         !body.contains("SECRET-FLAG"),
