@@ -92,7 +92,9 @@ impl Env {
                 id: id.into(),
                 name: id.into(),
                 kind,
-                local_authority: None,
+                // The education welfare service is the simulated county's own.
+                local_authority: (id == "la-ewo")
+                    .then(|| weft::dev::config::SIM_LOCAL_AUTHORITY.to_string()),
             });
         }
         if mtls {

@@ -22,7 +22,7 @@ use crate::foundation::error::Error;
 use crate::foundation::schema::validated;
 use crate::gateway::{entry, Gateway};
 use crate::pipeline::authenticate::Principal;
-use crate::pipeline::authorise::{Effect, Question};
+use crate::pipeline::authorise::{known_category, Effect, Question};
 use crate::write::child::{match_child, parse_child, parse_time, ChildRef};
 
 /// The header that makes a retried submission return the original concern.
@@ -494,13 +494,14 @@ pub async fn load(gw: &Gateway, id: &str) -> Result<Option<ConcernView>, sqlx::E
 /// What a word stands in for when the viewer's policy withholds it.
 const NOT_AVAILABLE: &str = "not_available";
 
-/// A concern as this practitioner may see it. The child's social-care status, and who in
-/// another agency the concern went to (an allocated worker's name, a route chosen by that
-/// status), are data of their own: shown only to a viewer whose policy shows
-/// `social_care.status` (and, for a person's name, `social_care.allocated_worker`) for
-/// safeguarding. Otherwise another agency's recipients collapse to one entry per agency, and
-/// their steps in the history carry no name, so the reply is the same whatever the child's
-/// status.
+/// A concern as this practitioner may see it. The child's social-care status, and who the
+/// concern went to (an allocated worker's name, a school or health service found through the
+/// child, a route chosen by the status), are data of their own. Everything is shown only to a
+/// viewer whose policy shows `social_care.status` and `social_care.allocated_worker` for
+/// safeguarding and who may know of every recipient's agency kind (`<kind>.known`). Anyone
+/// else is told the status as `not_available`, sees only the recipients they themselves are,
+/// and only their own agency's steps in the history, so the reply reads the same whatever the
+/// child's status and whoever holds the child.
 pub(crate) fn for_viewer(gw: &Gateway, who: &Principal, mut view: ConcernView) -> ConcernView {
     let policy = gw.policy();
     let permits = |category: &str| {
@@ -515,45 +516,25 @@ pub(crate) fn for_viewer(gw: &Gateway, who: &Principal, mut view: ConcernView) -
     };
     let status = permits("social_care.known") && permits("social_care.status");
     let worker = status && permits("social_care.allocated_worker");
+    let knows_every_recipient = view.recipients.iter().all(|r| {
+        gw.config
+            .agency(&r.agency)
+            .is_some_and(|a| permits(known_category(a.kind)))
+    });
     if !status {
         view.child_status = NOT_AVAILABLE.into();
     }
-    if worker {
+    if worker && knows_every_recipient {
         return view;
     }
-    let mut recipients: Vec<RecipientView> = Vec::new();
-    for mut r in view.recipients.drain(..) {
-        if r.agency == who.agency {
-            recipients.push(r);
-            continue;
-        }
-        if status && r.user.is_none() {
-            recipients.push(r);
-            continue;
-        }
-        r.recipient = r.agency.clone();
-        r.user = None;
-        r.role = None;
-        r.rule = NOT_AVAILABLE.into();
-        match recipients
-            .iter_mut()
-            .find(|x| x.agency == r.agency && x.rule == NOT_AVAILABLE)
-        {
-            Some(x) => {
-                if rank(&r.state) > rank(&x.state) {
-                    *x = r;
-                }
-            }
-            None => recipients.push(r),
-        }
-    }
-    view.recipients = recipients;
+    view.recipients.retain(|r| {
+        r.address()
+            .is_some_and(|a| a.includes(&who.agency, &who.user, who.role))
+    });
+    view.history.retain(|h| h.by_agency == who.agency);
     for h in &mut view.history {
-        if h.by_agency != who.agency {
+        if h.by_user != who.user && !worker {
             h.by_user = NOT_AVAILABLE.into();
-            if h.recipient.is_some() {
-                h.recipient = Some(h.by_agency.clone());
-            }
         }
     }
     view

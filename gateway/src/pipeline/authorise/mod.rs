@@ -187,7 +187,7 @@ fn judge_record(
 ) -> Vec<Item> {
     items
         .into_iter()
-        .filter(|item| {
+        .filter_map(|mut item| {
             let idx = match categories.iter().position(|c| c.category == item.category) {
                 Some(i) => i,
                 None => {
@@ -197,20 +197,61 @@ fn judge_record(
             };
             let c = &mut categories[idx];
             if !c.shown() {
-                return false;
+                return None;
             }
             if let Some(contact) = contact {
+                let mut held = Vec::new();
                 if RESTRICTED_FIELDS.contains(&item.field.as_str()) {
-                    if !c.redacted.contains(&item.field) {
-                        c.redacted.push(item.field.clone());
+                    held.push(item.field.clone());
+                } else {
+                    // An address can sit inside a structured value too (an incident's location
+                    // and postcode): those keys are held back wherever they are.
+                    strip_protected(&mut item.value, &item.field, &mut held);
+                }
+                for field in &held {
+                    if !c.redacted.contains(field) {
+                        c.redacted.push(field.clone());
                         c.redaction_rule = Some(contact.rule.clone());
                     }
-                    return false;
+                }
+                if held.first() == Some(&item.field) {
+                    return None;
                 }
             }
-            true
+            Some(item)
         })
         .collect()
+}
+
+/// Keys that hold where a restricted child can be found, at any depth of a structured value.
+const PROTECTED_KEYS: &[&str] = &["address", "postcode", "telephone", "location", "gp"];
+
+fn strip_protected(v: &mut serde_json::Value, path: &str, held: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            let keys: Vec<String> = m
+                .keys()
+                .filter(|k| PROTECTED_KEYS.contains(&k.as_str()))
+                .cloned()
+                .collect();
+            for k in keys {
+                m.remove(&k);
+                let name = format!("{path}.{k}");
+                if !held.contains(&name) {
+                    held.push(name);
+                }
+            }
+            for (k, v) in m.iter_mut() {
+                strip_protected(v, &format!("{path}.{k}"), held);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for v in a {
+                strip_protected(v, path, held);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn category_decision(ctx: &Context<'_>, category: &str) -> CategoryDecision {
