@@ -466,7 +466,23 @@ pub fn generate(seed: u64, n: usize) -> Population {
         })
         .collect();
     g.restrict_some(&mut children);
+    give_caseload(&mut children);
     Population { children }
+}
+
+/// How many other open cases the scenario child's worker holds: enough for a demo social worker
+/// to have a caseload, not just one child.
+const CASELOAD: usize = 3;
+
+/// Allocates the first [`CASELOAD`] other open cases to [`SCENARIO_WORKER`]. Uses no
+/// randomness, so the rest of the population is the same for a seed.
+fn give_caseload(children: &mut [SimChild]) {
+    children
+        .iter_mut()
+        .filter(|c| !c.scenario)
+        .filter_map(|c| c.social_care.as_mut().and_then(|s| s.allocation.as_mut()))
+        .take(CASELOAD)
+        .for_each(|a| a.worker = SCENARIO_WORKER.to_string());
 }
 
 /// Age in whole years on `on`.
@@ -1661,5 +1677,19 @@ mod tests {
         assert_eq!(misspell("Johnson"), "Jonson");
         assert_eq!(misspell("Okafor-Walsh"), "Okafor-Waslh");
         assert_ne!(misspell("Begum"), "Begum");
+    }
+
+    #[test]
+    fn the_scenario_worker_has_a_caseload() {
+        let pop = generate(7, 50);
+        let caseload = pop
+            .social_care_records()
+            .filter(|r| {
+                r.allocation
+                    .as_ref()
+                    .is_some_and(|a| a.worker == SCENARIO_WORKER)
+            })
+            .count();
+        assert!(caseload > CASELOAD, "{caseload} children allocated");
     }
 }
