@@ -4,6 +4,7 @@
 //! sit just above the slowest source's, not at the sum of them.
 
 pub mod concerns;
+pub mod cpu;
 pub mod import;
 pub mod matching;
 pub mod search;
@@ -232,6 +233,8 @@ pub(crate) struct Serving {
     pub state: crate::gateway::Gateway,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The gateway's own runtime, when it runs apart from the load ([`Serving::start_apart`]).
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl Serving {
@@ -251,14 +254,35 @@ impl Serving {
             state,
             stop,
             task,
+            runtime: None,
         })
+    }
+
+    /// [`Serving::start`] on a runtime of its own, whose threads are named
+    /// [`cpu::GATEWAY_THREAD`], so that the gateway's CPU time can be told apart from the load
+    /// generator's and the simulated sources' ([`cpu::gateway_cpu_ns`]).
+    pub async fn start_apart(config: Config) -> anyhow::Result<Serving> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name(cpu::GATEWAY_THREAD)
+            .thread_keep_alive(Duration::from_secs(3600))
+            .enable_all()
+            .build()?;
+        let mut serving = runtime
+            .spawn(async move { Serving::start(config).await })
+            .await??;
+        serving.runtime = Some(runtime);
+        Ok(serving)
     }
 
     /// Stops serving and waits until in-flight requests and the audit writer are done.
     pub async fn stop(self) -> anyhow::Result<()> {
         drop(self.state);
         let _ = self.stop.send(());
-        self.task.await?
+        let result = self.task.await?;
+        if let Some(runtime) = self.runtime {
+            runtime.shutdown_background();
+        }
+        result
     }
 }
 
@@ -351,7 +375,7 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("weft-bench.db").display()));
     let config = bench_config(&pki, &store_url, agencies, sources, dir.path())?;
-    let serving = Serving::start(config).await?;
+    let serving = Serving::start_apart(config).await?;
     let (addr, store) = (serving.addr, serving.state.store.clone());
 
     let ca = std::fs::read(&pki.ca)?;
@@ -425,12 +449,14 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
     let warm = call.clone();
     load(args.concurrency, Duration::from_secs(1), move |n| warm(n)).await;
     let measured = call.clone();
+    let cpu_before = cpu::gateway_cpu_ns();
     let gateway = load(
         args.concurrency,
         Duration::from_secs(args.seconds),
         move |n| measured(n),
     )
     .await;
+    let cpu_after = cpu::gateway_cpu_ns();
 
     println!(
         "{:<24} {:>9} {:>10} {:>9} {:>9} {:>9}",
@@ -453,6 +479,13 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
         "merged views per second: {:.0} (target with the audit on PostgreSQL: 2000)",
         gateway.rate()
     );
+    match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) if !gateway.latencies.is_empty() => println!(
+            "gateway CPU per view: {:.1} µs (the gateway's own threads only; load generator and sources excluded)",
+            after.saturating_sub(before) as f64 / 1000.0 / gateway.latencies.len() as f64
+        ),
+        _ => println!("gateway CPU per view: not available on this platform"),
+    }
 
     serving.stop().await?;
     let verification = crate::foundation::audit::verify(&store).await?;
