@@ -48,31 +48,15 @@ pub async fn view(
         let e = Error::NotFound("no child with that id");
         return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
     };
-    // Relate: what the index, Weft's own records and any grant say of this practitioner and
-    // this child. With no relationship possible, no partner system is asked.
+    // Relate. The index's links may already show a relationship to confirm from the
+    // practitioner's own agency's record (a roll, an allocation, a force's or a trust's
+    // records): then the sources are asked at once, with the grant and the register read
+    // alongside. Otherwise Weft's own records (a referral, the MASH's triage) or a grant must
+    // show one before any partner system is asked.
     let wanted = relate::relations(&gw.config.relationships, who.role);
-    let (grant, records) = tokio::join!(
-        grants::active(&gw.store, who, child),
-        relate::records(&gw.store, &wanted, who, child),
-    );
-    let grant = grant?.filter(|g| g.purpose == purpose);
-    let records = records?;
     let own_la = relate::own_la(&gw.config.agencies, who);
-    let candidates = relate::candidates(
-        &wanted,
-        who,
-        own_la,
-        &gw.sources,
-        &links,
-        &records,
-        grant.as_ref(),
-    );
-    if candidates.is_empty() {
-        let e = relate::refusal();
-        return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
-    }
-    // The register is read while the sources are asked; if it cannot be read, nothing is
-    // decided and nothing is shown.
+    let none = relate::Records::default();
+    let from_links = relate::candidates(&wanted, who, own_la, &gw.sources, &links, &none, None);
     let policy = gw.policy();
     let consents = async {
         if policy.may_need_consent(who.role, &who.agency, who.agency_kind, purpose) {
@@ -81,14 +65,48 @@ pub async fn view(
             Ok(Consents::default())
         }
     };
-    let (consents, fetched) = tokio::join!(consents, fan_out(&gw.sources, &links));
-    let consents = consents?;
-    let relationship = relate::confirm(
-        candidates,
-        who,
-        gw.config.relationships.recently_left_days,
-        &fetched,
-    );
+    let (candidates, grant, consents, fetched, records_read) = if from_links.is_empty() {
+        let (grant, records) = tokio::join!(
+            grants::active(&gw.store, who, child),
+            relate::records(&gw.store, &wanted, who, child),
+        );
+        let grant = grant?.filter(|g| g.purpose == purpose);
+        let candidates = relate::candidates(
+            &wanted,
+            who,
+            own_la,
+            &gw.sources,
+            &links,
+            &records?,
+            grant.as_ref(),
+        );
+        if candidates.is_empty() {
+            let e = relate::refusal();
+            return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
+        }
+        let (consents, fetched) = tokio::join!(consents, fan_out(&gw.sources, &links));
+        (candidates, grant, consents?, fetched, true)
+    } else {
+        let (grant, consents, fetched) = tokio::join!(
+            grants::active(&gw.store, who, child),
+            consents,
+            fan_out(&gw.sources, &links),
+        );
+        let grant = grant?.filter(|g| g.purpose == purpose);
+        (from_links, grant, consents?, fetched, false)
+    };
+    let recently_left = gw.config.relationships.recently_left_days;
+    let mut relationship = relate::confirm(candidates, who, recently_left, &fetched);
+    if !records_read {
+        // The links promised what the records did not confirm: Weft's own records and the
+        // grant may still show a relationship.
+        if relationship.is_empty() {
+            let records = relate::records(&gw.store, &wanted, who, child).await?;
+            let c = relate::candidates(&wanted, who, own_la, &gw.sources, &[], &records, None);
+            relationship = relate::confirm(c, who, recently_left, &fetched);
+        }
+        relationship.extend(grant.as_ref().map(relate::of_grant));
+    }
     if relationship.is_empty() {
         let e = relate::refusal();
         return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);

@@ -481,8 +481,10 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
     );
     match (cpu_before, cpu_after) {
         (Some(before), Some(after)) if !gateway.latencies.is_empty() => println!(
-            "gateway CPU per view: {:.1} µs (the gateway's own threads only; load generator and sources excluded)",
-            after.saturating_sub(before) as f64 / 1000.0 / gateway.latencies.len() as f64
+            "gateway CPU per view: {:.1} µs (the gateway's own threads only, over every request answered or failed; load generator and sources excluded)",
+            after.saturating_sub(before) as f64
+                / 1000.0
+                / (gateway.latencies.len() + gateway.failures) as f64
         ),
         _ => println!("gateway CPU per view: not available on this platform"),
     }

@@ -221,18 +221,21 @@ pub fn candidates(
             _ => {}
         }
     }
-    if let Some(g) = grant {
-        c.confirmed.push(Relationship::new(
-            "break_glass",
-            &g.id,
-            format!(
-                "break-glass for {} until {}",
-                g.purpose,
-                g.expires_at.format("%Y-%m-%d %H:%M UTC")
-            ),
-        ));
-    }
+    c.confirmed.extend(grant.map(of_grant));
     c
+}
+
+/// The relationship a break-glass grant gives.
+pub fn of_grant(g: &Grant) -> Relationship {
+    Relationship::new(
+        "break_glass",
+        &g.id,
+        format!(
+            "break-glass for {} until {}",
+            g.purpose,
+            g.expires_at.format("%Y-%m-%d %H:%M UTC")
+        ),
+    )
 }
 
 /// The relationships once the practitioner's own agency's records have been read. An
