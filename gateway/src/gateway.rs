@@ -28,9 +28,11 @@ use crate::foundation::error::Error;
 use crate::foundation::schema::Schemas;
 use crate::foundation::store::Store;
 use crate::pipeline::authenticate::{Principal, Verifier};
-use crate::pipeline::authorise::Policy;
+use crate::pipeline::authorise::relate::{self, Relationship};
+use crate::pipeline::authorise::{grants, Policy};
+use crate::pipeline::fanout::fan_out;
 use crate::pipeline::resolve::linkage::Matcher;
-use crate::pipeline::resolve::Index;
+use crate::pipeline::resolve::{Index, Link};
 use crate::sources::Sources;
 
 /// Shared, cheap to clone: one per process.
@@ -162,6 +164,74 @@ impl Gateway {
                     s.refused = Some(e.to_string());
                 }
             }
+        }
+    }
+
+    /// The practitioner's relationships with a child, for a write or a read that does not show
+    /// the child's view (the consent register, a concern): the same rules as the view
+    /// ([`relate`]), asking only the practitioner's own agency's sources that a rule needs.
+    /// `Ok(None)` when the child is not in the index.
+    pub async fn relationships(
+        &self,
+        who: &Principal,
+        child: &str,
+    ) -> Result<Option<Vec<Relationship>>, Error> {
+        let Some(links) = self.index.links(child).await? else {
+            return Ok(None);
+        };
+        let wanted = relate::relations(&self.config.relationships, who.role);
+        if wanted.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let (grant, records) = tokio::join!(
+            grants::active(&self.store, who, child),
+            relate::records(&self.store, &wanted, who, child),
+        );
+        let own_la = relate::own_la(&self.config.agencies, who);
+        let candidates = relate::candidates(
+            &wanted,
+            who,
+            own_la,
+            &self.sources,
+            &links,
+            &records?,
+            grant?.as_ref(),
+        );
+        let needed = candidates.pending_sources();
+        let fetched = if needed.is_empty() {
+            Vec::new()
+        } else {
+            let asked: Vec<Link> = links
+                .into_iter()
+                .filter(|l| needed.contains(&l.source))
+                .collect();
+            fan_out(&self.sources, &asked).await
+        };
+        Ok(Some(relate::confirm(
+            candidates,
+            who,
+            self.config.relationships.recently_left_days,
+            &fetched,
+        )))
+    }
+
+    /// A local id names a record in one source; only the source's own agency may look a child
+    /// up by it. In anyone else's source the answer would say whether that agency holds a
+    /// record (an existence oracle), so the request is refused whatever exists. `at` is the
+    /// field's JSON pointer.
+    pub fn own_source(&self, who: &Principal, source: &str, at: &str) -> Result<(), Error> {
+        let own = self
+            .sources
+            .all
+            .iter()
+            .any(|s| s.id == source && s.agency.id == who.agency);
+        if own {
+            Ok(())
+        } else {
+            Err(Error::field(
+                at,
+                "a local id can be searched only in your own agency's sources",
+            ))
         }
     }
 

@@ -27,6 +27,9 @@ use crate::sources::{person_fields, person_identity};
 pub const NHS_NUMBER: &str = "9990000018";
 /// The benchmark child's id in every delayed source.
 pub const LOCAL_ID: &str = "BENCH-1";
+/// The allocated worker every delayed source names: the benchmark's social worker, whose
+/// relationship with the child the gateway confirms from the social-care source's record.
+pub const WORKER: &str = "bench-sw";
 
 /// Starts the server on a free loopback port. Faults can still be injected through the returned
 /// [`SimServer`]; they apply before the delay.
@@ -81,6 +84,7 @@ fn person() -> Value {
             "summary": "Benchmark fixture.",
         }],
         "domesticAbuse": [],
+        "allocatedWorker": WORKER,
     })
 }
 
@@ -98,7 +102,14 @@ pub fn source_config(id: &str, agency: &str, addr: SocketAddr, deadline: Duratio
             bearer_token: None,
             tls: None,
             identity: person_identity(),
-            fields: person_fields(),
+            fields: person_fields()
+                .into_iter()
+                .chain(std::iter::once(weft_adapters::http_json::FieldMapping {
+                    pointer: "/allocatedWorker".into(),
+                    field: "worker".into(),
+                    category: "social_care.allocated_worker".into(),
+                }))
+                .collect(),
         }),
     }
 }

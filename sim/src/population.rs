@@ -206,6 +206,8 @@ pub struct SchoolRecord {
     pub preferred_name: Option<String>,
     pub school_urn: String,
     pub on_roll: bool,
+    /// When a pupil who is no longer on the roll left it (a permanent exclusion's first day).
+    pub leaving_date: Option<NaiveDate>,
     /// 0 is Reception, 1–13 are Years 1–13.
     pub year_group: i32,
     pub send_status: String,
@@ -464,7 +466,23 @@ pub fn generate(seed: u64, n: usize) -> Population {
         })
         .collect();
     g.restrict_some(&mut children);
+    give_caseload(&mut children);
     Population { children }
+}
+
+/// How many other open cases the scenario child's worker holds: enough for a demo social worker
+/// to have a caseload, not just one child.
+const CASELOAD: usize = 3;
+
+/// Allocates the first [`CASELOAD`] other open cases to [`SCENARIO_WORKER`]. Uses no
+/// randomness, so the rest of the population is the same for a seed.
+fn give_caseload(children: &mut [SimChild]) {
+    children
+        .iter_mut()
+        .filter(|c| !c.scenario)
+        .filter_map(|c| c.social_care.as_mut().and_then(|s| s.allocation.as_mut()))
+        .take(CASELOAD)
+        .for_each(|a| a.worker = SCENARIO_WORKER.to_string());
 }
 
 /// Age in whole years on `on`.
@@ -585,8 +603,12 @@ const STREETS: &[&str] = &[
 
 const TOWNS: &[&str] = &["Weftbridge", "Lower Weft", "Shuttleworth"];
 
+/// The scenario child's allocated social worker, as the case system records them; allocated to
+/// other children of the population too, so a demo social worker has a caseload.
+pub const SCENARIO_WORKER: &str = "Hannah Lisle";
+
 const WORKERS: &[&str] = &[
-    "Hannah Lisle",
+    SCENARIO_WORKER,
     "Tom Fairweather",
     "Grace Obi",
     "Marek Zielinski",
@@ -987,9 +1009,11 @@ impl Gen {
                 .then(|| nicknames(&truth.given_name)[0].to_string());
             let attendance = self.attendance(year, known_to_sc);
             let exclusions = self.exclusions(year, known_to_sc);
-            let on_roll = !exclusions
+            let leaving_date = exclusions
                 .iter()
-                .any(|e| e.kind == ExclusionKind::Permanent);
+                .find(|e| e.kind == ExclusionKind::Permanent)
+                .map(|e| e.start_date);
+            let on_roll = leaving_date.is_none();
             let send_status = match self.rng.gen_range(0..100) {
                 0..=2 => "EHC plan",
                 3..=15 => "SEN support",
@@ -1000,6 +1024,7 @@ impl Gen {
                 preferred_name,
                 school_urn: SCHOOL_URN.to_string(),
                 on_roll,
+                leaving_date,
                 year_group: year,
                 send_status: send_status.to_string(),
                 attendance,
@@ -1401,6 +1426,7 @@ impl Gen {
             .collect();
         school.exclusions.clear();
         school.on_roll = true;
+        school.leaving_date = None;
         school.send_status = "None".into();
 
         let sc = child.social_care.as_mut().expect("social care record");
@@ -1411,7 +1437,7 @@ impl Gen {
             category: "Domestic abuse".into(),
         }];
         sc.allocation = Some(Allocation {
-            worker: "Hannah Lisle".into(),
+            worker: SCENARIO_WORKER.into(),
             team: "Child in Need Team".into(),
             phone: "01632 960418".into(),
         });
@@ -1651,5 +1677,19 @@ mod tests {
         assert_eq!(misspell("Johnson"), "Jonson");
         assert_eq!(misspell("Okafor-Walsh"), "Okafor-Waslh");
         assert_ne!(misspell("Begum"), "Begum");
+    }
+
+    #[test]
+    fn the_scenario_worker_has_a_caseload() {
+        let pop = generate(7, 50);
+        let caseload = pop
+            .social_care_records()
+            .filter(|r| {
+                r.allocation
+                    .as_ref()
+                    .is_some_and(|a| a.worker == SCENARIO_WORKER)
+            })
+            .count();
+        assert!(caseload > CASELOAD, "{caseload} children allocated");
     }
 }

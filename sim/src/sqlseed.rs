@@ -222,6 +222,7 @@ fn education_tables(pop: &Population) -> Vec<Table> {
             text(&i.address.town),
             text(&r.school_urn),
             Val::Int(i32::from(r.on_roll)),
+            Val::Date(r.leaving_date),
             Val::Int(r.year_group),
             text(&r.send_status),
         ]);
@@ -262,6 +263,7 @@ fn education_tables(pop: &Population) -> Vec<Table> {
                 ("town", "VARCHAR(100)"),
                 ("school_urn", "VARCHAR(16) NOT NULL"),
                 ("on_roll", "INTEGER NOT NULL"),
+                ("leaving_date", "DATE"),
                 ("year_group", "INTEGER"),
                 ("send_status", "VARCHAR(32)"),
             ],
@@ -464,7 +466,10 @@ pub(crate) mod queries {
             ),
             (
                 "education.enrolment",
-                format!("SELECT school_urn, on_roll, year_group FROM pupils WHERE pupil_id = {p}"),
+                format!(
+                    "SELECT school_urn, on_roll, leaving_date, year_group FROM pupils \
+                     WHERE pupil_id = {p}"
+                ),
                 None,
             ),
             (

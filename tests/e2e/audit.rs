@@ -53,6 +53,7 @@ async fn every_request_leaves_exactly_one_entry() {
     let child = &env.partners.population.children[1];
 
     let id = gw.child_by_nhs(&sw, &child.truth.nhs_number).await; // search: found
+    gw.refer(&env, &child.truth.nhs_number).await; // the relationship: a referral
     let view = format!("/v1/children/{id}");
     assert_eq!(
         gw.get(&format!("{view}?purpose=safeguarding"), &sw).await.0,
@@ -119,6 +120,7 @@ async fn no_audit_no_data() {
     let sw = env.token("sw-1", &env.agency_of("social_care"), "social_worker");
     let child = &env.partners.population.children[1];
     let id = gw.child_by_nhs(&sw, &child.truth.nhs_number).await;
+    gw.refer(&env, &child.truth.nhs_number).await;
 
     on_store(
         &env.store.url,
@@ -159,7 +161,8 @@ async fn audit_verify_names_an_edited_or_deleted_entry() {
     let sw = env.token("sw-1", &env.agency_of("social_care"), "social_worker");
     let child = &env.partners.population.children[1];
     let id = gw.child_by_nhs(&sw, &child.truth.nhs_number).await;
-    for _ in 0..5 {
+    gw.refer(&env, &child.truth.nhs_number).await;
+    for _ in 0..4 {
         assert_eq!(
             gw.get(&format!("/v1/children/{id}?purpose=safeguarding"), &sw)
                 .await
@@ -219,6 +222,7 @@ async fn two_gateways_on_one_postgres_build_one_chain() {
     let sw = env.token("sw-1", &env.agency_of("social_care"), "social_worker");
     let child = &env.partners.population.children[1];
     let id = a.child_by_nhs(&sw, &child.truth.nhs_number).await;
+    a.refer(&env, &child.truth.nhs_number).await;
 
     let path = format!("/v1/children/{id}?purpose=safeguarding");
     let requests = (0..120).map(|i| {
@@ -233,7 +237,7 @@ async fn two_gateways_on_one_postgres_build_one_chain() {
 
     let (code, out, err) = run_weft(&["audit", "verify", "-c", config.to_str().expect("path")]);
     assert_eq!(code, 0, "{out}{err}");
-    let total = 121 + matcher_entries(&pg.url).await;
+    let total = 122 + matcher_entries(&pg.url).await;
     assert!(
         out.contains(&format!("audit chain OK: {total} entries")),
         "{out}"

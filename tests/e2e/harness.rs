@@ -100,6 +100,9 @@ impl Env {
                 id: id.into(),
                 name: id.into(),
                 kind,
+                // The education welfare service is the simulated county's own.
+                local_authority: (id == "la-ewo")
+                    .then(|| weft::dev::config::SIM_LOCAL_AUTHORITY.to_string()),
             });
         }
         if mtls {
@@ -260,6 +263,41 @@ impl Gateway {
             "exactly one child for the NHS number: {body}"
         );
         children[0]["id"].as_str().expect("id").to_string()
+    }
+
+    /// Refers a child, as the school's DSL raising a concern: routed to the MASH (and to the
+    /// allocated worker of an open case), it gives the children's social care agency a referral
+    /// relationship and puts the child in the MASH's triage, which is how a practitioner
+    /// without another relationship comes to see a child. Returns the concern's id.
+    pub async fn refer(&self, env: &Env, nhs: &str) -> String {
+        self.refer_child(env, serde_json::json!({"nhs_number": nhs}))
+            .await
+    }
+
+    /// [`Gateway::refer`] for a child named any way a concern may name it.
+    pub async fn refer_child(&self, env: &Env, child: Value) -> String {
+        let dsl = env.token("dsl-referrer", weft_sim::sources::SCHOOL_AGENCY, "dsl");
+        let (status, body) = self
+            .post(
+                "/v1/concerns",
+                &dsl,
+                &serde_json::json!({
+                    "child": child,
+                    "category": "neglect",
+                    "urgency": "routine",
+                    "observed": {
+                        "what": "Arrived without a coat or lunch again this week.",
+                        "when": "2025-10-07T08:50:00Z",
+                        "how": "seen",
+                        "where": "classroom"
+                    },
+                    "actions_taken": ["Recorded it"],
+                    "reporter": {"name": "A. Teacher", "role": "Designated safeguarding lead"}
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "referral: {body}");
+        body["id"].as_str().expect("concern id").to_string()
     }
 
     /// Stops the process with SIGTERM and waits for it.

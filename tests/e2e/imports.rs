@@ -68,11 +68,21 @@ async fn import_then_view_served_from_the_import() {
     assert!(err.contains("no-such-source"), "{err}");
 
     let gw = Gateway::start(&env, path).await;
+    // A local id is searched in the searcher's own agency's sources only.
+    let returns = env.token("sw-returns", "la-returns", "social_worker");
     let sw = env.token("sw-1", &env.agency_of("social_care"), "social_worker");
-    let (status, found) = gw
+    let (status, refused) = gw
         .post(
             "/v1/children/search",
             &sw,
+            &json!({"purpose": "safeguarding", "local_id": {"source": "cin-census", "id": "DfEX0000001"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    let (status, found) = gw
+        .post(
+            "/v1/children/search",
+            &returns,
             &json!({"purpose": "safeguarding", "local_id": {"source": "cin-census", "id": "DfEX0000001"}}),
         )
         .await;
@@ -81,6 +91,7 @@ async fn import_then_view_served_from_the_import() {
         .as_str()
         .expect("child id")
         .to_string();
+    gw.refer_child(&env, json!({"weft_id": id})).await;
     let (status, view) = gw
         .get(&format!("/v1/children/{id}?purpose=safeguarding"), &sw)
         .await;
@@ -184,7 +195,7 @@ async fn a_deeply_nested_file_is_rejected_and_a_watching_gateway_sets_it_aside()
 
     // The next drop is imported as usual.
     std::fs::write(drop.join("pupils.CTF.xml"), ctf_fixture()).expect("write");
-    let sw = env.token("sw-1", &env.agency_of("social_care"), "social_worker");
+    let sw = env.token("sw-returns", "la-returns", "social_worker");
     let search = json!({"purpose": "safeguarding",
                         "local_id": {"source": "school-ctf", "id": "B801200005001"}});
     wait_for("the next drop imported", async || {

@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod config;
 mod connections;
+mod governance;
 mod imports;
 mod index_export;
 mod matching;

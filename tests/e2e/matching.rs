@@ -75,26 +75,34 @@ async fn misspelt_record_without_nhs_number_links_by_demographics() {
     assert_eq!(entry["detail"]["probability"], link["probability"]);
     assert_eq!(entry["detail"]["model_version"], link["model_version"]);
 
-    // A search by the police record's demographics finds the child, graded and explained.
-    let (status, body) = gw
-        .post(
-            "/v1/children/search",
-            &sw,
-            &json!({
-                "purpose": "safeguarding",
-                "given_name": police.given_name,
-                "family_name": police.family_name,
-                "birth_date": police.birth_date.to_string(),
-                "certain_only": true,
-            }),
-        )
-        .await;
+    // A search by the police record's demographics finds the child. Without a relationship it
+    // says only that the child matches and how access is gained; with one (a referral to the
+    // social worker's agency), graded and explained.
+    let search = json!({
+        "purpose": "safeguarding",
+        "given_name": police.given_name,
+        "family_name": police.family_name,
+        "birth_date": police.birth_date.to_string(),
+        "certain_only": true,
+    });
+    let (status, body) = gw.post("/v1/children/search", &sw, &search).await;
     assert_eq!(status, 200, "{body}");
     let first = &body["children"][0];
     assert_eq!(first["id"], id.as_str(), "{body}");
-    assert_eq!(first["grade"], "certain");
+    assert_eq!(first["access"], "no_relationship", "{body}");
+    assert!(first.get("match").is_none(), "{body}");
+    assert!(first["how_to_gain_access"]
+        .as_str()
+        .is_some_and(|h| h.contains("break-glass")));
+    gw.refer(&env, &child.truth.nhs_number).await;
+    let (status, body) = gw.post("/v1/children/search", &sw, &search).await;
+    assert_eq!(status, 200, "{body}");
+    let first = &body["children"][0];
+    assert_eq!(first["access"], "granted", "{body}");
+    assert_eq!(first["relationship"][0]["kind"], "referral", "{body}");
+    assert_eq!(first["match"]["grade"], "certain");
     assert_eq!(first["matched_on"], "demographics");
-    assert!(first["explanation"]
+    assert!(first["match"]["explanation"]
         .as_array()
         .is_some_and(|e| !e.is_empty()));
 }
@@ -184,6 +192,7 @@ async fn review_queue_and_a_data_administrators_decision() {
     );
 
     // The record now answers with the child, as any linked record does.
+    gw.refer(&env, &child.truth.nhs_number).await;
     let (status, view) = gw
         .get(&format!("/v1/children/{id}?purpose=safeguarding"), &sw)
         .await;

@@ -7,13 +7,13 @@ use weft_sim::population::System;
 
 use crate::harness::{run_weft, Env, Gateway};
 
-fn category<'a>(view: &'a Value, source: &str, cat: &str) -> &'a Value {
-    view["sources"]
+/// A category as the view lists it: every category the role's policy could ever show, whatever
+/// the sources hold.
+fn category<'a>(view: &'a Value, cat: &str) -> &'a Value {
+    view["categories"]
         .as_array()
-        .and_then(|s| s.iter().find(|s| s["source"] == source))
-        .and_then(|s| s["categories"].as_array())
         .and_then(|c| c.iter().find(|c| c["category"] == cat))
-        .unwrap_or_else(|| panic!("{source} {cat} in {view}"))
+        .unwrap_or_else(|| panic!("{cat} in {view}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -24,15 +24,15 @@ async fn consent_given_withdrawn_and_refused() {
     let sw = env.token("sw-1", &la, "social_worker");
     let child = &env.partners.population.children[1];
     let id = gw.child_by_nhs(&sw, &child.truth.nhs_number).await;
-    let school = env.partners.source_id(System::School);
+    gw.refer(&env, &child.truth.nhs_number).await;
     let early_help = format!("/v1/children/{id}?purpose=early_help");
 
     // Early help needs consent: none recorded yet.
     let (_, view) = gw.get(&early_help, &sw).await;
-    let att = category(&view, &school, "education.attendance");
+    let att = category(&view, "education.attendance");
     assert_eq!(
         (att["status"].as_str(), att["reason"].as_str()),
-        (Some("withheld"), Some("consent_required"))
+        (Some("not_available"), Some("consent_required"))
     );
     assert!(view["fields"].get("education.attendance").is_none());
 
@@ -67,7 +67,7 @@ async fn consent_given_withdrawn_and_refused() {
     assert_eq!(status, 201, "{created}");
     let (_, view) = gw.get(&early_help, &sw).await;
     assert_eq!(
-        category(&view, &school, "education.attendance")["status"],
+        category(&view, "education.attendance")["status"],
         "shown",
         "{view}"
     );
@@ -90,7 +90,7 @@ async fn consent_given_withdrawn_and_refused() {
     assert_eq!(status, 200, "{body}");
     let (_, view) = gw.get(&early_help, &sw).await;
     assert_eq!(
-        category(&view, &school, "education.attendance")["reason"],
+        category(&view, "education.attendance")["reason"],
         "consent_withdrawn"
     );
     assert!(view["fields"].get("education.attendance").is_none());
@@ -106,16 +106,13 @@ async fn consent_given_withdrawn_and_refused() {
     );
     let (_, view) = gw.get(&early_help, &sw).await;
     assert_eq!(
-        category(&view, &school, "education.attendance")["reason"],
+        category(&view, "education.attendance")["reason"],
         "consent_refused"
     );
     let (_, view) = gw
         .get(&format!("/v1/children/{id}?purpose=safeguarding"), &sw)
         .await;
-    assert_eq!(
-        category(&view, &school, "education.attendance")["status"],
-        "shown"
-    );
+    assert_eq!(category(&view, "education.attendance")["status"], "shown");
 
     // Every change is audited.
     let ig = env.token("ig-1", &la, "ig_officer");
@@ -151,11 +148,10 @@ async fn break_glass_within_expiry_never_for_unbreakable_and_reviewed() {
     let teacher = env.token("teacher-9", "urn-200002", "teacher");
     let path = format!("/v1/children/{id}?purpose=safeguarding");
 
-    let (_, before) = gw.get(&path, &teacher).await;
-    assert_eq!(
-        category(&before, &health, "health.registration")["status"],
-        "withheld"
-    );
+    // A teacher at another school has no relationship with the child: nothing is shown.
+    let (status, before) = gw.get(&path, &teacher).await;
+    assert_eq!(status, 403, "{before}");
+    assert!(before.get("fields").is_none() && before.get("sources").is_none());
 
     let (status, body) = gw
         .post(
@@ -175,33 +171,53 @@ async fn break_glass_within_expiry_never_for_unbreakable_and_reviewed() {
     assert_eq!(status, 201, "{grant}");
 
     let (_, during) = gw.get(&path, &teacher).await;
-    let reg = category(&during, &health, "health.registration");
+    let reg = category(&during, "health.registration");
     assert_eq!(
         (reg["status"].as_str(), reg["reason"].as_str()),
         (Some("shown"), Some("break_glass")),
         "{reg}"
     );
     assert_eq!(reg["break_glass"], grant["id"]);
-    let sensitive = category(&during, &health, "health.sensitive");
-    assert_eq!(
-        sensitive["status"], "withheld",
-        "never-breakable stays withheld: {sensitive}"
+    assert_eq!(during["relationship"][0]["kind"], "break_glass", "{during}");
+    assert!(
+        during["sources"]
+            .as_array()
+            .expect("sources")
+            .iter()
+            .any(|s| s["source"] == health.as_str() && s["status"] == "shown"),
+        "the grant released health.known and the registration: {during}"
+    );
+    // Never-breakable: not released, and not even listed, since this role can never see it.
+    assert!(
+        !during["categories"]
+            .as_array()
+            .expect("categories")
+            .iter()
+            .any(|c| c["category"] == "health.sensitive"),
+        "{during}"
     );
     assert!(during["fields"].get("health.sensitive").is_none());
 
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let (_, after) = gw.get(&path, &teacher).await;
-    assert_eq!(
-        category(&after, &health, "health.registration")["status"],
-        "withheld",
-        "expired"
-    );
+    let (status, after) = gw.get(&path, &teacher).await;
+    assert_eq!(status, 403, "expired: {after}");
 
     // The grant and its use wait in the IG officer's queue; a review takes it out.
     let ig = env.token("ig-1", &env.agency_of("social_care"), "ig_officer");
     let (status, queue) = gw.get("/v1/ig/break-glass", &ig).await;
     assert_eq!(status, 200, "{queue}");
     assert_eq!(queue.as_array().expect("queue").len(), 1);
+    // The review shows what was viewed under the grant.
+    let viewed = &queue[0]["viewed"];
+    assert_eq!(viewed.as_array().map(Vec::len), Some(1), "{queue}");
+    assert!(
+        viewed[0]["released"]
+            .as_array()
+            .expect("released")
+            .iter()
+            .any(|c| c == "health.registration"),
+        "{queue}"
+    );
     assert_eq!(gw.get("/v1/ig/break-glass", &teacher).await.0, 403);
     let gid = grant["id"].as_str().expect("id");
     let (status, reviewed) = gw

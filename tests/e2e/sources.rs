@@ -80,6 +80,7 @@ async fn a_failing_source_opens_its_breaker_is_not_called_then_a_probe_closes_it
         .linkable_disagreement()
         .expect("child");
     let id = gw.child_by_nhs(&sw, &child.truth.nhs_number).await;
+    gw.refer(&env, &child.truth.nhs_number).await;
     let police = env.partners.source_id(System::Police);
     let faults = env.partners.fault(System::Police);
     let path = format!("/v1/children/{id}?purpose=safeguarding");
@@ -215,6 +216,7 @@ async fn a_transient_failure_is_retried_and_the_source_shown() {
         .linkable_disagreement()
         .expect("child");
     let id = gw.child_by_nhs(&sw, &child.truth.nhs_number).await;
+    gw.refer(&env, &child.truth.nhs_number).await;
     let police = env.partners.source_id(System::Police);
     let faults = env.partners.fault(System::Police);
     let path = format!("/v1/children/{id}?purpose=safeguarding");

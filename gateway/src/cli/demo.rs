@@ -37,11 +37,16 @@ pub struct DemoArgs {
     pub seed: u64,
 }
 
-/// The practitioners the demo prints tokens for: variable name, user, agency kind, role.
+/// The practitioners the demo prints tokens for: variable name, user, agency kind, role. Each
+/// has the relationship with the scenario child that their job gives them: the social worker is
+/// the child's allocated worker as the case system names them (with a caseload of other
+/// children too), the DSL and teacher work at the child's school, the health practitioner's
+/// trust and the police officer's force hold records of the child. The IG officer has none:
+/// IG officers audit, they do not open children's records.
 const PEOPLE: &[(&str, &str, AgencyKind, &str)] = &[
     (
         "SOCIAL_WORKER",
-        "demo-social-worker",
+        sim::population::SCENARIO_WORKER,
         AgencyKind::SocialCare,
         "social_worker",
     ),

@@ -174,6 +174,9 @@ impl DevConfig {
     }
 }
 
+/// The local authority every simulated agency belongs to.
+pub const SIM_LOCAL_AUTHORITY: &str = "weftshire";
+
 /// A simulated agency as the gateway's configuration has it.
 #[cfg(feature = "sim")]
 pub fn sim_agency(a: &weft_sim::Agency) -> AgencyConfig {
@@ -187,6 +190,8 @@ pub fn sim_agency(a: &weft_sim::Agency) -> AgencyConfig {
             "police" => crate::foundation::config::AgencyKind::Police,
             other => unreachable!("the simulator's agencies are of the four kinds: {other}"),
         },
+        // Every simulated agency serves the one simulated county.
+        local_authority: Some(SIM_LOCAL_AUTHORITY.to_string()),
     }
 }
 

@@ -35,6 +35,9 @@ pub struct Config {
     pub index: IndexConfig,
     #[serde(default)]
     pub break_glass: BreakGlassConfig,
+    /// Which relationships with a child let a practitioner in each role see it.
+    #[serde(default)]
+    pub relationships: RelationshipsConfig,
     #[serde(default)]
     pub audit: AuditConfig,
     #[serde(default)]
@@ -234,6 +237,38 @@ impl Default for AuditConfig {
             ig_lead_agencies: Vec::new(),
             sar_names: false,
             sar_deferral_days: default_sar_deferral_days(),
+        }
+    }
+}
+
+/// The relationships the data must show before a practitioner sees a child (as NHS Spine asks for
+/// a legitimate relationship before a clinical record is opened).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelationshipsConfig {
+    /// A pupil who left a school this many days ago or fewer still counts as on its roll, so
+    /// the school can pass on what it knows after a move.
+    #[serde(default = "default_recently_left_days")]
+    pub recently_left_days: u32,
+    /// Per role, the relationships that count; a role not named keeps its default
+    /// (`pipeline::authorise::relate::default_relations`). An empty list means the role reads no
+    /// child's data directly.
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<
+        crate::foundation::domain::Role,
+        Vec<crate::foundation::domain::Relation>,
+    >,
+}
+
+fn default_recently_left_days() -> u32 {
+    90
+}
+
+impl Default for RelationshipsConfig {
+    fn default() -> Self {
+        Self {
+            recently_left_days: default_recently_left_days(),
+            roles: Default::default(),
         }
     }
 }
@@ -460,6 +495,10 @@ pub struct AgencyConfig {
     pub id: String,
     pub name: String,
     pub kind: AgencyKind,
+    /// The local authority the agency belongs to (a school's LA, the LA's own services): an
+    /// education welfare officer sees children on the rolls of the schools of their own LA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_authority: Option<String>,
 }
 
 #[derive(
@@ -599,6 +638,7 @@ const OVERRIDABLE: &[&str] = &[
     "index",
     "break_glass",
     "audit",
+    "relationships",
     "matching",
     "limits",
     "delivery",

@@ -68,6 +68,22 @@ vocabulary! {
     }
 }
 
+vocabulary! {
+    /// A relationship the data shows between a practitioner and a child, which is what lets the
+    /// practitioner see the child at all (`relationships.roles` in the configuration says which
+    /// of these count for each role).
+    Relation {
+        SchoolRoll => "school_roll",
+        LaSchoolRoll => "la_school_roll",
+        AllocatedWorker => "allocated_worker",
+        AllocatedTeam => "allocated_team",
+        CareRelationship => "care_relationship",
+        ForceRecords => "force_records",
+        Referral => "referral",
+        MashTriage => "mash_triage",
+    }
+}
+
 /// A word outside the vocabulary; the message lists what is allowed.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("unknown {what}; expected one of: {}", allowed.join(", "))]
@@ -79,6 +95,10 @@ pub struct UnknownWord {
 /// The data categories the default policy and the adapters' mappings speak of. Policy decisions
 /// are precomputed over these; an item in any other category is withheld (`no_policy`).
 pub const CATEGORIES: &[&str] = &[
+    "education.known",
+    "social_care.known",
+    "health.known",
+    "police.known",
     "identity.core",
     "identity.contact",
     "education.enrolment",

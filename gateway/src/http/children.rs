@@ -38,7 +38,7 @@ pub(crate) struct ViewParams {
         (status = 200, description = "Merged view", body = View),
         (status = 400, description = "Purpose missing, unknown or given more than once (audited)"),
         (status = 401, description = "Missing or invalid token"),
-        (status = 403, description = "An exemption this role may not claim"),
+        (status = 403, description = "No legitimate relationship with the child (the message says how access is gained; nothing of the child is returned), or an exemption this role may not claim"),
         (status = 404, description = "No such child"),
         (status = 503, description = "Audit log unavailable: no data is returned"),
     ),
@@ -62,17 +62,19 @@ pub(crate) async fn view(
     ))
 }
 
-/// Find a child by NHS number, UPN, a source's local id, and/or demographics. Demographics are
-/// scored by the probabilistic matcher: each child comes with a grade (`certain`, `probable`,
-/// `possible`), the probability and the per-comparison explanation; `certain_only` keeps only
+/// Find a child by NHS number, UPN, a source's local id (of the caller's own agency's sources
+/// only), and/or demographics. Demographics are scored by the probabilistic matcher: a child the
+/// caller has a relationship with comes with a grade (`certain`, `probable`, `possible`), the
+/// probability and the per-comparison explanation; any other child only with that it matches
+/// and how access is gained. `certain_only` keeps only
 /// certain matches.
 #[utoipa::path(
     post,
     path = "/v1/children/search",
     request_body(content = Object, description = "See schemas/search.schema.json"),
     responses(
-        (status = 200, description = "Matching Weft child ids", body = SearchResult),
-        (status = 400, description = "Invalid body; every error with its JSON pointer"),
+        (status = 200, description = "Matching children: with a relationship, graded and explained; without, only that the child matches and how access is gained", body = SearchResult),
+        (status = 400, description = "Invalid body, or a local id of another agency's source; every error with its JSON pointer"),
         (status = 401, description = "Missing or invalid token"),
     ),
     security(("bearer" = []))

@@ -54,7 +54,7 @@ pub(crate) async fn ingest(
     responses(
         (status = 201, description = "Subscribed", body = Subscription),
         (status = 400, description = "Invalid body, unknown child or webhook; with JSON pointers"),
-        (status = 403, description = "Policy does not let this role see a kind asked for"),
+        (status = 403, description = "Policy does not let this role see a kind asked for, or no relationship with a child named"),
     ),
     security(("bearer" = []))
 )]

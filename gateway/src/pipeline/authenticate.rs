@@ -283,6 +283,7 @@ mod tests {
             id: AGENCY.into(),
             name: "Children's social care".into(),
             kind: AgencyKind::SocialCare,
+            local_authority: None,
         }];
         let verifier = Verifier::new(&auth, &agencies).unwrap();
         (dir, pki, verifier)

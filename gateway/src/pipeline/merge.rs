@@ -1,7 +1,12 @@
 //! Stage 5, merge: one view of the child. Every value carries its source, the source's record id
 //! and when it was fetched; where sources disagree, all their values stand side by side and the
-//! field is marked as a conflict. Every configured source appears with its status, so that the
-//! absence of data never reads as the absence of concern.
+//! field is marked as a conflict. Every source this role may know of appears with its status, so
+//! that the absence of data never reads as the absence of concern.
+//!
+//! The view's shape never depends on what is withheld: it lists the categories the role's
+//! policy could ever show (each `shown` or `not_available`), whatever the sources hold; a source
+//! the role may not know of is not named; a record's id is shown only with something of that
+//! record; fields held back from a restricted child are simply absent.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,6 +16,7 @@ use serde_json::Value;
 
 use crate::foundation::config::AgencyKind;
 use crate::foundation::domain::Purpose;
+use crate::pipeline::authorise::relate::Relationship;
 use crate::pipeline::authorise::{basis_text, CategoryDecision, Judged};
 use crate::pipeline::fanout::Fetched;
 
@@ -20,12 +26,17 @@ pub struct View {
     pub child: String,
     pub purpose: Purpose,
     pub generated_at: DateTime<Utc>,
-    /// Every configured source, in configuration order.
+    /// Why this practitioner may see the child at all.
+    pub relationship: Vec<Relationship>,
+    /// Every configured source this role may know of, in configuration order.
     pub sources: Vec<SourceView>,
+    /// Every category this role's policy could ever show for this purpose: `shown`, or
+    /// `not_available` with the rule and the reason. The same list whatever the sources hold.
+    pub categories: Vec<CategoryView>,
     /// category → field → the values sources gave.
     #[schema(value_type = Object)]
     pub fields: BTreeMap<String, BTreeMap<String, FieldView>>,
-    /// Categories held back, per source, with the rule and the reason. Never their values.
+    /// The `not_available` entries of `categories`, for a reader that wants only those.
     pub withheld: Vec<Withheld>,
     /// The lawful bases of what is shown.
     pub lawful_basis: Vec<Basis>,
@@ -36,18 +47,43 @@ pub struct SourceView {
     pub source: String,
     pub agency: String,
     pub agency_kind: AgencyKind,
-    /// `shown`, `withheld`, `unavailable` or `no_record`.
+    /// `shown` (something of its record is shown), `known` (it holds a record, nothing of which
+    /// is available to you), `no_record` or `unavailable`.
     pub status: &'static str,
-    /// For `unavailable`: why (e.g. `timeout`, `connection_failed`). For `withheld`: `no_policy`
-    /// or `consent_required`.
+    /// For `unavailable`: why (e.g. `timeout`, `connection_failed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// For `withheld`: the rule that withheld the source's data.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
+    /// The local ids of the records something was shown from.
     pub record_ids: Vec<String>,
     pub fetched_at: DateTime<Utc>,
-    pub categories: Vec<CategoryDecision>,
+}
+
+/// One category as this role may see it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CategoryView {
+    pub category: String,
+    /// `shown` or `not_available`.
+    pub status: &'static str,
+    pub rule: String,
+    /// For `not_available`: `consent_required`, `consent_withdrawn`, `consent_refused` or
+    /// `no_policy`; `break_glass` when a grant released it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// The break-glass grant that released this category.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<String>,
+}
+
+impl From<&CategoryDecision> for CategoryView {
+    fn from(c: &CategoryDecision) -> Self {
+        CategoryView {
+            category: c.category.clone(),
+            status: if c.shown() { "shown" } else { "not_available" },
+            rule: c.rule.clone(),
+            reason: c.reason,
+            break_glass: c.break_glass.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -72,16 +108,12 @@ pub struct Provenance {
     pub fetched_at: DateTime<Utc>,
 }
 
+/// A category not available to this role now, with the rule and the reason. Never a value.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Withheld {
-    pub source: String,
     pub category: String,
-    /// Set when only some fields of a shown category were held back (a restricted record).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
     pub rule: String,
-    /// `no_policy`, `consent_required`, `consent_withdrawn`, `consent_refused` or
-    /// `restricted_record`.
+    /// `no_policy`, `consent_required`, `consent_withdrawn` or `consent_refused`.
     pub reason: &'static str,
 }
 
@@ -91,8 +123,9 @@ pub struct Basis {
     pub text: &'static str,
 }
 
-/// What the audit entry records of a view: categories shown and withheld, the rules and the
-/// lawful bases, and each source's status.
+/// What the audit entry records of a view: categories shown and withheld (whatever existed,
+/// including sources the role may not know of), the rules and the lawful bases, and each
+/// source's status. The audit is protected data; the view is not told any of this.
 #[derive(Debug, Default, Serialize)]
 pub struct Disclosure {
     pub shown: BTreeSet<String>,
@@ -103,16 +136,22 @@ pub struct Disclosure {
     /// Categories released by a break-glass grant, and the grant.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub break_glass: BTreeMap<String, String>,
-    /// `category.field` held back from restricted records.
+    /// `category.field` held back from a restricted child.
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub redacted: BTreeSet<String>,
 }
 
-/// Builds the view from what policy let through.
-pub fn merge(child: &str, purpose: Purpose, judged: Vec<(Fetched, Judged)>) -> (View, Disclosure) {
+/// Builds the view from what policy let through. `listed` is
+/// [`crate::pipeline::authorise::listed_categories`].
+pub fn merge(
+    child: &str,
+    purpose: Purpose,
+    relationship: Vec<Relationship>,
+    listed: &[CategoryDecision],
+    judged: Vec<(Fetched, Judged)>,
+) -> (View, Disclosure) {
     let mut fields: BTreeMap<String, BTreeMap<String, FieldView>> = BTreeMap::new();
     let mut sources = Vec::new();
-    let mut withheld = Vec::new();
     let mut disclosure = Disclosure::default();
 
     for (f, j) in judged {
@@ -122,12 +161,22 @@ pub fn merge(child: &str, purpose: Purpose, judged: Vec<(Fetched, Judged)>) -> (
             agency_kind: f.source.agency.kind,
             status: "no_record",
             reason: None,
-            rule: None,
             record_ids: Vec::new(),
             fetched_at: f.fetched_at,
-            categories: Vec::new(),
         };
         match j {
+            Judged::Hidden { held } => {
+                disclosure.sources.insert(
+                    view.source.clone(),
+                    if held { "hidden_record" } else { "hidden" }.to_string(),
+                );
+                if held {
+                    disclosure
+                        .withheld
+                        .insert(super::authorise::known_category(f.source.agency.kind).into());
+                }
+                continue;
+            }
             Judged::NoRecord => {}
             Judged::Unavailable(reason) => {
                 view.status = "unavailable";
@@ -151,34 +200,16 @@ pub fn merge(child: &str, purpose: Purpose, judged: Vec<(Fetched, Judged)>) -> (
                             disclosure
                                 .redacted
                                 .insert(format!("{}.{field}", c.category));
-                            withheld.push(Withheld {
-                                source: f.source.id.clone(),
-                                category: c.category.clone(),
-                                field: Some(field.clone()),
-                                rule: c.redaction_rule.clone().unwrap_or_default(),
-                                reason: "restricted_record",
-                            });
                         }
                     } else {
                         disclosure.withheld.insert(c.category.clone());
-                        withheld.push(Withheld {
-                            source: f.source.id.clone(),
-                            category: c.category.clone(),
-                            field: None,
-                            rule: c.rule.clone(),
-                            reason: c.reason.unwrap_or("no_policy"),
-                        });
                     }
                 }
-                let any_shown = categories.iter().any(|c| c.shown());
-                if any_shown {
-                    view.status = "shown";
-                } else if let Some(first) = categories.first() {
-                    view.status = "withheld";
-                    view.rule = Some(first.rule.clone());
-                    view.reason = first.reason.map(String::from);
-                }
+                view.status = "known";
                 for (record_id, items) in records {
+                    if items.is_empty() {
+                        continue;
+                    }
                     for item in items {
                         let field = fields
                             .entry(item.category)
@@ -205,9 +236,9 @@ pub fn merge(child: &str, purpose: Purpose, judged: Vec<(Fetched, Judged)>) -> (
                             }),
                         }
                     }
+                    view.status = "shown";
                     view.record_ids.push(record_id);
                 }
-                view.categories = categories;
             }
         }
         disclosure
@@ -226,11 +257,23 @@ pub fn merge(child: &str, purpose: Purpose, judged: Vec<(Fetched, Judged)>) -> (
             text: basis_text(code),
         })
         .collect();
+    let categories: Vec<CategoryView> = listed.iter().map(CategoryView::from).collect();
+    let withheld = listed
+        .iter()
+        .filter(|c| !c.shown())
+        .map(|c| Withheld {
+            category: c.category.clone(),
+            rule: c.rule.clone(),
+            reason: c.reason.unwrap_or("no_policy"),
+        })
+        .collect();
     let view = View {
         child: child.to_string(),
         purpose,
         generated_at: Utc::now(),
+        relationship,
         sources,
+        categories,
         fields,
         withheld,
         lawful_basis,

@@ -1,5 +1,7 @@
 //! The read path: one child's merged view, for one purpose. It runs the pipeline's stages in
-//! order — resolve, fan out, authorise, merge — writes the audit entry before anything is
+//! order — resolve, relate (refusing before any source is asked when no relationship is
+//! possible), fan out, relate's confirmation and authorise, merge — writes the audit entry
+//! (with the relationship that allowed it) before anything is
 //! returned, and raises the access notification a protected child's allocated worker is owed.
 //! Every interface calls [`view`]; none can skip a stage.
 
@@ -14,7 +16,7 @@ use crate::foundation::error::Error;
 use crate::gateway::Gateway;
 use crate::pipeline::authenticate::Principal;
 use crate::pipeline::authorise::consent::{self, Consents};
-use crate::pipeline::authorise::{grants, judge, Context};
+use crate::pipeline::authorise::{grants, judge, listed_categories, relate, Context};
 use crate::pipeline::fanout::fan_out;
 use crate::pipeline::merge::{merge, Disclosure, View};
 
@@ -75,8 +77,15 @@ pub async fn view_marked(
         let e = Error::NotFound("no child with that id");
         return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
     };
-    // The register and any grant are read while the sources are asked; if they cannot be
-    // read, nothing is decided and nothing is shown.
+    // Relate. The index's links may already show a relationship to confirm from the
+    // practitioner's own agency's record (a roll, an allocation, a force's or a trust's
+    // records): then the sources are asked at once, with the grant and the register read
+    // alongside. Otherwise Weft's own records (a referral, the MASH's triage) or a grant must
+    // show one before any partner system is asked.
+    let wanted = relate::relations(&gw.config.relationships, who.role);
+    let own_la = relate::own_la(&gw.config.agencies, who);
+    let none = relate::Records::default();
+    let from_links = relate::candidates(&wanted, who, own_la, &gw.sources, &links, &none, None);
     let policy = gw.policy();
     let consents = async {
         if policy.may_need_consent(who.role, &who.agency, who.agency_kind, purpose) {
@@ -85,12 +94,52 @@ pub async fn view_marked(
             Ok(Consents::default())
         }
     };
-    let (consents, grant, fetched) = tokio::join!(
-        consents,
-        grants::active(&gw.store, &who.user, child),
-        fan_out(&gw.sources, &links),
-    );
-    let (consents, grant) = (consents?, grant?);
+    let (candidates, grant, consents, fetched, records_read) = if from_links.is_empty() {
+        let (grant, records) = tokio::join!(
+            grants::active(&gw.store, who, child),
+            relate::records(&gw.store, &wanted, who, child),
+        );
+        let grant = grant?.filter(|g| g.purpose == purpose);
+        let candidates = relate::candidates(
+            &wanted,
+            who,
+            own_la,
+            &gw.sources,
+            &links,
+            &records?,
+            grant.as_ref(),
+        );
+        if candidates.is_empty() {
+            let e = relate::refusal();
+            return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
+        }
+        let (consents, fetched) = tokio::join!(consents, fan_out(&gw.sources, &links));
+        (candidates, grant, consents?, fetched, true)
+    } else {
+        let (grant, consents, fetched) = tokio::join!(
+            grants::active(&gw.store, who, child),
+            consents,
+            fan_out(&gw.sources, &links),
+        );
+        let grant = grant?.filter(|g| g.purpose == purpose);
+        (from_links, grant, consents?, fetched, false)
+    };
+    let recently_left = gw.config.relationships.recently_left_days;
+    let mut relationship = relate::confirm(candidates, who, recently_left, &fetched);
+    if !records_read {
+        // The links promised what the records did not confirm: Weft's own records and the
+        // grant may still show a relationship.
+        if relationship.is_empty() {
+            let records = relate::records(&gw.store, &wanted, who, child).await?;
+            let c = relate::candidates(&wanted, who, own_la, &gw.sources, &[], &records, None);
+            relationship = relate::confirm(c, who, recently_left, &fetched);
+        }
+        relationship.extend(grant.as_ref().map(relate::of_grant));
+    }
+    if relationship.is_empty() {
+        let e = relate::refusal();
+        return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
+    }
     // Read before policy takes the fetch: the access notification needs the child's status and
     // worker even when this viewer may not see the worker.
     let facts = (who.agency_kind != AgencyKind::SocialCare).then(|| read_facts(&fetched));
@@ -103,7 +152,14 @@ pub async fn view_marked(
         consents: &consents,
         grant: grant.as_ref(),
     };
-    let (view, disclosure) = merge(child, purpose, judge(&ctx, fetched));
+    let listed = listed_categories(&ctx);
+    let (view, disclosure) = merge(
+        child,
+        purpose,
+        relationship.clone(),
+        &listed,
+        judge(&ctx, fetched),
+    );
     let outcome = if !disclosure.break_glass.is_empty() {
         tracing::warn!(grant = ?grant.as_ref().map(|g| &g.id), "view released data under break-glass");
         "break_glass"
@@ -122,6 +178,8 @@ pub async fn view_marked(
             serde_json::json!({"exemption": x, "until": until.to_rfc3339()}),
         );
     }
+    detail["relationship"] =
+        serde_json::to_value(&relationship).map_err(|e| Error::Internal(e.to_string()))?;
     gw.record(who, ACTION, Some(child), Some(purpose), outcome, detail)
         .await?;
     if let Some(facts) = &facts {

@@ -272,6 +272,7 @@ impl Source {
                 id: format!("{id}-agency"),
                 name: id.to_string(),
                 kind,
+                local_authority: None,
             },
             deadline,
             "test",

@@ -13,7 +13,8 @@ use crate::foundation::error::Error;
 use crate::foundation::schema::validated;
 use crate::gateway::{entry, Gateway};
 use crate::pipeline::authenticate::Principal;
-use crate::pipeline::authorise::grants::{from_row, Grant, COLUMNS};
+use crate::pipeline::authorise::grants::{from_row, Grant, Viewed, COLUMNS};
+use sqlx::Row;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +47,10 @@ pub async fn request(
                 .map_err(|e| Error::field("/purpose", e.to_string()))?;
             Ok((purpose, r.justification))
         });
+    let parsed = parsed.and_then(|(purpose, justification)| {
+        real_text(&justification).map_err(|m| Error::field("/justification", m))?;
+        Ok((purpose, justification))
+    });
     let (purpose, justification) = match parsed {
         Ok(p) => p,
         Err(e) => return Err(gw.refuse(who, ACTION, Some(child), None, e).await),
@@ -71,6 +76,7 @@ pub async fn request(
         granted_at: now,
         expires_at: now + ttl,
         review: None,
+        viewed: Vec::new(),
     };
     let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let mut tx = gw.store.begin_write().await?;
@@ -136,7 +142,10 @@ pub async fn queue(
     .bind(&who.agency)
     .fetch_all(&gw.store.pool)
     .await?;
-    let grants = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    let mut grants = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+    for g in &mut grants {
+        g.viewed = viewed_under(gw, g).await?;
+    }
     gw.record(
         who,
         ACTION,
@@ -184,12 +193,15 @@ pub async fn review(
             return Err(gw.refuse(who, ACTION, None, None, e).await);
         }
     };
-    let now = Utc::now().to_rfc3339();
+    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let mut tx = gw.store.begin_write().await?;
     // An IG officer reviews their own agency's grants (the partnership's IG lead, anyone's);
-    // another agency's grant is answered as if it did not exist.
+    // another agency's grant is answered as if it did not exist. A grant found not justified is
+    // revoked at once: it ends now, not when it would have expired (and the authorise stage
+    // ignores a grant reviewed `not_justified` regardless).
     let updated = sqlx::query(
-        "UPDATE break_glass SET review_outcome = $1, review_notes = $2, reviewed_by = $3, reviewed_at = $4 \
+        "UPDATE break_glass SET review_outcome = $1, review_notes = $2, reviewed_by = $3, reviewed_at = $4, \
+         expires_at = CASE WHEN $1 = 'not_justified' AND expires_at > $4 THEN $4 ELSE expires_at END \
          WHERE id = $5 AND review_outcome IS NULL AND ($6 OR agency = $7)",
     )
     .bind(&req.outcome)
@@ -210,8 +222,8 @@ pub async fn review(
         .bind(grant_id)
         .fetch_one(&mut *tx)
         .await?;
-    let grant = from_row(&row)?;
-    let detail = json!({"grant": grant_id, "outcome": req.outcome});
+    let mut grant = from_row(&row)?;
+    let detail = json!({"grant": grant_id, "outcome": req.outcome, "revoked": req.outcome == "not_justified"});
     gw.commit(
         tx,
         &[entry(
@@ -224,5 +236,132 @@ pub async fn review(
         )],
     )
     .await?;
+    grant.viewed = viewed_under(gw, &grant).await?;
     Ok(grant)
+}
+
+/// What was looked at under a grant, from the audit log: each view by its holder of its child
+/// that the grant released anything in or gave the relationship for.
+async fn viewed_under(gw: &Gateway, g: &Grant) -> Result<Vec<Viewed>, Error> {
+    let rows = sqlx::query(
+        "SELECT at, purpose, detail FROM audit_log WHERE action = 'view' AND child_id = $1 \
+         AND user_id = $2 AND agency = $3 AND role = $4 AND at >= $5 ORDER BY seq",
+    )
+    .bind(&g.child)
+    .bind(&g.user)
+    .bind(&g.agency)
+    .bind(&g.role)
+    .bind(
+        g.granted_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    )
+    .fetch_all(&gw.store.pool)
+    .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        let detail: String = r.try_get("detail")?;
+        let Ok(detail) = serde_json::from_str::<serde_json::Value>(&detail) else {
+            continue;
+        };
+        let names_grant = |v: &serde_json::Value| v.as_str() == Some(g.id.as_str());
+        let released: Vec<String> = detail["break_glass"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, v)| names_grant(v))
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let related = detail["relationship"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|r| names_grant(&r["via"])));
+        if released.is_empty() && !related {
+            continue;
+        }
+        let shown = detail["shown"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Viewed {
+            at: r.try_get("at")?,
+            purpose: r.try_get("purpose")?,
+            shown,
+            released,
+        });
+    }
+    Ok(out)
+}
+
+/// Whether a justification is real text: no control characters (a NUL, an escape), at least
+/// four words and twenty letters, and not one character or word said over and over.
+pub fn real_text(s: &str) -> Result<(), &'static str> {
+    if s.chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err("must not contain control characters");
+    }
+    let letters: Vec<char> = s
+        .chars()
+        .filter(|c| c.is_alphabetic())
+        .flat_map(char::to_lowercase)
+        .collect();
+    if letters.len() < 20 {
+        return Err("must say why, in at least twenty letters");
+    }
+    let words: Vec<String> = s
+        .split_whitespace()
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphabetic())
+                .flat_map(char::to_lowercase)
+                .collect::<String>()
+        })
+        .filter(|w| w.chars().count() >= 2)
+        .collect();
+    if words.len() < 4 {
+        return Err("must say why, in at least four words");
+    }
+    let distinct: std::collections::BTreeSet<&String> = words.iter().collect();
+    if distinct.len() * 2 < words.len() || distinct.len() < 3 {
+        return Err("must not repeat the same words");
+    }
+    let mut counts = std::collections::HashMap::new();
+    for c in &letters {
+        *counts.entry(*c).or_insert(0usize) += 1;
+    }
+    let distinct_letters = counts.len();
+    if counts.values().any(|n| n * 3 > letters.len()) || distinct_letters < 6 {
+        return Err("must not repeat the same characters");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::real_text;
+
+    #[test]
+    fn justifications_must_be_real_text() {
+        assert!(real_text(
+            "Child disclosed abuse at A&E tonight; parents unreachable, need CP status now"
+        )
+        .is_ok());
+        for bad in [
+            " ".repeat(25),
+            "\0".repeat(20),
+            "a".repeat(40),
+            "ab ab ab ab ab ab ab ab ab ab ab".to_string(),
+            "urgent urgent urgent urgent urgent".to_string(),
+            "12345678901234567890 1234".to_string(),
+            "need\u{1b}[2J to see the record now please".to_string(),
+            "aaaa aaaa aaab aaac aaad aaae".to_string(),
+        ] {
+            assert!(real_text(&bad).is_err(), "{bad:?}");
+        }
+    }
 }

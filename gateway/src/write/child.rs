@@ -15,6 +15,13 @@ pub(crate) struct ChildRef {
     search: Search,
 }
 
+impl ChildRef {
+    /// The source a local id in the payload names, if it names one.
+    pub(crate) fn local_source(&self) -> Option<&str> {
+        self.search.local_id.as_ref().map(|(s, _)| s.as_str())
+    }
+}
+
 /// Turns a schema-valid `child` object into a search; identifiers that fail their check are a
 /// 400 naming the field, so the reporter can correct them.
 pub(crate) fn parse_child(v: &Value, at: &str) -> Result<ChildRef, Error> {

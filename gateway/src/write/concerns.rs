@@ -17,11 +17,13 @@ use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use crate::delivery::outbox::{ts, Address, NewDelivery};
 use crate::delivery::routing::{self, Category, ChildFacts, Urgency};
+use crate::foundation::config::AgencyKind;
 use crate::foundation::domain::{Purpose, Role};
 use crate::foundation::error::Error;
 use crate::foundation::schema::validated;
 use crate::gateway::{entry, Gateway};
 use crate::pipeline::authenticate::Principal;
+use crate::pipeline::authorise::{known_category, Effect, Policy, Question};
 use crate::write::child::{match_child, parse_child, parse_time, ChildRef};
 
 /// The header that makes a retried submission return the original concern.
@@ -171,6 +173,14 @@ pub async fn submit(
     const ACTION: &str = "concern_submit";
     let parsed =
         self::idempotency_key(idempotency_key).and_then(|k| Ok((k, parse_concern(gw, body)?)));
+    // A local id is matched only in the reporter's own agency's sources: in another agency's,
+    // `matched_on` would say whether that agency holds the record.
+    let parsed = parsed.and_then(|(k, input)| {
+        if let Some(source) = input.child.local_source() {
+            gw.own_source(who, source, "/child/local_id/source")?;
+        }
+        Ok((k, input))
+    });
     let (key, input) = match parsed {
         Ok(p) => p,
         Err(e) => return Err(gw.refuse(who, ACTION, None, None, e).await),
@@ -234,6 +244,7 @@ pub async fn submit(
     gw.outbox.wake();
     let concern = load(gw, &id)
         .await?
+        .map(|c| for_viewer(gw, who, c))
         .ok_or_else(|| Error::Internal("stored concern not found".into()))?;
     Ok(Submitted {
         concern,
@@ -280,6 +291,7 @@ async fn replay(
     .await?;
     let concern = load(gw, &id)
         .await?
+        .map(|c| for_viewer(gw, p, c))
         .ok_or_else(|| Error::Internal("stored concern not found".into()))?;
     Ok(Some(Submitted {
         concern,
@@ -480,6 +492,69 @@ pub async fn load(gw: &Gateway, id: &str) -> Result<Option<ConcernView>, sqlx::E
     }))
 }
 
+/// What a word stands in for when the viewer's policy withholds it.
+const NOT_AVAILABLE: &str = "not_available";
+
+/// A concern as this practitioner may see it. The child's social-care status, and who the
+/// concern went to (an allocated worker's name, a school or health service found through the
+/// child, a route chosen by the status), are data of their own. Everything is shown only to a
+/// viewer whose policy shows `social_care.status` and `social_care.allocated_worker` for
+/// safeguarding and who may know of every recipient's agency kind (`<kind>.known`). Anyone
+/// else is told the status as `not_available`, sees only the recipients they themselves are,
+/// and only their own agency's steps in the history, so the reply reads the same whatever the
+/// child's status and whoever holds the child.
+pub(crate) fn for_viewer(gw: &Gateway, who: &Principal, view: ConcernView) -> ConcernView {
+    redact(
+        &gw.policy(),
+        |agency| gw.config.agency(agency).map(|a| a.kind),
+        who,
+        view,
+    )
+}
+
+/// [`for_viewer`] over the policy and the agencies' kinds.
+pub(crate) fn redact(
+    policy: &Policy,
+    kind_of: impl Fn(&str) -> Option<AgencyKind>,
+    who: &Principal,
+    mut view: ConcernView,
+) -> ConcernView {
+    let permits = |category: &str| {
+        let d = policy.decide(&Question {
+            role: who.role,
+            agency: &who.agency,
+            kind: who.agency_kind,
+            category,
+            purpose: Purpose::Safeguarding,
+        });
+        d.effect == Effect::Permit
+    };
+    let status = permits("social_care.known") && permits("social_care.status");
+    let worker = status && permits("social_care.allocated_worker");
+    let knows_every_recipient = view
+        .recipients
+        .iter()
+        .all(|r| kind_of(&r.agency).is_some_and(|k| permits(known_category(k))));
+    if !status {
+        view.child_status = NOT_AVAILABLE.into();
+    }
+    if worker && knows_every_recipient {
+        return view;
+    }
+    view.recipients.retain(|r| {
+        r.address()
+            .is_some_and(|a| a.includes(&who.agency, &who.user, who.role))
+    });
+    let own = |h: &LogEntry| h.by_agency == who.agency && h.by_user == who.user;
+    view.history.retain(|h| h.kind == "submitted" || own(h));
+    for h in &mut view.history {
+        if !own(h) {
+            h.by_user = NOT_AVAILABLE.into();
+        }
+    }
+    view
+}
+
 fn is_reporter(view: &ConcernView, p: &Principal) -> bool {
     view.agency == p.agency && view.submitted_by == p.user
 }
@@ -525,7 +600,7 @@ pub async fn show(gw: &Gateway, who: &Principal, id: &str) -> Result<ConcernView
         json!({"concern": id}),
     )
     .await?;
-    Ok(view)
+    Ok(for_viewer(gw, who, view))
 }
 
 /// A recipient moves a concern on (`schemas/concern-update.schema.json`): `acknowledged`,
@@ -633,6 +708,7 @@ pub async fn progress(
     gw.outbox.wake();
     load(gw, id)
         .await?
+        .map(|c| for_viewer(gw, who, c))
         .ok_or_else(|| Error::Internal("concern vanished".into()))
 }
 
@@ -715,12 +791,161 @@ pub async fn addendum(
     gw.outbox.wake();
     load(gw, id)
         .await?
+        .map(|c| for_viewer(gw, who, c))
         .ok_or_else(|| Error::Internal("concern vanished".into()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::foundation::domain::Role;
+    use crate::pipeline::authorise::Policy;
+    use proptest::prelude::*;
+
+    const WORKER: &str = "WORKER-SECRET";
+
+    fn recipient(
+        agency: &str,
+        role: Option<&str>,
+        user: Option<&str>,
+        rule: &str,
+    ) -> RecipientView {
+        RecipientView {
+            recipient: format!("{agency}:{}", user.or(role).unwrap_or_default()),
+            agency: agency.into(),
+            role: role.map(String::from),
+            user: user.map(String::from),
+            channel: "inbox".into(),
+            rule: rule.into(),
+            state: "received".into(),
+            outcome: None,
+            updated_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn step(agency: &str, role: &str, user: &str, kind: &str) -> LogEntry {
+        LogEntry {
+            at: "2026-01-01T00:00:00Z".into(),
+            kind: kind.into(),
+            recipient: None,
+            by_user: user.into(),
+            by_agency: agency.into(),
+            by_role: role.into(),
+            state: (kind == "status").then(|| "acknowledged".into()),
+            outcome: None,
+            text: None,
+        }
+    }
+
+    /// A concern as stored: about a child not known to social care, or about one with an open
+    /// case, whose allocated worker (found through the child) and school nurse also received it
+    /// and the worker acknowledged it.
+    fn concern(reporter: &Principal, known: bool) -> ConcernView {
+        let mut recipients = vec![recipient("csc", Some("mash_officer"), None, "mash-triage")];
+        let mut history = vec![step(
+            &reporter.agency,
+            reporter.role.as_str(),
+            &reporter.user,
+            "submitted",
+        )];
+        if known {
+            recipients.push(recipient(
+                "csc",
+                None,
+                Some(WORKER),
+                "open-case-to-allocated-worker",
+            ));
+            recipients.push(recipient(
+                "trust",
+                Some("health_practitioner"),
+                None,
+                "open-case-school-nurse",
+            ));
+            history.push(step("csc", "social_worker", WORKER, "status"));
+        }
+        ConcernView {
+            id: "c1".into(),
+            submitted_at: "2026-01-01T00:00:00Z".into(),
+            submitted_by: reporter.user.clone(),
+            agency: reporter.agency.clone(),
+            child: Some("child".into()),
+            matched_on: "nhs_number".into(),
+            child_status: if known {
+                "child_protection"
+            } else {
+                "not_known"
+            }
+            .into(),
+            category: "neglect".into(),
+            urgency: "routine".into(),
+            concern: serde_json::json!({"observed": {"what": "as typed"}}),
+            recipients,
+            history,
+        }
+    }
+
+    fn shape(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect())
+            }
+            Value::Array(a) => Value::Array(a.iter().map(shape).collect()),
+            _ => Value::String("_".into()),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// Whatever the viewer's role and agency, and whether they reported it: a concern about
+        /// a child with an open case reads, to anyone whose view withholds social-care status,
+        /// exactly like one about a child unknown to social care once values are placeholders,
+        /// and never names the allocated worker to anyone whose view withholds the worker.
+        #[test]
+        fn a_concern_reads_the_same_whatever_it_withholds(
+            role in proptest::sample::select(Role::ALL.to_vec()),
+            (agency, kind) in proptest::sample::select(vec![
+                ("school", AgencyKind::Education), ("urn-100001", AgencyKind::Education),
+                ("csc", AgencyKind::SocialCare), ("trust", AgencyKind::Health), ("force", AgencyKind::Police)]),
+            reporter_is_viewer in any::<bool>(),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            let policy = rt.block_on(Policy::load(
+                &root.join("policies/model.conf"),
+                &root.join("policies/policy.csv"),
+                None,
+            )).unwrap();
+            let kind_of = |a: &str| match a {
+                "school" | "urn-100001" => Some(AgencyKind::Education),
+                "csc" => Some(AgencyKind::SocialCare),
+                "trust" => Some(AgencyKind::Health),
+                "force" => Some(AgencyKind::Police),
+                _ => None,
+            };
+            let who = Principal { user: "viewer".into(), agency: agency.into(), agency_kind: kind, role, client: None };
+            let reporter = if reporter_is_viewer {
+                who.clone()
+            } else {
+                Principal { user: "reporter".into(), agency: "school".into(), agency_kind: AgencyKind::Education, role: Role::Dsl, client: None }
+            };
+            let unknown = serde_json::to_value(redact(&policy, kind_of, &who, concern(&reporter, false))).unwrap();
+            let known = serde_json::to_value(redact(&policy, kind_of, &who, concern(&reporter, true))).unwrap();
+            let permits = |category: &str| policy.decide(&Question {
+                role, agency, kind, category, purpose: Purpose::Safeguarding,
+            }).effect == Effect::Permit;
+            let status = permits("social_care.known") && permits("social_care.status");
+            let body = known.to_string();
+            if !status {
+                prop_assert_eq!(shape(&unknown), shape(&known), "{:?} at {}", role, agency);
+                prop_assert!(!body.contains("child_protection") && !body.contains("open-case"), "{}", body);
+            }
+            if !(status && permits("social_care.allocated_worker")) {
+                prop_assert!(!body.contains(WORKER), "{:?} at {}: {}", role, agency, body);
+            }
+        }
+    }
 
     #[test]
     fn steps_only_go_forward() {

@@ -36,12 +36,26 @@ fn may_record(role: Role) -> bool {
     )
 }
 
-async fn child_exists(gw: &Gateway, child: &str) -> Result<bool, Error> {
-    Ok(sqlx::query("SELECT id FROM children WHERE id = $1")
-        .bind(child)
-        .fetch_optional(&gw.store.pool)
-        .await?
-        .is_some())
+/// Refuses (audited) unless the child exists and the practitioner has a relationship with
+/// them: the register follows the same rule as the view. IG officers read the register for
+/// oversight without one; they never change it.
+async fn related(
+    gw: &Gateway,
+    who: &Principal,
+    child: &str,
+    action: &str,
+) -> Result<serde_json::Value, Error> {
+    let refused = match gw.relationships(who, child).await? {
+        None => Error::NotFound("no child with that id"),
+        Some(r) if !r.is_empty() => {
+            return serde_json::to_value(&r).map_err(|e| Error::Internal(e.to_string()))
+        }
+        Some(_) if who.role == Role::IgOfficer && action == "consent_list" => {
+            return Ok(json!("ig_oversight"))
+        }
+        Some(_) => crate::pipeline::authorise::relate::refusal(),
+    };
+    Err(gw.refuse(who, action, Some(child), None, refused).await)
 }
 
 /// A child's consents and refusals.
@@ -53,10 +67,7 @@ pub async fn list(gw: &Gateway, who: &Principal, child: &str) -> Result<Vec<Cons
         );
         return Err(gw.refuse(who, ACTION, Some(child), None, e).await);
     }
-    if !child_exists(gw, child).await? {
-        let e = Error::NotFound("no child with that id");
-        return Err(gw.refuse(who, ACTION, Some(child), None, e).await);
-    }
+    let relationship = related(gw, who, child, ACTION).await?;
     let consents = load(&gw.store, child).await?;
     gw.record(
         who,
@@ -64,7 +75,7 @@ pub async fn list(gw: &Gateway, who: &Principal, child: &str) -> Result<Vec<Cons
         Some(child),
         None,
         "shown",
-        json!({"returned": consents.items.len()}),
+        json!({"returned": consents.items.len(), "relationship": relationship}),
     )
     .await?;
     Ok(consents.items)
@@ -86,10 +97,7 @@ pub async fn record(
         Ok(n) => n,
         Err(e) => return Err(gw.refuse(who, ACTION, Some(child), None, e).await),
     };
-    if !child_exists(gw, child).await? {
-        let e = Error::NotFound("no child with that id");
-        return Err(gw.refuse(who, ACTION, Some(child), None, e).await);
-    }
+    let relationship = related(gw, who, child, ACTION).await?;
     let now = Utc::now().to_rfc3339();
     let consent = Consent {
         id: uuid::Uuid::new_v4().to_string(),
@@ -126,7 +134,8 @@ pub async fn record(
     .await?;
     let detail = json!({"consent": consent.id, "status": status,
         "purposes": consent.provision.iter().flat_map(|p| p.purpose.iter().map(|x| x.as_str())).collect::<Vec<_>>(),
-        "categories": consent.provision.iter().flat_map(|p| p.category.clone()).collect::<Vec<_>>()});
+        "categories": consent.provision.iter().flat_map(|p| p.category.clone()).collect::<Vec<_>>(),
+        "relationship": relationship});
     gw.commit(
         tx,
         &[entry(who, ACTION, Some(child), None, "recorded", detail)],
@@ -188,6 +197,7 @@ pub async fn withdraw(
             return Err(gw.refuse(who, ACTION, Some(child), None, e).await);
         }
     };
+    let relationship = related(gw, who, child, ACTION).await?;
     let mut tx = gw.store.begin_write().await?;
     let before = sqlx::query(
         "SELECT id, child_id, status, body, recorded_by, recorded_at, updated_at, withdrawn_reason \
@@ -215,7 +225,8 @@ pub async fn withdraw(
         .bind(consent_id)
         .execute(&mut *tx)
         .await?;
-    let detail = json!({"consent": consent_id, "status": "withdrawn"});
+    let detail =
+        json!({"consent": consent_id, "status": "withdrawn", "relationship": relationship});
     gw.commit(
         tx,
         &[entry(who, ACTION, Some(child), None, "recorded", detail)],

@@ -139,7 +139,15 @@ pub async fn ingest(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<EventA
             return Ok(previous);
         }
     }
-    let child_ref = parse_child(ev.body.get("child").unwrap_or(&Value::Null), "/child");
+    // A local id is matched only in the reporting agency's own sources: in another agency's,
+    // `matched_on` would say whether that agency holds the record.
+    let child_ref =
+        parse_child(ev.body.get("child").unwrap_or(&Value::Null), "/child").and_then(|c| {
+            if let Some(source) = c.local_source() {
+                state.own_source(principal, source, "/child/local_id/source")?;
+            }
+            Ok(c)
+        });
     let child_ref = match child_ref {
         Ok(c) => c,
         Err(e) => return Err(state.refuse(principal, ACTION, None, None, e).await),
@@ -608,16 +616,20 @@ pub async fn subscribe(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<Sub
             return Err(state.refuse(principal, ACTION, None, None, e).await);
         }
     }
+    // Alerts about a child are the child's data: a subscriber needs a relationship with each
+    // child, as a view does.
     for (i, c) in children.iter().enumerate() {
-        if state.index.links(c).await?.is_none() {
-            let at = if pointer == "/child" {
-                pointer.clone()
-            } else {
-                format!("{pointer}/{i}")
-            };
-            let e = Error::field(&at, "no child with that id");
-            return Err(state.refuse(principal, ACTION, None, None, e).await);
-        }
+        let at = if pointer == "/child" {
+            pointer.clone()
+        } else {
+            format!("{pointer}/{i}")
+        };
+        let refused = match state.relationships(principal, c).await? {
+            None => Error::field(&at, "no child with that id"),
+            Some(r) if r.is_empty() => crate::pipeline::authorise::relate::refusal(),
+            Some(_) => continue,
+        };
+        return Err(state.refuse(principal, ACTION, None, None, refused).await);
     }
     let id = uuid::Uuid::new_v4().to_string();
     let channel = if webhook.is_some() {

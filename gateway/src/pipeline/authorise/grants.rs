@@ -8,6 +8,7 @@ use sqlx::Row;
 
 use crate::foundation::domain::Purpose;
 use crate::foundation::store::Store;
+use crate::pipeline::authenticate::Principal;
 
 /// A grant, with its review once an IG officer has looked at it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -23,6 +24,21 @@ pub struct Grant {
     pub expires_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub review: Option<Review>,
+    /// In the review queue: every view made under the grant, from the audit log.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub viewed: Vec<Viewed>,
+}
+
+/// One view made under a grant, as the IG officer's review shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Viewed {
+    pub at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// Every category shown in that view.
+    pub shown: Vec<String>,
+    /// The categories the grant itself released (past a denial or a consent not yet sought).
+    pub released: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -75,17 +91,28 @@ pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<Grant, sqlx::Error> {
                     .unwrap_or_default(),
             }),
         },
+        viewed: Vec::new(),
     })
 }
 
-/// The practitioner's grant for this child that is still in force, if any.
-pub async fn active(store: &Store, user: &str, child: &str) -> Result<Option<Grant>, sqlx::Error> {
+/// The practitioner's grant for this child that is still in force, if any: taken by this user,
+/// in this agency and this role (the same `sub` in another role or agency holds no grant), not
+/// expired and not found unjustified on review.
+pub async fn active(
+    store: &Store,
+    who: &Principal,
+    child: &str,
+) -> Result<Option<Grant>, sqlx::Error> {
     let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM break_glass WHERE user_id = $1 AND child_id = $2 AND expires_at > $3 \
+        "SELECT {COLUMNS} FROM break_glass WHERE user_id = $1 AND agency = $2 AND role = $3 \
+         AND child_id = $4 AND expires_at > $5 \
+         AND (review_outcome IS NULL OR review_outcome <> 'not_justified') \
          ORDER BY granted_at DESC LIMIT 1"
     ))
-    .bind(user)
+    .bind(&who.user)
+    .bind(&who.agency)
+    .bind(who.role.as_str())
     .bind(child)
     .bind(&now)
     .fetch_optional(&store.pool)

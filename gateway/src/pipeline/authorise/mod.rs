@@ -1,13 +1,17 @@
-//! Stage 4, authorise: for each item a source returned, may this practitioner see it, for this
-//! purpose? The policy (casbin, under `policies/`) decides per data category; where it asks for
-//! consent, the consent register answers; a break-glass grant can pass a breakable denial or a
-//! missing consent; a restricted record keeps its address, telephone and GP back from anyone the
-//! policy does not name. Withheld items are dropped here, before merging, so no later stage can
-//! leak them.
+//! Stage 4, authorise: first, does the practitioner have a legitimate relationship with the
+//! child at all ([`relate`])? Then, for each item a source returned, may they see it, for this
+//! purpose? The policy (casbin, under `policies/`) decides per data category — including
+//! whether the child is known to a source of each kind (`<kind>.known`), so a source the role
+//! may not know of is never named; where it asks for consent, the consent register answers; a
+//! break-glass grant can pass a breakable denial or a missing consent, never a `never_break`
+//! line; a restriction from any source (NHS R/V, a refuge, a protected address) keeps the
+//! child's address, telephone and GP back from every source for anyone the policy does not
+//! name. Withheld items are dropped here, before merging, so no later stage can leak them.
 
 pub mod consent;
 pub mod grants;
 pub mod policy;
+pub mod relate;
 
 use serde::Serialize;
 use weft_adapters::Item;
@@ -15,7 +19,7 @@ use weft_adapters::Item;
 pub use policy::{Decision, Effect, Policy, PolicyError, Question, Reference, NO_RULE};
 
 use crate::foundation::config::AgencyKind;
-use crate::foundation::domain::{Purpose, Role};
+use crate::foundation::domain::{Purpose, Role, CATEGORIES};
 use crate::pipeline::fanout::{Fetched, Outcome};
 use consent::{ConsentState, Consents};
 use grants::Grant;
@@ -54,6 +58,46 @@ pub enum Judged {
     },
     NoRecord,
     Unavailable(String),
+    /// The role may not know whether this source holds the child: nothing of it is shown and
+    /// it is not named. `held` is for the audit entry only.
+    Hidden {
+        held: bool,
+    },
+}
+
+/// The existence category of a source of this agency kind: whether the child is known to such a
+/// source at all is data the agreement decides, like any other category.
+pub fn known_category(kind: AgencyKind) -> &'static str {
+    match kind {
+        AgencyKind::Education => "education.known",
+        AgencyKind::SocialCare => "social_care.known",
+        AgencyKind::Health => "health.known",
+        AgencyKind::Police => "police.known",
+    }
+}
+
+/// Fields that mark a whole child as restricted when any source sets them true: NHS `R`/`V`, a
+/// refuge, a protected address.
+pub const RESTRICTION_MARKERS: &[&str] = &["restricted", "protected_address", "refuge"];
+
+fn is_marker(i: &Item) -> bool {
+    RESTRICTION_MARKERS.contains(&i.field.as_str()) && i.value == serde_json::Value::Bool(true)
+}
+
+/// Every category this practitioner's policy could ever show for this purpose (with the grant
+/// in force, if any), each decided: the view lists these whatever the sources hold, so its
+/// shape says nothing of what exists.
+pub fn listed_categories(ctx: &Context<'_>) -> Vec<CategoryDecision> {
+    CATEGORIES
+        .iter()
+        .filter_map(|category| {
+            let d = ctx.decide(category);
+            let glass = ctx
+                .grant
+                .is_some_and(|g| g.purpose == ctx.purpose && d.breakable);
+            (d.effect != Effect::Deny || glass).then(|| category_decision(ctx, category))
+        })
+        .collect()
 }
 
 /// The decision on one category from one source.
@@ -88,10 +132,23 @@ impl CategoryDecision {
 
 /// Applies policy, consent and any break-glass grant to what the sources returned.
 pub fn judge(ctx: &Context<'_>, fetched: Vec<Fetched>) -> Vec<(Fetched, Judged)> {
+    // A restriction from any source restricts the child, in every source.
+    let restricted = fetched.iter().any(|f| match &f.outcome {
+        Outcome::Records(r) => r.iter().any(|(_, items)| items.iter().any(is_marker)),
+        _ => false,
+    });
+    let contact = restricted
+        .then(|| ctx.decide(RESTRICTED_CONTACT))
+        .filter(|d| d.effect != Effect::Permit);
     fetched
         .into_iter()
         .map(|mut f| {
             let outcome = std::mem::replace(&mut f.outcome, Outcome::NoRecord);
+            let known = category_decision(ctx, known_category(f.source.agency.kind));
+            if !known.shown() {
+                let held = matches!(outcome, Outcome::Records(_));
+                return (f, Judged::Hidden { held });
+            }
             let judged = match outcome {
                 Outcome::NoRecord => Judged::NoRecord,
                 Outcome::Unavailable(reason) => Judged::Unavailable(reason),
@@ -100,7 +157,7 @@ pub fn judge(ctx: &Context<'_>, fetched: Vec<Fetched>) -> Vec<(Fetched, Judged)>
                     let records = records
                         .into_iter()
                         .map(|(id, items)| {
-                            let kept = judge_record(ctx, &mut categories, items);
+                            let kept = judge_record(ctx, &mut categories, items, contact.as_ref());
                             (id, kept)
                         })
                         .collect();
@@ -120,18 +177,17 @@ pub fn judge(ctx: &Context<'_>, fetched: Vec<Fetched>) -> Vec<(Fetched, Judged)>
         .collect()
 }
 
+/// Keeps a record's permitted items. `contact`, when the child is restricted and this
+/// practitioner is not named by the policy, is the rule that holds the protected fields back.
 fn judge_record(
     ctx: &Context<'_>,
     categories: &mut Vec<CategoryDecision>,
     items: Vec<Item>,
+    contact: Option<&Decision>,
 ) -> Vec<Item> {
-    let restricted = items
-        .iter()
-        .any(|i| i.field == "restricted" && i.value == serde_json::Value::Bool(true));
-    let contact = restricted.then(|| ctx.decide(RESTRICTED_CONTACT));
     items
         .into_iter()
-        .filter(|item| {
+        .filter_map(|mut item| {
             let idx = match categories.iter().position(|c| c.category == item.category) {
                 Some(i) => i,
                 None => {
@@ -141,22 +197,61 @@ fn judge_record(
             };
             let c = &mut categories[idx];
             if !c.shown() {
-                return false;
+                return None;
             }
-            if let Some(contact) = &contact {
-                if contact.effect != Effect::Permit
-                    && RESTRICTED_FIELDS.contains(&item.field.as_str())
-                {
-                    if !c.redacted.contains(&item.field) {
-                        c.redacted.push(item.field.clone());
+            if let Some(contact) = contact {
+                let mut held = Vec::new();
+                if RESTRICTED_FIELDS.contains(&item.field.as_str()) {
+                    held.push(item.field.clone());
+                } else {
+                    // An address can sit inside a structured value too (an incident's location
+                    // and postcode): those keys are held back wherever they are.
+                    strip_protected(&mut item.value, &item.field, &mut held);
+                }
+                for field in &held {
+                    if !c.redacted.contains(field) {
+                        c.redacted.push(field.clone());
                         c.redaction_rule = Some(contact.rule.clone());
                     }
-                    return false;
+                }
+                if held.first() == Some(&item.field) {
+                    return None;
                 }
             }
-            true
+            Some(item)
         })
         .collect()
+}
+
+/// Keys that hold where a restricted child can be found, at any depth of a structured value.
+const PROTECTED_KEYS: &[&str] = &["address", "postcode", "telephone", "location", "gp"];
+
+fn strip_protected(v: &mut serde_json::Value, path: &str, held: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            let keys: Vec<String> = m
+                .keys()
+                .filter(|k| PROTECTED_KEYS.contains(&k.as_str()))
+                .cloned()
+                .collect();
+            for k in keys {
+                m.remove(&k);
+                let name = format!("{path}.{k}");
+                if !held.contains(&name) {
+                    held.push(name);
+                }
+            }
+            for (k, v) in m.iter_mut() {
+                strip_protected(v, &format!("{path}.{k}"), held);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for v in a {
+                strip_protected(v, path, held);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn category_decision(ctx: &Context<'_>, category: &str) -> CategoryDecision {

@@ -92,6 +92,9 @@ struct Rule {
     cat: String,
     purpose: String,
     allow: bool,
+    /// A `never_break` line: no effect on the decision, but break-glass never passes a denial
+    /// of what it matches.
+    never_break: bool,
     cond: Condition,
     id: String,
     basis: Vec<String>,
@@ -255,23 +258,34 @@ impl Policy {
         candidates.sort_unstable();
         candidates.dedup();
         let mut allow: Option<&Rule> = None;
+        let mut deny: Option<&Rule> = None;
+        let mut never_break = false;
         for &i in &candidates {
             let r = &self.rules[i];
             if (r.kind != "*" && r.kind != q.kind.as_str()) || !key_match(q.category, &r.cat) {
                 continue;
             }
-            if !r.allow {
-                return Decision {
-                    effect: Effect::Deny,
-                    rule: r.id.clone(),
-                    basis: Vec::new(),
-                    breakable: r.cond != Condition::Unbreakable,
-                };
+            if r.never_break {
+                never_break = true;
+            } else if !r.allow {
+                deny.get_or_insert(r);
+            } else {
+                allow.get_or_insert(r);
             }
-            allow.get_or_insert(r);
+        }
+        if let Some(r) = deny {
+            return Decision {
+                effect: Effect::Deny,
+                rule: r.id.clone(),
+                basis: Vec::new(),
+                breakable: r.cond != Condition::Unbreakable && !never_break,
+            };
         }
         match allow {
-            None => Decision::default_deny(),
+            None => Decision {
+                breakable: !never_break,
+                ..Decision::default_deny()
+            },
             Some(r) => Decision {
                 effect: if r.cond == Condition::Consent {
                     Effect::PermitWithConsent
@@ -350,13 +364,21 @@ fn parse_rule(r: &[String], agencies: Option<&[String]>) -> Result<Rule, PolicyE
     if purpose != "*" && purpose.parse::<Purpose>().is_err() {
         return Err(bad(format!("unknown purpose {purpose:?}")));
     }
-    let allow = match r[5].as_str() {
-        "allow" => true,
-        "deny" => false,
-        other => return Err(bad(format!("effect must be allow or deny, not {other:?}"))),
+    let (allow, never_break) = match r[5].as_str() {
+        "allow" => (true, false),
+        "deny" => (false, false),
+        "never_break" => (false, true),
+        other => {
+            return Err(bad(format!(
+                "effect must be allow, deny or never_break, not {other:?}"
+            )))
+        }
     };
     let cond = match (allow, r[6].as_str()) {
         (_, "-") => Condition::None,
+        _ if never_break => {
+            return Err(bad("a never_break line takes no condition (-)".into()));
+        }
         (true, "consent") => Condition::Consent,
         (false, "unbreakable") => Condition::Unbreakable,
         (_, other) => {
@@ -387,6 +409,7 @@ fn parse_rule(r: &[String], agencies: Option<&[String]>) -> Result<Rule, PolicyE
         cat: cat.clone(),
         purpose: purpose.clone(),
         allow,
+        never_break,
         cond,
         id: r[7].clone(),
         basis,
@@ -396,17 +419,61 @@ fn parse_rule(r: &[String], agencies: Option<&[String]>) -> Result<Rule, PolicyE
 /// casbin's own enforcer over the same files: the reference answer.
 pub struct Reference {
     enforcer: Enforcer,
+    /// The same model over only the `never_break` lines, each read as an allow: casbin's answer
+    /// to "does a never_break line match?". (casbin's effects ignore any other `eft`, so the
+    /// main enforcer decides as if those lines were not there.)
+    never_break: Enforcer,
 }
 
 impl Reference {
     pub async fn load(model: &Path, policy: &Path) -> Result<Reference, PolicyError> {
+        let load = |e: casbin::Error| PolicyError::Load(e.to_string());
+        let enforcer = enforcer(model, policy).await?;
+        let model_text = std::fs::read_to_string(model)
+            .map_err(|e| PolicyError::Load(format!("{}: {e}", model.display())))?;
+        let m = DefaultModel::from_str(&model_text).await.map_err(load)?;
+        let mut never_break = Enforcer::new(m, casbin::MemoryAdapter::default())
+            .await
+            .map_err(load)?;
+        never_break.enable_log(false);
+        let lines: Vec<Vec<String>> = enforcer
+            .get_policy()
+            .into_iter()
+            .filter(|r| r.get(5).map(String::as_str) == Some("never_break"))
+            .map(|mut r| {
+                r[5] = "allow".into();
+                r
+            })
+            .collect();
+        if !lines.is_empty() {
+            never_break.add_policies(lines).await.map_err(load)?;
+        }
+        let groups = enforcer.get_grouping_policy();
+        if !groups.is_empty() {
+            never_break
+                .add_grouping_policies(groups)
+                .await
+                .map_err(load)?;
+        }
         Ok(Reference {
-            enforcer: enforcer(model, policy).await?,
+            enforcer,
+            never_break,
         })
     }
 
     /// casbin's answer and the rule it names (for a denial, the deny that ended evaluation).
     pub fn decide(&self, q: &Question<'_>) -> Result<Decision, PolicyError> {
+        let request = (
+            q.role.as_str(),
+            q.agency,
+            q.kind.as_str(),
+            q.category,
+            q.purpose.as_str(),
+        );
+        let never_break = self
+            .never_break
+            .enforce(request)
+            .map_err(|e| PolicyError::Load(e.to_string()))?;
         let (allowed, explain) = self
             .enforcer
             .enforce_ex((
@@ -423,7 +490,10 @@ impl Reference {
             explain.last()
         };
         let Some(rule) = rule else {
-            return Ok(Decision::default_deny());
+            return Ok(Decision {
+                breakable: !never_break,
+                ..Decision::default_deny()
+            });
         };
         let cond = rule.get(6).map(String::as_str).unwrap_or("-");
         Ok(Decision {
@@ -446,7 +516,7 @@ impl Reference {
             } else {
                 Vec::new()
             },
-            breakable: allowed || cond != "unbreakable",
+            breakable: allowed || (cond != "unbreakable" && !never_break),
         })
     }
 }

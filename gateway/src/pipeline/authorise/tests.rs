@@ -382,22 +382,31 @@ proptest! {
         }
         let ctx = Context { policy: &policy, role, agency, kind, purpose, consents: &consents, grant: None };
         let judged = judge(&ctx, fetched);
-        let (view, _) = merge("child", purpose, judged);
+        let (view, _) = merge("child", purpose, Vec::new(), &listed_categories(&ctx), judged);
         let body = serde_json::to_string(&view).unwrap();
-        for (n, (_, cats, restricted)) in data.iter().enumerate() {
+        let permitted = |cat: &str| {
+            let d = policy.decide(&Question { role, agency, kind, category: cat, purpose });
+            let state = consents.state(cat, agency, purpose);
+            match d.effect {
+                Effect::Permit => true,
+                Effect::PermitWithConsent => state == crate::pipeline::authorise::consent::ConsentState::Given,
+                Effect::Deny => false,
+            }
+        };
+        // A restriction from any source restricts the child in every source.
+        let restricted = data.iter().any(|(_, _, r)| *r);
+        for (n, (src, cats, marker)) in data.iter().enumerate() {
+            let known = permitted(known_category(kinds[*src]));
+            let any_shown = cats.iter().any(|c| permitted(c)) || (*marker && permitted("identity.core"));
+            prop_assert_eq!(body.contains(&format!("\"r{n}\"")), known && any_shown,
+                "record id r{} goes with its record", n);
             for cat in cats {
-                let d = policy.decide(&Question { role, agency, kind, category: cat, purpose });
-                let state = consents.state(cat, agency, purpose);
-                let shown = match d.effect {
-                    Effect::Permit => true,
-                    Effect::PermitWithConsent => state == crate::pipeline::authorise::consent::ConsentState::Given,
-                    Effect::Deny => false,
-                };
+                let shown = known && permitted(cat);
                 let value = secret(cat, "value", n);
                 prop_assert_eq!(body.contains(&value), shown, "{} for {:?}/{}/{:?}", cat, role, agency, purpose);
                 if *cat == "identity.contact" && shown {
                     let contact = policy.decide(&Question { role, agency, kind, category: "restricted.contact", purpose });
-                    let address_visible = !*restricted || contact.effect == Effect::Permit;
+                    let address_visible = !restricted || contact.effect == Effect::Permit;
                     prop_assert_eq!(body.contains(&secret(cat, "address", n)), address_visible);
                 }
             }
@@ -420,6 +429,7 @@ async fn break_glass_passes_breakable_denials_only() {
         granted_at: Utc::now(),
         expires_at: Utc::now(),
         review: None,
+        viewed: Vec::new(),
     };
     let items = vec![
         Item::new("health.sensitive", "flags", "SECRET-FLAG"),
@@ -439,7 +449,14 @@ async fn break_glass_passes_breakable_denials_only() {
         consents: &consents,
         grant: Some(&grant),
     };
-    let (view, disclosure) = merge("child", Purpose::Safeguarding, judge(&ctx, fetched));
+    let listed = listed_categories(&ctx);
+    let (view, disclosure) = merge(
+        "child",
+        Purpose::Safeguarding,
+        Vec::new(),
+        &listed,
+        judge(&ctx, fetched),
+    );
     let body = serde_json::to_string(&view).unwrap();
     assert!(
         !body.contains("SECRET-FLAG"),
@@ -456,4 +473,92 @@ async fn break_glass_passes_breakable_denials_only() {
             .map(String::as_str),
         Some("g1")
     );
+}
+
+/// A view with every value, time and id replaced by a placeholder: its shape.
+fn shape(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(shape).collect()),
+        _ => Value::String("_".into()),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// Whatever the role, agency, purpose, relationship, consents and the data this viewer may
+    /// see: adding data the viewer may not see — withheld categories in the sources they may
+    /// know of, and whole records in the sources they may not — leaves the view's shape
+    /// unchanged once values, times and ids are placeholders, and none of the added values or
+    /// record ids appears.
+    #[test]
+    fn a_view_has_one_shape_whether_or_not_withheld_data_exists(
+        role in proptest::sample::select(Role::ALL.to_vec()),
+        (agency, kind) in proptest::sample::select(vec![
+            ("urn-100001", AgencyKind::Education), ("urn-200002", AgencyKind::Education),
+            ("la", AgencyKind::SocialCare), ("trust", AgencyKind::Health), ("force", AgencyKind::Police)]),
+        purpose in proptest::sample::select(Purpose::ALL.to_vec()),
+        consents in proptest::collection::vec(arb_consent(), 0..4),
+        relationship in proptest::sample::subsequence(
+            vec!["school_roll", "allocated_worker", "referral", "mash_triage", "break_glass"], 0..3),
+        present in proptest::collection::vec(
+            (proptest::sample::subsequence(CATEGORIES.to_vec(), 0..8), any::<bool>()), 4..=4),
+        extra in proptest::collection::vec(proptest::sample::subsequence(CATEGORIES.to_vec(), 1..8), 4..=4),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let policy = rt.block_on(default_policy());
+        let consents = crate::pipeline::authorise::consent::Consents::new(consents);
+        let kinds = [AgencyKind::Education, AgencyKind::SocialCare, AgencyKind::Health, AgencyKind::Police];
+        let ctx = Context { policy: &policy, role, agency, kind, purpose, consents: &consents, grant: None };
+        let shown = |cat: &str| category_decision(&ctx, cat).shown();
+        let relationship: Vec<relate::Relationship> = relationship
+            .iter()
+            .map(|k| relate::Relationship { kind: k.to_string(), via: "via".into(), explanation: "why".into() })
+            .collect();
+        // Without: each source holds the viewer's permitted categories (or nothing). With: the
+        // same, plus withheld categories in known sources and a record in unknown ones.
+        let build = |with_withheld: bool| {
+            let mut fetched = Vec::new();
+            for (n, ((cats, held), more)) in present.iter().zip(&extra).enumerate() {
+                let known = shown(known_category(kinds[n]));
+                let mut items: Vec<Item> = Vec::new();
+                if known {
+                    for cat in cats.iter().filter(|c| shown(c)) {
+                        items.push(Item::new(*cat, "value", format!("SHOWN-{cat}-{n}")));
+                    }
+                }
+                let mut records = Vec::new();
+                if *held && known {
+                    records.push((format!("rec-{n}"), items));
+                }
+                if with_withheld {
+                    let hidden: Vec<Item> = more
+                        .iter()
+                        .filter(|c| !known || !shown(c))
+                        .map(|c| Item::new(*c, "value", secret(c, "value", n)))
+                        .collect();
+                    if !hidden.is_empty() {
+                        match records.first_mut() {
+                            Some((_, items)) if known => items.extend(hidden),
+                            _ => records.push((format!("HIDDEN-REC-{n}"), hidden)),
+                        }
+                    }
+                }
+                fetched.push(Fetched {
+                    source: source(&format!("s{n}"), kinds[n]),
+                    fetched_at: Utc::now(),
+                    outcome: if records.is_empty() { Outcome::NoRecord } else { Outcome::Records(records) },
+                });
+            }
+            let (view, _) = merge("child", purpose, relationship.clone(), &listed_categories(&ctx), judge(&ctx, fetched));
+            serde_json::to_value(&view).unwrap()
+        };
+        let without = build(false);
+        let with = build(true);
+        prop_assert_eq!(shape(&without), shape(&with), "{:?}/{}/{:?}", role, agency, purpose);
+        let body = with.to_string();
+        prop_assert!(!body.contains("SECRET-") && !body.contains("HIDDEN-REC-"), "{}", body);
+    }
 }
