@@ -363,6 +363,7 @@ async fn checkpoints_name_rewrites_truncation_wipes_and_forged_appends() {
     let sw = env.token("sw-1", &env.agency_of("social_care"), "social_worker");
     let child = &env.partners.population.children[1];
     let id = gw.child_by_nhs(&sw, &child.truth.nhs_number).await;
+    gw.refer(&env, &child.truth.nhs_number).await; // the relationship: a referral
     for _ in 0..8 {
         let path = format!("/v1/children/{id}?purpose=safeguarding");
         assert_eq!(gw.get(&path, &sw).await.0, 200);
@@ -462,6 +463,7 @@ async fn complete_records_terms_unreadable_requests_and_each_ig_officers_own_age
     let school_ig = env.token("ig-school", &school, "ig_officer");
     let child = &env.partners.population.children[1];
     let id = gw.child_by_nhs(&sw, &child.truth.nhs_number).await;
+    gw.refer(&env, &child.truth.nhs_number).await; // the relationship: a referral
 
     // A search that found nobody is traced by what was searched for.
     let (s, _) = gw

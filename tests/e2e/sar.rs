@@ -26,6 +26,7 @@ async fn a_police_investigations_access_is_left_out_of_a_subject_access_report_u
     let ig = env.token("ig-1", &la, "ig_officer");
     let child = &env.partners.population.children[1];
     let id = gw.child_by_nhs(&sw, &child.truth.nhs_number).await;
+    gw.refer(&env, &child.truth.nhs_number).await; // the relationship: a referral
     let view = format!("/v1/children/{id}?purpose=safeguarding");
     assert_eq!(gw.get(&view, &sw).await.0, 200);
 
