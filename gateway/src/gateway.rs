@@ -53,7 +53,7 @@ pub struct Inner {
     pub outbox: Arc<Outbox>,
 }
 
-/// What `/readyz` says of the policy.
+/// What `GET /v1/status` says of the policy.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PolicyStatus {
     pub rules: usize,

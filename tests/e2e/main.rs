@@ -12,5 +12,6 @@ mod imports;
 mod matching;
 mod notify;
 mod policy;
+mod readiness;
 mod sources;
 mod view;

@@ -65,6 +65,12 @@ const PEOPLE: &[(&str, &str, AgencyKind, &str)] = &[
         AgencyKind::SocialCare,
         "ig_officer",
     ),
+    (
+        "DATA_ADMIN",
+        "demo-data-admin",
+        AgencyKind::SocialCare,
+        "data_admin",
+    ),
 ];
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -163,7 +169,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          curl -s --cacert {ca} -H \"Authorization: Bearer $DSL\" \"{base}/v1/children/{child_id}?purpose=safeguarding\"\n\n  \
          # who has looked at this child (IG officers only):\n  \
          curl -s --cacert {ca} -H \"Authorization: Bearer $IG_OFFICER\" \"{base}/v1/audit?child={child_id}\"\n\n  \
-         curl -s --cacert {ca} {base}/readyz\n\n\
+         curl -s --cacert {ca} {base}/readyz\n\n  \
+         # the detail behind it (data administrators only):\n  \
+         curl -s --cacert {ca} -H \"Authorization: Bearer $DATA_ADMIN\" {base}/v1/status\n\n\
          Afterwards: cargo run --release -- audit verify -c {config}\n\
          Ctrl-C stops everything.",
         tokens = tokens_path.display(),

@@ -6,7 +6,8 @@
 //! - [`search`]: finding a child.
 //! - [`audit`]: the audit log, for IG officers.
 //! - [`policy`]: the decision policy would make, explained.
-//! - [`sources`]: each source's health, for data administrators.
+//! - [`sources`]: each source's health and the gateway's status, for data administrators;
+//!   readiness, for anyone.
 
 pub mod audit;
 pub mod policy;
