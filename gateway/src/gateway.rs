@@ -226,7 +226,7 @@ impl Gateway {
 
 fn refusal_kind(e: &Error) -> &'static str {
     match e {
-        Error::Invalid { .. } => "invalid",
+        Error::Invalid { .. } | Error::Unprocessable { .. } => "invalid",
         Error::Forbidden(_) => "forbidden",
         Error::NotFound(_) => "not_found",
         Error::Conflict(_) => "conflict",

@@ -6,7 +6,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use crate::foundation::domain::Purpose;
 use crate::gateway::Gateway;
+use crate::http::contract::payload;
 use crate::http::error::ApiError;
 use crate::pipeline::authenticate::Principal;
 use crate::pipeline::merge::View;
@@ -18,7 +20,7 @@ pub fn routes() -> Router<Gateway> {
         .route("/v1/children/{id}", get(view))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Deserialize)]
 pub(crate) struct ViewParams {
     /// Purpose of use: safeguarding, child_in_need, early_help, education_welfare, direct_care
     /// or audit.
@@ -29,7 +31,10 @@ pub(crate) struct ViewParams {
 #[utoipa::path(
     get,
     path = "/v1/children/{id}",
-    params(("id" = String, Path, description = "Weft child id"), ViewParams),
+    params(
+        ("id" = String, Path, description = "Weft child id"),
+        ("purpose" = Purpose, Query, description = "Purpose of use; every view names one"),
+    ),
     responses(
         (status = 200, description = "Merged view", body = View),
         (status = 400, description = "Purpose missing or unknown"),
@@ -57,7 +62,7 @@ pub(crate) async fn view(
 #[utoipa::path(
     post,
     path = "/v1/children/search",
-    request_body(content = Object, description = "See schemas/search.schema.json"),
+    request_body(content = payload::Search, description = "schemas/search.schema.json"),
     responses(
         (status = 200, description = "Matching Weft child ids", body = SearchResult),
         (status = 400, description = "Invalid body; every error with its JSON pointer"),

@@ -8,6 +8,7 @@ pub mod breakglass;
 pub mod children;
 pub mod concerns;
 pub mod consents;
+pub mod contract;
 pub mod error;
 pub mod events;
 pub mod health;
@@ -75,6 +76,7 @@ use error::ApiError;
         events::subscribe,
     ),
     components(schemas(
+        contract::ErrorBody,
         crate::read::search::SearchResult,
         crate::pipeline::resolve::Found,
         crate::pipeline::merge::View,
@@ -99,9 +101,11 @@ use error::ApiError;
 )]
 pub struct ApiDoc;
 
-/// The whole API description.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// The whole API description, as `/openapi.json` serves it: utoipa's document with the request
+/// schemas from `schemas/` and the shared error responses in place ([`contract::document`]).
+pub fn openapi() -> &'static serde_json::Value {
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| contract::document(ApiDoc::openapi()))
 }
 
 struct BearerAuth;
@@ -139,6 +143,7 @@ pub fn router(state: Gateway) -> Router {
         .merge(sources::routes())
         .merge(health::routes())
         .route("/openapi.json", get(|| async { Json(openapi()) }))
+        .layer(middleware::from_fn(error::require_json))
         .layer(middleware::from_fn(record_metrics))
         .layer(
             ServiceBuilder::new()
@@ -174,6 +179,7 @@ pub fn router(state: Gateway) -> Router {
             }),
         )
         .layer(CatchPanicLayer::new())
+        .layer(middleware::from_fn(error::json_errors))
         .with_state(state)
 }
 
@@ -200,7 +206,7 @@ mod tests {
 
     #[test]
     fn every_route_is_in_the_openapi_document() {
-        let doc = serde_json::to_value(openapi()).expect("serialises");
+        let doc = openapi();
         for path in [
             "/v1/children/search",
             "/v1/children/{id}",
