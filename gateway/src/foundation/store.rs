@@ -41,8 +41,11 @@ pub struct Store {
     /// The last write probe's time and result, shared by every caller within
     /// [`PROBE_REUSE`]: `/readyz` is unauthenticated, and must not let anyone make the database
     /// write at will.
-    probe: Arc<tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>>,
+    probe: Arc<tokio::sync::Mutex<Option<Probed>>>,
 }
+
+/// When the last write probe ran, and what it found.
+type Probed = (Instant, Result<(), String>);
 
 /// How long the write probe waits for the database's write lock (SQLite's busy timeout,
 /// PostgreSQL's lock and statement timeouts) before saying the database cannot be written.
