@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod config;
 mod connections;
+mod contract;
 mod imports;
 mod matching;
 mod notify;
