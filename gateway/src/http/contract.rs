@@ -57,8 +57,8 @@ pub mod payload {
 /// The one body of every error response.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// What kind of refusal: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
-    /// `method_not_allowed`, `not_acceptable`, `timeout`, `conflict`, `payload_too_large`,
+    /// What kind of refusal: `bad_request`, `unprocessable`, `unauthorized`, `forbidden`,
+    /// `not_found`, `method_not_allowed`, `timeout`, `conflict`, `payload_too_large`,
     /// `unsupported_media_type`, `audit_unavailable`, `unavailable`, `internal`.
     pub error: String,
     /// What to fix, in words.
