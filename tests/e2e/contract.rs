@@ -66,6 +66,19 @@ async fn the_served_api_keeps_to_its_document() {
     assert_eq!(status, 415, "{body}");
     assert_eq!(body["error"], "unsupported_media_type", "{body}");
 
+    // A body over the limit is read and dropped, then refused: the client gets the 413 rather
+    // than a connection reset while it is still sending.
+    let big = format!(r#"{{"text": "{}"}}"#, "é".repeat(100_000));
+    let req = gw
+        .client()
+        .post(gw.url("/v1/concerns/some-id/addenda"))
+        .bearer_auth(&sw)
+        .header("content-type", "application/json")
+        .body(big);
+    let (status, _, body) = send(&gw, req).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"], "payload_too_large", "{body}");
+
     // Errors no handler writes have the same body: an unknown path, a method the path does not
     // take (with its Allow header), a query string that does not parse.
     let (status, _, body) =

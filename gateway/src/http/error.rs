@@ -168,3 +168,45 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     }
     rebuilt
 }
+
+/// Most of an oversized body read (and thrown away) before answering 413.
+const LINGER_BYTES: usize = 1024 * 1024;
+/// Longest spent reading it.
+const LINGER_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Refuses a body whose declared length is over `limit` (413) — after reading and dropping up
+/// to [`LINGER_BYTES`] of it for at most [`LINGER_FOR`]. A server that answers without reading
+/// closes a connection the client is still writing to, and most clients then report a reset
+/// connection instead of the 413. Past those bounds the connection is closed. A body without a
+/// declared length is cut at `limit` by the body limit layer within.
+pub async fn oversized_bodies(limit: usize, req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Some(declared) = declared.filter(|n| *n > limit as u64) else {
+        return next.run(req).await;
+    };
+    let drained = tokio::time::timeout(
+        LINGER_FOR,
+        axum::body::to_bytes(req.into_body(), LINGER_BYTES),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    let mut response = (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Json(json!({
+            "error": "payload_too_large",
+            "message": format!("the body is {declared} bytes; this gateway takes at most {limit} (limits.body_bytes)")
+        })),
+    )
+        .into_response();
+    if !drained {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}

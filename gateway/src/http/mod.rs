@@ -166,6 +166,9 @@ pub fn router(state: Gateway) -> Router {
                 .timeout(Duration::from_millis(limits.request_timeout_ms)),
         )
         .layer(RequestBodyLimitLayer::new(limits.body_bytes))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            error::oversized_bodies(limits.body_bytes, req, next)
+        }))
         .layer(
             // Spans carry the route template, never the URI: paths and queries hold child and
             // user ids.
