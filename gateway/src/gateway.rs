@@ -58,7 +58,7 @@ pub struct Inner {
     pub outbox: Arc<Outbox>,
 }
 
-/// What `/readyz` says of the policy.
+/// What `GET /v1/status` says of the policy.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PolicyStatus {
     pub rules: usize,
@@ -321,7 +321,7 @@ impl Gateway {
 
 fn refusal_kind(e: &Error) -> &'static str {
     match e {
-        Error::Invalid { .. } => "invalid",
+        Error::Invalid { .. } | Error::Unprocessable { .. } => "invalid",
         Error::Forbidden(_) => "forbidden",
         Error::NotFound(_) => "not_found",
         Error::Conflict(_) => "conflict",

@@ -1036,11 +1036,12 @@ async fn malformed_concerns_and_events_are_refused_with_pointers_and_nothing_is_
     ] {
         assert!(p.contains(wanted), "{wanted} in {p:?}");
     }
-    // Schema-valid but wrong: an NHS number failing its check digit.
+    // Schema-valid but wrong: an NHS number failing its check digit is 422, not 400.
     let (s, v) = gw
         .post("/v1/concerns", &dsl, &concern("9000000015", "neglect"))
         .await;
-    assert_eq!(s, 400, "{v}");
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["error"], "unprocessable", "{v}");
     assert!(pointers(&v).contains("/child/nhs_number"), "{v}");
     // Not JSON at all.
     let r = gw
@@ -1092,7 +1093,7 @@ async fn malformed_concerns_and_events_are_refused_with_pointers_and_nothing_is_
                                    "possible_sessions": 2, "attended_sessions": 3}}),
         )
         .await;
-    assert_eq!(s, 400, "{v}");
+    assert_eq!(s, 422, "{v}");
     assert!(pointers(&v).contains("/attendance/to"), "{v}");
     // Police do not report attendance.
     let (s, _) = gw

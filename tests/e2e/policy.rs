@@ -282,7 +282,7 @@ async fn a_broken_policy_on_reload_keeps_the_old_one() {
         format!("{original}\np, janitor, *, *, *, *, allow, -, BAD, 6e\n"),
     )
     .expect("break");
-    let refused = wait_for(&gw, |r| r["policy"]["refused"].is_string()).await;
+    let refused = wait_for(&gw, &admin, |r| r["policy"]["refused"].is_string()).await;
     assert!(
         refused["policy"]["refused"]
             .as_str()
@@ -298,30 +298,23 @@ async fn a_broken_policy_on_reload_keeps_the_old_one() {
 
     let changed = original.replace("SW-SG-EDUCATION", "SW-SG-EDUCATION-V2");
     std::fs::write(&policy, changed).expect("fix");
-    wait_for(&gw, |r| r["policy"]["refused"].is_null()).await;
+    wait_for(&gw, &admin, |r| r["policy"]["refused"].is_null()).await;
     assert_eq!(
         rule(&gw.post("/v1/policy/explain", &admin, &ask).await.1),
         "SW-SG-EDUCATION-V2"
     );
 }
 
-async fn wait_for(gw: &Gateway, ok: impl Fn(&Value) -> bool) -> Value {
+async fn wait_for(gw: &Gateway, admin: &str, ok: impl Fn(&Value) -> bool) -> Value {
     for _ in 0..100 {
-        let r: Value = gw
-            .client()
-            .get(gw.url("/readyz"))
-            .send()
-            .await
-            .expect("readyz")
-            .json()
-            .await
-            .expect("json");
+        let (status, r) = gw.get("/v1/status", admin).await;
+        assert_eq!(status, 200, "{r}");
         if ok(&r) {
             return r;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    panic!("readiness never reached the expected policy state");
+    panic!("/v1/status never reached the expected policy state");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -70,6 +70,12 @@ const PEOPLE: &[(&str, &str, AgencyKind, &str)] = &[
         AgencyKind::SocialCare,
         "ig_officer",
     ),
+    (
+        "DATA_ADMIN",
+        "demo-data-admin",
+        AgencyKind::SocialCare,
+        "data_admin",
+    ),
 ];
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -176,7 +182,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          curl -s --cacert {ca} -H \"Authorization: Bearer $IG_OFFICER\" \"{base}/v1/audit?child={child_id}\"\n\n  \
          # the same as a subject access report a family can read:\n  \
          curl -s --cacert {ca} -H \"Authorization: Bearer $IG_OFFICER\" \"{base}/v1/children/{child_id}/access-report?format=html\"\n\n  \
-         curl -s --cacert {ca} {base}/readyz\n\n\
+         curl -s --cacert {ca} {base}/readyz\n\n  \
+         # the detail behind it (data administrators only):\n  \
+         curl -s --cacert {ca} -H \"Authorization: Bearer $DATA_ADMIN\" {base}/v1/status\n\n\
          Afterwards: cargo run --release -- audit verify -c {config}\n\
          (checked against the signed checkpoints in {checkpoints}; `audit export` writes a copy a\n\
          third party verifies with `audit verify --export DIR --public-key FILE`)\n\

@@ -578,7 +578,8 @@ async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
                     .map_err(|e| format!("not JSON: {e}"))
                     .and_then(|v| {
                         question(&schemas, &config, &v).map_err(|e| match e {
-                            Error::Invalid { message, errors } => {
+                            Error::Invalid { message, errors }
+                            | Error::Unprocessable { message, errors } => {
                                 let detail: Vec<String> = errors
                                     .iter()
                                     .map(|e| format!("{} {}", e.pointer, e.message))

@@ -318,6 +318,7 @@ pub async fn chain(conn: &mut AnyConnection, entries: &[&Entry]) -> Result<i64, 
 
 /// Filters for the IG officer's audit query.
 #[derive(Debug, Default, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Query {
     /// Weft child id.
     pub child: Option<String>,
@@ -328,6 +329,7 @@ pub struct Query {
     /// RFC 3339 upper bound on `at`, exclusive.
     pub to: Option<DateTime<Utc>>,
     /// Most entries returned (default 100, at most 1000), newest first.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 

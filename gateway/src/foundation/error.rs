@@ -10,6 +10,14 @@ pub enum Error {
         message: String,
         errors: Vec<SchemaError>,
     },
+    /// The input is well formed (it matches its schema) but cannot be acted on: an identifier
+    /// whose check digit fails, a child or agency that does not exist, a date that does not, a
+    /// period that ends before it starts. Every problem names its field as a JSON pointer.
+    #[error("unprocessable: {message}")]
+    Unprocessable {
+        message: String,
+        errors: Vec<SchemaError>,
+    },
     /// The practitioner may not do this (role, relationship or policy).
     #[error("forbidden: {0}")]
     Forbidden(&'static str),
@@ -50,12 +58,39 @@ impl Error {
         }
     }
 
+    /// Well-formed input that cannot be acted on, at one field named by its JSON pointer.
+    pub fn unprocessable(pointer: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Error::Unprocessable {
+            message: format!("{pointer}: {message}"),
+            errors: vec![SchemaError {
+                pointer: pointer.into(),
+                message,
+            }],
+        }
+    }
+
     /// The audit log's word for a refusal of this kind.
     pub fn outcome(&self) -> &'static str {
         match self {
             Error::Forbidden(_) => "denied",
             _ => "rejected",
         }
+    }
+}
+
+/// Most items one page of a list returns.
+pub const PAGE_MAX: u32 = 1000;
+/// Items a page returns when `limit` is not given.
+pub const PAGE_DEFAULT: u32 = 100;
+
+/// The page size asked for (`limit`): [`PAGE_DEFAULT`] when absent, refused outside 1 to
+/// [`PAGE_MAX`] rather than quietly changed, as the API description states the range.
+pub fn page_limit(limit: Option<u32>) -> Result<u32, Error> {
+    match limit {
+        None => Ok(PAGE_DEFAULT),
+        Some(n) if (1..=PAGE_MAX).contains(&n) => Ok(n),
+        Some(_) => Err(Error::field("/limit", format!("between 1 and {PAGE_MAX}"))),
     }
 }
 

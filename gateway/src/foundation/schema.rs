@@ -14,9 +14,12 @@ pub struct Schemas {
     search: Validator,
     consent: Validator,
     break_glass: Validator,
+    break_glass_review: Validator,
+    consent_withdrawal: Validator,
     explain: Validator,
     concern: Validator,
     concern_update: Validator,
+    concern_addendum: Validator,
     event: Validator,
     subscription: Validator,
     match_decision: Validator,
@@ -26,12 +29,33 @@ const CONFIG: &str = include_str!("../../../schemas/config.schema.json");
 const SEARCH: &str = include_str!("../../../schemas/search.schema.json");
 const CONSENT: &str = include_str!("../../../schemas/consent.schema.json");
 const BREAK_GLASS: &str = include_str!("../../../schemas/break-glass.schema.json");
+const BREAK_GLASS_REVIEW: &str = include_str!("../../../schemas/break-glass-review.schema.json");
+const CONSENT_WITHDRAWAL: &str = include_str!("../../../schemas/consent-withdrawal.schema.json");
 const EXPLAIN: &str = include_str!("../../../schemas/explain.schema.json");
 const CONCERN: &str = include_str!("../../../schemas/concern.schema.json");
 const CONCERN_UPDATE: &str = include_str!("../../../schemas/concern-update.schema.json");
+const CONCERN_ADDENDUM: &str = include_str!("../../../schemas/concern-addendum.schema.json");
 const EVENT: &str = include_str!("../../../schemas/event.schema.json");
 const SUBSCRIPTION: &str = include_str!("../../../schemas/subscription.schema.json");
 const MATCH_DECISION: &str = include_str!("../../../schemas/match-decision.schema.json");
+
+/// Every request body the API takes, by the name the OpenAPI document gives its schema, with the
+/// schema's text: the document embeds these, so the contract a client reads is the one the
+/// gateway checks (`http::contract`).
+pub const PAYLOADS: &[(&str, &str)] = &[
+    ("Search", SEARCH),
+    ("Consent", CONSENT),
+    ("ConsentWithdrawal", CONSENT_WITHDRAWAL),
+    ("BreakGlass", BREAK_GLASS),
+    ("BreakGlassReview", BREAK_GLASS_REVIEW),
+    ("Explain", EXPLAIN),
+    ("Concern", CONCERN),
+    ("ConcernUpdate", CONCERN_UPDATE),
+    ("ConcernAddendum", CONCERN_ADDENDUM),
+    ("Event", EVENT),
+    ("Subscription", SUBSCRIPTION),
+    ("MatchDecision", MATCH_DECISION),
+];
 
 impl Schemas {
     /// Compiles the embedded schemas. They are part of the build, so a failure here is a bug,
@@ -40,7 +64,11 @@ impl Schemas {
         let compile = |name: &str, text: &str| -> anyhow::Result<Validator> {
             let schema: Value = serde_json::from_str(text)
                 .map_err(|e| anyhow::anyhow!("schema {name} is not JSON: {e}"))?;
-            jsonschema::validator_for(&schema)
+            // `format` is checked too (a `date` must be a real date): the OpenAPI document
+            // embeds these schemas, and its clients take `format` at its word.
+            jsonschema::options()
+                .should_validate_formats(true)
+                .build(&schema)
                 .map_err(|e| anyhow::anyhow!("schema {name} does not compile: {e}"))
         };
         Ok(Self {
@@ -48,9 +76,12 @@ impl Schemas {
             search: compile("search", SEARCH)?,
             consent: compile("consent", CONSENT)?,
             break_glass: compile("break-glass", BREAK_GLASS)?,
+            break_glass_review: compile("break-glass-review", BREAK_GLASS_REVIEW)?,
+            consent_withdrawal: compile("consent-withdrawal", CONSENT_WITHDRAWAL)?,
             explain: compile("explain", EXPLAIN)?,
             concern: compile("concern", CONCERN)?,
             concern_update: compile("concern-update", CONCERN_UPDATE)?,
+            concern_addendum: compile("concern-addendum", CONCERN_ADDENDUM)?,
             event: compile("event", EVENT)?,
             subscription: compile("subscription", SUBSCRIPTION)?,
             match_decision: compile("match-decision", MATCH_DECISION)?,
@@ -73,6 +104,14 @@ impl Schemas {
         errors(&self.break_glass, v)
     }
 
+    pub fn break_glass_review_errors(&self, v: &Value) -> Vec<SchemaError> {
+        errors(&self.break_glass_review, v)
+    }
+
+    pub fn consent_withdrawal_errors(&self, v: &Value) -> Vec<SchemaError> {
+        errors(&self.consent_withdrawal, v)
+    }
+
     pub fn explain_errors(&self, v: &Value) -> Vec<SchemaError> {
         errors(&self.explain, v)
     }
@@ -83,6 +122,10 @@ impl Schemas {
 
     pub fn concern_update_errors(&self, v: &Value) -> Vec<SchemaError> {
         errors(&self.concern_update, v)
+    }
+
+    pub fn concern_addendum_errors(&self, v: &Value) -> Vec<SchemaError> {
+        errors(&self.concern_addendum, v)
     }
 
     pub fn event_errors(&self, v: &Value) -> Vec<SchemaError> {

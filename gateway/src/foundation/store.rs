@@ -4,7 +4,8 @@
 //! the portable subset (`$n` parameters, TEXT timestamps, BIGINT) that both understand.
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -37,7 +38,25 @@ pub enum StoreError {
 pub struct Store {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// The last write probe's time and result, shared by every caller within
+    /// [`PROBE_REUSE`]: `/readyz` is unauthenticated, and must not let anyone make the database
+    /// write at will.
+    probe: Arc<tokio::sync::Mutex<Option<Probed>>>,
 }
+
+/// When the last write probe ran, and what it found.
+type Probed = (Instant, Result<(), String>);
+
+/// How long the write probe waits for the database's write lock (SQLite's busy timeout,
+/// PostgreSQL's lock and statement timeouts) before saying the database cannot be written.
+/// Shorter than a load balancer's usual probe timeout.
+const PROBE_WAIT_MS: u64 = 1_000;
+
+/// How long one probe's answer is reused.
+const PROBE_REUSE: Duration = Duration::from_secs(1);
+
+/// The busy timeout every SQLite connection runs with (and goes back to after a probe).
+const SQLITE_BUSY_MS: u64 = 5_000;
 
 impl Store {
     /// Connects and runs the migrations kept in the repository. A SQLite file is created if it
@@ -65,7 +84,8 @@ impl Store {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                        conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_MS}").as_str())
+                            .await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
                     }
                     Ok(())
@@ -77,7 +97,11 @@ impl Store {
         if backend == Backend::Sqlite {
             pool.execute("PRAGMA journal_mode = WAL").await?;
         }
-        let store = Store { pool, backend };
+        let store = Store {
+            pool,
+            backend,
+            probe: Arc::default(),
+        };
         match backend {
             Backend::Sqlite => SQLITE.run(&store.pool).await?,
             Backend::Postgres => POSTGRES.run(&store.pool).await?,
@@ -95,11 +119,66 @@ impl Store {
         }
     }
 
-    /// Whether the database answers, for `/readyz`.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+    /// Whether the database takes writes, for readiness: one committed write to
+    /// `readiness_probe`, waiting at most [`PROBE_WAIT_MS`] for the write lock. A database that
+    /// answers `SELECT 1` but is write-locked, read-only or out of space cannot keep the audit
+    /// log, so the gateway could serve nothing. Callers within [`PROBE_REUSE`] of a probe share
+    /// its answer (and wait for one under way). The error is the database's, which names no
+    /// person.
+    pub async fn probe_write(&self) -> Result<(), String> {
+        let mut last = self.probe.lock().await;
+        if let Some((at, result)) = last.as_ref() {
+            if at.elapsed() < PROBE_REUSE {
+                return result.clone();
+            }
+        }
+        let result = self.write_once().await.map_err(|e| e.to_string());
+        *last = Some((Instant::now(), result.clone()));
+        result
     }
+
+    async fn write_once(&self) -> Result<(), sqlx::Error> {
+        let now = chrono::Utc::now().to_rfc3339();
+        let mut conn = self.pool.acquire().await?;
+        match self.backend {
+            Backend::Sqlite => {
+                conn.execute(format!("PRAGMA busy_timeout = {PROBE_WAIT_MS}").as_str())
+                    .await?;
+                let result = probe_sqlite(&mut conn, &now).await;
+                let restored = conn
+                    .execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_MS}").as_str())
+                    .await;
+                if restored.is_err() {
+                    // Never hand the pool a connection that gives up on locks after a second.
+                    conn.close_on_drop();
+                }
+                result
+            }
+            Backend::Postgres => {
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                tx.execute(format!("SET LOCAL lock_timeout = {PROBE_WAIT_MS}").as_str())
+                    .await?;
+                tx.execute(format!("SET LOCAL statement_timeout = {}", 2 * PROBE_WAIT_MS).as_str())
+                    .await?;
+                sqlx::query("UPDATE readiness_probe SET checked_at = $1 WHERE id = 1")
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await
+            }
+        }
+    }
+}
+
+/// SQLite's half of [`Store::probe_write`]: `BEGIN IMMEDIATE` takes the write lock at once, so
+/// a lock held elsewhere shows here rather than at commit.
+async fn probe_sqlite(conn: &mut sqlx::AnyConnection, now: &str) -> Result<(), sqlx::Error> {
+    let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?;
+    sqlx::query("UPDATE readiness_probe SET checked_at = $1 WHERE id = 1")
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }
 
 /// One value of a row written by [`insert_rows`].

@@ -8,6 +8,7 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use crate::gateway::Gateway;
+use crate::http::contract::payload;
 use crate::http::error::ApiError;
 use crate::http::params::Params;
 use crate::pipeline::authenticate::Principal;
@@ -24,7 +25,7 @@ pub fn routes() -> Router<Gateway> {
 /// Asks for an emergency grant for a child.
 #[utoipa::path(post, path = "/v1/children/{id}/break-glass",
     params(("id" = String, Path, description = "Weft child id")),
-    request_body(content = Object, description = "See schemas/break-glass.schema.json"),
+    request_body(content = payload::BreakGlass, description = "schemas/break-glass.schema.json"),
     responses((status = 201, body = Grant), (status = 400), (status = 403), (status = 404)),
     security(("bearer" = [])))]
 pub(crate) async fn request(
@@ -38,9 +39,20 @@ pub(crate) async fn request(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct QueueQuery {
     /// `pending` (default) or `all`.
+    #[param(value_type = Option<QueueStatus>)]
     status: Option<String>,
+}
+
+/// Which grants the review queue lists.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // Describes the query parameter; the value is checked where it is used.
+pub(crate) enum QueueStatus {
+    Pending,
+    All,
 }
 
 /// The IG officer's review queue of break-glass grants, newest first.
@@ -66,7 +78,7 @@ pub(crate) async fn queue(
 /// Records the IG officer's review of a grant.
 #[utoipa::path(post, path = "/v1/ig/break-glass/{grant}/review",
     params(("grant" = String, Path)),
-    request_body(content = Object, description = "{\"outcome\": \"justified|not_justified|referred\", \"notes\": \"…\"}"),
+    request_body(content = payload::BreakGlassReview, description = "schemas/break-glass-review.schema.json"),
     responses((status = 200, body = Grant), (status = 400), (status = 403), (status = 404)),
     security(("bearer" = [])))]
 pub(crate) async fn review(

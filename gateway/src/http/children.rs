@@ -6,7 +6,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use crate::foundation::domain::Purpose;
 use crate::gateway::Gateway;
+use crate::http::contract::payload;
 use crate::http::error::ApiError;
 use crate::http::params::Params;
 use crate::pipeline::authenticate::Principal;
@@ -19,7 +21,7 @@ pub fn routes() -> Router<Gateway> {
         .route("/v1/children/{id}", get(view))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Deserialize)]
 pub(crate) struct ViewParams {
     /// Purpose of use: safeguarding, child_in_need, early_help, education_welfare, direct_care
     /// or audit.
@@ -33,7 +35,10 @@ pub(crate) struct ViewParams {
 #[utoipa::path(
     get,
     path = "/v1/children/{id}",
-    params(("id" = String, Path, description = "Weft child id"), ViewParams),
+    params(
+        ("id" = String, Path, description = "Weft child id"),
+        ("purpose" = Purpose, Query, description = "Purpose of use; every view names one"),
+    ),
     responses(
         (status = 200, description = "Merged view", body = View),
         (status = 400, description = "Purpose missing, unknown or given more than once (audited)"),
@@ -71,7 +76,7 @@ pub(crate) async fn view(
 #[utoipa::path(
     post,
     path = "/v1/children/search",
-    request_body(content = Object, description = "See schemas/search.schema.json"),
+    request_body(content = payload::Search, description = "schemas/search.schema.json"),
     responses(
         (status = 200, description = "Matching children: with a relationship, graded and explained; without, only that the child matches and how access is gained", body = SearchResult),
         (status = 400, description = "Invalid body, or a local id of another agency's source; every error with its JSON pointer"),

@@ -8,6 +8,7 @@ use axum::{Json, Router};
 use http::{HeaderMap, StatusCode};
 
 use crate::gateway::Gateway;
+use crate::http::contract::payload;
 use crate::http::error::ApiError;
 use crate::pipeline::authenticate::Principal;
 use crate::write::concerns::{self, ConcernView};
@@ -27,8 +28,10 @@ pub fn routes() -> Router<Gateway> {
 #[utoipa::path(
     post,
     path = "/v1/concerns",
-    request_body(content = Object, description = "See schemas/concern.schema.json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "A retried submission with the same key and body returns the original concern")),
+    request_body(content = payload::Concern, description = "schemas/concern.schema.json"),
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "A retried submission with the same key and body returns the original concern",
+        min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]*[!-~])?$")),
     responses(
         (status = 201, description = "Stored and routed", body = ConcernView),
         (status = 200, description = "A retry: the original concern", body = ConcernView),
@@ -85,11 +88,12 @@ pub(crate) async fn show(
     post,
     path = "/v1/concerns/{id}/status",
     params(("id" = String, Path, description = "Concern id")),
-    request_body(content = Object, description = "See schemas/concern-update.schema.json"),
+    request_body(content = payload::ConcernUpdate, description = "schemas/concern-update.schema.json"),
     responses(
         (status = 200, description = "The concern after the step", body = ConcernView),
         (status = 400, description = "Invalid body"),
         (status = 403, description = "Not a recipient"),
+        (status = 404, description = "No such concern"),
         (status = 409, description = "A step backwards"),
     ),
     security(("bearer" = []))
@@ -108,11 +112,12 @@ pub(crate) async fn progress(
     post,
     path = "/v1/concerns/{id}/addenda",
     params(("id" = String, Path, description = "Concern id")),
-    request_body(content = Object, description = "{\"text\": …}; see schemas/concern-update.schema.json"),
+    request_body(content = payload::ConcernAddendum, description = "schemas/concern-addendum.schema.json"),
     responses(
         (status = 201, description = "Appended", body = ConcernView),
         (status = 400, description = "Invalid body"),
         (status = 403, description = "Neither reporter nor recipient"),
+        (status = 404, description = "No such concern"),
     ),
     security(("bearer" = []))
 )]

@@ -7,6 +7,7 @@ use axum::{Json, Router};
 use http::StatusCode;
 
 use crate::gateway::Gateway;
+use crate::http::contract::payload;
 use crate::http::error::ApiError;
 use crate::pipeline::authenticate::Principal;
 use crate::pipeline::authorise::consent::Consent;
@@ -37,7 +38,7 @@ pub(crate) async fn list(
 /// Records a consent (or a refusal) given for a child.
 #[utoipa::path(post, path = "/v1/children/{id}/consents",
     params(("id" = String, Path, description = "Weft child id")),
-    request_body(content = Object, description = "See schemas/consent.schema.json"),
+    request_body(content = payload::Consent, description = "schemas/consent.schema.json"),
     responses((status = 201, body = Consent), (status = 400), (status = 403), (status = 404)),
     security(("bearer" = [])))]
 pub(crate) async fn record(
@@ -53,7 +54,7 @@ pub(crate) async fn record(
 /// Withdraws a consent. Takes effect on the next request.
 #[utoipa::path(post, path = "/v1/children/{id}/consents/{consent}/withdraw",
     params(("id" = String, Path), ("consent" = String, Path)),
-    request_body(content = Object, description = "{\"reason\": \"…\"}"),
+    request_body(content = payload::ConsentWithdrawal, description = "schemas/consent-withdrawal.schema.json"),
     responses((status = 200, body = Consent), (status = 400), (status = 403), (status = 404)),
     security(("bearer" = [])))]
 pub(crate) async fn withdraw(

@@ -7,6 +7,7 @@ use axum::{Json, Router};
 use http::StatusCode;
 
 use crate::gateway::Gateway;
+use crate::http::contract::payload;
 use crate::http::error::ApiError;
 use crate::pipeline::authenticate::Principal;
 use crate::write::events::{self, EventAccepted, Subscription};
@@ -21,7 +22,7 @@ pub fn routes() -> Router<Gateway> {
 #[utoipa::path(
     post,
     path = "/v1/events",
-    request_body(content = Object, description = "See schemas/event.schema.json"),
+    request_body(content = payload::Event, description = "schemas/event.schema.json"),
     responses(
         (status = 202, description = "Stored; alerts raised and deliveries queued", body = EventAccepted),
         (status = 200, description = "A resend of an event already received", body = EventAccepted),
@@ -50,7 +51,7 @@ pub(crate) async fn ingest(
 #[utoipa::path(
     post,
     path = "/v1/subscriptions",
-    request_body(content = Object, description = "See schemas/subscription.schema.json"),
+    request_body(content = payload::Subscription, description = "schemas/subscription.schema.json"),
     responses(
         (status = 201, description = "Subscribed", body = Subscription),
         (status = 400, description = "Invalid body, unknown child or webhook; with JSON pointers"),

@@ -5,11 +5,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use http::StatusCode;
-use serde::Serialize;
 
-use crate::gateway::{Gateway, PolicyStatus};
-use crate::pipeline::resolve::SyncReport;
-use crate::sources::SourceHealth;
+use crate::gateway::Gateway;
+use crate::read::sources::Readiness;
 
 pub fn routes() -> Router<Gateway> {
     Router::new()
@@ -24,42 +22,20 @@ pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub(crate) struct Readiness {
-    ready: bool,
-    database: &'static str,
-    index_ready: bool,
-    index: SyncReport,
-    policy: PolicyStatus,
-    sources: Vec<SourceHealth>,
-}
-
-/// Readiness: the database answers and the first index pass is done; each source's state.
+/// Readiness, for load balancers: whether the database takes a write and the first index pass
+/// is done — and nothing else, since anyone may ask. The detail is `GET /v1/status`.
 #[utoipa::path(get, path = "/readyz", responses(
     (status = 200, description = "Ready", body = Readiness),
-    (status = 503, description = "Not ready", body = Readiness)
+    (status = 503, description = "Not ready: a check failed", body = Readiness)
 ))]
 pub(crate) async fn readyz(State(gw): State<Gateway>) -> impl IntoResponse {
-    let database = match gw.store.ping().await {
-        Ok(()) => "ok",
-        Err(_) => "unavailable",
-    };
-    let index_ready = gw.index.is_ready();
-    let ready = database == "ok" && index_ready;
-    let body = Readiness {
-        ready,
-        database,
-        index_ready,
-        index: gw.index.last_sync(),
-        policy: gw.policy_status(),
-        sources: gw.sources.all.iter().map(|s| s.health()).collect(),
-    };
-    let status = if ready {
+    let readiness = crate::read::sources::readiness(&gw).await;
+    let status = if readiness.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(body))
+    (status, Json(readiness))
 }
 
 /// Prometheus metrics.

@@ -22,10 +22,12 @@ pub fn routes() -> Router<Gateway> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct InboxParams {
     /// Only items delivered after this `delivered_at` (from the last item of a previous page).
     after: Option<String>,
     /// Most items returned (default 100, at most 1000), oldest first.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -54,10 +56,24 @@ pub(crate) async fn items(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct OutboxParams {
     /// `pending`, `delivered` or `dead`; all when omitted.
+    #[param(value_type = Option<OutboxState>)]
     state: Option<String>,
+    /// Most deliveries returned (default 100, at most 1000), oldest first.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+}
+
+/// Where a delivery stands, as `GET /v1/outbox` filters on it.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // Describes the query parameter; the value is checked where it is used.
+pub(crate) enum OutboxState {
+    Pending,
+    Delivered,
+    Dead,
 }
 
 /// Deliveries and where they stand — never what they carry. Data administrators only.

@@ -7,6 +7,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::gateway::Gateway;
+use crate::http::contract::payload;
 use crate::http::error::ApiError;
 use crate::pipeline::authenticate::Principal;
 use crate::pipeline::resolve::linkage::Decided;
@@ -44,7 +45,7 @@ pub(crate) async fn review(
     post,
     path = "/v1/matches/{id}/decision",
     params(("id" = String, Path, description = "Match id, from the review queue or a link history")),
-    request_body(content = Object, description = "See schemas/match-decision.schema.json"),
+    request_body(content = payload::MatchDecision, description = "schemas/match-decision.schema.json"),
     responses(
         (status = 200, description = "What the decision did", body = Decided),
         (status = 400, description = "Invalid body; every error with its JSON pointer"),

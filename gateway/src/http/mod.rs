@@ -8,6 +8,7 @@ pub mod breakglass;
 pub mod children;
 pub mod concerns;
 pub mod consents;
+pub mod contract;
 pub mod error;
 pub mod events;
 pub mod health;
@@ -62,6 +63,7 @@ use error::ApiError;
         breakglass::review,
         policy::explain,
         sources::list,
+        sources::status,
         matches::review,
         matches::decide,
         matches::links,
@@ -79,6 +81,7 @@ use error::ApiError;
         sar::release,
     ),
     components(schemas(
+        contract::ErrorBody,
         crate::read::search::SearchResult,
         crate::read::search::Hit,
         crate::pipeline::resolve::Found,
@@ -114,9 +117,11 @@ use error::ApiError;
 )]
 pub struct ApiDoc;
 
-/// The whole API description.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+/// The whole API description, as `/openapi.json` serves it: utoipa's document with the request
+/// schemas from `schemas/` and the shared error responses in place ([`contract::document`]).
+pub fn openapi() -> &'static serde_json::Value {
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| contract::document(ApiDoc::openapi()))
 }
 
 struct BearerAuth;
@@ -155,6 +160,7 @@ pub fn router(state: Gateway) -> Router {
         .merge(sar::routes())
         .merge(health::routes())
         .route("/openapi.json", get(|| async { Json(openapi()) }))
+        .layer(middleware::from_fn(error::require_json))
         .layer(middleware::from_fn(record_metrics))
         .layer(
             ServiceBuilder::new()
@@ -177,6 +183,9 @@ pub fn router(state: Gateway) -> Router {
                 .timeout(Duration::from_millis(limits.request_timeout_ms)),
         )
         .layer(RequestBodyLimitLayer::new(limits.body_bytes))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            error::oversized_bodies(limits.body_bytes, req, next)
+        }))
         .layer(middleware::from_fn(too_large))
         .layer(
             // Spans carry the route template, never the URI: paths and queries hold child and
@@ -191,6 +200,7 @@ pub fn router(state: Gateway) -> Router {
             }),
         )
         .layer(CatchPanicLayer::new())
+        .layer(middleware::from_fn(error::json_errors))
         .with_state(state)
 }
 
@@ -212,6 +222,14 @@ async fn too_large(req: Request, next: Next) -> Response {
         crate::foundation::metrics::HTTP_REQUESTS
             .with_label_values(&[&route, "413"])
             .inc();
+    }
+    // The limit's own answer says how large the body was and what the limit is; keep it.
+    if response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+    {
+        return response;
     }
     (
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -249,7 +267,7 @@ mod tests {
 
     #[test]
     fn every_route_is_in_the_openapi_document() {
-        let doc = serde_json::to_value(openapi()).expect("serialises");
+        let doc = openapi();
         for path in [
             "/v1/children/search",
             "/v1/children/{id}",
@@ -259,6 +277,7 @@ mod tests {
             "/v1/audit",
             "/v1/policy/explain",
             "/v1/sources",
+            "/v1/status",
             "/v1/matches/review",
             "/v1/concerns",
             "/v1/concerns/{id}",

@@ -6,6 +6,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 
 use crate::gateway::Gateway;
+use crate::http::contract::payload;
 use crate::http::error::ApiError;
 use crate::pipeline::authenticate::Principal;
 use crate::read::policy::Answer;
@@ -16,7 +17,7 @@ pub fn routes() -> Router<Gateway> {
 
 /// Explains the decision the gateway would make now for a role, agency, category and purpose.
 #[utoipa::path(post, path = "/v1/policy/explain",
-    request_body(content = Object, description = "See schemas/explain.schema.json"),
+    request_body(content = payload::Explain, description = "schemas/explain.schema.json"),
     responses((status = 200, body = Answer), (status = 400)),
     security(("bearer" = [])))]
 pub(crate) async fn explain(

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::foundation::audit::{self, Query, Recorded};
 use crate::foundation::domain::{Purpose, Role};
-use crate::foundation::error::Error;
+use crate::foundation::error::{page_limit, Error};
 use crate::gateway::Gateway;
 use crate::pipeline::authenticate::Principal;
 
@@ -23,7 +23,7 @@ pub async fn entries(
         let e = Error::Forbidden("the audit log is open to information-governance officers only");
         return Err(gw.refuse(who, ACTION, None, None, e).await);
     }
-    let q = match q {
+    let q = match q.and_then(|q| page_limit(q.limit).map(|_| q)) {
         Ok(q) => q,
         Err(e) => return Err(gw.refuse(who, ACTION, None, None, e).await),
     };

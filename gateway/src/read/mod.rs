@@ -7,7 +7,8 @@
 //! - [`audit`]: the audit log, for IG officers.
 //! - [`policy`]: the decision policy would make, explained.
 //! - [`sar`]: subject access — every access to a child, in plain words, for IG officers.
-//! - [`sources`]: each source's health, for data administrators.
+//! - [`sources`]: each source's health and the gateway's status, for data administrators;
+//!   readiness, for anyone.
 //! - [`index_export`]: the master child index as CSV, for data teams and audits (`weft index
 //!   export`).
 

@@ -100,7 +100,7 @@ pub fn question(schemas: &Schemas, config: &Config, v: &Value) -> Result<Asked, 
         (None, Some(k)) => serde_json::from_value(k.clone())
             .map_err(|e| Error::field("/agency_kind", e.to_string()))?,
         (None, None) => {
-            return Err(Error::field(
+            return Err(Error::unprocessable(
                 "/agency",
                 "not a configured agency; name its agency_kind to ask about it",
             ))

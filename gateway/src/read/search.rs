@@ -98,11 +98,12 @@ fn parse(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<(Search, Purpose,
     let purpose = super::view::purpose(text("purpose"))?;
     let mut q = Search::default();
     if let Some(n) = text("nhs_number") {
-        q.nhs_number =
-            Some(NhsNumber::parse(n).map_err(|e| Error::field("/nhs_number", e.to_string()))?);
+        q.nhs_number = Some(
+            NhsNumber::parse(n).map_err(|e| Error::unprocessable("/nhs_number", e.to_string()))?,
+        );
     }
     if let Some(u) = text("upn") {
-        q.upn = Some(Upn::parse(u).map_err(|e| Error::field("/upn", e.to_string()))?);
+        q.upn = Some(Upn::parse(u).map_err(|e| Error::unprocessable("/upn", e.to_string()))?);
     }
     if let Some(l) = value.get("local_id") {
         let part = |k: &str| {

@@ -51,7 +51,7 @@ pub struct LastError {
     pub at: DateTime<Utc>,
 }
 
-/// A source's health as `/readyz` and `GET /v1/sources` report it.
+/// A source's health as `GET /v1/sources` and `GET /v1/status` report it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SourceHealth {
     pub source: String,

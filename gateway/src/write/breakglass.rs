@@ -179,19 +179,14 @@ pub async fn review(
         let e = Error::Forbidden("break-glass grants are reviewed by IG officers");
         return Err(gw.refuse(who, ACTION, None, None, e).await);
     }
-    let req = match serde_json::from_slice::<ReviewRequest>(body) {
-        Ok(r)
-            if matches!(
-                r.outcome.as_str(),
-                "justified" | "not_justified" | "referred"
-            ) =>
-        {
-            r
-        }
-        _ => {
-            let e = Error::field("/outcome", "justified, not_justified or referred");
-            return Err(gw.refuse(who, ACTION, None, None, e).await);
-        }
+    let checked =
+        validated(body, |v| gw.schemas.break_glass_review_errors(v), "review").and_then(|v| {
+            serde_json::from_value::<ReviewRequest>(v)
+                .map_err(|e| Error::invalid(format!("review: {e}")))
+        });
+    let req = match checked {
+        Ok(r) => r,
+        Err(e) => return Err(gw.refuse(who, ACTION, None, None, e).await),
     };
     let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let mut tx = gw.store.begin_write().await?;

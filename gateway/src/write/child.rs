@@ -30,12 +30,13 @@ pub(crate) fn parse_child(v: &Value, at: &str) -> Result<ChildRef, Error> {
     if let Some(n) = text("nhs_number") {
         search.nhs_number = Some(
             NhsNumber::parse(n)
-                .map_err(|e| Error::field(&format!("{at}/nhs_number"), e.to_string()))?,
+                .map_err(|e| Error::unprocessable(&format!("{at}/nhs_number"), e.to_string()))?,
         );
     }
     if let Some(u) = text("upn") {
-        search.upn =
-            Some(Upn::parse(u).map_err(|e| Error::field(&format!("{at}/upn"), e.to_string()))?);
+        search.upn = Some(
+            Upn::parse(u).map_err(|e| Error::unprocessable(&format!("{at}/upn"), e.to_string()))?,
+        );
     }
     if let Some(l) = v.get("local_id") {
         let part = |k: &str| {
@@ -87,5 +88,5 @@ pub(crate) fn parse_time(v: &Value, pointer: &str) -> Result<DateTime<Utc>, Erro
         .unwrap_or_default();
     DateTime::parse_from_rfc3339(raw)
         .map(|d| d.with_timezone(&Utc))
-        .map_err(|e| Error::field(pointer, format!("not an RFC 3339 time: {e}")))
+        .map_err(|e| Error::unprocessable(pointer, format!("not an RFC 3339 time: {e}")))
 }

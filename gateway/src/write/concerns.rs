@@ -124,7 +124,7 @@ fn parse_concern(gw: &Gateway, body: &[u8]) -> Result<Input, Error> {
         .map_err(|e| Error::field("/urgency", e.to_string()))?;
     let observed = parse_time(&value, "/observed/when")?;
     if observed > Utc::now() + chrono::Duration::minutes(5) {
-        return Err(Error::field("/observed/when", "is in the future"));
+        return Err(Error::unprocessable("/observed/when", "is in the future"));
     }
     let child = parse_child(value.get("child").unwrap_or(&Value::Null), "/child")?;
     // The stored text is what is hashed, so a retry with the same JSON (in any key order or
@@ -722,7 +722,7 @@ pub async fn addendum(
 ) -> Result<ConcernView, Error> {
     const ACTION: &str = "concern_addendum";
     let parsed =
-        validated(body, |v| gw.schemas.concern_update_errors(v), "addendum").and_then(|v| {
+        validated(body, |v| gw.schemas.concern_addendum_errors(v), "addendum").and_then(|v| {
             v.get("text")
                 .and_then(Value::as_str)
                 .map(String::from)

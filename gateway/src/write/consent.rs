@@ -155,7 +155,7 @@ fn status_text(s: ConsentStatus) -> &'static str {
 fn parse(gw: &Gateway, body: &[u8]) -> Result<NewConsent, Error> {
     let value = validated(body, |v| gw.schemas.consent_errors(v), "consent")?;
     let new: NewConsent =
-        serde_json::from_value(value).map_err(|e| Error::invalid(e.to_string()))?;
+        serde_json::from_value(value).map_err(|e| Error::unprocessable("", e.to_string()))?;
     if new.status == ConsentStatus::Withdrawn {
         return Err(Error::field(
             "/status",
@@ -164,7 +164,7 @@ fn parse(gw: &Gateway, body: &[u8]) -> Result<NewConsent, Error> {
     }
     if let Some(end) = new.period.end {
         if end < new.period.start {
-            return Err(Error::field("/period/end", "ends before it starts"));
+            return Err(Error::unprocessable("/period/end", "ends before it starts"));
         }
     }
     Ok(new)
@@ -190,12 +190,18 @@ pub async fn withdraw(
         let e = Error::Forbidden("only practitioners who take consent may record its withdrawal");
         return Err(gw.refuse(who, ACTION, Some(child), None, e).await);
     }
-    let reason = match serde_json::from_slice::<Withdrawal>(body) {
-        Ok(w) if !w.reason.trim().is_empty() => w.reason,
-        _ => {
-            let e = Error::field("/reason", "a reason for the withdrawal is required");
-            return Err(gw.refuse(who, ACTION, Some(child), None, e).await);
-        }
+    let checked = validated(
+        body,
+        |v| gw.schemas.consent_withdrawal_errors(v),
+        "withdrawal",
+    )
+    .and_then(|v| {
+        serde_json::from_value::<Withdrawal>(v)
+            .map_err(|e| Error::invalid(format!("withdrawal: {e}")))
+    });
+    let reason = match checked {
+        Ok(w) => w.reason,
+        Err(e) => return Err(gw.refuse(who, ACTION, Some(child), None, e).await),
     };
     let relationship = related(gw, who, child, ACTION).await?;
     let mut tx = gw.store.begin_write().await?;

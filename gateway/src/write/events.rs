@@ -73,16 +73,16 @@ fn parse_event(gw: &Gateway, body: &[u8]) -> Result<Parsed, Error> {
     let date = |p: &str| -> Result<NaiveDate, Error> {
         let raw = value.pointer(p).and_then(Value::as_str).unwrap_or_default();
         NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-            .map_err(|e| Error::field(p, format!("not a date: {e}")))
+            .map_err(|e| Error::unprocessable(p, format!("not a date: {e}")))
     };
     if value.get("attendance").is_some() {
         let (from, to) = (date("/attendance/from")?, date("/attendance/to")?);
         if to < from {
-            return Err(Error::field("/attendance/to", "is before `from`"));
+            return Err(Error::unprocessable("/attendance/to", "is before `from`"));
         }
         let n = |p: &str| value.pointer(p).and_then(Value::as_i64).unwrap_or(0);
         if n("/attendance/attended_sessions") > n("/attendance/possible_sessions") {
-            return Err(Error::field(
+            return Err(Error::unprocessable(
                 "/attendance/attended_sessions",
                 "more sessions attended than possible",
             ));
@@ -438,7 +438,7 @@ async fn absence(
         a["to"].as_str().unwrap_or_default(),
     );
     let end = NaiveDate::parse_from_str(to, "%Y-%m-%d")
-        .map_err(|e| Error::field("/attendance/to", e.to_string()))?;
+        .map_err(|e| Error::unprocessable("/attendance/to", e.to_string()))?;
     sqlx::query(
         "DELETE FROM attendance_marks WHERE child_id = $1 AND from_date = $2 AND to_date = $3",
     )
@@ -609,7 +609,7 @@ pub async fn subscribe(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<Sub
         .map(String::from);
     if let Some(w) = &webhook {
         if state.outbox.webhook_agency(w) != Some(principal.agency.as_str()) {
-            let e = Error::field(
+            let e = Error::unprocessable(
                 "/delivery/webhook",
                 "no webhook with that id for your agency",
             );
@@ -625,7 +625,7 @@ pub async fn subscribe(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<Sub
             format!("{pointer}/{i}")
         };
         let refused = match state.relationships(principal, c).await? {
-            None => Error::field(&at, "no child with that id"),
+            None => Error::unprocessable(&at, "no child with that id"),
             Some(r) if r.is_empty() => crate::pipeline::authorise::relate::refusal(),
             Some(_) => continue,
         };

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::delivery::outbox::{DeliveryStatus, InboxItem};
 use crate::foundation::domain::Role;
-use crate::foundation::error::Error;
+use crate::foundation::error::{page_limit, Error};
 use crate::gateway::{entry, Gateway};
 use crate::pipeline::authenticate::Principal;
 
@@ -18,15 +18,13 @@ pub async fn inbox(
     after: Option<&str>,
     limit: Option<u32>,
 ) -> Result<Vec<InboxItem>, Error> {
-    let items = crate::delivery::outbox::inbox(
-        &gw.store,
-        &who.agency,
-        &who.user,
-        who.role,
-        after,
-        limit.unwrap_or(100),
-    )
-    .await?;
+    let limit = match page_limit(limit) {
+        Ok(n) => n,
+        Err(e) => return Err(gw.refuse(who, "inbox", None, None, e).await),
+    };
+    let items =
+        crate::delivery::outbox::inbox(&gw.store, &who.agency, &who.user, who.role, after, limit)
+            .await?;
     let mut children: Vec<&str> = items.iter().filter_map(|i| i.child.as_deref()).collect();
     children.sort_unstable();
     children.dedup();
@@ -72,7 +70,11 @@ pub async fn outbox(
             return Err(gw.refuse(who, ACTION, None, None, e).await);
         }
     }
-    let rows = gw.outbox.list(state, limit.unwrap_or(100)).await?;
+    let limit = match page_limit(limit) {
+        Ok(n) => n,
+        Err(e) => return Err(gw.refuse(who, ACTION, None, None, e).await),
+    };
+    let rows = gw.outbox.list(state, limit).await?;
     gw.record(
         who,
         ACTION,

@@ -151,7 +151,7 @@ struct Previous {
     changed: bool,
 }
 
-/// What one pass over the sources did, for `/readyz` and the logs.
+/// What one pass over the sources did, for `GET /v1/status` and the logs.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct SyncReport {
     pub finished_at: Option<DateTime<Utc>>,
