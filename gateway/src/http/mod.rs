@@ -64,10 +64,12 @@ use error::ApiError;
         matches::decide,
         matches::links,
         concerns::submit,
+        concerns::mine,
         concerns::show,
         concerns::progress,
         concerns::addendum,
         inbox::items,
+        inbox::read,
         inbox::outbox,
         inbox::retry,
         events::ingest,
@@ -87,6 +89,7 @@ use error::ApiError;
         crate::pipeline::resolve::linkage::Grade,
         weft_matching::Explained,
         crate::write::concerns::ConcernView,
+        crate::write::concerns::MyConcern,
         crate::write::concerns::RecipientView,
         crate::write::concerns::LogEntry,
         crate::delivery::outbox::InboxItem,
@@ -138,6 +141,7 @@ pub fn router(state: Gateway) -> Router {
         .merge(sources::routes())
         .merge(health::routes())
         .route("/openapi.json", get(|| async { Json(openapi()) }))
+        .merge(crate::web::routes())
         .layer(middleware::from_fn(record_metrics))
         .layer(
             ServiceBuilder::new()
@@ -217,6 +221,7 @@ mod tests {
             "/v1/events",
             "/v1/subscriptions",
             "/v1/inbox",
+            "/v1/inbox/{id}/read",
             "/v1/outbox",
             "/v1/outbox/{id}/retry",
             "/healthz",

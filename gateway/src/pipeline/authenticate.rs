@@ -206,14 +206,29 @@ impl Verifier {
         {
             return Err(AuthError::Claims("lifetime over auth.max_lifetime_secs"));
         }
+        self.principal_of(c.sub, c.agency, &c.role)
+    }
+
+    /// The one place a practitioner's identity becomes a [`Principal`]: from a bearer token's
+    /// claims, an OpenID Connect ID token's, or a web session's (which keeps the claims it was
+    /// signed in with). The agency and role must be ones this deployment knows, every time.
+    pub fn principal_of(
+        &self,
+        user: String,
+        agency: String,
+        role: &str,
+    ) -> Result<Principal, AuthError> {
+        if user.trim().is_empty() {
+            return Err(AuthError::Claims("empty sub"));
+        }
         let agency_kind = *self
             .agencies
-            .get(&c.agency)
+            .get(&agency)
             .ok_or(AuthError::UnknownAgency)?;
-        let role = c.role.parse::<Role>().map_err(|_| AuthError::UnknownRole)?;
+        let role = role.parse::<Role>().map_err(|_| AuthError::UnknownRole)?;
         Ok(Principal {
-            user: c.sub,
-            agency: c.agency,
+            user,
+            agency,
             agency_kind,
             role,
             client: None,

@@ -11,6 +11,7 @@
 //! - [`breakglass`]: emergency access, and its review.
 //! - [`matches`]: the identity review queue and decisions, link history.
 //! - [`imports`]: `file` sources' drops, imported into the index.
+//! - [`sessions`]: signing in and out of the web pages; a signed-in browser's session.
 
 pub mod breakglass;
 pub mod child;
@@ -20,3 +21,4 @@ pub mod events;
 pub mod imports;
 pub mod inbox;
 pub mod matches;
+pub mod sessions;
