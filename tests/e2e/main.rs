@@ -14,3 +14,4 @@ mod notify;
 mod policy;
 mod sources;
 mod view;
+mod web;

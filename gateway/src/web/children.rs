@@ -166,7 +166,7 @@ async fn find(State(gw): State<Gateway>, posted: Posted<BTreeMap<String, String>
                         .iter()
                         .map(|e| {
                             let v = serde_json::to_value(e).unwrap_or(Value::Null);
-                            let field = v.get("field").and_then(Value::as_str).unwrap_or("");
+                            let field = v.get("comparison").and_then(Value::as_str).unwrap_or("");
                             let level = v.get("level").and_then(Value::as_str).unwrap_or("");
                             format!("{field}: {level}")
                         })
@@ -185,9 +185,16 @@ async fn find(State(gw): State<Gateway>, posted: Posted<BTreeMap<String, String>
         Err(Error::Invalid { errors: list, .. }) => {
             let mut errors: Vec<FieldError> = Vec::new();
             for e in &list {
-                let field = search_field(&e.pointer);
+                let pointer = crate::web::concerns::pointer_of(e);
+                let field = search_field(&pointer);
+                // The schema's "anyOf" (nothing to search by) is reported at the root.
+                let message = if pointer.is_empty() {
+                    search_message("")
+                } else {
+                    search_message(field)
+                };
                 if !errors.iter().any(|x| x.field == field) {
-                    errors.push(FieldError::new(field, search_message(field)));
+                    errors.push(FieldError::new(field, message));
                 }
             }
             if errors.is_empty() {
@@ -235,7 +242,11 @@ pub struct Summary {
     pub attendance_trend: Option<&'static str>,
     pub status: Vec<String>,
     pub police_incidents: Option<usize>,
+    pub police_domestic_abuse: Option<usize>,
     pub areas: Vec<Area>,
+    /// The categories policy withheld from this viewer, so the page can say "not available to
+    /// you" rather than "none".
+    pub withheld: Vec<String>,
     pub sources: Vec<SourceLine>,
     pub lawful_basis: Vec<String>,
 }
@@ -479,12 +490,16 @@ pub fn summary(gw: &Gateway, view: &View) -> Summary {
             format!("{} since {since}", status_label(&kind))
         })
         .collect();
-    let police_incidents = view.fields.get("police.incidents").map(|f| {
-        f.values()
-            .flat_map(|f| f.values.iter())
-            .map(|v| v.value.as_array().map_or(1, Vec::len))
-            .sum()
-    });
+    let count = |category: &str| {
+        view.fields.get(category).map(|f| {
+            f.values()
+                .flat_map(|f| f.values.iter())
+                .map(|v| v.value.as_array().map_or(1, Vec::len))
+                .sum::<usize>()
+        })
+    };
+    let police_incidents = count("police.incidents");
+    let police_domestic_abuse = count("police.domestic_abuse");
     let withheld: std::collections::BTreeSet<&str> =
         view.withheld.iter().map(|w| w.category.as_str()).collect();
     let areas = AREAS
@@ -539,7 +554,9 @@ pub fn summary(gw: &Gateway, view: &View) -> Summary {
         attendance_trend,
         status,
         police_incidents,
+        police_domestic_abuse,
         areas,
+        withheld: withheld.iter().map(|c| c.to_string()).collect(),
         sources,
         lawful_basis: view
             .lawful_basis

@@ -90,6 +90,19 @@ fn concern_field(pointer: &str) -> (&'static str, &'static str) {
     }
 }
 
+/// The pointer of the value a schema error is about: for a missing property, the property's
+/// own (the schema reports it at its parent).
+pub fn pointer_of(e: &crate::foundation::error::SchemaError) -> String {
+    let missing = e
+        .message
+        .strip_suffix(" is a required property")
+        .map(|name| name.trim_matches('"'));
+    match missing {
+        Some(name) => format!("{}/{name}", e.pointer),
+        None => e.pointer.clone(),
+    }
+}
+
 async fn submit(State(gw): State<Gateway>, posted: Posted<BTreeMap<String, String>>) -> Response {
     let who = &posted.who;
     let values: BTreeMap<String, String> = posted
@@ -185,7 +198,7 @@ async fn submit(State(gw): State<Gateway>, posted: Posted<BTreeMap<String, Strin
         // Nothing is submitted; the schema's problems are shown with the form's own, so the
         // form comes back once with all of them.
         let found = gw.schemas.concern_errors(&body);
-        add(&mut errors, found.into_iter().map(|e| e.pointer).collect());
+        add(&mut errors, found.iter().map(pointer_of).collect());
         return page(who, &values, errors, StatusCode::BAD_REQUEST);
     }
     let raw = body.to_string();
@@ -194,7 +207,7 @@ async fn submit(State(gw): State<Gateway>, posted: Posted<BTreeMap<String, Strin
             Redirect::to(&format!("/concerns/{}?raised=1", submitted.concern.id)).into_response()
         }
         Err(Error::Invalid { errors: list, .. }) => {
-            add(&mut errors, list.into_iter().map(|e| e.pointer).collect());
+            add(&mut errors, list.iter().map(pointer_of).collect());
             if errors.is_empty() {
                 errors.push(FieldError::new("what", concern_field("").1));
             }
