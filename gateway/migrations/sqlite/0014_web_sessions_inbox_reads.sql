@@ -25,3 +25,13 @@ CREATE TABLE inbox_reads (
     read_at     TEXT NOT NULL,
     PRIMARY KEY (delivery_id, agency, user_id)
 );
+
+-- OpenID Connect sign-ins under way: the browser holds `state` in a cookie; the row (keyed by its
+-- SHA-256) keeps the nonce and the PKCE verifier until the provider sends the browser back, and
+-- is used once.
+CREATE TABLE web_logins (
+    state_hash  TEXT PRIMARY KEY,
+    nonce       TEXT NOT NULL,
+    verifier    TEXT NOT NULL,
+    created_at  BIGINT NOT NULL
+);

@@ -83,7 +83,12 @@ pub struct AuthConfig {
     /// Expected `aud` of practitioner tokens.
     pub audience: String,
     /// Public keys that may sign tokens.
+    #[serde(default)]
     pub keys: Vec<KeyConfig>,
+    /// The identity provider's JWKS: its keys may sign tokens too, and are fetched again when
+    /// the provider rotates them.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
@@ -248,6 +253,13 @@ pub struct OidcConfig {
     /// The ID-token claim naming the role.
     #[serde(default = "default_role_claim")]
     pub role_claim: String,
+    /// The scopes asked for; they must bring the agency and role claims into the ID token.
+    #[serde(default = "default_scope")]
+    pub scope: String,
+}
+
+fn default_scope() -> String {
+    "openid profile".into()
 }
 
 fn default_agency_claim() -> String {

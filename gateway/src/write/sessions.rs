@@ -175,3 +175,51 @@ pub fn csrf_matches(session: &Session, given: &str) -> bool {
     let (a, b) = (session.csrf.as_bytes(), given.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+/// How long a sign-in at the identity provider may take.
+pub const LOGIN_TTL_SECS: i64 = 600;
+
+/// Keeps a sign-in's nonce and PKCE verifier until the browser comes back with `state`.
+pub async fn begin_login(gw: &Gateway, state: &str, nonce: &str, verifier: &str) -> Result<(), Error> {
+    let now = chrono::Utc::now().timestamp();
+    let mut tx = gw.store.begin_write().await?;
+    sqlx::query("DELETE FROM web_logins WHERE created_at <= $1")
+        .bind(now - LOGIN_TTL_SECS)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO web_logins (state_hash, nonce, verifier, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(hash(state))
+    .bind(nonce)
+    .bind(verifier)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The nonce and verifier of the sign-in `state` began, once: the row is deleted as it is read,
+/// so a replayed callback finds nothing.
+pub async fn take_login(gw: &Gateway, state: &str) -> Result<Option<(String, String)>, Error> {
+    let now = chrono::Utc::now().timestamp();
+    let mut tx = gw.store.begin_write().await?;
+    let row = sqlx::query("SELECT nonce, verifier, created_at FROM web_logins WHERE state_hash = $1")
+        .bind(hash(state))
+        .fetch_optional(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM web_logins WHERE state_hash = $1")
+        .bind(hash(state))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let created: i64 = row.try_get("created_at")?;
+    if now - created > LOGIN_TTL_SECS {
+        return Ok(None);
+    }
+    Ok(Some((row.try_get("nonce")?, row.try_get("verifier")?)))
+}
