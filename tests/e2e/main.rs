@@ -11,6 +11,7 @@ mod connections;
 mod imports;
 mod matching;
 mod notify;
+mod oidc;
 mod policy;
 mod sources;
 mod view;

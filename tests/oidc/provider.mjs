@@ -47,7 +47,7 @@ server.listen(0, '127.0.0.1', () => {
       grant_types: ['authorization_code'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
-      id_token_signed_response_alg: 'ES256',
+      id_token_signed_response_alg: 'RS256',
     }],
     jwks: { keys },
     scopes: ['openid', 'weft'],
