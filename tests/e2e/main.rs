@@ -6,6 +6,7 @@ mod harness;
 
 mod audit;
 mod auth;
+mod browser;
 mod config;
 mod connections;
 mod imports;
