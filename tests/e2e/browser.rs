@@ -289,6 +289,14 @@ async fn in_a_browser_a_dsl_signs_in_finds_a_child_reads_the_summary_and_raises_
     assert!(summary.contains("Weftbridge Academy"), "{summary}");
     assert!(summary.contains("falling"), "{summary}");
     check(&c, "child").await;
+    let wide = c
+        .execute(
+            "return document.documentElement.scrollWidth > window.innerWidth + 1",
+            vec![],
+        )
+        .await
+        .expect("script");
+    assert_eq!(wide, json!(false), "long records do not widen the page");
     shot(&c, "child-summary").await;
 
     c.find(Locator::LinkText("Raise a concern about this child"))
