@@ -199,7 +199,13 @@ async fn in_a_browser_a_dsl_signs_in_finds_a_child_reads_the_summary_and_raises_
         .send_keys(&Key::Tab.to_string())
         .await
         .expect("tab");
-    let focused = c.active_element().await.expect("focus").text().await.unwrap_or_default();
+    let focused = c
+        .active_element()
+        .await
+        .expect("focus")
+        .text()
+        .await
+        .unwrap_or_default();
     assert_eq!(focused.trim(), "Skip to main content");
 
     // The scripts ran under the Content-Security-Policy: the design system marked the page.
@@ -233,7 +239,8 @@ async fn in_a_browser_a_dsl_signs_in_finds_a_child_reads_the_summary_and_raises_
         .await
         .expect("type");
     click_button(&c, "Search").await;
-    c.wait_for_find(Locator::Css(".govuk-error-summary"))
+    c.wait()
+        .for_element(Locator::Css(".govuk-error-summary"))
         .await
         .expect("an error summary");
     check(&c, "find with an error").await;
@@ -252,13 +259,18 @@ async fn in_a_browser_a_dsl_signs_in_finds_a_child_reads_the_summary_and_raises_
         )
         .await
         .expect("script");
-    assert_eq!(initialised, json!(1), "the module script enhanced the summary");
+    assert_eq!(
+        initialised,
+        json!(1),
+        "the module script enhanced the summary"
+    );
     shot(&c, "find-error").await;
     let field = labelled(&c, "NHS number").await;
     field.clear().await.expect("clear");
     field.send_keys(&nhs).await.expect("type");
     click_button(&c, "Search").await;
-    c.wait_for_find(Locator::XPath("//h2[normalize-space()='1 child found']"))
+    c.wait()
+        .for_element(Locator::XPath("//h2[normalize-space()='1 child found']"))
         .await
         .expect("one child found");
     check(&c, "results").await;
@@ -343,7 +355,8 @@ async fn in_a_browser_a_dsl_signs_in_finds_a_child_reads_the_summary_and_raises_
     shot(&c, "concern-form").await;
     click_button(&c, "Send the concern").await;
     let panel = c
-        .wait_for_find(Locator::Css(".govuk-panel__title"))
+        .wait()
+        .for_element(Locator::Css(".govuk-panel__title"))
         .await
         .expect("confirmation")
         .text()

@@ -31,9 +31,11 @@ impl Drop for Provider {
 }
 
 fn provider_dir() -> PathBuf {
-    let dir = std::env::var("WEFT_OIDC_PROVIDER_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/weft-oidc-provider")
-    });
+    let dir = std::env::var("WEFT_OIDC_PROVIDER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/weft-oidc-provider")
+        });
     assert!(
         dir.join("node_modules/oidc-provider/package.json").exists(),
         "oidc-provider is not installed in {}: run .ci/run, or `npm install oidc-provider@9.13.3` there",
@@ -124,7 +126,10 @@ impl Browser {
             let text = c.to_str().unwrap_or_default();
             let pair = text.split(';').next().unwrap_or_default();
             if let Some((k, v)) = pair.split_once('=') {
-                if v.is_empty() || text.contains("Max-Age=0") || text.contains("expires=Thu, 01 Jan 1970") {
+                if v.is_empty()
+                    || text.contains("Max-Age=0")
+                    || text.contains("expires=Thu, 01 Jan 1970")
+                {
                     jar.remove(k);
                 } else {
                     jar.insert(k.to_string(), v.to_string());
@@ -192,8 +197,7 @@ fn free_port() -> u16 {
 }
 
 #[tokio::test]
-async fn a_practitioner_signs_in_through_the_agencys_openid_provider_and_its_tokens_open_the_api()
-{
+async fn a_practitioner_signs_in_through_the_agencys_openid_provider_and_its_tokens_open_the_api() {
     let env = Env::new(5).await;
     let csc = env.agency_of("social_care");
     let accounts = json!({
@@ -209,7 +213,10 @@ async fn a_practitioner_signs_in_through_the_agencys_openid_provider_and_its_tok
     let dev_issuer = format!("issuer = {:?}", env.pki.issuer.issuer);
     assert!(base.contains(&dev_issuer), "{base}");
     let config = base
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""))
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
         .replace(
             &dev_issuer,
             &format!("issuer = {issuer:?}\njwks_uri = \"{issuer}/jwks\""),
@@ -244,7 +251,11 @@ async fn a_practitioner_signs_in_through_the_agencys_openid_provider_and_its_tok
         .await;
     let back = browser.send("GET", &callback, &[]).await;
     assert_eq!(back.status, 303, "{}", back.body);
-    assert_eq!(back.location.as_deref(), Some(home.as_str()), "home, signed in");
+    assert_eq!(
+        back.location.as_deref(),
+        Some(home.as_str()),
+        "home, signed in"
+    );
     let signed_in = browser.send("GET", &home, &[]).await;
     assert_eq!(signed_in.status, 200, "{}", signed_in.body);
     assert!(signed_in
@@ -263,7 +274,9 @@ async fn a_practitioner_signs_in_through_the_agencys_openid_provider_and_its_tok
     let mut stranger = Browser::new(&env);
     let login = stranger.send("GET", &gw.url("/auth/login"), &[]).await;
     let callback = stranger
-        .walk(&login.location.unwrap(), "nobody-1", |u| u.starts_with(&redirect))
+        .walk(&login.location.unwrap(), "nobody-1", |u| {
+            u.starts_with(&redirect)
+        })
         .await;
     let refused = stranger.send("GET", &callback, &[]).await;
     assert_eq!(refused.status, 401);

@@ -201,8 +201,8 @@ fn strings(v: &Value, out: &mut Vec<String>) {
 }
 
 #[tokio::test]
-async fn a_dsl_finds_a_child_reads_the_summary_and_raises_a_concern_the_allocated_worker_receives(
-) {
+async fn a_dsl_finds_a_child_reads_the_summary_and_raises_a_concern_the_allocated_worker_receives()
+{
     let env = Env::new(30).await;
     let gw = start(&env, "").await;
     let scenario = env.partners.population.scenario().expect("scenario");
@@ -244,7 +244,10 @@ async fn a_dsl_finds_a_child_reads_the_summary_and_raises_a_concern_the_allocate
     assert!(bad.html.contains("id=\"nhs_number-error\""));
     assert!(bad.html.contains("value=\"123\""), "what was typed is kept");
     let nothing = dsl
-        .post("/children/find", &[("csrf", &token), ("purpose", "safeguarding")])
+        .post(
+            "/children/find",
+            &[("csrf", &token), ("purpose", "safeguarding")],
+        )
         .await;
     assert_eq!(nothing.status, 400);
     assert!(text(&nothing.html).contains("Enter an NHS number, a unique pupil number"));
@@ -270,11 +273,19 @@ async fn a_dsl_finds_a_child_reads_the_summary_and_raises_a_concern_the_allocate
     let page = dsl.get(&link).await;
     assert_eq!(page.status, 200, "{}", page.html);
     let words = text(&page.html);
-    assert!(words.contains("Ruby Calder") || words.contains("Calder"), "{words}");
-    assert!(words.contains("Weftbridge Academy"), "the school by name: {words}");
+    assert!(
+        words.contains("Ruby Calder") || words.contains("Calder"),
+        "{words}"
+    );
+    assert!(
+        words.contains("Weftbridge Academy"),
+        "the school by name: {words}"
+    );
     assert!(words.contains("falling"), "attendance trend: {words}");
     assert!(page.html.contains("moj-identity-bar"));
-    let (status, view) = gw.get(&link.replace("/children/", "/v1/children/"), &dsl_token).await;
+    let (status, view) = gw
+        .get(&link.replace("/children/", "/v1/children/"), &dsl_token)
+        .await;
     assert_eq!(status, 200);
     let withheld: Vec<&str> = view["withheld"]
         .as_array()
@@ -287,7 +298,9 @@ async fn a_dsl_finds_a_child_reads_the_summary_and_raises_a_concern_the_allocate
     // What a social worker sees of the withheld categories is nowhere in the DSL's page.
     let sw = person("social_worker");
     let sw_token = env.token(&sw.user, &sw.agency, "social_worker");
-    let (_, full) = gw.get(&link.replace("/children/", "/v1/children/"), &sw_token).await;
+    let (_, full) = gw
+        .get(&link.replace("/children/", "/v1/children/"), &sw_token)
+        .await;
     for category in &withheld {
         if let Some(fields) = full["fields"].get(*category).and_then(Value::as_object) {
             let mut values = Vec::new();
@@ -391,7 +404,10 @@ async fn a_dsl_finds_a_child_reads_the_summary_and_raises_a_concern_the_allocate
         if inbox.html.contains(&format!("/concerns/{concern_id}")) {
             break inbox;
         }
-        assert!(Instant::now() < deadline, "the concern never reached the inbox");
+        assert!(
+            Instant::now() < deadline,
+            "the concern never reached the inbox"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(text(&inbox.html).contains("Unread"));
@@ -431,7 +447,9 @@ async fn a_dsl_finds_a_child_reads_the_summary_and_raises_a_concern_the_allocate
         )
         .await;
     assert_eq!(ack.status, 303, "{}", text(&ack.html));
-    let (_, view) = gw.get(&format!("/v1/concerns/{concern_id}"), &dsl_token).await;
+    let (_, view) = gw
+        .get(&format!("/v1/concerns/{concern_id}"), &dsl_token)
+        .await;
     assert!(
         view["recipients"]
             .as_array()
@@ -450,7 +468,10 @@ async fn a_dsl_finds_a_child_reads_the_summary_and_raises_a_concern_the_allocate
     let ig = person("ig_officer");
     let ig_token = env.token(&ig.user, &ig.agency, "ig_officer");
     let (status, audit) = gw
-        .get(&format!("/v1/audit?user={}&limit=500", "demo-dsl"), &ig_token)
+        .get(
+            &format!("/v1/audit?user={}&limit=500", "demo-dsl"),
+            &ig_token,
+        )
         .await;
     assert_eq!(status, 200);
     let actions: Vec<&str> = audit["entries"]
@@ -460,7 +481,13 @@ async fn a_dsl_finds_a_child_reads_the_summary_and_raises_a_concern_the_allocate
         .iter()
         .filter_map(|e| e["action"].as_str())
         .collect();
-    for a in ["sign_in", "search", "view", "concern_submit", "concern_list"] {
+    for a in [
+        "sign_in",
+        "search",
+        "view",
+        "concern_submit",
+        "concern_list",
+    ] {
         assert!(actions.contains(&a), "{a} not audited: {actions:?}");
     }
 }
@@ -569,7 +596,10 @@ async fn the_design_system_is_served_from_the_gateway_with_cache_headers() {
             .contains("max-age"));
     }
     // The module script imports the design systems' scripts from here.
-    for script in ["/assets/govuk-frontend.min.js", "/assets/moj-frontend.min.js"] {
+    for script in [
+        "/assets/govuk-frontend.min.js",
+        "/assets/moj-frontend.min.js",
+    ] {
         let got = b.get(script).await;
         assert_eq!(got.status, 200, "{script}");
         assert!(got.headers["content-type"]
@@ -581,5 +611,8 @@ async fn the_design_system_is_served_from_the_gateway_with_cache_headers() {
     assert_eq!(font.status, 200);
     assert_eq!(font.headers["content-type"], "font/woff2");
     assert_eq!(b.get("/assets/../Cargo.toml").await.status, 404);
-    assert!(!page.html.contains("https://"), "nothing from another origin");
+    assert!(
+        !page.html.contains("https://"),
+        "nothing from another origin"
+    );
 }

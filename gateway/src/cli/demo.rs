@@ -13,8 +13,8 @@ use clap::Args;
 
 use crate::app::Application;
 use crate::dev::config::{policy_paths, DevConfig};
-use crate::dev::pki::DevPki;
 use crate::dev::people::people;
+use crate::dev::pki::DevPki;
 use crate::foundation::config::Config;
 use crate::foundation::schema::Schemas;
 use crate::pipeline::resolve::Search;
@@ -84,9 +84,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let mut tokens = String::new();
     for p in people() {
-        let token =
-            pki.issuer
-                .mint(&p.person.user, &p.person.agency, &p.person.role, 12 * 3600);
+        let token = pki
+            .issuer
+            .mint(&p.person.user, &p.person.agency, &p.person.role, 12 * 3600);
         let _ = writeln!(tokens, "export {}={token}", p.var);
     }
     let tokens_path = dir.join("tokens.env");

@@ -94,9 +94,10 @@ impl DevConfig {
 
     /// The development sign-in page, offering `people`.
     pub fn dev_sign_in(self, people: &[crate::foundation::config::DevPerson]) -> Self {
-        let people = toml::Value::try_from(people)
-            .unwrap_or_else(|_| toml::Value::Array(Vec::new()));
-        self.set("web.dev_sign_in", true).set("web.dev_people", people)
+        let people =
+            toml::Value::try_from(people).unwrap_or_else(|_| toml::Value::Array(Vec::new()));
+        self.set("web.dev_sign_in", true)
+            .set("web.dev_people", people)
     }
 
     /// Mutual TLS: calling systems must present a certificate from the PKI's CA.

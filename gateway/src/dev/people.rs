@@ -15,7 +15,14 @@ pub struct Person {
     pub person: DevPerson,
 }
 
-fn person(var: &'static str, user: &str, name: &str, agency: &str, role: &str, does: &str) -> Person {
+fn person(
+    var: &'static str,
+    user: &str,
+    name: &str,
+    agency: &str,
+    role: &str,
+    does: &str,
+) -> Person {
     Person {
         var,
         person: DevPerson {

@@ -258,10 +258,7 @@ impl Verifier {
         if user.trim().is_empty() {
             return Err(AuthError::Claims("empty sub"));
         }
-        let agency_kind = *self
-            .agencies
-            .get(&agency)
-            .ok_or(AuthError::UnknownAgency)?;
+        let agency_kind = *self.agencies.get(&agency).ok_or(AuthError::UnknownAgency)?;
         let role = role.parse::<Role>().map_err(|_| AuthError::UnknownRole)?;
         Ok(Principal {
             user,

@@ -170,8 +170,8 @@ pub fn client(ca: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(10));
     if let Some(ca) = ca {
-        let pem = std::fs::read(ca)
-            .map_err(|e| anyhow::anyhow!("web.oidc.ca {}: {e}", ca.display()))?;
+        let pem =
+            std::fs::read(ca).map_err(|e| anyhow::anyhow!("web.oidc.ca {}: {e}", ca.display()))?;
         for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
             b = b.add_root_certificate(cert);
         }
@@ -405,6 +405,9 @@ mod tests {
         *jwks.fetched.lock().await = Some(Instant::now() - MIN_REFETCH);
         assert_eq!(jwks.key(Some("two")).await.len(), 1);
         assert_eq!(*hits.lock().unwrap(), 2);
-        assert!(jwks.get("one").is_none(), "the retired key no longer verifies");
+        assert!(
+            jwks.get("one").is_none(),
+            "the retired key no longer verifies"
+        );
     }
 }

@@ -49,9 +49,13 @@ async fn find_form(who: SignedIn) -> Response {
         .render()
 }
 
-/// The form's date of birth (`dob-day`, `dob-month`, `dob-year`) as `YYYY-MM-DD`; `None` if all
+/// A date typed into a form's three boxes that is not a real date (or is in the future).
+#[derive(Debug, Clone, Copy)]
+pub struct BadDate;
+
+/// The form's date `name` (`name-day`, `name-month`, `name-year`) as `YYYY-MM-DD`; `None` if all
 /// three are empty.
-pub fn form_date(fields: &BTreeMap<String, String>, name: &str) -> Result<Option<String>, ()> {
+pub fn form_date(fields: &BTreeMap<String, String>, name: &str) -> Result<Option<String>, BadDate> {
     let part = |p: &str| {
         fields
             .get(&format!("{name}-{p}"))
@@ -63,12 +67,12 @@ pub fn form_date(fields: &BTreeMap<String, String>, name: &str) -> Result<Option
         return Ok(None);
     }
     let (Ok(d), Ok(m), Ok(y)) = (d.parse::<u32>(), m.parse::<u32>(), y.parse::<i32>()) else {
-        return Err(());
+        return Err(BadDate);
     };
     chrono::NaiveDate::from_ymd_opt(y, m, d)
         .filter(|date| *date <= chrono::Utc::now().date_naive() && y >= 1900)
         .map(|date| Some(date.format("%Y-%m-%d").to_string()))
-        .ok_or(())
+        .ok_or(BadDate)
 }
 
 /// What each search field is called when it is wrong.
@@ -130,7 +134,7 @@ async fn find(State(gw): State<Gateway>, posted: Posted<BTreeMap<String, String>
             body.insert("birth_date".into(), json!(d));
         }
         Ok(None) => {}
-        Err(()) => errors.push(FieldError::new("dob", search_message("dob"))),
+        Err(BadDate) => errors.push(FieldError::new("dob", search_message("dob"))),
     }
     let values: BTreeMap<String, String> = fields
         .iter()

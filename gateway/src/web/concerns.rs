@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 
 use crate::foundation::error::Error;
 use crate::gateway::Gateway;
-use crate::web::children::{form_date, FieldError};
+use crate::web::children::{form_date, BadDate, FieldError};
 use crate::web::render::{self, role_label, Page};
 use crate::web::session::{Posted, SignedIn};
 use crate::write::concerns;
@@ -63,9 +63,10 @@ fn page(
 /// Where on the form a JSON pointer of the concern body lands, and what to say.
 fn concern_field(pointer: &str) -> (&'static str, &'static str) {
     match pointer {
-        p if p.starts_with("/child/nhs_number") => {
-            ("nhs_number", "Enter a real NHS number: 10 digits, like 485 777 3456")
-        }
+        p if p.starts_with("/child/nhs_number") => (
+            "nhs_number",
+            "Enter a real NHS number: 10 digits, like 485 777 3456",
+        ),
         p if p.starts_with("/child/birth_date") => ("dob", "Enter a real date of birth"),
         p if p.starts_with("/child") => (
             "nhs_number",
@@ -82,10 +83,15 @@ fn concern_field(pointer: &str) -> (&'static str, &'static str) {
             "Enter when it happened, like 27 3 2026 and a time like 14:30; not in the future",
         ),
         p if p.starts_with("/observed/how") => ("how", "Select how you know"),
-        p if p.starts_with("/observed/where") => ("where", "Enter where in 500 characters or fewer"),
+        p if p.starts_with("/observed/where") => {
+            ("where", "Enter where in 500 characters or fewer")
+        }
         p if p.starts_with("/reporter/name") => ("reporter_name", "Enter your name"),
         p if p.starts_with("/reporter/role") => ("reporter_role", "Enter your role"),
-        p if p.starts_with("/reporter") => ("reporter_phone", "Enter a phone number of 40 characters or fewer"),
+        p if p.starts_with("/reporter") => (
+            "reporter_phone",
+            "Enter a phone number of 40 characters or fewer",
+        ),
         _ => ("what", "Check the concern and try again"),
     }
 }
@@ -135,7 +141,7 @@ async fn submit(State(gw): State<Gateway>, posted: Posted<BTreeMap<String, Strin
             child.insert("birth_date".into(), json!(d));
         }
         Ok(None) => {}
-        Err(()) => errors.push(FieldError::new("dob", "Enter a real date of birth")),
+        Err(BadDate) => errors.push(FieldError::new("dob", "Enter a real date of birth")),
     }
     let when = match form_date(&values, "when") {
         Ok(Some(d)) => {
@@ -148,7 +154,7 @@ async fn submit(State(gw): State<Gateway>, posted: Posted<BTreeMap<String, Strin
                 }
             }
         }
-        Ok(None) | Err(()) => {
+        Ok(None) | Err(BadDate) => {
             errors.push(FieldError::new("when", concern_field("/observed/when").1));
             None
         }
@@ -296,7 +302,12 @@ async fn progress(
     let who = &posted.who;
     let mut body = Map::new();
     for k in ["state", "outcome", "note"] {
-        if let Some(v) = posted.form.get(k).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        if let Some(v) = posted
+            .form
+            .get(k)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+        {
             body.insert(k.into(), json!(v));
         }
     }

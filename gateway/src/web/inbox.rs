@@ -33,11 +33,23 @@ struct Item {
 
 fn describe(payload: &Value, topic: &str) -> (String, Option<String>) {
     let data = payload.get("data").unwrap_or(&Value::Null);
-    let word = |k: &str| data.get(k).and_then(Value::as_str).map(|s| s.replace('_', " "));
+    let word = |k: &str| {
+        data.get(k)
+            .and_then(Value::as_str)
+            .map(|s| s.replace('_', " "))
+    };
     let concern = data
         .get("concern")
-        .and_then(|c| c.as_str().map(String::from).or_else(|| c.get("id")?.as_str().map(String::from)))
-        .or_else(|| data.get("concern_id").and_then(Value::as_str).map(String::from));
+        .and_then(|c| {
+            c.as_str()
+                .map(String::from)
+                .or_else(|| c.get("id")?.as_str().map(String::from))
+        })
+        .or_else(|| {
+            data.get("concern_id")
+                .and_then(Value::as_str)
+                .map(String::from)
+        });
     let what = match topic {
         "concern" => format!(
             "Concern: {}, {}",

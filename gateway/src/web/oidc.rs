@@ -44,7 +44,9 @@ async fn login(State(gw): State<Gateway>) -> Response {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(error = %e, "sign-in could not start");
-            return failed("Your organisation's sign-in service could not be reached. Try again later.");
+            return failed(
+                "Your organisation's sign-in service could not be reached. Try again later.",
+            );
         }
     };
     if let Err(e) = sessions::begin_login(&gw, &begun.state, &begun.nonce, &begun.verifier).await {
@@ -78,11 +80,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Parts_ {
     }
 }
 
-async fn callback(
-    State(gw): State<Gateway>,
-    parts: Parts_,
-    Query(q): Query<Callback>,
-) -> Response {
+async fn callback(State(gw): State<Gateway>, parts: Parts_, Query(q): Query<Callback>) -> Response {
     let Some(provider) = &gw.oidc else {
         return failed("Signing in with an organisation account is not set up here.");
     };

@@ -144,7 +144,12 @@ impl Page {
 }
 
 /// A page with a heading and one paragraph.
-pub fn message_page(who: Option<&SignedIn>, status: StatusCode, heading: &str, text: &str) -> Response {
+pub fn message_page(
+    who: Option<&SignedIn>,
+    status: StatusCode,
+    heading: &str,
+    text: &str,
+) -> Response {
     Page::anonymous("message.html", heading)
         .signed_in(who)
         .status(status)
@@ -219,8 +224,8 @@ mod tests {
             .with("text", "a & b")
             .render();
         assert_eq!(page.status(), StatusCode::OK);
-        let body = futures::executor::block_on(axum::body::to_bytes(page.into_body(), 1 << 20))
-            .unwrap();
+        let body =
+            futures::executor::block_on(axum::body::to_bytes(page.into_body(), 1 << 20)).unwrap();
         let html = String::from_utf8(body.to_vec()).unwrap();
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(html.contains("&lt;script&gt;"), "{html}");

@@ -87,10 +87,7 @@ impl FromRequestParts<Gateway> for SignedIn {
 impl OptionalFromRequestParts<Gateway> for SignedIn {
     type Rejection = Response;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        gw: &Gateway,
-    ) -> Result<Option<Self>, Response> {
+    async fn from_request_parts(parts: &mut Parts, gw: &Gateway) -> Result<Option<Self>, Response> {
         find(parts, gw).await
     }
 }
@@ -109,8 +106,8 @@ impl<T: DeserializeOwned + Send> FromRequest<Gateway> for Posted<T> {
 
     async fn from_request(req: Request, gw: &Gateway) -> Result<Self, Response> {
         let (mut parts, body) = req.into_parts();
-        let who = <SignedIn as FromRequestParts<Gateway>>::from_request_parts(&mut parts, gw)
-            .await?;
+        let who =
+            <SignedIn as FromRequestParts<Gateway>>::from_request_parts(&mut parts, gw).await?;
         let req = Request::from_parts(parts, body);
         let bytes = Bytes::from_request(req, gw)
             .await

@@ -79,9 +79,10 @@ async fn page(State(gw): State<Gateway>, who: Option<SignedIn>) -> Response {
         .with("oidc", web.oidc.is_some())
         .with("pre_csrf", &pre)
         .render();
-    response
-        .headers_mut()
-        .append(header::SET_COOKIE, session::set_cookie(PRE_COOKIE, &pre, 600));
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        session::set_cookie(PRE_COOKIE, &pre, 600),
+    );
     response
 }
 
@@ -121,22 +122,22 @@ async fn dev(State(gw): State<Gateway>, cookies: Cookies, Form(form): Form<DevFo
             "Development sign-in is not offered here.",
         );
     };
-    let principal = match gw.verifier.principal_of(
-        person.user.clone(),
-        person.agency.clone(),
-        &person.role,
-    ) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(reason = e.reason(), "development person refused");
-            return render::message_page(
-                None,
-                StatusCode::FORBIDDEN,
-                "You cannot sign in",
-                "This person's agency or role is not one this gateway knows.",
-            );
-        }
-    };
+    let principal =
+        match gw
+            .verifier
+            .principal_of(person.user.clone(), person.agency.clone(), &person.role)
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(reason = e.reason(), "development person refused");
+                return render::message_page(
+                    None,
+                    StatusCode::FORBIDDEN,
+                    "You cannot sign in",
+                    "This person's agency or role is not one this gateway knows.",
+                );
+            }
+        };
     start(&gw, &principal, &person.name, "dev").await
 }
 

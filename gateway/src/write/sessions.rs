@@ -86,8 +86,11 @@ pub async fn sign_in(
     .execute(&mut *tx)
     .await?;
     let detail = json!({"method": how, "expires_at": expires});
-    gw.commit(tx, &[entry(who, "sign_in", None, None, "signed_in", detail)])
-        .await?;
+    gw.commit(
+        tx,
+        &[entry(who, "sign_in", None, None, "signed_in", detail)],
+    )
+    .await?;
     Ok(NewSession {
         cookie,
         session: Session {
@@ -126,16 +129,17 @@ pub async fn session(gw: &Gateway, cookie: &str) -> Result<Option<Session>, Erro
         return Ok(None);
     }
     let role: String = row.try_get("role")?;
-    let principal = match gw
-        .verifier
-        .principal_of(row.try_get("user_id")?, row.try_get("agency")?, &role)
-    {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::info!(reason = e.reason(), "session refused");
-            return Ok(None);
-        }
-    };
+    let principal =
+        match gw
+            .verifier
+            .principal_of(row.try_get("user_id")?, row.try_get("agency")?, &role)
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!(reason = e.reason(), "session refused");
+                return Ok(None);
+            }
+        };
     // The idle clock moves at most once a second, however many requests a page makes.
     if now > last_seen {
         sqlx::query("UPDATE web_sessions SET last_seen_at = $1 WHERE id_hash = $2")
@@ -180,7 +184,12 @@ pub fn csrf_matches(session: &Session, given: &str) -> bool {
 pub const LOGIN_TTL_SECS: i64 = 600;
 
 /// Keeps a sign-in's nonce and PKCE verifier until the browser comes back with `state`.
-pub async fn begin_login(gw: &Gateway, state: &str, nonce: &str, verifier: &str) -> Result<(), Error> {
+pub async fn begin_login(
+    gw: &Gateway,
+    state: &str,
+    nonce: &str,
+    verifier: &str,
+) -> Result<(), Error> {
     let now = chrono::Utc::now().timestamp();
     let mut tx = gw.store.begin_write().await?;
     sqlx::query("DELETE FROM web_logins WHERE created_at <= $1")
@@ -205,10 +214,11 @@ pub async fn begin_login(gw: &Gateway, state: &str, nonce: &str, verifier: &str)
 pub async fn take_login(gw: &Gateway, state: &str) -> Result<Option<(String, String)>, Error> {
     let now = chrono::Utc::now().timestamp();
     let mut tx = gw.store.begin_write().await?;
-    let row = sqlx::query("SELECT nonce, verifier, created_at FROM web_logins WHERE state_hash = $1")
-        .bind(hash(state))
-        .fetch_optional(&mut *tx)
-        .await?;
+    let row =
+        sqlx::query("SELECT nonce, verifier, created_at FROM web_logins WHERE state_hash = $1")
+            .bind(hash(state))
+            .fetch_optional(&mut *tx)
+            .await?;
     sqlx::query("DELETE FROM web_logins WHERE state_hash = $1")
         .bind(hash(state))
         .execute(&mut *tx)
