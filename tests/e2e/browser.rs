@@ -276,7 +276,7 @@ async fn in_a_browser_a_dsl_signs_in_finds_a_child_reads_the_summary_and_raises_
     check(&c, "results").await;
     shot(&c, "find-results").await;
 
-    c.find(Locator::LinkText("Open child 1"))
+    c.find(Locator::XPath("//table//a[contains(., 'Calder')]"))
         .await
         .expect("result link")
         .click()

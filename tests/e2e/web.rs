@@ -268,6 +268,19 @@ async fn a_dsl_finds_a_child_reads_the_summary_and_raises_a_concern_the_allocate
     let link = format!("/children/{child}?purpose=safeguarding");
     assert!(found.html.contains(&link), "{}", found.html);
     assert!(text(&found.html).contains("1 child found"));
+    // The result says who the child is before it is opened, as the API's search does.
+    let (_, api) = gw
+        .post(
+            "/v1/children/search",
+            &dsl_token,
+            &serde_json::json!({"purpose": "safeguarding", "nhs_number": nhs}),
+        )
+        .await;
+    let shown = &api["shown"][&child];
+    let family = shown["family_name"].as_str().expect("a DSL sees the name");
+    assert!(text(&found.html).contains(family));
+    assert!(text(&found.html).contains(shown["birth_date"].as_str().unwrap()));
+    assert!(text(&found.html).contains("Weftbridge Academy"));
 
     // The child's page shows what the JSON view shows this DSL, and nothing it withholds.
     let page = dsl.get(&link).await;

@@ -77,6 +77,7 @@ use error::ApiError;
     ),
     components(schemas(
         crate::read::search::SearchResult,
+        crate::read::search::Distinguishing,
         crate::pipeline::resolve::Found,
         crate::pipeline::merge::View,
         crate::foundation::audit::Recorded,

@@ -104,6 +104,7 @@ fn search_field(pointer: &str) -> &'static str {
 #[derive(Serialize)]
 struct Result_ {
     id: String,
+    shown: Option<crate::read::search::Distinguishing>,
     grade: String,
     matched_on: &'static str,
     probability: String,
@@ -159,6 +160,7 @@ async fn find(State(gw): State<Gateway>, posted: Posted<BTreeMap<String, String>
                 .iter()
                 .map(|c| Result_ {
                     id: c.id.clone(),
+                    shown: found.shown.get(&c.id).cloned(),
                     grade: serde_json::to_value(c.grade)
                         .ok()
                         .and_then(|v| v.as_str().map(String::from))
