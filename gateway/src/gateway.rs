@@ -56,6 +56,8 @@ pub struct Inner {
     pub routing: Routing,
     /// Where every concern, alert and notification is written before it is delivered.
     pub outbox: Arc<Outbox>,
+    /// The agency's OpenID Connect provider, for signing in to the web pages (`web.oidc`).
+    pub oidc: Option<Arc<crate::pipeline::oidc::Provider>>,
 }
 
 /// What `GET /v1/status` says of the policy.
@@ -92,6 +94,18 @@ impl Gateway {
         let outbox =
             Arc::new(Outbox::new(store.clone(), config.delivery.clone()).context("outbox")?);
         let verifier = Verifier::new(&config.auth, &config.agencies).context("auth")?;
+        if let Some(jwks) = &verifier.jwks {
+            // The provider may be down at start; its keys are fetched again on first use.
+            if let Err(e) = jwks.refresh().await {
+                tracing::warn!(error = %e, "auth.jwks_uri could not be fetched at start");
+            }
+        }
+        let oidc = match &config.web.oidc {
+            Some(o) => Some(Arc::new(
+                crate::pipeline::oidc::Provider::new(o.clone()).context("web.oidc")?,
+            )),
+            None => None,
+        };
         let sources = Sources::build(&config, &store).context("sources")?;
         let matcher = Matcher::from_config(&config.matching).context("matching model")?;
         let index = Index::with_matcher(store.clone(), matcher);
@@ -128,6 +142,7 @@ impl Gateway {
             schemas,
             routing,
             outbox,
+            oidc,
         }));
         Ok((gateway, audit_task))
     }

@@ -14,7 +14,9 @@
 //!   every read and write ends with.
 //! - [`read`] and [`write`](mod@write): one function per thing a practitioner can do, which any
 //!   interface calls; policy, audit and failing closed live there, never in an interface.
-//! - [`http`]: the JSON API — thin handlers that parse, call and render.
+//! - [`web`]: the web pages practitioners use — as thin as the JSON API, over the same functions.
+//! - [`http`]: the JSON API — thin handlers that parse, call and render; its router also serves
+//!   the pages, behind the same middleware.
 //! - [`app`]: the gateway built from its configuration, and its lifecycle.
 //! - [`cli`]: the `weft` command line, with the demo and the benchmarks; [`dev`]: the
 //!   throwaway credentials and configuration they run with.
@@ -32,4 +34,5 @@ pub mod http;
 pub mod pipeline;
 pub mod read;
 pub mod sources;
+pub mod web;
 pub mod write;

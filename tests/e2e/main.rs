@@ -6,6 +6,7 @@ mod harness;
 
 mod audit;
 mod auth;
+mod browser;
 mod config;
 mod connections;
 mod governance;
@@ -14,8 +15,10 @@ mod imports;
 mod index_export;
 mod matching;
 mod notify;
+mod oidc;
 mod policy;
 mod sar;
 mod readiness;
 mod sources;
 mod view;
+mod web;

@@ -13,8 +13,9 @@ use clap::Args;
 
 use crate::app::Application;
 use crate::dev::config::{policy_paths, DevConfig};
+use crate::dev::people::people;
 use crate::dev::pki::DevPki;
-use crate::foundation::config::{AgencyKind, Config};
+use crate::foundation::config::Config;
 use crate::foundation::schema::Schemas;
 use crate::pipeline::resolve::Search;
 use weft_ids::NhsNumber;
@@ -36,47 +37,6 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
 }
-
-/// The practitioners the demo prints tokens for: variable name, user, agency kind, role. Each
-/// has the relationship with the scenario child that their job gives them: the social worker is
-/// the child's allocated worker as the case system names them (with a caseload of other
-/// children too), the DSL and teacher work at the child's school, the health practitioner's
-/// trust and the police officer's force hold records of the child. The IG officer has none:
-/// IG officers audit, they do not open children's records.
-const PEOPLE: &[(&str, &str, AgencyKind, &str)] = &[
-    (
-        "SOCIAL_WORKER",
-        sim::population::SCENARIO_WORKER,
-        AgencyKind::SocialCare,
-        "social_worker",
-    ),
-    ("DSL", "demo-dsl", AgencyKind::Education, "dsl"),
-    ("TEACHER", "demo-teacher", AgencyKind::Education, "teacher"),
-    (
-        "HEALTH",
-        "demo-health-practitioner",
-        AgencyKind::Health,
-        "health_practitioner",
-    ),
-    (
-        "POLICE",
-        "demo-police-officer",
-        AgencyKind::Police,
-        "police_officer",
-    ),
-    (
-        "IG_OFFICER",
-        "demo-ig-officer",
-        AgencyKind::SocialCare,
-        "ig_officer",
-    ),
-    (
-        "DATA_ADMIN",
-        "demo-data-admin",
-        AgencyKind::SocialCare,
-        "data_admin",
-    ),
-];
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.dir.exists() {
@@ -102,6 +62,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             vec![weft_sim::sources::SOCIAL_CARE_AGENCY.to_string()],
         )
         .partners(&partners.agencies, &partners.sources);
+    // Signing in without a password is for a demo on this machine only; the configuration check
+    // refuses it on any other address.
+    let config = if args.listen.ip().is_loopback() {
+        config.dev_sign_in(&people().into_iter().map(|p| p.person).collect::<Vec<_>>())
+    } else {
+        config
+    };
     std::fs::write(
         &config_path,
         format!(
@@ -121,18 +88,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let report = state.index.last_sync();
 
-    let agency_of = |kind: AgencyKind| {
-        partners
-            .agencies
-            .iter()
-            .find(|a| a.kind == kind.as_str())
-            .map(|a| a.id.clone())
-            .unwrap_or_default()
-    };
     let mut tokens = String::new();
-    for (var, user, kind, role) in PEOPLE {
-        let token = pki.issuer.mint(user, &agency_of(*kind), role, 12 * 3600);
-        let _ = writeln!(tokens, "export {var}={token}");
+    for p in people() {
+        let token = pki
+            .issuer
+            .mint(&p.person.user, &p.person.agency, &p.person.role, 12 * 3600);
+        let _ = writeln!(tokens, "export {}={token}", p.var);
     }
     let tokens_path = dir.join("tokens.env");
     std::fs::write(&tokens_path, &tokens)?;
@@ -169,7 +130,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("  {:<14} {:<10} {}", s.id, s.adapter.kind(), describe(s));
     }
     println!(
-        "\nTokens (valid 12 hours) are in {tokens}; load them with:\n\n  \
+        "\nOpen {base}/ in a browser and sign in as any of the demo's people (the certificate is\n\
+         the demo's own: accept it, or trust {ca}).\n\n\
+         Tokens for the API (valid 12 hours) are in {tokens}; load them with:\n\n  \
          source {tokens}\n\n\
          Then, for example — the DESIGN.md scenario child (14, known to social care, attendance\n\
          falling, a domestic incident overnight):\n\n  \

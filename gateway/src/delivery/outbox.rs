@@ -657,6 +657,9 @@ pub struct InboxItem {
     pub subject: String,
     pub child: Option<String>,
     pub delivered_at: String,
+    /// Whether the person asking has marked it read (an item to a role is read or unread for
+    /// each of the role's people).
+    pub read: bool,
     /// The delivery envelope, as a webhook receiver would get it.
     #[schema(value_type = Object)]
     pub payload: Value,
@@ -673,9 +676,11 @@ pub async fn inbox(
     limit: u32,
 ) -> Result<Vec<InboxItem>, sqlx::Error> {
     let rows = sqlx::query(&format!(
-        "SELECT delivery_id, topic, subject, child_id, payload, delivered_at FROM inbox \
-         WHERE agency = $1 AND (user_id = $2 OR role = $3) AND delivered_at > $4 \
-         ORDER BY delivered_at, delivery_id LIMIT {}",
+        "SELECT i.delivery_id, i.topic, i.subject, i.child_id, i.payload, i.delivered_at, \
+         r.read_at FROM inbox i LEFT JOIN inbox_reads r ON r.delivery_id = i.delivery_id \
+         AND r.agency = i.agency AND r.user_id = $2 \
+         WHERE i.agency = $1 AND (i.user_id = $2 OR i.role = $3) AND i.delivered_at > $4 \
+         ORDER BY i.delivered_at, i.delivery_id LIMIT {}",
         limit.clamp(1, 1000)
     ))
     .bind(agency)
@@ -693,11 +698,67 @@ pub async fn inbox(
                 subject: r.try_get("subject")?,
                 child: r.try_get("child_id")?,
                 delivered_at: r.try_get("delivered_at")?,
+                read: r.try_get::<Option<String>, _>("read_at")?.is_some(),
                 payload: serde_json::from_str(&payload)
                     .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             })
         })
         .collect()
+}
+
+/// How many items of a person's inbox they have not marked read.
+pub async fn unread(
+    store: &Store,
+    agency: &str,
+    user: &str,
+    role: Role,
+) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n FROM inbox i LEFT JOIN inbox_reads r \
+         ON r.delivery_id = i.delivery_id AND r.agency = i.agency AND r.user_id = $2 \
+         WHERE i.agency = $1 AND (i.user_id = $2 OR i.role = $3) AND r.read_at IS NULL",
+    )
+    .bind(agency)
+    .bind(user)
+    .bind(role.as_str())
+    .fetch_one(&store.pool)
+    .await?;
+    row.try_get("n")
+}
+
+/// Marks an item of a person's inbox read, inside `tx`. False if no such item is theirs.
+pub async fn mark_read(
+    tx: &mut sqlx::AnyConnection,
+    agency: &str,
+    user: &str,
+    role: Role,
+    delivery: &str,
+    at: &str,
+) -> Result<bool, sqlx::Error> {
+    let theirs = sqlx::query(
+        "SELECT delivery_id FROM inbox WHERE delivery_id = $1 AND agency = $2 \
+         AND (user_id = $3 OR role = $4)",
+    )
+    .bind(delivery)
+    .bind(agency)
+    .bind(user)
+    .bind(role.as_str())
+    .fetch_optional(&mut *tx)
+    .await?
+    .is_some();
+    if theirs {
+        sqlx::query(
+            "INSERT INTO inbox_reads (delivery_id, agency, user_id, read_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (delivery_id, agency, user_id) DO NOTHING",
+        )
+        .bind(delivery)
+        .bind(agency)
+        .bind(user)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(theirs)
 }
 
 #[cfg(test)]

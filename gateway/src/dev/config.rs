@@ -115,6 +115,14 @@ impl DevConfig {
             .set("audit.signing_key_file", key.display().to_string()))
     }
 
+    /// The development sign-in page, offering `people`.
+    pub fn dev_sign_in(self, people: &[crate::foundation::config::DevPerson]) -> Self {
+        let people =
+            toml::Value::try_from(people).unwrap_or_else(|_| toml::Value::Array(Vec::new()));
+        self.set("web.dev_sign_in", true)
+            .set("web.dev_people", people)
+    }
+
     /// Mutual TLS: calling systems must present a certificate from the PKI's CA.
     pub fn mutual_tls(self, pki: &DevPki) -> Self {
         self.set("tls.client_ca", pki.ca.display().to_string())

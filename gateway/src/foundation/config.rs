@@ -41,6 +41,8 @@ pub struct Config {
     #[serde(default)]
     pub audit: AuditConfig,
     #[serde(default)]
+    pub web: WebConfig,
+    #[serde(default)]
     pub matching: MatchingConfig,
     #[serde(default)]
     pub limits: Limits,
@@ -86,7 +88,12 @@ pub struct AuthConfig {
     /// Expected `aud` of practitioner tokens.
     pub audience: String,
     /// Public keys that may sign tokens.
+    #[serde(default)]
     pub keys: Vec<KeyConfig>,
+    /// The identity provider's JWKS: its keys may sign tokens too, and are fetched again when
+    /// the provider rotates them.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     #[serde(default = "default_leeway")]
     pub leeway_secs: u64,
@@ -241,6 +248,48 @@ impl Default for AuditConfig {
     }
 }
 
+/// The web pages: how long a signed-in session lasts and how people sign in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    /// A session unused this long ends: a browser left open on a shared desk stops showing
+    /// children's records.
+    #[serde(default = "default_session_idle")]
+    pub session_idle_secs: u64,
+    /// A session ends this long after sign-in however busy it is, so a stolen cookie is worth a
+    /// working day at most.
+    #[serde(default = "default_session_absolute")]
+    pub session_absolute_secs: u64,
+    /// Development only: a page listing `dev_people` to sign in as, with no password. The
+    /// gateway refuses to start with it unless it listens on a loopback address.
+    #[serde(default)]
+    pub dev_sign_in: bool,
+    #[serde(default)]
+    pub dev_people: Vec<DevPerson>,
+    /// Sign-in through the agency's OpenID Connect provider.
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
+}
+
+fn default_session_idle() -> u64 {
+    1800
+}
+fn default_session_absolute() -> u64 {
+    8 * 3600
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            session_idle_secs: default_session_idle(),
+            session_absolute_secs: default_session_absolute(),
+            dev_sign_in: false,
+            dev_people: Vec::new(),
+            oidc: None,
+        }
+    }
+}
+
 /// The relationships the data must show before a practitioner sees a child (as NHS Spine asks for
 /// a legitimate relationship before a clinical record is opened).
 #[derive(Debug, Clone, Deserialize)]
@@ -271,6 +320,57 @@ impl Default for RelationshipsConfig {
             roles: Default::default(),
         }
     }
+}
+
+/// One person the development sign-in page offers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevPerson {
+    /// The user id, as a token's `sub` would carry it.
+    pub user: String,
+    /// What the page calls them.
+    pub name: String,
+    pub agency: String,
+    pub role: String,
+    /// What this person can do in the demo, shown under their name.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// The agency's OpenID Connect provider: authorization code with PKCE, keys from its JWKS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer; the discovery document is `issuer/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<SecretString>,
+    /// This gateway's `/auth/callback` as browsers reach it.
+    pub redirect_url: String,
+    /// A PEM bundle trusted for the provider beside the public roots (a provider on a private CA).
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// The ID-token claim naming the agency.
+    #[serde(default = "default_agency_claim")]
+    pub agency_claim: String,
+    /// The ID-token claim naming the role.
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+    /// The scopes asked for; they must bring the agency and role claims into the ID token.
+    #[serde(default = "default_scope")]
+    pub scope: String,
+}
+
+fn default_scope() -> String {
+    "openid profile".into()
+}
+
+fn default_agency_claim() -> String {
+    "agency".into()
+}
+fn default_role_claim() -> String {
+    "role".into()
 }
 
 /// How the outbox delivers concerns, alerts and notifications. Every node runs a worker; several
@@ -642,6 +742,7 @@ const OVERRIDABLE: &[&str] = &[
     "matching",
     "limits",
     "delivery",
+    "web",
 ];
 
 /// A part of the configuration that a command may or may not use. Each command checks the parts
@@ -773,6 +874,9 @@ impl Config {
         if let Some(k) = &mut self.audit.signing_key_file {
             fix(k);
         }
+        if let Some(ca) = self.web.oidc.as_mut().and_then(|o| o.ca.as_mut()) {
+            fix(ca);
+        }
     }
 
     fn check(&self, parts: &[Part]) -> Result<(), ConfigError> {
@@ -817,6 +921,20 @@ impl Config {
                 return Err(ConfigError::invalid(
                     format!("audit.ig_lead_agencies[{i}]"),
                     format!("no agency {lead:?} in agencies"),
+                ));
+            }
+        }
+        for (i, p) in self.web.dev_people.iter().enumerate() {
+            if !agencies.contains(p.agency.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("web.dev_people[{i}].agency"),
+                    format!("no agency with id {:?} in [[agencies]]", p.agency),
+                ));
+            }
+            if let Err(e) = p.role.parse::<crate::foundation::domain::Role>() {
+                return Err(ConfigError::invalid(
+                    format!("web.dev_people[{i}].role"),
+                    e.to_string(),
                 ));
             }
         }
@@ -876,6 +994,15 @@ impl Config {
                 ))
             }
             _ => {}
+        }
+        if self.web.dev_sign_in && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::invalid(
+                "web.dev_sign_in",
+                "signing in without a password is allowed only on a loopback listen address",
+            ));
+        }
+        if let Some(ca) = self.web.oidc.as_ref().and_then(|o| o.ca.as_ref()) {
+            must_exist("web.oidc.ca", ca)?;
         }
         if let Some(tls) = &self.tls {
             must_exist("tls.cert", &tls.cert)?;

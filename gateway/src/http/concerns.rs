@@ -11,14 +11,14 @@ use crate::gateway::Gateway;
 use crate::http::contract::payload;
 use crate::http::error::ApiError;
 use crate::pipeline::authenticate::Principal;
-use crate::write::concerns::{self, ConcernView};
+use crate::write::concerns::{self, ConcernView, MyConcern};
 
 /// The header that makes a retried submission return the original concern.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 pub fn routes() -> Router<Gateway> {
     Router::new()
-        .route("/v1/concerns", post(submit))
+        .route("/v1/concerns", post(submit).get(mine))
         .route("/v1/concerns/{id}", get(show))
         .route("/v1/concerns/{id}/status", post(progress))
         .route("/v1/concerns/{id}/addenda", post(addendum))
@@ -60,6 +60,25 @@ pub(crate) async fn submit(
     } else {
         (StatusCode::CREATED, Json(submitted.concern)).into_response()
     })
+}
+
+/// The concerns the caller raised, newest first, each with the furthest state a recipient has
+/// reached.
+#[utoipa::path(
+    get,
+    path = "/v1/concerns",
+    responses(
+        (status = 200, description = "The caller's concerns, newest first", body = Vec<MyConcern>),
+        (status = 401, description = "Missing or invalid token"),
+        (status = 503, description = "Audit log unavailable"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn mine(
+    State(gw): State<Gateway>,
+    who: Principal,
+) -> Result<Json<Vec<MyConcern>>, ApiError> {
+    Ok(Json(concerns::mine(&gw, &who, None).await?))
 }
 
 /// A concern, its recipients' progress and its history. For its reporter and recipients.

@@ -17,6 +17,7 @@ use crate::write::inbox;
 pub fn routes() -> Router<Gateway> {
     Router::new()
         .route("/v1/inbox", get(items))
+        .route("/v1/inbox/{id}/read", post(read))
         .route("/v1/outbox", get(outbox))
         .route("/v1/outbox/{id}/retry", post(retry))
 }
@@ -53,6 +54,29 @@ pub(crate) async fn items(
     Ok(Json(
         inbox::inbox(&gw, &who, q.after.as_deref(), q.limit).await?,
     ))
+}
+
+/// Marks an inbox item read, for the caller alone (an item to a role stays unread for the
+/// role's other people).
+#[utoipa::path(
+    post,
+    path = "/v1/inbox/{id}/read",
+    params(("id" = String, Path, description = "Delivery id")),
+    responses(
+        (status = 200, description = "Marked read"),
+        (status = 401, description = "Missing or invalid token"),
+        (status = 404, description = "No item with that id in the caller's inbox"),
+        (status = 503, description = "Audit log unavailable: nothing changed"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn read(
+    State(gw): State<Gateway>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    inbox::mark_read(&gw, &who, &id).await?;
+    Ok(Json(json!({"delivery": id, "read": true})))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

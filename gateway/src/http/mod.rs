@@ -68,10 +68,12 @@ use error::ApiError;
         matches::decide,
         matches::links,
         concerns::submit,
+        concerns::mine,
         concerns::show,
         concerns::progress,
         concerns::addendum,
         inbox::items,
+        inbox::read,
         inbox::outbox,
         inbox::retry,
         events::ingest,
@@ -84,6 +86,7 @@ use error::ApiError;
         contract::ErrorBody,
         crate::read::search::SearchResult,
         crate::read::search::Hit,
+        crate::read::search::Distinguishing,
         crate::pipeline::resolve::Found,
         crate::pipeline::authorise::relate::Relationship,
         crate::pipeline::merge::View,
@@ -102,6 +105,7 @@ use error::ApiError;
         crate::pipeline::resolve::linkage::Grade,
         weft_matching::Explained,
         crate::write::concerns::ConcernView,
+        crate::write::concerns::MyConcern,
         crate::write::concerns::RecipientView,
         crate::write::concerns::LogEntry,
         crate::delivery::outbox::InboxItem,
@@ -161,6 +165,7 @@ pub fn router(state: Gateway) -> Router {
         .merge(health::routes())
         .route("/openapi.json", get(|| async { Json(openapi()) }))
         .layer(middleware::from_fn(error::require_json))
+        .merge(crate::web::routes())
         .layer(middleware::from_fn(record_metrics))
         .layer(
             ServiceBuilder::new()
@@ -286,6 +291,7 @@ mod tests {
             "/v1/events",
             "/v1/subscriptions",
             "/v1/inbox",
+            "/v1/inbox/{id}/read",
             "/v1/outbox",
             "/v1/children/{id}/access-report",
             "/v1/children/{id}/access-report/deferred",

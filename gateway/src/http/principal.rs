@@ -14,9 +14,20 @@ impl FromRequestParts<Gateway> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, gw: &Gateway) -> Result<Self, ApiError> {
-        let result = bearer(parts)
+        let token = bearer(parts);
+        let mut result = token
             .ok_or(AuthError::Missing)
             .and_then(|t| gw.verifier.verify(t));
+        // A key not yet seen may be the identity provider's new one: fetch its JWKS again
+        // (at most every few seconds) and try once more.
+        if let (Err(AuthError::UnknownKey), Some(jwks), Some(t)) =
+            (&result, &gw.verifier.jwks, token)
+        {
+            if let Err(e) = jwks.refresh().await {
+                tracing::warn!(error = %e, "JWKS refresh failed");
+            }
+            result = gw.verifier.verify(t);
+        }
         match result {
             Ok(mut p) => {
                 p.client = parts

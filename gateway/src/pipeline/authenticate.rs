@@ -86,6 +86,8 @@ pub struct Verifier {
     agencies: HashMap<String, AgencyKind>,
     max_lifetime: i64,
     leeway: i64,
+    /// The identity provider's keys (`auth.jwks_uri`), beside the configured ones.
+    pub jwks: Option<std::sync::Arc<crate::pipeline::oidc::Jwks>>,
     /// Tokens already verified, by SHA-256 of the token, with their expiry. A practitioner's
     /// token arrives on every request and an ECDSA/RSA check is the dearest step of the
     /// pipeline; a verified token cannot change, so the answer is reused until it expires.
@@ -120,8 +122,29 @@ impl Verifier {
                 key,
             });
         }
+        let jwks = match &auth.jwks_uri {
+            Some(uri) => Some(std::sync::Arc::new(crate::pipeline::oidc::Jwks::new(
+                uri.clone(),
+                crate::pipeline::oidc::client(None)?,
+            ))),
+            None => None,
+        };
+        if jwks.is_some() {
+            for algorithm in [Algorithm::RS256, Algorithm::ES256] {
+                validation.entry(algorithm).or_insert_with(|| {
+                    let mut v = Validation::new(algorithm);
+                    v.set_audience(&[&auth.audience]);
+                    v.set_issuer(&[&auth.issuer]);
+                    v.leeway = auth.leeway_secs;
+                    v.validate_nbf = true;
+                    v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+                    v
+                });
+            }
+        }
         Ok(Self {
             keys,
+            jwks,
             validation,
             agencies: agencies.iter().map(|a| (a.id.clone(), a.kind)).collect(),
             max_lifetime: i64::try_from(auth.max_lifetime_secs).unwrap_or(i64::MAX),
@@ -181,8 +204,22 @@ impl Verifier {
             k.algorithm == header.alg && header.kid.as_deref().is_none_or(|kid| kid == k.kid)
         });
         let mut last = AuthError::UnknownKey;
-        for key in candidates {
-            match jsonwebtoken::decode::<Claims>(token, &key.key, validation) {
+        let from_jwks = self
+            .jwks
+            .as_ref()
+            .map(|j| match header.kid.as_deref() {
+                Some(kid) => j.get(kid).into_iter().collect(),
+                None => j.all(),
+            })
+            .unwrap_or_default();
+        let keys = candidates.map(|k| &k.key).chain(
+            from_jwks
+                .iter()
+                .filter(|(alg, _)| *alg == header.alg)
+                .map(|(_, key)| key),
+        );
+        for key in keys {
+            match jsonwebtoken::decode::<Claims>(token, key, validation) {
                 Ok(data) => {
                     let exp = data.claims.exp;
                     return self.principal(data.claims).map(|p| (p, exp));
@@ -206,14 +243,26 @@ impl Verifier {
         {
             return Err(AuthError::Claims("lifetime over auth.max_lifetime_secs"));
         }
-        let agency_kind = *self
-            .agencies
-            .get(&c.agency)
-            .ok_or(AuthError::UnknownAgency)?;
-        let role = c.role.parse::<Role>().map_err(|_| AuthError::UnknownRole)?;
+        self.principal_of(c.sub, c.agency, &c.role)
+    }
+
+    /// The one place a practitioner's identity becomes a [`Principal`]: from a bearer token's
+    /// claims, an OpenID Connect ID token's, or a web session's (which keeps the claims it was
+    /// signed in with). The agency and role must be ones this deployment knows, every time.
+    pub fn principal_of(
+        &self,
+        user: String,
+        agency: String,
+        role: &str,
+    ) -> Result<Principal, AuthError> {
+        if user.trim().is_empty() {
+            return Err(AuthError::Claims("empty sub"));
+        }
+        let agency_kind = *self.agencies.get(&agency).ok_or(AuthError::UnknownAgency)?;
+        let role = role.parse::<Role>().map_err(|_| AuthError::UnknownRole)?;
         Ok(Principal {
-            user: c.sub,
-            agency: c.agency,
+            user,
+            agency,
             agency_kind,
             role,
             client: None,
@@ -278,6 +327,7 @@ mod tests {
             }],
             leeway_secs: 30,
             max_lifetime_secs: 12 * 3600,
+            jwks_uri: None,
         };
         let agencies = [AgencyConfig {
             id: AGENCY.into(),

@@ -1,6 +1,7 @@
 //! The read pipeline's stages, in the order a request passes through them (DESIGN.md):
 //!
-//! 1. [`authenticate`]: mutual TLS names the calling system, a signed token the practitioner.
+//! 1. [`authenticate`]: mutual TLS names the calling system, a signed token the practitioner
+//!    ([`oidc`]: keys and sign-in from the agency's OpenID Connect provider).
 //! 2. [`resolve`]: the master child index — child id to source records, identifier or
 //!    demographics to child.
 //! 3. [`fanout`]: every linked source, concurrently, each within its own deadline, through its
@@ -16,4 +17,5 @@ pub mod authenticate;
 pub mod authorise;
 pub mod fanout;
 pub mod merge;
+pub mod oidc;
 pub mod resolve;

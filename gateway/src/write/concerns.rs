@@ -603,6 +603,73 @@ pub async fn show(gw: &Gateway, who: &Principal, id: &str) -> Result<ConcernView
     Ok(for_viewer(gw, who, view))
 }
 
+/// A concern in its reporter's list: what it was about, and where its recipients have got to.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MyConcern {
+    pub id: String,
+    pub submitted_at: String,
+    pub child: Option<String>,
+    pub category: String,
+    pub urgency: String,
+    /// The furthest state any recipient has reached (`sent` … `closed`).
+    pub state: String,
+    pub recipients: usize,
+}
+
+/// The concerns `who` raised, newest first (at most `limit`, default 100). Audited.
+pub async fn mine(
+    gw: &Gateway,
+    who: &Principal,
+    limit: Option<u32>,
+) -> Result<Vec<MyConcern>, Error> {
+    let rows = sqlx::query(&format!(
+        "SELECT c.id, c.submitted_at, c.child_id, c.category, c.urgency, r.state \
+         FROM concerns c LEFT JOIN concern_recipients r ON r.concern_id = c.id \
+         WHERE c.agency = $1 AND c.submitted_by = $2 \
+         ORDER BY c.submitted_at DESC, c.id LIMIT {}",
+        // Rows are concern × recipient; a concern rarely has more than a handful.
+        u64::from(limit.unwrap_or(100).clamp(1, 1000)) * 20
+    ))
+    .bind(&who.agency)
+    .bind(&who.user)
+    .fetch_all(&gw.store.pool)
+    .await?;
+    let mut out: Vec<MyConcern> = Vec::new();
+    for r in &rows {
+        let id: String = r.try_get("id")?;
+        let state: Option<String> = r.try_get("state")?;
+        if let Some(last) = out.last_mut().filter(|c| c.id == id) {
+            if let Some(s) = state {
+                if rank(&s) > rank(&last.state) {
+                    last.state = s;
+                }
+                last.recipients += 1;
+            }
+            continue;
+        }
+        out.push(MyConcern {
+            id,
+            submitted_at: r.try_get("submitted_at")?,
+            child: r.try_get("child_id")?,
+            category: r.try_get("category")?,
+            urgency: r.try_get("urgency")?,
+            recipients: usize::from(state.is_some()),
+            state: state.unwrap_or_else(|| "sent".into()),
+        });
+    }
+    out.truncate(usize::try_from(limit.unwrap_or(100).clamp(1, 1000)).unwrap_or(100));
+    gw.record(
+        who,
+        "concern_list",
+        None,
+        None,
+        "shown",
+        json!({"returned": out.len(), "concerns": out.iter().map(|c| &c.id).collect::<Vec<_>>()}),
+    )
+    .await?;
+    Ok(out)
+}
+
 /// A recipient moves a concern on (`schemas/concern-update.schema.json`): `acknowledged`,
 /// `in_progress`, `closed` (with an outcome). The reporter is told through their inbox.
 pub async fn progress(

@@ -45,6 +45,35 @@ pub async fn inbox(
     Ok(items)
 }
 
+/// How many items of `who`'s inbox are unread. A count, naming no child: not audited.
+pub async fn unread(gw: &Gateway, who: &Principal) -> Result<i64, Error> {
+    Ok(crate::delivery::outbox::unread(&gw.store, &who.agency, &who.user, who.role).await?)
+}
+
+/// Marks an item of `who`'s inbox read (for them alone, when it went to their role).
+pub async fn mark_read(gw: &Gateway, who: &Principal, delivery: &str) -> Result<(), Error> {
+    const ACTION: &str = "inbox_read";
+    let mut tx = gw.store.begin_write().await?;
+    let now = crate::delivery::outbox::ts(chrono::Utc::now());
+    let theirs = crate::delivery::outbox::mark_read(
+        &mut tx,
+        &who.agency,
+        &who.user,
+        who.role,
+        delivery,
+        &now,
+    )
+    .await?;
+    if !theirs {
+        drop(tx);
+        let e = Error::NotFound("no item with that id in your inbox");
+        return Err(gw.refuse(who, ACTION, None, None, e).await);
+    }
+    let detail = json!({"delivery": delivery});
+    gw.commit(tx, &[entry(who, ACTION, None, None, "read", detail)])
+        .await
+}
+
 async fn admin_only(gw: &Gateway, p: &Principal, action: &str) -> Result<(), Error> {
     if p.role == Role::DataAdmin {
         Ok(())

@@ -12,6 +12,7 @@
 //! - [`matches`]: the identity review queue and decisions, link history.
 //! - [`imports`]: `file` sources' drops, imported into the index.
 //! - [`sar`]: releasing an access deferred from subject access reports.
+//! - [`sessions`]: signing in and out of the web pages; a signed-in browser's session.
 
 pub mod breakglass;
 pub mod child;
@@ -22,3 +23,4 @@ pub mod imports;
 pub mod inbox;
 pub mod matches;
 pub mod sar;
+pub mod sessions;

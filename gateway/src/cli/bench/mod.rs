@@ -197,6 +197,10 @@ pub struct ViewArgs {
     /// measure what checkpointing costs a view.
     #[arg(long)]
     pub checkpoints: bool,
+    /// Also load the child's web page (signed in, the same view rendered as HTML) and compare
+    /// it with the JSON view.
+    #[arg(long)]
+    pub page: bool,
 }
 
 /// Latencies of one phase.
@@ -467,6 +471,53 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
     .await;
     let cpu_after = cpu::gateway_cpu_ns();
 
+    // The same view as a page: a session made as signing in makes one, the page fetched with
+    // its cookie.
+    let page = if args.page {
+        let principal = serving
+            .state
+            .verifier
+            .principal_of(
+                "bench-sw".into(),
+                "bench-social_care".into(),
+                "social_worker",
+            )
+            .map_err(|e| anyhow::anyhow!("benchmark principal: {e}"))?;
+        let session =
+            crate::write::sessions::sign_in(&serving.state, &principal, "Benchmark", "bench")
+                .await?;
+        let cookie = format!("{}={}", crate::web::session::COOKIE, session.cookie);
+        let page_url = format!("{base}/children/{child}?purpose=safeguarding");
+        let call = {
+            let client = client.clone();
+            move |_| {
+                let c = client.clone();
+                let url = page_url.clone();
+                let cookie = cookie.clone();
+                async move {
+                    match c.get(&url).header("cookie", cookie).send().await {
+                        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                        _ => false,
+                    }
+                }
+            }
+        };
+        let call = Arc::new(call);
+        let warm = call.clone();
+        load(args.concurrency, Duration::from_secs(1), move |n| warm(n)).await;
+        let measured = call.clone();
+        Some(
+            load(
+                args.concurrency,
+                Duration::from_secs(args.seconds),
+                move |n| measured(n),
+            )
+            .await,
+        )
+    } else {
+        None
+    };
+
     println!(
         "{:<24} {:>9} {:>10} {:>9} {:>9} {:>9}",
         "", "requests", "req/s", "p50 ms", "p99 ms", "failed"
@@ -475,6 +526,13 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
         println!("{}", p.row(&format!("source {i} direct")));
     }
     println!("{}", gateway.row("gateway merged view"));
+    if let Some(page) = &page {
+        println!("{}", page.row("gateway child's page"));
+        println!(
+            "page p50 - view p50: {:+.2} ms (target: within 5 ms)",
+            ms(page.quantile(0.5)) - ms(gateway.quantile(0.5))
+        );
+    }
     let slowest = direct
         .iter()
         .map(|p| p.quantile(0.5))
