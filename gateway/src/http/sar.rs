@@ -26,8 +26,10 @@ pub fn routes() -> Router<Gateway> {
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ReportParams {
     /// `json` (default) or `html`: a page a family can read.
+    #[param(pattern = "^(json|html)$")]
     format: Option<String>,
 }
 

@@ -102,8 +102,6 @@ pub async fn search(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<Search
         _ => None,
     };
     let outcome = if ids.is_empty() { "no_match" } else { "found" };
-    // What was searched for, as typed: a search that found nobody is traced by its terms. The
-    // audit log is protected like the data it describes.
     // Distinguishing details only for the children the searcher may open: a search without a
     // relationship says that a child matches and nothing more.
     let granted: Vec<&str> = hits
@@ -112,6 +110,8 @@ pub async fn search(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<Search
         .map(|h| h.id.as_str())
         .collect();
     let (shown, categories) = distinguishing(gw, who, purpose, &granted).await?;
+    // What was searched for, as typed: a search that found nobody is traced by its terms. The
+    // audit log is protected like the data it describes.
     let detail = json!({
         "terms": terms,
         "children": ids,
@@ -126,6 +126,7 @@ pub async fn search(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<Search
         children: hits,
         shown,
     })
+}
 
 /// Most children whose distinguishing details a search returns.
 const DISTINGUISH_AT_MOST: usize = 20;

@@ -201,7 +201,7 @@ async fn find(State(gw): State<Gateway>, posted: Posted<BTreeMap<String, String>
                 .with("results", results)
                 .render()
         }
-        Err(Error::Invalid { errors: list, .. }) => {
+        Err(Error::Invalid { errors: list, .. } | Error::Unprocessable { errors: list, .. }) => {
             let mut errors: Vec<FieldError> = Vec::new();
             for e in &list {
                 let pointer = crate::web::concerns::pointer_of(e);

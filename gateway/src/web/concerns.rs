@@ -212,7 +212,7 @@ async fn submit(State(gw): State<Gateway>, posted: Posted<BTreeMap<String, Strin
         Ok(submitted) => {
             Redirect::to(&format!("/concerns/{}?raised=1", submitted.concern.id)).into_response()
         }
-        Err(Error::Invalid { errors: list, .. }) => {
+        Err(Error::Invalid { errors: list, .. } | Error::Unprocessable { errors: list, .. }) => {
             add(&mut errors, list.iter().map(pointer_of).collect());
             if errors.is_empty() {
                 errors.push(FieldError::new("what", concern_field("").1));
@@ -314,7 +314,7 @@ async fn progress(
     let raw = Value::Object(body).to_string();
     match concerns::progress(&gw, &who.principal, &id, raw.as_bytes()).await {
         Ok(_) => Redirect::to(&format!("/concerns/{id}")).into_response(),
-        Err(Error::Invalid { .. }) => render::message_page(
+        Err(Error::Invalid { .. } | Error::Unprocessable { .. }) => render::message_page(
             Some(who),
             StatusCode::BAD_REQUEST,
             "There is a problem",

@@ -167,6 +167,11 @@ pub fn error_page(who: Option<&SignedIn>, e: &Error) -> Response {
             "There is a problem",
             "The request could not be understood. Go back and try again.",
         ),
+        Error::Unprocessable { .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "There is a problem",
+            "Something you entered could not be used. Go back, check it and try again.",
+        ),
         Error::Forbidden(why) => (StatusCode::FORBIDDEN, "You cannot do this", *why),
         Error::NotFound(_) => (
             StatusCode::NOT_FOUND,
