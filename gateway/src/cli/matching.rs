@@ -309,8 +309,11 @@ fn report(out: &Path, lines: &[String]) {
 
 fn describe(blocked: &Blocked<'_>, model: &Model, s: &Settings) -> Vec<String> {
     let mut lines = vec![format!(
-        "model {} (prior {:.5}); threshold {}",
-        model.version, model.prior, s.threshold
+        "model {} (expected matches per record {:.3}; prior per pair {:.3e}); threshold {}",
+        model.version,
+        model.matches_per_record,
+        weft_matching::model::pair_prior(model, blocked.task.others()),
+        s.threshold
     )];
     let per_rule: Vec<String> = blocked
         .rules()
@@ -394,7 +397,7 @@ pub fn run_link(args: &LinkArgs) -> anyhow::Result<()> {
     lines.extend(describe(&blocked, &model, &s));
     let matches = pairs
         .iter()
-        .filter(|p| f64::from(p.probability) >= s.threshold)
+        .filter(|p| p.matches(s.threshold))
         .count();
     lines.push(format!(
         "matches at threshold: {matches}; pairs written: {written}"
@@ -437,7 +440,8 @@ pub fn run_dedupe(args: &DedupeArgs) -> anyhow::Result<()> {
         .min(s.threshold);
     let tf = link::term_frequencies(task, &comparisons);
     let pairs = link::predict(&blocked, &model, &tf, floor);
-    let clusters = link::cluster(table.records.len(), &pairs, s.threshold);
+    let scorer = weft_matching::Scorer::new(&model, &tf, task.others());
+    let clusters = link::cluster(&table.records, &pairs, s.threshold, &scorer);
     t.lap("score and cluster", &mut since);
     {
         let mut w = csv::Writer::from_writer(writer(&args.scoring.out)?);

@@ -325,7 +325,8 @@ fn bench(args: &MatchBenchArgs) -> anyhow::Result<()> {
     }
     let tf = link::term_frequencies(task, &comparisons);
     let pairs = link::predict(&blocked, &model, &tf, args.threshold);
-    let clusters = link::cluster(records.len(), &pairs, args.threshold);
+    let scorer = weft_matching::Scorer::new(&model, &tf, task.others());
+    let clusters = link::cluster(&records, &pairs, args.threshold, &scorer);
     let total = started.elapsed();
     println!(
         "dedupe: {} records, {} pairs compared, {} matches, {} clusters",

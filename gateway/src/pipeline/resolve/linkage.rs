@@ -40,6 +40,11 @@ pub const FIELDS: [Field; 5] = [
 /// records with `weft match train` should replace it.
 const BUILTIN_MODEL: &str = include_str!("default_model.json");
 
+/// The fewest records the per-pair prior is spread over. The index's own count (records with a
+/// family name, kept in `match_terms`) is used when larger: an index that starts small must not
+/// link more readily than the authority-sized one it grows into, whose records it will share.
+pub const MIN_POPULATION: f64 = 10_000.0;
+
 /// Below this probability a candidate is not worth showing at all.
 pub const POSSIBLE: f64 = 0.05;
 
@@ -200,8 +205,8 @@ impl Matcher {
             q = q.bind(rule).bind(key);
         }
         let rows = q.fetch_all(&mut *conn).await?;
-        let tf = self.terms(conn, r).await?;
-        let scorer = Scorer::new(&self.model, &tf);
+        let (tf, population) = self.terms(conn, r).await?;
+        let scorer = Scorer::new(&self.model, &tf, population);
         let floor = self.lower.min(POSSIBLE);
         let mut seen = HashSet::with_capacity(rows.len());
         let mut scored: Vec<Scored> = Vec::new();
@@ -505,15 +510,16 @@ impl Matcher {
         &self,
         conn: &mut AnyConnection,
         r: &Record,
-    ) -> Result<TermFrequencies, sqlx::Error> {
+    ) -> Result<(TermFrequencies, f64), sqlx::Error> {
         let mut tf = TermFrequencies::default();
+        let mut population = MIN_POPULATION;
         let wanted: Vec<(Comparison, f64, &str)> = self
             .tf
             .iter()
             .filter_map(|&(c, u)| Some((c, u, counted(c, r)?)))
             .collect();
         if wanted.is_empty() {
-            return Ok(tf);
+            return Ok((tf, population));
         }
         let mut sql = String::from("SELECT comparison, value, n, sq FROM match_terms WHERE ");
         for i in 0..wanted.len() {
@@ -544,6 +550,7 @@ impl Matcher {
         };
         for (c, u, value) in wanted {
             let (total, squares) = row(c, "")?;
+            population = population.max(total);
             if total < 1.0 || squares < 1.0 {
                 continue;
             }
@@ -556,7 +563,7 @@ impl Matcher {
             let average = squares / (total * total);
             tf.set_share(c, value, share * u / average);
         }
-        Ok(tf)
+        Ok((tf, population))
     }
 
     /// Keeps `match_terms` in step as a record arrives or changes: its old names are counted
