@@ -118,6 +118,20 @@ impl Comparison {
         }
     }
 
+    /// Whether the comparison is a part of an address: the parts are one piece of evidence
+    /// (see [`crate::model::Evidence`]).
+    pub fn is_address(self) -> bool {
+        matches!(
+            self,
+            Comparison::Postcode
+                | Comparison::HouseNumber
+                | Comparison::Street
+                | Comparison::Locality
+                | Comparison::Town
+                | Comparison::Region
+        )
+    }
+
     /// Whether exact agreement is weighted by how common the value is: agreeing on a rare
     /// surname says more than agreeing on "Smith".
     pub fn term_frequency(self) -> bool {

@@ -396,6 +396,7 @@ pub fn train(blocked: &Blocked<'_>, options: &TrainOptions) -> Model {
         }
     }
     model.set_m(&estimates);
+    model.training.identifier_pairs = m_from_identifiers(&mut model, &blocked.sample);
 
     let mut all = Patterns::new();
     for &(_, _, p) in &blocked.sample {
@@ -414,6 +415,59 @@ pub fn train(blocked: &Blocked<'_>, options: &TrainOptions) -> Model {
     model.trained_at = chrono::Utc::now().to_rfc3339();
     model.seal();
     model
+}
+
+/// Fewest candidate pairs sharing a verified identifier for `m` to be read from them.
+const MIN_IDENTIFIER_PAIRS: u64 = 200;
+
+/// Where records carry verified national identifiers (NHS number, UPN), pairs sharing one are
+/// the same child with near certainty: a label the data gives for free. Their agreement on every
+/// other comparison is `m` itself, with no latent class to mistake — EM on a file of children
+/// can settle on "same household" (siblings agree on family name and address) instead of "same
+/// child". Replaces EM's `m` for the comparisons those pairs inform; returns how many pairs.
+fn m_from_identifiers(model: &mut Model, sample: &[(u32, u32, u64)]) -> u64 {
+    let kinds = model.comparison_kinds();
+    let ids: Vec<usize> = kinds
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| matches!(c, Comparison::NhsNumber | Comparison::Upn))
+        .map(|(i, _)| i)
+        .collect();
+    if ids.is_empty() {
+        return 0;
+    }
+    let level = |p: u64, i: usize| ((p >> (4 * i)) & 0xF) as u8;
+    let mut counts: Vec<Vec<f64>> = kinds.iter().map(|c| vec![0.0; c.levels().len()]).collect();
+    let mut n = 0u64;
+    for &(_, _, p) in sample {
+        if !ids.iter().any(|&i| level(p, i) == 0) {
+            continue;
+        }
+        n += 1;
+        for (i, c) in counts.iter_mut().enumerate() {
+            let l = level(p, i);
+            if (l as usize) < c.len() {
+                c[l as usize] += 1.0;
+            }
+        }
+    }
+    if n < MIN_IDENTIFIER_PAIRS {
+        return n;
+    }
+    for (i, cm) in model.comparisons.iter_mut().enumerate() {
+        if ids.contains(&i) {
+            continue;
+        }
+        let total: f64 = counts[i].iter().sum();
+        if total < MIN_IDENTIFIER_PAIRS as f64 {
+            continue;
+        }
+        let k = cm.levels.len() as f64;
+        for (lm, &c) in cm.levels.iter_mut().zip(&counts[i]) {
+            lm.m = (c + 0.5) / (total + 0.5 * k);
+        }
+    }
+    n
 }
 
 /// Term frequencies over all the task's records.

@@ -79,6 +79,10 @@ pub struct TrainingReport {
     /// Random pairs counted for `u`.
     pub random_pairs: usize,
     pub rules: Vec<RuleReport>,
+    /// Candidate pairs sharing a verified NHS number or UPN that `m` was read from (0 when
+    /// there were too few and EM's estimates stand).
+    #[serde(default)]
+    pub identifier_pairs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -207,6 +211,7 @@ impl Model {
             .iter()
             .map(|c| c.levels.iter().map(|l| l.u).collect())
             .collect();
+        let kinds = self.comparison_kinds();
         let mut lambda = 0.3f64;
         let mut pats: Vec<(u64, f64)> = patterns.iter().map(|(&p, &n)| (p, n)).collect();
         // A fixed order: floating-point sums, and so the model, must not depend on how a hash
@@ -218,14 +223,14 @@ impl Model {
             let mut mass: Vec<Vec<f64>> = m.iter().map(|l| vec![0.0; l.len()]).collect();
             let (mut matched, mut total) = (0.0, 0.0);
             for &(p, n) in &pats {
-                let mut log_ratio = 0.0f64;
+                let mut log_ratio = Evidence::default();
                 for (i, on) in active.iter().enumerate() {
                     let l = level_of(p, i);
                     if *on && l != MISSING {
-                        log_ratio += (m[i][l as usize] / u[i][l as usize]).ln();
+                        log_ratio.add(kinds[i], (m[i][l as usize] / u[i][l as usize]).ln());
                     }
                 }
-                let odds = lambda / (1.0 - lambda) * log_ratio.exp();
+                let odds = lambda / (1.0 - lambda) * log_ratio.total().exp();
                 let post = if odds.is_finite() {
                     odds / (1.0 + odds)
                 } else {
@@ -315,22 +320,18 @@ impl Model {
         max_iterations: usize,
     ) {
         let weights = self.level_weights();
+        let kinds = self.comparison_kinds();
         let mut pats: Vec<(f64, f64)> = patterns
             .iter()
             .map(|(&p, &n)| {
-                let w: f64 = weights
-                    .iter()
-                    .enumerate()
-                    .map(|(i, ws)| {
-                        let l = level_of(p, i);
-                        if l == MISSING {
-                            0.0
-                        } else {
-                            ws[l as usize]
-                        }
-                    })
-                    .sum();
-                (w, n * scale)
+                let mut w = Evidence::default();
+                for (i, ws) in weights.iter().enumerate() {
+                    let l = level_of(p, i);
+                    if l != MISSING {
+                        w.add(kinds[i], ws[l as usize]);
+                    }
+                }
+                (w.total(), n * scale)
             })
             .collect();
         // Summed in a fixed order, so the same pairs give the same prior to the last bit.
@@ -589,14 +590,15 @@ impl<'a> Scorer<'a> {
     }
 
     pub fn score(&self, a: &Record, b: &Record) -> Score {
-        let mut w = self.prior_weight;
+        let mut e = Evidence::default();
         let mut deterministic = false;
         for (i, c) in self.kinds.iter().enumerate() {
             if let Some(level) = c.compare(a, b) {
-                w += self.weight(i, level, a).0;
+                e.add(*c, self.weight(i, level, a).0);
                 deterministic |= level == 0 && matches!(c, Comparison::NhsNumber | Comparison::Upn);
             }
         }
+        let w = self.prior_weight + e.total();
         Score {
             weight: w,
             probability: if deterministic { 1.0 } else { probability(w) },
@@ -607,15 +609,16 @@ impl<'a> Scorer<'a> {
 
     /// Scores a pair whose pattern is already known (training counted it): skips re-comparing.
     pub fn score_pattern(&self, p: u64, a: &Record, b: &Record) -> Score {
-        let mut w = self.prior_weight;
+        let mut e = Evidence::default();
         let mut deterministic = false;
         for (i, c) in self.kinds.iter().enumerate() {
             let level = level_of(p, i);
             if level != MISSING {
-                w += self.weight(i, level, a).0;
+                e.add(*c, self.weight(i, level, a).0);
                 deterministic |= level == 0 && matches!(c, Comparison::NhsNumber | Comparison::Upn);
             }
         }
+        let w = self.prior_weight + e.total();
         Score {
             weight: w,
             probability: if deterministic { 1.0 } else { probability(w) },
@@ -646,6 +649,36 @@ impl<'a> Scorer<'a> {
                 }
             })
             .collect()
+    }
+}
+
+/// The evidence of a pair's comparisons, added up. The parts of an address (postcode, house
+/// number, street, locality, town, region) are not independent: a sibling shares all of them,
+/// and so does a stranger next door. Adding their weights as if each were fresh evidence counts
+/// one fact — the same home — three or four times. So the address counts as one piece of
+/// evidence: its strongest agreement plus its strongest disagreement.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Evidence {
+    other: f64,
+    address_for: f64,
+    address_against: f64,
+}
+
+impl Evidence {
+    pub fn add(&mut self, c: Comparison, w: f64) {
+        if c.is_address() {
+            if w > 0.0 {
+                self.address_for = self.address_for.max(w);
+            } else {
+                self.address_against = self.address_against.min(w);
+            }
+        } else {
+            self.other += w;
+        }
+    }
+
+    pub fn total(&self) -> f64 {
+        self.other + self.address_for + self.address_against
     }
 }
 
