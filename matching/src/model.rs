@@ -661,6 +661,7 @@ impl<'a> Scorer<'a> {
 pub struct Evidence {
     other: f64,
     address_for: f64,
+    address_for_rest: f64,
     address_against: f64,
 }
 
@@ -668,6 +669,7 @@ impl Evidence {
     pub fn add(&mut self, c: Comparison, w: f64) {
         if c.is_address() {
             if w > 0.0 {
+                self.address_for_rest += self.address_for.min(w);
                 self.address_for = self.address_for.max(w);
             } else {
                 self.address_against = self.address_against.min(w);
@@ -678,9 +680,14 @@ impl Evidence {
     }
 
     pub fn total(&self) -> f64 {
-        self.other + self.address_for + self.address_against
+        self.other + self.address_for + ADDRESS_REST * self.address_for_rest + self.address_against
     }
 }
+
+/// How much the address parts after the strongest still count: agreeing on the street as well
+/// as the postcode says a little more than the postcode alone (another street can share a
+/// postcode's sector), far less than fresh evidence.
+const ADDRESS_REST: f64 = 0.25;
 
 /// Probability from a log2-odds match weight.
 pub fn probability(weight: f64) -> f64 {
