@@ -730,7 +730,7 @@ mod tests {
     fn em_recovers_a_planted_model() {
         // Two comparisons with two levels; 1,000 matches (agree 90 %) and 9,000 non-matches
         // (agree 10 %), independent: EM with the true u should find m near 0.9 and λ near 0.1.
-        let kinds = vec![Comparison::Sex, Comparison::Region, Comparison::HouseNumber];
+        let kinds = vec![Comparison::Sex, Comparison::NhsNumber, Comparison::Upn];
         let mut model = Model::initial(&kinds);
         model.set_u(&[vec![10.0, 90.0], vec![10.0, 90.0], vec![10.0, 90.0]]);
         let mut patterns = Patterns::new();
