@@ -128,6 +128,16 @@ fn level_of(p: u64, i: usize) -> u8 {
 }
 
 impl Model {
+    /// The model without some comparisons: each comparison's `m` and `u` are its own, so a
+    /// model trained where identifiers helped (they give `m` for free) scores records that
+    /// carry only the rest.
+    pub fn without(&self, drop: &[Comparison]) -> Model {
+        let mut m = self.clone();
+        m.comparisons.retain(|c| !drop.contains(&c.comparison));
+        m.seal();
+        m
+    }
+
     /// A model before training: `m` favours agreement, `u` favours disagreement. EM starts from
     /// here; these starting values are never used to score.
     pub fn initial(comparisons: &[Comparison]) -> Self {
@@ -627,7 +637,22 @@ impl<'a> Scorer<'a> {
         }
     }
 
+    /// Each comparison's level and weight, and last, when a rule holds the pair back, the rule
+    /// (as comparison `rule`, its reason as the level): what a reviewer reads.
     pub fn explain(&self, a: &Record, b: &Record) -> Vec<Explained> {
+        let mut out = self.explain_comparisons(a, b);
+        if let Some(g) = crate::guard::guard(a, b, self.twins) {
+            out.push(Explained {
+                comparison: "rule".into(),
+                level: g.reason().into(),
+                weight: 0.0,
+                term_frequency_adjusted: false,
+            });
+        }
+        out
+    }
+
+    fn explain_comparisons(&self, a: &Record, b: &Record) -> Vec<Explained> {
         self.kinds
             .iter()
             .enumerate()

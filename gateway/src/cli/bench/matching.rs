@@ -52,6 +52,10 @@ pub struct MatchBenchArgs {
     /// Save the model trained in the deduplication step here (JSON), to inspect it.
     #[arg(long)]
     pub save_model: Option<std::path::PathBuf>,
+    /// Train the gateway's built-in model on the first cohort (without labels: the index's
+    /// five fields, with the NHS number and UPN to learn `m` from) and save it here.
+    #[arg(long)]
+    pub save_gateway_model: Option<std::path::PathBuf>,
     /// Match probability at or above which a pair is a match.
     #[arg(long, default_value_t = crate::cli::matching::DEFAULT_THRESHOLD)]
     pub threshold: f64,
@@ -495,6 +499,24 @@ fn bench(args: &MatchBenchArgs) -> anyhow::Result<()> {
             cohort.twins.len(),
             started.elapsed().as_secs_f64()
         );
+        if let (0, Some(path)) = (k, &args.save_gateway_model) {
+            let mut fields = FIELDS.to_vec();
+            fields.extend([Field::NhsNumber, Field::Upn]);
+            let comparisons = link::comparisons_for(&fields);
+            let options = TrainOptions::default();
+            let blocked = link::block(
+                Task::Dedupe(&records),
+                link::usable_rules(&default_rules(), &fields),
+                comparisons,
+                options.max_training_pairs,
+            );
+            let model = link::train(&blocked, &options).without(&[
+                weft_matching::Comparison::NhsNumber,
+                weft_matching::Comparison::Upn,
+            ]);
+            model.save(path)?;
+            println!("gateway model {} saved to {}", model.version, path.display());
+        }
         let out = dedupe(&records, &cohort.truth, &COHORT_FIELDS, args, k == 0)?;
         let twins_linked = cohort
             .twins

@@ -130,6 +130,51 @@ impl Matcher {
         }
     }
 
+    /// The grade of a demographic match: from its calibrated probability, but never `certain`
+    /// when a rule holds the pair back (twins; given name and sex both different), and nothing
+    /// at all when a rule says they are two children.
+    pub fn grade_score(&self, score: &Score) -> Option<Grade> {
+        match score.guard {
+            Some(g) if g.is_apart() => None,
+            Some(_) => self.grade(score.probability.min(self.upper * 0.999)),
+            None => self.grade(score.probability),
+        }
+    }
+
+    /// Whether a record agrees with a child's records as a whole: no record of the child is
+    /// held apart from it by a rule (twins, another identifier) or scores below
+    /// [`weft_matching::link::DIFFERENT`] against it. A record that matches one of a child's
+    /// records well but is confidently not another of them is never linked automatically, so a
+    /// chain of plausible links cannot join two children.
+    async fn agrees_with_child(
+        &self,
+        conn: &mut AnyConnection,
+        r: &Record,
+        child: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT sr.source AS source, sr.local_id AS local_id, sr.identifiers AS identifiers, \
+             sr.demographics AS demographics FROM source_records sr WHERE sr.child_id = $1",
+        )
+        .bind(child)
+        .fetch_all(&mut *conn)
+        .await?;
+        let (tf, population) = self.terms(conn, r).await?;
+        let scorer = Scorer::new(&self.model, &tf, population);
+        for row in &rows {
+            let other = stored_record(
+                &row.try_get::<String, _>("local_id")?,
+                &row.try_get::<String, _>("demographics")?,
+                &row.try_get::<String, _>("identifiers")?,
+            );
+            let s = scorer.score(r, &other);
+            if s.guard.is_some() || (!s.deterministic && s.probability < weft_matching::link::DIFFERENT) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// The blocking keys of a record, as the store keeps them.
     pub fn keys(&self, r: &Record) -> Vec<(String, String)> {
         self.rules
@@ -411,14 +456,21 @@ impl Matcher {
             .await?
             .into_iter()
             .next();
-        if let Some(c) = best.as_ref().filter(|c| c.score.probability >= self.upper) {
-            return Ok(Placement {
-                child: c.child.clone(),
-                method: "probabilistic".into(),
-                scored: best,
-                review: None,
-            });
+        if let Some(c) = best
+            .as_ref()
+            .filter(|c| c.score.links(self.upper))
+        {
+            if self.agrees_with_child(conn, record, &c.child).await? {
+                return Ok(Placement {
+                    child: c.child.clone(),
+                    method: "probabilistic".into(),
+                    scored: best,
+                    review: None,
+                });
+            }
         }
+        // Twins and children a rule holds apart are not even proposed.
+        let best = best.filter(|c| !c.score.guard.is_some_and(|g| g.is_apart()));
         let child = uuid::Uuid::new_v4().to_string();
         sqlx::query("INSERT INTO children (id, created_at) VALUES ($1, $2)")
             .bind(&child)
@@ -482,8 +534,11 @@ impl Matcher {
             .await?
             .into_iter()
             .next();
-        let Some(c) = best.filter(|c| c.child != current && c.score.probability >= self.lower)
-        else {
+        let Some(c) = best.filter(|c| {
+            c.child != current
+                && c.score.probability >= self.lower
+                && !c.score.guard.is_some_and(|g| g.is_apart())
+        }) else {
             return Ok(None);
         };
         let open = sqlx::query(
