@@ -82,7 +82,12 @@ impl<'a> Task<'a> {
 /// makes training and clustering give the same result whatever order the rows came in.
 pub fn id_order(records: &[Record]) -> Vec<u32> {
     let mut order: Vec<u32> = (0..records.len() as u32).collect();
-    order.par_sort_by(|&a, &b| records[a as usize].id.cmp(&records[b as usize].id).then(a.cmp(&b)));
+    order.par_sort_by(|&a, &b| {
+        records[a as usize]
+            .id
+            .cmp(&records[b as usize].id)
+            .then(a.cmp(&b))
+    });
     order
 }
 
@@ -534,7 +539,12 @@ pub const DIFFERENT: f64 = 0.01;
 /// plausible links never joins two children. Ties are broken by record id, so the same records
 /// in another order give the same clusters. Returns each record's cluster number, numbered
 /// from 0 in order of each cluster's first record by id.
-pub fn cluster(records: &[Record], pairs: &[Pair], threshold: f64, scorer: &Scorer<'_>) -> Vec<u32> {
+pub fn cluster(
+    records: &[Record],
+    pairs: &[Pair],
+    threshold: f64,
+    scorer: &Scorer<'_>,
+) -> Vec<u32> {
     let n = records.len();
     let rank = ranks(&id_order(records));
     let mut strong: Vec<&Pair> = pairs.iter().filter(|p| p.matches(threshold)).collect();
@@ -612,7 +622,10 @@ pub fn calibration(
     let mut bins: Vec<(u64, f64, u64)> = vec![(0, 0.0, 0); edges.len().saturating_sub(1)];
     for p in pairs {
         let prob = f64::from(p.probability);
-        let Some(b) = edges.windows(2).position(|w| prob >= w[0] && (prob < w[1] || (w[1] >= 1.0 && prob <= 1.0))) else {
+        let Some(b) = edges
+            .windows(2)
+            .position(|w| prob >= w[0] && (prob < w[1] || (w[1] >= 1.0 && prob <= 1.0)))
+        else {
             continue;
         };
         let same = truth_left.get(p.left as usize) == truth_right.get(p.right as usize);
@@ -787,7 +800,12 @@ mod tests {
         let scorer = Scorer::new(&model, &tf, 4.0);
         let c = cluster(
             &records,
-            &[pair(0, 2, 0.9), pair(2, 4, 0.8), pair(1, 3, 0.7), pair(0, 1, 0.2)],
+            &[
+                pair(0, 2, 0.9),
+                pair(2, 4, 0.8),
+                pair(1, 3, 0.7),
+                pair(0, 1, 0.2),
+            ],
             0.5,
             &scorer,
         );
@@ -883,7 +901,11 @@ mod tests {
         let tf = term_frequencies(task, &comparisons);
         let pairs = predict(&blocked, &model, &tf, 0.5);
         let truth: Vec<u32> = (0..n as u32).collect();
-        assert!(model.matches_per_record > 0.5 && model.matches_per_record < 1.5, "{}", model.matches_per_record);
+        assert!(
+            model.matches_per_record > 0.5 && model.matches_per_record < 1.5,
+            "{}",
+            model.matches_per_record
+        );
         let ev = evaluate(&blocked, &pairs, 0.5, &truth, &truth);
         assert_eq!(ev.true_pairs, 100);
         assert!(ev.f1 > 0.95, "{ev:?}");

@@ -840,9 +840,10 @@ mod tests {
             Model::from_json(&text),
             Err(ModelError::Format { found: 99 })
         ));
-        let text = std::fs::read_to_string(&path)
-            .unwrap()
-            .replace("\"matches_per_record\": 2.5", "\"matches_per_record\": -1.0");
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "\"matches_per_record\": 2.5",
+            "\"matches_per_record\": -1.0",
+        );
         assert!(matches!(
             Model::from_json(&text),
             Err(ModelError::Invalid(_))

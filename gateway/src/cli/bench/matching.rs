@@ -406,7 +406,11 @@ fn febrl(args: &MatchBenchArgs) -> anyhow::Result<()> {
         }
         let mapping = Mapping::parse(m)?;
         let fields = mapping.fields();
-        let label = if with_id { "all fields" } else { "demographics only" };
+        let label = if with_id {
+            "all fields"
+        } else {
+            "demographics only"
+        };
         let mut e = Entities::default();
         let a = input::read(&dir.join("dataset4a.csv"), &mapping, Some(&truth), &mut e)?;
         let b = input::read(&dir.join("dataset4b.csv"), &mapping, Some(&truth), &mut e)?;
@@ -515,7 +519,11 @@ fn bench(args: &MatchBenchArgs) -> anyhow::Result<()> {
                 weft_matching::Comparison::Upn,
             ]);
             model.save(path)?;
-            println!("gateway model {} saved to {}", model.version, path.display());
+            println!(
+                "gateway model {} saved to {}",
+                model.version,
+                path.display()
+            );
         }
         let out = dedupe(&records, &cohort.truth, &COHORT_FIELDS, args, k == 0)?;
         let twins_linked = cohort

@@ -168,7 +168,9 @@ impl Matcher {
                 &row.try_get::<String, _>("identifiers")?,
             );
             let s = scorer.score(r, &other);
-            if s.guard.is_some() || (!s.deterministic && s.probability < weft_matching::link::DIFFERENT) {
+            if s.guard.is_some()
+                || (!s.deterministic && s.probability < weft_matching::link::DIFFERENT)
+            {
                 return Ok(false);
             }
         }
@@ -456,10 +458,7 @@ impl Matcher {
             .await?
             .into_iter()
             .next();
-        if let Some(c) = best
-            .as_ref()
-            .filter(|c| c.score.links(self.upper))
-        {
+        if let Some(c) = best.as_ref().filter(|c| c.score.links(self.upper)) {
             if self.agrees_with_child(conn, record, &c.child).await? {
                 return Ok(Placement {
                     child: c.child.clone(),
