@@ -10,6 +10,8 @@
 //!   name — with given names that are not the same name, a nickname, a middle name or a typo of
 //!   each other: twins or siblings, never linked; when the given names are only similar (or one
 //!   is an initial), a person is asked;
+//! - the same household or family name with given names and dates of birth both different
+//!   (not a mis-keyed date): brothers or sisters, never linked;
 //! - given name and sex both different: never linked without a person.
 //!
 //! The twin rule runs where records carry sex (children's registers always do: the gateway's
@@ -51,9 +53,11 @@ impl Guard {
 pub const DIFFERENT_NHS: &str = "different verified NHS numbers";
 pub const DIFFERENT_UPN: &str = "different verified UPNs";
 pub const TWINS: &str =
-    "same date of birth and household or family name, different given names: twins or siblings";
+    "same date of birth and household or family name, different given names: twins";
 pub const MAYBE_TWINS: &str =
     "same date of birth and household or family name, given names only similar: could be twins";
+pub const SIBLINGS: &str =
+    "same household or family name, different given names and dates of birth: brothers or sisters";
 pub const NAME_AND_SEX: &str = "given name and sex both different";
 
 /// Given-name levels (see [`Comparison::levels`]): exact, other name or nickname, close typo.
@@ -62,6 +66,8 @@ const SAME_NAME: u8 = 2;
 const SIMILAR_NAME: u8 = 3;
 /// Swapped with the family name: a data-entry slip, not another child.
 const SWAPPED_NAME: u8 = 4;
+/// Dates of birth that are not one date mis-keyed (the last level of [`Comparison::BirthDate`]).
+const DIFFERENT_DOB: u8 = 4;
 
 /// Whether two records share a household: the same household key where both have one; else
 /// the same postcode and, where both record it, the same house number.
@@ -74,6 +80,23 @@ pub fn same_household(a: &Record, b: &Record) -> bool {
     postcode && house
 }
 
+/// Whether one given name is a slip of the other (one character added, dropped, changed or
+/// two swapped: "Aria"/"Arda", "Isla"/"Islp", which Jaro–Winkler scores low on short names) or
+/// a short form that begins it ("Flo"/"Florence", "Alex"/"Alexandra"): not a sign of another
+/// child, so the model, not a rule, weighs it.
+fn short_form_or_slip(a: &Record, b: &Record) -> bool {
+    let (Some(x), Some(y)) = (&a.given, &b.given) else {
+        return false;
+    };
+    x.tokens.iter().any(|p| {
+        y.tokens.iter().any(|q| {
+            let (short, long) = if p.len() <= q.len() { (p, q) } else { (q, p) };
+            crate::compare::within_one_edit(p.as_bytes(), q.as_bytes())
+                || (short.len() >= 3 && long.starts_with(short.as_str()))
+        })
+    })
+}
+
 /// The rule that holds a pair back, if one does; `twins` turns the twin rule on (see the
 /// module's documentation for when it is off).
 pub fn guard(a: &Record, b: &Record, twins: bool) -> Option<Guard> {
@@ -83,11 +106,23 @@ pub fn guard(a: &Record, b: &Record, twins: bool) -> Option<Guard> {
     if matches!((&a.upn, &b.upn), (Some(x), Some(y)) if x != y) {
         return Some(Guard::Apart(DIFFERENT_UPN));
     }
-    if !twins {
+    let shared = |x: Option<&str>, y: Option<&str>| matches!((x, y), (Some(x), Some(y)) if x == y);
+    if !twins
+        || shared(
+            a.nhs_number.as_ref().map(|n| n.as_str()),
+            b.nhs_number.as_ref().map(|n| n.as_str()),
+        )
+        || shared(
+            a.upn.as_ref().map(|u| u.as_str()),
+            b.upn.as_ref().map(|u| u.as_str()),
+        )
+    {
+        // A shared verified identifier says which child it is; the rules below only stop
+        // the weights from saying it without one.
         return None;
     }
     let given = Comparison::GivenName.compare(a, b)?;
-    if given <= SAME_NAME || given == SWAPPED_NAME {
+    if given <= SAME_NAME || given == SWAPPED_NAME || short_form_or_slip(a, b) {
         return None;
     }
     let sex_differs = matches!((a.sex, b.sex), (Some(x), Some(y)) if x != y);
@@ -99,6 +134,14 @@ pub fn guard(a: &Record, b: &Record, twins: bool) -> Option<Guard> {
         } else {
             Guard::Apart(TWINS)
         });
+    }
+    let dob_differs = Comparison::BirthDate
+        .compare(a, b)
+        .is_some_and(|l| l == DIFFERENT_DOB);
+    if dob_differs && (family || same_household(a, b)) {
+        // The household's evidence (family name, address) is shared by every child in it; with
+        // the given name and the date of birth both different, it is a brother or sister.
+        return Some(Guard::Apart(SIBLINGS));
     }
     if sex_differs && given > SIMILAR_NAME {
         return Some(Guard::Review(NAME_AND_SEX));
@@ -160,6 +203,25 @@ mod tests {
         );
         let j = rec("E", "Khan", "2010-01-01", "F", "WT2 2BB");
         assert_eq!(guard_(&ella, &j), Some(Guard::Review(MAYBE_TWINS)));
+        // Slips and short forms are the model's to weigh, not twins.
+        for same in ["Rubi", "Rub", "Rubyy"] {
+            assert_eq!(
+                guard_(&ruby, &rec(same, "Calder", "2014-03-02", "F", "WT1 1AA")),
+                None,
+                "{same}"
+            );
+        }
+        let florence = rec("Florence", "Khan", "2010-01-01", "F", "WT2 2BB");
+        assert_eq!(
+            guard_(&florence, &rec("Flo", "Khan", "2010-01-01", "F", "WT2 2BB")),
+            None
+        );
+        // A shared verified NHS number says which child it is.
+        let mut a = ruby.clone();
+        let mut b = oliver.clone();
+        a.set(Field::NhsNumber, "9434765919").unwrap();
+        b.set(Field::NhsNumber, "943 476 5919").unwrap();
+        assert_eq!(guard_(&a, &b), None);
     }
 
     #[test]
@@ -172,6 +234,12 @@ mod tests {
         let girl = rec("Ruby", "Calder", "2014-03-02", "F", "WT1 1AA");
         let boy = rec("Oliver", "Baker", "2013-07-09", "M", "WT9 9XX");
         assert_eq!(guard_(&girl, &boy), Some(Guard::Review(NAME_AND_SEX)));
+        // Brothers: same home, other names and birthdays.
+        let brother = rec("Oliver", "Calder", "2011-09-30", "M", "WT1 1AA");
+        let sister = rec("Ruby", "Calder", "2014-03-02", "F", "WT1 1AA");
+        assert_eq!(guard_(&sister, &brother), Some(Guard::Apart(SIBLINGS)));
+        let sister2 = rec("Amy", "Calder", "2016-11-12", "F", "WT1 1AA");
+        assert_eq!(guard_(&sister, &sister2), Some(Guard::Apart(SIBLINGS)));
         // Strangers of the same sex are the model's business, not a rule's.
         let other = rec("Zoe", "Baker", "2013-07-09", "F", "WT9 9XX");
         assert_eq!(guard_(&girl, &other), None);

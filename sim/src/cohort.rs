@@ -704,7 +704,10 @@ pub fn generate(seed: u64, children: usize) -> Cohort {
                 taken.push(given.clone());
                 let middle = if g.rng.gen_bool(0.6) {
                     let same_sex = g.rng.gen_bool(0.9);
-                    Some(g.given(same_sex == female, &taken))
+                    let m = g.given(same_sex == female, &taken);
+                    // A brother's middle name is not his sister's given name.
+                    taken.push(m.clone());
+                    Some(m)
                 } else {
                     None
                 };

@@ -288,10 +288,12 @@ const COHORT_FIELDS: [Field; 9] = [
 
 /// A cohort record as the matcher reads it.
 pub(crate) fn cohort_record(r: &weft_sim::cohort::CohortRecord) -> Record {
+    // Middle names join the given name's tokens, where any one agreeing counts.
+    let given = format!("{} {}", r.given_name, r.middle_names);
     Record::lenient(
         r.record_id.clone(),
         [
-            (Field::GivenName, r.given_name.as_str()),
+            (Field::GivenName, given.trim()),
             (Field::FamilyName, r.family_name.as_str()),
             (Field::BirthDate, r.birth_date.as_str()),
             (Field::Sex, r.sex),

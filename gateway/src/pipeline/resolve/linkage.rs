@@ -1112,6 +1112,103 @@ mod tests {
         }
     }
 
+    fn child(id: &str, given: &str, family: &str, sex: &str, postcode: &str) -> SourceRecord {
+        let mut r = rec(id, None, given, family);
+        r.demographics.sex = Some(sex.into());
+        r.demographics.postcode = Some(postcode.into());
+        r
+    }
+
+    #[tokio::test]
+    async fn twins_in_two_systems_are_two_children_and_a_stranger_born_the_same_day_is_a_third() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 0.95).await;
+        let (ruby, _) = index
+            .upsert(
+                "health",
+                &child("h1", "Ruby", "Calder", "female", "WT3 5QP"),
+            )
+            .await
+            .unwrap();
+        // Her twin brother, at the same address, in the school's system.
+        let (oliver, _) = index
+            .upsert(
+                "school",
+                &child("s1", "Oliver", "Calder", "male", "WT3 5QP"),
+            )
+            .await
+            .unwrap();
+        assert_ne!(ruby, oliver, "twins are two children");
+        // A twin sister: same sex, same everything but the given name.
+        let (rosie, _) = index
+            .upsert(
+                "school",
+                &child("s2", "Rosie", "Calder", "female", "WT3 5QP"),
+            )
+            .await
+            .unwrap();
+        assert_ne!(rosie, ruby);
+        // An unrelated girl born the same day.
+        let (amira, _) = index
+            .upsert(
+                "police",
+                &child("p1", "Amira", "Hussain", "female", "WT9 1AB"),
+            )
+            .await
+            .unwrap();
+        assert!(![&ruby, &oliver, &rosie].contains(&&amira));
+        // Nothing a person should be asked about: twins are not proposed.
+        assert!(review_queue(&index).await.unwrap().is_empty());
+        // Ruby's own record in the police system still links to her.
+        let (again, _) = index
+            .upsert(
+                "police",
+                &child("p2", "Ruby", "Calder", "female", "WT3 5QP"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again, ruby);
+        // A search for the twin brother never grades his sister certain.
+        let found = index
+            .find(&Search {
+                demographics: Some(child("q", "Oliver", "Calder", "male", "WT3 5QP").demographics),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            found
+                .iter()
+                .all(|f| f.id == oliver || f.grade != Grade::Certain),
+            "{found:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_near_miss_goes_to_the_review_queue_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 0.95).await;
+        let (ella, _) = index
+            .upsert("health", &child("h1", "Ella", "Khan", "female", "WT3 5QP"))
+            .await
+            .unwrap();
+        // Only an initial, same date of birth and address: could be her, could be a twin.
+        let (e, _) = index
+            .upsert("school", &child("s1", "E", "Khan", "female", "WT3 5QP"))
+            .await
+            .unwrap();
+        assert_ne!(e, ella, "never linked without a person");
+        let queue = review_queue(&index).await.unwrap();
+        assert_eq!(queue.len(), 1, "{queue:?}");
+        assert_eq!(queue[0].child_id, ella);
+        let rule = queue[0]
+            .explanation
+            .iter()
+            .find(|x| x.comparison == "rule")
+            .expect("the explanation names the rule");
+        assert!(rule.level.contains("twins"), "{rule:?}");
+    }
+
     fn by_admin(d: &Decided) -> Entry {
         Entry {
             user: "admin1".into(),
