@@ -544,6 +544,17 @@ impl Gen {
         }
     }
 
+    /// A younger sibling's birth: 10 to 48 months after `prev`, if still within the cohort's
+    /// 18 years.
+    fn after(&mut self, (y, m, d): (i32, u32, u32)) -> Option<(i32, u32, u32)> {
+        use chrono::Datelike;
+        let prev = chrono::NaiveDate::from_ymd_opt(y, m, d)?;
+        let next =
+            prev.checked_add_signed(chrono::Duration::days(self.rng.gen_range(300..1460)))?;
+        (next < chrono::NaiveDate::from_ymd_opt(2025, 10, 1)?)
+            .then(|| (next.year(), next.month(), next.day()))
+    }
+
     fn birth(&mut self) -> (i32, u32, u32) {
         // 18 school years of births, October 2007 to September 2025.
         let day = self.rng.gen_range(0..18 * 365);
@@ -694,9 +705,18 @@ pub fn generate(seed: u64, children: usize) -> Cohort {
         let size = [1, 1, 2, 2, 2, 3, 3, 4][g.rng.gen_range(0..8)];
         let mut taken: Vec<String> = Vec::new();
         let mut i = 0;
+        let mut last_birth: Option<(i32, u32, u32)> = None;
         while i < size && kids.len() < children {
             let twin = g.rng.gen_bool(0.015) && kids.len() + 1 < children;
-            let dob = g.birth();
+            // Brothers and sisters are born at least ten months apart (twins aside).
+            let dob = match last_birth {
+                None => g.birth(),
+                Some(prev) => match g.after(prev) {
+                    Some(d) => d,
+                    None => break,
+                },
+            };
+            last_birth = Some(dob);
             let n = if twin { 2 } else { 1 };
             for k in 0..n {
                 let female = g.rng.gen_bool(0.49);
