@@ -177,6 +177,51 @@ impl Matcher {
         Ok(true)
     }
 
+    /// What the current model says about a record's link to its child: the best-scoring of the
+    /// child's other records, and whether the record agrees with the child as a whole. `None`
+    /// when the child has no other record.
+    async fn judge_link(
+        &self,
+        conn: &mut AnyConnection,
+        source: &str,
+        local_id: &str,
+        r: &Record,
+        child: &str,
+    ) -> Result<Option<(Score, Vec<Explained>, bool)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT source, local_id, identifiers, demographics FROM source_records \
+             WHERE child_id = $1 ORDER BY source, local_id",
+        )
+        .bind(child)
+        .fetch_all(&mut *conn)
+        .await?;
+        let (tf, population) = self.terms(conn, r).await?;
+        let scorer = Scorer::new(&self.model, &tf, population);
+        let mut best: Option<(Score, Vec<Explained>)> = None;
+        let mut agrees = true;
+        for row in &rows {
+            let (s, l): (String, String) = (row.try_get("source")?, row.try_get("local_id")?);
+            if s == source && l == local_id {
+                continue;
+            }
+            let other = stored_record(
+                &l,
+                &row.try_get::<String, _>("demographics")?,
+                &row.try_get::<String, _>("identifiers")?,
+            );
+            let score = scorer.score(r, &other);
+            if score.guard.is_some()
+                || (!score.deterministic && score.probability < weft_matching::link::DIFFERENT)
+            {
+                agrees = false;
+            }
+            if best.as_ref().is_none_or(|(b, _)| score.weight > b.weight) {
+                best = Some((score, scorer.explain(r, &other)));
+            }
+        }
+        Ok(best.map(|(s, e)| (s, e, agrees)))
+    }
+
     /// The blocking keys of a record, as the store keeps them.
     pub fn keys(&self, r: &Record) -> Vec<(String, String)> {
         self.rules
@@ -1209,6 +1254,63 @@ mod tests {
         assert!(rule.level.contains("twins"), "{rule:?}");
     }
 
+    #[tokio::test]
+    async fn an_upgrade_asks_about_links_the_new_model_would_not_make_and_moves_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, _db) = index(dir.path(), 0.5).await;
+        let ella = old
+            .upsert(
+                "health",
+                &child("h1", "Eleanor", "Thompson", "female", "WT3 5QP"),
+            )
+            .await
+            .unwrap()
+            .0;
+        let mut moved = child("s1", "Eleanor", "Thomson", "female", "WT3 5QP");
+        moved.demographics.birth_date = Some("2016-06-12".into());
+        let linked = old.upsert("school", &moved).await.unwrap().0;
+        assert_eq!(linked, ella, "the lenient old thresholds link it");
+        let history = link_history(&old, &ella).await.unwrap().unwrap();
+        let p = history
+            .iter()
+            .find(|l| l.source == "school")
+            .and_then(|l| l.probability)
+            .unwrap();
+        assert!(p < 1.0, "{p}");
+        // The links were made by an older model; the new one is stricter.
+        sqlx::query("UPDATE match_links SET model_version = 'fs-000000000000'")
+            .execute(&old.store().pool)
+            .await
+            .unwrap();
+        let cfg = MatchingConfig {
+            upper: (p + 1.0) / 2.0,
+            lower: 0.5,
+            model: None,
+        };
+        let new = Index::with_matcher(old.store().clone(), Matcher::from_config(&cfg).unwrap());
+        assert_eq!(reexamine(&new).await.unwrap(), 1);
+        assert_eq!(reexamine(&new).await.unwrap(), 0, "asked once");
+        let queue = review_queue(&new).await.unwrap();
+        assert_eq!(queue.len(), 1);
+        assert_eq!(
+            (queue[0].method.as_str(), queue[0].child_id.as_str()),
+            (RECHECK, ella.as_str())
+        );
+        // Nothing moved by itself, and a pass over the same record moves nothing either.
+        assert_eq!(new.upsert("school", &moved).await.unwrap().0, ella);
+        // A person splits it: the record becomes a child of its own and stays one.
+        let decided = decide(&new, &queue[0].id, Decision::Reject, "dsl", None, by_admin)
+            .await
+            .unwrap();
+        assert_ne!(decided.child_id, ella);
+        assert_eq!(
+            new.upsert("school", &moved).await.unwrap().0,
+            decided.child_id
+        );
+        assert_eq!(reexamine(&new).await.unwrap(), 0);
+        assert!(review_queue(&new).await.unwrap().is_empty());
+    }
+
     fn by_admin(d: &Decided) -> Entry {
         Entry {
             user: "admin1".into(),
@@ -1883,6 +1985,78 @@ pub struct Decided {
 }
 
 /// Open proposals, oldest first.
+/// The method of a review row that asks whether a link the matcher made under an older model
+/// should stand: confirming keeps (and pins) the link, rejecting splits it.
+pub const RECHECK: &str = "recheck";
+
+/// After an upgrade, re-examines the links the matcher made on its own under another model
+/// version: where the current model would not have made the link — the record no longer
+/// reaches the upper threshold against the child's other records, or a rule or a confidently
+/// different record now stands against it — a person is asked (a `recheck` row in the review
+/// queue, with the new score and explanation). Nothing is moved: the link stays until a person
+/// splits it. Links a person decided, links by identifier, and links already awaiting a recheck
+/// are left alone. Runs in one transaction with its audit entries; returns the rechecks asked.
+pub async fn reexamine(index: &crate::pipeline::resolve::Index) -> Result<usize, sqlx::Error> {
+    let matcher = index.matcher();
+    let version = matcher.model.version.clone();
+    let mut tx = index.store().begin_write().await?;
+    let rows = sqlx::query(
+        "SELECT ml.source AS source, ml.local_id AS local_id, ml.child_id AS child_id, \
+         sr.identifiers AS identifiers, sr.demographics AS demographics \
+         FROM match_links ml JOIN source_records sr ON sr.source = ml.source AND sr.local_id = ml.local_id \
+         WHERE ml.status = 'active' AND ml.method = 'probabilistic' AND ml.decided_by IS NULL \
+         AND ml.model_version IS NOT NULL AND ml.model_version <> $1 AND sr.child_id = ml.child_id \
+         AND NOT EXISTS (SELECT 1 FROM match_links r WHERE r.source = ml.source AND r.local_id = ml.local_id \
+           AND r.method = $2 AND (r.status = 'review' OR r.model_version = $1)) \
+         ORDER BY ml.source, ml.local_id",
+    )
+    .bind(&version)
+    .bind(RECHECK)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut entries = Vec::new();
+    for row in &rows {
+        let (source, local_id, child): (String, String, String) = (
+            row.try_get("source")?,
+            row.try_get("local_id")?,
+            row.try_get("child_id")?,
+        );
+        let record = stored_record(
+            &local_id,
+            &row.try_get::<String, _>("demographics")?,
+            &row.try_get::<String, _>("identifiers")?,
+        );
+        let judged = matcher
+            .judge_link(&mut tx, &source, &local_id, &record, &child)
+            .await?;
+        let Some((score, explanation, agrees)) = judged else {
+            continue;
+        };
+        if agrees && score.links(matcher.upper) {
+            continue;
+        }
+        let candidate = Candidate {
+            child: child.clone(),
+            source: source.clone(),
+            local_id: local_id.clone(),
+            score,
+            explanation,
+        };
+        let proposal = Proposal {
+            child: child.clone(),
+            method: RECHECK.into(),
+            scored: Some(candidate),
+        };
+        let link = NewLink::proposal(&source, &local_id, &proposal, &version);
+        let id = link.insert(&mut tx).await?;
+        entries.push(link.entry(&id, Some(&child)));
+    }
+    let refs: Vec<&Entry> = entries.iter().collect();
+    audit::chain(&mut tx, &refs).await?;
+    tx.commit().await?;
+    Ok(entries.len())
+}
+
 pub async fn review_queue(
     index: &crate::pipeline::resolve::Index,
 ) -> Result<Vec<LinkRow>, sqlx::Error> {
@@ -1940,8 +2114,47 @@ pub async fn decide(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(DecisionError::NotFound)?;
-    let link = LinkRow::from_row(&row)?;
+    let mut link = LinkRow::from_row(&row)?;
     let now = chrono::Utc::now().to_rfc3339();
+    let mut decision = decision;
+    let mut id = id.to_string();
+    if link.status == "review" && link.method == RECHECK {
+        // A recheck is a question about the active link: confirming keeps it (pinned by the
+        // person), rejecting or splitting splits it. The recheck row ends either way.
+        decision = match decision {
+            Decision::Confirm => Decision::Confirm,
+            Decision::Reject | Decision::Split => Decision::Split,
+        };
+        let word = if decision == Decision::Confirm {
+            "confirmed"
+        } else {
+            "split"
+        };
+        sqlx::query(
+            "UPDATE match_links SET status = 'superseded', decision = $1, decided_by = $2, \
+             decided_at = $3, reason = $4, ended_at = $3 WHERE id = $5",
+        )
+        .bind(word)
+        .bind(user)
+        .bind(&now)
+        .bind(reason)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        let active = sqlx::query(&format!(
+            "SELECT {LINK_COLUMNS} FROM match_links WHERE source = $1 AND local_id = $2 \
+             AND status = 'active' AND child_id = $3"
+        ))
+        .bind(&link.source)
+        .bind(&link.local_id)
+        .bind(&link.child_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| DecisionError::NotApplicable("recheck of a link that has ended".into()))?;
+        link = LinkRow::from_row(&active)?;
+        id = link.id.clone();
+    }
+    let id = id.as_str();
     let (word, new_status) = match (link.status.as_str(), decision) {
         ("review", Decision::Confirm) => ("confirmed", "active"),
         ("review", Decision::Reject) => ("rejected", "rejected"),
