@@ -1012,6 +1012,22 @@ impl LinkRow {
     }
 }
 
+/// Why an identifier link was made, for the reviewer: which identifier, and how it was
+/// verified. Empty for any other unscored method.
+pub fn identifier_explanation(method: &str) -> Vec<Explained> {
+    let how = match method.strip_prefix("identifier:") {
+        Some("nhs_number") => "same NHS number in both records, its modulus-11 check digit valid",
+        Some("upn") => "same UPN in both records, its check letter valid",
+        _ => return Vec::new(),
+    };
+    vec![Explained {
+        comparison: method["identifier:".len()..].to_string(),
+        level: how.into(),
+        weight: 0.0,
+        term_frequency_adjusted: false,
+    }]
+}
+
 /// A new row of `match_links`.
 pub(crate) struct NewLink<'a> {
     pub source: &'a str,
@@ -1099,10 +1115,11 @@ impl<'a> NewLink<'a> {
     pub(crate) async fn insert(&self, conn: &mut AnyConnection) -> Result<String, sqlx::Error> {
         let id = uuid::Uuid::new_v4().to_string();
         let now = chrono::Utc::now().to_rfc3339();
-        let explanation = self
-            .score
-            .map(|(_, e)| serde_json::to_string(e).unwrap_or_else(|_| "[]".into()))
-            .unwrap_or_else(|| "[]".into());
+        let explanation = match self.score {
+            Some((_, e)) => serde_json::to_string(e).unwrap_or_else(|_| "[]".into()),
+            None => serde_json::to_string(&identifier_explanation(self.method))
+                .unwrap_or_else(|_| "[]".into()),
+        };
         sqlx::query(
             "INSERT INTO match_links (id, source, local_id, child_id, status, method, probability, \
              match_weight, model_version, explanation, decided_by, decision, reason, created_at, decided_at) \
@@ -1309,6 +1326,32 @@ mod tests {
         );
         assert_eq!(reexamine(&new).await.unwrap(), 0);
         assert!(review_queue(&new).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_identifier_link_says_which_identifier_and_how_it_was_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 0.95).await;
+        let a = index
+            .upsert(
+                "health",
+                &rec("h1", Some("9434765919"), "Eleanor", "Thompson"),
+            )
+            .await
+            .unwrap()
+            .0;
+        let b = index
+            .upsert("school", &rec("s1", Some("943 476 5919"), "Nell", "Smith"))
+            .await
+            .unwrap()
+            .0;
+        assert_eq!(a, b);
+        let history = link_history(&index, &a).await.unwrap().unwrap();
+        let school = history.iter().find(|l| l.source == "school").unwrap();
+        assert_eq!(school.method, "identifier:nhs_number");
+        assert_eq!(school.explanation.len(), 1);
+        assert_eq!(school.explanation[0].comparison, "nhs_number");
+        assert!(school.explanation[0].level.contains("check digit"));
     }
 
     fn by_admin(d: &Decided) -> Entry {
