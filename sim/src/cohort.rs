@@ -538,7 +538,7 @@ impl Gen {
             } else {
                 zipf(&mut self.rng, if female { GIRLS } else { BOYS }, 1.1).to_string()
             };
-            if !taken.contains(&name) {
+            if !taken.iter().any(|t| alike(t, &name)) {
                 return name;
             }
         }
@@ -564,6 +564,42 @@ impl Gen {
         use chrono::Datelike;
         (d.year(), d.month(), d.day())
     }
+}
+
+/// Names parents would not give two of their children: the same name, names beginning
+/// alike, or one a usual short form of the other.
+fn alike(a: &str, b: &str) -> bool {
+    const FORMS: &[(&str, &str)] = &[
+        ("amelia", "mia"),
+        ("amelia", "millie"),
+        ("amelia", "emily"),
+        ("isabella", "bella"),
+        ("isabelle", "bella"),
+        ("isabella", "isabelle"),
+        ("theodore", "teddy"),
+        ("edward", "teddy"),
+        ("elizabeth", "eliza"),
+        ("elizabeth", "ellie"),
+        ("eleanor", "ellie"),
+        ("charlotte", "lottie"),
+        ("matilda", "tilly"),
+        ("margot", "maisie"),
+        ("harrison", "harry"),
+        ("henry", "harry"),
+        ("alfred", "alfie"),
+        ("frederick", "freddie"),
+        ("louis", "louie"),
+        ("mohammed", "muhammad"),
+        ("mohammad", "muhammad"),
+        ("mohammed", "mohammad"),
+    ];
+    let prefix = |x: &str| x.chars().take(3).collect::<String>();
+    a == b
+        || prefix(a) == prefix(b)
+        || SHORT
+            .iter()
+            .chain(FORMS)
+            .any(|&(x, y)| (x == a && y == b) || (x == b && y == a))
 }
 
 /// One slip of the keyboard in a name.
@@ -814,7 +850,14 @@ fn write(rng: &mut StdRng, c: &Child, a: &AgencyProfile, n: usize) -> CohortReco
             given = (*short).to_string();
         }
     }
-    if a.name == "police" || rng.gen_bool(0.3) {
+    // Health records carry every forename from the birth registration; the police record one;
+    // schools and social care often leave middle names out.
+    let drop_middle = match a.name {
+        "health" => 0.05,
+        "police" => 1.0,
+        _ => 0.3,
+    };
+    if rng.gen_bool(drop_middle) {
         middle = String::new();
     }
     if rng.gen_bool(a.typo) {
