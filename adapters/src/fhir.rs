@@ -8,7 +8,9 @@ use serde_json::{json, Map, Value};
 use url::Url;
 
 use crate::http::{self, Response};
-use crate::record::{Demographics, Identifier, Item, Probe, SourceRecord};
+use crate::record::{
+    address_lines, household, Address, Demographics, Identifier, Item, Probe, SourceRecord,
+};
 use crate::{Adapter, AdapterError};
 
 /// A FHIR server: a PDS-style endpoint (search only) or a full server that can list patients.
@@ -82,6 +84,9 @@ pub const NHS_NUMBER_VERIFICATION_EXTENSIONS: [&str; 3] = [
     "https://fhir.nhs.uk/STU3/StructureDefinition/Extension-CareConnect-GPC-NHSNumberVerificationStatus-1",
 ];
 const ODS_SYSTEM: &str = "https://fhir.nhs.uk/Id/ods-organization-code";
+/// UK Core's address key (a UPRN or a PAF key), as PDS sends it on `Patient.address`.
+pub const ADDRESS_KEY_EXTENSION: &str =
+    "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-AddressKey";
 
 /// Flags are few; more pages than this means the server is looping or the search went wrong.
 const FLAG_PAGE_LIMIT: usize = 20;
@@ -614,7 +619,14 @@ pub fn patient_items(patient: &Value) -> Vec<Item> {
 }
 
 /// A Patient as a record for the master child index. The postcode of a restricted patient is
-/// left out for the same reason as in [`patient_items`].
+/// left out for the same reason as in [`patient_items`], and so is everything else that says
+/// where the child lives or who with: address lines, former addresses and household keys.
+///
+/// The preferred name's first `given` is the given name and the rest are middle names; the
+/// family names of the patient's other names (`old`, `maiden`, `official` beside `usual`) are
+/// former family names. The household keys are the current address's UPRN (UK Core
+/// `AddressKey`), the home telephone, and the telephone numbers of the patient's contacts
+/// (`Patient.contact`, where PDS and GP systems keep parents and carers).
 fn source_record(patient: &Value) -> Option<SourceRecord> {
     let local_id = str_at(patient, "id")?.to_owned();
     let identifiers = nhs_number_identifier(patient)
@@ -622,23 +634,103 @@ fn source_record(patient: &Value) -> Option<SourceRecord> {
         .map(|v| vec![Identifier::new("nhs_number", v)])
         .unwrap_or_default();
     let name = preferred_name(patient);
-    let postcode = if is_restricted(patient) {
-        None
-    } else {
-        current_address(patient).and_then(|a| str_at(a, "postalCode"))
+    let given: Vec<&str> = name
+        .map(|n| {
+            array(n, "given")
+                .filter_map(Value::as_str)
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut demographics = Demographics {
+        given_name: given.first().map(|g| (*g).to_owned()),
+        middle_names: (given.len() > 1).then(|| given[1..].join(" ")),
+        family_name: name.and_then(|n| str_at(n, "family")).map(str::to_owned),
+        birth_date: str_at(patient, "birthDate").map(str::to_owned),
+        sex: str_at(patient, "gender").map(str::to_owned),
+        ..Demographics::default()
     };
+    for other in array(patient, "name") {
+        if Some(other) == name || str_at(other, "use") == Some("anonymous") {
+            continue;
+        }
+        if let Some(family) = str_at(other, "family") {
+            demographics.add_former_family_name(family);
+        }
+    }
+    if !is_restricted(patient) {
+        let current = current_address(patient);
+        if let Some(a) = current {
+            demographics.postcode = str_at(a, "postalCode").map(str::to_owned);
+            demographics.address_lines = fhir_address_lines(a);
+            for uprn in address_keys(a, "UPRN") {
+                demographics.add_household(household::UPRN, uprn);
+            }
+        }
+        let today = today();
+        demographics.former_addresses = array(patient, "address")
+            .filter(|a| Some(*a) != current)
+            .filter(|a| str_at(a, "use") == Some("old") || has_ended(a, &today))
+            .filter_map(|a| {
+                let lines = fhir_address_lines(a);
+                Address::new(lines.iter().map(String::as_str), str_at(a, "postalCode"))
+            })
+            .collect();
+        for phone in array(patient, "telecom")
+            .filter(|t| str_at(t, "system") == Some("phone") && str_at(t, "use") == Some("home"))
+            .filter_map(|t| str_at(t, "value"))
+        {
+            demographics.add_household(household::PHONE, phone);
+        }
+        for contact in array(patient, "contact") {
+            for phone in array(contact, "telecom")
+                .filter(|t| matches!(str_at(t, "system"), Some("phone" | "sms")))
+                .filter_map(|t| str_at(t, "value"))
+            {
+                demographics.add_household(household::PHONE, phone);
+            }
+        }
+    }
     Some(SourceRecord {
         local_id,
         identifiers,
-        demographics: Demographics {
-            given_name: name.and_then(given_names),
-            family_name: name.and_then(|n| str_at(n, "family")).map(str::to_owned),
-            birth_date: str_at(patient, "birthDate").map(str::to_owned),
-            sex: str_at(patient, "gender").map(str::to_owned),
-            postcode: postcode.map(str::to_owned),
-        },
+        demographics,
         score: None,
     })
+}
+
+/// An address's lines, city and district, the postcode apart; a line repeated (some systems
+/// put the town in `line` and in `city`) is kept once.
+fn fhir_address_lines(address: &Value) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let parts = array(address, "line")
+        .filter_map(Value::as_str)
+        .chain(str_at(address, "city"))
+        .chain(str_at(address, "district"));
+    for part in address_lines(parts) {
+        if !out.iter().any(|o| o.eq_ignore_ascii_case(&part)) {
+            out.push(part);
+        }
+    }
+    out
+}
+
+/// The values of an address's UK Core `AddressKey` extensions of one type (`UPRN`, `PAF`).
+fn address_keys<'a>(address: &'a Value, kind: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    array(address, "extension")
+        .filter(|e| str_at(e, "url") == Some(ADDRESS_KEY_EXTENSION))
+        .filter(move |e| {
+            array(e, "extension").any(|p| {
+                str_at(p, "url") == Some("type")
+                    && p.pointer("/valueCoding/code").and_then(Value::as_str) == Some(kind)
+            })
+        })
+        .filter_map(|e| {
+            array(e, "extension")
+                .find(|p| str_at(p, "url") == Some("value"))
+                .and_then(|p| str_at(p, "valueString"))
+        })
 }
 
 /// Active flags as one `flags` item per category. A flag is categorised by the first of its

@@ -8,7 +8,9 @@ use serde_json::Value;
 use url::Url;
 
 use crate::http::{self, ClientTls};
-use crate::record::{scalar_text, Demographics, Identifier, Item, Probe, SourceRecord};
+use crate::record::{
+    address_lines, household, scalar_text, Demographics, Identifier, Item, Probe, SourceRecord,
+};
 use crate::{Adapter, AdapterError};
 
 /// A JSON-over-HTTP source. Records are fetched from `record_url` with `{id}` replaced by the
@@ -50,7 +52,7 @@ impl std::fmt::Debug for HttpJsonConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityPointers {
     pub local_id: String,
@@ -67,7 +69,29 @@ pub struct IdentityPointers {
     pub sex: Option<String>,
     #[serde(default)]
     pub postcode: Option<String>,
+    /// Middle names: a string, or an array of strings joined with spaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub middle_names: Option<String>,
+    /// Former family names: a string or an array of strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub former_family_names: Option<String>,
+    /// The current address's lines, the postcode apart: a string or an array of strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_lines: Option<String>,
+    /// Household key kind (`uprn`, `phone`, `carer`, `family`) → pointer to a scalar or an
+    /// array of scalars (e.g. every carer's telephone).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub household: BTreeMap<String, String>,
 }
+
+/// The household key kinds a configuration may name: the ones [`crate::record::household`]
+/// defines, so that two sources' keys can agree.
+const HOUSEHOLD_KINDS: [&str; 4] = [
+    household::UPRN,
+    household::PHONE,
+    household::CARER,
+    household::FAMILY,
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -116,10 +140,22 @@ impl HttpJsonAdapter {
             ("birth_date", &identity.birth_date),
             ("sex", &identity.sex),
             ("postcode", &identity.postcode),
+            ("middle_names", &identity.middle_names),
+            ("former_family_names", &identity.former_family_names),
+            ("address_lines", &identity.address_lines),
         ] {
             if let Some(pointer) = pointer {
                 check_pointer(pointer, &format!("identity.{name}"))?;
             }
+        }
+        for (kind, pointer) in &identity.household {
+            if !HOUSEHOLD_KINDS.contains(&kind.as_str()) {
+                return Err(AdapterError::Config(format!(
+                    "identity.household.{kind}: unknown kind (use {})",
+                    HOUSEHOLD_KINDS.join(", ")
+                )));
+            }
+            check_pointer(pointer, &format!("identity.household.{kind}"))?;
         }
         for field in &config.fields {
             check_pointer(&field.pointer, &format!("fields.{}", field.field))?;
@@ -205,16 +241,37 @@ fn source_record(element: &Value, identity: &IdentityPointers) -> Option<SourceR
             Some(Identifier::new(kind.as_str(), value))
         })
         .collect();
+    // A scalar, or each scalar of an array; anything else finds nothing.
+    let texts = |pointer: &Option<String>| -> Vec<String> {
+        match pointer.as_deref().and_then(|p| element.pointer(p)) {
+            Some(Value::Array(values)) => values.iter().filter_map(scalar_text).collect(),
+            Some(value) => scalar_text(value).into_iter().collect(),
+            None => Vec::new(),
+        }
+    };
+    let middle = texts(&identity.middle_names);
+    let mut demographics = Demographics {
+        given_name: text(&identity.given_name),
+        family_name: text(&identity.family_name),
+        birth_date: text(&identity.birth_date),
+        sex: text(&identity.sex),
+        postcode: text(&identity.postcode),
+        middle_names: (!middle.is_empty()).then(|| middle.join(" ")),
+        address_lines: address_lines(texts(&identity.address_lines).iter().map(String::as_str)),
+        ..Demographics::default()
+    };
+    for name in texts(&identity.former_family_names) {
+        demographics.add_former_family_name(&name);
+    }
+    for (kind, pointer) in &identity.household {
+        for value in texts(&Some(pointer.clone())) {
+            demographics.add_household(kind, &value);
+        }
+    }
     Some(SourceRecord {
         local_id,
         identifiers,
-        demographics: Demographics {
-            given_name: text(&identity.given_name),
-            family_name: text(&identity.family_name),
-            birth_date: text(&identity.birth_date),
-            sex: text(&identity.sex),
-            postcode: text(&identity.postcode),
-        },
+        demographics,
         score: None,
     })
 }
@@ -329,6 +386,10 @@ mod tests {
             birth_date: Some("/dob".into()),
             sex: None,
             postcode: None,
+            middle_names: None,
+            former_family_names: None,
+            address_lines: None,
+            household: BTreeMap::new(),
         };
         let record = source_record(
             &serde_json::json!({"id": 42, "upn": ["not", "scalar"], "dob": "2011-03-04"}),

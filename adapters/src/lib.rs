@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use http::ClientTls;
-pub use record::{Demographics, Identifier, Item, Probe, SourceRecord};
+pub use record::{Address, Demographics, Identifier, Item, Probe, SourceRecord};
 
 /// One partner system, seen through its protocol.
 ///

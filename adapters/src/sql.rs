@@ -14,7 +14,10 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow, PgTypeKind, PgValueFormat};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{Column, ColumnIndex, Decode, Row, Type, TypeInfo, ValueRef};
 
-use crate::record::{scalar_text, Demographics, Identifier, Item, Probe, SourceRecord};
+use crate::record::{
+    address_lines, household, scalar_text, Address, Demographics, Identifier, Item, Probe,
+    SourceRecord,
+};
 use crate::{error_chain, Adapter, AdapterError};
 
 /// A reporting database. The driver follows the URL scheme: `postgres://`, `mysql://` (also
@@ -36,8 +39,12 @@ pub struct SqlConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<String>,
     /// Lists every person for the master child index. Recognised columns: `local_id` (required),
-    /// `nhs_number`, `upn`, `given_name`, `family_name`, `birth_date`, `sex`, `postcode`; any
-    /// other column is a source-scoped identifier of that name. Required without a preset.
+    /// `nhs_number`, `upn`, `given_name`, `family_name`, `birth_date`, `sex`, `postcode`,
+    /// `middle_names`, `former_family_names` and `former_postcodes` (several separated by `;`),
+    /// `address_line1`… (any columns named `address_line…`, in query order), `address_json`
+    /// (the SSD's address object), and the household keys `uprn`, `household_phone` (or
+    /// `carer_phone`), `carer_id` and `family_id`; any other column (`former_upn`, a case
+    /// number) is a source-scoped identifier of that name. Required without a preset.
     #[serde(default)]
     pub list: String,
     /// One query per data category, each taking the record's local id as its only parameter.
@@ -430,11 +437,20 @@ impl Adapter for SqlAdapter {
     }
 }
 
+/// Where a list query puts several values in one column (former names, former postcodes).
+pub const LIST_SEPARATOR: char = ';';
+
 /// A list row as a record (see [`SqlConfig::list`]); `None` when its local id is null.
 fn list_record(row: Columns) -> Option<SourceRecord> {
     let mut local_id = None;
     let mut identifiers = Vec::new();
     let mut demographics = Demographics::default();
+    let mut lines = Vec::new();
+    let many = |text: &Option<String>| -> Vec<String> {
+        text.as_deref()
+            .map(|t| address_lines(t.split(LIST_SEPARATOR)))
+            .unwrap_or_default()
+    };
     for (column, value) in row {
         let column = column.to_ascii_lowercase();
         let text = scalar_text(&value).filter(|t| !t.trim().is_empty());
@@ -445,6 +461,38 @@ fn list_record(row: Columns) -> Option<SourceRecord> {
             "birth_date" => demographics.birth_date = text,
             "sex" => demographics.sex = text,
             "postcode" => demographics.postcode = text,
+            "middle_names" => demographics.middle_names = text,
+            "former_family_names" => {
+                for name in many(&text) {
+                    demographics.add_former_family_name(&name);
+                }
+            }
+            c if c.starts_with("address_line") => lines.extend(text),
+            "address_json" => {
+                if let Some(t) = &text {
+                    let (json_lines, uprn) = ssd::address_json(t);
+                    lines.extend(json_lines);
+                    if let Some(u) = uprn {
+                        demographics.add_household(household::UPRN, &u);
+                    }
+                }
+            }
+            "former_postcodes" => {
+                demographics.former_addresses = many(&text)
+                    .iter()
+                    .filter_map(|p| Address::new([], Some(p)))
+                    .collect();
+            }
+            "uprn" => demographics.add_household(household::UPRN, text.as_deref().unwrap_or("")),
+            "household_phone" | "carer_phone" => {
+                demographics.add_household(household::PHONE, text.as_deref().unwrap_or(""))
+            }
+            "carer_id" => {
+                demographics.add_household(household::CARER, text.as_deref().unwrap_or(""))
+            }
+            "family_id" => {
+                demographics.add_household(household::FAMILY, text.as_deref().unwrap_or(""))
+            }
             _ => {
                 if let Some(value) = text {
                     identifiers.push(Identifier::new(column, value));
@@ -452,6 +500,7 @@ fn list_record(row: Columns) -> Option<SourceRecord> {
             }
         }
     }
+    demographics.address_lines = address_lines(lines.iter().map(String::as_str));
     Some(SourceRecord {
         local_id: local_id?,
         identifiers,

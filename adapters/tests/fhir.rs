@@ -299,6 +299,17 @@ async fn search_by_nhs_number_returns_the_sandbox_patient() {
             birth_date: Some("2010-10-22".into()),
             sex: Some("female".into()),
             postcode: Some("LS1 6AE".into()),
+            address_lines: vec![
+                "1 Trevelyan Square".into(),
+                "Boar Lane".into(),
+                "City Centre".into(),
+                "Leeds".into(),
+                "West Yorkshire".into(),
+            ],
+            // The address's UPRN (its PAF key is not a household), and the home telephone,
+            // which is also the emergency contact's: one key.
+            household: vec!["uprn:123456789012".into(), "phone:01632960587".into()],
+            ..Demographics::default()
         }
     );
     // The sandbox scores its answer 0.75: carried as thousandths for the index to weigh.
@@ -325,6 +336,8 @@ async fn search_finds_a_restricted_patient_without_its_postcode() {
     assert_eq!(found[0].local_id, "9000000025");
     assert_eq!(found[0].demographics.family_name.as_deref(), Some("Smythe"));
     assert_eq!(found[0].demographics.postcode, None);
+    assert!(found[0].demographics.address_lines.is_empty());
+    assert!(found[0].demographics.household.is_empty());
 }
 
 #[tokio::test]
@@ -337,7 +350,7 @@ async fn search_by_demographics_sends_only_what_the_probe_has() {
             family_name: Some("Smith".into()),
             birth_date: Some("2010-10-22".into()),
             sex: Some("F".into()),
-            postcode: None,
+            ..Demographics::default()
         },
     };
     let found = adapter(&server.base).find(&probe).await.unwrap();

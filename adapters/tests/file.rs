@@ -269,6 +269,26 @@ fn ctf_maps_identity_address_attendance_sen_and_care() {
         Some("BS1 4AA")
     );
     assert_eq!(item(sara, "address"), "12, High Street, Bristol");
+    let d = &sara.record.demographics;
+    assert_eq!(d.middle_names.as_deref(), Some("Amal Noor"));
+    assert_eq!(d.former_family_names, ["Begum"]);
+    assert_eq!(
+        d.address_lines,
+        ["12", "High Street", "Bristol"],
+        "the pupil's address, not the contact's; the post town once"
+    );
+    assert_eq!(
+        d.household,
+        ["uprn:100023336956", "phone:01632960587"],
+        "the UPRN and the contact's telephone; the pupil's mobile is not a household's"
+    );
+    assert!(sara
+        .record
+        .identifiers
+        .contains(&weft_adapters::Identifier::new(
+            "former_upn",
+            "P207000016049"
+        )));
     assert_eq!(item(sara, "send_status"), "EHC plan");
     assert_eq!(item(sara, "looked_after"), true);
     assert_eq!(item(sara, "school_urn"), "100001");
@@ -281,6 +301,11 @@ fn ctf_maps_identity_address_attendance_sen_and_care() {
         "pre-2022 <Gender>"
     );
     assert_eq!(item(jo, "looked_after"), false);
+    assert_eq!(
+        jo.record.demographics.household,
+        ["phone:01632960587"],
+        "one number written two ways is one household"
+    );
 
     let truncated = &CTF[..CTF.find("<Attendance>").unwrap()];
     let e = file::parse(

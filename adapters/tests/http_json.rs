@@ -32,10 +32,13 @@ fn people() -> Value {
         {
             "id": 17,
             "ids": {"nhs": "9912003888", "upn": "B801200005001"},
-            "name": {"given": "Amy", "family": "Bloggs"},
+            "name": {"given": "Amy", "middle": ["Rose", "May"], "family": "Bloggs",
+                     "previous": ["Smith", "Bloggs", ""]},
             "dob": "2011-03-04",
             "sex": "F",
-            "address": {"postcode": "AB1 2CD"},
+            "address": {"lines": ["12 High Street", " ", "Leeds"], "postcode": "AB1 2CD",
+                        "uprn": 100023336956_u64},
+            "carers": [{"phone": "+44 1632 960587"}, {"phone": "01632 960001"}],
             "incidents": [{"date": "2025-01-05", "type": "domestic"}]
         },
         {
@@ -147,6 +150,7 @@ fn police_config(base: &str) -> HttpJsonConfig {
             birth_date: None,
             sex: None,
             postcode: None,
+            ..IdentityPointers::default()
         },
         fields: vec![
             mapping("/payload/policeMarkerDetails", "marker", "police.incidents"),
@@ -192,6 +196,13 @@ fn people_config(base: &str) -> HttpJsonConfig {
             birth_date: Some("/dob".into()),
             sex: Some("/sex".into()),
             postcode: Some("/address/postcode".into()),
+            middle_names: Some("/name/middle".into()),
+            former_family_names: Some("/name/previous".into()),
+            address_lines: Some("/address/lines".into()),
+            household: BTreeMap::from([
+                ("uprn".into(), "/address/uprn".into()),
+                ("phone".into(), "/carers/0/phone".into()),
+            ]),
         },
         fields: vec![mapping("/incidents", "incidents", "police.incidents")],
     }
@@ -325,7 +336,13 @@ async fn generated_people_with_nested_pointers() {
             birth_date: Some("2011-03-04".into()),
             sex: Some("F".into()),
             postcode: Some("AB1 2CD".into()),
-        }
+            middle_names: Some("Rose May".into()),
+            former_family_names: vec!["Smith".into()],
+            address_lines: vec!["12 High Street".into(), "Leeds".into()],
+            former_addresses: vec![],
+            household: vec!["phone:01632960587".into(), "uprn:100023336956".into()],
+        },
+        "the current family name and blanks are not former names"
     );
     assert_eq!(records[1].local_id, "P-18");
     assert_eq!(
@@ -434,6 +451,20 @@ fn configuration_is_checked_up_front() {
         },
         HttpJsonConfig {
             fields: vec![mapping("payload", "x", "police.incidents")],
+            ..police_config(base)
+        },
+        HttpJsonConfig {
+            identity: IdentityPointers {
+                household: BTreeMap::from([("neighbour".into(), "/x".into())]),
+                ..police_config(base).identity
+            },
+            ..police_config(base)
+        },
+        HttpJsonConfig {
+            identity: IdentityPointers {
+                address_lines: Some("address".into()),
+                ..police_config(base).identity
+            },
             ..police_config(base)
         },
     ];

@@ -150,6 +150,7 @@ fn config(base: &str, tls: Option<ClientTls>) -> HttpJsonConfig {
             birth_date: None,
             sex: None,
             postcode: None,
+            ..IdentityPointers::default()
         },
         fields: vec![FieldMapping {
             pointer: "/surname".into(),

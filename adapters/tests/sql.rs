@@ -97,6 +97,14 @@ fn schema(dialect: Dialect) -> String {
             birth_date DATE,
             sex VARCHAR(1),
             postcode VARCHAR(10),
+            middle_names VARCHAR(50),
+            former_surnames VARCHAR(100),
+            house VARCHAR(50),
+            town VARCHAR(50),
+            uprn VARCHAR(12),
+            carer_phone VARCHAR(20),
+            family_id VARCHAR(20),
+            former_upn VARCHAR(13),
             cp_plan BOOLEAN,
             attendance NUMERIC(5,2),
             updated_at {timestamp}
@@ -111,10 +119,12 @@ fn schema(dialect: Dialect) -> String {
         );
         INSERT INTO person VALUES
             (1, '9912003888', 'B801200005001', 'LA-001', 'Amy', 'Bloggs', '2011-03-04', 'F',
-             'AB1 2CD', TRUE, 87.50, '2024-01-02 03:04:05'),
-            (2, NULL, 'P207000016049', NULL, 'Ben', 'Bloggs', '2013-07-08', 'M', NULL, FALSE,
-             NULL, NULL),
-            (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+             'AB1 2CD', 'Rose', 'Smith; Jones', '12 High Street', 'Leeds', '100023336956',
+             '01632 960587', 'FAM-9', 'A801200005001', TRUE, 87.50, '2024-01-02 03:04:05'),
+            (2, NULL, 'P207000016049', NULL, 'Ben', 'Bloggs', '2013-07-08', 'M', NULL,
+             NULL, NULL, NULL, NULL, NULL, NULL, 'FAM-9', NULL, FALSE, NULL, NULL),
+            (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+             NULL, NULL, NULL, NULL, NULL);
         INSERT INTO episodes VALUES
             (10, 1, '2023-05-01', '2023-09-30', 'N1', 'C2'),
             (11, 1, '2024-02-01', NULL, 'N4', 'J2');"
@@ -122,7 +132,9 @@ fn schema(dialect: Dialect) -> String {
 }
 
 const LIST: &str = "SELECT id AS local_id, nhs_number, upn, la_child_id, given_name, family_name, \
-                    birth_date, sex, postcode FROM person ORDER BY id";
+                    birth_date, sex, postcode, middle_names, former_surnames AS former_family_names, \
+                    house AS address_line1, town AS address_line2, uprn, carer_phone, family_id, \
+                    former_upn FROM person ORDER BY id";
 
 fn query(category: &str, sql: String, rows: Rows, field: Option<&str>) -> SqlQuery {
     SqlQuery {
@@ -189,6 +201,7 @@ async fn list_maps_columns(dialect: Dialect) {
             Identifier::new("nhs_number", "9912003888"),
             Identifier::new("upn", "B801200005001"),
             Identifier::new("la_child_id", "LA-001"),
+            Identifier::new("former_upn", "A801200005001"),
         ]
     );
     assert_eq!(
@@ -199,8 +212,18 @@ async fn list_maps_columns(dialect: Dialect) {
             birth_date: Some("2011-03-04".into()),
             sex: Some("F".into()),
             postcode: Some("AB1 2CD".into()),
+            middle_names: Some("Rose".into()),
+            former_family_names: vec!["Smith".into(), "Jones".into()],
+            address_lines: vec!["12 High Street".into(), "Leeds".into()],
+            former_addresses: vec![],
+            household: vec![
+                "uprn:100023336956".into(),
+                "phone:01632960587".into(),
+                "family:FAM9".into(),
+            ],
         }
     );
+    assert_eq!(records[1].demographics.household, ["family:FAM9"]);
     // NULL identifiers are skipped, not turned into empty ones.
     assert_eq!(records[1].local_id, "2");
     assert_eq!(

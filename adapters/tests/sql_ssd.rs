@@ -72,6 +72,17 @@ fn ssd_tables(dialect: Dialect, prefix: &str) -> String {
             addr_address_postcode VARCHAR(15),
             addr_address_json VARCHAR(1000)
         );
+        CREATE TABLE {prefix}ssd_family (
+            fami_table_id VARCHAR(48) PRIMARY KEY,
+            fami_family_id VARCHAR(48),
+            fami_person_id VARCHAR(48)
+        );
+        CREATE TABLE {prefix}ssd_mother (
+            moth_table_id VARCHAR(48) PRIMARY KEY,
+            moth_person_id VARCHAR(48),
+            moth_childs_person_id VARCHAR(48),
+            moth_childs_dob {dt}
+        );
         CREATE TABLE {prefix}ssd_cin_episodes (
             cine_referral_id VARCHAR(48) PRIMARY KEY,
             cine_person_id VARCHAR(48),
@@ -146,7 +157,11 @@ fn ssd_tables(dialect: Dialect, prefix: &str) -> String {
             ('L4', 'P002', 'Case Number', 'C-77', NULL, NULL);
         INSERT INTO {prefix}ssd_address VALUES
             ('A1', 'P001', 'HOME', '2015-01-01 00:00:00', '2022-12-31 00:00:00', 'ZZ9 9ZZ', NULL),
-            ('A2', 'P001', 'HOME', '2023-01-01 00:00:00', NULL, 'AB1 2CD', NULL);
+            ('A2', 'P001', 'HOME', '2023-01-01 00:00:00', NULL, 'AB1 2CD',
+             '{{\"ROOM\": \"\", \"FLAT\": \"\", \"BUILDING\": \"\", \"HOUSE\": \"12\",
+               \"STREET\": \"High Street\", \"TOWN\": \"Leeds\", \"UPRN\": \"100023336956\"}}');
+        INSERT INTO {prefix}ssd_family VALUES ('F1', 'FAM9', 'P001'), ('F2', 'FAM9', 'P002');
+        INSERT INTO {prefix}ssd_mother VALUES ('M1', 'P900', 'P002', '2013-07-08 00:00:00');
         INSERT INTO {prefix}ssd_cin_episodes (cine_referral_id, cine_person_id,
             cine_referral_date, cine_cin_primary_need_code, cine_close_date) VALUES
             ('R1', 'P001', '2023-05-01 09:30:00', 'N1', '2023-09-30 00:00:00');
@@ -221,6 +236,19 @@ async fn ssd_preset(dialect: Dialect, schema: Option<&str>) {
     assert_eq!(amy.demographics.birth_date.as_deref(), Some("2011-03-04"));
     assert_eq!(amy.demographics.sex.as_deref(), Some("female"));
     assert_eq!(amy.demographics.postcode.as_deref(), Some("AB1 2CD"));
+    assert_eq!(amy.demographics.address_lines, ["12 High Street", "Leeds"]);
+    assert_eq!(
+        amy.demographics.former_addresses,
+        vec![weft_adapters::record::Address {
+            lines: vec![],
+            postcode: Some("ZZ9 9ZZ".into())
+        }]
+    );
+    assert_eq!(
+        amy.demographics.household,
+        ["uprn:100023336956", "family:FAM9"],
+        "the current address's UPRN and the SSD family"
+    );
     let ben = &records[1];
     assert_eq!(
         ben.identifiers,
@@ -232,6 +260,8 @@ async fn ssd_preset(dialect: Dialect, schema: Option<&str>) {
     );
     assert_eq!(ben.demographics.sex.as_deref(), Some("male"), "from gender");
     assert_eq!(ben.demographics.postcode, None);
+    assert_eq!(ben.demographics.household, ["family:FAM9", "carer:P900"]);
+    assert!(ben.demographics.former_addresses.is_empty());
     assert!(records[2].identifiers.is_empty());
     assert_eq!(
         records[2].demographics.sex, None,

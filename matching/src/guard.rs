@@ -69,9 +69,13 @@ const SWAPPED_NAME: u8 = 4;
 /// Dates of birth that are not one date mis-keyed (the last level of [`Comparison::BirthDate`]).
 const DIFFERENT_DOB: u8 = 4;
 
-/// Whether two records share a household: the same household key where both have one; else
-/// the same postcode and, where both record it, the same house number.
+/// Whether two records share a household: a household key both state (a UPRN, a carer, a
+/// phone, a family reference, or postcode and house number; see [`Record::households`]), or the
+/// same postcode where either lacks a house number.
 pub fn same_household(a: &Record, b: &Record) -> bool {
+    if a.same_household(b) {
+        return true;
+    }
     let postcode = matches!((&a.postcode, &b.postcode), (Some(x), Some(y)) if x == y);
     let house = match (&a.house_number, &b.house_number) {
         (Some(x), Some(y)) => x == y,

@@ -30,4 +30,4 @@ pub mod search;
 pub use compare::Comparison;
 pub use guard::Guard;
 pub use model::{Explained, Model, Score, Scorer, TermFrequencies};
-pub use record::{Field, Record};
+pub use record::{Extra, Field, Record};

@@ -818,7 +818,7 @@ mod tests {
         );
         assert!(rare.weight > smith.weight + 3.0, "{rare:?} {smith:?}");
         let why = s.explain(&rec("amy", "smith", "2012-01-01"), &rec("amy", "smiht", ""));
-        assert_eq!(why[1].level, "close spelling");
+        assert_eq!(why[1].level, "close spelling, or a former family name");
         assert_eq!(why[2].level, "missing");
     }
 

@@ -95,6 +95,18 @@ impl FromStr for Field {
     }
 }
 
+/// What a source can say of a record beyond the [`Field`]s a matching file maps: kept on the
+/// record for the rules that tell one child from a twin or a sibling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Extra {
+    MiddleNames,
+    FormerFamilyName,
+    FormerUpn,
+    FormerPostcode,
+    /// A household key as the adapters spell it (`kind:value`).
+    Household,
+}
+
 /// Something wrong with one value of a record that the record is still kept with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Flag {
@@ -123,6 +135,18 @@ pub struct Record {
     pub other_id: Option<String>,
     /// Values that failed their check and are ignored for linking.
     pub flags: Vec<Flag>,
+    /// Middle names, where the source keeps them apart from the given name: a child is often
+    /// known by one, so a given name agreeing with a middle name is not a disagreement.
+    pub middle: Option<Name>,
+    /// Family names the child was known by before (a parent's remarriage, an adoption).
+    pub former_family: Vec<Name>,
+    /// A former UPN, verified like the UPN; one failing its check is in `flags`.
+    pub former_upn: Option<Upn>,
+    /// Postcodes of earlier addresses, most recent first.
+    pub former_postcodes: Vec<Postcode>,
+    /// Household keys the source states (`uprn:…`, `phone:…`, `carer:…`, `family:…`), as
+    /// the adapters spell them; see [`Record::households`] for every key including the address.
+    pub household: Vec<String>,
 }
 
 /// A value that cannot be read at all: the caller reports it with its line or record.
@@ -269,6 +293,106 @@ impl Record {
         }
     }
 
+    /// Sets a field that has no column of its own in a matching file (middle names, former
+    /// family names, a former UPN, a former postcode, a household key), from a source's raw
+    /// text. Lists grow with each call; a former UPN failing its check is flagged as a UPN.
+    pub fn add_extra(&mut self, extra: Extra, raw: &str) {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return;
+        }
+        match extra {
+            Extra::MiddleNames => {
+                self.middle = match (self.middle.take(), Name::parse(raw)) {
+                    (Some(a), Some(b)) => {
+                        Name::parse(&format!("{} {}", a.tokens.join(" "), b.tokens.join(" ")))
+                    }
+                    (a, b) => a.or(b),
+                }
+            }
+            Extra::FormerFamilyName => {
+                if let Some(n) = Name::parse(raw) {
+                    if !self.former_family.contains(&n) && self.family.as_ref() != Some(&n) {
+                        self.former_family.push(n);
+                    }
+                }
+            }
+            Extra::FormerUpn => match Upn::parse(raw) {
+                Ok(u) if self.upn.as_ref() != Some(&u) => self.former_upn = Some(u),
+                Ok(_) => {}
+                Err(e) => self.flags.push(Flag {
+                    field: Field::Upn,
+                    problem: format!("former UPN: {e}"),
+                }),
+            },
+            Extra::FormerPostcode => {
+                if let Some(p) = Postcode::parse(raw) {
+                    if !self.former_postcodes.contains(&p) && self.postcode.as_ref() != Some(&p) {
+                        self.former_postcodes.push(p);
+                    }
+                }
+            }
+            Extra::Household => {
+                if !self.household.iter().any(|h| h == raw) {
+                    self.household.push(raw.to_string());
+                }
+            }
+        }
+    }
+
+    /// Sets the house number and street from address lines as a source wrote them (`12 High
+    /// Street`, or `12` then `High Street` as the CTF's PAON and Street): the first line that
+    /// starts with a number gives both. Lines without a number (a building name, a town) give
+    /// neither; nothing already set is overwritten.
+    pub fn set_address_lines<'a>(&mut self, lines: impl IntoIterator<Item = &'a str>) {
+        let lines: Vec<&str> = lines
+            .into_iter()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        for (i, line) in lines.iter().enumerate() {
+            // `Flat 2, 5 High Street` keeps its house number after the comma.
+            let part = line
+                .rsplit(',')
+                .map(str::trim)
+                .find(|p| p.starts_with(|c: char| c.is_ascii_digit()));
+            let Some(part) = part else { continue };
+            let (number, rest) = part.split_once(char::is_whitespace).unwrap_or((part, ""));
+            let street = if rest.trim().is_empty() {
+                lines.get(i + 1).copied().unwrap_or("")
+            } else {
+                rest
+            };
+            if self.house_number.is_none() {
+                self.house_number = normalise::text(number);
+            }
+            if self.street.is_none() {
+                self.street = normalise::address(street);
+            }
+            return;
+        }
+    }
+
+    /// Every household key of the record: those its source states, and the address as postcode
+    /// and house number (`address:<postcode>:<number>`) when both are known. Two records sharing
+    /// any key live, or lived, in one household.
+    pub fn households(&self) -> Vec<String> {
+        let mut keys = self.household.clone();
+        if let (Some(p), Some(n)) = (&self.postcode, &self.house_number) {
+            let number: String = n.chars().filter(|c| c.is_alphanumeric()).collect();
+            if !number.is_empty() {
+                keys.push(format!("address:{}:{}", p.compact(), number.to_uppercase()));
+            }
+        }
+        keys
+    }
+
+    /// Whether two records share a household key (see [`Record::households`]).
+    pub fn same_household(&self, other: &Record) -> bool {
+        let theirs = other.households();
+        self.households().iter().any(|k| theirs.contains(k))
+    }
+
     /// Whether the record has a usable value for a field.
     pub fn has(&self, field: Field) -> bool {
         match field {
@@ -361,6 +485,89 @@ mod tests {
         let damaged = Record::from_form("d", "amy|");
         assert_eq!(damaged.given.map(|n| n.joined).as_deref(), Some("amy"));
         assert!(damaged.family.is_none() && damaged.dob.is_none());
+    }
+
+    #[test]
+    fn extras_are_kept_apart_and_checked() {
+        let mut r = Record::lenient(
+            "x",
+            [(Field::FamilyName, "Smith"), (Field::Postcode, "ls1 6ae")],
+        );
+        r.add_extra(Extra::MiddleNames, "Rose");
+        r.add_extra(Extra::MiddleNames, "Mary");
+        r.add_extra(Extra::FormerFamilyName, "Jones");
+        r.add_extra(Extra::FormerFamilyName, "SMITH");
+        r.add_extra(Extra::FormerFamilyName, "jones");
+        r.add_extra(Extra::FormerUpn, "B801200005001");
+        r.add_extra(Extra::FormerUpn, "not a upn");
+        r.add_extra(Extra::FormerPostcode, "LS1 6AE");
+        r.add_extra(Extra::FormerPostcode, "bs1 4aa");
+        r.add_extra(Extra::Household, "uprn:123456789012");
+        r.add_extra(Extra::Household, " ");
+        assert_eq!(
+            r.middle.as_ref().map(|n| n.tokens.join(" ")).as_deref(),
+            Some("rose mary")
+        );
+        assert_eq!(
+            r.former_family.len(),
+            1,
+            "the current name and repeats are not former names"
+        );
+        assert_eq!(
+            r.former_upn.as_ref().map(|u| u.to_string()).as_deref(),
+            Some("B801200005001")
+        );
+        assert_eq!(r.flags.len(), 1);
+        assert_eq!(r.flags[0].field, Field::Upn);
+        assert_eq!(r.former_postcodes.len(), 1);
+        assert_eq!(r.former_postcodes[0].compact(), "BS14AA");
+        assert_eq!(r.household, vec!["uprn:123456789012".to_string()]);
+        // A former UPN that is the current one says nothing new.
+        let mut same = Record::lenient("y", [(Field::Upn, "B801200005001")]);
+        same.add_extra(Extra::FormerUpn, "B801200005001");
+        assert!(same.upn.is_some() && same.former_upn.is_none());
+    }
+
+    #[test]
+    fn address_lines_give_house_number_and_street_and_a_household() {
+        let cases: [(&[&str], Option<&str>, Option<&str>); 5] = [
+            (
+                &["1 Trevelyan Square", "Boar Lane", "Leeds"],
+                Some("1"),
+                Some("trevelyan square"),
+            ),
+            (
+                &["12", "High St", "Bristol"],
+                Some("12"),
+                Some("high street"),
+            ),
+            (&["Flat 2, 5a Mill Road"], Some("5a"), Some("mill road")),
+            (&["Rose Cottage", "7 Lane End"], Some("7"), Some("lane end")),
+            (&["Rose Cottage", "Leeds"], None, None),
+        ];
+        for (lines, number, street) in cases {
+            let mut r = Record::default();
+            r.set_address_lines(lines.iter().copied());
+            assert_eq!(r.house_number.as_deref(), number, "{lines:?}");
+            assert_eq!(r.street.as_deref(), street, "{lines:?}");
+        }
+        let at = |lines: &[&str], postcode: &str| {
+            let mut r = Record::lenient("r", [(Field::Postcode, postcode)]);
+            r.set_address_lines(lines.iter().copied());
+            r
+        };
+        let a = at(&["12 High Street"], "BS1 4AA");
+        let twin = at(&["12", "High St"], "bs14aa");
+        let neighbour = at(&["14 High Street"], "BS1 4AA");
+        assert!(a.same_household(&twin));
+        assert!(!a.same_household(&neighbour));
+        assert_eq!(a.households(), vec!["address:BS14AA:12".to_string()]);
+        let mut carer = neighbour.clone();
+        carer.add_extra(Extra::Household, "phone:07700900000");
+        let mut other = Record::default();
+        other.add_extra(Extra::Household, "phone:07700900000");
+        assert!(carer.same_household(&other));
+        assert!(!Record::default().same_household(&Record::default()));
     }
 
     #[test]

@@ -61,6 +61,7 @@ fn summary(p: &PoliceRecord) -> Value {
         "dateOfBirth": i.birth_date.to_string(),
         "sex": i.sex.as_str(),
         "postcode": i.address.postcode,
+        "addressLines": [i.address.line, i.address.town],
     });
     if let Some(n) = &i.nhs_number {
         v["nhsNumber"] = json!(n);

@@ -187,6 +187,8 @@ pub(crate) fn person_identity() -> IdentityPointers {
         birth_date: Some("/dateOfBirth".to_string()),
         sex: Some("/sex".to_string()),
         postcode: Some("/postcode".to_string()),
+        address_lines: Some("/addressLines".to_string()),
+        ..IdentityPointers::default()
     }
 }
 

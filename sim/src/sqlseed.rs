@@ -116,6 +116,8 @@ fn social_care_tables(pop: &Population) -> Vec<Table> {
             Val::Date(Some(i.birth_date)),
             text(i.sex.as_str()),
             text(&i.address.postcode),
+            text(&i.address.line),
+            text(&i.address.town),
         ]);
         for e in &r.episodes {
             episodes.push(vec![
@@ -156,6 +158,8 @@ fn social_care_tables(pop: &Population) -> Vec<Table> {
                 ("birth_date", "DATE NOT NULL"),
                 ("sex", "VARCHAR(16)"),
                 ("postcode", "VARCHAR(10)"),
+                ("address_line", "VARCHAR(200)"),
+                ("town", "VARCHAR(100)"),
             ],
             index: None,
             rows: persons,
@@ -214,6 +218,8 @@ fn education_tables(pop: &Population) -> Vec<Table> {
             Val::Date(Some(i.birth_date)),
             text(i.sex.as_str()),
             text(&i.address.postcode),
+            text(&i.address.line),
+            text(&i.address.town),
             text(&r.school_urn),
             Val::Int(i32::from(r.on_roll)),
             Val::Int(r.year_group),
@@ -252,6 +258,8 @@ fn education_tables(pop: &Population) -> Vec<Table> {
                 ("birth_date", "DATE NOT NULL"),
                 ("sex", "VARCHAR(16)"),
                 ("postcode", "VARCHAR(10)"),
+                ("address_line", "VARCHAR(200)"),
+                ("town", "VARCHAR(100)"),
                 ("school_urn", "VARCHAR(16) NOT NULL"),
                 ("on_roll", "INTEGER NOT NULL"),
                 ("year_group", "INTEGER"),
@@ -384,7 +392,8 @@ pub(crate) mod queries {
 
     pub fn social_care_list() -> String {
         "SELECT person_id AS local_id, nhs_number, upn, given_name, family_name, birth_date, \
-         sex, postcode FROM persons ORDER BY person_id"
+         sex, postcode, address_line AS address_line1, town AS address_line2 \
+         FROM persons ORDER BY person_id"
             .to_string()
     }
 
@@ -431,7 +440,8 @@ pub(crate) mod queries {
 
     pub fn education_list() -> String {
         "SELECT pupil_id AS local_id, upn, nhs_number, given_name, family_name, birth_date, \
-         sex, postcode FROM pupils ORDER BY pupil_id"
+         sex, postcode, address_line AS address_line1, town AS address_line2 \
+         FROM pupils ORDER BY pupil_id"
             .to_string()
     }
 

@@ -9,6 +9,7 @@ mod auth;
 mod config;
 mod connections;
 mod imports;
+mod index_export;
 mod matching;
 mod notify;
 mod policy;

@@ -8,7 +8,7 @@
 use serde_json::{json, Map, Value};
 
 use super::{values, Batch, ImportError, Limits};
-use crate::record::Demographics;
+use crate::record::{address_lines, household, Demographics};
 
 pub(crate) const ID: &[&str] = &[
     "pupilid",
@@ -24,6 +24,43 @@ const GIVEN: &[&str] = &["legalforename", "forename", "givenname", "firstname"];
 const DOB: &[&str] = &["dob", "dateofbirth", "birthdate"];
 const SEX: &[&str] = &["sex", "gender"];
 const POSTCODE: &[&str] = &["postcode"];
+const MIDDLE: &[&str] = &["middlenames", "middlename", "othernames"];
+const FORMER_FAMILY: &[&str] = &[
+    "formersurname",
+    "formerfamilyname",
+    "previoussurname",
+    "previousfamilyname",
+];
+const FORMER_UPN: &[&str] = &["formerupn", "previousupn"];
+/// Address columns in the order they are written: BS7656 names as the CTF and census use them,
+/// then the "line 1…" style of other MIS exports.
+const ADDRESS: &[&[&str]] = &[
+    &["saon", "flat", "flatno"],
+    &[
+        "paon",
+        "housename",
+        "housenumber",
+        "houseno",
+        "housenameornumber",
+    ],
+    &["street", "addressline1", "address1"],
+    &["locality", "addressline2", "address2"],
+    &["addressline3", "address3"],
+    &["town", "posttown", "addressline4", "address4"],
+    &["county", "administrativearea", "addressline5", "address5"],
+];
+const UPRN: &[&str] = &["uprn", "uniquepropertyreferencenumber"];
+/// A first parent or carer's telephone, as MIS exports name it.
+const CARER_PHONE: &[&[&str]] = &[
+    &[
+        "contact1telephone",
+        "contact1phone",
+        "primarycontacttelephone",
+        "primarycontactphone",
+    ],
+    &["contact2telephone", "contact2phone"],
+    &["parentcarertelephone", "parenttelephone", "carertelephone"],
+];
 
 /// A CSV file with its header, read whole so that an error anywhere rejects it before any row
 /// is used. Every row and value is held to `limits` as it is read.
@@ -219,13 +256,27 @@ pub fn pupils(
     table.require(ID)?;
     for row in table.rows() {
         let id = row.need(ID)?;
-        let demographics = Demographics {
+        let mut demographics = Demographics {
             given_name: row.get(GIVEN).map(String::from),
             family_name: row.get(FAMILY).map(String::from),
             birth_date: row.parse(DOB, values::date)?,
             sex: row.parse(SEX, values::sex)?.map(String::from),
             postcode: row.get(POSTCODE).map(String::from),
+            middle_names: row.get(MIDDLE).map(String::from),
+            address_lines: address_lines(ADDRESS.iter().filter_map(|names| row.get(names))),
+            ..Demographics::default()
         };
+        if let Some(f) = row.get(FORMER_FAMILY) {
+            demographics.add_former_family_name(f);
+        }
+        if let Some(u) = row.get(UPRN) {
+            demographics.add_household(household::UPRN, u);
+        }
+        for names in CARER_PHONE {
+            if let Some(p) = row.get(names) {
+                demographics.add_household(household::PHONE, p);
+            }
+        }
         let entry = row.parse(&["entrydate", "onrollfrom", "startdate"], values::date)?;
         let leaving = row.parse(&["leavingdate", "onrollto", "leavedate"], values::date)?;
         let year = row.get(&["ncyearactual", "yeargroup", "ncyear"]);
@@ -235,6 +286,7 @@ pub fn pupils(
         let in_care = row.parse(&["incare", "lookedafter", "cla"], values::boolean)?;
         let d = batch.record(id);
         d.identifier("upn", row.get(UPN));
+        d.identifier("former_upn", row.get(FORMER_UPN));
         d.demographics(demographics);
         if let Some(urn) = urn {
             d.set("education.enrolment", "school_urn", urn);
@@ -460,6 +512,44 @@ mod tests {
             .unwrap();
         assert_eq!(jo.record.identifiers[0].value, "A801200005001");
         assert_eq!(jo.record.demographics.sex.as_deref(), Some("male"));
+    }
+
+    #[test]
+    fn pupils_carry_middle_and_former_names_address_and_household() {
+        let pupils = "Admission No,UPN,Former UPN,Legal Surname,Former Surname,Legal Forename,\
+                      Middle Name(s),DOB,Gender,House Number,Street,Town,Postcode,UPRN,\
+                      Contact 1 Telephone,Contact 2 Telephone\n\
+                      7,B801200005001,A801200005001,Khan,Ahmed,Sara,Noor Amal,27/03/2012,F,12,\
+                      High Street,Bristol,BS1 4AA,100023336956,01632 960587,\n\
+                      8,,,Khan,Khan,Adam,,27/03/2012,M,,,,,,+44 1632 960587,\n";
+        let parsed = drop(&[(FileFormat::CensusPupilsCsv, pupils)]).unwrap();
+        let sara = &parsed.records[0];
+        assert_eq!(sara.record.local_id, "7");
+        let d = &sara.record.demographics;
+        assert_eq!(d.middle_names.as_deref(), Some("Noor Amal"));
+        assert_eq!(d.former_family_names, ["Ahmed"]);
+        assert_eq!(d.address_lines, ["12", "High Street", "Bristol"]);
+        assert_eq!(d.household, ["uprn:100023336956", "phone:01632960587"]);
+        assert!(sara
+            .record
+            .identifiers
+            .contains(&crate::Identifier::new("former_upn", "A801200005001")));
+        let shown = |field: &str| {
+            sara.items
+                .iter()
+                .find(|i| i.field == field)
+                .map(|i| &i.value)
+        };
+        assert_eq!(shown("address"), Some(&json!("12, High Street, Bristol")));
+        assert_eq!(shown("middle_names"), Some(&json!("Noor Amal")));
+        assert_eq!(shown("former_family_names"), Some(&json!(["Ahmed"])));
+        assert_eq!(shown("household"), None, "household keys are not shown");
+        // A former surname equal to the current one is no former name; the twin shares the
+        // contact's number written another way.
+        let adam = &parsed.records[1].record.demographics;
+        assert!(adam.former_family_names.is_empty());
+        assert!(adam.address_lines.is_empty() && adam.middle_names.is_none());
+        assert_eq!(adam.household, ["phone:01632960587"]);
     }
 
     #[test]

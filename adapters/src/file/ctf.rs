@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::xml::{self, Element};
 use super::{values, Batch, ImportError, Limits};
-use crate::record::Demographics;
+use crate::record::{household, Demographics};
 
 pub fn read(file: &str, text: &str, limits: &Limits, batch: &mut Batch) -> Result<(), ImportError> {
     let root = xml::parse(file, text, limits, &mut batch.warnings)?;
@@ -28,8 +28,10 @@ pub fn read(file: &str, text: &str, limits: &Limits, batch: &mut Batch) -> Resul
         let (upn, _) = pupil
             .child_text("UPN")
             .ok_or_else(|| pupil.error(file, "no <UPN>"))?;
-        let address = pupil.find("Address");
-        let demographics = Demographics {
+        // The pupil's own address, not a contact's (`Contacts/Contact/Address`).
+        let address = pupil.child("Address");
+        let basic = pupil.child("BasicDetails");
+        let mut demographics = Demographics {
             given_name: pupil.child_text("Forename").map(|(t, _)| t.to_string()),
             family_name: pupil.child_text("Surname").map(|(t, _)| t.to_string()),
             birth_date: pupil
@@ -46,7 +48,38 @@ pub fn read(file: &str, text: &str, limits: &Limits, batch: &mut Batch) -> Resul
             postcode: address
                 .and_then(|a| a.text_of(&["PostCode", "Postcode"]))
                 .map(|(t, _)| t.to_string()),
+            middle_names: in_pupil(pupil, basic, "MiddleNames"),
+            address_lines: address.map(lines_of).unwrap_or_default(),
+            ..Demographics::default()
         };
+        if let Some(former) = in_pupil(pupil, basic, "FormerSurname") {
+            demographics.add_former_family_name(&former);
+        }
+        if let Some((uprn, _)) =
+            address.and_then(|a| a.text_of(&["UniquePropertyReferenceNumber", "UPRN"]))
+        {
+            demographics.add_household(household::UPRN, uprn);
+        }
+        // The home telephone, and every contact's (parents and carers, in `Order`).
+        let mut phones = Vec::new();
+        if let Some(p) = pupil.child("Phones") {
+            phones.extend(p.all("Phone").filter(|ph| {
+                ph.child_text("TelephoneType")
+                    .is_none_or(|(t, _)| t.eq_ignore_ascii_case("H"))
+            }));
+        }
+        if let Some(contacts) = pupil.child("Contacts") {
+            for contact in contacts.all("Contact") {
+                if let Some(p) = contact.child("Phones") {
+                    phones.extend(p.all("Phone"));
+                }
+            }
+        }
+        for phone in phones {
+            if let Some((number, _)) = phone.child_text("PhoneNo") {
+                demographics.add_household(household::PHONE, number);
+            }
+        }
         let in_care = pupil.parse_of(file, &["InCare"], values::boolean)?;
         let terms = attendance(file, pupil)?;
         let sen = latest_sen(file, pupil)?;
@@ -60,15 +93,6 @@ pub fn read(file: &str, text: &str, limits: &Limits, batch: &mut Batch) -> Resul
                 .map(|(t, _)| t),
         );
         d.demographics(demographics);
-        if let Some(a) = address.and_then(|a| a.child("BS7").or(Some(a))) {
-            let lines: Vec<&str> = ["SAON", "PAON", "Street", "Locality", "Town", "County"]
-                .iter()
-                .filter_map(|n| a.child_text(n).map(|(t, _)| t))
-                .collect();
-            if !lines.is_empty() {
-                d.set("identity.contact", "address", lines.join(", "));
-            }
-        }
         if let Some(urn) = &school {
             d.set("education.enrolment", "school_urn", urn.as_str());
         }
@@ -161,4 +185,48 @@ fn latest_sen(file: &str, pupil: &Element) -> Result<Option<String>, ImportError
         .map(|(_, p)| p)
         .or_else(|| pupil.text_of(&["SENprovision"]).map(|(t, _)| t))
         .map(values::sen_provision))
+}
+
+/// A value in `BasicDetails`, or directly under the pupil where a version put it there.
+fn in_pupil(pupil: &Element, basic: Option<&Element>, name: &str) -> Option<String> {
+    basic
+        .and_then(|b| b.child_text(name))
+        .or_else(|| pupil.child_text(name))
+        .map(|(t, _)| t.to_string())
+}
+
+/// An address's lines in BS7666 order (`BS7`), or its free lines (`AddressLines`), the
+/// postcode apart. Older files put the BS7 elements directly under `Address`.
+fn lines_of(address: &Element) -> Vec<String> {
+    const BS7: [&str; 8] = [
+        "SAON",
+        "PAON",
+        "Street",
+        "Locality",
+        "Town",
+        "AdministrativeArea",
+        "PostTown",
+        "County",
+    ];
+    const FREE: [&str; 5] = [
+        "AddressLine1",
+        "AddressLine2",
+        "AddressLine3",
+        "AddressLine4",
+        "AddressLine5",
+    ];
+    let bs7 = address.child("BS7").unwrap_or(address);
+    let mut lines: Vec<String> = Vec::new();
+    let named = BS7.iter().filter_map(|n| bs7.child_text(n).map(|(t, _)| t));
+    let free = address
+        .child("AddressLines")
+        .into_iter()
+        .flat_map(|a| FREE.iter().filter_map(|n| a.child_text(n).map(|(t, _)| t)));
+    for line in named.chain(free) {
+        // The town is often given as `Town` and `PostTown` both.
+        if !lines.iter().any(|l| l.eq_ignore_ascii_case(line)) {
+            lines.push(line.to_string());
+        }
+    }
+    lines
 }

@@ -467,6 +467,40 @@ impl Draft {
         );
         put(&mut dm.sex, d.sex, "identity.core", "sex");
         put(&mut dm.postcode, d.postcode, "identity.contact", "postcode");
+        put(
+            &mut dm.middle_names,
+            d.middle_names,
+            "identity.core",
+            "middle_names",
+        );
+        if !d.address_lines.is_empty() {
+            self.fields.insert(
+                ("identity.contact".into(), "address".into()),
+                Value::String(d.address_lines.join(", ")),
+            );
+            dm.address_lines = d.address_lines;
+        }
+        for name in &d.former_family_names {
+            dm.add_former_family_name(name);
+        }
+        if !dm.former_family_names.is_empty() {
+            self.fields.insert(
+                ("identity.core".into(), "former_family_names".into()),
+                Value::from(dm.former_family_names.clone()),
+            );
+        }
+        // Kept for matching, not shown: where a child used to live, and the household keys
+        // (a carer's telephone among them), are not what a view is for.
+        for a in d.former_addresses {
+            if !dm.former_addresses.contains(&a) {
+                dm.former_addresses.push(a);
+            }
+        }
+        for h in d.household {
+            if !dm.household.contains(&h) {
+                dm.household.push(h);
+            }
+        }
     }
 
     pub fn set(&mut self, category: &str, field: &str, value: impl Into<Value>) {

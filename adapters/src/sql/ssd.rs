@@ -9,8 +9,12 @@
 //! - `ssd_linked_identifiers`: `link_person_id`, `link_identifier_type`,
 //!   `link_identifier_value` — NHS numbers and UPNs recorded here are used where the person
 //!   row has none (`'NHS Number'`, `'Unique Pupil Number'`).
-//! - `ssd_address`: `addr_person_id`, `addr_address_postcode`, `addr_address_start_date`,
-//!   `addr_address_end_date` — the current address (no end date, latest start).
+//! - `ssd_address`: `addr_person_id`, `addr_address_postcode`, `addr_address_json`,
+//!   `addr_address_start_date`, `addr_address_end_date` — the current address (no end date,
+//!   latest start), its lines and UPRN from the JSON; the postcodes of ended addresses.
+//! - `ssd_family` (`fami_family_id`, `fami_person_id`) and `ssd_mother` (`moth_person_id`,
+//!   `moth_childs_person_id`): the family and mother the case system records, as household
+//!   keys for telling twins and siblings apart.
 //! - `ssd_cin_episodes` (`cine_…`), `ssd_cp_plans` (`cppl_…`), `ssd_cla_episodes` (`clae_…`):
 //!   child in need, child protection and looked-after episodes, as one list.
 //! - `ssd_involvements` (`invo_…`) joined to `ssd_professionals` (`prof_…`): the allocated
@@ -75,13 +79,94 @@ impl Sql {
     }
 
     fn postcode(&self) -> String {
+        self.current_address("addr_address_postcode")
+    }
+
+    /// A column of the current address: no end date, latest start.
+    fn current_address(&self, column: &str) -> String {
         format!(
-            "(SELECT a.addr_address_postcode FROM {t} a \
+            "(SELECT a.{column} FROM {t} a \
              WHERE a.addr_person_id = p.pers_person_id AND a.addr_address_end_date IS NULL \
              ORDER BY a.addr_address_start_date DESC LIMIT 1)",
             t = self.table("ssd_address")
         )
     }
+
+    /// The postcodes of ended addresses, `;`-separated (most recent first where the database
+    /// can order an aggregate).
+    fn former_postcodes(&self) -> String {
+        let from = format!(
+            "FROM {t} a WHERE a.addr_person_id = p.pers_person_id \
+             AND a.addr_address_end_date IS NOT NULL AND a.addr_address_postcode IS NOT NULL",
+            t = self.table("ssd_address")
+        );
+        match self.driver {
+            Driver::Postgres => format!(
+                "(SELECT string_agg(a.addr_address_postcode, ';' \
+                 ORDER BY a.addr_address_start_date DESC) {from})"
+            ),
+            Driver::MySql => format!(
+                "(SELECT GROUP_CONCAT(a.addr_address_postcode \
+                 ORDER BY a.addr_address_start_date DESC SEPARATOR ';') {from})"
+            ),
+            Driver::Sqlite => format!("(SELECT group_concat(a.addr_address_postcode, ';') {from})"),
+        }
+    }
+
+    /// The SSD's family (`ssd_family`) and the child's mother (`ssd_mother`): the household keys
+    /// a case system records.
+    fn family(&self) -> String {
+        format!(
+            "(SELECT MIN(f.fami_family_id) FROM {t} f WHERE f.fami_person_id = p.pers_person_id)",
+            t = self.table("ssd_family")
+        )
+    }
+
+    fn mother(&self) -> String {
+        format!(
+            "(SELECT MIN(m.moth_person_id) FROM {t} m \
+             WHERE m.moth_childs_person_id = p.pers_person_id)",
+            t = self.table("ssd_mother")
+        )
+    }
+}
+
+/// The address lines and UPRN of an SSD address object (`addr_address_json`: `ROOM`, `FLOOR`,
+/// `FLAT`, `BUILDING`, `HOUSE`, `STREET`, `TOWN`, `UPRN`, …, blank values as `""` or absent).
+/// The house number goes in front of the street, as an address is written; a building name
+/// equal to the house (some extracts fill both from one column) is kept once. Text that is not
+/// a JSON object gives nothing.
+pub fn address_json(text: &str) -> (Vec<String>, Option<String>) {
+    let Ok(serde_json::Value::Object(a)) = serde_json::from_str::<serde_json::Value>(text) else {
+        return (Vec::new(), None);
+    };
+    let get = |key: &str| {
+        a.get(key)
+            .and_then(crate::record::scalar_text)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let mut lines = Vec::new();
+    for (key, label) in [("ROOM", "Room"), ("FLOOR", "Floor"), ("FLAT", "Flat")] {
+        if let Some(v) = get(key) {
+            // A bare number is labelled, so it is not read as the house number.
+            if v.chars().all(|c| c.is_ascii_digit()) {
+                lines.push(format!("{label} {v}"));
+            } else {
+                lines.push(v);
+            }
+        }
+    }
+    let house = get("HOUSE");
+    if let Some(b) = get("BUILDING").filter(|b| Some(b) != house.as_ref()) {
+        lines.push(b);
+    }
+    match (house, get("STREET")) {
+        (Some(h), Some(s)) => lines.push(format!("{h} {s}")),
+        (h, s) => lines.extend(h.into_iter().chain(s)),
+    }
+    lines.extend(get("TOWN"));
+    (lines, get("UPRN"))
 }
 
 fn sql(driver: Driver, schema: Option<&str>) -> Sql {
@@ -99,13 +184,19 @@ pub fn list(driver: Driver, schema: Option<&str>) -> String {
          COALESCE(NULLIF(p.pers_common_child_id, ''), {nhs}) AS nhs_number, \
          COALESCE(NULLIF(p.pers_upn, ''), {upn}) AS upn, \
          p.pers_forename AS given_name, p.pers_surname AS family_name, \
-         {dob} AS birth_date, {sex} AS sex, {postcode} AS postcode \
+         {dob} AS birth_date, {sex} AS sex, {postcode} AS postcode, \
+         {address} AS address_json, {former} AS former_postcodes, \
+         {family} AS family_id, {mother} AS carer_id \
          FROM {person} p ORDER BY p.pers_person_id",
         nhs = s.linked("NHS Number"),
         upn = s.linked("Unique Pupil Number"),
         dob = s.date("p.pers_dob"),
         sex = s.sex(),
         postcode = s.postcode(),
+        address = s.current_address("addr_address_json"),
+        former = s.former_postcodes(),
+        family = s.family(),
+        mother = s.mother(),
         person = s.table("ssd_person"),
     )
 }
@@ -186,6 +277,24 @@ pub fn queries(driver: Driver, schema: Option<&str>) -> Vec<SqlQuery> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ssd_address_objects_become_lines() {
+        let (lines, uprn) = address_json(
+            r#"{"ROOM": "", "FLOOR": "", "FLAT": "2", "BUILDING": "Mill House",
+                "HOUSE": "5", "STREET": "High Street", "TOWN": "Leeds",
+                "UPRN": "123456789012", "EASTING": "", "NORTHING": ""}"#,
+        );
+        assert_eq!(lines, ["Flat 2", "Mill House", "5 High Street", "Leeds"]);
+        assert_eq!(uprn.as_deref(), Some("123456789012"));
+        // The PostgreSQL extract fills BUILDING and HOUSE from one column; UPRN may be null.
+        let (lines, uprn) =
+            address_json(r#"{"BUILDING": "7", "HOUSE": "7", "STREET": "Lane End", "UPRN": null}"#);
+        assert_eq!(lines, ["7 Lane End"]);
+        assert_eq!(uprn, None);
+        assert_eq!(address_json("not json"), (Vec::new(), None));
+        assert_eq!(address_json("[1]"), (Vec::new(), None));
+    }
 
     #[test]
     fn schema_names_are_plain_identifiers() {

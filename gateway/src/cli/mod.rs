@@ -54,6 +54,11 @@ pub enum Command {
     },
     /// Import a `file` source's folder now: all or nothing, applying only what changed.
     Import(ImportCmd),
+    /// Work with the master child index.
+    Index {
+        #[command(subcommand)]
+        command: IndexCommand,
+    },
     /// Link or deduplicate CSV files of people, or train a matching model.
     Match {
         #[command(subcommand)]
@@ -85,6 +90,32 @@ pub struct ImportCmd {
     /// `limits.removed_percent`.
     #[arg(long)]
     pub allow_removals: bool,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// Write the index as CSV (source, local_id, child_id, link_method, probability,
+    /// model_version), one row per source record. The export is audited under the operator.
+    Export(IndexExportCmd),
+}
+
+#[derive(Debug, Args)]
+pub struct IndexExportCmd {
+    /// Where to write the CSV; standard output when left out.
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Who is exporting, as the audit log will name them. Defaults to the login name
+    /// (`USER`, then `LOGNAME`).
+    #[arg(long, env = "WEFT_OPERATOR")]
+    pub operator: Option<String>,
+    /// Why: a data request's reference or an audit's name, kept in the audit entry.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Only this source's records; repeat for several.
+    #[arg(long = "source")]
+    pub sources: Vec<String>,
     #[command(flatten)]
     pub config: ConfigArg,
 }
@@ -201,6 +232,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             command: BenchCommand::Import(args),
         } => crate::cli::bench::import::run(args).await,
         Command::Import(cmd) => return import(cmd).await,
+        Command::Index {
+            command: IndexCommand::Export(cmd),
+        } => index_export(cmd).await,
         #[cfg(feature = "sim")]
         Command::Bench {
             command: BenchCommand::Concerns(args),
@@ -356,6 +390,51 @@ async fn policy(command: PolicyCommand) -> anyhow::Result<()> {
             anyhow::ensure!(failed == 0, "{failed} line(s) could not be evaluated");
         }
     }
+    Ok(())
+}
+
+/// The operator a command-line action is attributed to: as given, else the login name.
+fn operator(given: Option<String>) -> anyhow::Result<String> {
+    given
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("name who is exporting with --operator (or WEFT_OPERATOR)"))
+}
+
+async fn index_export(cmd: IndexExportCmd) -> anyhow::Result<()> {
+    use crate::read::index_export::{index_export, Operator, Selection};
+    use std::io::Write;
+
+    let config = load_for(&cmd.config, &[])?;
+    for s in &cmd.sources {
+        if !config.sources.iter().any(|c| &c.id == s) {
+            let known: Vec<&str> = config.sources.iter().map(|c| c.id.as_str()).collect();
+            anyhow::bail!(
+                "--source {s}: no such source (configured: {})",
+                known.join(", ")
+            );
+        }
+    }
+    let who = Operator {
+        user: operator(cmd.operator)?,
+        reason: cmd.reason,
+    };
+    let store = Store::open(&config.database.url, 2).await?;
+    let selection = Selection {
+        sources: cmd.sources,
+    };
+    let export = index_export(&store, &who, &selection).await?;
+    match &cmd.out {
+        Some(path) => std::fs::write(path, &export.csv)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        None => std::io::stdout().lock().write_all(&export.csv)?,
+    }
+    eprintln!(
+        "weft: exported {} records (audit entry {})",
+        export.rows, export.audit_seq
+    );
     Ok(())
 }
 

@@ -7,8 +7,11 @@
 //! - [`audit`]: the audit log, for IG officers.
 //! - [`policy`]: the decision policy would make, explained.
 //! - [`sources`]: each source's health, for data administrators.
+//! - [`index_export`]: the master child index as CSV, for data teams and audits (`weft index
+//!   export`).
 
 pub mod audit;
+pub mod index_export;
 pub mod policy;
 pub mod search;
 pub mod sources;

@@ -70,6 +70,7 @@ fn parse(gw: &Gateway, body: &[u8]) -> Result<(Search, Purpose), Error> {
         birth_date: text("birth_date").map(String::from),
         sex: text("sex").map(String::from),
         postcode: text("postcode").map(String::from),
+        ..weft_adapters::Demographics::default()
     };
     if demographics != weft_adapters::Demographics::default() {
         q.demographics = Some(demographics);

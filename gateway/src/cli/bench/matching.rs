@@ -229,6 +229,7 @@ impl Written {
             birth_date: Some(self.birth_date),
             sex: self.sex.map(String::from),
             postcode: self.postcode,
+            ..weft_adapters::Demographics::default()
         }
     }
 }
@@ -288,12 +289,11 @@ const COHORT_FIELDS: [Field; 9] = [
 
 /// A cohort record as the matcher reads it.
 pub(crate) fn cohort_record(r: &weft_sim::cohort::CohortRecord) -> Record {
-    // Middle names join the given name's tokens, where any one agreeing counts.
-    let given = format!("{} {}", r.given_name, r.middle_names);
-    Record::lenient(
+    use weft_matching::record::Extra;
+    let mut rec = Record::lenient(
         r.record_id.clone(),
         [
-            (Field::GivenName, given.trim()),
+            (Field::GivenName, r.given_name.as_str()),
             (Field::FamilyName, r.family_name.as_str()),
             (Field::BirthDate, r.birth_date.as_str()),
             (Field::Sex, r.sex),
@@ -303,7 +303,17 @@ pub(crate) fn cohort_record(r: &weft_sim::cohort::CohortRecord) -> Record {
             (Field::NhsNumber, r.nhs_number.as_str()),
             (Field::Upn, r.upn.as_str()),
         ],
-    )
+    );
+    for (extra, value) in [
+        (Extra::MiddleNames, r.middle_names.as_str()),
+        (Extra::FormerFamilyName, r.former_family_name.as_str()),
+        (Extra::Household, r.household.as_str()),
+    ] {
+        if !value.is_empty() {
+            rec.add_extra(extra, value);
+        }
+    }
+    rec
 }
 
 struct Deduped {

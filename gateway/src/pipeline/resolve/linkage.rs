@@ -24,7 +24,7 @@ use weft_matching::block::{default_rules, Rule};
 use weft_matching::compare::Comparison;
 use weft_matching::link::{comparisons_for, usable_rules};
 use weft_matching::model::ModelError;
-use weft_matching::{Explained, Field, Model, Record, Score, Scorer, TermFrequencies};
+use weft_matching::{Explained, Extra, Field, Model, Record, Score, Scorer, TermFrequencies};
 
 /// The fields every source's demographics can give.
 pub const FIELDS: [Field; 5] = [
@@ -947,13 +947,34 @@ pub fn record_of(id: impl Into<String>, d: &Demographics, identifiers: &[Identif
         "upn" => Some((Field::Upn, i.value.as_str())),
         _ => None,
     });
-    Record::lenient(
+    let mut r = Record::lenient(
         id,
         fields
             .into_iter()
             .filter_map(|(f, v)| Some((f, v.as_deref()?)))
             .chain(national),
-    )
+    );
+    // Kept on the record for the rules that tell a child from a twin or sibling; the model
+    // compares only `FIELDS`, so none of these moves a score by itself.
+    r.set_address_lines(d.address_lines.iter().map(String::as_str));
+    if let Some(m) = &d.middle_names {
+        r.add_extra(Extra::MiddleNames, m);
+    }
+    for n in &d.former_family_names {
+        r.add_extra(Extra::FormerFamilyName, n);
+    }
+    for a in &d.former_addresses {
+        if let Some(p) = &a.postcode {
+            r.add_extra(Extra::FormerPostcode, p);
+        }
+    }
+    for h in &d.household {
+        r.add_extra(Extra::Household, h);
+    }
+    for i in identifiers.iter().filter(|i| i.kind == "former_upn") {
+        r.add_extra(Extra::FormerUpn, &i.value);
+    }
+    r
 }
 
 fn identifiers_conflict(a: &Record, b: &Record) -> bool {
@@ -1169,6 +1190,7 @@ mod tests {
                 birth_date: Some("2016-06-21".into()),
                 sex: Some("female".into()),
                 postcode: Some("WT3 5QP".into()),
+                ..Demographics::default()
             },
             score: None,
         }
@@ -1408,7 +1430,7 @@ mod tests {
             .iter()
             .find(|e| e.comparison == "family_name")
             .unwrap();
-        assert_eq!(family.level, "close spelling");
+        assert_eq!(family.level, "close spelling, or a former family name");
         let health = history.iter().find(|l| l.source == "health").unwrap();
         assert_eq!(health.method, "new");
         // A stranger is a new child; a search by demographics grades the child.
@@ -1914,6 +1936,57 @@ mod tests {
             Rebuilt::default(),
             "derived once"
         );
+    }
+
+    #[tokio::test]
+    async fn what_records_carry_beyond_the_compared_fields_is_kept_and_scores_nothing() {
+        let mut full = rec("f1", None, "Amy", "Bloggs");
+        full.identifiers
+            .push(Identifier::new("former_upn", "B801200005001"));
+        full.demographics.middle_names = Some("Rose".into());
+        full.demographics.former_family_names = vec!["Smith".into()];
+        full.demographics.address_lines = vec!["12 High Street".into(), "Leeds".into()];
+        full.demographics.former_addresses =
+            vec![weft_adapters::Address::new(["1 Old Road"], Some("LS2 9JT")).unwrap()];
+        full.demographics.household = vec!["uprn:100023336956".into()];
+        let r = record_of("f1", &full.demographics, &full.identifiers);
+        assert_eq!(r.middle.as_ref().map(|n| n.joined.as_str()), Some("rose"));
+        assert_eq!(r.former_family.len(), 1);
+        assert!(r.former_upn.is_some());
+        assert_eq!(r.former_postcodes.len(), 1);
+        assert_eq!(r.house_number.as_deref(), Some("12"));
+        assert_eq!(
+            r.households(),
+            ["uprn:100023336956", "address:WT35QP:12"].map(String::from)
+        );
+        // The extra fields count only where they agree (a middle name for a given name, a former
+        // family name for a family name): here they move no score.
+        let bare = rec("f1", None, "Amy", "Bloggs");
+        let plain = record_of("f1", &bare.demographics, &bare.identifiers);
+        assert_eq!(r.form(), plain.form());
+        let m = Matcher::builtin();
+        let tf = TermFrequencies::default();
+        let scorer = Scorer::new(&m.model, &tf, MIN_POPULATION);
+        let other = record_of("o", &rec("o", None, "Amy", "Blogs").demographics, &[]);
+        assert_eq!(
+            scorer.score(&r, &other).probability,
+            scorer.score(&plain, &other).probability
+        );
+
+        // And the index keeps them with the record, as the source gave them.
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 0.95).await;
+        index.upsert("school", &full).await.unwrap();
+        let stored: String = sqlx::query(
+            "SELECT demographics FROM source_records WHERE source = 'school' AND local_id = 'f1'",
+        )
+        .fetch_one(&index.store().pool)
+        .await
+        .unwrap()
+        .try_get("demographics")
+        .unwrap();
+        let back: Demographics = serde_json::from_str(&stored).unwrap();
+        assert_eq!(back, full.demographics);
     }
 
     #[test]
