@@ -123,6 +123,14 @@ impl Gateway {
                 "matching rows derived from the index's records"
             );
         }
+        // Links the matcher made under another model are asked about where this one disagrees;
+        // none is moved.
+        let rechecks = crate::pipeline::resolve::linkage::reexamine(&index)
+            .await
+            .context("re-examining links made by an earlier matching model")?;
+        if rechecks > 0 {
+            tracing::info!(rechecks, "links made by an earlier model sent for review");
+        }
         let checkpointer = Checkpointer::from_config(&config.audit).context("audit checkpoints")?;
         let (auditor, audit_task) = Auditor::start(store.clone(), checkpointer.clone());
         let gateway = Gateway(Arc::new(Inner {

@@ -89,7 +89,7 @@ impl Comparison {
             ],
             Comparison::FamilyName => &[
                 "exact",
-                "close spelling",
+                "close spelling, or a former family name",
                 "part of a double-barrelled name or similar spelling",
                 "swapped with the given name",
                 "different",
@@ -118,6 +118,20 @@ impl Comparison {
         }
     }
 
+    /// Whether the comparison is a part of an address: the parts are one piece of evidence
+    /// (see [`crate::model::Evidence`]).
+    pub fn is_address(self) -> bool {
+        matches!(
+            self,
+            Comparison::Postcode
+                | Comparison::HouseNumber
+                | Comparison::Street
+                | Comparison::Locality
+                | Comparison::Town
+                | Comparison::Region
+        )
+    }
+
     /// Whether exact agreement is weighted by how common the value is: agreeing on a rare
     /// surname says more than agreeing on "Smith".
     pub fn term_frequency(self) -> bool {
@@ -137,11 +151,16 @@ impl Comparison {
     pub fn compare(self, a: &Record, b: &Record) -> Option<u8> {
         match self {
             Comparison::GivenName => Some(match given(a.given.as_ref()?, b.given.as_ref()?) {
+                // A child known by a middle name: the name one source gives as the given name
+                // is a middle name in the other.
+                level if level > 1 && middle_agrees(a, b) => 1,
                 4 if swapped(a, b) => 4,
                 4 => 5,
                 level => level,
             }),
             Comparison::FamilyName => Some(match family(a.family.as_ref()?, b.family.as_ref()?) {
+                // A family name the child was known by before (a parent's remarriage).
+                level if level > 1 && former_family_agrees(a, b) => 1,
                 3 if swapped(a, b) => 3,
                 3 => 4,
                 level => level,
@@ -220,6 +239,36 @@ pub fn swapped(a: &Record, b: &Record) -> bool {
     let close =
         |x: &Name, y: &Name| x.joined == y.joined || jaro_winkler(&x.joined, &y.joined) >= CLOSE;
     close(ag, bf) && close(af, bg)
+}
+
+/// Whether a given or middle name on one side agrees with a given or middle name on the other,
+/// where at least one side keeps middle names apart.
+fn middle_agrees(a: &Record, b: &Record) -> bool {
+    if a.middle.is_none() && b.middle.is_none() {
+        return false;
+    }
+    let names = |r: &Record| -> Vec<String> {
+        r.given
+            .iter()
+            .chain(r.middle.iter())
+            .flat_map(|n| n.tokens.iter().cloned())
+            .collect()
+    };
+    let (x, y) = (names(a), names(b));
+    x.iter().any(|p| {
+        y.iter()
+            .any(|q| (p.len() > 1 && p == q) || nickname_equivalent(p, q))
+    })
+}
+
+/// Whether one side's family name is a family name the other was known by before.
+fn former_family_agrees(a: &Record, b: &Record) -> bool {
+    let hit = |r: &Record, other: &Option<Name>| {
+        other
+            .as_ref()
+            .is_some_and(|o| r.former_family.iter().any(|f| f.joined == o.joined))
+    };
+    hit(a, &b.family) || hit(b, &a.family)
 }
 
 /// Given names: multiple forenames and preferred names count when any one of them agrees, and

@@ -223,6 +223,9 @@ pub fn read_from<R: std::io::Read>(
         ..Default::default()
     };
     let mut row = csv::StringRecord::new();
+    // Each id's first line: an id used twice would make pairs and clusters ambiguous.
+    let has_id = columns.iter().any(|&(f, _)| f == Field::Id);
+    let mut ids: HashMap<String, u64> = HashMap::new();
     loop {
         match csv.read_record(&mut row) {
             Ok(false) => break,
@@ -245,7 +248,10 @@ pub fn read_from<R: std::io::Read>(
                     return Err(InputError::Line {
                         path: path.to_path_buf(),
                         line,
-                        message: e.to_string(),
+                        message: format!(
+                            "{e} (or give --flag-bad-dates to keep such records, flagged and \
+                             without a date of birth)"
+                        ),
                     })
                 }
             }
@@ -261,6 +267,18 @@ pub fn read_from<R: std::io::Read>(
                         message: format!("truth column `{}` has no identity in this row", t.column),
                     })?;
             out.push(entities.id(entity));
+        }
+        if has_id {
+            if let Some(first) = ids.insert(r.id.clone(), line) {
+                return Err(InputError::Line {
+                    path: path.to_path_buf(),
+                    line,
+                    message: format!(
+                        "record id `{}` was already used on line {first}: ids must be unique",
+                        r.id
+                    ),
+                });
+            }
         }
         table.records.push(r);
     }
@@ -318,7 +336,15 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "t.csv: line 3: birth_date: date of birth must be YYYY-MM-DD, YYYYMMDD or DD/MM/YYYY"
+            "t.csv: line 3: birth_date: date of birth must be YYYY-MM-DD, YYYYMMDD or DD/MM/YYYY \
+             (or give --flag-bad-dates to keep such records, flagged and without a date of birth)"
+        );
+        let e =
+            read_str(b"rec_id, given, dob\nrec-1-org, amy, 20120304\nrec-1-org, ben, 20120304\n")
+                .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.csv: line 3: record id `rec-1-org` was already used on line 2: ids must be unique"
         );
         let e = read_str(b"rec_id, given, dob\nrec-1-org, \xff\xfe, 20120304\n").unwrap_err();
         assert!(e.to_string().starts_with("t.csv: line 2: "), "{e}");

@@ -6,6 +6,7 @@
 //!   addresses.
 //! - [`block`]: blocking rules that choose which pairs are worth comparing.
 //! - [`compare`]: one comparator per field, each answering with a graded agreement level.
+//! - [`guard`]: rules the weights cannot outvote (twins, conflicting identifiers).
 //! - [`model`]: Fellegi–Sunter `m` and `u` per level, trained without labels; scoring and
 //!   explanations; the model file.
 //! - [`link`]: linking two files and deduplicating one, clustering, and evaluation.
@@ -18,6 +19,7 @@
 
 pub mod block;
 pub mod compare;
+pub mod guard;
 pub mod input;
 pub mod link;
 pub mod model;
@@ -26,5 +28,6 @@ pub mod record;
 pub mod search;
 
 pub use compare::Comparison;
+pub use guard::Guard;
 pub use model::{Explained, Model, Score, Scorer, TermFrequencies};
 pub use record::{Extra, Field, Record};

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::block::{Candidates, Keys, Rule};
 use crate::compare::Comparison;
+use crate::guard::Guard;
 use crate::model::{pattern, Model, Patterns, RuleReport, Scorer, TermFrequencies};
 use crate::record::{Field, Record};
 
@@ -46,6 +47,57 @@ impl<'a> Task<'a> {
             Task::Dedupe(l) => l.len(),
         }
     }
+
+    /// How many records each left record is compared against, were every pair compared: what
+    /// the per-pair prior is spread over.
+    pub fn others(&self) -> f64 {
+        match self {
+            Task::Link(_, r) => r.len() as f64,
+            Task::Dedupe(l) => l.len().saturating_sub(1) as f64,
+        }
+    }
+
+    /// Every pair there is: the population the prior is a share of.
+    pub fn all_pairs(&self) -> f64 {
+        match self {
+            Task::Link(l, r) => l.len() as f64 * r.len() as f64,
+            Task::Dedupe(l) => {
+                let n = l.len() as f64;
+                n * (n - 1.0) / 2.0
+            }
+        }
+    }
+
+    /// The records a pair is counted from (the left file; each record of a deduplicated file
+    /// is in about `2 × matches / n` pairs, hence half of them).
+    fn prior_records(&self) -> f64 {
+        match self {
+            Task::Link(l, _) => l.len() as f64,
+            Task::Dedupe(l) => l.len() as f64 / 2.0,
+        }
+    }
+}
+
+/// Record indices in order of their ids (then of their position, for ids that repeat): what
+/// makes training and clustering give the same result whatever order the rows came in.
+pub fn id_order(records: &[Record]) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..records.len() as u32).collect();
+    order.par_sort_by(|&a, &b| {
+        records[a as usize]
+            .id
+            .cmp(&records[b as usize].id)
+            .then(a.cmp(&b))
+    });
+    order
+}
+
+/// Each record's rank in [`id_order`].
+fn ranks(order: &[u32]) -> Vec<u32> {
+    let mut rank = vec![0u32; order.len()];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i as usize] = r as u32;
+    }
+    rank
 }
 
 /// Knobs for training; the defaults are what the benchmarks use.
@@ -79,6 +131,15 @@ pub struct Pair {
     pub right: u32,
     pub weight: f32,
     pub probability: f32,
+    /// A rule that holds the pair back from an automatic link (twins, identifiers).
+    pub guard: Option<Guard>,
+}
+
+impl Pair {
+    /// Whether the pair is a match at `threshold`: probable enough and not held back.
+    pub fn matches(&self, threshold: f64) -> bool {
+        self.guard.is_none() && f64::from(self.probability) >= threshold
+    }
 }
 
 /// The comparisons a set of mapped fields supports, in a fixed order.
@@ -105,9 +166,16 @@ pub struct Blocked<'a> {
     sample: Vec<(u32, u32, u64)>,
     /// Whether `sample` holds every candidate pair, so scoring can reuse the patterns.
     complete: bool,
+    /// The share of candidate pairs `sample` holds.
+    sample_rate: f64,
     /// Candidate pairs per rule (each pair counted under the first rule that found it).
     pub compared_per_rule: Vec<u64>,
     pub blocking_time: Duration,
+    /// Record indices in id order, per side, and each record's rank in it.
+    left_order: Vec<u32>,
+    right_order: Vec<u32>,
+    left_rank: Vec<u32>,
+    right_rank: Vec<u32>,
 }
 
 impl<'a> Blocked<'a> {
@@ -166,6 +234,13 @@ pub fn block<'a>(
         Some(r) => Candidates::link(&left, r, task.left().len(), task.right().len()),
         None => Candidates::dedupe(&left, task.left().len()),
     };
+    let left_order = id_order(task.left());
+    let right_order = if task.is_dedupe() {
+        left_order.clone()
+    } else {
+        id_order(task.right())
+    };
+    let (left_rank, right_rank) = (ranks(&left_order), ranks(&right_order));
     let raw: u64 = (0..candidates.rules())
         .map(|r| candidates.raw_pairs(r))
         .sum();
@@ -182,8 +257,13 @@ pub fn block<'a>(
         candidates,
         sample: Vec::new(),
         complete: false,
+        sample_rate: 1.0,
         compared_per_rule: Vec::new(),
         blocking_time: Duration::ZERO,
+        left_order,
+        right_order,
+        left_rank,
+        right_rank,
     };
     let work = blocked.work();
     let n_rules = blocked.candidates.rules();
@@ -195,7 +275,11 @@ pub fn block<'a>(
                 let (l, r) = (task.left(), task.right());
                 blocked.each(unit, |i, j| {
                     counts[unit.0] += 1;
-                    if keep(i, j, rate) {
+                    let (ri, rj) = (
+                        blocked.left_rank[i] as usize,
+                        blocked.right_rank[j] as usize,
+                    );
+                    if keep(ri.min(rj), ri.max(rj), rate) {
                         sample.push((
                             i as u32,
                             j as u32,
@@ -216,7 +300,10 @@ pub fn block<'a>(
                 (s1, c1)
             },
         );
+    let mut sample = sample;
+    sample.par_sort_unstable_by_key(|&(i, j, _)| (i, j));
     blocked.sample = sample;
+    blocked.sample_rate = rate;
     blocked.complete = rate >= 1.0;
     blocked.compared_per_rule = counts;
     blocked.blocking_time = started.elapsed();
@@ -224,7 +311,7 @@ pub fn block<'a>(
 }
 
 /// Trains a model on the task without labels: `u` from random pairs, `m` by EM on each
-/// rule's candidate pairs, then the prior on all candidates.
+/// rule's candidate pairs, then the prior over all pairs (see [`crate::model`]).
 pub fn train(blocked: &Blocked<'_>, options: &TrainOptions) -> Model {
     let comparisons = &blocked.comparisons;
     let mut model = Model::initial(comparisons);
@@ -243,8 +330,10 @@ pub fn train(blocked: &Blocked<'_>, options: &TrainOptions) -> Model {
                 return counts;
             }
             for _ in 0..per_chunk {
-                let i = rng.gen_range(0..left.len());
-                let j = rng.gen_range(0..right.len());
+                // Drawn by rank in id order, so the same records in another order give the
+                // same pairs.
+                let i = blocked.left_order[rng.gen_range(0..left.len())] as usize;
+                let j = blocked.right_order[rng.gen_range(0..right.len())] as usize;
                 if blocked.task.is_dedupe() && i == j {
                     continue;
                 }
@@ -312,18 +401,78 @@ pub fn train(blocked: &Blocked<'_>, options: &TrainOptions) -> Model {
         }
     }
     model.set_m(&estimates);
+    model.training.identifier_pairs = m_from_identifiers(&mut model, &blocked.sample);
 
     let mut all = Patterns::new();
     for &(_, _, p) in &blocked.sample {
         *all.entry(p).or_default() += 1.0;
     }
-    model.estimate_prior(&all, options.max_iterations * 10);
+    model.estimate_prior(
+        &all,
+        1.0 / blocked.sample_rate,
+        blocked.task.all_pairs(),
+        blocked.task.prior_records(),
+        options.max_iterations * 10,
+    );
     model.training.records = blocked.task.records();
     model.training.random_pairs = options.random_pairs;
     model.training.rules = reports;
     model.trained_at = chrono::Utc::now().to_rfc3339();
     model.seal();
     model
+}
+
+/// Fewest candidate pairs sharing a verified identifier for `m` to be read from them.
+const MIN_IDENTIFIER_PAIRS: u64 = 200;
+
+/// Where records carry verified national identifiers (NHS number, UPN), pairs sharing one are
+/// the same child with near certainty: a label the data gives for free. Their agreement on every
+/// other comparison is `m` itself, with no latent class to mistake — EM on a file of children
+/// can settle on "same household" (siblings agree on family name and address) instead of "same
+/// child". Replaces EM's `m` for the comparisons those pairs inform; returns how many pairs.
+fn m_from_identifiers(model: &mut Model, sample: &[(u32, u32, u64)]) -> u64 {
+    let kinds = model.comparison_kinds();
+    let ids: Vec<usize> = kinds
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| matches!(c, Comparison::NhsNumber | Comparison::Upn))
+        .map(|(i, _)| i)
+        .collect();
+    if ids.is_empty() {
+        return 0;
+    }
+    let level = |p: u64, i: usize| ((p >> (4 * i)) & 0xF) as u8;
+    let mut counts: Vec<Vec<f64>> = kinds.iter().map(|c| vec![0.0; c.levels().len()]).collect();
+    let mut n = 0u64;
+    for &(_, _, p) in sample {
+        if !ids.iter().any(|&i| level(p, i) == 0) {
+            continue;
+        }
+        n += 1;
+        for (i, c) in counts.iter_mut().enumerate() {
+            let l = level(p, i);
+            if (l as usize) < c.len() {
+                c[l as usize] += 1.0;
+            }
+        }
+    }
+    if n < MIN_IDENTIFIER_PAIRS {
+        return n;
+    }
+    for (i, cm) in model.comparisons.iter_mut().enumerate() {
+        if ids.contains(&i) {
+            continue;
+        }
+        let total: f64 = counts[i].iter().sum();
+        if total < MIN_IDENTIFIER_PAIRS as f64 {
+            continue;
+        }
+        let k = cm.levels.len() as f64;
+        for (lm, &c) in cm.levels.iter_mut().zip(&counts[i]) {
+            lm.m = (c + 0.5) / (total + 0.5 * k);
+        }
+    }
+    n
 }
 
 /// Term frequencies over all the task's records.
@@ -341,20 +490,21 @@ pub fn predict(
     tf: &TermFrequencies,
     floor: f64,
 ) -> Vec<Pair> {
-    let scorer = Scorer::new(model, tf);
+    let scorer = Scorer::new(model, tf, blocked.task.others());
     let (left, right) = (blocked.task.left(), blocked.task.right());
     let make = |i: usize, j: usize, s: crate::model::Score| Pair {
         left: i as u32,
         right: j as u32,
         weight: s.weight as f32,
         probability: s.probability as f32,
+        guard: s.guard,
     };
     let mut pairs: Vec<Pair> = if blocked.complete {
         blocked
             .sample
             .par_iter()
             .filter_map(|&(i, j, p)| {
-                let s = scorer.score_pattern(p, &left[i as usize]);
+                let s = scorer.score_pattern(p, &left[i as usize], &right[j as usize]);
                 (s.probability >= floor).then(|| make(i as usize, j as usize, s))
             })
             .collect()
@@ -378,34 +528,120 @@ pub fn predict(
     pairs
 }
 
-/// Clusters for deduplication: records joined by a pair at or above the threshold are one
-/// person (connected components). Returns each record's cluster number, numbered from 0 in
-/// order of first record.
-pub fn cluster(n: usize, pairs: &[Pair], threshold: f64) -> Vec<u32> {
-    let mut parent: Vec<u32> = (0..n as u32).collect();
-    fn find(parent: &mut [u32], mut x: u32) -> u32 {
-        while parent[x as usize] != x {
-            let up = parent[parent[x as usize] as usize];
-            parent[x as usize] = up;
-            x = up;
+/// Below this probability two records are confidently different children: no cluster may
+/// hold both, whatever links lie between them.
+pub const DIFFERENT: f64 = 0.01;
+
+/// Clusters for deduplication. A record joins a cluster only when it agrees with the cluster
+/// as a whole: the matching pairs (at or above `threshold`, no guard) are taken strongest
+/// first, and two clusters merge only when no two of their records are confidently different
+/// (a guard holds them apart, or they score below [`DIFFERENT`]). So a chain of individually
+/// plausible links never joins two children. Ties are broken by record id, so the same records
+/// in another order give the same clusters. Returns each record's cluster number, numbered
+/// from 0 in order of each cluster's first record by id.
+pub fn cluster(
+    records: &[Record],
+    pairs: &[Pair],
+    threshold: f64,
+    scorer: &Scorer<'_>,
+) -> Vec<u32> {
+    let n = records.len();
+    let rank = ranks(&id_order(records));
+    let mut strong: Vec<&Pair> = pairs.iter().filter(|p| p.matches(threshold)).collect();
+    strong.par_sort_unstable_by(|a, b| {
+        let key = |p: &Pair| {
+            let (x, y) = (rank[p.left as usize], rank[p.right as usize]);
+            (x.min(y), x.max(y))
+        };
+        b.probability
+            .total_cmp(&a.probability)
+            .then(b.weight.total_cmp(&a.weight))
+            .then_with(|| key(a).cmp(&key(b)))
+    });
+    // Each record's cluster, and each cluster's members (kept at the cluster's own number).
+    let mut of: Vec<u32> = (0..n as u32).collect();
+    let mut members: Vec<Vec<u32>> = (0..n as u32).map(|i| vec![i]).collect();
+    for p in strong {
+        let (a, b) = (of[p.left as usize], of[p.right as usize]);
+        if a == b {
+            continue;
         }
-        x
-    }
-    for p in pairs
-        .iter()
-        .filter(|p| f64::from(p.probability) >= threshold)
-    {
-        let (a, b) = (find(&mut parent, p.left), find(&mut parent, p.right));
-        if a != b {
-            parent[a.max(b) as usize] = a.min(b);
+        let compatible = members[a as usize].iter().all(|&x| {
+            members[b as usize].iter().all(|&y| {
+                let s = scorer.score(&records[x as usize], &records[y as usize]);
+                !s.guard.is_some_and(Guard::is_apart)
+                    && (s.deterministic || s.probability >= DIFFERENT)
+            })
+        });
+        if !compatible {
+            continue;
         }
+        let (keep, gone) = if members[a as usize].len() >= members[b as usize].len() {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let moved = std::mem::take(&mut members[gone as usize]);
+        for &x in &moved {
+            of[x as usize] = keep;
+        }
+        members[keep as usize].extend(moved);
     }
+    // Number clusters by their first record in id order.
+    let mut by_rank: Vec<u32> = (0..n as u32).collect();
+    by_rank.sort_by_key(|&i| rank[i as usize]);
     let mut ids: HashMap<u32, u32> = HashMap::new();
-    (0..n as u32)
-        .map(|i| {
-            let root = find(&mut parent, i);
-            let next = ids.len() as u32;
-            *ids.entry(root).or_insert(next)
+    let mut out = vec![0u32; n];
+    for i in by_rank {
+        let next = ids.len() as u32;
+        out[i as usize] = *ids.entry(of[i as usize]).or_insert(next);
+    }
+    out
+}
+
+/// One bin of a calibration table: pairs given a probability in `[low, high)`, and how many
+/// of them were truly one person.
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationBin {
+    pub low: f64,
+    pub high: f64,
+    pub pairs: u64,
+    pub mean_probability: f64,
+    pub observed: f64,
+}
+
+/// Calibration of scored pairs against truth: among pairs given probability p, about a
+/// fraction p should be true. Deterministic (shared identifier) pairs are left out, and so
+/// are pairs below the lowest edge.
+pub fn calibration(
+    pairs: &[Pair],
+    edges: &[f64],
+    truth_left: &[u32],
+    truth_right: &[u32],
+) -> Vec<CalibrationBin> {
+    let mut bins: Vec<(u64, f64, u64)> = vec![(0, 0.0, 0); edges.len().saturating_sub(1)];
+    for p in pairs {
+        let prob = f64::from(p.probability);
+        let Some(b) = edges
+            .windows(2)
+            .position(|w| prob >= w[0] && (prob < w[1] || (w[1] >= 1.0 && prob <= 1.0)))
+        else {
+            continue;
+        };
+        let same = truth_left.get(p.left as usize) == truth_right.get(p.right as usize);
+        bins[b].0 += 1;
+        bins[b].1 += prob;
+        bins[b].2 += u64::from(same);
+    }
+    edges
+        .windows(2)
+        .zip(bins)
+        .map(|(w, (n, sum, t))| CalibrationBin {
+            low: w[0],
+            high: w[1],
+            pairs: n,
+            mean_probability: if n == 0 { 0.0 } else { sum / n as f64 },
+            observed: if n == 0 { 0.0 } else { t as f64 / n as f64 },
         })
         .collect()
 }
@@ -478,10 +714,7 @@ pub fn evaluate(
             n
         })
         .sum();
-    for p in pairs
-        .iter()
-        .filter(|p| f64::from(p.probability) >= threshold)
-    {
+    for p in pairs.iter().filter(|p| p.matches(threshold)) {
         ev.predicted += 1;
         ev.true_positives += u64::from(same(p.left as usize, p.right as usize));
     }
@@ -525,18 +758,95 @@ mod tests {
         r
     }
 
-    #[test]
-    fn clusters_are_connected_components() {
-        let p = |l, r, probability| Pair {
+    fn pair(l: u32, r: u32, probability: f32) -> Pair {
+        Pair {
             left: l,
             right: r,
             weight: 0.0,
             probability,
-        };
-        let c = cluster(5, &[p(0, 2, 0.9), p(2, 4, 0.8), p(1, 3, 0.2)], 0.5);
-        assert_eq!(c, vec![0, 1, 0, 2, 0]);
+            guard: None,
+        }
+    }
+
+    fn toy_model() -> Model {
+        let kinds = comparisons_for(&[
+            Field::GivenName,
+            Field::FamilyName,
+            Field::BirthDate,
+            Field::Postcode,
+        ]);
+        let mut model = Model::initial(&kinds);
+        model.set_u(&[
+            vec![1.0, 1.0, 2.0, 6.0, 0.1, 90.0],
+            vec![1.0, 2.0, 7.0, 0.1, 90.0],
+            vec![1.0, 0.1, 0.5, 8.4, 90.0],
+            vec![1.0, 1.0, 2.0, 6.0, 90.0],
+        ]);
+        model.seal();
+        model
+    }
+
+    #[test]
+    fn clusters_join_agreeing_records_and_never_chain() {
+        let records = vec![
+            rec("a", "Ruby", "Calder", "2014-03-02", "WT1 1AA"),
+            rec("b", "Oliver", "Baker", "2009-05-06", "LS1 4AB"),
+            rec("c", "Rubi", "Calder", "2014-03-02", "WT1 1AA"),
+            rec("d", "Olly", "Baker", "2009-05-06", "LS1 4AB"),
+            rec("e", "Ruby", "Calder", "2014-03-02", ""),
+        ];
+        let model = toy_model();
+        let tf = TermFrequencies::default();
+        let scorer = Scorer::new(&model, &tf, 4.0);
+        let c = cluster(
+            &records,
+            &[
+                pair(0, 2, 0.9),
+                pair(2, 4, 0.8),
+                pair(1, 3, 0.7),
+                pair(0, 1, 0.2),
+            ],
+            0.5,
+            &scorer,
+        );
+        assert_eq!(c, vec![0, 1, 0, 1, 0]);
         let ev = evaluate_clusters(&c, &[7, 8, 7, 8, 9]);
-        assert_eq!((ev.true_pairs, ev.predicted, ev.true_positives), (2, 3, 1));
+        assert_eq!((ev.true_pairs, ev.predicted, ev.true_positives), (2, 4, 2));
+
+        // A wrong link from a Calder to a Baker does not pull the two families together: the
+        // other Baker is confidently a different child from both Calders.
+        let c = cluster(
+            &records,
+            &[pair(0, 2, 0.9), pair(1, 3, 0.9), pair(2, 3, 0.6)],
+            0.5,
+            &scorer,
+        );
+        assert_ne!(c[0], c[1]);
+        assert_eq!(c[0], c[2]);
+        assert_eq!(c[1], c[3]);
+    }
+
+    #[test]
+    fn clusters_do_not_depend_on_row_order() {
+        let records = vec![
+            rec("a", "Ruby", "Calder", "2014-03-02", "WT1 1AA"),
+            rec("b", "Rubi", "Calder", "2014-03-02", "WT1 1AA"),
+            rec("c", "Ruby", "Calder", "2014-03-02", "WT2 2BB"),
+        ];
+        let model = toy_model();
+        let tf = TermFrequencies::default();
+        let scorer = Scorer::new(&model, &tf, 2.0);
+        let pairs = [pair(0, 1, 0.9), pair(1, 2, 0.9), pair(0, 2, 0.9)];
+        let c = cluster(&records, &pairs, 0.5, &scorer);
+        let reversed: Vec<Record> = records.iter().rev().cloned().collect();
+        let flip = |i: u32| 2 - i;
+        let rpairs: Vec<Pair> = pairs
+            .iter()
+            .map(|p| pair(flip(p.right), flip(p.left), p.probability))
+            .collect();
+        let r = cluster(&reversed, &rpairs, 0.5, &scorer);
+        let back: Vec<u32> = (0..3).map(|i| r[flip(i) as usize]).collect();
+        assert_eq!(c, back);
     }
 
     #[test]
@@ -591,6 +901,11 @@ mod tests {
         let tf = term_frequencies(task, &comparisons);
         let pairs = predict(&blocked, &model, &tf, 0.5);
         let truth: Vec<u32> = (0..n as u32).collect();
+        assert!(
+            model.matches_per_record > 0.5 && model.matches_per_record < 1.5,
+            "{}",
+            model.matches_per_record
+        );
         let ev = evaluate(&blocked, &pairs, 0.5, &truth, &truth);
         assert_eq!(ev.true_pairs, 100);
         assert!(ev.f1 > 0.95, "{ev:?}");

@@ -9,6 +9,15 @@
 //! pair of that rule by construction, so they would teach the model nothing). Exact agreement
 //! on a name is then weighted by how common the name is (term-frequency adjustment).
 //!
+//! The prior is a prior over *all* pairs, not over the pairs blocking happened to put
+//! together: with `m` and `u` fixed, EM over every pair of the file, in which a pair blocking
+//! never formed counts as a non-match (its posterior is negligible: it disagrees on every
+//! blocking key). Because `u` comes from random pairs and the prior from all pairs, agreeing on
+//! a blocked field counts once, through its weight, and not a second time through a prior
+//! inflated by blocking. The model keeps the prior as expected matches per record, which does
+//! not depend on the file's size; the per-pair prior is that over the number of records a
+//! record is compared against, worked out when scoring ([`Scorer::new`]).
+//!
 //! A trained model is saved as JSON with a format number and a version derived from its
 //! parameters; every link the index makes records the version it was scored with.
 
@@ -19,10 +28,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::compare::Comparison;
+use crate::guard::Guard;
 use crate::record::Record;
 
 /// The model file format this build reads and writes.
-pub const FORMAT: u32 = 1;
+/// 2: the prior is expected matches per record, not a share of candidate pairs.
+pub const FORMAT: u32 = 2;
 
 /// Four bits per comparison; this value means "missing".
 pub const MISSING: u8 = 0xF;
@@ -37,9 +48,11 @@ pub struct Model {
     pub version: String,
     /// When it was trained (RFC 3339).
     pub trained_at: String,
-    /// The chance that a candidate pair (one that blocking put together) is a match, before
-    /// looking at its fields.
-    pub prior: f64,
+    /// How many other records of the same person a record has, on average, among the records
+    /// it is compared with: the prior in a form that does not depend on the file's size. The
+    /// chance that two records picked at random are one person is this over the number of
+    /// records compared against.
+    pub matches_per_record: f64,
     pub comparisons: Vec<ComparisonModel>,
     /// How it was trained, for whoever has to trust it.
     pub training: TrainingReport,
@@ -66,6 +79,10 @@ pub struct TrainingReport {
     /// Random pairs counted for `u`.
     pub random_pairs: usize,
     pub rules: Vec<RuleReport>,
+    /// Candidate pairs sharing a verified NHS number or UPN that `m` was read from (0 when
+    /// there were too few and EM's estimates stand).
+    #[serde(default)]
+    pub identifier_pairs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -111,6 +128,16 @@ fn level_of(p: u64, i: usize) -> u8 {
 }
 
 impl Model {
+    /// The model without some comparisons: each comparison's `m` and `u` are its own, so a
+    /// model trained where identifiers helped (they give `m` for free) scores records that
+    /// carry only the rest.
+    pub fn without(&self, drop: &[Comparison]) -> Model {
+        let mut m = self.clone();
+        m.comparisons.retain(|c| !drop.contains(&c.comparison));
+        m.seal();
+        m
+    }
+
     /// A model before training: `m` favours agreement, `u` favours disagreement. EM starts from
     /// here; these starting values are never used to score.
     pub fn initial(comparisons: &[Comparison]) -> Self {
@@ -146,7 +173,7 @@ impl Model {
             format: FORMAT,
             version: String::new(),
             trained_at: chrono::Utc::now().to_rfc3339(),
-            prior: 0.01,
+            matches_per_record: 1.0,
             comparisons,
             training: TrainingReport::default(),
         };
@@ -194,22 +221,26 @@ impl Model {
             .iter()
             .map(|c| c.levels.iter().map(|l| l.u).collect())
             .collect();
+        let kinds = self.comparison_kinds();
         let mut lambda = 0.3f64;
-        let pats: Vec<(u64, f64)> = patterns.iter().map(|(&p, &n)| (p, n)).collect();
+        let mut pats: Vec<(u64, f64)> = patterns.iter().map(|(&p, &n)| (p, n)).collect();
+        // A fixed order: floating-point sums, and so the model, must not depend on how a hash
+        // map happened to lay out the patterns.
+        pats.sort_by_key(|&(p, _)| p);
         let mut iterations = 0;
         for _ in 0..max_iterations {
             iterations += 1;
             let mut mass: Vec<Vec<f64>> = m.iter().map(|l| vec![0.0; l.len()]).collect();
             let (mut matched, mut total) = (0.0, 0.0);
             for &(p, n) in &pats {
-                let mut log_ratio = 0.0f64;
+                let mut log_ratio = Evidence::default();
                 for (i, on) in active.iter().enumerate() {
                     let l = level_of(p, i);
                     if *on && l != MISSING {
-                        log_ratio += (m[i][l as usize] / u[i][l as usize]).ln();
+                        log_ratio.add(kinds[i], (m[i][l as usize] / u[i][l as usize]).ln());
                     }
                 }
-                let odds = lambda / (1.0 - lambda) * log_ratio.exp();
+                let odds = lambda / (1.0 - lambda) * log_ratio.total().exp();
                 let post = if odds.is_finite() {
                     odds / (1.0 + odds)
                 } else {
@@ -285,31 +316,43 @@ impl Model {
         }
     }
 
-    /// Estimates the prior on all candidate pairs with `m` and `u` fixed: the share of
-    /// candidates that are matches.
-    pub fn estimate_prior(&mut self, patterns: &Patterns, max_iterations: usize) {
+    /// Estimates the prior over all pairs with `m` and `u` fixed, by EM: `patterns` are the
+    /// candidate pairs (or a uniform sample of them, each standing for `scale` pairs), and every
+    /// other of the `total_pairs` pairs counts as a non-match. Sets
+    /// [`Model::matches_per_record`] from it: expected matches over `records` (the records on
+    /// the side a pair is counted from).
+    pub fn estimate_prior(
+        &mut self,
+        patterns: &Patterns,
+        scale: f64,
+        total_pairs: f64,
+        records: f64,
+        max_iterations: usize,
+    ) {
         let weights = self.level_weights();
-        let pats: Vec<(f64, f64)> = patterns
+        let kinds = self.comparison_kinds();
+        let mut pats: Vec<(f64, f64)> = patterns
             .iter()
             .map(|(&p, &n)| {
-                let w: f64 = weights
-                    .iter()
-                    .enumerate()
-                    .map(|(i, ws)| {
-                        let l = level_of(p, i);
-                        if l == MISSING {
-                            0.0
-                        } else {
-                            ws[l as usize]
-                        }
-                    })
-                    .sum();
-                (w, n)
+                let mut w = Evidence::default();
+                for (i, ws) in weights.iter().enumerate() {
+                    let l = level_of(p, i);
+                    if l != MISSING {
+                        w.add(kinds[i], ws[l as usize]);
+                    }
+                }
+                (w.total(), n * scale)
             })
             .collect();
-        let mut lambda = 0.1f64;
+        // Summed in a fixed order, so the same pairs give the same prior to the last bit.
+        pats.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        let candidates: f64 = pats.iter().map(|(_, n)| n).sum();
+        if total_pairs <= 0.0 || candidates <= 0.0 || records <= 0.0 {
+            return;
+        }
+        let mut lambda = (0.1 * candidates / total_pairs).clamp(1e-15, 0.5);
         for _ in 0..max_iterations {
-            let (mut matched, mut total) = (0.0, 0.0);
+            let mut matched = 0.0;
             for &(w, n) in &pats {
                 let odds = lambda / (1.0 - lambda) * w.exp2();
                 matched += n * if odds.is_finite() {
@@ -317,19 +360,15 @@ impl Model {
                 } else {
                     1.0
                 };
-                total += n;
             }
-            if total == 0.0 {
-                break;
-            }
-            let new = (matched / total).clamp(1e-9, 1.0 - 1e-9);
-            let done = (new - lambda).abs() < 1e-9;
+            let new = (matched / total_pairs).clamp(1e-15, 0.5);
+            let done = ((new - lambda) / lambda).abs() < 1e-9;
             lambda = new;
             if done {
                 break;
             }
         }
-        self.prior = lambda;
+        self.matches_per_record = lambda * total_pairs / records;
     }
 
     /// log2(m/u) per comparison and level.
@@ -343,7 +382,7 @@ impl Model {
     /// Recomputes the version from the parameters. Call after any change.
     pub fn seal(&mut self) {
         let mut h = Sha256::new();
-        h.update(format!("{}|{:.12}", self.format, self.prior));
+        h.update(format!("{}|{:.12}", self.format, self.matches_per_record));
         for c in &self.comparisons {
             h.update(c.comparison.as_str());
             for l in &c.levels {
@@ -359,8 +398,10 @@ impl Model {
         if self.format != FORMAT {
             return Err(ModelError::Format { found: self.format });
         }
-        if !(self.prior > 0.0 && self.prior < 1.0) {
-            return Err(ModelError::Invalid("prior must be between 0 and 1".into()));
+        if !(self.matches_per_record > 0.0 && self.matches_per_record < 1e6) {
+            return Err(ModelError::Invalid(
+                "matches_per_record must be a positive number of records".into(),
+            ));
         }
         for c in &self.comparisons {
             if c.levels.len() != c.comparison.levels().len() {
@@ -485,6 +526,17 @@ pub struct Score {
     /// A verified national identifier (NHS number, UPN) is shared: the pair links whatever the
     /// rest says.
     pub deterministic: bool,
+    /// A rule the model's weights cannot outvote: the pair is never linked automatically
+    /// (see [`crate::guard`]).
+    pub guard: Option<Guard>,
+}
+
+impl Score {
+    /// Whether the pair links without a person: deterministic, or at or above `threshold` with
+    /// no guard against it.
+    pub fn links(&self, threshold: f64) -> bool {
+        self.guard.is_none() && (self.deterministic || self.probability >= threshold)
+    }
 }
 
 /// A model made ready to score: weights precomputed, term frequencies at hand.
@@ -494,17 +546,36 @@ pub struct Scorer<'a> {
     weights: Vec<Vec<f64>>,
     prior_weight: f64,
     tf: &'a TermFrequencies,
+    /// Whether the twin rule runs: the records carry sex (see [`crate::guard`]).
+    twins: bool,
+}
+
+/// The per-pair prior for a record compared against `others` records: the model's expected
+/// matches per record spread over them, and never above even odds (a handful of records says
+/// nothing about how many of them are the same person).
+pub fn pair_prior(model: &Model, others: f64) -> f64 {
+    (model.matches_per_record / others.max(1.0)).clamp(1e-15, 0.5)
 }
 
 impl<'a> Scorer<'a> {
-    pub fn new(model: &'a Model, tf: &'a TermFrequencies) -> Self {
+    /// A scorer for records compared against `others` records (the other file when linking;
+    /// the rest of the file when deduplicating; the index's records when searching).
+    pub fn new(model: &'a Model, tf: &'a TermFrequencies, others: f64) -> Self {
+        let prior = pair_prior(model, others);
+        let kinds = model.comparison_kinds();
         Self {
-            kinds: model.comparison_kinds(),
+            twins: kinds.contains(&Comparison::Sex),
+            kinds,
             weights: model.level_weights(),
-            prior_weight: (model.prior / (1.0 - model.prior)).log2(),
+            prior_weight: (prior / (1.0 - prior)).log2(),
             model,
             tf,
         }
+    }
+
+    /// The log2 prior odds this scorer starts every pair from.
+    pub fn prior_weight(&self) -> f64 {
+        self.prior_weight
     }
 
     pub fn comparisons(&self) -> &[Comparison] {
@@ -529,40 +600,59 @@ impl<'a> Scorer<'a> {
     }
 
     pub fn score(&self, a: &Record, b: &Record) -> Score {
-        let mut w = self.prior_weight;
+        let mut e = Evidence::default();
         let mut deterministic = false;
         for (i, c) in self.kinds.iter().enumerate() {
             if let Some(level) = c.compare(a, b) {
-                w += self.weight(i, level, a).0;
+                e.add(*c, self.weight(i, level, a).0);
                 deterministic |= level == 0 && matches!(c, Comparison::NhsNumber | Comparison::Upn);
             }
         }
+        let w = self.prior_weight + e.total();
         Score {
             weight: w,
             probability: if deterministic { 1.0 } else { probability(w) },
             deterministic,
+            guard: crate::guard::guard(a, b, self.twins),
         }
     }
 
     /// Scores a pair whose pattern is already known (training counted it): skips re-comparing.
-    pub fn score_pattern(&self, p: u64, a: &Record) -> Score {
-        let mut w = self.prior_weight;
+    pub fn score_pattern(&self, p: u64, a: &Record, b: &Record) -> Score {
+        let mut e = Evidence::default();
         let mut deterministic = false;
         for (i, c) in self.kinds.iter().enumerate() {
             let level = level_of(p, i);
             if level != MISSING {
-                w += self.weight(i, level, a).0;
+                e.add(*c, self.weight(i, level, a).0);
                 deterministic |= level == 0 && matches!(c, Comparison::NhsNumber | Comparison::Upn);
             }
         }
+        let w = self.prior_weight + e.total();
         Score {
             weight: w,
             probability: if deterministic { 1.0 } else { probability(w) },
             deterministic,
+            guard: crate::guard::guard(a, b, self.twins),
         }
     }
 
+    /// Each comparison's level and weight, and last, when a rule holds the pair back, the rule
+    /// (as comparison `rule`, its reason as the level): what a reviewer reads.
     pub fn explain(&self, a: &Record, b: &Record) -> Vec<Explained> {
+        let mut out = self.explain_comparisons(a, b);
+        if let Some(g) = crate::guard::guard(a, b, self.twins) {
+            out.push(Explained {
+                comparison: "rule".into(),
+                level: g.reason().into(),
+                weight: 0.0,
+                term_frequency_adjusted: false,
+            });
+        }
+        out
+    }
+
+    fn explain_comparisons(&self, a: &Record, b: &Record) -> Vec<Explained> {
         self.kinds
             .iter()
             .enumerate()
@@ -586,6 +676,43 @@ impl<'a> Scorer<'a> {
             .collect()
     }
 }
+
+/// The evidence of a pair's comparisons, added up. The parts of an address (postcode, house
+/// number, street, locality, town, region) are not independent: a sibling shares all of them,
+/// and so does a stranger next door. Adding their weights as if each were fresh evidence counts
+/// one fact — the same home — three or four times. So the address counts as one piece of
+/// evidence: its strongest agreement plus its strongest disagreement.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Evidence {
+    other: f64,
+    address_for: f64,
+    address_for_rest: f64,
+    address_against: f64,
+}
+
+impl Evidence {
+    pub fn add(&mut self, c: Comparison, w: f64) {
+        if c.is_address() {
+            if w > 0.0 {
+                self.address_for_rest += self.address_for.min(w);
+                self.address_for = self.address_for.max(w);
+            } else {
+                self.address_against = self.address_against.min(w);
+            }
+        } else {
+            self.other += w;
+        }
+    }
+
+    pub fn total(&self) -> f64 {
+        self.other + self.address_for + ADDRESS_REST * self.address_for_rest + self.address_against
+    }
+}
+
+/// How much the address parts after the strongest still count: agreeing on the street as well
+/// as the postcode says a little more than the postcode alone (another street can share a
+/// postcode's sector), far less than fresh evidence.
+const ADDRESS_REST: f64 = 0.25;
 
 /// Probability from a log2-odds match weight.
 pub fn probability(weight: f64) -> f64 {
@@ -628,7 +755,7 @@ mod tests {
     fn em_recovers_a_planted_model() {
         // Two comparisons with two levels; 1,000 matches (agree 90 %) and 9,000 non-matches
         // (agree 10 %), independent: EM with the true u should find m near 0.9 and λ near 0.1.
-        let kinds = vec![Comparison::Sex, Comparison::Region, Comparison::HouseNumber];
+        let kinds = vec![Comparison::Sex, Comparison::NhsNumber, Comparison::Upn];
         let mut model = Model::initial(&kinds);
         model.set_u(&[vec![10.0, 90.0], vec![10.0, 90.0], vec![10.0, 90.0]]);
         let mut patterns = Patterns::new();
@@ -653,8 +780,20 @@ mod tests {
             assert!((mi[0] - 0.9).abs() < 0.02, "{mi:?}");
         }
         model.set_m(&[m]);
-        model.estimate_prior(&patterns, 200);
-        assert!((model.prior - 0.1).abs() < 0.02, "{}", model.prior);
+        // Every pair a candidate: the prior over all pairs is the planted 0.1.
+        model.estimate_prior(&patterns, 1.0, 10_000.0, 10_000.0, 200);
+        assert!(
+            (model.matches_per_record - 0.1).abs() < 0.02,
+            "{}",
+            model.matches_per_record
+        );
+        // Counted per record of a file half the size: twice as many matches per record.
+        model.estimate_prior(&patterns, 1.0, 10_000.0, 5_000.0, 200);
+        assert!(
+            (model.matches_per_record - 0.2).abs() < 0.04,
+            "{}",
+            model.matches_per_record
+        );
     }
 
     #[test]
@@ -668,7 +807,7 @@ mod tests {
         let mut records: Vec<Record> = (0..50).map(|_| rec("x", "smith", "2000-01-01")).collect();
         records.push(rec("x", "featherstonehaugh", "2000-01-01"));
         let tf = TermFrequencies::count(&kinds(), records.iter());
-        let s = Scorer::new(&model, &tf);
+        let s = Scorer::new(&model, &tf, 100.0);
         let smith = s.score(
             &rec("amy", "smith", "2012-01-01"),
             &rec("amy", "smith", "2012-01-01"),
@@ -679,14 +818,14 @@ mod tests {
         );
         assert!(rare.weight > smith.weight + 3.0, "{rare:?} {smith:?}");
         let why = s.explain(&rec("amy", "smith", "2012-01-01"), &rec("amy", "smiht", ""));
-        assert_eq!(why[1].level, "close spelling");
+        assert_eq!(why[1].level, "close spelling, or a former family name");
         assert_eq!(why[2].level, "missing");
     }
 
     #[test]
     fn save_and_load_round_trip_and_check_format() {
         let mut model = Model::initial(&kinds());
-        model.prior = 0.2;
+        model.matches_per_record = 2.5;
         model.seal();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.json");
@@ -696,14 +835,15 @@ mod tests {
         assert!(back.version.starts_with("fs-"));
         let text = std::fs::read_to_string(&path)
             .unwrap()
-            .replace("\"format\": 1", "\"format\": 99");
+            .replace("\"format\": 2", "\"format\": 99");
         assert!(matches!(
             Model::from_json(&text),
             Err(ModelError::Format { found: 99 })
         ));
-        let text = std::fs::read_to_string(&path)
-            .unwrap()
-            .replace("\"prior\": 0.2", "\"prior\": 2.0");
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            "\"matches_per_record\": 2.5",
+            "\"matches_per_record\": -1.0",
+        );
         assert!(matches!(
             Model::from_json(&text),
             Err(ModelError::Invalid(_))
@@ -715,7 +855,7 @@ mod tests {
         let kinds = vec![Comparison::NhsNumber, Comparison::FamilyName];
         let model = Model::initial(&kinds);
         let tf = TermFrequencies::default();
-        let s = Scorer::new(&model, &tf);
+        let s = Scorer::new(&model, &tf, 100.0);
         let mut a = rec("amy", "khan", "");
         let mut b = rec("zoe", "calder", "");
         a.set(Field::NhsNumber, "9000000009").unwrap();

@@ -86,7 +86,7 @@ impl SearchIndex {
 
     /// Candidates at or above `floor`, best first, at most `limit`.
     pub fn search(&self, model: &Model, q: &Record, floor: f64, limit: usize) -> Vec<Hit> {
-        let scorer = Scorer::new(model, &self.tf);
+        let scorer = Scorer::new(model, &self.tf, self.records.len() as f64);
         let mut hits: Vec<Hit> = self
             .candidates(q)
             .into_iter()
@@ -95,7 +95,12 @@ impl SearchIndex {
                 (score.probability >= floor).then_some(Hit { index: i, score })
             })
             .collect();
-        hits.sort_by(|a, b| b.score.weight.total_cmp(&a.score.weight));
+        hits.sort_by(|a, b| {
+            b.score
+                .weight
+                .total_cmp(&a.score.weight)
+                .then(a.index.cmp(&b.index))
+        });
         hits.truncate(limit);
         hits
     }

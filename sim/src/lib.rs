@@ -1,6 +1,7 @@
 //! Simulated partner systems on loopback, speaking their real protocols, seeded with synthetic
 //! children: what `weft demo`, the benchmark and the end-to-end tests run the gateway against.
 //!
+//! - [`cohort`]: the development cohort for identity matching, with its truth apart.
 //! - [`population`]: the synthetic children — a canonical truth each, and how each system
 //!   records them (nicknames, misspellings, moved addresses, missing identifiers).
 //! - [`sqlseed`]: the social care and school MIS reporting databases (SQLite, PostgreSQL,
@@ -13,6 +14,7 @@
 //!
 //! [`PartnerSystems::start`] brings the four up together.
 
+pub mod cohort;
 pub mod delayed;
 pub mod fhir;
 pub mod police;

@@ -187,9 +187,22 @@ fn settings(common: &Common, threshold: Option<f64>) -> anyhow::Result<Settings>
     let (rules, skipped_rules): (Vec<Rule>, Vec<Rule>) =
         all_rules.into_iter().partition(|r| r.usable(&fields));
     if rules.is_empty() {
-        return Err(
-            InputError::Config("no blocking rule can run on the mapped fields".into()).into(),
-        );
+        let needs: Vec<String> = skipped_rules
+            .iter()
+            .map(|r| {
+                let missing: Vec<&str> = r
+                    .fields()
+                    .filter(|f| !fields.contains(f))
+                    .map(|f| f.as_str())
+                    .collect();
+                format!("{r} (needs {})", missing.join(", "))
+            })
+            .collect();
+        return Err(InputError::Config(format!(
+            "no blocking rule can run on the mapped fields; map the fields a rule needs: {}",
+            needs.join("; ")
+        ))
+        .into());
     }
     let threshold = threshold.or(config.threshold).unwrap_or(DEFAULT_THRESHOLD);
     if !(0.0..=1.0).contains(&threshold) {
@@ -279,7 +292,7 @@ fn write_pairs(
     names: [&str; 2],
 ) -> anyhow::Result<usize> {
     let mut w = csv::Writer::from_writer(writer(path)?);
-    w.write_record([names[0], names[1], "match_weight", "probability"])?;
+    w.write_record([names[0], names[1], "match_weight", "probability", "held"])?;
     let mut n = 0;
     for p in pairs.iter().filter(|p| f64::from(p.probability) >= floor) {
         w.write_record([
@@ -287,6 +300,7 @@ fn write_pairs(
             right[p.right as usize].id.as_str(),
             &format!("{:.3}", p.weight),
             &format!("{:.6}", p.probability),
+            p.guard.map_or("", |g| g.reason()),
         ])?;
         n += 1;
     }
@@ -309,8 +323,11 @@ fn report(out: &Path, lines: &[String]) {
 
 fn describe(blocked: &Blocked<'_>, model: &Model, s: &Settings) -> Vec<String> {
     let mut lines = vec![format!(
-        "model {} (prior {:.5}); threshold {}",
-        model.version, model.prior, s.threshold
+        "model {} (expected matches per record {:.3}; prior per pair {:.3e}); threshold {}",
+        model.version,
+        model.matches_per_record,
+        weft_matching::model::pair_prior(model, blocked.task.others()),
+        s.threshold
     )];
     let per_rule: Vec<String> = blocked
         .rules()
@@ -392,10 +409,7 @@ pub fn run_link(args: &LinkArgs) -> anyhow::Result<()> {
         flagged(&left.records) + flagged(&right.records)
     )];
     lines.extend(describe(&blocked, &model, &s));
-    let matches = pairs
-        .iter()
-        .filter(|p| f64::from(p.probability) >= s.threshold)
-        .count();
+    let matches = pairs.iter().filter(|p| p.matches(s.threshold)).count();
     lines.push(format!(
         "matches at threshold: {matches}; pairs written: {written}"
     ));
@@ -437,7 +451,8 @@ pub fn run_dedupe(args: &DedupeArgs) -> anyhow::Result<()> {
         .min(s.threshold);
     let tf = link::term_frequencies(task, &comparisons);
     let pairs = link::predict(&blocked, &model, &tf, floor);
-    let clusters = link::cluster(table.records.len(), &pairs, s.threshold);
+    let scorer = weft_matching::Scorer::new(&model, &tf, task.others());
+    let clusters = link::cluster(&table.records, &pairs, s.threshold, &scorer);
     t.lap("score and cluster", &mut since);
     {
         let mut w = csv::Writer::from_writer(writer(&args.scoring.out)?);

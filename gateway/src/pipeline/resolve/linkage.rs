@@ -40,6 +40,11 @@ pub const FIELDS: [Field; 5] = [
 /// records with `weft match train` should replace it.
 const BUILTIN_MODEL: &str = include_str!("default_model.json");
 
+/// The fewest records the per-pair prior is spread over. The index's own count (records with a
+/// family name, kept in `match_terms`) is used when larger: an index that starts small must not
+/// link more readily than the authority-sized one it grows into, whose records it will share.
+pub const MIN_POPULATION: f64 = 10_000.0;
+
 /// Below this probability a candidate is not worth showing at all.
 pub const POSSIBLE: f64 = 0.05;
 
@@ -125,6 +130,98 @@ impl Matcher {
         }
     }
 
+    /// The grade of a demographic match: from its calibrated probability, but never `certain`
+    /// when a rule holds the pair back (twins; given name and sex both different), and nothing
+    /// at all when a rule says they are two children.
+    pub fn grade_score(&self, score: &Score) -> Option<Grade> {
+        match score.guard {
+            Some(g) if g.is_apart() => None,
+            Some(_) => self.grade(score.probability.min(self.upper * 0.999)),
+            None => self.grade(score.probability),
+        }
+    }
+
+    /// Whether a record agrees with a child's records as a whole: no record of the child is
+    /// held apart from it by a rule (twins, another identifier) or scores below
+    /// [`weft_matching::link::DIFFERENT`] against it. A record that matches one of a child's
+    /// records well but is confidently not another of them is never linked automatically, so a
+    /// chain of plausible links cannot join two children.
+    async fn agrees_with_child(
+        &self,
+        conn: &mut AnyConnection,
+        r: &Record,
+        child: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT sr.source AS source, sr.local_id AS local_id, sr.identifiers AS identifiers, \
+             sr.demographics AS demographics FROM source_records sr WHERE sr.child_id = $1",
+        )
+        .bind(child)
+        .fetch_all(&mut *conn)
+        .await?;
+        let (tf, population) = self.terms(conn, r).await?;
+        let scorer = Scorer::new(&self.model, &tf, population);
+        for row in &rows {
+            let other = stored_record(
+                &row.try_get::<String, _>("local_id")?,
+                &row.try_get::<String, _>("demographics")?,
+                &row.try_get::<String, _>("identifiers")?,
+            );
+            let s = scorer.score(r, &other);
+            if s.guard.is_some()
+                || (!s.deterministic && s.probability < weft_matching::link::DIFFERENT)
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// What the current model says about a record's link to its child: the best-scoring of the
+    /// child's other records, and whether the record agrees with the child as a whole. `None`
+    /// when the child has no other record.
+    async fn judge_link(
+        &self,
+        conn: &mut AnyConnection,
+        source: &str,
+        local_id: &str,
+        r: &Record,
+        child: &str,
+    ) -> Result<Option<(Score, Vec<Explained>, bool)>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT source, local_id, identifiers, demographics FROM source_records \
+             WHERE child_id = $1 ORDER BY source, local_id",
+        )
+        .bind(child)
+        .fetch_all(&mut *conn)
+        .await?;
+        let (tf, population) = self.terms(conn, r).await?;
+        let scorer = Scorer::new(&self.model, &tf, population);
+        let mut best: Option<(Score, Vec<Explained>)> = None;
+        let mut agrees = true;
+        for row in &rows {
+            let (s, l): (String, String) = (row.try_get("source")?, row.try_get("local_id")?);
+            if s == source && l == local_id {
+                continue;
+            }
+            let other = stored_record(
+                &l,
+                &row.try_get::<String, _>("demographics")?,
+                &row.try_get::<String, _>("identifiers")?,
+            );
+            let score = scorer.score(r, &other);
+            if score.guard.is_some()
+                || (!score.deterministic && score.probability < weft_matching::link::DIFFERENT)
+            {
+                agrees = false;
+            }
+            if best.as_ref().is_none_or(|(b, _)| score.weight > b.weight) {
+                best = Some((score, scorer.explain(r, &other)));
+            }
+        }
+        Ok(best.map(|(s, e)| (s, e, agrees)))
+    }
+
     /// The blocking keys of a record, as the store keeps them.
     pub fn keys(&self, r: &Record) -> Vec<(String, String)> {
         self.rules
@@ -200,8 +297,8 @@ impl Matcher {
             q = q.bind(rule).bind(key);
         }
         let rows = q.fetch_all(&mut *conn).await?;
-        let tf = self.terms(conn, r).await?;
-        let scorer = Scorer::new(&self.model, &tf);
+        let (tf, population) = self.terms(conn, r).await?;
+        let scorer = Scorer::new(&self.model, &tf, population);
         let floor = self.lower.min(POSSIBLE);
         let mut seen = HashSet::with_capacity(rows.len());
         let mut scored: Vec<Scored> = Vec::new();
@@ -406,14 +503,18 @@ impl Matcher {
             .await?
             .into_iter()
             .next();
-        if let Some(c) = best.as_ref().filter(|c| c.score.probability >= self.upper) {
-            return Ok(Placement {
-                child: c.child.clone(),
-                method: "probabilistic".into(),
-                scored: best,
-                review: None,
-            });
+        if let Some(c) = best.as_ref().filter(|c| c.score.links(self.upper)) {
+            if self.agrees_with_child(conn, record, &c.child).await? {
+                return Ok(Placement {
+                    child: c.child.clone(),
+                    method: "probabilistic".into(),
+                    scored: best,
+                    review: None,
+                });
+            }
         }
+        // Twins and children a rule holds apart are not even proposed.
+        let best = best.filter(|c| !c.score.guard.is_some_and(|g| g.is_apart()));
         let child = uuid::Uuid::new_v4().to_string();
         sqlx::query("INSERT INTO children (id, created_at) VALUES ($1, $2)")
             .bind(&child)
@@ -477,8 +578,11 @@ impl Matcher {
             .await?
             .into_iter()
             .next();
-        let Some(c) = best.filter(|c| c.child != current && c.score.probability >= self.lower)
-        else {
+        let Some(c) = best.filter(|c| {
+            c.child != current
+                && c.score.probability >= self.lower
+                && !c.score.guard.is_some_and(|g| g.is_apart())
+        }) else {
             return Ok(None);
         };
         let open = sqlx::query(
@@ -505,15 +609,16 @@ impl Matcher {
         &self,
         conn: &mut AnyConnection,
         r: &Record,
-    ) -> Result<TermFrequencies, sqlx::Error> {
+    ) -> Result<(TermFrequencies, f64), sqlx::Error> {
         let mut tf = TermFrequencies::default();
+        let mut population = MIN_POPULATION;
         let wanted: Vec<(Comparison, f64, &str)> = self
             .tf
             .iter()
             .filter_map(|&(c, u)| Some((c, u, counted(c, r)?)))
             .collect();
         if wanted.is_empty() {
-            return Ok(tf);
+            return Ok((tf, population));
         }
         let mut sql = String::from("SELECT comparison, value, n, sq FROM match_terms WHERE ");
         for i in 0..wanted.len() {
@@ -544,6 +649,7 @@ impl Matcher {
         };
         for (c, u, value) in wanted {
             let (total, squares) = row(c, "")?;
+            population = population.max(total);
             if total < 1.0 || squares < 1.0 {
                 continue;
             }
@@ -556,7 +662,7 @@ impl Matcher {
             let average = squares / (total * total);
             tf.set_share(c, value, share * u / average);
         }
-        Ok(tf)
+        Ok((tf, population))
     }
 
     /// Keeps `match_terms` in step as a record arrives or changes: its old names are counted
@@ -927,6 +1033,22 @@ impl LinkRow {
     }
 }
 
+/// Why an identifier link was made, for the reviewer: which identifier, and how it was
+/// verified. Empty for any other unscored method.
+pub fn identifier_explanation(method: &str) -> Vec<Explained> {
+    let how = match method.strip_prefix("identifier:") {
+        Some("nhs_number") => "same NHS number in both records, its modulus-11 check digit valid",
+        Some("upn") => "same UPN in both records, its check letter valid",
+        _ => return Vec::new(),
+    };
+    vec![Explained {
+        comparison: method["identifier:".len()..].to_string(),
+        level: how.into(),
+        weight: 0.0,
+        term_frequency_adjusted: false,
+    }]
+}
+
 /// A new row of `match_links`.
 pub(crate) struct NewLink<'a> {
     pub source: &'a str,
@@ -1014,10 +1136,11 @@ impl<'a> NewLink<'a> {
     pub(crate) async fn insert(&self, conn: &mut AnyConnection) -> Result<String, sqlx::Error> {
         let id = uuid::Uuid::new_v4().to_string();
         let now = chrono::Utc::now().to_rfc3339();
-        let explanation = self
-            .score
-            .map(|(_, e)| serde_json::to_string(e).unwrap_or_else(|_| "[]".into()))
-            .unwrap_or_else(|| "[]".into());
+        let explanation = match self.score {
+            Some((_, e)) => serde_json::to_string(e).unwrap_or_else(|_| "[]".into()),
+            None => serde_json::to_string(&identifier_explanation(self.method))
+                .unwrap_or_else(|_| "[]".into()),
+        };
         sqlx::query(
             "INSERT INTO match_links (id, source, local_id, child_id, status, method, probability, \
              match_weight, model_version, explanation, decided_by, decision, reason, created_at, decided_at) \
@@ -1071,6 +1194,186 @@ mod tests {
             },
             score: None,
         }
+    }
+
+    fn child(id: &str, given: &str, family: &str, sex: &str, postcode: &str) -> SourceRecord {
+        let mut r = rec(id, None, given, family);
+        r.demographics.sex = Some(sex.into());
+        r.demographics.postcode = Some(postcode.into());
+        r
+    }
+
+    #[tokio::test]
+    async fn twins_in_two_systems_are_two_children_and_a_stranger_born_the_same_day_is_a_third() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 0.95).await;
+        let (ruby, _) = index
+            .upsert(
+                "health",
+                &child("h1", "Ruby", "Calder", "female", "WT3 5QP"),
+            )
+            .await
+            .unwrap();
+        // Her twin brother, at the same address, in the school's system.
+        let (oliver, _) = index
+            .upsert(
+                "school",
+                &child("s1", "Oliver", "Calder", "male", "WT3 5QP"),
+            )
+            .await
+            .unwrap();
+        assert_ne!(ruby, oliver, "twins are two children");
+        // A twin sister: same sex, same everything but the given name.
+        let (rosie, _) = index
+            .upsert(
+                "school",
+                &child("s2", "Rosie", "Calder", "female", "WT3 5QP"),
+            )
+            .await
+            .unwrap();
+        assert_ne!(rosie, ruby);
+        // An unrelated girl born the same day.
+        let (amira, _) = index
+            .upsert(
+                "police",
+                &child("p1", "Amira", "Hussain", "female", "WT9 1AB"),
+            )
+            .await
+            .unwrap();
+        assert!(![&ruby, &oliver, &rosie].contains(&&amira));
+        // Nothing a person should be asked about: twins are not proposed.
+        assert!(review_queue(&index).await.unwrap().is_empty());
+        // Ruby's own record in the police system still links to her.
+        let (again, _) = index
+            .upsert(
+                "police",
+                &child("p2", "Ruby", "Calder", "female", "WT3 5QP"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again, ruby);
+        // A search for the twin brother never grades his sister certain.
+        let found = index
+            .find(&Search {
+                demographics: Some(child("q", "Oliver", "Calder", "male", "WT3 5QP").demographics),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            found
+                .iter()
+                .all(|f| f.id == oliver || f.grade != Grade::Certain),
+            "{found:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_near_miss_goes_to_the_review_queue_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 0.95).await;
+        let (ella, _) = index
+            .upsert("health", &child("h1", "Ella", "Khan", "female", "WT3 5QP"))
+            .await
+            .unwrap();
+        // Only an initial, same date of birth and address: could be her, could be a twin.
+        let (e, _) = index
+            .upsert("school", &child("s1", "E", "Khan", "female", "WT3 5QP"))
+            .await
+            .unwrap();
+        assert_ne!(e, ella, "never linked without a person");
+        let queue = review_queue(&index).await.unwrap();
+        assert_eq!(queue.len(), 1, "{queue:?}");
+        assert_eq!(queue[0].child_id, ella);
+        let rule = queue[0]
+            .explanation
+            .iter()
+            .find(|x| x.comparison == "rule")
+            .expect("the explanation names the rule");
+        assert!(rule.level.contains("twins"), "{rule:?}");
+    }
+
+    #[tokio::test]
+    async fn an_upgrade_asks_about_links_the_new_model_would_not_make_and_moves_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, _db) = index(dir.path(), 0.5).await;
+        let ella = old
+            .upsert(
+                "health",
+                &child("h1", "Eleanor", "Thompson", "female", "WT3 5QP"),
+            )
+            .await
+            .unwrap()
+            .0;
+        let mut moved = child("s1", "Eleanor", "Thomson", "female", "WT3 5QP");
+        moved.demographics.birth_date = Some("2016-06-12".into());
+        let linked = old.upsert("school", &moved).await.unwrap().0;
+        assert_eq!(linked, ella, "the lenient old thresholds link it");
+        let history = link_history(&old, &ella).await.unwrap().unwrap();
+        let p = history
+            .iter()
+            .find(|l| l.source == "school")
+            .and_then(|l| l.probability)
+            .unwrap();
+        assert!(p < 1.0, "{p}");
+        // The links were made by an older model; the new one is stricter.
+        sqlx::query("UPDATE match_links SET model_version = 'fs-000000000000'")
+            .execute(&old.store().pool)
+            .await
+            .unwrap();
+        let cfg = MatchingConfig {
+            upper: (p + 1.0) / 2.0,
+            lower: 0.5,
+            model: None,
+        };
+        let new = Index::with_matcher(old.store().clone(), Matcher::from_config(&cfg).unwrap());
+        assert_eq!(reexamine(&new).await.unwrap(), 1);
+        assert_eq!(reexamine(&new).await.unwrap(), 0, "asked once");
+        let queue = review_queue(&new).await.unwrap();
+        assert_eq!(queue.len(), 1);
+        assert_eq!(
+            (queue[0].method.as_str(), queue[0].child_id.as_str()),
+            (RECHECK, ella.as_str())
+        );
+        // Nothing moved by itself, and a pass over the same record moves nothing either.
+        assert_eq!(new.upsert("school", &moved).await.unwrap().0, ella);
+        // A person splits it: the record becomes a child of its own and stays one.
+        let decided = decide(&new, &queue[0].id, Decision::Reject, "dsl", None, by_admin)
+            .await
+            .unwrap();
+        assert_ne!(decided.child_id, ella);
+        assert_eq!(
+            new.upsert("school", &moved).await.unwrap().0,
+            decided.child_id
+        );
+        assert_eq!(reexamine(&new).await.unwrap(), 0);
+        assert!(review_queue(&new).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_identifier_link_says_which_identifier_and_how_it_was_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 0.95).await;
+        let a = index
+            .upsert(
+                "health",
+                &rec("h1", Some("9434765919"), "Eleanor", "Thompson"),
+            )
+            .await
+            .unwrap()
+            .0;
+        let b = index
+            .upsert("school", &rec("s1", Some("943 476 5919"), "Nell", "Smith"))
+            .await
+            .unwrap()
+            .0;
+        assert_eq!(a, b);
+        let history = link_history(&index, &a).await.unwrap().unwrap();
+        let school = history.iter().find(|l| l.source == "school").unwrap();
+        assert_eq!(school.method, "identifier:nhs_number");
+        assert_eq!(school.explanation.len(), 1);
+        assert_eq!(school.explanation[0].comparison, "nhs_number");
+        assert!(school.explanation[0].level.contains("check digit"));
     }
 
     fn by_admin(d: &Decided) -> Entry {
@@ -1127,7 +1430,7 @@ mod tests {
             .iter()
             .find(|e| e.comparison == "family_name")
             .unwrap();
-        assert_eq!(family.level, "close spelling");
+        assert_eq!(family.level, "close spelling, or a former family name");
         let health = history.iter().find(|l| l.source == "health").unwrap();
         assert_eq!(health.method, "new");
         // A stranger is a new child; a search by demographics grades the child.
@@ -1656,13 +1959,14 @@ mod tests {
             r.households(),
             ["uprn:100023336956", "address:WT35QP:12"].map(String::from)
         );
-        // The index compares what it compared before: the extra fields move no score.
+        // The extra fields count only where they agree (a middle name for a given name, a former
+        // family name for a family name): here they move no score.
         let bare = rec("f1", None, "Amy", "Bloggs");
         let plain = record_of("f1", &bare.demographics, &bare.identifiers);
         assert_eq!(r.form(), plain.form());
         let m = Matcher::builtin();
         let tf = TermFrequencies::default();
-        let scorer = Scorer::new(&m.model, &tf);
+        let scorer = Scorer::new(&m.model, &tf, MIN_POPULATION);
         let other = record_of("o", &rec("o", None, "Amy", "Blogs").demographics, &[]);
         assert_eq!(
             scorer.score(&r, &other).probability,
@@ -1797,6 +2101,78 @@ pub struct Decided {
 }
 
 /// Open proposals, oldest first.
+/// The method of a review row that asks whether a link the matcher made under an older model
+/// should stand: confirming keeps (and pins) the link, rejecting splits it.
+pub const RECHECK: &str = "recheck";
+
+/// After an upgrade, re-examines the links the matcher made on its own under another model
+/// version: where the current model would not have made the link — the record no longer
+/// reaches the upper threshold against the child's other records, or a rule or a confidently
+/// different record now stands against it — a person is asked (a `recheck` row in the review
+/// queue, with the new score and explanation). Nothing is moved: the link stays until a person
+/// splits it. Links a person decided, links by identifier, and links already awaiting a recheck
+/// are left alone. Runs in one transaction with its audit entries; returns the rechecks asked.
+pub async fn reexamine(index: &crate::pipeline::resolve::Index) -> Result<usize, sqlx::Error> {
+    let matcher = index.matcher();
+    let version = matcher.model.version.clone();
+    let mut tx = index.store().begin_write().await?;
+    let rows = sqlx::query(
+        "SELECT ml.source AS source, ml.local_id AS local_id, ml.child_id AS child_id, \
+         sr.identifiers AS identifiers, sr.demographics AS demographics \
+         FROM match_links ml JOIN source_records sr ON sr.source = ml.source AND sr.local_id = ml.local_id \
+         WHERE ml.status = 'active' AND ml.method = 'probabilistic' AND ml.decided_by IS NULL \
+         AND ml.model_version IS NOT NULL AND ml.model_version <> $1 AND sr.child_id = ml.child_id \
+         AND NOT EXISTS (SELECT 1 FROM match_links r WHERE r.source = ml.source AND r.local_id = ml.local_id \
+           AND r.method = $2 AND (r.status = 'review' OR r.model_version = $1)) \
+         ORDER BY ml.source, ml.local_id",
+    )
+    .bind(&version)
+    .bind(RECHECK)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut entries = Vec::new();
+    for row in &rows {
+        let (source, local_id, child): (String, String, String) = (
+            row.try_get("source")?,
+            row.try_get("local_id")?,
+            row.try_get("child_id")?,
+        );
+        let record = stored_record(
+            &local_id,
+            &row.try_get::<String, _>("demographics")?,
+            &row.try_get::<String, _>("identifiers")?,
+        );
+        let judged = matcher
+            .judge_link(&mut tx, &source, &local_id, &record, &child)
+            .await?;
+        let Some((score, explanation, agrees)) = judged else {
+            continue;
+        };
+        if agrees && score.links(matcher.upper) {
+            continue;
+        }
+        let candidate = Candidate {
+            child: child.clone(),
+            source: source.clone(),
+            local_id: local_id.clone(),
+            score,
+            explanation,
+        };
+        let proposal = Proposal {
+            child: child.clone(),
+            method: RECHECK.into(),
+            scored: Some(candidate),
+        };
+        let link = NewLink::proposal(&source, &local_id, &proposal, &version);
+        let id = link.insert(&mut tx).await?;
+        entries.push(link.entry(&id, Some(&child)));
+    }
+    let refs: Vec<&Entry> = entries.iter().collect();
+    audit::chain(&mut tx, &refs).await?;
+    tx.commit().await?;
+    Ok(entries.len())
+}
+
 pub async fn review_queue(
     index: &crate::pipeline::resolve::Index,
 ) -> Result<Vec<LinkRow>, sqlx::Error> {
@@ -1854,8 +2230,47 @@ pub async fn decide(
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(DecisionError::NotFound)?;
-    let link = LinkRow::from_row(&row)?;
+    let mut link = LinkRow::from_row(&row)?;
     let now = chrono::Utc::now().to_rfc3339();
+    let mut decision = decision;
+    let mut id = id.to_string();
+    if link.status == "review" && link.method == RECHECK {
+        // A recheck is a question about the active link: confirming keeps it (pinned by the
+        // person), rejecting or splitting splits it. The recheck row ends either way.
+        decision = match decision {
+            Decision::Confirm => Decision::Confirm,
+            Decision::Reject | Decision::Split => Decision::Split,
+        };
+        let word = if decision == Decision::Confirm {
+            "confirmed"
+        } else {
+            "split"
+        };
+        sqlx::query(
+            "UPDATE match_links SET status = 'superseded', decision = $1, decided_by = $2, \
+             decided_at = $3, reason = $4, ended_at = $3 WHERE id = $5",
+        )
+        .bind(word)
+        .bind(user)
+        .bind(&now)
+        .bind(reason)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+        let active = sqlx::query(&format!(
+            "SELECT {LINK_COLUMNS} FROM match_links WHERE source = $1 AND local_id = $2 \
+             AND status = 'active' AND child_id = $3"
+        ))
+        .bind(&link.source)
+        .bind(&link.local_id)
+        .bind(&link.child_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| DecisionError::NotApplicable("recheck of a link that has ended".into()))?;
+        link = LinkRow::from_row(&active)?;
+        id = link.id.clone();
+    }
+    let id = id.as_str();
     let (word, new_status) = match (link.status.as_str(), decision) {
         ("review", Decision::Confirm) => ("confirmed", "active"),
         ("review", Decision::Reject) => ("rejected", "rejected"),

@@ -282,7 +282,7 @@ impl Index {
                 .candidates(&mut conn, &query, &[], None)
                 .await?
             {
-                let Some(grade) = self.matcher.grade(c.score.probability) else {
+                let Some(grade) = self.matcher.grade_score(&c.score) else {
                     continue;
                 };
                 if !found.iter().any(|f| f.id == c.child) {
