@@ -179,8 +179,10 @@ async fn find(State(gw): State<Gateway>, posted: Posted<BTreeMap<String, String>
                                     .iter()
                                     .map(|e| {
                                         let v = serde_json::to_value(e).unwrap_or(Value::Null);
-                                        let field =
-                                            v.get("comparison").and_then(Value::as_str).unwrap_or("");
+                                        let field = v
+                                            .get("comparison")
+                                            .and_then(Value::as_str)
+                                            .unwrap_or("");
                                         let level =
                                             v.get("level").and_then(Value::as_str).unwrap_or("");
                                         format!("{field}: {level}")
