@@ -119,7 +119,7 @@ fn declared_json(headers: &HeaderMap) -> bool {
 /// (404), a method a path does not take (405, its `Allow` header kept), a body over the limit
 /// (413), a query string or path that does not parse (400) — the one JSON error body
 /// ([`crate::http::contract::ErrorBody`]). Their original text is dropped: it can quote what the
-/// request carried.
+/// request carried. JSON errors and the web pages' own HTML error pages pass unchanged.
 pub async fn json_errors(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
@@ -130,7 +130,9 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        // A web page's own error page (HTML) is written by the gateway and says what went wrong
+        // beside the form's fields; keep it.
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     if is_json {
         return response;
     }
