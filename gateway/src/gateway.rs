@@ -251,7 +251,7 @@ impl Gateway {
         if own {
             Ok(())
         } else {
-            Err(Error::field(
+            Err(Error::unprocessable(
                 at,
                 "a local id can be searched only in your own agency's sources",
             ))

@@ -301,7 +301,7 @@ async fn hidden_data_leaves_no_trace_in_the_view() {
         answers.push((status, body));
     }
     assert_eq!(answers[0], answers[1]);
-    assert_eq!(answers[0].0, 400, "{}", answers[0].1);
+    assert_eq!(answers[0].0, 422, "{}", answers[0].1);
 }
 
 /// Seen 3: a concern's reply says nothing its reporter's view would withhold.
@@ -385,7 +385,7 @@ async fn break_glass_never_passes_what_the_agreement_keeps_back() {
                 &json!({"purpose": "safeguarding", "justification": junk}),
             )
             .await;
-        assert_eq!(status, 400, "{body}");
+        assert_eq!(status, 422, "{body}");
     }
 
     // Police and health grants never release case notes; a social worker's never releases

@@ -41,7 +41,10 @@ pub(crate) struct ReportParams {
     path = "/v1/children/{id}/access-report",
     params(("id" = String, Path, description = "Weft child id"), ReportParams),
     responses(
-        (status = 200, description = "The report (JSON, or HTML with format=html)", body = Report),
+        (status = 200, description = "The report (JSON, or HTML with format=html)", content(
+            (Report = "application/json"),
+            (String = "text/html")
+        )),
         (status = 400, description = "Unknown format, or a query parameter repeated or not of its type (audited)"),
         (status = 401, description = "Missing or invalid token"),
         (status = 403, description = "Not an IG officer"),

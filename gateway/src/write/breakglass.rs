@@ -48,7 +48,7 @@ pub async fn request(
             Ok((purpose, r.justification))
         });
     let parsed = parsed.and_then(|(purpose, justification)| {
-        real_text(&justification).map_err(|m| Error::field("/justification", m))?;
+        real_text(&justification).map_err(|m| Error::unprocessable("/justification", m))?;
         Ok((purpose, justification))
     });
     let (purpose, justification) = match parsed {
