@@ -78,7 +78,7 @@ async fn import_then_view_served_from_the_import() {
             &json!({"purpose": "safeguarding", "local_id": {"source": "cin-census", "id": "DfEX0000001"}}),
         )
         .await;
-    assert_eq!(status, 400, "{refused}");
+    assert_eq!(status, 422, "{refused}");
     let (status, found) = gw
         .post(
             "/v1/children/search",
