@@ -76,6 +76,13 @@ pub struct Scoring {
     pub min_probability: Option<f64>,
 }
 
+impl Scoring {
+    /// The lowest probability written: `--min-probability`, never above the threshold.
+    fn floor(&self, threshold: f64) -> f64 {
+        self.min_probability.unwrap_or(threshold).min(threshold)
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct LinkArgs {
     pub left: PathBuf,
@@ -256,6 +263,21 @@ fn comparisons(s: &Settings) -> Vec<weft_matching::compare::Comparison> {
     link::comparisons_for(&fields)
 }
 
+/// The candidate pairs of `task` under the settings' blocking rules, the same for linking,
+/// deduplicating and training.
+fn block<'a>(
+    task: Task<'a>,
+    s: &Settings,
+    comparisons: Vec<weft_matching::compare::Comparison>,
+) -> Blocked<'a> {
+    link::block(
+        task,
+        s.rules.clone(),
+        comparisons,
+        TrainOptions::default().max_training_pairs,
+    )
+}
+
 fn model_for(blocked: &Blocked<'_>, s: &Settings, path: Option<&Path>) -> anyhow::Result<Model> {
     match path {
         Some(p) => {
@@ -376,20 +398,11 @@ pub fn run_link(args: &LinkArgs) -> anyhow::Result<()> {
     t.lap("load", &mut since);
     let comparisons = comparisons(&s);
     let task = Task::Link(&left.records, &right.records);
-    let blocked = link::block(
-        task,
-        s.rules.clone(),
-        comparisons.clone(),
-        TrainOptions::default().max_training_pairs,
-    );
+    let blocked = block(task, &s, comparisons.clone());
     t.lap("block", &mut since);
     let model = model_for(&blocked, &s, args.scoring.model.as_deref())?;
     t.lap("train", &mut since);
-    let floor = args
-        .scoring
-        .min_probability
-        .unwrap_or(s.threshold)
-        .min(s.threshold);
+    let floor = args.scoring.floor(s.threshold);
     let tf = link::term_frequencies(task, &comparisons);
     let pairs = link::predict(&blocked, &model, &tf, floor);
     t.lap("score", &mut since);
@@ -435,20 +448,11 @@ pub fn run_dedupe(args: &DedupeArgs) -> anyhow::Result<()> {
     t.lap("load", &mut since);
     let comparisons = comparisons(&s);
     let task = Task::Dedupe(&table.records);
-    let blocked = link::block(
-        task,
-        s.rules.clone(),
-        comparisons.clone(),
-        TrainOptions::default().max_training_pairs,
-    );
+    let blocked = block(task, &s, comparisons.clone());
     t.lap("block", &mut since);
     let model = model_for(&blocked, &s, args.scoring.model.as_deref())?;
     t.lap("train", &mut since);
-    let floor = args
-        .scoring
-        .min_probability
-        .unwrap_or(s.threshold)
-        .min(s.threshold);
+    let floor = args.scoring.floor(s.threshold);
     let tf = link::term_frequencies(task, &comparisons);
     let pairs = link::predict(&blocked, &model, &tf, floor);
     let scorer = weft_matching::Scorer::new(&model, &tf, task.others());
@@ -510,12 +514,7 @@ pub fn run_train(args: &TrainArgs) -> anyhow::Result<()> {
         Some(r) => Task::Link(&left.records, &r.records),
         None => Task::Dedupe(&left.records),
     };
-    let blocked = link::block(
-        task,
-        s.rules.clone(),
-        comparisons(&s),
-        TrainOptions::default().max_training_pairs,
-    );
+    let blocked = block(task, &s, comparisons(&s));
     let model = link::train(&blocked, &s.options);
     model
         .save(&args.save)
