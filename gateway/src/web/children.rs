@@ -245,6 +245,7 @@ async fn child(
                 .with("child", summary)
                 .with("id", &id)
                 .with("purpose", view.purpose.as_str())
+                .with("glass", crate::web::breakglass::on_page(&view))
                 .render()
         }
         Err(e) => render::error_page(Some(&who), &e),
