@@ -275,6 +275,12 @@ pub fn action_words(action: &str, outcome: &str) -> String {
         "link_history" => "Looked at how records were linked to the child",
         "audit_query" => "Looked at the record of who has seen the child's information",
         "subject_access_report" => "Asked for a report like this one",
+        "subject_access_deferrals" => "Looked at what is held back from reports like this one",
+        "subject_access_release" => "Released an access held back from reports like this one",
+        "break_glass_queue" => "Looked at the emergency accesses waiting for review",
+        "audit_verify" => "Checked that the record of accesses is intact",
+        "sign_in" => "Signed in",
+        "sign_out" => "Signed out",
         other => return other.replace('_', " "),
     };
     if refused && action != "view" {

@@ -101,7 +101,14 @@ fn row(gw: &Gateway, e: &Recorded) -> Row {
             .iter()
             .find(|(k, _)| *k == outcome)
             .map(|(_, l)| l.to_string())
-            .unwrap_or_else(|| outcome.replace('_', " ")),
+            .unwrap_or_else(|| {
+                let words = outcome.replace('_', " ");
+                let mut chars = words.chars();
+                chars
+                    .next()
+                    .map(|c| c.to_uppercase().chain(chars).collect())
+                    .unwrap_or_default()
+            }),
         outcome_tag: match outcome.as_str() {
             "shown" | "break_glass" | "found" => "govuk-tag--green",
             "denied" | "rejected" | "not_found" | "forbidden" => "govuk-tag--red",
