@@ -86,7 +86,7 @@ fn row(gw: &Gateway, e: &Recorded) -> Row {
     let outcome = e.entry.outcome.clone();
     Row {
         seq: e.seq,
-        at: words.at,
+        at: e.entry.at.format("%-d %b %Y, %H:%M:%S").to_string(),
         at_iso: e.entry.at.to_rfc3339(),
         user: e.entry.user.clone(),
         role: words.who.role,
