@@ -273,6 +273,9 @@ async fn an_ig_officer_reads_the_audit_log_in_words_filtered_paged_scoped_and_ve
     }
     assert!(bad.html.contains("value=\"31\""), "what was typed is kept");
 
+    // The API takes the explorer's paging too; a page before entry 0 is not a page.
+    assert_eq!(gw.get("/v1/audit?before=0", &ig).await.0, 400);
+
     // Pages of 50, newest first: more entries than a page, then the older page.
     for _ in 0..55 {
         assert_eq!(gw.get("/v1/audit?limit=1", &ig).await.0, 200);

@@ -23,7 +23,12 @@ pub async fn entries(
         let e = Error::Forbidden("the audit log is open to information-governance officers only");
         return Err(gw.refuse(who, ACTION, None, None, e).await);
     }
-    let q = match q.and_then(|q| page_limit(q.limit).map(|_| q)) {
+    let q = match q
+        .and_then(|q| page_limit(q.limit).map(|_| q))
+        .and_then(|q| match q.before {
+            Some(b) if b < 1 => Err(Error::field("/before", "a sequence number, at least 1")),
+            _ => Ok(q),
+        }) {
         Ok(q) => q,
         Err(e) => return Err(gw.refuse(who, ACTION, None, None, e).await),
     };
