@@ -16,7 +16,10 @@ use crate::web::{csrf, index_of, Browser};
 /// An IG officer at the school: not the partnership's IG lead (the local authority's is).
 const SCHOOL_IG: &str = "demo-school-ig-officer";
 
-/// The demo's people, and an IG officer at the school, on the development sign-in page.
+/// A teacher at a school the children of the simulation do not attend.
+const OTHER_TEACHER: &str = "demo-other-school-teacher";
+
+/// The demo's people, an IG officer at the school and a teacher at another, on the development sign-in page.
 fn config(env: &Env, extra: &str) -> String {
     let mut people: Vec<DevPerson> = people().into_iter().map(|p| p.person).collect();
     people.push(DevPerson {
@@ -24,6 +27,13 @@ fn config(env: &Env, extra: &str) -> String {
         name: "Demo school IG officer".into(),
         agency: SCHOOL_AGENCY.into(),
         role: "ig_officer".into(),
+        description: None,
+    });
+    people.push(DevPerson {
+        user: OTHER_TEACHER.into(),
+        name: "Demo teacher at another school".into(),
+        agency: "urn-200002".into(),
+        role: "teacher".into(),
         description: None,
     });
     #[derive(serde::Serialize)]
@@ -47,6 +57,10 @@ fn config(env: &Env, extra: &str) -> String {
 
 fn school_ig_index() -> usize {
     people().len()
+}
+
+fn other_teacher_index() -> usize {
+    people().len() + 1
 }
 
 async fn start(env: &Env) -> Gateway {
@@ -359,6 +373,33 @@ async fn a_practitioner_takes_break_glass_from_the_childs_page_and_an_ig_officer
         .person;
     let sw_token = env.token(&sw.user, &sw.agency, "social_worker");
     let child = gw.child_by_nhs(&sw_token, &scenario.truth.nhs_number).await;
+
+    // A teacher at another school has no relationship with the child: the search says a child
+    // matches and offers break-glass; opening the child is refused with the same offer, and
+    // nothing of the child in the page.
+    let mut other = Browser::new(&env, &gw);
+    other.sign_in(other_teacher_index()).await;
+    let otoken = other.csrf().await;
+    let found = other
+        .post(
+            "/children/find",
+            &[
+                ("csrf", &otoken),
+                ("purpose", "safeguarding"),
+                ("nhs_number", &scenario.truth.nhs_number),
+            ],
+        )
+        .await;
+    assert_eq!(found.status, 200, "{}", text(&found.html));
+    let glass = format!("/children/{child}/break-glass?purpose=safeguarding").replace('&', "&amp;");
+    assert!(found.html.contains(&glass), "{}", text(&found.html));
+    let refused = other
+        .get(&format!("/children/{child}?purpose=safeguarding"))
+        .await;
+    assert_eq!(refused.status, 403);
+    assert!(text(&refused.html).contains("You cannot see this child"));
+    assert!(refused.html.contains(&glass));
+    assert!(!refused.html.contains(&family));
 
     // For early help the social worker needs the family's consent, not yet recorded: the view
     // withholds, and the page offers break-glass.

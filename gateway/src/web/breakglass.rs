@@ -59,6 +59,20 @@ pub fn on_page(view: &crate::pipeline::merge::View) -> OnPage {
     }
 }
 
+/// The page for a child this practitioner has no relationship with: what the API says, and the
+/// way in an emergency. Only for that refusal (the API's 403 says the same), so it tells nothing
+/// the API does not.
+pub fn no_relationship_page(who: &SignedIn, id: &str, purpose: Option<&str>) -> Response {
+    let purpose = purpose
+        .filter(|p| PURPOSES.iter().any(|x| x.as_str() == *p))
+        .unwrap_or("safeguarding");
+    Page::new("no_relationship.html", "You cannot see this child", who)
+        .status(StatusCode::FORBIDDEN)
+        .with("id", id)
+        .with("purpose", purpose)
+        .render()
+}
+
 /// The purposes a grant may be asked for (`schemas/break-glass.schema.json`).
 const PURPOSES: &[Purpose] = &[
     Purpose::Safeguarding,

@@ -248,6 +248,9 @@ async fn child(
                 .with("glass", crate::web::breakglass::on_page(&view))
                 .render()
         }
+        Err(Error::Forbidden(crate::pipeline::authorise::relate::NO_RELATIONSHIP)) => {
+            crate::web::breakglass::no_relationship_page(&who, &id, q.purpose.as_deref())
+        }
         Err(e) => render::error_page(Some(&who), &e),
     }
 }

@@ -40,6 +40,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "ig_access_report.html",
     "break_glass.html",
     "child_break_glass.html",
+    "no_relationship.html",
 );
 
 fn env() -> &'static Environment<'static> {
