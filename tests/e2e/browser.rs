@@ -532,13 +532,29 @@ fn person(role: &str) -> weft::foundation::config::DevPerson {
 #[tokio::test]
 async fn in_a_browser_a_social_worker_takes_break_glass_and_an_ig_officer_reviews_it_by_keyboard() {
     let env = Env::new(20).await;
-    let path = env.write_config("weft.toml", &config_with_pages(&env, ""));
+    // The demo's people, and a teacher at a school the child does not attend.
+    let path = env.write_config("weft.toml", &crate::web_ig::config(&env, ""));
     let gw = Gateway::start(&env, path).await;
     let scenario = env.partners.population.scenario().expect("scenario");
     let sw = person("social_worker");
     let sw_token = env.token(&sw.user, &sw.agency, "social_worker");
     let child = gw.child_by_nhs(&sw_token, &scenario.truth.nhs_number).await;
     let (_driver, c) = browser().await;
+
+    // Without a relationship, the child is refused with the way in an emergency.
+    c.goto(&gw.url("/sign-in")).await.expect("sign-in page");
+    click_button(&c, "Demo teacher at another school").await;
+    wait_heading(&c, "What do you want to do?").await;
+    c.goto(&gw.url(&format!("/children/{child}?purpose=safeguarding")))
+        .await
+        .expect("child page");
+    wait_heading(&c, "You cannot see this child").await;
+    check(&c, "no relationship").await;
+    c.find(Locator::LinkText("get emergency access (break-glass)"))
+        .await
+        .expect("the offer");
+    click_button(&c, "Sign out").await;
+    wait_heading(&c, "You have signed out").await;
 
     // The social worker's page for early help withholds what needs the family's consent, and
     // offers break-glass; the justification must be real text, the error beside the field.

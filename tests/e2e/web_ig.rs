@@ -20,7 +20,7 @@ const SCHOOL_IG: &str = "demo-school-ig-officer";
 const OTHER_TEACHER: &str = "demo-other-school-teacher";
 
 /// The demo's people, an IG officer at the school and a teacher at another, on the development sign-in page.
-fn config(env: &Env, extra: &str) -> String {
+pub fn config(env: &Env, extra: &str) -> String {
     let mut people: Vec<DevPerson> = people().into_iter().map(|p| p.person).collect();
     people.push(DevPerson {
         user: SCHOOL_IG.into(),
