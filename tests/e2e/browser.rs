@@ -2,19 +2,22 @@
 //! over WebDriver (`fantoccini`). Nothing downloads a browser: `.ci/run` installs the
 //! `chromium` and `chromium-driver` packages, and this test fails if they are missing. Pages are
 //! read as a person reads them — by headings, labels, link and button text — and each page
-//! visited passes a set of accessibility checks run in the page (see [`A11Y`]). Screenshots go
+//! visited passes axe-core with 0 violations and a set of checks of our own run in the page
+//! (see [`check`]); the IG officer's jobs are done with the keyboard alone. Screenshots go
 //! to `WEFT_SCREENSHOTS` (default: a `weft-screenshots` folder in the temporary directory).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
 use crate::harness::{Env, Gateway};
 use crate::web::config_with_pages;
+use weft::dev::people::people;
 
 struct Driver(Child);
 
@@ -112,10 +115,68 @@ if (!document.querySelector('main')) v.push('no main landmark');
 return v;
 "#;
 
+/// axe-core's source, installed by `.ci/run` (pinned, from the npm registry) into
+/// `WEFT_AXE_CORE_DIR` (default `~/.cache/weft-axe-core`). Missing, the test fails: CI never
+/// skips it.
+fn axe_source() -> &'static str {
+    static SOURCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SOURCE.get_or_init(|| {
+        let dir = std::env::var("WEFT_AXE_CORE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/weft-axe-core")
+            });
+        let file = dir.join("node_modules/axe-core/axe.min.js");
+        std::fs::read_to_string(&file).unwrap_or_else(|e| {
+            panic!(
+                "axe-core is not installed ({}: {e}): run .ci/run, or `npm install axe-core@4.14.1` in {}",
+                file.display(),
+                dir.display()
+            )
+        })
+    })
+}
+
+/// Runs axe-core in the page (injected through WebDriver, which the page's
+/// Content-Security-Policy does not govern) and returns each violation: its rule, its help
+/// text and where on the page.
+const AXE_RUN: &str = r#"
+const done = arguments[arguments.length - 1];
+axe.run(document, { resultTypes: ['violations'] })
+  .then(r => done(r.violations.map(v => v.id + ' (' + v.impact + '): ' + v.help + ' at ' +
+     v.nodes.map(n => n.target.join(' ')).join(', '))))
+  .catch(e => done(['axe failed: ' + e]));
+"#;
+
+/// axe-core's violations on the page as it is now (injected once per page).
+async fn axe_violations(c: &Client) -> Vec<Value> {
+    let loaded = c
+        .execute("return typeof window.axe !== 'undefined'", vec![])
+        .await
+        .expect("script");
+    if loaded != json!(true) {
+        c.execute(&format!("{}\nreturn true;", axe_source()), vec![])
+            .await
+            .expect("axe-core injected");
+    }
+    let found = c
+        .execute_async(AXE_RUN, vec![])
+        .await
+        .expect("axe-core runs");
+    found
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("axe-core gave no list of violations: {found}"))
+}
+
+/// The in-page rules ([`A11Y`]) — some check what axe-core does not: exactly one h1, error
+/// summary links that lead to a field — and axe-core, with 0 violations on every page.
 async fn check(c: &Client, page: &str) {
     let found = c.execute(A11Y, vec![]).await.expect("checks run");
     let violations: Vec<Value> = found.as_array().cloned().unwrap_or_default();
     assert!(violations.is_empty(), "{page}: {violations:?}");
+    let violations = axe_violations(c).await;
+    assert!(violations.is_empty(), "{page}: axe-core: {violations:#?}");
 }
 
 fn shots() -> PathBuf {
@@ -188,6 +249,23 @@ async fn in_a_browser_a_dsl_signs_in_finds_a_child_reads_the_summary_and_raises_
         .nhs_number
         .clone();
     let (_driver, c) = browser().await;
+
+    // axe-core sees what it should: an image without alternative text is a violation.
+    c.goto(&gw.url("/sign-in")).await.expect("sign-in page");
+    c.execute(
+        "const i = document.createElement('img'); i.src = '/assets/images/favicon.svg'; \
+         document.querySelector('main').appendChild(i); return true;",
+        vec![],
+    )
+    .await
+    .expect("script");
+    let found = axe_violations(&c).await;
+    assert!(
+        found
+            .iter()
+            .any(|v| v.as_str().is_some_and(|v| v.starts_with("image-alt"))),
+        "{found:?}"
+    );
 
     // With the keyboard alone: the first Tab reaches the skip link.
     c.goto(&gw.url("/sign-in")).await.expect("sign-in page");
@@ -391,5 +469,296 @@ async fn in_a_browser_a_dsl_signs_in_finds_a_child_reads_the_summary_and_raises_
 
     click_button(&c, "Sign out").await;
     wait_heading(&c, "You have signed out").await;
+    c.close().await.expect("close");
+}
+
+/// Keys pressed wherever the focus is, as a person at a keyboard presses them.
+async fn keys(c: &Client, text: &str) {
+    let mut actions = KeyActions::new("keyboard".into());
+    for k in text.chars() {
+        actions = actions
+            .then(KeyAction::Down { value: k })
+            .then(KeyAction::Up { value: k });
+    }
+    c.perform_actions(actions).await.expect("keys");
+}
+
+async fn press(c: &Client, key: Key) {
+    keys(c, &char::from(key).to_string()).await;
+}
+
+/// What the focused element says: its text, its label's, its accessible name.
+const FOCUSED: &str = r#"
+const e = document.activeElement;
+if (!e || e === document.body) return '';
+const l = e.id && document.querySelector('label[for="' + e.id + '"]');
+return [(e.innerText || ''), (l ? l.innerText : ''), (e.getAttribute('aria-label') || '')].join(' | ');
+"#;
+
+/// Presses Tab until the focus is on the element whose text, label or name `matches`; fails if
+/// the keyboard cannot get there.
+async fn tab_to(c: &Client, what: &str, matches: impl Fn(&str) -> bool) {
+    for _ in 0..250 {
+        press(c, Key::Tab).await;
+        let now = c.execute(FOCUSED, vec![]).await.expect("script");
+        let now = now.as_str().unwrap_or_default().to_string();
+        if now.split(" | ").any(|part| matches(part.trim())) {
+            return;
+        }
+    }
+    panic!("{what:?} cannot be reached with the Tab key");
+}
+
+async fn tab_to_text(c: &Client, text: &str) {
+    tab_to(c, text, |t| t.contains(text)).await;
+}
+
+async fn sign_in_by_keyboard(c: &Client, gw: &Gateway, who: &str) {
+    c.goto(&gw.url("/sign-in")).await.expect("sign-in page");
+    tab_to_text(c, who).await;
+    press(c, Key::Enter).await;
+    wait_heading(c, "What do you want to do?").await;
+    check(c, "home").await;
+}
+
+fn person(role: &str) -> weft::foundation::config::DevPerson {
+    people()
+        .into_iter()
+        .find(|p| p.person.role == role)
+        .expect("a person of the role")
+        .person
+}
+
+#[tokio::test]
+async fn in_a_browser_a_social_worker_takes_break_glass_and_an_ig_officer_reviews_it_by_keyboard() {
+    let env = Env::new(20).await;
+    // The demo's people, and a teacher at a school the child does not attend.
+    let path = env.write_config("weft.toml", &crate::web_ig::config(&env, ""));
+    let gw = Gateway::start(&env, path).await;
+    let scenario = env.partners.population.scenario().expect("scenario");
+    let sw = person("social_worker");
+    let sw_token = env.token(&sw.user, &sw.agency, "social_worker");
+    let child = gw.child_by_nhs(&sw_token, &scenario.truth.nhs_number).await;
+    let (_driver, c) = browser().await;
+
+    // Without a relationship, the child is refused with the way in an emergency.
+    c.goto(&gw.url("/sign-in")).await.expect("sign-in page");
+    click_button(&c, "Demo teacher at another school").await;
+    wait_heading(&c, "What do you want to do?").await;
+    c.goto(&gw.url(&format!("/children/{child}?purpose=safeguarding")))
+        .await
+        .expect("child page");
+    wait_heading(&c, "You cannot see this child").await;
+    check(&c, "no relationship").await;
+    c.find(Locator::LinkText("get emergency access (break-glass)"))
+        .await
+        .expect("the offer");
+    click_button(&c, "Sign out").await;
+    wait_heading(&c, "You have signed out").await;
+
+    // The social worker's page for early help withholds what needs the family's consent, and
+    // offers break-glass; the justification must be real text, the error beside the field.
+    c.goto(&gw.url("/sign-in")).await.expect("sign-in page");
+    click_button(&c, &sw.name).await;
+    wait_heading(&c, "What do you want to do?").await;
+    c.goto(&gw.url(&format!("/children/{child}?purpose=early_help")))
+        .await
+        .expect("child page");
+    wait_heading(&c, "Summary").await;
+    check(&c, "child, early help").await;
+    c.find(Locator::LinkText("get emergency access (break-glass)"))
+        .await
+        .expect("the offer")
+        .click()
+        .await
+        .expect("click");
+    wait_heading(&c, "Emergency access (break-glass)").await;
+    check(&c, "break-glass form").await;
+    labelled(&c, "Why can this not wait?")
+        .await
+        .send_keys("urgent urgent urgent urgent")
+        .await
+        .expect("type");
+    click_button(&c, "Get emergency access").await;
+    c.wait()
+        .for_element(Locator::Css(".govuk-error-summary"))
+        .await
+        .expect("an error summary");
+    check(&c, "break-glass form with an error").await;
+    shot(&c, "break-glass-error").await;
+    let field = labelled(&c, "Why can this not wait?").await;
+    field.clear().await.expect("clear");
+    field
+        .send_keys("Child disclosed harm at home today; family not reachable, need history now")
+        .await
+        .expect("type");
+    click_button(&c, "Get emergency access").await;
+    c.wait()
+        .for_element(Locator::Css("#break-glass-title"))
+        .await
+        .expect("the page under the grant");
+    check(&c, "child under break-glass").await;
+    shot(&c, "child-under-break-glass").await;
+    click_button(&c, "Sign out").await;
+    wait_heading(&c, "You have signed out").await;
+
+    // The IG officer, with the keyboard alone: the queue, the grant with what was seen under
+    // it, the finding.
+    sign_in_by_keyboard(&c, &gw, "Demo IG officer").await;
+    tab_to_text(&c, "Break-glass review").await;
+    press(&c, Key::Enter).await;
+    wait_heading(&c, "Break-glass review").await;
+    check(&c, "break-glass queue").await;
+    shot(&c, "ig-break-glass-queue").await;
+    tab_to(&c, "Review", |t| t.starts_with("Review")).await;
+    press(&c, Key::Enter).await;
+    wait_heading(&c, "Review an emergency access").await;
+    check(&c, "break-glass grant").await;
+    let seen = c
+        .find(Locator::Css(".moj-timeline"))
+        .await
+        .expect("what was seen under it")
+        .text()
+        .await
+        .unwrap();
+    assert!(seen.contains("Released by this emergency access"), "{seen}");
+    shot(&c, "ig-break-glass-grant").await;
+    // The radios: Tab reaches the group, an arrow key chooses.
+    tab_to(&c, "Justified", |t| t == "Justified").await;
+    press(&c, Key::Down).await;
+    tab_to(&c, "Notes", |t| t == "Notes").await;
+    keys(&c, "Consent could have been sought first").await;
+    tab_to_text(&c, "Record the review").await;
+    press(&c, Key::Enter).await;
+    c.wait()
+        .for_element(Locator::Css("#reviewed-title"))
+        .await
+        .expect("the review recorded");
+    wait_heading(&c, "Break-glass review").await;
+    check(&c, "break-glass queue after review").await;
+    shot(&c, "ig-break-glass-reviewed").await;
+    let ig = person("ig_officer");
+    let (_, all) = gw
+        .get(
+            "/v1/ig/break-glass?status=all",
+            &env.token(&ig.user, &ig.agency, "ig_officer"),
+        )
+        .await;
+    assert_eq!(all[0]["review"]["outcome"], "not_justified", "{all}");
+    assert_eq!(
+        all[0]["review"]["notes"],
+        "Consent could have been sought first"
+    );
+    c.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn in_a_browser_an_ig_officer_reads_an_audit_trail_by_keyboard() {
+    let env = Env::new(20).await;
+    let path = env.write_config("weft.toml", &config_with_pages(&env, ""));
+    let gw = Gateway::start(&env, path).await;
+    let scenario = env.partners.population.scenario().expect("scenario");
+    let sw = person("social_worker");
+    let sw_token = env.token(&sw.user, &sw.agency, "social_worker");
+    let child = gw.child_by_nhs(&sw_token, &scenario.truth.nhs_number).await;
+    let (s, _) = gw
+        .get(
+            &format!("/v1/children/{child}?purpose=safeguarding"),
+            &sw_token,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (_driver, c) = browser().await;
+
+    sign_in_by_keyboard(&c, &gw, "Demo IG officer").await;
+    tab_to_text(&c, "Audit log").await;
+    press(&c, Key::Enter).await;
+    wait_heading(&c, "Audit log").await;
+    check(&c, "audit log").await;
+    let banner = c
+        .find(Locator::Css("#chain-title"))
+        .await
+        .expect("the chain's state")
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(banner, "The record is intact");
+    shot(&c, "ig-audit").await;
+
+    // Filter by user, by keyboard.
+    tab_to(&c, "User", |t| t.starts_with("User")).await;
+    keys(&c, &sw.user).await;
+    tab_to_text(&c, "Apply filters").await;
+    press(&c, Key::Enter).await;
+    c.wait()
+        .for_element(Locator::Css(".moj-filter__selected"))
+        .await
+        .expect("the filter applied");
+    check(&c, "audit log filtered").await;
+    let rows = c
+        .find_all(Locator::Css("tbody .govuk-table__row"))
+        .await
+        .expect("rows");
+    assert!(!rows.is_empty());
+    for r in &rows {
+        let t = r.text().await.unwrap();
+        assert!(t.contains(&sw.user), "{t}");
+    }
+    let table = c
+        .find(Locator::Css("table"))
+        .await
+        .expect("table")
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        table.contains("Looked at the child's information"),
+        "{table}"
+    );
+    assert!(table.contains("Lawful basis"), "{table}");
+    shot(&c, "ig-audit-filtered").await;
+
+    // Sort by who, by keyboard: the sortable table's header buttons.
+    tab_to(&c, "Who", |t| t == "Who").await;
+    press(&c, Key::Enter).await;
+    let sorted = c
+        .execute(
+            "return document.querySelector('th[aria-sort=ascending]')?.innerText.trim()",
+            vec![],
+        )
+        .await
+        .expect("script");
+    assert_eq!(sorted, json!("Who"));
+    check(&c, "audit log sorted").await;
+
+    // One child's trail, then the child's subject access report.
+    tab_to_text(&c, "Entries for child").await;
+    press(&c, Key::Enter).await;
+    c.wait()
+        .for_element(Locator::XPath(
+            "//a[contains(@class, 'moj-filter__tag')][contains(., 'Child:')]",
+        ))
+        .await
+        .expect("the child's filter");
+    check(&c, "audit log for a child").await;
+    tab_to_text(&c, "Subject access").await;
+    press(&c, Key::Enter).await;
+    wait_heading(&c, "Subject access").await;
+    check(&c, "subject access").await;
+    tab_to(&c, "Child's Weft id", |t| t.starts_with("Child's Weft id")).await;
+    keys(&c, &child).await;
+    tab_to_text(&c, "Produce the report").await;
+    press(&c, Key::Enter).await;
+    wait_heading(&c, "Who has looked at this child's information").await;
+    check(&c, "subject access report").await;
+    shot(&c, "ig-access-report").await;
+    let report = c
+        .find(Locator::Css("main"))
+        .await
+        .expect("main")
+        .text()
+        .await
+        .unwrap();
+    assert!(report.contains("Social worker"), "{report}");
     c.close().await.expect("close");
 }

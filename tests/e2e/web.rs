@@ -173,7 +173,7 @@ async fn start(env: &Env, extra: &str) -> Gateway {
     Gateway::start(env, path).await
 }
 
-fn text(html: &str) -> String {
+pub fn text(html: &str) -> String {
     let mut out = String::new();
     let mut in_tag = false;
     for c in html.chars() {

@@ -102,7 +102,7 @@ pub fn people() -> Vec<Person> {
             "Demo IG officer",
             SOCIAL_CARE_AGENCY,
             "ig_officer",
-            "Reads the audit log and reviews break-glass (through the API for now)",
+            "Reads the audit log, reviews break-glass and produces subject access reports",
         ),
         person(
             "DATA_ADMIN",

@@ -331,6 +331,16 @@ pub struct Query {
     /// Most entries returned (default 100, at most 1000), newest first.
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
+    /// The agency of the person (or system) the entry is about.
+    pub agency: Option<String>,
+    /// The purpose recorded with the entry (`safeguarding`, `audit`, …).
+    pub purpose: Option<String>,
+    /// The entry's outcome (`shown`, `denied`, `rejected`, …).
+    pub outcome: Option<String>,
+    /// Only entries older than this sequence number: the next page after a page whose last
+    /// (oldest) entry had it.
+    #[param(minimum = 1)]
+    pub before: Option<i64>,
 }
 
 const COLUMNS: &str =
@@ -412,6 +422,20 @@ pub async fn search(
     }
     if let Some(t) = &q.to {
         filter("at <", timestamp(t));
+    }
+    if let Some(a) = &q.agency {
+        filter("agency =", a.clone());
+    }
+    if let Some(p) = &q.purpose {
+        filter("purpose =", p.clone());
+    }
+    if let Some(o) = &q.outcome {
+        filter("outcome =", o.clone());
+    }
+    // An integer, so written into the statement: a text bind would not compare with `seq` on
+    // PostgreSQL.
+    if let Some(before) = q.before {
+        sql.push_str(&format!(" AND seq < {before}"));
     }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     sql.push_str(&format!(" ORDER BY seq DESC LIMIT {limit}"));

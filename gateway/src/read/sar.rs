@@ -211,7 +211,7 @@ pub async fn is_deferred(
         .any(|(e, _, _)| e.seq == entry))
 }
 
-fn agency_name(gw: &Gateway, id: &str) -> String {
+pub fn agency_name(gw: &Gateway, id: &str) -> String {
     gw.config
         .agencies
         .iter()
@@ -223,7 +223,7 @@ fn agency_name(gw: &Gateway, id: &str) -> String {
         })
 }
 
-fn role_words(role: &str) -> String {
+pub fn role_words(role: &str) -> String {
     match role {
         "social_worker" => "Social worker",
         "dsl" => "Designated safeguarding lead (school)",
@@ -240,7 +240,7 @@ fn role_words(role: &str) -> String {
     .to_string()
 }
 
-fn purpose_words(purpose: &str) -> String {
+pub fn purpose_words(purpose: &str) -> String {
     match purpose {
         "safeguarding" => "To keep the child safe (safeguarding)",
         "child_in_need" => "To assess or support a child in need",
@@ -253,7 +253,7 @@ fn purpose_words(purpose: &str) -> String {
     .to_string()
 }
 
-fn action_words(action: &str, outcome: &str) -> String {
+pub fn action_words(action: &str, outcome: &str) -> String {
     let refused = matches!(outcome, "denied" | "rejected" | "not_found" | "forbidden");
     let base = match action {
         "view" if outcome == "denied" => "Asked to see the child's information; none was shown",
@@ -275,6 +275,12 @@ fn action_words(action: &str, outcome: &str) -> String {
         "link_history" => "Looked at how records were linked to the child",
         "audit_query" => "Looked at the record of who has seen the child's information",
         "subject_access_report" => "Asked for a report like this one",
+        "subject_access_deferrals" => "Looked at what is held back from reports like this one",
+        "subject_access_release" => "Released an access held back from reports like this one",
+        "break_glass_queue" => "Looked at the emergency accesses waiting for review",
+        "audit_verify" => "Checked that the record of accesses is intact",
+        "sign_in" => "Signed in",
+        "sign_out" => "Signed out",
         other => return other.replace('_', " "),
     };
     if refused && action != "view" {
@@ -284,7 +290,7 @@ fn action_words(action: &str, outcome: &str) -> String {
     }
 }
 
-fn category_words(c: &str) -> String {
+pub fn category_words(c: &str) -> String {
     match c {
         "identity.core" => "Name, date of birth and identifiers",
         "identity.contact" => "Address and contact details",
@@ -307,7 +313,7 @@ fn category_words(c: &str) -> String {
     .to_string()
 }
 
-fn basis_words(code: &str) -> String {
+pub fn basis_words(code: &str) -> String {
     match code {
         "6a" => "Consent (UK GDPR article 6(1)(a))",
         "6c" => "A legal obligation (UK GDPR article 6(1)(c))",
@@ -331,7 +337,7 @@ fn strings(v: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn describe(gw: &Gateway, e: &Recorded) -> Access {
+pub fn describe(gw: &Gateway, e: &Recorded) -> Access {
     let d = &e.entry.detail;
     let mut categories: Vec<String> = strings(d.get("shown"))
         .iter()

@@ -245,7 +245,11 @@ async fn child(
                 .with("child", summary)
                 .with("id", &id)
                 .with("purpose", view.purpose.as_str())
+                .with("glass", crate::web::breakglass::on_page(&view))
                 .render()
+        }
+        Err(Error::Forbidden(crate::pipeline::authorise::relate::NO_RELATIONSHIP)) => {
+            crate::web::breakglass::no_relationship_page(&who, &id, q.purpose.as_deref())
         }
         Err(e) => render::error_page(Some(&who), &e),
     }

@@ -9,16 +9,21 @@
 //! - [`session`]: signed-in browsers (cookie, idle and absolute timeouts, CSRF tokens).
 //! - [`signin`]: the development sign-in page, OpenID Connect ([`oidc`]), signing out.
 //! - [`children`], [`concerns`], [`inbox`]: the pages.
+//! - [`audit`], [`breakglass`], [`sar`]: the IG officer's audit explorer, break-glass (taken
+//!   from a child's page, reviewed by the IG officer) and subject access.
 //! - [`render`]: the templates (minijinja, autoescaped) and the error pages.
 //!
 //! Every page works without JavaScript; the design system's scripts only enhance.
 
 pub mod assets;
+pub mod audit;
+pub mod breakglass;
 pub mod children;
 pub mod concerns;
 pub mod inbox;
 pub mod oidc;
 pub mod render;
+pub mod sar;
 pub mod session;
 pub mod signin;
 
@@ -48,6 +53,9 @@ pub fn routes() -> Router<Gateway> {
         .merge(children::routes())
         .merge(concerns::routes())
         .merge(inbox::routes())
+        .merge(audit::routes())
+        .merge(breakglass::routes())
+        .merge(sar::routes())
         .layer(middleware::from_fn(page_headers));
     pages.merge(assets::routes())
 }

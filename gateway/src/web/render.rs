@@ -33,6 +33,14 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "concern.html",
     "concerns_mine.html",
     "inbox.html",
+    "ig_audit.html",
+    "ig_break_glass.html",
+    "ig_break_glass_grant.html",
+    "ig_access_report_ask.html",
+    "ig_access_report.html",
+    "break_glass.html",
+    "child_break_glass.html",
+    "no_relationship.html",
 );
 
 fn env() -> &'static Environment<'static> {
