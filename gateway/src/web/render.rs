@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::foundation::domain::Role;
 use crate::foundation::error::Error;
-use crate::web::session::SignedIn;
+use crate::web::signed_in::SignedIn;
 
 macro_rules! templates {
     ($($name:literal),* $(,)?) => {
@@ -33,6 +33,10 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "concern.html",
     "concerns_mine.html",
     "inbox.html",
+    "review.html",
+    "sources.html",
+    "deliveries.html",
+    "addendum.html",
 );
 
 fn env() -> &'static Environment<'static> {
