@@ -22,3 +22,4 @@ mod sar;
 mod sources;
 mod view;
 mod web;
+mod web_admin;
