@@ -400,10 +400,7 @@ async fn in_a_browser_a_dsl_signs_in_finds_a_child_reads_the_summary_and_raises_
 async fn tab_to(c: &Client, text: &str) -> fantoccini::elements::Element {
     for _ in 0..400 {
         let active = c.active_element().await.expect("focus");
-        active
-            .send_keys(&Key::Tab.to_string())
-            .await
-            .expect("tab");
+        active.send_keys(&Key::Tab.to_string()).await.expect("tab");
         let now = c.active_element().await.expect("focus");
         let label = now.text().await.unwrap_or_default();
         let id = now.attr("id").await.ok().flatten().unwrap_or_default();
@@ -436,7 +433,11 @@ async fn in_a_browser_a_data_administrator_works_the_review_queue_with_the_keybo
     let extra = "[matching]\nupper = 1.0\nlower = 0.5\n";
     let path = env.write_config("weft.toml", &config_with_pages(&env, extra));
     let gw = Gateway::start(&env, path).await;
-    let admin = env.token("demo-data-admin", weft_sim::sources::SOCIAL_CARE_AGENCY, "data_admin");
+    let admin = env.token(
+        "demo-data-admin",
+        weft_sim::sources::SOCIAL_CARE_AGENCY,
+        "data_admin",
+    );
     let (_, queue) = gw.get("/v1/matches/review", &admin).await;
     let first = queue["matches"][0].clone();
     let first_id = first["id"].as_str().expect("a match to review").to_string();
@@ -474,7 +475,10 @@ async fn in_a_browser_a_data_administrator_works_the_review_queue_with_the_keybo
     shot(&c, "match-review-done").await;
     let (_, links) = gw
         .get(
-            &format!("/v1/children/{}/links", first["child_id"].as_str().unwrap_or_default()),
+            &format!(
+                "/v1/children/{}/links",
+                first["child_id"].as_str().unwrap_or_default()
+            ),
             &admin,
         )
         .await;
@@ -482,7 +486,11 @@ async fn in_a_browser_a_data_administrator_works_the_review_queue_with_the_keybo
         .as_array()
         .expect("links")
         .iter()
-        .find(|l| l["source"] == first["source"] && l["local_id"] == first["local_id"] && l["status"] == "active")
+        .find(|l| {
+            l["source"] == first["source"]
+                && l["local_id"] == first["local_id"]
+                && l["status"] == "active"
+        })
         .cloned()
         .expect("the record is the child's now");
     assert_eq!(decided["decided_by"], "demo-data-admin");
@@ -633,7 +641,10 @@ async fn in_a_browser_a_social_worker_signs_in_through_the_openid_provider() {
         if let Ok(b) = c.find(Locator::Css("button[type='submit']")).await {
             let _ = b.send_keys(&Key::Enter.to_string()).await;
         }
-        assert!(Instant::now() < deadline, "never came back from the provider: {url}");
+        assert!(
+            Instant::now() < deadline,
+            "never came back from the provider: {url}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     wait_heading(&c, "What do you want to do?").await;

@@ -131,7 +131,10 @@ async fn a_data_administrator_works_the_review_queue_from_the_page() {
         .find(|m| m["source"] == source.as_str() && m["local_id"] == police.local_id.as_str())
         .expect("the police record awaits review")
         .clone();
-    assert_eq!(proposal["record"]["family_name"], police.family_name.as_str());
+    assert_eq!(
+        proposal["record"]["family_name"],
+        police.family_name.as_str()
+    );
     assert!(
         !proposal["child_records"]
             .as_array()
@@ -153,17 +156,24 @@ async fn a_data_administrator_works_the_review_queue_from_the_page() {
     assert!(!text.contains("given_name") && !text.contains("birth_date"));
     // Nothing the API did not return to the same person.
     for name in names_not_in(&env, &queue) {
-        assert!(!text.contains(&name), "{name} is on the page but not in the API");
+        assert!(
+            !text.contains(&name),
+            "{name} is on the page but not in the API"
+        );
     }
     let (_, entries) = gw
-        .get("/v1/audit?user=demo-data-admin&limit=100", &token(&env, "ig_officer"))
+        .get(
+            "/v1/audit?user=demo-data-admin&limit=100",
+            &token(&env, "ig_officer"),
+        )
         .await;
     assert!(
         entries.as_array().expect("entries").iter().any(|e| {
             e["action"] == "match_review"
-                && e["detail"]["records"]
-                    .as_array()
-                    .is_some_and(|r| r.iter().any(|x| x == &json!(format!("{source}/{}", police.local_id))))
+                && e["detail"]["records"].as_array().is_some_and(|r| {
+                    r.iter()
+                        .any(|x| x == &json!(format!("{source}/{}", police.local_id)))
+                })
         }),
         "the look is audited with the records shown: {entries}"
     );
@@ -182,15 +192,22 @@ async fn a_data_administrator_works_the_review_queue_from_the_page() {
     // A reason too long comes back beside its field, as typed.
     let token_value = csrf(html);
     let long = "a".repeat(1001);
+    let reason_field = format!("reason-{match_id}");
     let bad = b
         .post(
             &path,
-            &[("csrf", &token_value), ("decision", "confirm"), ("reason", &long)],
+            &[
+                ("csrf", &token_value),
+                ("decision", "confirm"),
+                (&reason_field, &long),
+            ],
         )
         .await;
     assert_eq!(bad.status, 400, "{}", bad.html);
     assert!(bad.html.contains(&format!("href=\"#reason-{match_id}\"")));
-    assert!(bad.html.contains(&format!("id=\"reason-{match_id}-error\"")));
+    assert!(bad
+        .html
+        .contains(&format!("id=\"reason-{match_id}-error\"")));
     assert!(bad.html.contains(&long), "what was typed is kept");
 
     // Confirmed through the page: the same decision the API records.
@@ -200,21 +217,30 @@ async fn a_data_administrator_works_the_review_queue_from_the_page() {
             &[
                 ("csrf", &token_value),
                 ("decision", "confirm"),
-                ("reason", "same date of birth and address"),
+                (&reason_field, "same date of birth and address"),
             ],
         )
         .await;
     assert_eq!(done.status, 303, "{}", done.html);
-    assert_eq!(done.location.as_deref(), Some("/admin/matches?done=confirm"));
+    assert_eq!(
+        done.location.as_deref(),
+        Some("/admin/matches?done=confirm")
+    );
     let shown = b.get("/admin/matches?done=confirm").await;
     assert!(words(&shown.html).contains("The match is confirmed"));
     let child_id = proposal["child_id"].as_str().expect("child");
-    let (_, links) = gw.get(&format!("/v1/children/{child_id}/links"), &admin).await;
+    let (_, links) = gw
+        .get(&format!("/v1/children/{child_id}/links"), &admin)
+        .await;
     let link = links["links"]
         .as_array()
         .expect("links")
         .iter()
-        .find(|l| l["source"] == source.as_str() && l["local_id"] == police.local_id.as_str() && l["status"] == "active")
+        .find(|l| {
+            l["source"] == source.as_str()
+                && l["local_id"] == police.local_id.as_str()
+                && l["status"] == "active"
+        })
         .expect("linked")
         .clone();
     assert_eq!(link["decision"], "confirmed");
@@ -250,10 +276,12 @@ async fn a_data_administrator_works_the_review_queue_from_the_page() {
 async fn age_the_links(url: &str) {
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(url).await.expect("store");
-    sqlx::query("UPDATE match_links SET model_version = 'fs-000000000000' WHERE model_version IS NOT NULL")
-        .execute(&pool)
-        .await
-        .expect("update");
+    sqlx::query(
+        "UPDATE match_links SET model_version = 'fs-000000000000' WHERE model_version IS NOT NULL",
+    )
+    .execute(&pool)
+    .await
+    .expect("update");
     pool.close().await;
 }
 
@@ -267,12 +295,18 @@ async fn after_a_model_upgrade_the_recheck_is_on_the_page_and_a_split_takes_the_
     let source = env.partners.source_id(System::Police);
     let sw = token(&env, "social_worker");
     let child_id = gw.child_by_nhs(&sw, &child.truth.nhs_number).await;
-    let (_, links) = gw.get(&format!("/v1/children/{child_id}/links"), &admin).await;
+    let (_, links) = gw
+        .get(&format!("/v1/children/{child_id}/links"), &admin)
+        .await;
     assert!(
-        links["links"].as_array().expect("links").iter().any(|l| l["source"] == source.as_str()
-            && l["local_id"] == police.local_id.as_str()
-            && l["method"] == "probabilistic"
-            && l["status"] == "active"),
+        links["links"]
+            .as_array()
+            .expect("links")
+            .iter()
+            .any(|l| l["source"] == source.as_str()
+                && l["local_id"] == police.local_id.as_str()
+                && l["method"] == "probabilistic"
+                && l["status"] == "active"),
         "linked by the matcher on its own: {links}"
     );
     gw.stop();
@@ -299,7 +333,10 @@ async fn after_a_model_upgrade_the_recheck_is_on_the_page_and_a_split_takes_the_
     assert!(text.contains("Recheck after a model upgrade"));
     assert!(text.contains("Split the record off"));
     for name in names_not_in(&env, &queue) {
-        assert!(!text.contains(&name), "{name} is on the page but not in the API");
+        assert!(
+            !text.contains(&name),
+            "{name} is on the page but not in the API"
+        );
     }
     let id = recheck["id"].as_str().expect("id");
     let done = b
@@ -310,11 +347,17 @@ async fn after_a_model_upgrade_the_recheck_is_on_the_page_and_a_split_takes_the_
         .await;
     assert_eq!(done.status, 303, "{}", done.html);
     assert_eq!(done.location.as_deref(), Some("/admin/matches?done=split"));
-    let (_, links) = gw.get(&format!("/v1/children/{child_id}/links"), &admin).await;
+    let (_, links) = gw
+        .get(&format!("/v1/children/{child_id}/links"), &admin)
+        .await;
     assert!(
-        !links["links"].as_array().expect("links").iter().any(|l| l["source"] == source.as_str()
-            && l["local_id"] == police.local_id.as_str()
-            && l["status"] == "active"),
+        !links["links"]
+            .as_array()
+            .expect("links")
+            .iter()
+            .any(|l| l["source"] == source.as_str()
+                && l["local_id"] == police.local_id.as_str()
+                && l["status"] == "active"),
         "split off the child: {links}"
     );
 }
@@ -362,7 +405,14 @@ async fn sources_health_and_dead_letters_with_a_retry_for_the_data_administrator
     assert!(text.contains("mean"), "latency: {text}");
 
     // A concern whose MASH webhook never answers: one attempt, then a dead letter.
-    let nhs = env.partners.population.scenario().expect("scenario").truth.nhs_number.clone();
+    let nhs = env
+        .partners
+        .population
+        .scenario()
+        .expect("scenario")
+        .truth
+        .nhs_number
+        .clone();
     gw.refer(&env, &nhs).await;
     let dead = eventually("a dead letter", Duration::from_secs(30), || async {
         let (_, dead) = gw.get("/v1/outbox?state=dead", &admin).await;
@@ -375,7 +425,9 @@ async fn sources_health_and_dead_letters_with_a_retry_for_the_data_administrator
     let text = words(&page.html);
     assert!(text.contains("Dead letter"), "{text}");
     assert!(text.contains(dead["recipient"].as_str().expect("recipient")));
-    assert!(page.html.contains(&format!("/admin/deliveries/{dead_id}/retry")));
+    assert!(page
+        .html
+        .contains(&format!("/admin/deliveries/{dead_id}/retry")));
     // Never what a delivery carries: the concern's words are not on the page.
     assert!(!text.contains("without a coat"), "{text}");
     let (_, listed) = gw.get("/v1/outbox?state=dead", &admin).await;
@@ -390,16 +442,29 @@ async fn sources_health_and_dead_letters_with_a_retry_for_the_data_administrator
     let refused = b.post(&path, &[]).await;
     assert_eq!(refused.status, 403);
     let (_, still) = gw.get("/v1/outbox?state=dead", &admin).await;
-    assert!(still.as_array().expect("dead").iter().any(|d| d["id"] == dead_id.as_str()));
+    assert!(still
+        .as_array()
+        .expect("dead")
+        .iter()
+        .any(|d| d["id"] == dead_id.as_str()));
     let retried = b.post(&path, &[("csrf", &csrf(&page.html))]).await;
     assert_eq!(retried.status, 303, "{}", retried.html);
-    assert_eq!(retried.location.as_deref(), Some("/admin/deliveries?retried=1"));
+    assert_eq!(
+        retried.location.as_deref(),
+        Some("/admin/deliveries?retried=1")
+    );
     let (_, entries) = gw
-        .get("/v1/audit?user=demo-data-admin&limit=200", &token(&env, "ig_officer"))
+        .get(
+            "/v1/audit?user=demo-data-admin&limit=200",
+            &token(&env, "ig_officer"),
+        )
         .await;
     assert!(
-        entries.as_array().expect("entries").iter().any(|e| e["action"] == "outbox_retry"
-            && e["detail"]["delivery"] == dead_id.as_str()),
+        entries
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["action"] == "outbox_retry" && e["detail"]["delivery"] == dead_id.as_str()),
         "{entries}"
     );
     // Someone else's post with a stolen form but their own session: still only administrators.
@@ -414,7 +479,14 @@ async fn sources_health_and_dead_letters_with_a_retry_for_the_data_administrator
 async fn a_recipient_adds_to_a_concern_from_its_page_and_nothing_typed_is_lost() {
     let env = Env::new(20).await;
     let gw = start(&env, "").await;
-    let nhs = env.partners.population.scenario().expect("scenario").truth.nhs_number.clone();
+    let nhs = env
+        .partners
+        .population
+        .scenario()
+        .expect("scenario")
+        .truth
+        .nhs_number
+        .clone();
     let concern = gw.refer(&env, &nhs).await;
     let mash = token(&env, "mash_officer");
 
@@ -430,14 +502,18 @@ async fn a_recipient_adds_to_a_concern_from_its_page_and_nothing_typed_is_lost()
     let token_value = csrf(&form.html);
 
     // Nothing typed: the error beside the field.
-    let empty = b.post(&path, &[("csrf", &token_value), ("text", "  ")]).await;
+    let empty = b
+        .post(&path, &[("csrf", &token_value), ("text", "  ")])
+        .await;
     assert_eq!(empty.status, 400);
     assert!(empty.html.contains("href=\"#text\""));
     assert!(empty.html.contains("id=\"text-error\""));
     assert!(words(&empty.html).contains("Enter what you want to add to the concern"));
     // Too long: the error, and every character typed still in the box.
     let long = format!("Seen again at the gate. {}", "x".repeat(20_000));
-    let over = b.post(&path, &[("csrf", &token_value), ("text", &long)]).await;
+    let over = b
+        .post(&path, &[("csrf", &token_value), ("text", &long)])
+        .await;
     assert_eq!(over.status, 400);
     assert!(words(&over.html).contains("Enter 20,000 characters or fewer"));
     assert!(over.html.contains(&long));
@@ -448,16 +524,25 @@ async fn a_recipient_adds_to_a_concern_from_its_page_and_nothing_typed_is_lost()
     let added = b
         .post(
             &path,
-            &[("csrf", &token_value), ("text", "Spoke to the school nurse: seen again today.")],
+            &[
+                ("csrf", &token_value),
+                ("text", "Spoke to the school nurse: seen again today."),
+            ],
         )
         .await;
     assert_eq!(added.status, 303, "{}", added.html);
-    assert_eq!(added.location.as_deref(), Some(format!("/concerns/{concern}").as_str()));
+    assert_eq!(
+        added.location.as_deref(),
+        Some(format!("/concerns/{concern}").as_str())
+    );
     let (_, view) = gw.get(&format!("/v1/concerns/{concern}"), &mash).await;
     let history = view["history"].as_array().expect("history");
     let addenda: Vec<&Value> = history.iter().filter(|h| h["kind"] == "addendum").collect();
     assert_eq!(addenda.len(), 1, "{view}");
-    assert_eq!(addenda[0]["text"], "Spoke to the school nurse: seen again today.");
+    assert_eq!(
+        addenda[0]["text"],
+        "Spoke to the school nurse: seen again today."
+    );
     assert!(!view.to_string().contains("A forged addendum"));
     let page = b.get(&format!("/concerns/{concern}")).await;
     assert!(words(&page.html).contains("Spoke to the school nurse: seen again today."));
@@ -545,7 +630,11 @@ async fn with_mutual_tls_browsers_use_a_listener_of_their_own_and_agency_systems
             .filter_map(|s| s["source"].as_str().map(String::from))
             .collect()
     };
-    assert_eq!(ids(&by_cookie), ids(&api), "the same answer as through the API");
+    assert_eq!(
+        ids(&by_cookie),
+        ids(&api),
+        "the same answer as through the API"
+    );
     // … and the policy is the person's: a social worker's session is refused the sources.
     let mut sw = Browser::new(&env, &gw).at(gw.web_url(""));
     sw.sign_in(index_of("social_worker")).await;
@@ -590,7 +679,11 @@ async fn with_mutual_tls_browsers_use_a_listener_of_their_own_and_agency_systems
         .send()
         .await
         .expect("request");
-    assert_eq!(r.status(), 404, "through to the write, which finds no such delivery");
+    assert_eq!(
+        r.status(),
+        404,
+        "through to the write, which finds no such delivery"
+    );
     // The session cookie is no credential on the main listener's API.
     let r = system
         .get(gw.url("/v1/sources"))

@@ -110,7 +110,7 @@ pub fn people() -> Vec<Person> {
             "Demo data administrator",
             SOCIAL_CARE_AGENCY,
             "data_admin",
-            "Works the match review queue, source health and dead letters (through the API for now)",
+            "Works the match review queue, reads sources' health and sends dead letters again",
         ),
     ]
 }

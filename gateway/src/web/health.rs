@@ -99,10 +99,14 @@ fn line(gw: &Gateway, s: &SourceHealth) -> SourceLine {
             "{} answered, {} failed, {} not sent (breaker open), {} retries",
             s.calls_ok, s.calls_failed, s.calls_refused, s.retries
         ),
-        last_error: s
-            .last_error
-            .as_ref()
-            .map(|e| format!("{} at {}: {}", e.reason.replace('_', " "), when(Some(e.at)), e.detail)),
+        last_error: s.last_error.as_ref().map(|e| {
+            format!(
+                "{} at {}: {}",
+                e.reason.replace('_', " "),
+                when(Some(e.at)),
+                e.detail
+            )
+        }),
     }
 }
 

@@ -182,6 +182,20 @@ fn leaning(weights: impl Iterator<Item = f64>) -> &'static str {
     }
 }
 
+/// A probability as a reviewer reads it: never "100%" for a match short of certain.
+fn percent(p: f64) -> String {
+    let pct = p * 100.0;
+    if p >= 1.0 {
+        "100%".into()
+    } else if pct >= 99.95 {
+        "over 99.9%".into()
+    } else if pct >= 99.0 {
+        format!("{:.1}%", (pct * 10.0).floor() / 10.0)
+    } else {
+        format!("{:.0}%", pct)
+    }
+}
+
 /// How the page names a record's source: the agency's name, then the source.
 fn source_label(gw: &Gateway, source: &str) -> String {
     gw.sources
@@ -203,7 +217,10 @@ pub fn item(gw: &Gateway, m: &ReviewItem) -> Item {
         columns.push("This record (no longer held)".into());
     }
     for r in &m.child_records {
-        columns.push(format!("The child's record: {}", source_label(gw, &r.source)));
+        columns.push(format!(
+            "The child's record: {}",
+            source_label(gw, &r.source)
+        ));
     }
     let mut used = Vec::new();
     let rows = ROWS
@@ -259,10 +276,7 @@ pub fn item(gw: &Gateway, m: &ReviewItem) -> Item {
     Item {
         id: link.id.clone(),
         recheck: link.method == RECHECK,
-        probability: link
-            .probability
-            .map(|p| format!("{:.0}%", p * 100.0))
-            .unwrap_or_default(),
+        probability: link.probability.map(percent).unwrap_or_default(),
         proposed_at: chrono::DateTime::parse_from_rfc3339(&link.created_at)
             .map(|t| t.format("%-d %B %Y %H:%M").to_string())
             .unwrap_or_else(|_| link.created_at.clone()),
@@ -279,7 +293,15 @@ struct QueueQuery {
 }
 
 async fn queue(State(gw): State<Gateway>, who: SignedIn, Query(q): Query<QueueQuery>) -> Response {
-    page(&gw, &who, q.done, Vec::new(), BTreeMap::new(), StatusCode::OK).await
+    page(
+        &gw,
+        &who,
+        q.done,
+        Vec::new(),
+        BTreeMap::new(),
+        StatusCode::OK,
+    )
+    .await
 }
 
 async fn page(
@@ -320,12 +342,13 @@ async fn decide(
 ) -> Response {
     let who = &posted.who;
     let decision = posted.form.get("decision").map(|d| d.trim()).unwrap_or("");
+    // Each match's reason field is named after it, so that its error lands beside it.
+    let field = format!("reason-{id}");
     let reason = posted
         .form
-        .get("reason")
+        .get(&field)
         .map(|r| r.trim())
         .filter(|r| !r.is_empty());
-    let field = format!("reason-{id}");
     if reason.is_some_and(|r| r.chars().count() > REASON_MAX) {
         let values: BTreeMap<String, String> =
             [(field.clone(), reason.unwrap_or_default().to_string())].into();
@@ -388,5 +411,9 @@ mod tests {
         );
         assert_eq!(comparison_label("upn"), "unique pupil number");
         assert_eq!(leaning([1.0, -3.0].into_iter()), "against");
+        assert_eq!(percent(0.9996), "over 99.9%");
+        assert_eq!(percent(0.9949), "99.4%");
+        assert_eq!(percent(0.74), "74%");
+        assert_eq!(percent(1.0), "100%");
     }
 }

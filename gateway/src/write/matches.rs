@@ -64,8 +64,7 @@ pub async fn queue(gw: &Gateway, who: &Principal) -> Result<ReviewQueue, Error> 
     for link in rows {
         let record = records::record(&gw.index, &link.source, &link.local_id).await?;
         let child_records =
-            records::child_records(&gw.index, &link.child_id, &link.source, &link.local_id)
-                .await?;
+            records::child_records(&gw.index, &link.child_id, &link.source, &link.local_id).await?;
         matches.push(ReviewItem {
             link,
             record,
