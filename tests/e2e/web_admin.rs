@@ -247,6 +247,70 @@ async fn a_data_administrator_works_the_review_queue_from_the_page() {
     assert_eq!(link["decided_by"], "demo-data-admin");
     assert_eq!(link["reason"], "same date of birth and address");
 
+    // The child's link history: what the API returns, to the data administrator and the IG
+    // officer (who may read it but not split), and to nobody else.
+    let history_path = format!("/admin/children/{child_id}/links");
+    let history = b.get(&history_path).await;
+    assert_eq!(history.status, 200, "{}", history.html);
+    let history_text = words(&history.html);
+    for l in links["links"].as_array().expect("links") {
+        let local = l["local_id"].as_str().expect("local id");
+        assert!(history_text.contains(local), "{local} in the history");
+    }
+    assert!(
+        history_text.contains("By a person")
+            || history_text.contains("Confirmed by demo-data-admin")
+    );
+    let active_id = link["id"].as_str().expect("id").to_string();
+    assert!(history
+        .html
+        .contains(&format!("/admin/matches/{active_id}/decision")));
+    let mut ig = Browser::new(&env, &gw);
+    ig.sign_in(index_of("ig_officer")).await;
+    let theirs = ig.get(&history_path).await;
+    assert_eq!(theirs.status, 200, "{}", theirs.html);
+    assert!(
+        !theirs.html.contains("Split this record off"),
+        "IG officers do not decide"
+    );
+    let mut sw = Browser::new(&env, &gw);
+    sw.sign_in(index_of("social_worker")).await;
+    assert_eq!(sw.get(&history_path).await.status, 403);
+    // Split from the history, without then with the CSRF token.
+    let split_path = format!("/admin/matches/{active_id}/decision");
+    let refused = b
+        .post(&split_path, &[("decision", "split"), ("from", "history")])
+        .await;
+    assert_eq!(refused.status, 403);
+    let split = b
+        .post(
+            &split_path,
+            &[
+                ("csrf", &token_value),
+                ("decision", "split"),
+                ("from", "history"),
+            ],
+        )
+        .await;
+    assert_eq!(split.status, 303, "{}", split.html);
+    assert_eq!(
+        split.location.as_deref(),
+        Some(format!("{history_path}?done=split").as_str())
+    );
+    let (_, after_split) = gw
+        .get(&format!("/v1/children/{child_id}/links"), &admin)
+        .await;
+    assert!(
+        !after_split["links"]
+            .as_array()
+            .expect("links")
+            .iter()
+            .any(|l| l["source"] == source.as_str()
+                && l["local_id"] == police.local_id.as_str()
+                && l["status"] == "active"),
+        "split off: {after_split}"
+    );
+
     // Another, rejected: gone from the queue, never proposed again.
     if let Some(other) = items.iter().find(|m| m["id"] != match_id.as_str()) {
         let id = other["id"].as_str().expect("id");

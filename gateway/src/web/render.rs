@@ -37,6 +37,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "sources.html",
     "deliveries.html",
     "addendum.html",
+    "links.html",
 );
 
 fn env() -> &'static Environment<'static> {

@@ -32,6 +32,7 @@ pub fn routes() -> Router<Gateway> {
     Router::new()
         .route("/admin/matches", get(queue))
         .route("/admin/matches/{id}/decision", post(decide))
+        .route("/admin/children/{id}/links", get(links))
 }
 
 /// One match as the page lays it out.
@@ -45,6 +46,7 @@ pub struct Item {
     pub model_version: Option<String>,
     /// The column headings: the record under review first, then the child's records.
     pub columns: Vec<String>,
+    pub child: String,
     pub rows: Vec<FieldRow>,
     /// Rules that hold the pair back (twins, different verified identifiers), in words.
     pub rules: Vec<String>,
@@ -281,6 +283,7 @@ pub fn item(gw: &Gateway, m: &ReviewItem) -> Item {
             .map(|t| t.format("%-d %B %Y %H:%M").to_string())
             .unwrap_or_else(|_| link.created_at.clone()),
         model_version: link.model_version.clone(),
+        child: link.child_id.clone(),
         columns,
         rows,
         rules,
@@ -370,6 +373,12 @@ async fn decide(
                 .ok()
                 .and_then(|v| v.as_str().map(String::from))
                 .unwrap_or_default();
+            if posted.form.get("from").map(String::as_str) == Some("history") {
+                // Back to the history of the child the record was taken from.
+                let child = d.previous_child_id.as_deref().unwrap_or(&d.child_id);
+                return Redirect::to(&format!("/admin/children/{child}/links?done={word}"))
+                    .into_response();
+            }
             Redirect::to(&format!("/admin/matches?done={word}")).into_response()
         }
         Err(Error::Invalid { .. } | Error::Unprocessable { .. }) => render::message_page(
@@ -379,6 +388,118 @@ async fn decide(
             "Choose confirm, reject or split with the buttons under the match. Nothing was changed.",
         ),
         Err(e) => render::error_page(Some(who), &e),
+    }
+}
+
+/// One row of a child's link history as the page shows it.
+#[derive(Debug, Serialize)]
+struct HistoryLine {
+    id: String,
+    source: String,
+    local_id: String,
+    status: String,
+    colour: &'static str,
+    how: String,
+    probability: String,
+    decided: String,
+    when: String,
+    /// An active link a data administrator may split off.
+    splittable: bool,
+    explanation: Vec<String>,
+}
+
+fn method_words(method: &str) -> String {
+    match method {
+        "probabilistic" => "By the matcher, on the records' details".into(),
+        "manual" => "By a person".into(),
+        "new" => "A new child: nothing matched".into(),
+        RECHECK => "Asked again after a model upgrade".into(),
+        m => match m.strip_prefix("identifier:") {
+            Some("nhs_number") => "By NHS number".into(),
+            Some("upn") => "By unique pupil number".into(),
+            Some(other) => format!("By identifier ({})", other.replace('_', " ")),
+            None => m.replace('_', " "),
+        },
+    }
+}
+
+fn stamp(t: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .map(|t| t.format("%-d %b %Y %H:%M").to_string())
+        .unwrap_or_else(|_| t.to_string())
+}
+
+#[derive(Deserialize)]
+struct LinksQuery {
+    done: Option<String>,
+}
+
+/// A child's link history (`GET /v1/children/{id}/links`): every record linked to the child now
+/// or before, how and why, every decision; an active link can be split off here.
+async fn links(
+    State(gw): State<Gateway>,
+    who: SignedIn,
+    Path(id): Path<String>,
+    Query(q): Query<LinksQuery>,
+) -> Response {
+    match matches::history(&gw, &who.principal, &id).await {
+        Ok(h) => {
+            let admin = who.principal.role == crate::foundation::domain::Role::DataAdmin;
+            let lines: Vec<HistoryLine> = h
+                .links
+                .iter()
+                .map(|l| HistoryLine {
+                    id: l.id.clone(),
+                    source: source_label(&gw, &l.source),
+                    local_id: l.local_id.clone(),
+                    colour: match l.status.as_str() {
+                        "active" => "green",
+                        "review" => "yellow",
+                        "rejected" | "split" => "red",
+                        _ => "grey",
+                    },
+                    status: l.status.replace('_', " "),
+                    how: method_words(&l.method),
+                    probability: l.probability.map(percent).unwrap_or_default(),
+                    decided: match (&l.decision, &l.decided_by) {
+                        (Some(d), Some(by)) => match &l.reason {
+                            Some(r) => format!("{} by {by}: {r}", d.replace('_', " ")),
+                            None => format!("{} by {by}", d.replace('_', " ")),
+                        },
+                        _ => String::new(),
+                    },
+                    when: match &l.ended_at {
+                        Some(end) => format!("{} to {}", stamp(&l.created_at), stamp(end)),
+                        None => format!("Since {}", stamp(&l.created_at)),
+                    },
+                    splittable: admin && l.status == "active",
+                    explanation: l
+                        .explanation
+                        .iter()
+                        .map(|e| {
+                            if e.comparison == "rule" {
+                                e.level.clone()
+                            } else {
+                                format!("{}: {}", comparison_label(&e.comparison), explain(e))
+                            }
+                        })
+                        .collect(),
+                })
+                .collect();
+            let done = q.done.as_deref().and_then(|d| match d {
+                "split" => Some("The record is split off the child and matched again without it."),
+                "confirm" => Some("The link is confirmed."),
+                _ => None,
+            });
+            Page::new("links.html", "Link history", &who)
+                .with("child", &id)
+                .with("lines", lines)
+                .with("done", done)
+                .with("errors", Vec::<FieldError>::new())
+                .with("values", BTreeMap::<String, String>::new())
+                .render()
+        }
+        Err(e) => render::error_page(Some(&who), &e),
     }
 }
 
@@ -415,5 +536,7 @@ mod tests {
         assert_eq!(percent(0.9949), "99.4%");
         assert_eq!(percent(0.74), "74%");
         assert_eq!(percent(1.0), "100%");
+        assert_eq!(method_words("identifier:nhs_number"), "By NHS number");
+        assert_eq!(method_words(RECHECK), "Asked again after a model upgrade");
     }
 }
