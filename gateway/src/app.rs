@@ -19,6 +19,8 @@ use crate::gateway::Gateway;
 pub struct Application {
     state: Gateway,
     listener: TcpListener,
+    /// `web.listen`: browsers' listener, without client certificates.
+    web_listener: Option<TcpListener>,
     audit_task: JoinHandle<()>,
 }
 
@@ -30,16 +32,30 @@ impl Application {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
+        let web_listener = match config.web.listen {
+            Some(web) => Some(
+                TcpListener::bind(web)
+                    .await
+                    .with_context(|| format!("binding web.listen {web}"))?,
+            ),
+            None => None,
+        };
         let (state, audit_task) = Gateway::build(config, schemas).await?;
         Ok(Application {
             state,
             listener,
+            web_listener,
             audit_task,
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The browsers' listener's address, when `web.listen` is set.
+    pub fn web_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.web_listener.as_ref().map(TcpListener::local_addr)
     }
 
     pub fn state(&self) -> &Gateway {
@@ -55,11 +71,22 @@ impl Application {
         let Application {
             state,
             listener,
+            web_listener,
             audit_task,
         } = self;
         let tls = match &state.config.tls {
             Some(tls) => Some(crate::foundation::server::tls_config(tls)?),
             None => None,
+        };
+        // The browsers' listener: the same certificate, no client certificate asked for.
+        let web_tls = match (&state.config.tls, &web_listener) {
+            (Some(tls), Some(_)) => Some(crate::foundation::server::tls_config(
+                &crate::foundation::config::TlsConfig {
+                    client_ca: None,
+                    ..tls.clone()
+                },
+            )?),
+            _ => None,
         };
         let indexer = tokio::spawn(keep_index(state.clone()));
         let watcher = tokio::spawn(watch_policy(state.clone()));
@@ -73,8 +100,40 @@ impl Application {
             .map(|c| tokio::spawn(c.run(state.store.clone())));
         let store = state.store.clone();
         let router = crate::http::router(state.clone());
-        crate::foundation::server::serve(listener, router, tls, &state.config.limits, shutdown)
-            .await;
+        match web_listener {
+            None => {
+                crate::foundation::server::serve(
+                    listener,
+                    router,
+                    tls,
+                    &state.config.limits,
+                    shutdown,
+                )
+                .await;
+            }
+            Some(web_listener) => {
+                use futures::FutureExt;
+                let shutdown = shutdown.boxed().shared();
+                let web_router = crate::http::router(state.clone())
+                    .layer(axum::Extension(crate::foundation::server::BrowserListener));
+                tokio::join!(
+                    crate::foundation::server::serve(
+                        listener,
+                        router,
+                        tls,
+                        &state.config.limits,
+                        shutdown.clone(),
+                    ),
+                    crate::foundation::server::serve(
+                        web_listener,
+                        web_router,
+                        web_tls,
+                        &state.config.limits,
+                        shutdown,
+                    ),
+                );
+            }
+        }
         indexer.abort();
         watcher.abort();
         importer.abort();

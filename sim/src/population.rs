@@ -605,7 +605,7 @@ const TOWNS: &[&str] = &["Weftbridge", "Lower Weft", "Shuttleworth"];
 
 /// The scenario child's allocated social worker, as the case system records them; allocated to
 /// other children of the population too, so a demo social worker has a caseload.
-pub const SCENARIO_WORKER: &str = "Hannah Lisle";
+pub const SCENARIO_WORKER: &str = "Demo allocated social worker";
 
 const WORKERS: &[&str] = &[
     SCENARIO_WORKER,

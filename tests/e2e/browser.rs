@@ -762,3 +762,267 @@ async fn in_a_browser_an_ig_officer_reads_an_audit_trail_by_keyboard() {
     assert!(report.contains("Social worker"), "{report}");
     c.close().await.expect("close");
 }
+
+/// Presses Tab until the focused element's text contains `text` (or its id starts with it,
+/// for a field), and returns it: the element is reachable with the keyboard alone, in the
+/// page's own tab order.
+async fn tab_find(c: &Client, text: &str) -> fantoccini::elements::Element {
+    for _ in 0..400 {
+        let active = c.active_element().await.expect("focus");
+        active.send_keys(&Key::Tab.to_string()).await.expect("tab");
+        let now = c.active_element().await.expect("focus");
+        let label = now.text().await.unwrap_or_default();
+        let id = now.attr("id").await.ok().flatten().unwrap_or_default();
+        if label.contains(text) || (!id.is_empty() && id.starts_with(text)) {
+            return now;
+        }
+    }
+    panic!("{text:?} cannot be reached with the Tab key");
+}
+
+/// Tabs to `text` and presses Enter on it.
+async fn tab_press(c: &Client, text: &str) {
+    tab_find(c, text)
+        .await
+        .send_keys(&Key::Enter.to_string())
+        .await
+        .expect("enter");
+}
+
+#[tokio::test]
+async fn in_a_browser_a_data_administrator_works_the_review_queue_with_the_keyboard() {
+    let env = Env::new(30).await;
+    let extra = "[matching]\nupper = 1.0\nlower = 0.5\n";
+    let path = env.write_config("weft.toml", &config_with_pages(&env, extra));
+    let gw = Gateway::start(&env, path).await;
+    let admin = env.token(
+        "demo-data-admin",
+        weft_sim::sources::SOCIAL_CARE_AGENCY,
+        "data_admin",
+    );
+    let (_, queue) = gw.get("/v1/matches/review", &admin).await;
+    let first = queue["matches"][0].clone();
+    let first_id = first["id"].as_str().expect("a match to review").to_string();
+    let (_driver, c) = browser().await;
+
+    sign_in_by_keyboard(&c, &gw, "Demo data administrator").await;
+    check(&c, "data administrator's home").await;
+    tab_press(&c, "Match review").await;
+    wait_heading(&c, "Match review").await;
+    check(&c, "match review").await;
+    shot(&c, "match-review").await;
+    let table = c
+        .find(Locator::Css("section table"))
+        .await
+        .expect("the records side by side")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(table.contains("This record"), "{table}");
+    assert!(table.contains("The child's record"), "{table}");
+    assert!(table.contains("evidence of"), "explained in words: {table}");
+
+    // The first match: a reason typed, then confirmed, all from the keyboard.
+    tab_find(&c, &format!("reason-{first_id}"))
+        .await
+        .send_keys("Same date of birth, postcode and school")
+        .await
+        .expect("type");
+    tab_press(&c, "Confirm: the same child").await;
+    c.wait()
+        .for_element(Locator::Css(".govuk-notification-banner--success"))
+        .await
+        .expect("the decision is confirmed");
+    check(&c, "match review after a decision").await;
+    shot(&c, "match-review-done").await;
+    let (_, links) = gw
+        .get(
+            &format!(
+                "/v1/children/{}/links",
+                first["child_id"].as_str().unwrap_or_default()
+            ),
+            &admin,
+        )
+        .await;
+    let decided = links["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .find(|l| {
+            l["source"] == first["source"]
+                && l["local_id"] == first["local_id"]
+                && l["status"] == "active"
+        })
+        .cloned()
+        .expect("the record is the child's now");
+    assert_eq!(decided["decided_by"], "demo-data-admin");
+    assert_eq!(decided["reason"], "Same date of birth, postcode and school");
+
+    // Sources' health and deliveries, reached from the menu (from the top of a fresh page: the
+    // banner above took the focus).
+    c.goto(&gw.url("/")).await.expect("home");
+    wait_heading(&c, "What do you want to do?").await;
+    tab_press(&c, "Sources' health").await;
+    wait_heading(&c, "Sources' health").await;
+    check(&c, "sources' health").await;
+    shot(&c, "sources-health").await;
+    tab_press(&c, "Deliveries").await;
+    wait_heading(&c, "Deliveries").await;
+    check(&c, "deliveries").await;
+    shot(&c, "deliveries").await;
+    c.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn in_a_browser_the_recipient_acknowledges_a_concern_and_adds_to_it_with_the_keyboard() {
+    let env = Env::new(20).await;
+    let path = env.write_config("weft.toml", &config_with_pages(&env, ""));
+    let gw = Gateway::start(&env, path).await;
+    let nhs = env
+        .partners
+        .population
+        .scenario()
+        .expect("scenario")
+        .truth
+        .nhs_number
+        .clone();
+    // A school's DSL raises it; it reaches the scenario child's allocated social worker.
+    let concern = gw.refer(&env, &nhs).await;
+    let (_driver, c) = browser().await;
+
+    sign_in_by_keyboard(&c, &gw, weft::dev::people::ALLOCATED_WORKER).await;
+    tab_press(&c, "Inbox").await;
+    wait_heading(&c, "Inbox").await;
+    check(&c, "inbox").await;
+    shot(&c, "inbox").await;
+    tab_press(&c, "Open the concern").await;
+    wait_heading(&c, "Neglect, routine").await;
+    check(&c, "a concern received").await;
+    tab_press(&c, "Acknowledge").await;
+    c.wait()
+        .for_element(Locator::XPath(
+            "//strong[contains(@class, 'govuk-tag') and normalize-space()='acknowledged']",
+        ))
+        .await
+        .expect("acknowledged");
+    wait_heading(&c, "Neglect, routine").await;
+    check(&c, "a concern acknowledged").await;
+    shot(&c, "concern-acknowledged").await;
+    let sw = env.token(
+        weft::dev::people::ALLOCATED_WORKER,
+        weft_sim::sources::SOCIAL_CARE_AGENCY,
+        "social_worker",
+    );
+    let (_, view) = gw.get(&format!("/v1/concerns/{concern}"), &sw).await;
+    assert!(
+        view["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .any(|h| h["state"] == "acknowledged"
+                && h["by_user"] == weft::dev::people::ALLOCATED_WORKER),
+        "{view}"
+    );
+
+    // An addendum: a mistake first (nothing typed), then the text.
+    tab_press(&c, "Add to this concern").await;
+    wait_heading(&c, "Add to the concern").await;
+    check(&c, "addendum form").await;
+    tab_press(&c, "Add to the concern").await;
+    c.wait()
+        .for_element(Locator::Css(".govuk-error-summary"))
+        .await
+        .expect("an error summary");
+    check(&c, "addendum form with an error").await;
+    tab_find(&c, "text")
+        .await
+        .send_keys("Spoke to the family: a home visit is booked for tomorrow.")
+        .await
+        .expect("type");
+    tab_press(&c, "Add to the concern").await;
+    wait_heading(&c, "Neglect, routine").await;
+    let history = c
+        .find(Locator::Css(".moj-timeline"))
+        .await
+        .expect("history")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(history.contains("a home visit is booked"), "{history}");
+    shot(&c, "concern-addendum").await;
+    c.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn in_a_browser_a_social_worker_signs_in_through_the_openid_provider() {
+    let env = Env::new(5).await;
+    let csc = env.agency_of("social_care");
+    let accounts = json!({
+        "sw-browser-1": {"name": "Social worker signed in in a browser", "agency": csc, "role": "social_worker"},
+    });
+    let port = free_port();
+    let redirect = format!("https://127.0.0.1:{port}/auth/callback");
+    let provider = crate::oidc::start_provider(&redirect, &accounts);
+    let issuer = &provider.issuer;
+    let base = env.config(false).replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let config = format!(
+        "{base}\n[web.oidc]\nissuer = {issuer:?}\nclient_id = \"weft\"\nclient_secret = {:?}\n\
+         redirect_url = {redirect:?}\nscope = \"openid weft\"\n",
+        crate::oidc::SECRET
+    );
+    let gw = Gateway::start(&env, env.write_config("weft.toml", &config)).await;
+    let (_driver, c) = browser().await;
+
+    c.goto(&gw.url("/sign-in")).await.expect("sign-in page");
+    check(&c, "sign in with an organisation account").await;
+    tab_press(&c, "Sign in with your organisation's account").await;
+    // The provider's own pages: its development login form, then consent.
+    let login = c
+        .wait()
+        .for_element(Locator::Css("input[name='login']"))
+        .await
+        .expect("the provider's login form");
+    login.send_keys("sw-browser-1").await.expect("type");
+    if let Ok(password) = c.find(Locator::Css("input[name='password']")).await {
+        password.send_keys("any").await.expect("type");
+    }
+    login
+        .send_keys(&Key::Enter.to_string())
+        .await
+        .expect("submit");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let url = c.current_url().await.expect("url");
+        if url.as_str().starts_with(&gw.url("/")) {
+            break;
+        }
+        // The consent form, if the provider shows one.
+        if let Ok(b) = c.find(Locator::Css("button[type='submit']")).await {
+            let _ = b.send_keys(&Key::Enter.to_string()).await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never came back from the provider: {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    wait_heading(&c, "What do you want to do?").await;
+    let header = c
+        .find(Locator::Css(".moj-header"))
+        .await
+        .expect("header")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        header.contains("Social worker signed in in a browser"),
+        "{header}"
+    );
+    check(&c, "home after OpenID sign-in").await;
+    shot(&c, "home-oidc").await;
+    c.close().await.expect("close");
+    drop(provider);
+}

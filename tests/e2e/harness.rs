@@ -137,6 +137,8 @@ impl Env {
 pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
+    /// The browsers' listener (`web.listen`), when configured.
+    pub web: Option<SocketAddr>,
     client: reqwest::Client,
 }
 
@@ -160,8 +162,13 @@ impl Gateway {
             .expect("spawn weft");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let (web_tx, web_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // Printed before the listening line, so it has arrived by then.
+                if let Some(addr) = line.strip_prefix("weft: browsers on https://") {
+                    let _ = web_tx.send(addr.trim().to_string());
+                }
                 if let Some(addr) = line.strip_prefix("weft: listening on https://") {
                     let _ = tx.send(addr.trim().to_string());
                 }
@@ -172,9 +179,11 @@ impl Gateway {
             .expect("gateway printed its address")
             .parse()
             .expect("address parses");
+        let web = web_rx.try_recv().ok().and_then(|a| a.parse().ok());
         let gw = Gateway {
             child,
             addr,
+            web,
 
             client,
         };
@@ -197,6 +206,12 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.addr.port())
+    }
+
+    /// A URL on the browsers' listener.
+    pub fn web_url(&self, path: &str) -> String {
+        let web = self.web.expect("the gateway has a browsers' listener");
+        format!("https://127.0.0.1:{}{path}", web.port())
     }
 
     pub fn client(&self) -> &reqwest::Client {

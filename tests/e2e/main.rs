@@ -22,4 +22,5 @@ mod sar;
 mod sources;
 mod view;
 mod web;
+mod web_admin;
 mod web_ig;

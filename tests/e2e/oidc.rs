@@ -16,11 +16,11 @@ use sha2::{Digest, Sha256};
 
 use crate::harness::{Env, Gateway};
 
-const SECRET: &str = "weft-test-client-secret-0123456789";
+pub(crate) const SECRET: &str = "weft-test-client-secret-0123456789";
 
-struct Provider {
+pub(crate) struct Provider {
     child: Child,
-    issuer: String,
+    pub(crate) issuer: String,
 }
 
 impl Drop for Provider {
@@ -44,7 +44,7 @@ fn provider_dir() -> PathBuf {
     dir
 }
 
-fn start_provider(redirect: &str, accounts: &Value) -> Provider {
+pub(crate) fn start_provider(redirect: &str, accounts: &Value) -> Provider {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/oidc/provider.mjs");
     let mut child = Command::new("node")
         .arg(script)

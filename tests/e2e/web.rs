@@ -41,7 +41,14 @@ impl Browser {
         }
     }
 
-    fn cookie_header(&self) -> String {
+    /// The same browser pointed at another base URL (the browsers' listener).
+    pub fn at(mut self, base: String) -> Browser {
+        self.base = base;
+        self
+    }
+
+    /// The `Cookie` header this browser sends.
+    pub fn cookie_header(&self) -> String {
         self.cookies
             .iter()
             .map(|(k, v)| format!("{k}={v}"))

@@ -342,6 +342,10 @@ async fn serve(arg: ConfigArg) -> anyhow::Result<()> {
         "http"
     };
     let app = Application::build(config, Schemas::load()?).await?;
+    // Printed first: a reader that waits for the listening line has this one already.
+    if let Some(web) = app.web_addr() {
+        println!("weft: browsers on https://{}", web?);
+    }
     println!("weft: listening on {scheme}://{}", app.local_addr()?);
     app.run_until_stopped(shutdown_signal()).await
 }

@@ -36,7 +36,7 @@ fn person(
 }
 
 /// The allocated worker the simulator gives the scenario child.
-pub const ALLOCATED_WORKER: &str = "Hannah Lisle";
+pub const ALLOCATED_WORKER: &str = "Demo allocated social worker";
 
 pub fn people() -> Vec<Person> {
     vec![
@@ -110,7 +110,7 @@ pub fn people() -> Vec<Person> {
             "Demo data administrator",
             SOCIAL_CARE_AGENCY,
             "data_admin",
-            "Works the match review queue, source health and dead letters (through the API for now)",
+            "Works the match review queue, reads sources' health and sends dead letters again",
         ),
     ]
 }

@@ -269,6 +269,13 @@ pub struct WebConfig {
     /// Sign-in through the agency's OpenID Connect provider.
     #[serde(default)]
     pub oidc: Option<OidcConfig>,
+    /// A listener of its own for browsers, with the server certificate of `tls` and no client
+    /// certificate asked for: browsers cannot present one, so with mutual TLS on (`tls.client_ca`)
+    /// the pages are reachable only here. It serves the pages, and the API to signed-in people
+    /// (their session cookie; bearer tokens are refused there, so agency systems still pass
+    /// mutual TLS on `listen`).
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 fn default_session_idle() -> u64 {
@@ -286,6 +293,7 @@ impl Default for WebConfig {
             dev_sign_in: false,
             dev_people: Vec::new(),
             oidc: None,
+            listen: None,
         }
     }
 }
@@ -1000,6 +1008,20 @@ impl Config {
                 "web.dev_sign_in",
                 "signing in without a password is allowed only on a loopback listen address",
             ));
+        }
+        if let Some(web) = self.web.listen {
+            if self.tls.is_none() {
+                return Err(ConfigError::invalid(
+                    "web.listen",
+                    "the browsers' listener needs tls (its certificate and key)",
+                ));
+            }
+            if self.web.dev_sign_in && !web.ip().is_loopback() {
+                return Err(ConfigError::invalid(
+                    "web.dev_sign_in",
+                    "signing in without a password is allowed only on a loopback web.listen address",
+                ));
+            }
         }
         if let Some(ca) = self.web.oidc.as_ref().and_then(|o| o.ca.as_ref()) {
             must_exist("web.oidc.ca", ca)?;

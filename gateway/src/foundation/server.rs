@@ -41,6 +41,12 @@ use crate::foundation::config::{Limits, TlsConfig};
 #[derive(Debug, Clone, Default)]
 pub struct ClientIdentity(pub Option<String>);
 
+/// Marks every request that came in on the browsers' listener (`web.listen`), where no client
+/// certificate is asked for: there the API takes the session cookie of a signed-in person, and
+/// never a bearer token (see [`crate::http::principal`]).
+#[derive(Debug, Clone, Copy)]
+pub struct BrowserListener;
+
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 /// How long in-flight requests get to finish after shutdown is asked for.

@@ -1,11 +1,17 @@
 //! The practitioner behind a request: the bearer token, verified (stage 1 of the pipeline,
 //! [`crate::pipeline::authenticate`]), and the calling system the TLS handshake named.
 //! Anything missing, unknown or expired is 401 and nothing else.
+//!
+//! On the browsers' listener (`web.listen`, no client certificates) the practitioner is the
+//! signed-in person of the session cookie instead, and a bearer token is refused: an agency
+//! system must still pass mutual TLS on the main listener. A request there that changes
+//! anything must carry the session's CSRF token in `X-CSRF-Token`.
 
 use axum::extract::FromRequestParts;
 use http::request::Parts;
 
-use crate::foundation::server::ClientIdentity;
+use crate::foundation::error::Error;
+use crate::foundation::server::{BrowserListener, ClientIdentity};
 use crate::gateway::Gateway;
 use crate::http::error::ApiError;
 use crate::pipeline::authenticate::{AuthError, Principal};
@@ -14,6 +20,9 @@ impl FromRequestParts<Gateway> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, gw: &Gateway) -> Result<Self, ApiError> {
+        if parts.extensions.get::<BrowserListener>().is_some() {
+            return signed_in(parts, gw).await;
+        }
         let token = bearer(parts);
         let mut result = token
             .ok_or(AuthError::Missing)
@@ -45,6 +54,40 @@ impl FromRequestParts<Gateway> for Principal {
             }
         }
     }
+}
+
+/// The person of the session cookie, on the browsers' listener.
+async fn signed_in(parts: &Parts, gw: &Gateway) -> Result<Principal, ApiError> {
+    let refused = |reason: &'static str| {
+        crate::foundation::metrics::AUTH_FAILURES
+            .with_label_values(&[reason])
+            .inc();
+        tracing::info!(reason, "credentials rejected on the browsers' listener");
+        ApiError::Unauthorized
+    };
+    if parts.headers.contains_key(http::header::AUTHORIZATION) {
+        return Err(refused("bearer_on_browser_listener"));
+    }
+    let Some(cookie) = crate::web::session::cookie(parts, crate::web::session::COOKIE) else {
+        return Err(refused("no_session"));
+    };
+    let Some(session) = crate::write::sessions::session(gw, cookie).await? else {
+        return Err(refused("no_session"));
+    };
+    if !parts.method.is_safe() {
+        let given = parts
+            .headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !crate::write::sessions::csrf_matches(&session, given) {
+            tracing::info!("API request refused: CSRF token missing or wrong");
+            return Err(ApiError::from(Error::Forbidden(
+                "a signed-in browser's request that changes anything must carry X-CSRF-Token",
+            )));
+        }
+    }
+    Ok(session.principal)
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {

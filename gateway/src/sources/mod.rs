@@ -39,6 +39,12 @@ struct Health {
     retries: AtomicU64,
     last: Mutex<Option<(DateTime<Utc>, Option<String>)>>,
     last_error: Mutex<Option<LastError>>,
+    last_ok: Mutex<Option<DateTime<Utc>>>,
+    /// Calls that reached the source (the breaker let them through): their number, their total
+    /// time, and the last one's, in milliseconds.
+    timed: AtomicU64,
+    total_ms: AtomicU64,
+    last_ms: AtomicU64,
 }
 
 /// The most recent failure of a source, for its administrator.
@@ -73,6 +79,12 @@ pub struct SourceHealth {
     pub calls_refused: u64,
     /// Retries sent after transient failures.
     pub retries: u64,
+    /// When a call last succeeded (a `failing` source's last good answer).
+    pub last_ok_at: Option<DateTime<Utc>>,
+    /// How long the last call that reached the source took, retries included, in ms.
+    pub last_latency_ms: Option<u64>,
+    /// The mean time of the calls that reached the source since start-up, in ms.
+    pub mean_latency_ms: Option<u64>,
 }
 
 /// Why a call through [`Source::call`] gave nothing.
@@ -138,6 +150,7 @@ impl Source {
         }
         self.publish_breaker();
         let attempt = self.retry.run(started + deadline, op);
+        let timed = Timed(&self.health, started);
         let result = match tokio::time::timeout(deadline, attempt).await {
             Err(_) => Err(Failure::Timeout),
             Ok((result, retries)) => {
@@ -152,10 +165,14 @@ impl Source {
                 result.map_err(Failure::Adapter)
             }
         };
+        drop(timed);
         match &result {
             // The source answered; that the search was too broad is not its failure.
             Ok(_) | Err(Failure::Adapter(AdapterError::TooManyMatches)) => {
                 self.breaker.success();
+                if let Ok(mut at) = self.health.last_ok.lock() {
+                    *at = Some(Utc::now());
+                }
                 self.record(None);
             }
             Err(failure) => {
@@ -213,6 +230,7 @@ impl Source {
     pub fn health(&self) -> SourceHealth {
         let last = self.health.last.lock().ok().and_then(|l| l.clone());
         let breaker = self.breaker.status();
+        let timed = self.health.timed.load(Ordering::Relaxed);
         SourceHealth {
             source: self.id.clone(),
             agency: self.agency.id.clone(),
@@ -232,7 +250,24 @@ impl Source {
             calls_failed: self.health.failed.load(Ordering::Relaxed),
             calls_refused: self.health.refused.load(Ordering::Relaxed),
             retries: self.health.retries.load(Ordering::Relaxed),
+            last_ok_at: self.health.last_ok.lock().ok().and_then(|l| *l),
+            last_latency_ms: (timed > 0).then(|| self.health.last_ms.load(Ordering::Relaxed)),
+            mean_latency_ms: (timed > 0)
+                .then(|| self.health.total_ms.load(Ordering::Relaxed) / timed),
         }
+    }
+}
+
+/// Times a call that reached the source, when dropped: however it ended (answered, failed,
+/// timed out), its time counts.
+struct Timed<'a>(&'a Health, Instant);
+
+impl Drop for Timed<'_> {
+    fn drop(&mut self) {
+        let ms = u64::try_from(self.1.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.last_ms.store(ms, Ordering::Relaxed);
+        self.0.total_ms.fetch_add(ms, Ordering::Relaxed);
+        self.0.timed.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -16,29 +16,17 @@ use serde_json::{json, Map, Value};
 use crate::foundation::error::Error;
 use crate::gateway::Gateway;
 use crate::pipeline::merge::{FieldView, View};
+use crate::web::forms::pointer_of;
 use crate::web::render::{self, Page};
 use crate::web::session::{Posted, SignedIn};
+
+// Where other pages found these before they had a module of their own.
+pub use crate::web::forms::{form_date, BadDate, FieldError};
 
 pub fn routes() -> Router<Gateway> {
     Router::new()
         .route("/children/find", get(find_form).post(find))
         .route("/children/{id}", get(child))
-}
-
-/// A problem with one field of a form, as the error summary and the field show it.
-#[derive(Debug, Clone, Serialize)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: &str, message: &str) -> Self {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
 }
 
 async fn find_form(who: SignedIn) -> Response {
@@ -47,32 +35,6 @@ async fn find_form(who: SignedIn) -> Response {
         .with("values", values)
         .with("errors", Vec::<FieldError>::new())
         .render()
-}
-
-/// A date typed into a form's three boxes that is not a real date (or is in the future).
-#[derive(Debug, Clone, Copy)]
-pub struct BadDate;
-
-/// The form's date `name` (`name-day`, `name-month`, `name-year`) as `YYYY-MM-DD`; `None` if all
-/// three are empty.
-pub fn form_date(fields: &BTreeMap<String, String>, name: &str) -> Result<Option<String>, BadDate> {
-    let part = |p: &str| {
-        fields
-            .get(&format!("{name}-{p}"))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default()
-    };
-    let (d, m, y) = (part("day"), part("month"), part("year"));
-    if d.is_empty() && m.is_empty() && y.is_empty() {
-        return Ok(None);
-    }
-    let (Ok(d), Ok(m), Ok(y)) = (d.parse::<u32>(), m.parse::<u32>(), y.parse::<i32>()) else {
-        return Err(BadDate);
-    };
-    chrono::NaiveDate::from_ymd_opt(y, m, d)
-        .filter(|date| *date <= chrono::Utc::now().date_naive() && y >= 1900)
-        .map(|date| Some(date.format("%Y-%m-%d").to_string()))
-        .ok_or(BadDate)
 }
 
 /// What each search field is called when it is wrong.
@@ -206,7 +168,7 @@ async fn find(State(gw): State<Gateway>, posted: Posted<BTreeMap<String, String>
         Err(Error::Invalid { errors: list, .. } | Error::Unprocessable { errors: list, .. }) => {
             let mut errors: Vec<FieldError> = Vec::new();
             for e in &list {
-                let pointer = crate::web::concerns::pointer_of(e);
+                let pointer = pointer_of(e);
                 let field = search_field(&pointer);
                 // The schema's "anyOf" (nothing to search by) is reported at the root.
                 let message = if pointer.is_empty() {

@@ -15,10 +15,13 @@ use serde_json::{json, Map, Value};
 
 use crate::foundation::error::Error;
 use crate::gateway::Gateway;
-use crate::web::children::{form_date, BadDate, FieldError};
+use crate::web::forms::{form_date, BadDate, FieldError};
 use crate::web::render::{self, role_label, Page};
 use crate::web::session::{Posted, SignedIn};
 use crate::write::concerns;
+
+// Where other pages found it before it had a module of its own.
+pub use crate::web::forms::pointer_of;
 
 pub fn routes() -> Router<Gateway> {
     Router::new()
@@ -93,19 +96,6 @@ fn concern_field(pointer: &str) -> (&'static str, &'static str) {
             "Enter a phone number of 40 characters or fewer",
         ),
         _ => ("what", "Check the concern and try again"),
-    }
-}
-
-/// The pointer of the value a schema error is about: for a missing property, the property's
-/// own (the schema reports it at its parent).
-pub fn pointer_of(e: &crate::foundation::error::SchemaError) -> String {
-    let missing = e
-        .message
-        .strip_suffix(" is a required property")
-        .map(|name| name.trim_matches('"'));
-    match missing {
-        Some(name) => format!("{}/{name}", e.pointer),
-        None => e.pointer.clone(),
     }
 }
 

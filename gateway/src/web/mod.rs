@@ -11,21 +11,33 @@
 //! - [`children`], [`concerns`], [`inbox`]: the pages.
 //! - [`audit`], [`breakglass`], [`sar`]: the IG officer's audit explorer, break-glass (taken
 //!   from a child's page, reviewed by the IG officer) and subject access.
+//! - [`review`], [`health`], [`deliveries`]: the data administrator's match review queue,
+//!   sources' health, and the outbox's dead letters; [`addenda`]: adding to a concern.
+//! - [`forms`], [`signed_in`], [`start`]: what several pages share (form errors and dates, the
+//!   signed-in person, the end of a sign-in), each in a module of its own so pages never
+//!   import each other.
 //! - [`render`]: the templates (minijinja, autoescaped) and the error pages.
 //!
 //! Every page works without JavaScript; the design system's scripts only enhance.
 
+pub mod addenda;
 pub mod assets;
 pub mod audit;
 pub mod breakglass;
 pub mod children;
 pub mod concerns;
+pub mod deliveries;
+pub mod forms;
+pub mod health;
 pub mod inbox;
 pub mod oidc;
 pub mod render;
+pub mod review;
 pub mod sar;
 pub mod session;
+pub mod signed_in;
 pub mod signin;
+pub mod start;
 
 use axum::extract::Request;
 use axum::middleware::{self, Next};
@@ -56,6 +68,10 @@ pub fn routes() -> Router<Gateway> {
         .merge(audit::routes())
         .merge(breakglass::routes())
         .merge(sar::routes())
+        .merge(review::routes())
+        .merge(health::routes())
+        .merge(deliveries::routes())
+        .merge(addenda::routes())
         .layer(middleware::from_fn(page_headers));
     pages.merge(assets::routes())
 }

@@ -127,7 +127,7 @@ async fn callback(State(gw): State<Gateway>, parts: Parts_, Query(q): Query<Call
         }
     };
     let name = identity.name.unwrap_or_else(|| principal.user.clone());
-    let mut response = super::signin::start(&gw, &principal, &name, "oidc").await;
+    let mut response = crate::web::start::start(&gw, &principal, &name, "oidc").await;
     response
         .headers_mut()
         .append(header::SET_COOKIE, set_cookie(STATE_COOKIE, "", 0));

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::foundation::domain::Role;
 use crate::foundation::error::Error;
-use crate::web::session::SignedIn;
+use crate::web::signed_in::SignedIn;
 
 macro_rules! templates {
     ($($name:literal),* $(,)?) => {
@@ -41,6 +41,11 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "break_glass.html",
     "child_break_glass.html",
     "no_relationship.html",
+    "review.html",
+    "sources.html",
+    "deliveries.html",
+    "addendum.html",
+    "links.html",
 );
 
 fn env() -> &'static Environment<'static> {

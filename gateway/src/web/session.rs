@@ -14,21 +14,13 @@ use http::{header, HeaderValue, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::gateway::Gateway;
-use crate::pipeline::authenticate::Principal;
 use crate::web::render;
-use crate::write::sessions::{self, Session};
+use crate::write::sessions;
+
+pub use crate::web::signed_in::SignedIn;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "__Host-weft-session";
-
-/// A page's signed-in practitioner.
-#[derive(Debug, Clone)]
-pub struct SignedIn {
-    pub principal: Principal,
-    pub name: String,
-    pub csrf: String,
-    pub(crate) session: Session,
-}
 
 /// The value of cookie `name` in a request's `Cookie` headers.
 pub fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {

@@ -19,10 +19,11 @@ use serde::{Deserialize, Serialize};
 use crate::gateway::Gateway;
 use crate::web::render::{self, role_label, Page};
 use crate::web::session::{self, Posted, SignedIn, COOKIE};
+pub use crate::web::start::start;
 use crate::write::sessions;
 
-/// The sign-in form's own CSRF cookie.
-pub const PRE_COOKIE: &str = "__Host-weft-sign-in";
+// Where the OpenID Connect callback and the tests found it before it had a module of its own.
+pub use crate::web::start::PRE_COOKIE;
 
 pub fn routes() -> Router<Gateway> {
     Router::new()
@@ -139,29 +140,6 @@ async fn dev(State(gw): State<Gateway>, cookies: Cookies, Form(form): Form<DevFo
             }
         };
     start(&gw, &principal, &person.name, "dev").await
-}
-
-/// Makes the session and sends the browser home with its cookie (and without the sign-in
-/// form's).
-pub async fn start(
-    gw: &Gateway,
-    principal: &crate::pipeline::authenticate::Principal,
-    name: &str,
-    how: &str,
-) -> Response {
-    match sessions::sign_in(gw, principal, name, how).await {
-        Ok(new) => {
-            let mut response = Redirect::to("/").into_response();
-            let h = response.headers_mut();
-            h.append(
-                header::SET_COOKIE,
-                session::set_cookie(COOKIE, &new.cookie, gw.config.web.session_absolute_secs),
-            );
-            h.append(header::SET_COOKIE, session::set_cookie(PRE_COOKIE, "", 0));
-            response
-        }
-        Err(e) => render::error_page(None, &e),
-    }
 }
 
 #[derive(Deserialize)]

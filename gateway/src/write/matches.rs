@@ -12,14 +12,28 @@ use crate::foundation::schema::validated;
 use crate::gateway::{entry, Gateway};
 use crate::pipeline::authenticate::Principal;
 use crate::pipeline::resolve::linkage::{self, Decided, Decision, DecisionError, LinkRow};
+use crate::pipeline::resolve::records::{self, RecordIdentity};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReviewQueue {
-    /// Proposed links between the thresholds, oldest first: each names the record, the child
-    /// it may belong to, the probability and the per-comparison explanation.
-    pub matches: Vec<LinkRow>,
+    /// Proposed links between the thresholds, and `recheck` rows asking whether a link made
+    /// under an older model should stand, oldest first: each names the record, the child it may
+    /// belong to, the probability and the per-comparison explanation, with both sides' records.
+    pub matches: Vec<ReviewItem>,
     pub upper: f64,
     pub lower: f64,
+}
+
+/// A match in the review queue with what a reviewer compares: the record the question is about
+/// and the records the proposed child already has.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReviewItem {
+    #[serde(flatten)]
+    pub link: LinkRow,
+    /// The record under review; `None` if the index no longer holds it.
+    pub record: Option<RecordIdentity>,
+    /// The proposed child's other records, as linked now.
+    pub child_records: Vec<RecordIdentity>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -45,8 +59,28 @@ async fn admin_only(
 /// The review queue of uncertain matches. Data administrators only.
 pub async fn queue(gw: &Gateway, who: &Principal) -> Result<ReviewQueue, Error> {
     admin_only(gw, who, "match_review", None).await?;
-    let matches = linkage::review_queue(&gw.index).await?;
-    let detail = json!({"returned": matches.len()});
+    let rows = linkage::review_queue(&gw.index).await?;
+    let mut matches = Vec::with_capacity(rows.len());
+    for link in rows {
+        let record = records::record(&gw.index, &link.source, &link.local_id).await?;
+        let child_records =
+            records::child_records(&gw.index, &link.child_id, &link.source, &link.local_id).await?;
+        matches.push(ReviewItem {
+            link,
+            record,
+            child_records,
+        });
+    }
+    // The queue shows the records' identities: the entry names every child and record shown.
+    let mut children: Vec<&str> = matches.iter().map(|m| m.link.child_id.as_str()).collect();
+    children.sort_unstable();
+    children.dedup();
+    let shown: Vec<String> = matches
+        .iter()
+        .flat_map(|m| m.record.iter().chain(m.child_records.iter()))
+        .map(|r| format!("{}/{}", r.source, r.local_id))
+        .collect();
+    let detail = json!({"returned": matches.len(), "children": children, "records": shown});
     gw.record(
         who,
         "match_review",

@@ -12,6 +12,7 @@
 //! than its own, that child is proposed for review.
 
 pub mod linkage;
+pub mod records;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
