@@ -74,7 +74,20 @@ pub struct Distinguishing {
 
 /// Searches the index for the search in `body` (`schemas/search.schema.json`).
 pub async fn search(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<SearchResult, Error> {
-    let (query, purpose, terms) = match parse(gw, who, body) {
+    search_marked(gw, who, body, None).await
+}
+
+/// [`search`], marked as made for a police investigation or a section 47 enquiry
+/// (`exemption`): the search is kept out of the found child's subject access reports until its
+/// release ([`super::sar`]).
+pub async fn search_marked(
+    gw: &Gateway,
+    who: &Principal,
+    body: &[u8],
+    exemption: Option<&str>,
+) -> Result<SearchResult, Error> {
+    let parsed = super::sar::check_exemption(who, exemption).and_then(|()| parse(gw, who, body));
+    let (query, purpose, terms) = match parsed {
         Ok(q) => q,
         Err(e) => return Err(gw.refuse(who, ACTION, None, None, e).await),
     };
@@ -112,7 +125,7 @@ pub async fn search(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<Search
     let (shown, categories) = distinguishing(gw, who, purpose, &granted).await?;
     // What was searched for, as typed: a search that found nobody is traced by its terms. The
     // audit log is protected like the data it describes.
-    let detail = json!({
+    let mut detail = json!({
         "terms": terms,
         "children": ids,
         "matched_on": children.iter().map(|c| c.matched_on).collect::<Vec<_>>(),
@@ -120,6 +133,7 @@ pub async fn search(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<Search
         "access": hits.iter().map(|h| h.access).collect::<Vec<_>>(),
         "shown": categories,
     });
+    super::sar::defer(gw, &mut detail, exemption);
     gw.record(who, ACTION, child, Some(purpose), outcome, detail)
         .await?;
     Ok(SearchResult {

@@ -56,22 +56,8 @@ pub async fn view_marked(
         Ok(p) => p,
         Err(e) => return Err(gw.refuse(who, ACTION, Some(child), None, e).await),
     };
-    if let Some(x) = exemption {
-        let refusal = if !super::sar::EXEMPTIONS.contains(&x) {
-            Some(Error::field(
-                "/exemption",
-                "police_investigation or s47_enquiry",
-            ))
-        } else if !super::sar::may_claim(who.role, x) {
-            Some(Error::Forbidden(
-                "this role may not mark an access for that exemption",
-            ))
-        } else {
-            None
-        };
-        if let Some(e) = refusal {
-            return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
-        }
+    if let Err(e) = super::sar::check_exemption(who, exemption) {
+        return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
     }
     let Some(links) = gw.index.links(child).await? else {
         let e = Error::NotFound("no child with that id");
@@ -170,14 +156,7 @@ pub async fn view_marked(
     };
     let mut detail =
         serde_json::to_value(&disclosure).map_err(|e| Error::Internal(e.to_string()))?;
-    if let (Some(x), Some(d)) = (exemption, detail.as_object_mut()) {
-        let until = chrono::Utc::now()
-            + chrono::Duration::days(i64::from(gw.config.audit.sar_deferral_days));
-        d.insert(
-            "deferred".into(),
-            serde_json::json!({"exemption": x, "until": until.to_rfc3339()}),
-        );
-    }
+    super::sar::defer(gw, &mut detail, exemption);
     detail["relationship"] =
         serde_json::to_value(&relationship).map_err(|e| Error::Internal(e.to_string()))?;
     gw.record(who, ACTION, Some(child), Some(purpose), outcome, detail)
