@@ -181,7 +181,7 @@ async fn an_investigations_search_and_concern_are_left_out_of_a_report_until_rel
         "category": "neglect",
         "urgency": "routine",
         "observed": {"what": "Disclosed during an enquiry.", "when": "2025-10-07T08:50:00Z",
-                     "how": "told", "where": "home visit"},
+                     "how": "disclosed", "where": "home visit"},
         "actions_taken": ["Recorded it"],
         "reporter": {"name": "A. Worker", "role": "Social worker"}
     });
