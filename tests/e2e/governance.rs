@@ -411,7 +411,10 @@ async fn a_concerns_progress_reaches_the_reporters_inbox_only_as_its_page_would_
         if pending.as_array().is_some_and(Vec::is_empty) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "undelivered: {pending}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "undelivered: {pending}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let steps = |inbox: &Value| -> Vec<Value> {
@@ -431,7 +434,10 @@ async fn a_concerns_progress_reaches_the_reporters_inbox_only_as_its_page_would_
             && i["payload"]["data"]["by"]["user"] == SCENARIO_WORKER),
         "the DSL hears of the worker's step: {inbox}"
     );
-    assert!(told.iter().any(|i| i["topic"] == "concern_addendum"), "{inbox}");
+    assert!(
+        told.iter().any(|i| i["topic"] == "concern_addendum"),
+        "{inbox}"
+    );
     let (status, inbox) = gw.get("/v1/inbox?limit=1000", &teacher).await;
     assert_eq!(status, 200, "{inbox}");
     assert_eq!(steps(&inbox), Vec::<Value>::new(), "{inbox}");

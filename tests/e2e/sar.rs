@@ -188,7 +188,11 @@ async fn an_investigations_search_and_concern_are_left_out_of_a_report_until_rel
 
     // Claimed by a role the exemption does not belong to: refused, and nothing stored.
     let (s, v) = gw
-        .post("/v1/children/search?exemption=police_investigation", &teacher, &search)
+        .post(
+            "/v1/children/search?exemption=police_investigation",
+            &teacher,
+            &search,
+        )
         .await;
     assert_eq!(s, 403, "{v}");
     let (s, v) = gw
@@ -202,7 +206,11 @@ async fn an_investigations_search_and_concern_are_left_out_of_a_report_until_rel
     assert_eq!(gw.get("/v1/concerns", &teacher).await.1, json!([]));
 
     let (s, v) = gw
-        .post("/v1/children/search?exemption=police_investigation", &police, &search)
+        .post(
+            "/v1/children/search?exemption=police_investigation",
+            &police,
+            &search,
+        )
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["children"][0]["id"], id.as_str());
@@ -237,7 +245,9 @@ async fn an_investigations_search_and_concern_are_left_out_of_a_report_until_rel
         "the investigation's search is held back: {report}"
     );
     assert!(
-        !seen.iter().any(|(_, w)| w == "Raised a concern about the child"),
+        !seen
+            .iter()
+            .any(|(_, w)| w == "Raised a concern about the child"),
         "the s47 enquiry's concern is held back: {report}"
     );
 
@@ -249,11 +259,19 @@ async fn an_investigations_search_and_concern_are_left_out_of_a_report_until_rel
         .filter_map(|d| d["exemption"].as_str())
         .collect();
     exemptions.sort_unstable();
-    assert_eq!(exemptions, ["police_investigation", "s47_enquiry"], "{deferred}");
+    assert_eq!(
+        exemptions,
+        ["police_investigation", "s47_enquiry"],
+        "{deferred}"
+    );
     for d in held {
         let entry = d["entry"].as_i64().expect("entry");
         let (s, v) = gw
-            .post(&format!("{report_path}/deferred/{entry}/release"), &ig, &json!({}))
+            .post(
+                &format!("{report_path}/deferred/{entry}/release"),
+                &ig,
+                &json!({}),
+            )
             .await;
         assert_eq!(s, 200, "{v}");
     }
@@ -264,7 +282,10 @@ async fn an_investigations_search_and_concern_are_left_out_of_a_report_until_rel
         "{report}"
     );
     assert!(
-        seen.contains(&("Social worker".into(), "Raised a concern about the child".into())),
+        seen.contains(&(
+            "Social worker".into(),
+            "Raised a concern about the child".into()
+        )),
         "{report}"
     );
 }

@@ -8,8 +8,8 @@ use axum::{Json, Router};
 use http::{HeaderMap, StatusCode};
 
 use crate::gateway::Gateway;
-use crate::http::contract::payload;
 use crate::http::children::ExemptionParams;
+use crate::http::contract::payload;
 use crate::http::error::ApiError;
 use crate::http::params::Params;
 use crate::pipeline::authenticate::Principal;

@@ -235,7 +235,10 @@ impl Verifier {
             }
             keys
         } else {
-            candidates.map(|k| (token, &k.key)).chain(from_jwks).collect()
+            candidates
+                .map(|k| (token, &k.key))
+                .chain(from_jwks)
+                .collect()
         };
         for (token, key) in keys {
             match jsonwebtoken::decode::<Claims>(token, key, validation) {

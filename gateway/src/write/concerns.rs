@@ -988,7 +988,7 @@ mod tests {
     use super::*;
 
     use crate::foundation::domain::Role;
-    use crate::pipeline::authorise::Policy;
+    use crate::pipeline::authorise::testing::{default_policy, default_policy_blocking, shape};
     use proptest::prelude::*;
 
     const WORKER: &str = "WORKER-SECRET";
@@ -1074,16 +1074,6 @@ mod tests {
         }
     }
 
-    fn shape(v: &Value) -> Value {
-        match v {
-            Value::Object(m) => {
-                Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect())
-            }
-            Value::Array(a) => Value::Array(a.iter().map(shape).collect()),
-            _ => Value::String("_".into()),
-        }
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
@@ -1099,13 +1089,7 @@ mod tests {
                 ("csc", AgencyKind::SocialCare), ("trust", AgencyKind::Health), ("force", AgencyKind::Police)]),
             reporter_is_viewer in any::<bool>(),
         ) {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-            let policy = rt.block_on(Policy::load(
-                &root.join("policies/model.conf"),
-                &root.join("policies/policy.csv"),
-                None,
-            )).unwrap();
+            let policy = default_policy_blocking();
             let kind_of = |a: &str| match a {
                 "school" | "urn-100001" => Some(AgencyKind::Education),
                 "csc" => Some(AgencyKind::SocialCare),
@@ -1153,18 +1137,30 @@ mod tests {
         };
         let mut items = Vec::new();
         if !viewer_is_reporter {
-            items.push(item(0, "concern", json!({"concern": concern.id,
-                "child_status": concern.child_status, "rule": "mash-triage"})));
+            items.push(item(
+                0,
+                "concern",
+                json!({"concern": concern.id,
+                "child_status": concern.child_status, "rule": "mash-triage"}),
+            ));
         }
         for (n, r) in concern.recipients.iter().enumerate() {
             let by = json!({"user": r.user.clone().unwrap_or_else(|| format!("{}-officer", r.agency)),
                             "agency": r.agency, "role": r.role.clone().unwrap_or_else(|| "social_worker".into())});
             if viewer_is_reporter {
-                items.push(item(n + 1, "concern_update", json!({"concern": concern.id,
-                    "recipient": r.recipient, "state": "acknowledged", "by": by, "at": "t"})));
+                items.push(item(
+                    n + 1,
+                    "concern_update",
+                    json!({"concern": concern.id,
+                    "recipient": r.recipient, "state": "acknowledged", "by": by, "at": "t"}),
+                ));
             }
-            items.push(item(n + 5, "concern_addendum", json!({"concern": concern.id,
-                "text": format!("note from {}", r.recipient), "by": by, "at": "t"})));
+            items.push(item(
+                n + 5,
+                "concern_addendum",
+                json!({"concern": concern.id,
+                "text": format!("note from {}", r.recipient), "by": by, "at": "t"}),
+            ));
         }
         items
     }
@@ -1186,13 +1182,7 @@ mod tests {
                 ("csc", AgencyKind::SocialCare), ("trust", AgencyKind::Health), ("force", AgencyKind::Police)]),
             reporter_is_viewer in any::<bool>(),
         ) {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-            let policy = rt.block_on(Policy::load(
-                &root.join("policies/model.conf"),
-                &root.join("policies/policy.csv"),
-                None,
-            )).unwrap();
+            let policy = default_policy_blocking();
             let kind_of = |a: &str| match a {
                 "school" | "urn-100001" => Some(AgencyKind::Education),
                 "csc" => Some(AgencyKind::SocialCare),
@@ -1235,14 +1225,7 @@ mod tests {
     /// with the partnership's health agreement of every one.
     #[tokio::test]
     async fn steps_reach_only_a_reporter_who_would_see_them() {
-        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let policy = Policy::load(
-            &root.join("policies/model.conf"),
-            &root.join("policies/policy.csv"),
-            None,
-        )
-        .await
-        .unwrap();
+        let policy = default_policy().await;
         let kind_of = |a: &str| match a {
             "urn-100001" => Some(AgencyKind::Education),
             "csc" => Some(AgencyKind::SocialCare),

@@ -308,4 +308,6 @@ pub fn basis_text(code: &str) -> &'static str {
 }
 
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;
