@@ -304,6 +304,62 @@ async fn hidden_data_leaves_no_trace_in_the_view() {
     assert_eq!(answers[0].0, 422, "{}", answers[0].1);
 }
 
+/// A source the viewer may not know of is not asked at all: a teacher's view of a pupil known
+/// to police sends the police system no request (its audit entry says so), while the DSL's
+/// view, which may show that the child is known to police, does; the teacher's view reads the
+/// same as for a pupil police do not know.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_the_viewer_may_not_know_of_is_not_asked() {
+    let env = Env::new(40).await;
+    let gw = Gateway::start(&env, env.write_config("weft.toml", &env.config(false))).await;
+    let pop = &env.partners.population;
+    let on_roll = |c: &&SimChild| c.school.as_ref().is_some_and(|s| s.on_roll);
+    let known = pop
+        .children
+        .iter()
+        .filter(on_roll)
+        .find(|c| c.police.is_some())
+        .expect("a pupil known to police");
+    let unknown = pop
+        .children
+        .iter()
+        .filter(on_roll)
+        .find(|c| c.police.is_none())
+        .expect("a pupil police do not know");
+    let sw = env.token("sw-1", SOCIAL_CARE_AGENCY, "social_worker");
+    let teacher = env.token("teacher-1", SCHOOL_AGENCY, "teacher");
+    let dsl = env.token("dsl-1", SCHOOL_AGENCY, "dsl");
+    let police = &env.partners.police;
+    let mut shapes = Vec::new();
+    for child in [known, unknown] {
+        let id = gw.child_by_nhs(&sw, &child.truth.nhs_number).await;
+        let before = police.requests();
+        let (status, v) = gw.get(&view_path(&id, "safeguarding"), &teacher).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(police.requests(), before, "the teacher's view asked police");
+        shapes.push(shape(&v["sources"]));
+        if child.police.is_some() {
+            let (status, v) = gw.get(&view_path(&id, "safeguarding"), &dsl).await;
+            assert_eq!(status, 200, "{v}");
+            assert!(police.requests() > before, "the DSL's view asks police");
+            let ig = env.token("ig-1", SOCIAL_CARE_AGENCY, "ig_officer");
+            let (_, entries) = gw
+                .get(&format!("/v1/audit?child={id}&user=teacher-1"), &ig)
+                .await;
+            let police_source = env.partners.source_id(System::Police);
+            assert!(
+                entries
+                    .as_array()
+                    .expect("entries")
+                    .iter()
+                    .any(|e| e["detail"]["sources"][police_source.as_str()] == "hidden_not_asked"),
+                "{entries}"
+            );
+        }
+    }
+    assert_eq!(shapes[0], shapes[1]);
+}
+
 /// Seen 3: a concern's reply says nothing its reporter's view would withhold.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_concerns_reply_discloses_nothing_the_reporters_view_withholds() {

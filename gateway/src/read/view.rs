@@ -16,8 +16,10 @@ use crate::foundation::error::Error;
 use crate::gateway::Gateway;
 use crate::pipeline::authenticate::Principal;
 use crate::pipeline::authorise::consent::{self, Consents};
-use crate::pipeline::authorise::{grants, judge, listed_categories, relate, Context};
-use crate::pipeline::fanout::fan_out;
+use crate::pipeline::authorise::{
+    grants, judge, listed_categories, may_know, relate, restriction_applies, Context,
+};
+use crate::pipeline::fanout::{fan_out_to, fill};
 use crate::pipeline::merge::{merge, Disclosure, View};
 
 const ACTION: &str = "view";
@@ -80,6 +82,27 @@ pub async fn view_marked(
             Ok(Consents::default())
         }
     };
+    // Only the sources whose kind this viewer could be shown are asked, with two exceptions:
+    // the practitioner's own agency's sources that must confirm a relationship, and — when a
+    // restriction would hold fields back from this viewer — the sources that can mark a child
+    // restricted. Every other source receives no request at all.
+    let restricts = restriction_applies(&policy, who.role, &who.agency, who.agency_kind, purpose);
+    let ask = |pending: std::collections::BTreeSet<String>, grant: Option<grants::Grant>| {
+        let policy = &policy;
+        move |s: &crate::sources::Source| {
+            pending.contains(&s.id)
+                || (restricts && s.marks_restrictions)
+                || may_know(
+                    policy,
+                    who.role,
+                    &who.agency,
+                    who.agency_kind,
+                    purpose,
+                    s.agency.kind,
+                    grant.as_ref(),
+                )
+        }
+    };
     let (candidates, grant, consents, fetched, records_read) = if from_links.is_empty() {
         let (grant, records) = tokio::join!(
             grants::active(&gw.store, who, child),
@@ -99,15 +122,21 @@ pub async fn view_marked(
             let e = relate::refusal();
             return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
         }
-        let (consents, fetched) = tokio::join!(consents, fan_out(&gw.sources, &links));
+        let asked = ask(candidates.pending_sources(), grant.clone());
+        let (consents, fetched) = tokio::join!(consents, fan_out_to(&gw.sources, &links, asked));
         (candidates, grant, consents?, fetched, true)
     } else {
-        let (grant, consents, fetched) = tokio::join!(
+        let (grant, consents, mut fetched) = tokio::join!(
             grants::active(&gw.store, who, child),
             consents,
-            fan_out(&gw.sources, &links),
+            fan_out_to(&gw.sources, &links, ask(from_links.pending_sources(), None)),
         );
         let grant = grant?.filter(|g| g.purpose == purpose);
+        if grant.is_some() {
+            // The grant, read alongside, may open a kind of source the fan-out passed over.
+            let asked = ask(from_links.pending_sources(), grant.clone());
+            fill(&links, &mut fetched, asked).await;
+        }
         (from_links, grant, consents?, fetched, false)
     };
     let recently_left = gw.config.relationships.recently_left_days;
