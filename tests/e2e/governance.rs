@@ -304,6 +304,62 @@ async fn hidden_data_leaves_no_trace_in_the_view() {
     assert_eq!(answers[0].0, 422, "{}", answers[0].1);
 }
 
+/// A source the viewer may not know of is not asked at all: a teacher's view of a pupil known
+/// to police sends the police system no request (its audit entry says so), while the DSL's
+/// view, which may show that the child is known to police, does; the teacher's view reads the
+/// same as for a pupil police do not know.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_the_viewer_may_not_know_of_is_not_asked() {
+    let env = Env::new(40).await;
+    let gw = Gateway::start(&env, env.write_config("weft.toml", &env.config(false))).await;
+    let pop = &env.partners.population;
+    let on_roll = |c: &&SimChild| c.school.as_ref().is_some_and(|s| s.on_roll);
+    let known = pop
+        .children
+        .iter()
+        .filter(on_roll)
+        .find(|c| c.police.is_some())
+        .expect("a pupil known to police");
+    let unknown = pop
+        .children
+        .iter()
+        .filter(on_roll)
+        .find(|c| c.police.is_none())
+        .expect("a pupil police do not know");
+    let sw = env.token("sw-1", SOCIAL_CARE_AGENCY, "social_worker");
+    let teacher = env.token("teacher-1", SCHOOL_AGENCY, "teacher");
+    let dsl = env.token("dsl-1", SCHOOL_AGENCY, "dsl");
+    let police = &env.partners.police;
+    let mut shapes = Vec::new();
+    for child in [known, unknown] {
+        let id = gw.child_by_nhs(&sw, &child.truth.nhs_number).await;
+        let before = police.requests();
+        let (status, v) = gw.get(&view_path(&id, "safeguarding"), &teacher).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(police.requests(), before, "the teacher's view asked police");
+        shapes.push(shape(&v["sources"]));
+        if child.police.is_some() {
+            let (status, v) = gw.get(&view_path(&id, "safeguarding"), &dsl).await;
+            assert_eq!(status, 200, "{v}");
+            assert!(police.requests() > before, "the DSL's view asks police");
+            let ig = env.token("ig-1", SOCIAL_CARE_AGENCY, "ig_officer");
+            let (_, entries) = gw
+                .get(&format!("/v1/audit?child={id}&user=teacher-1"), &ig)
+                .await;
+            let police_source = env.partners.source_id(System::Police);
+            assert!(
+                entries
+                    .as_array()
+                    .expect("entries")
+                    .iter()
+                    .any(|e| e["detail"]["sources"][police_source.as_str()] == "hidden_not_asked"),
+                "{entries}"
+            );
+        }
+    }
+    assert_eq!(shapes[0], shapes[1]);
+}
+
 /// Seen 3: a concern's reply says nothing its reporter's view would withhold.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_concerns_reply_discloses_nothing_the_reporters_view_withholds() {
@@ -347,6 +403,101 @@ async fn a_concerns_reply_discloses_nothing_the_reporters_view_withholds() {
     assert_eq!(status, 201, "{reply}");
     assert_eq!(reply["child_status"], status_word, "{reply}");
     assert!(reply.to_string().contains(SCENARIO_WORKER), "{reply}");
+}
+
+/// Seen 3, the inbox: the steps others take on a concern reach its reporter only where the
+/// concern's page would show them. A teacher (no social-care status) hears nothing of the
+/// allocated worker's acknowledgement or addendum; the DSL of the same school, whose view
+/// shows the status, the worker and every recipient's agency, hears of each.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_concerns_progress_reaches_the_reporters_inbox_only_as_its_page_would_show_it() {
+    let env = Env::new(20).await;
+    let gw = Gateway::start(&env, env.write_config("weft.toml", &env.config(false))).await;
+    let child = env.partners.population.scenario().expect("scenario");
+    let concern = json!({
+        "child": {"nhs_number": child.truth.nhs_number},
+        "category": "neglect",
+        "urgency": "routine",
+        "observed": {"what": "Hungry at school every morning this week.",
+                     "when": "2025-10-07T08:50:00Z", "how": "seen", "where": "classroom"},
+        "actions_taken": ["Recorded it"],
+        "reporter": {"name": "A. Teacher", "role": "Class teacher"}
+    });
+    let teacher = env.token("teacher-1", SCHOOL_AGENCY, "teacher");
+    let dsl = env.token("dsl-1", SCHOOL_AGENCY, "dsl");
+    let worker = env.token(SCENARIO_WORKER, SOCIAL_CARE_AGENCY, "social_worker");
+    let admin = env.token("admin-1", SOCIAL_CARE_AGENCY, "data_admin");
+    for token in [&teacher, &dsl] {
+        let (status, reply) = gw.post("/v1/concerns", token, &concern).await;
+        assert_eq!(status, 201, "{reply}");
+        let id = reply["id"].as_str().expect("id");
+        // The delivery moves the worker's state to `received` meanwhile: retry as a client
+        // told "reload and retry" would.
+        let mut tries = 0;
+        loop {
+            let (status, v) = gw
+                .post(
+                    &format!("/v1/concerns/{id}/status"),
+                    &worker,
+                    &json!({"state": "acknowledged", "note": "Seen; visiting today"}),
+                )
+                .await;
+            if status == 409 && tries < 50 {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+            assert_eq!(status, 200, "{v}");
+            break;
+        }
+        let (status, v) = gw
+            .post(
+                &format!("/v1/concerns/{id}/addenda"),
+                &worker,
+                &json!({"text": "Strategy discussion booked."}),
+            )
+            .await;
+        assert_eq!(status, 201, "{v}");
+    }
+    // Wait until everything queued has been delivered.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, pending) = gw.get("/v1/outbox?state=pending", &admin).await;
+        assert_eq!(status, 200, "{pending}");
+        if pending.as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "undelivered: {pending}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let steps = |inbox: &Value| -> Vec<Value> {
+        inbox
+            .as_array()
+            .expect("inbox")
+            .iter()
+            .filter(|i| i["topic"] == "concern_update" || i["topic"] == "concern_addendum")
+            .cloned()
+            .collect()
+    };
+    let (status, inbox) = gw.get("/v1/inbox?limit=1000", &dsl).await;
+    assert_eq!(status, 200, "{inbox}");
+    let told = steps(&inbox);
+    assert!(
+        told.iter().any(|i| i["topic"] == "concern_update"
+            && i["payload"]["data"]["by"]["user"] == SCENARIO_WORKER),
+        "the DSL hears of the worker's step: {inbox}"
+    );
+    assert!(
+        told.iter().any(|i| i["topic"] == "concern_addendum"),
+        "{inbox}"
+    );
+    let (status, inbox) = gw.get("/v1/inbox?limit=1000", &teacher).await;
+    assert_eq!(status, 200, "{inbox}");
+    assert_eq!(steps(&inbox), Vec::<Value>::new(), "{inbox}");
+    assert!(!inbox.to_string().contains(SCENARIO_WORKER), "{inbox}");
 }
 
 /// Seen 4: break-glass stays inside the agreement.

@@ -45,6 +45,11 @@ fn provider_dir() -> PathBuf {
 }
 
 pub(crate) fn start_provider(redirect: &str, accounts: &Value) -> Provider {
+    start_provider_signing(redirect, accounts, "RS256")
+}
+
+/// A provider whose ID tokens are signed with `alg`.
+fn start_provider_signing(redirect: &str, accounts: &Value, alg: &str) -> Provider {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/oidc/provider.mjs");
     let mut child = Command::new("node")
         .arg(script)
@@ -52,6 +57,7 @@ pub(crate) fn start_provider(redirect: &str, accounts: &Value) -> Provider {
         .env("WEFT_OIDC_REDIRECT", redirect)
         .env("WEFT_OIDC_SECRET", SECRET)
         .env("WEFT_OIDC_ACCOUNTS", accounts.to_string())
+        .env("WEFT_OIDC_ID_TOKEN_ALG", alg)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -183,6 +189,49 @@ impl Browser {
     }
 }
 
+/// An ID token from the provider for `client_id`, as a client of its own would get one: the
+/// authorisation code flow with PKCE, signing in as `sw-oidc-1`.
+async fn tokens_for(env: &Env, issuer: &str, redirect: &str, client_id: &str) -> Value {
+    let verifier = "test-verifier-0123456789-0123456789-0123456789";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(Sha256::digest(verifier.as_bytes()));
+    let mut auth = url::Url::parse(&format!("{issuer}/auth")).unwrap();
+    auth.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", redirect)
+        .append_pair("scope", "openid weft")
+        .append_pair("state", "s-0123456789")
+        .append_pair("nonce", "n-0123456789")
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256");
+    let mut client = Browser::new(env);
+    let back = client
+        .walk(auth.as_str(), "sw-oidc-1", |u| u.starts_with(redirect))
+        .await;
+    let code = url::Url::parse(&back)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .expect("a code");
+    reqwest::Client::new()
+        .post(format!("{issuer}/token"))
+        .basic_auth(client_id, Some(SECRET))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .await
+        .expect("token request")
+        .json()
+        .await
+        .expect("tokens")
+}
+
 fn attr(html: &str, name: &str) -> Option<String> {
     let at = html.find(&format!("{name}=\""))? + name.len() + 2;
     Some(html[at..].split('"').next()?.replace("&amp;", "&"))
@@ -284,49 +333,44 @@ async fn a_practitioner_signs_in_through_the_agencys_openid_provider_and_its_tok
 
     // The API accepts the provider's ID tokens through its JWKS: the test plays a client of
     // the provider itself, with its own PKCE.
-    let verifier = "test-verifier-0123456789-0123456789-0123456789";
-    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(Sha256::digest(verifier.as_bytes()));
-    let mut auth = url::Url::parse(&format!("{issuer}/auth")).unwrap();
-    auth.query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", "weft")
-        .append_pair("redirect_uri", &redirect)
-        .append_pair("scope", "openid weft")
-        .append_pair("state", "s-0123456789")
-        .append_pair("nonce", "n-0123456789")
-        .append_pair("code_challenge", &challenge)
-        .append_pair("code_challenge_method", "S256");
-    let mut client = Browser::new(&env);
-    let back = client
-        .walk(auth.as_str(), "sw-oidc-1", |u| u.starts_with(&redirect))
-        .await;
-    let code = url::Url::parse(&back)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .map(|(_, v)| v.into_owned())
-        .expect("a code");
-    let tokens: Value = reqwest::Client::new()
-        .post(format!("{issuer}/token"))
-        .basic_auth("weft", Some(SECRET))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", redirect.as_str()),
-            ("code_verifier", verifier),
-        ])
-        .send()
-        .await
-        .expect("token request")
-        .json()
-        .await
-        .expect("tokens");
+    let tokens = tokens_for(&env, issuer, &redirect, "weft").await;
     let id_token = tokens["id_token"].as_str().expect("an ID token");
     let (status, body) = gw.get("/v1/concerns", id_token).await;
     assert_eq!(status, 200, "{body}");
     // A token signed by a key the provider never published is refused.
     let foreign = env.token("sw-oidc-1", &csc, "social_worker");
     assert_eq!(gw.get("/v1/concerns", &foreign).await.0, 401);
+    drop(provider);
+    assert!(gw.stop().success());
+
+    // A provider that signs with ES256 signs with either `s`: its ID token verifies whichever
+    // of its two encodings arrives, so the test sends the token and its twin `(r, n − s)`.
+    let provider = start_provider_signing(&redirect, &accounts, "ES256");
+    let issuer = &provider.issuer;
+    let config = base.replace(
+        &dev_issuer,
+        &format!("issuer = {issuer:?}\njwks_uri = \"{issuer}/jwks\""),
+    );
+    let gw = Gateway::start(&env, env.write_config("es256.toml", &config)).await;
+    let tokens = tokens_for(&env, issuer, &redirect, "weft").await;
+    let es256 = tokens["id_token"].as_str().expect("an ID token");
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header: Value = serde_json::from_slice(
+        &engine
+            .decode(es256.split('.').next().expect("header"))
+            .expect("base64"),
+    )
+    .expect("header");
+    assert_eq!(header["alg"], "ES256", "{header}");
+    let (signed, signature) = es256.rsplit_once('.').expect("signed");
+    let mut twin = engine.decode(signature).expect("signature");
+    let arrived_low = weft::pipeline::authenticate::is_low_s(&twin);
+    weft::pipeline::authenticate::flip_s(&mut twin);
+    assert_ne!(weft::pipeline::authenticate::is_low_s(&twin), arrived_low);
+    let twin = format!("{signed}.{}", engine.encode(twin));
+    for token in [es256, twin.as_str()] {
+        let (status, body) = gw.get("/v1/concerns", token).await;
+        assert_eq!(status, 200, "{body}");
+    }
     drop(provider);
 }

@@ -159,3 +159,133 @@ async fn a_police_investigations_access_is_left_out_of_a_subject_access_report_u
         "{page}"
     );
 }
+
+/// A search or a concern made for a police investigation or a section 47 enquiry is deferred
+/// like a view: left out of the report until released, listed for the IG officer meanwhile, and
+/// claimable only by the roles an exemption belongs to (the refusal changes nothing).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_investigations_search_and_concern_are_left_out_of_a_report_until_released() {
+    let env = Env::new(6).await;
+    let gw = Gateway::start(&env, env.write_config("weft.toml", &env.config(false))).await;
+    let la = env.agency_of("social_care");
+    let sw = env.token("sw-1", &la, "social_worker");
+    let police = env.token("pc-1", &env.agency_of("police"), "police_officer");
+    let teacher = env.token("teacher-1", &env.agency_of("education"), "teacher");
+    let ig = env.token("ig-1", &la, "ig_officer");
+    let child = &env.partners.population.children[2];
+    let nhs = child.truth.nhs_number.clone();
+    let id = gw.child_by_nhs(&sw, &nhs).await;
+    let search = json!({"purpose": "safeguarding", "nhs_number": nhs});
+    let concern = json!({
+        "child": {"nhs_number": nhs},
+        "category": "neglect",
+        "urgency": "routine",
+        "observed": {"what": "Disclosed during an enquiry.", "when": "2025-10-07T08:50:00Z",
+                     "how": "disclosed", "where": "home visit"},
+        "actions_taken": ["Recorded it"],
+        "reporter": {"name": "A. Worker", "role": "Social worker"}
+    });
+
+    // Claimed by a role the exemption does not belong to: refused, and nothing stored.
+    let (s, v) = gw
+        .post(
+            "/v1/children/search?exemption=police_investigation",
+            &teacher,
+            &search,
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = gw
+        .post("/v1/concerns?exemption=s47_enquiry", &teacher, &concern)
+        .await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = gw
+        .post("/v1/concerns?exemption=curiosity", &sw, &concern)
+        .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(gw.get("/v1/concerns", &teacher).await.1, json!([]));
+
+    let (s, v) = gw
+        .post(
+            "/v1/children/search?exemption=police_investigation",
+            &police,
+            &search,
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["children"][0]["id"], id.as_str());
+    let (s, v) = gw
+        .post("/v1/concerns?exemption=s47_enquiry", &sw, &concern)
+        .await;
+    assert_eq!(s, 201, "{v}");
+
+    let report_path = format!("/v1/children/{id}/access-report");
+    let what = |report: &Value| -> Vec<(String, String)> {
+        report["accesses"]
+            .as_array()
+            .expect("accesses")
+            .iter()
+            .map(|a| {
+                (
+                    a["who"]["role"].as_str().unwrap_or("").to_string(),
+                    a["what"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let (s, report) = gw.get(&report_path, &ig).await;
+    assert_eq!(s, 200, "{report}");
+    let seen = what(&report);
+    assert!(
+        seen.contains(&("Social worker".into(), "Searched for the child".into())),
+        "the undeferred search is reported: {report}"
+    );
+    assert!(
+        !seen.iter().any(|(r, _)| r == "Police officer"),
+        "the investigation's search is held back: {report}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|(_, w)| w == "Raised a concern about the child"),
+        "the s47 enquiry's concern is held back: {report}"
+    );
+
+    let (s, deferred) = gw.get(&format!("{report_path}/deferred"), &ig).await;
+    assert_eq!(s, 200, "{deferred}");
+    let held = deferred.as_array().expect("deferred");
+    let mut exemptions: Vec<&str> = held
+        .iter()
+        .filter_map(|d| d["exemption"].as_str())
+        .collect();
+    exemptions.sort_unstable();
+    assert_eq!(
+        exemptions,
+        ["police_investigation", "s47_enquiry"],
+        "{deferred}"
+    );
+    for d in held {
+        let entry = d["entry"].as_i64().expect("entry");
+        let (s, v) = gw
+            .post(
+                &format!("{report_path}/deferred/{entry}/release"),
+                &ig,
+                &json!({}),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let (_, report) = gw.get(&report_path, &ig).await;
+    let seen = what(&report);
+    assert!(
+        seen.contains(&("Police officer".into(), "Searched for the child".into())),
+        "{report}"
+    );
+    assert!(
+        seen.contains(&(
+            "Social worker".into(),
+            "Raised a concern about the child".into()
+        )),
+        "{report}"
+    );
+}

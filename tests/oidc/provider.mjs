@@ -7,6 +7,7 @@
 //   WEFT_OIDC_REDIRECT  the gateway's /auth/callback, the one redirect URI of client `weft`
 //   WEFT_OIDC_SECRET    client `weft`'s secret
 //   WEFT_OIDC_ACCOUNTS  JSON: {"<sub>": {"name": …, "agency": …, "role": …}, …}
+//   WEFT_OIDC_ID_TOKEN_ALG  how ID tokens are signed: RS256 (the default) or ES256
 //
 // Development interactions (a login form taking any account id, then a consent form) stand in
 // for the agency's own sign-in pages.
@@ -47,7 +48,7 @@ server.listen(0, '127.0.0.1', () => {
       grant_types: ['authorization_code'],
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_basic',
-      id_token_signed_response_alg: 'RS256',
+      id_token_signed_response_alg: process.env.WEFT_OIDC_ID_TOKEN_ALG || 'RS256',
     }],
     jwks: { keys },
     scopes: ['openid', 'weft'],

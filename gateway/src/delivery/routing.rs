@@ -574,7 +574,7 @@ pub fn read_facts(fetched: &[crate::pipeline::fanout::Fetched]) -> ChildFacts {
                 }
                 continue;
             }
-            Outcome::NoRecord => continue,
+            Outcome::NoRecord | Outcome::NotAsked => continue,
         };
         for (_, items) in records {
             for item in items {

@@ -211,6 +211,7 @@ pub fn sim_source(s: &weft_sim::Source) -> SourceConfig {
         agency: s.agency.clone(),
         deadline_ms: s.deadline_ms,
         resilience: crate::foundation::config::Resilience::default(),
+        restrictions: None,
         adapter: s.adapter.clone(),
     }
 }

@@ -662,6 +662,14 @@ pub struct SourceConfig {
     /// Retries and the circuit breaker; the defaults suit a source on a local network.
     #[serde(default)]
     pub resilience: Resilience,
+    /// Whether this source can mark a child restricted (NHS `R`/`V`, a refuge, a protected
+    /// address). A view asks such a source whenever the viewer is one a restriction would hold
+    /// fields back from — even a viewer who may not know of it, since a restriction from any
+    /// source restricts the child everywhere — while every other source whose kind the viewer
+    /// may not know of is not asked at all. Unset: true for FHIR sources (where NHS `R`/`V`
+    /// lives), false for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restrictions: Option<bool>,
     pub adapter: AdapterConfig,
 }
 

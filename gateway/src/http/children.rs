@@ -67,6 +67,13 @@ pub(crate) async fn view(
     ))
 }
 
+#[derive(Debug, Deserialize)]
+pub(crate) struct ExemptionParams {
+    /// `police_investigation` (police, MASH) or `s47_enquiry` (social workers, MASH): this
+    /// access is kept out of subject access reports until it is released.
+    pub(crate) exemption: Option<String>,
+}
+
 /// Find a child by NHS number, UPN, a source's local id (of the caller's own agency's sources
 /// only), and/or demographics. Demographics are scored by the probabilistic matcher: a child the
 /// caller has a relationship with comes with a grade (`certain`, `probable`, `possible`), the
@@ -77,17 +84,23 @@ pub(crate) async fn view(
     post,
     path = "/v1/children/search",
     request_body(content = payload::Search, description = "schemas/search.schema.json"),
+    params(("exemption" = Option<String>, Query,
+        description = "`police_investigation` (police, MASH) or `s47_enquiry` (social workers, MASH): the search is kept out of the found child's subject access reports until released")),
     responses(
         (status = 200, description = "Matching children: with a relationship, graded and explained; without, only that the child matches and how access is gained", body = SearchResult),
         (status = 400, description = "Invalid body, or a local id of another agency's source; every error with its JSON pointer"),
         (status = 401, description = "Missing or invalid token"),
+        (status = 403, description = "An exemption this role may not claim"),
     ),
     security(("bearer" = []))
 )]
 pub(crate) async fn search(
     State(gw): State<Gateway>,
     who: Principal,
+    Params(params): Params<ExemptionParams>,
     body: Bytes,
 ) -> Result<Json<SearchResult>, ApiError> {
-    Ok(Json(crate::read::search::search(&gw, &who, &body).await?))
+    Ok(Json(
+        crate::read::search::search_marked(&gw, &who, &body, params.exemption.as_deref()).await?,
+    ))
 }

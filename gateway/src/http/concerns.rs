@@ -8,8 +8,10 @@ use axum::{Json, Router};
 use http::{HeaderMap, StatusCode};
 
 use crate::gateway::Gateway;
+use crate::http::children::ExemptionParams;
 use crate::http::contract::payload;
 use crate::http::error::ApiError;
+use crate::http::params::Params;
 use crate::pipeline::authenticate::Principal;
 use crate::write::concerns::{self, ConcernView, MyConcern};
 
@@ -31,12 +33,15 @@ pub fn routes() -> Router<Gateway> {
     request_body(content = payload::Concern, description = "schemas/concern.schema.json"),
     params(("Idempotency-Key" = Option<String>, Header,
         description = "A retried submission with the same key and body returns the original concern",
-        min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]*[!-~])?$")),
+        min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]*[!-~])?$"),
+        ("exemption" = Option<String>, Query,
+        description = "`police_investigation` (police, MASH) or `s47_enquiry` (social workers, MASH): the submission is kept out of the child's subject access reports until released")),
     responses(
         (status = 201, description = "Stored and routed", body = ConcernView),
         (status = 200, description = "A retry: the original concern", body = ConcernView),
         (status = 400, description = "Invalid body; every error with its JSON pointer; nothing stored"),
         (status = 401, description = "Missing or invalid token"),
+        (status = 403, description = "An exemption this role may not claim"),
         (status = 409, description = "The Idempotency-Key was used for a different concern"),
         (status = 503, description = "Audit log unavailable"),
     ),
@@ -46,10 +51,12 @@ pub(crate) async fn submit(
     State(gw): State<Gateway>,
     who: Principal,
     headers: HeaderMap,
+    Params(params): Params<ExemptionParams>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let key = headers.get(IDEMPOTENCY_KEY).map(|v| v.as_bytes());
-    let submitted = concerns::submit(&gw, &who, key, &body).await?;
+    let exemption = params.exemption.as_deref();
+    let submitted = concerns::submit_marked(&gw, &who, key, &body, exemption).await?;
     Ok(if submitted.replayed {
         let mut response = (StatusCode::OK, Json(submitted.concern)).into_response();
         response.headers_mut().insert(

@@ -4,9 +4,12 @@
 //!
 //! Strict beyond the signature: a token must say who it is for (`sub`), when it was issued
 //! (`iat`), and live no longer than `auth.max_lifetime_secs`, so a leaked token is worth hours,
-//! not decades; and an ES256 signature must be in its low-S form, so each token has exactly one
-//! valid encoding (ECDSA's `(r, s)` also verifies as `(r, n − s)`, which would let a token be
-//! re-encoded past anything keyed by its bytes, such as the verified-token cache).
+//! not decades; and an ES256 signature under a configured key must be in its low-S form, so
+//! each token has exactly one valid encoding (ECDSA's `(r, s)` also verifies as `(r, n − s)`,
+//! which would let a token be re-encoded past anything keyed by its bytes, such as the
+//! verified-token cache). Identity providers sign with either form, so a token checked against
+//! the JWKS (`auth.jwks_uri`) is verified in its low-S form whichever it arrived in; its two
+//! encodings are then two cache entries for one verified token, which costs a verification.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -153,7 +156,7 @@ impl Verifier {
         })
     }
 
-    /// Checks signature (low-S for ES256), algorithm, `exp`, `nbf`, `aud`, `iss`, a non-empty
+    /// Checks signature (low-S for ES256 under a configured key), algorithm, `exp`, `nbf`, `aud`, `iss`, a non-empty
     /// `sub`, `iat` and the token's lifetime, then that the agency and role are ones this
     /// deployment knows.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
@@ -184,23 +187,30 @@ impl Verifier {
             .validation
             .get(&header.alg)
             .ok_or(AuthError::Algorithm)?;
+        // An ES256 signature in its high-S form: the configured keys refuse it (each token
+        // they verify has one encoding), while the identity provider's keys verify its low-S
+        // twin instead — providers sign with either form, and `(r, n − s)` verifies exactly
+        // when `(r, s)` does, so the twin proves the same signer and claims.
+        let mut twin = None;
         if header.alg == Algorithm::ES256 {
-            let signature = token
-                .rsplit('.')
-                .next()
-                .and_then(|s| {
-                    base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .decode(s)
-                        .ok()
-                })
+            let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let (signed, encoded) = token
+                .rsplit_once('.')
                 .ok_or_else(|| AuthError::Token("signature is not base64url".into()))?;
+            let mut signature = engine
+                .decode(encoded)
+                .map_err(|_| AuthError::Token("signature is not base64url".into()))?;
             if !is_low_s(&signature) {
-                return Err(AuthError::Token(
-                    "ES256 signature not in its low-S form".into(),
-                ));
+                if self.jwks.is_none() {
+                    return Err(AuthError::Token(
+                        "ES256 signature not in its low-S form".into(),
+                    ));
+                }
+                to_low_s(&mut signature);
+                twin = Some(format!("{signed}.{}", engine.encode(&signature)));
             }
         }
-        let candidates = self.keys.iter().filter(|k| {
+        let mut candidates = self.keys.iter().filter(|k| {
             k.algorithm == header.alg && header.kid.as_deref().is_none_or(|kid| kid == k.kid)
         });
         let mut last = AuthError::UnknownKey;
@@ -212,13 +222,25 @@ impl Verifier {
                 None => j.all(),
             })
             .unwrap_or_default();
-        let keys = candidates.map(|k| &k.key).chain(
-            from_jwks
-                .iter()
-                .filter(|(alg, _)| *alg == header.alg)
-                .map(|(_, key)| key),
-        );
-        for key in keys {
+        let from_jwks = from_jwks
+            .iter()
+            .filter(|(alg, _)| *alg == header.alg)
+            .map(|(_, key)| (twin.as_deref().unwrap_or(token), key));
+        let keys: Vec<(&str, &DecodingKey)> = if twin.is_some() {
+            let keys: Vec<_> = from_jwks.collect();
+            // A configured key's high-S token is refused as such; a kid the JWKS does not know
+            // yet stays an unknown key, so the set is fetched again.
+            if keys.is_empty() && candidates.next().is_some() {
+                last = AuthError::Token("ES256 signature not in its low-S form".into());
+            }
+            keys
+        } else {
+            candidates
+                .map(|k| (token, &k.key))
+                .chain(from_jwks)
+                .collect()
+        };
+        for (token, key) in keys {
             match jsonwebtoken::decode::<Claims>(token, key, validation) {
                 Ok(data) => {
                     let exp = data.claims.exp;
@@ -372,6 +394,86 @@ mod tests {
                 matches!(verifier.verify(&twin), Err(AuthError::Token(_))),
                 "the high-S encoding of token {n} was accepted"
             );
+        }
+    }
+
+    /// The dev issuer's public key as a JWK: the SPKI's uncompressed point is its last 64
+    /// bytes, x then y.
+    fn jwk_of(pki: &DevPki) -> serde_json::Value {
+        let pem = std::fs::read_to_string(&pki.token_public_key).unwrap();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap();
+        let point = &der[der.len() - 64..];
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        json!({"kty": "EC", "crv": "P-256", "kid": pki.issuer.kid, "alg": "ES256", "use": "sig",
+               "x": engine.encode(&point[..32]), "y": engine.encode(&point[32..])})
+    }
+
+    /// A provider signs ES256 with either `s`: a token from a JWKS key verifies in both forms,
+    /// while the same tokens under the same key configured statically verify only low-S.
+    #[tokio::test]
+    async fn jwks_tokens_verify_in_either_s_form_and_static_ones_only_in_low_s() {
+        let (_dir, pki, static_verifier) = setup();
+        let set = json!({"keys": [jwk_of(&pki)]});
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let set = set.clone();
+                async move { axum::Json(set) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let auth = AuthConfig {
+            issuer: pki.issuer.issuer.clone(),
+            audience: pki.issuer.audience.clone(),
+            keys: Vec::new(),
+            leeway_secs: 30,
+            max_lifetime_secs: 12 * 3600,
+            jwks_uri: Some(format!("http://{addr}/jwks")),
+        };
+        let agencies = [AgencyConfig {
+            id: AGENCY.into(),
+            name: "Children's social care".into(),
+            kind: AgencyKind::SocialCare,
+            local_authority: None,
+        }];
+        let verifier = Verifier::new(&auth, &agencies).unwrap();
+        verifier.jwks.as_ref().unwrap().refresh().await.unwrap();
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        for n in 0..8 {
+            let low = pki
+                .issuer
+                .mint(&format!("sw-{n}"), AGENCY, "social_worker", 600);
+            let high = other_s(&low);
+            let sig = engine.decode(high.rsplit('.').next().unwrap()).unwrap();
+            assert!(!is_low_s(&sig), "the twin is the high-S form");
+            for token in [&low, &high] {
+                assert_eq!(verifier.verify(token).unwrap().user, format!("sw-{n}"));
+            }
+            assert!(static_verifier.verify(&low).is_ok());
+            assert!(matches!(
+                static_verifier.verify(&high),
+                Err(AuthError::Token(_))
+            ));
+            // The high-S form is a signature over the same bytes only: changed claims fail.
+            let (_, payload_sig) = high.split_once('.').unwrap();
+            let (_, sig) = payload_sig.split_once('.').unwrap();
+            let forged = format!(
+                "{}.{}.{sig}",
+                low.split('.').next().unwrap(),
+                engine.encode(
+                    json!({"sub": "someone-else", "agency": AGENCY, "role": "social_worker",
+                           "iss": pki.issuer.issuer, "aud": pki.issuer.audience,
+                           "iat": chrono::Utc::now().timestamp(),
+                           "exp": chrono::Utc::now().timestamp() + 600})
+                    .to_string()
+                )
+            );
+            assert!(verifier.verify(&forged).is_err());
         }
     }
 

@@ -20,6 +20,9 @@ pub enum Outcome {
     /// The child is not linked to this source, or the source no longer holds the record.
     NoRecord,
     Unavailable(String),
+    /// The source was not asked: the view could show nothing of it to this viewer (a kind of
+    /// source they may not know of), and nothing it could say would change what they see.
+    NotAsked,
 }
 
 pub struct Fetched {
@@ -31,15 +34,60 @@ pub struct Fetched {
 /// Fetches the child's records from every source concurrently. Returns one entry per
 /// configured source, in configuration order, within the slowest deadline.
 pub async fn fan_out(sources: &Sources, links: &[Link]) -> Vec<Fetched> {
+    fan_out_to(sources, links, |_| true).await
+}
+
+/// [`fan_out`], asking only the sources `ask` picks: every other linked source is
+/// [`Outcome::NotAsked`] and receives no request. Still one entry per configured source.
+pub async fn fan_out_to(
+    sources: &Sources,
+    links: &[Link],
+    ask: impl Fn(&Source) -> bool,
+) -> Vec<Fetched> {
     join_all(sources.all.iter().map(|source| {
-        let ids: Vec<&str> = links
-            .iter()
-            .filter(|l| l.source == source.id)
-            .map(|l| l.local_id.as_str())
-            .collect();
-        fetch_source(source.clone(), ids)
+        let ids = linked(links, source);
+        let asked = ids.is_empty() || ask(source);
+        async move {
+            if asked {
+                fetch_source(source.clone(), ids).await
+            } else {
+                Fetched {
+                    source: source.clone(),
+                    fetched_at: Utc::now(),
+                    outcome: Outcome::NotAsked,
+                }
+            }
+        }
     }))
     .await
+}
+
+/// Asks the sources passed over by [`fan_out_to`] that `ask` now picks (a break-glass grant
+/// read meanwhile may open a kind of source), concurrently, in place.
+pub async fn fill(links: &[Link], fetched: &mut [Fetched], ask: impl Fn(&Source) -> bool) {
+    let wanted: Vec<usize> = fetched
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| matches!(f.outcome, Outcome::NotAsked) && ask(&f.source))
+        .map(|(i, _)| i)
+        .collect();
+    let got = join_all(wanted.iter().map(|&i| {
+        let source = fetched[i].source.clone();
+        let ids = linked(links, &source);
+        fetch_source(source, ids)
+    }))
+    .await;
+    for (i, f) in wanted.into_iter().zip(got) {
+        fetched[i] = f;
+    }
+}
+
+fn linked<'a>(links: &'a [Link], source: &Source) -> Vec<&'a str> {
+    links
+        .iter()
+        .filter(|l| l.source == source.id)
+        .map(|l| l.local_id.as_str())
+        .collect()
 }
 
 async fn fetch_source(source: Arc<Source>, ids: Vec<&str>) -> Fetched {
@@ -72,6 +120,7 @@ async fn fetch_source(source: Arc<Source>, ids: Vec<&str>) -> Fetched {
     let label = match &outcome {
         Outcome::Unavailable(reason) => reason.as_str(),
         Outcome::NoRecord => "no_record",
+        Outcome::NotAsked => "not_asked",
         Outcome::Records(_) => "ok",
     };
     crate::foundation::metrics::SOURCE_FETCH

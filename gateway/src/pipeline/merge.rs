@@ -165,11 +165,15 @@ pub fn merge(
             fetched_at: f.fetched_at,
         };
         match j {
-            Judged::Hidden { held } => {
-                disclosure.sources.insert(
-                    view.source.clone(),
-                    if held { "hidden_record" } else { "hidden" }.to_string(),
-                );
+            Judged::Hidden { held, asked } => {
+                let state = match (asked, held) {
+                    (false, _) => "hidden_not_asked",
+                    (true, true) => "hidden_record",
+                    (true, false) => "hidden",
+                };
+                disclosure
+                    .sources
+                    .insert(view.source.clone(), state.to_string());
                 if held {
                     disclosure
                         .withheld

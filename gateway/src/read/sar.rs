@@ -4,8 +4,8 @@
 //! the identity provider gave one), when, why, which kinds of information, on what lawful basis —
 //! as JSON and as an HTML page a family can read.
 //!
-//! An access made for a police investigation or a section 47 enquiry is deferred: the view was
-//! marked so (`exemption`), and the report leaves it out until its release date or an IG
+//! An access made for a police investigation or a section 47 enquiry is deferred: the view,
+//! search or concern was marked so (`exemption`), and the report leaves it out until its release date or an IG
 //! officer's release (an audit entry of its own, [`RELEASE`]), so a report can never tip off.
 //! The report's shape is the same whether or not anything was left out. Every report, and every
 //! listing of what is deferred, is itself audited.
@@ -37,6 +37,35 @@ pub fn may_claim(role: Role, exemption: &str) -> bool {
         "s47_enquiry" => matches!(role, Role::SocialWorker | Role::MashOfficer),
         _ => false,
     }
+}
+
+/// Checks the exemption a request claims (`?exemption=` on a view, a search or a concern): one
+/// of [`EXEMPTIONS`], and one `who`'s role may claim. The caller audits the refusal.
+pub fn check_exemption(who: &Principal, exemption: Option<&str>) -> Result<(), Error> {
+    match exemption {
+        None => Ok(()),
+        Some(x) if !EXEMPTIONS.contains(&x) => Err(Error::field(
+            "/exemption",
+            "police_investigation or s47_enquiry",
+        )),
+        Some(x) if !may_claim(who.role, x) => Err(Error::Forbidden(
+            "this role may not mark an access for that exemption",
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Marks an audit entry's `detail` as an access made under `exemption`: reports leave it out
+/// until `audit.sar_deferral_days` from now, or an IG officer's release.
+pub fn defer(gw: &Gateway, detail: &mut Value, exemption: Option<&str>) {
+    let (Some(x), Some(d)) = (exemption, detail.as_object_mut()) else {
+        return;
+    };
+    let until = Utc::now() + chrono::Duration::days(i64::from(gw.config.audit.sar_deferral_days));
+    d.insert(
+        "deferred".into(),
+        json!({"exemption": x, "until": until.to_rfc3339()}),
+    );
 }
 
 /// A subject access report.

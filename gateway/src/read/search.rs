@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use sqlx::Row;
 
 use crate::foundation::config::AgencyKind;
-use crate::pipeline::authorise::{Effect, Question};
+use crate::pipeline::authorise::{known_category, Effect, Policy, Question};
 
 use crate::foundation::domain::Purpose;
 use crate::foundation::error::Error;
@@ -74,7 +74,20 @@ pub struct Distinguishing {
 
 /// Searches the index for the search in `body` (`schemas/search.schema.json`).
 pub async fn search(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<SearchResult, Error> {
-    let (query, purpose, terms) = match parse(gw, who, body) {
+    search_marked(gw, who, body, None).await
+}
+
+/// [`search`], marked as made for a police investigation or a section 47 enquiry
+/// (`exemption`): the search is kept out of the found child's subject access reports until its
+/// release ([`super::sar`]).
+pub async fn search_marked(
+    gw: &Gateway,
+    who: &Principal,
+    body: &[u8],
+    exemption: Option<&str>,
+) -> Result<SearchResult, Error> {
+    let parsed = super::sar::check_exemption(who, exemption).and_then(|()| parse(gw, who, body));
+    let (query, purpose, terms) = match parsed {
         Ok(q) => q,
         Err(e) => return Err(gw.refuse(who, ACTION, None, None, e).await),
     };
@@ -82,19 +95,7 @@ pub async fn search(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<Search
     let mut hits = Vec::with_capacity(children.len());
     for found in &children {
         let relationship = gw.relationships(who, &found.id).await?.unwrap_or_default();
-        let related = !relationship.is_empty();
-        hits.push(Hit {
-            id: found.id.clone(),
-            matched_on: found.matched_on,
-            access: if related {
-                "granted"
-            } else {
-                "no_relationship"
-            },
-            relationship,
-            how_to_gain_access: (!related).then_some(relate::NO_RELATIONSHIP),
-            r#match: related.then(|| found.clone()),
-        });
+        hits.push(hit(found, relationship));
     }
     let ids: Vec<&str> = children.iter().map(|c| c.id.as_str()).collect();
     let child = match ids.as_slice() {
@@ -112,7 +113,7 @@ pub async fn search(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<Search
     let (shown, categories) = distinguishing(gw, who, purpose, &granted).await?;
     // What was searched for, as typed: a search that found nobody is traced by its terms. The
     // audit log is protected like the data it describes.
-    let detail = json!({
+    let mut detail = json!({
         "terms": terms,
         "children": ids,
         "matched_on": children.iter().map(|c| c.matched_on).collect::<Vec<_>>(),
@@ -120,6 +121,7 @@ pub async fn search(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<Search
         "access": hits.iter().map(|h| h.access).collect::<Vec<_>>(),
         "shown": categories,
     });
+    super::sar::defer(gw, &mut detail, exemption);
     gw.record(who, ACTION, child, Some(purpose), outcome, detail)
         .await?;
     Ok(SearchResult {
@@ -128,13 +130,37 @@ pub async fn search(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<Search
     })
 }
 
+/// A found child as the searcher may see it: with a relationship, its grade and why; without,
+/// only that it matches and how access is gained.
+fn hit(found: &Found, relationship: Vec<Relationship>) -> Hit {
+    let related = !relationship.is_empty();
+    Hit {
+        id: found.id.clone(),
+        matched_on: found.matched_on,
+        access: if related {
+            "granted"
+        } else {
+            "no_relationship"
+        },
+        relationship,
+        how_to_gain_access: (!related).then_some(relate::NO_RELATIONSHIP),
+        r#match: related.then(|| found.clone()),
+    }
+}
+
 /// Most children whose distinguishing details a search returns.
 const DISTINGUISH_AT_MOST: usize = 20;
 
+/// One record the index holds of a found child: its demographics, and the kind and name of the
+/// agency whose source holds it.
+struct Held {
+    kind: AgencyKind,
+    agency: String,
+    demographics: weft_adapters::Demographics,
+}
+
 /// What tells the found children apart, from the index's own copy of each source record's
-/// demographics, each record's values shown only where policy permits the category outright
-/// (not under consent, not under break-glass) for this searcher, purpose and the record's
-/// agency kind. Returns the details and the categories shown, for the audit entry.
+/// demographics. Returns the details and the categories shown, for the audit entry.
 async fn distinguishing(
     gw: &Gateway,
     who: &Principal,
@@ -142,18 +168,7 @@ async fn distinguishing(
     ids: &[&str],
 ) -> Result<(BTreeMap<String, Distinguishing>, BTreeSet<&'static str>), Error> {
     let policy = gw.policy();
-    let permits = |kind: AgencyKind, category: &str| {
-        policy
-            .decide(&Question {
-                role: who.role,
-                agency: &who.agency,
-                kind,
-                category,
-                purpose,
-            })
-            .effect
-            == Effect::Permit
-    };
+    let permits = |category: &str| permitted(&policy, who, purpose, category);
     let mut shown = BTreeMap::new();
     let mut categories = BTreeSet::new();
     for id in ids.iter().take(DISTINGUISH_AT_MOST) {
@@ -164,7 +179,7 @@ async fn distinguishing(
         .bind(*id)
         .fetch_all(&gw.store.pool)
         .await?;
-        let mut d = Distinguishing::default();
+        let mut held = Vec::with_capacity(rows.len());
         for row in &rows {
             let source: String = row.try_get("source")?;
             let Some(agency) = gw
@@ -176,34 +191,68 @@ async fn distinguishing(
             else {
                 continue;
             };
-            if permits(agency.kind, "identity.core") {
-                let text: String = row.try_get("demographics")?;
-                let demo: weft_adapters::Demographics =
-                    serde_json::from_str(&text).unwrap_or_default();
-                categories.insert("identity.core");
-                d.given_name = d.given_name.or(demo.given_name);
-                d.family_name = d.family_name.or(demo.family_name);
-                d.birth_date = d.birth_date.or(demo.birth_date);
-                d.sex = d.sex.or(demo.sex);
-            }
-            if agency.kind == AgencyKind::Education
-                && permits(agency.kind, "education.enrolment")
-                && !d.schools.contains(&agency.name)
-            {
-                categories.insert("education.enrolment");
-                d.schools.push(agency.name.clone());
-            }
+            let text: String = row.try_get("demographics")?;
+            held.push(Held {
+                kind: agency.kind,
+                agency: agency.name.clone(),
+                demographics: serde_json::from_str(&text).unwrap_or_default(),
+            });
         }
-        let nothing = d.given_name.is_none()
-            && d.family_name.is_none()
-            && d.birth_date.is_none()
-            && d.sex.is_none()
-            && d.schools.is_empty();
-        if !nothing {
+        if let Some(d) = distinguish(&permits, &held, &mut categories) {
             shown.insert(id.to_string(), d);
         }
     }
     Ok((shown, categories))
+}
+
+/// Whether policy permits `category` outright (not under consent, not under break-glass) to
+/// this searcher for this purpose.
+fn permitted(policy: &Policy, who: &Principal, purpose: Purpose, category: &str) -> bool {
+    policy
+        .decide(&Question {
+            role: who.role,
+            agency: &who.agency,
+            kind: who.agency_kind,
+            category,
+            purpose,
+        })
+        .effect
+        == Effect::Permit
+}
+
+/// One child's distinguishing details, by the view's rules: a record counts only if its
+/// agency's kind is one the searcher may know of (`<kind>.known`), its name, date of birth and
+/// sex only where `identity.core` is permitted, its school only where `education.enrolment`
+/// is. `None` when nothing is visible.
+fn distinguish(
+    permits: &impl Fn(&str) -> bool,
+    held: &[Held],
+    categories: &mut BTreeSet<&'static str>,
+) -> Option<Distinguishing> {
+    let mut d = Distinguishing::default();
+    for h in held.iter().filter(|h| permits(known_category(h.kind))) {
+        if permits("identity.core") {
+            let demo = &h.demographics;
+            categories.insert("identity.core");
+            d.given_name = d.given_name.take().or_else(|| demo.given_name.clone());
+            d.family_name = d.family_name.take().or_else(|| demo.family_name.clone());
+            d.birth_date = d.birth_date.take().or_else(|| demo.birth_date.clone());
+            d.sex = d.sex.take().or_else(|| demo.sex.clone());
+        }
+        if h.kind == AgencyKind::Education
+            && permits("education.enrolment")
+            && !d.schools.contains(&h.agency)
+        {
+            categories.insert("education.enrolment");
+            d.schools.push(h.agency.clone());
+        }
+    }
+    let nothing = d.given_name.is_none()
+        && d.family_name.is_none()
+        && d.birth_date.is_none()
+        && d.sex.is_none()
+        && d.schools.is_empty();
+    (!nothing).then_some(d)
 }
 
 fn parse(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<(Search, Purpose, Value), Error> {
@@ -249,4 +298,107 @@ fn parse(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<(Search, Purpose,
         .and_then(Value::as_bool)
         .unwrap_or(false);
     Ok((q, purpose, terms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::authorise::testing::{
+        arb_purpose, arb_relationship, arb_viewer, default_policy_blocking, shape,
+    };
+    use crate::pipeline::resolve::linkage::Grade;
+    use proptest::prelude::*;
+    use weft_adapters::Demographics;
+
+    const KINDS: [AgencyKind; 4] = [
+        AgencyKind::Education,
+        AgencyKind::SocialCare,
+        AgencyKind::Health,
+        AgencyKind::Police,
+    ];
+
+    fn demographics(marker: &str, n: usize) -> Demographics {
+        Demographics {
+            given_name: Some(format!("{marker}-GIVEN-{n}")),
+            family_name: Some(format!("{marker}-FAMILY-{n}")),
+            birth_date: Some(format!("{marker}-BORN-{n}")),
+            sex: Some(format!("{marker}-SEX-{n}")),
+            postcode: Some(format!("{marker}-POSTCODE-{n}")),
+            ..Demographics::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Whatever the searcher's role, agency, purpose and relationship with the child, and
+        /// whatever of it the index holds that they may see: adding what they may not — the
+        /// demographics of a record whose `identity.core` is withheld from them, whole records
+        /// in sources whose kind they may not know of — leaves the search's answer the same
+        /// shape once values are placeholders, and none of the added values, nor the hidden
+        /// agencies' names, appears.
+        #[test]
+        fn a_search_has_one_shape_whether_or_not_withheld_data_exists(
+            (role, agency, kind) in arb_viewer(),
+            purpose in arb_purpose(),
+            relationship in arb_relationship(),
+            present in proptest::collection::vec(any::<bool>(), 4..=4),
+            elsewhere in proptest::collection::vec(any::<bool>(), 4..=4),
+            matched_on in proptest::sample::select(vec!["nhs_number", "upn", "local_id", "demographics"]),
+        ) {
+            let policy = default_policy_blocking();
+            let who = Principal { user: "searcher".into(), agency: agency.into(), agency_kind: kind, role, client: None };
+            let permits = |category: &str| permitted(&policy, &who, purpose, category);
+            let found = Found {
+                id: "child".into(),
+                matched_on,
+                grade: Grade::Certain,
+                probability: 1.0,
+                explanation: Vec::new(),
+            };
+            let build = |with_withheld: bool| {
+                let mut held = Vec::new();
+                for (n, k) in KINDS.iter().enumerate() {
+                    let known = permits(known_category(*k));
+                    let identity = known && permits("identity.core");
+                    if present[n] && known {
+                        let demographics = if identity {
+                            demographics("SHOWN", n)
+                        } else if with_withheld {
+                            demographics("SECRET", n)
+                        } else {
+                            Demographics::default()
+                        };
+                        held.push(Held { kind: *k, agency: format!("AGENCY-{n}"), demographics });
+                    }
+                    if with_withheld && (elsewhere[n] || !present[n]) && !known {
+                        held.push(Held {
+                            kind: *k,
+                            agency: format!("HIDDEN-AGENCY-{n}"),
+                            demographics: demographics("SECRET", n),
+                        });
+                    }
+                }
+                let mut categories = BTreeSet::new();
+                let hit = hit(&found, relationship.clone());
+                let shown: BTreeMap<String, Distinguishing> = if hit.access == "granted" {
+                    distinguish(&permits, &held, &mut categories)
+                        .map(|d| (found.id.clone(), d))
+                        .into_iter()
+                        .collect()
+                } else {
+                    BTreeMap::new()
+                };
+                serde_json::to_value(SearchResult { children: vec![hit], shown }).unwrap()
+            };
+            let without = build(false);
+            let with = build(true);
+            prop_assert_eq!(shape(&without), shape(&with), "{:?}/{}/{:?}", role, agency, purpose);
+            let body = with.to_string();
+            prop_assert!(!body.contains("SECRET") && !body.contains("HIDDEN-AGENCY"), "{}", body);
+            if relationship.is_empty() {
+                prop_assert!(!body.contains("SHOWN") && !body.contains("AGENCY-"), "{}", body);
+            }
+        }
+    }
 }

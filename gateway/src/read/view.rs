@@ -16,8 +16,10 @@ use crate::foundation::error::Error;
 use crate::gateway::Gateway;
 use crate::pipeline::authenticate::Principal;
 use crate::pipeline::authorise::consent::{self, Consents};
-use crate::pipeline::authorise::{grants, judge, listed_categories, relate, Context};
-use crate::pipeline::fanout::fan_out;
+use crate::pipeline::authorise::{
+    grants, judge, listed_categories, may_know, relate, restriction_applies, Context,
+};
+use crate::pipeline::fanout::{fan_out_to, fill};
 use crate::pipeline::merge::{merge, Disclosure, View};
 
 const ACTION: &str = "view";
@@ -56,22 +58,8 @@ pub async fn view_marked(
         Ok(p) => p,
         Err(e) => return Err(gw.refuse(who, ACTION, Some(child), None, e).await),
     };
-    if let Some(x) = exemption {
-        let refusal = if !super::sar::EXEMPTIONS.contains(&x) {
-            Some(Error::field(
-                "/exemption",
-                "police_investigation or s47_enquiry",
-            ))
-        } else if !super::sar::may_claim(who.role, x) {
-            Some(Error::Forbidden(
-                "this role may not mark an access for that exemption",
-            ))
-        } else {
-            None
-        };
-        if let Some(e) = refusal {
-            return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
-        }
+    if let Err(e) = super::sar::check_exemption(who, exemption) {
+        return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
     }
     let Some(links) = gw.index.links(child).await? else {
         let e = Error::NotFound("no child with that id");
@@ -94,6 +82,27 @@ pub async fn view_marked(
             Ok(Consents::default())
         }
     };
+    // Only the sources whose kind this viewer could be shown are asked, with two exceptions:
+    // the practitioner's own agency's sources that must confirm a relationship, and — when a
+    // restriction would hold fields back from this viewer — the sources that can mark a child
+    // restricted. Every other source receives no request at all.
+    let restricts = restriction_applies(&policy, who.role, &who.agency, who.agency_kind, purpose);
+    let ask = |pending: std::collections::BTreeSet<String>, grant: Option<grants::Grant>| {
+        let policy = &policy;
+        move |s: &crate::sources::Source| {
+            pending.contains(&s.id)
+                || (restricts && s.marks_restrictions)
+                || may_know(
+                    policy,
+                    who.role,
+                    &who.agency,
+                    who.agency_kind,
+                    purpose,
+                    s.agency.kind,
+                    grant.as_ref(),
+                )
+        }
+    };
     let (candidates, grant, consents, fetched, records_read) = if from_links.is_empty() {
         let (grant, records) = tokio::join!(
             grants::active(&gw.store, who, child),
@@ -113,15 +122,21 @@ pub async fn view_marked(
             let e = relate::refusal();
             return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
         }
-        let (consents, fetched) = tokio::join!(consents, fan_out(&gw.sources, &links));
+        let asked = ask(candidates.pending_sources(), grant.clone());
+        let (consents, fetched) = tokio::join!(consents, fan_out_to(&gw.sources, &links, asked));
         (candidates, grant, consents?, fetched, true)
     } else {
-        let (grant, consents, fetched) = tokio::join!(
+        let (grant, consents, mut fetched) = tokio::join!(
             grants::active(&gw.store, who, child),
             consents,
-            fan_out(&gw.sources, &links),
+            fan_out_to(&gw.sources, &links, ask(from_links.pending_sources(), None)),
         );
         let grant = grant?.filter(|g| g.purpose == purpose);
+        if grant.is_some() {
+            // The grant, read alongside, may open a kind of source the fan-out passed over.
+            let asked = ask(from_links.pending_sources(), grant.clone());
+            fill(&links, &mut fetched, asked).await;
+        }
         (from_links, grant, consents?, fetched, false)
     };
     let recently_left = gw.config.relationships.recently_left_days;
@@ -170,14 +185,7 @@ pub async fn view_marked(
     };
     let mut detail =
         serde_json::to_value(&disclosure).map_err(|e| Error::Internal(e.to_string()))?;
-    if let (Some(x), Some(d)) = (exemption, detail.as_object_mut()) {
-        let until = chrono::Utc::now()
-            + chrono::Duration::days(i64::from(gw.config.audit.sar_deferral_days));
-        d.insert(
-            "deferred".into(),
-            serde_json::json!({"exemption": x, "until": until.to_rfc3339()}),
-        );
-    }
+    super::sar::defer(gw, &mut detail, exemption);
     detail["relationship"] =
         serde_json::to_value(&relationship).map_err(|e| Error::Internal(e.to_string()))?;
     gw.record(who, ACTION, Some(child), Some(purpose), outcome, detail)

@@ -26,6 +26,8 @@ pub struct Source {
     pub deadline: Duration,
     pub kind: &'static str,
     pub adapter: Arc<dyn Adapter>,
+    /// Whether it can mark a child restricted (`sources[].restrictions`).
+    pub marks_restrictions: bool,
     retry: RetryPolicy,
     breaker: Breaker,
     health: Health,
@@ -126,6 +128,7 @@ impl Source {
             deadline,
             kind,
             adapter,
+            marks_restrictions: kind == "fhir",
             retry: RetryPolicy::new(resilience),
             breaker: Breaker::new(resilience),
             health: Health::default(),
@@ -346,14 +349,18 @@ impl Sources {
                     .adapter
                     .build_with(&ctx)
                     .map_err(|e| anyhow::anyhow!("sources[{i}].adapter: {e}"))?;
-                Ok(Arc::new(Source::new(
+                let mut source = Source::new(
                     s.id.clone(),
                     agency,
                     Duration::from_millis(s.deadline_ms),
                     AdapterConfig::kind(&s.adapter),
                     adapter,
                     &s.resilience,
-                )))
+                );
+                if let Some(marks) = s.restrictions {
+                    source.marks_restrictions = marks;
+                }
+                Ok(Arc::new(source))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Sources { all })

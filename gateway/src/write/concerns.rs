@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sqlx::{Any, AnyConnection, Row, Transaction};
 
-use crate::delivery::outbox::{ts, Address, NewDelivery};
+use crate::delivery::outbox::{ts, Address, InboxItem, NewDelivery};
 use crate::delivery::routing::{self, Category, ChildFacts, Urgency};
 use crate::foundation::config::AgencyKind;
 use crate::foundation::domain::{Purpose, Role};
@@ -50,6 +50,9 @@ pub struct ConcernView {
     pub recipients: Vec<RecipientView>,
     /// Every step and addendum, oldest first.
     pub history: Vec<LogEntry>,
+    /// The reporter's role when they submitted it: whether they are told of others' steps.
+    #[serde(skip)]
+    pub(crate) reporter_role: Option<Role>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -170,9 +173,23 @@ pub async fn submit(
     idempotency_key: Option<&[u8]>,
     body: &[u8],
 ) -> Result<Submitted, Error> {
+    submit_marked(gw, who, idempotency_key, body, None).await
+}
+
+/// [`submit`], marked as made for a police investigation or a section 47 enquiry
+/// (`exemption`): the submission is kept out of the child's subject access reports until its
+/// release ([`crate::read::sar`]).
+pub async fn submit_marked(
+    gw: &Gateway,
+    who: &Principal,
+    idempotency_key: Option<&[u8]>,
+    body: &[u8],
+    exemption: Option<&str>,
+) -> Result<Submitted, Error> {
     const ACTION: &str = "concern_submit";
-    let parsed =
-        self::idempotency_key(idempotency_key).and_then(|k| Ok((k, parse_concern(gw, body)?)));
+    let parsed = crate::read::sar::check_exemption(who, exemption)
+        .and_then(|()| self::idempotency_key(idempotency_key))
+        .and_then(|k| Ok((k, parse_concern(gw, body)?)));
     // A local id is matched only in the reporter's own agency's sources: in another agency's,
     // `matched_on` would say whether that agency holds the record.
     let parsed = parsed.and_then(|(k, input)| {
@@ -186,7 +203,7 @@ pub async fn submit(
         Err(e) => return Err(gw.refuse(who, ACTION, None, None, e).await),
     };
     if let Some(k) = &key {
-        if let Some(existing) = replay(gw, who, k, &input.hash).await? {
+        if let Some(existing) = replay(gw, who, k, &input.hash, exemption).await? {
             return Ok(existing);
         }
     }
@@ -217,14 +234,14 @@ pub async fn submit(
         Err(e) => {
             // A concurrent retry with the same key won the race: answer as a replay.
             if let Some(k) = &key {
-                if let Some(existing) = replay(gw, who, k, &input.hash).await? {
+                if let Some(existing) = replay(gw, who, k, &input.hash, exemption).await? {
                     return Ok(existing);
                 }
             }
             return Err(e.into());
         }
     };
-    let detail = json!({
+    let mut detail = json!({
         "concern": id,
         "category": input.category.as_str(),
         "urgency": input.urgency.as_str(),
@@ -232,6 +249,7 @@ pub async fn submit(
         "child_status": facts.status.as_str(),
         "recipients": routed.iter().map(|r| json!({"to": r.to.key(), "rule": r.rule})).collect::<Vec<_>>(),
     });
+    crate::read::sar::defer(gw, &mut detail, exemption);
     let entry = entry(
         who,
         ACTION,
@@ -258,6 +276,7 @@ async fn replay(
     p: &Principal,
     key: &str,
     hash: &str,
+    exemption: Option<&str>,
 ) -> Result<Option<Submitted>, Error> {
     let row = sqlx::query(
         "SELECT id, request_hash, child_id FROM concerns WHERE agency = $1 AND submitted_by = $2 \
@@ -280,13 +299,15 @@ async fn replay(
             .refuse(p, "concern_submit", child.as_deref(), None, e)
             .await);
     }
+    let mut detail = json!({"concern": id});
+    crate::read::sar::defer(gw, &mut detail, exemption);
     gw.record(
         p,
         "concern_submit",
         child.as_deref(),
         Some(Purpose::Safeguarding),
         "replayed",
-        json!({"concern": id}),
+        detail,
     )
     .await?;
     let concern = load(gw, &id)
@@ -422,8 +443,8 @@ async fn log(
 /// A stored concern with its recipients and history.
 pub async fn load(gw: &Gateway, id: &str) -> Result<Option<ConcernView>, sqlx::Error> {
     let Some(row) = sqlx::query(
-        "SELECT id, submitted_at, submitted_by, agency, child_id, matched_on, child_status, \
-         category, urgency, body FROM concerns WHERE id = $1",
+        "SELECT id, submitted_at, submitted_by, agency, role, child_id, matched_on, \
+         child_status, category, urgency, body FROM concerns WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(&gw.store.pool)
@@ -489,7 +510,32 @@ pub async fn load(gw: &Gateway, id: &str) -> Result<Option<ConcernView>, sqlx::E
         concern: serde_json::from_str(&body).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
         recipients,
         history,
+        reporter_role: row.try_get::<String, _>("role")?.parse::<Role>().ok(),
     }))
+}
+
+/// Whether the concern's reporter sees it whole (see [`redact`]), and so is told of the steps
+/// others take on it. Their role is the one they submitted with; a reporter whose role or
+/// agency this deployment no longer knows is told nothing more.
+fn reporter_sees_whole(gw: &Gateway, view: &ConcernView) -> bool {
+    let (Some(role), Some(agency)) = (view.reporter_role, gw.config.agency(&view.agency)) else {
+        return false;
+    };
+    let reporter = Principal {
+        user: view.submitted_by.clone(),
+        agency: view.agency.clone(),
+        agency_kind: agency.kind,
+        role,
+        client: None,
+    };
+    let policy = gw.policy();
+    entitled(
+        &policy,
+        |a| gw.config.agency(a).map(|a| a.kind),
+        &reporter,
+        view,
+    )
+    .whole
 }
 
 /// What a word stands in for when the viewer's policy withholds it.
@@ -512,13 +558,20 @@ pub(crate) fn for_viewer(gw: &Gateway, who: &Principal, view: ConcernView) -> Co
     )
 }
 
-/// [`for_viewer`] over the policy and the agencies' kinds.
-pub(crate) fn redact(
+/// How much of a concern a practitioner may see: its `status` (policy shows
+/// `social_care.known` and `social_care.status` for safeguarding), and whether they see it
+/// `whole` (the status, the allocated worker, and every recipient's agency kind).
+struct Entitled {
+    status: bool,
+    whole: bool,
+}
+
+fn entitled(
     policy: &Policy,
     kind_of: impl Fn(&str) -> Option<AgencyKind>,
     who: &Principal,
-    mut view: ConcernView,
-) -> ConcernView {
+    view: &ConcernView,
+) -> Entitled {
     let permits = |category: &str| {
         let d = policy.decide(&Question {
             role: who.role,
@@ -535,10 +588,24 @@ pub(crate) fn redact(
         .recipients
         .iter()
         .all(|r| kind_of(&r.agency).is_some_and(|k| permits(known_category(k))));
-    if !status {
+    Entitled {
+        status,
+        whole: worker && knows_every_recipient,
+    }
+}
+
+/// [`for_viewer`] over the policy and the agencies' kinds.
+pub(crate) fn redact(
+    policy: &Policy,
+    kind_of: impl Fn(&str) -> Option<AgencyKind>,
+    who: &Principal,
+    mut view: ConcernView,
+) -> ConcernView {
+    let may = entitled(policy, kind_of, who, &view);
+    if !may.status {
         view.child_status = NOT_AVAILABLE.into();
     }
-    if worker && knows_every_recipient {
+    if may.whole {
         return view;
     }
     view.recipients.retain(|r| {
@@ -553,6 +620,55 @@ pub(crate) fn redact(
         }
     }
     view
+}
+
+/// The inbox topics that report a step someone took on a concern, naming who took it.
+pub(crate) const STEP_TOPICS: &[&str] = &["concern_update", "concern_addendum"];
+
+/// An inbox item about `concern`, as `who` may see it — by the rule of [`redact`], so the
+/// inbox tells no more than the concern's own page. A step another party took on the concern
+/// (progress, an addendum: [`STEP_TOPICS`]) reaches only someone who sees the concern whole;
+/// for anyone else its history holds only their own steps, so the item is left out (whether
+/// and how many such steps exist depends on who the child's case brought in). The concern
+/// itself reaches its recipient with the child's status `not_available` where their view
+/// withholds it. `None`: left out.
+pub(crate) fn redact_item(
+    policy: &Policy,
+    kind_of: impl Fn(&str) -> Option<AgencyKind>,
+    who: &Principal,
+    concern: &ConcernView,
+    mut item: InboxItem,
+) -> Option<InboxItem> {
+    let may = entitled(policy, kind_of, who, concern);
+    if STEP_TOPICS.contains(&item.topic.as_str()) {
+        let by = &item.payload["data"]["by"];
+        let own = by["agency"] == who.agency.as_str() && by["user"] == who.user.as_str();
+        return (may.whole || own).then_some(item);
+    }
+    if item.topic == "concern" && !may.status {
+        if let Some(data) = item.payload.get_mut("data").and_then(Value::as_object_mut) {
+            if data.contains_key("child_status") {
+                data.insert("child_status".into(), NOT_AVAILABLE.into());
+            }
+        }
+    }
+    Some(item)
+}
+
+/// [`redact_item`] over the gateway's policy and agencies.
+pub(crate) fn item_for_viewer(
+    gw: &Gateway,
+    who: &Principal,
+    concern: &ConcernView,
+    item: InboxItem,
+) -> Option<InboxItem> {
+    redact_item(
+        &gw.policy(),
+        |agency| gw.config.agency(agency).map(|a| a.kind),
+        who,
+        concern,
+        item,
+    )
 }
 
 fn is_reporter(view: &ConcernView, p: &Principal) -> bool {
@@ -706,6 +822,8 @@ pub async fn progress(
     let outcome = value.get("outcome").and_then(Value::as_str);
     let note = value.get("note").and_then(Value::as_str);
     let now = ts(Utc::now());
+    // The reporter hears of a step only if the concern's page would show it to them.
+    let tell_reporter = reporter_sees_whole(gw, &view);
     let mut tx = gw.store.begin_write().await?;
     let mut deliveries = Vec::new();
     for r in &mine {
@@ -738,6 +856,9 @@ pub async fn progress(
             note,
         )
         .await?;
+        if !tell_reporter {
+            continue;
+        }
         deliveries.push(NewDelivery {
             topic: "concern_update",
             subject: id.to_string(),
@@ -807,7 +928,7 @@ pub async fn addendum(
         .filter_map(RecipientView::address)
         .filter(|a| !a.includes(&who.agency, &who.user, who.role))
         .collect();
-    if !is_reporter(&view, who) {
+    if !is_reporter(&view, who) && reporter_sees_whole(gw, &view) {
         others.push(Address::User {
             agency: view.agency.clone(),
             user: view.submitted_by.clone(),
@@ -867,7 +988,7 @@ mod tests {
     use super::*;
 
     use crate::foundation::domain::Role;
-    use crate::pipeline::authorise::Policy;
+    use crate::pipeline::authorise::testing::{default_policy, default_policy_blocking, shape};
     use proptest::prelude::*;
 
     const WORKER: &str = "WORKER-SECRET";
@@ -949,16 +1070,7 @@ mod tests {
             concern: serde_json::json!({"observed": {"what": "as typed"}}),
             recipients,
             history,
-        }
-    }
-
-    fn shape(v: &Value) -> Value {
-        match v {
-            Value::Object(m) => {
-                Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect())
-            }
-            Value::Array(a) => Value::Array(a.iter().map(shape).collect()),
-            _ => Value::String("_".into()),
+            reporter_role: Some(reporter.role),
         }
     }
 
@@ -977,13 +1089,7 @@ mod tests {
                 ("csc", AgencyKind::SocialCare), ("trust", AgencyKind::Health), ("force", AgencyKind::Police)]),
             reporter_is_viewer in any::<bool>(),
         ) {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-            let policy = rt.block_on(Policy::load(
-                &root.join("policies/model.conf"),
-                &root.join("policies/policy.csv"),
-                None,
-            )).unwrap();
+            let policy = default_policy_blocking();
             let kind_of = |a: &str| match a {
                 "school" | "urn-100001" => Some(AgencyKind::Education),
                 "csc" => Some(AgencyKind::SocialCare),
@@ -1011,6 +1117,137 @@ mod tests {
             if !(status && permits("social_care.allocated_worker")) {
                 prop_assert!(!body.contains(WORKER), "{:?} at {}: {}", role, agency, body);
             }
+        }
+    }
+
+    /// The inbox deliveries a concern makes, as the write path makes them: to the viewer as a
+    /// recipient, the concern with the child's status; to the reporter, each recipient's step;
+    /// to every party but the author, each addendum.
+    fn deliveries(concern: &ConcernView, viewer_is_reporter: bool) -> Vec<InboxItem> {
+        let item = |n: usize, topic: &str, data: Value| InboxItem {
+            delivery_id: format!("d{n}"),
+            topic: topic.into(),
+            subject: concern.id.clone(),
+            child: concern.child.clone(),
+            delivered_at: format!("2026-01-01T00:00:0{n}Z"),
+            read: false,
+            payload: json!({"id": format!("d{n}"), "topic": topic, "subject": concern.id,
+                            "child": concern.child, "created_at": "2026-01-01T00:00:00Z",
+                            "data": data}),
+        };
+        let mut items = Vec::new();
+        if !viewer_is_reporter {
+            items.push(item(
+                0,
+                "concern",
+                json!({"concern": concern.id,
+                "child_status": concern.child_status, "rule": "mash-triage"}),
+            ));
+        }
+        for (n, r) in concern.recipients.iter().enumerate() {
+            let by = json!({"user": r.user.clone().unwrap_or_else(|| format!("{}-officer", r.agency)),
+                            "agency": r.agency, "role": r.role.clone().unwrap_or_else(|| "social_worker".into())});
+            if viewer_is_reporter {
+                items.push(item(
+                    n + 1,
+                    "concern_update",
+                    json!({"concern": concern.id,
+                    "recipient": r.recipient, "state": "acknowledged", "by": by, "at": "t"}),
+                ));
+            }
+            items.push(item(
+                n + 5,
+                "concern_addendum",
+                json!({"concern": concern.id,
+                "text": format!("note from {}", r.recipient), "by": by, "at": "t"}),
+            ));
+        }
+        items
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// The inbox by the concern's rule: whatever the viewer's role and agency, and whether
+        /// they reported the concern or received it, the deliveries a concern about a child
+        /// with an open case makes read, to anyone whose view withholds social-care status,
+        /// exactly like those of one about a child unknown to social care once values are
+        /// placeholders, and never name the allocated worker (nor carry their note) to anyone
+        /// whose view withholds the worker.
+        #[test]
+        fn an_inbox_reads_the_same_whatever_its_concerns_withhold(
+            role in proptest::sample::select(Role::ALL.to_vec()),
+            (agency, kind) in proptest::sample::select(vec![
+                ("school", AgencyKind::Education), ("urn-100001", AgencyKind::Education),
+                ("csc", AgencyKind::SocialCare), ("trust", AgencyKind::Health), ("force", AgencyKind::Police)]),
+            reporter_is_viewer in any::<bool>(),
+        ) {
+            let policy = default_policy_blocking();
+            let kind_of = |a: &str| match a {
+                "school" | "urn-100001" => Some(AgencyKind::Education),
+                "csc" => Some(AgencyKind::SocialCare),
+                "trust" => Some(AgencyKind::Health),
+                "force" => Some(AgencyKind::Police),
+                _ => None,
+            };
+            let who = Principal { user: "viewer".into(), agency: agency.into(), agency_kind: kind, role, client: None };
+            let reporter = if reporter_is_viewer {
+                who.clone()
+            } else {
+                Principal { user: "reporter".into(), agency: "school".into(), agency_kind: AgencyKind::Education, role: Role::Dsl, client: None }
+            };
+            let inbox = |known: bool| {
+                let c = concern(&reporter, known);
+                let items: Vec<InboxItem> = deliveries(&c, reporter_is_viewer)
+                    .into_iter()
+                    .filter_map(|i| redact_item(&policy, kind_of, &who, &c, i))
+                    .collect();
+                serde_json::to_value(items).unwrap()
+            };
+            let (unknown, known) = (inbox(false), inbox(true));
+            let permits = |category: &str| policy.decide(&Question {
+                role, agency, kind, category, purpose: Purpose::Safeguarding,
+            }).effect == Effect::Permit;
+            let status = permits("social_care.known") && permits("social_care.status");
+            let body = known.to_string();
+            if !status {
+                prop_assert_eq!(shape(&unknown), shape(&known), "{:?} at {}", role, agency);
+                prop_assert!(!body.contains("child_protection") && !body.contains("open-case"), "{}", body);
+            }
+            if !(status && permits("social_care.allocated_worker")) {
+                prop_assert!(!body.contains(WORKER), "{:?} at {}: {}", role, agency, body);
+            }
+        }
+    }
+
+    /// A step is delivered to the reporter only when the concern's page would show it: a
+    /// teacher (no social-care status) is told of no recipient's progress, a DSL at a school
+    /// with the partnership's health agreement of every one.
+    #[tokio::test]
+    async fn steps_reach_only_a_reporter_who_would_see_them() {
+        let policy = default_policy().await;
+        let kind_of = |a: &str| match a {
+            "urn-100001" => Some(AgencyKind::Education),
+            "csc" => Some(AgencyKind::SocialCare),
+            "trust" => Some(AgencyKind::Health),
+            _ => None,
+        };
+        let person = |role: Role| Principal {
+            user: "reporter".into(),
+            agency: "urn-100001".into(),
+            agency_kind: AgencyKind::Education,
+            role,
+            client: None,
+        };
+        for (role, told) in [(Role::Teacher, 0), (Role::Dsl, 3)] {
+            let who = person(role);
+            let c = concern(&who, true);
+            let steps = deliveries(&c, true)
+                .into_iter()
+                .filter_map(|i| redact_item(&policy, kind_of, &who, &c, i))
+                .filter(|i| i.topic == "concern_update")
+                .count();
+            assert_eq!(steps, told, "{role:?}");
         }
     }
 

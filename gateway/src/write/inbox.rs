@@ -2,6 +2,8 @@
 //! sent, alerts, subscribed events), and, for a data administrator, the outbox's state — what is
 //! pending, what is dead-lettered — with a retry.
 
+use std::collections::HashMap;
+
 use serde_json::json;
 
 use crate::delivery::outbox::{DeliveryStatus, InboxItem};
@@ -9,6 +11,7 @@ use crate::foundation::domain::Role;
 use crate::foundation::error::{page_limit, Error};
 use crate::gateway::{entry, Gateway};
 use crate::pipeline::authenticate::Principal;
+use crate::write::concerns::{self, ConcernView};
 
 /// Deliveries to `who` and to their role in their agency, oldest first: after the
 /// `delivered_at` of the last item of a previous page, at most `limit` (default 100).
@@ -22,9 +25,7 @@ pub async fn inbox(
         Ok(n) => n,
         Err(e) => return Err(gw.refuse(who, "inbox", None, None, e).await),
     };
-    let items =
-        crate::delivery::outbox::inbox(&gw.store, &who.agency, &who.user, who.role, after, limit)
-            .await?;
+    let items = visible_page(gw, who, after, limit).await?;
     let mut children: Vec<&str> = items.iter().filter_map(|i| i.child.as_deref()).collect();
     children.sort_unstable();
     children.dedup();
@@ -44,6 +45,57 @@ pub async fn inbox(
     .await?;
     Ok(items)
 }
+
+/// Up to `limit` items of `who`'s inbox after `after`, each as they may see it: an item about
+/// a concern tells no more than the concern's own page would
+/// ([`crate::write::concerns::redact_item`]). Items left out do not shorten the page: further
+/// items are read until it is full or the inbox ends.
+async fn visible_page(
+    gw: &Gateway,
+    who: &Principal,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<InboxItem>, Error> {
+    let mut concerns: HashMap<String, Option<ConcernView>> = HashMap::new();
+    let mut out = Vec::new();
+    let mut after = after.map(String::from);
+    loop {
+        let page = crate::delivery::outbox::inbox(
+            &gw.store,
+            &who.agency,
+            &who.user,
+            who.role,
+            after.as_deref(),
+            limit,
+        )
+        .await?;
+        let full = u32::try_from(page.len()).unwrap_or(u32::MAX) >= limit;
+        after = page.last().map(|i| i.delivered_at.clone());
+        for item in page {
+            if !CONCERN_TOPICS.contains(&item.topic.as_str()) {
+                out.push(item);
+                continue;
+            }
+            if !concerns.contains_key(&item.subject) {
+                let loaded = concerns::load(gw, &item.subject).await?;
+                concerns.insert(item.subject.clone(), loaded);
+            }
+            // A delivery whose concern cannot be read is left out: nothing is shown unjudged.
+            let Some(Some(concern)) = concerns.get(&item.subject) else {
+                continue;
+            };
+            out.extend(concerns::item_for_viewer(gw, who, concern, item));
+        }
+        if !full || u32::try_from(out.len()).unwrap_or(u32::MAX) >= limit {
+            break;
+        }
+    }
+    out.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    Ok(out)
+}
+
+/// Inbox topics that carry a concern or a step on one (`subject` is the concern's id).
+const CONCERN_TOPICS: &[&str] = &["concern", "concern_update", "concern_addendum"];
 
 /// How many items of `who`'s inbox are unread. A count, naming no child: not audited.
 pub async fn unread(gw: &Gateway, who: &Principal) -> Result<i64, Error> {

@@ -62,6 +62,8 @@ pub enum Judged {
     /// it is not named. `held` is for the audit entry only.
     Hidden {
         held: bool,
+        /// Whether the source was asked at all (see [`crate::pipeline::fanout::fan_out_to`]).
+        asked: bool,
     },
 }
 
@@ -74,6 +76,51 @@ pub fn known_category(kind: AgencyKind) -> &'static str {
         AgencyKind::Health => "health.known",
         AgencyKind::Police => "police.known",
     }
+}
+
+/// Whether a view could show a viewer anything of a source of `source_kind`, decided before
+/// the sources are asked: policy permits its existence category (`<kind>.known`) outright or
+/// under consent (the register decides later), or denies it breakably and `grant` (for this
+/// purpose) could pass the denial. A source of any other kind need not be asked.
+pub fn may_know(
+    policy: &Policy,
+    role: Role,
+    agency: &str,
+    kind: AgencyKind,
+    purpose: Purpose,
+    source_kind: AgencyKind,
+    grant: Option<&Grant>,
+) -> bool {
+    let d = policy.decide(&Question {
+        role,
+        agency,
+        kind,
+        category: known_category(source_kind),
+        purpose,
+    });
+    d.effect != Effect::Deny || (d.breakable && grant.is_some_and(|g| g.purpose == purpose))
+}
+
+/// Whether a restriction would hold anything back from this viewer: policy does not name them
+/// for `restricted.contact`. Only then need a source that can mark a child restricted be asked
+/// when they may not know of it.
+pub fn restriction_applies(
+    policy: &Policy,
+    role: Role,
+    agency: &str,
+    kind: AgencyKind,
+    purpose: Purpose,
+) -> bool {
+    policy
+        .decide(&Question {
+            role,
+            agency,
+            kind,
+            category: RESTRICTED_CONTACT,
+            purpose,
+        })
+        .effect
+        != Effect::Permit
 }
 
 /// Fields that mark a whole child as restricted when any source sets them true: NHS `R`/`V`, a
@@ -147,10 +194,14 @@ pub fn judge(ctx: &Context<'_>, fetched: Vec<Fetched>) -> Vec<(Fetched, Judged)>
             let known = category_decision(ctx, known_category(f.source.agency.kind));
             if !known.shown() {
                 let held = matches!(outcome, Outcome::Records(_));
-                return (f, Judged::Hidden { held });
+                let asked = !matches!(outcome, Outcome::NotAsked);
+                return (f, Judged::Hidden { held, asked });
             }
             let judged = match outcome {
                 Outcome::NoRecord => Judged::NoRecord,
+                // Not asked yet shown: the fan-out's choice and the judgement disagree. Say so
+                // rather than read it as no record.
+                Outcome::NotAsked => Judged::Unavailable("not_asked".into()),
                 Outcome::Unavailable(reason) => Judged::Unavailable(reason),
                 Outcome::Records(records) => {
                     let mut categories: Vec<CategoryDecision> = Vec::new();
@@ -307,5 +358,7 @@ pub fn basis_text(code: &str) -> &'static str {
     }
 }
 
+#[cfg(test)]
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;

@@ -1,31 +1,18 @@
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{NaiveDate, Utc};
+use chrono::Utc;
 use proptest::prelude::*;
 use weft_adapters::Item;
 
+use super::testing::{
+    arb_consent, arb_purpose, arb_relationship, arb_viewer, default_policy, repo, shape,
+};
 use super::*;
 use crate::foundation::domain::CATEGORIES;
-use crate::pipeline::authorise::consent::{Consent, ConsentStatus, Grantor, Period, Provision};
 use crate::pipeline::fanout::{Fetched, Outcome};
 use crate::pipeline::merge::merge;
 use crate::sources::Source;
-
-fn repo(p: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(p)
-}
-
-async fn default_policy() -> Policy {
-    Policy::load(
-        &repo("policies/model.conf"),
-        &repo("policies/policy.csv"),
-        None,
-    )
-    .await
-    .expect("default policy loads")
-}
 
 fn q<'a>(
     role: Role,
@@ -305,42 +292,6 @@ fn secret(cat: &str, field: &str, n: usize) -> String {
     format!("SECRET-{cat}-{field}-{n}")
 }
 
-fn arb_consent() -> impl Strategy<Value = Consent> {
-    (
-        prop_oneof![
-            Just(ConsentStatus::Active),
-            Just(ConsentStatus::Withdrawn),
-            Just(ConsentStatus::Refused)
-        ],
-        proptest::sample::subsequence(CATEGORIES.to_vec(), 1..4),
-        proptest::sample::subsequence(Purpose::ALL.to_vec(), 1..3),
-        proptest::option::of(proptest::sample::select(vec!["la", "urn-100001", "trust"])),
-        0u32..100,
-    )
-        .prop_map(|(status, cats, purposes, actor, n)| Consent {
-            id: format!("c{n}"),
-            child: "child".into(),
-            status,
-            grantor: Grantor {
-                relationship: "parental_responsibility".into(),
-                name: "parent".into(),
-            },
-            period: Period {
-                start: NaiveDate::from_ymd_opt(2020, 1, 1).unwrap(),
-                end: None,
-            },
-            provision: vec![Provision {
-                purpose: purposes,
-                category: cats.into_iter().map(String::from).collect(),
-                actor: actor.into_iter().map(String::from).collect(),
-            }],
-            recorded_by: "sw".into(),
-            recorded_at: format!("2026-01-{:02}", n % 28 + 1),
-            updated_at: format!("2026-01-{:02}", n % 28 + 1),
-            withdrawn_reason: None,
-        })
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
@@ -349,11 +300,8 @@ proptest! {
     /// serialised view.
     #[test]
     fn withheld_values_never_appear_in_the_response(
-        role in proptest::sample::select(Role::ALL.to_vec()),
-        (agency, kind) in proptest::sample::select(vec![
-            ("urn-100001", AgencyKind::Education), ("urn-200002", AgencyKind::Education),
-            ("la", AgencyKind::SocialCare), ("trust", AgencyKind::Health), ("force", AgencyKind::Police)]),
-        purpose in proptest::sample::select(Purpose::ALL.to_vec()),
+        (role, agency, kind) in arb_viewer(),
+        purpose in arb_purpose(),
         consents in proptest::collection::vec(arb_consent(), 0..4),
         data in proptest::collection::vec(
             (0usize..4, proptest::sample::subsequence(CATEGORIES.to_vec(), 1..8), any::<bool>()), 1..6),
@@ -475,16 +423,6 @@ async fn break_glass_passes_breakable_denials_only() {
     );
 }
 
-/// A view with every value, time and id replaced by a placeholder: its shape.
-fn shape(v: &serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
-    match v {
-        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
-        Value::Array(a) => Value::Array(a.iter().map(shape).collect()),
-        _ => Value::String("_".into()),
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
@@ -495,14 +433,10 @@ proptest! {
     /// record ids appears.
     #[test]
     fn a_view_has_one_shape_whether_or_not_withheld_data_exists(
-        role in proptest::sample::select(Role::ALL.to_vec()),
-        (agency, kind) in proptest::sample::select(vec![
-            ("urn-100001", AgencyKind::Education), ("urn-200002", AgencyKind::Education),
-            ("la", AgencyKind::SocialCare), ("trust", AgencyKind::Health), ("force", AgencyKind::Police)]),
-        purpose in proptest::sample::select(Purpose::ALL.to_vec()),
+        (role, agency, kind) in arb_viewer(),
+        purpose in arb_purpose(),
         consents in proptest::collection::vec(arb_consent(), 0..4),
-        relationship in proptest::sample::subsequence(
-            vec!["school_roll", "allocated_worker", "referral", "mash_triage", "break_glass"], 0..3),
+        relationship in arb_relationship(),
         present in proptest::collection::vec(
             (proptest::sample::subsequence(CATEGORIES.to_vec(), 0..8), any::<bool>()), 4..=4),
         extra in proptest::collection::vec(proptest::sample::subsequence(CATEGORIES.to_vec(), 1..8), 4..=4),
@@ -513,10 +447,6 @@ proptest! {
         let kinds = [AgencyKind::Education, AgencyKind::SocialCare, AgencyKind::Health, AgencyKind::Police];
         let ctx = Context { policy: &policy, role, agency, kind, purpose, consents: &consents, grant: None };
         let shown = |cat: &str| category_decision(&ctx, cat).shown();
-        let relationship: Vec<relate::Relationship> = relationship
-            .iter()
-            .map(|k| relate::Relationship { kind: k.to_string(), via: "via".into(), explanation: "why".into() })
-            .collect();
         // Without: each source holds the viewer's permitted categories (or nothing). With: the
         // same, plus withheld categories in known sources and a record in unknown ones.
         let build = |with_withheld: bool| {
