@@ -307,6 +307,35 @@ async fn a_dsl_finds_a_child_reads_the_summary_and_raises_a_concern_the_allocate
         .get(&link.replace("/children/", "/v1/children/"), &dsl_token)
         .await;
     assert_eq!(status, 200);
+    // The summary: roll status, exclusions, the worker, each row's source; every category the
+    // view lists is on the page, shown, not available (and why) or none recorded.
+    assert!(words.contains("Exclusions"), "{words}");
+    let on_roll = &view["fields"]["education.enrolment"]["on_roll"]["values"][0]["value"];
+    if on_roll == true || on_roll == 1 {
+        assert!(words.contains("Weftbridge Academy: on roll"), "{words}");
+    }
+    if let Some(w) =
+        view["fields"]["social_care.allocated_worker"]["worker"]["values"][0]["value"].as_str()
+    {
+        assert!(words.contains(&format!("Allocated worker: {w}")), "{words}");
+    }
+    assert!(
+        words.contains("From "),
+        "provenance beside the summary: {words}"
+    );
+    for c in view["categories"].as_array().expect("categories") {
+        if c["status"] == "not_available" {
+            assert!(words.contains("Not available to you"), "{c} on the page");
+        }
+    }
+    if view["categories"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["category"] == "social_care.known" && c["status"] == "shown")
+    {
+        assert!(words.contains("Known to: Children"), "{words}");
+    }
     // What a social worker sees and the DSL may not is nowhere in the DSL's page. (A view lists
     // only the categories its role could ever see, so these are absent from the DSL's view.)
     let sw = person("social_worker");

@@ -230,6 +230,24 @@ pub struct Summary {
     pub status: Vec<String>,
     pub police_incidents: Option<usize>,
     pub police_domestic_abuse: Option<usize>,
+    /// On roll, or when the child left.
+    pub roll: Option<String>,
+    /// Suspensions and permanent exclusions in words, when shared.
+    pub exclusions: Option<String>,
+    /// The allocated worker and team, when shared.
+    pub worker: Option<String>,
+    /// The GP practice, when shared.
+    pub gp: Option<String>,
+    /// Each summary row's provenance (source and when fetched), by category.
+    pub from: BTreeMap<&'static str, String>,
+    /// "Known to …" for each agency kind whose existence this role may learn: yes, no, or not
+    /// reachable now.
+    pub known_to: Vec<(String, &'static str)>,
+    /// A source could not be reached: what it holds is missing from the page.
+    pub incomplete: bool,
+    /// Every category this role could ever see for this purpose: a summary row for any other
+    /// is left out rather than answered "none".
+    pub may_see: Vec<String>,
     pub areas: Vec<Area>,
     /// The categories policy withheld from this viewer, so the page can say "not available to
     /// you" rather than "none".
@@ -255,9 +273,11 @@ pub struct Area {
 
 #[derive(Debug, Serialize)]
 pub struct CategoryView {
-    pub label: &'static str,
-    /// `shown`, `withheld` or `none`.
+    pub label: String,
+    /// `shown`, `withheld` or `none` (shareable, but no source holds anything).
     pub state: &'static str,
+    /// Why a withheld category is withheld, in words.
+    pub why: Option<&'static str>,
     pub fields: Vec<FieldLine>,
 }
 
@@ -489,33 +509,147 @@ pub fn summary(gw: &Gateway, view: &View) -> Summary {
     let police_domestic_abuse = count("police.domestic_abuse");
     let withheld: std::collections::BTreeSet<&str> =
         view.withheld.iter().map(|w| w.category.as_str()).collect();
-    let areas = AREAS
+    // Every category this role could ever see for this purpose, in the page's order, each
+    // shown, withheld (and why) or absent: the same list whatever the sources hold.
+    let category = |cat: &str, label: String| -> Option<CategoryView> {
+        let decided = view.categories.iter().find(|c| c.category == cat)?;
+        Some(match (decided.status, view.fields.get(cat)) {
+            ("shown", Some(fields)) if !fields.is_empty() => CategoryView {
+                label,
+                state: "shown",
+                why: None,
+                fields: fields.iter().map(|(n, f)| field_line(n, f)).collect(),
+            },
+            ("shown", _) => CategoryView {
+                label,
+                state: "none",
+                why: None,
+                fields: Vec::new(),
+            },
+            _ => CategoryView {
+                label,
+                state: "withheld",
+                why: Some(withheld_words(decided.reason)),
+                fields: Vec::new(),
+            },
+        })
+    };
+    let placed: std::collections::BTreeSet<&str> = AREAS
+        .iter()
+        .flat_map(|(_, cats)| cats.iter().map(|(c, _)| *c))
+        .collect();
+    let mut areas: Vec<Area> = AREAS
         .iter()
         .map(|(heading, cats)| Area {
             heading,
             categories: cats
                 .iter()
-                .filter_map(|(cat, label)| {
-                    if let Some(fields) = view.fields.get(*cat) {
-                        Some(CategoryView {
-                            label,
-                            state: "shown",
-                            fields: fields.iter().map(|(n, f)| field_line(n, f)).collect(),
-                        })
-                    } else if withheld.contains(cat) {
-                        Some(CategoryView {
-                            label,
-                            state: "withheld",
-                            fields: Vec::new(),
-                        })
-                    } else {
-                        None
-                    }
-                })
+                .filter_map(|(cat, label)| category(cat, label.to_string()))
                 .collect(),
         })
-        .filter(|a| !a.categories.is_empty())
         .collect();
+    let others: Vec<CategoryView> = view
+        .categories
+        .iter()
+        .filter(|c| !placed.contains(c.category.as_str()) && !c.category.ends_with(".known"))
+        .filter_map(|c| category(&c.category, label(&c.category.replace('.', " "))))
+        .collect();
+    areas.push(Area {
+        heading: "Other",
+        categories: others,
+    });
+    areas.retain(|a| !a.categories.is_empty());
+    let known_to = KINDS
+        .iter()
+        .filter(|(kind, _)| {
+            view.categories
+                .iter()
+                .any(|c| c.category == format!("{kind}.known") && c.status == "shown")
+        })
+        .map(|(kind, words)| {
+            let of_kind: Vec<&str> = view
+                .sources
+                .iter()
+                .filter(|s| s.agency_kind.as_str() == *kind)
+                .map(|s| s.status)
+                .collect();
+            let answer = if of_kind.iter().any(|s| *s == "shown" || *s == "known") {
+                "yes"
+            } else if of_kind.contains(&"unavailable") {
+                "cannot be checked now"
+            } else {
+                "no"
+            };
+            (words.to_string(), answer)
+        })
+        .collect();
+    let text = |category: &str, field: &str| first_text(view, category, field);
+    let roll = match view
+        .fields
+        .get("education.enrolment")
+        .and_then(|f| f.get("on_roll"))
+        .and_then(|f| f.values.first())
+        .map(|v| &v.value)
+    {
+        Some(Value::Bool(true)) => Some("On roll".to_string()),
+        Some(Value::Number(n)) if n.as_i64() == Some(1) => Some("On roll".to_string()),
+        Some(_) => Some(match text("education.enrolment", "leaving_date") {
+            Some(d) => format!("Left on {d}"),
+            None => "Not on roll".to_string(),
+        }),
+        None => None,
+    };
+    let exclusions = view.fields.get("education.exclusions").map(|f| {
+        let all: Vec<&Value> = f
+            .values()
+            .flat_map(|f| f.values.iter())
+            .flat_map(|v| match &v.value {
+                Value::Array(a) => a.iter().collect::<Vec<_>>(),
+                other => vec![other],
+            })
+            .collect();
+        let kind = |k: &str| {
+            all.iter()
+                .filter(|e| e.get("kind").and_then(Value::as_str) == Some(k))
+                .count()
+        };
+        match (kind("suspension"), kind("permanent")) {
+            (0, 0) if all.is_empty() => "None recorded".to_string(),
+            (0, 0) => format!("{} recorded", all.len()),
+            (s, 0) => format!("{s} suspension{}", if s == 1 { "" } else { "s" }),
+            (0, p) => format!("{p} permanent exclusion{}", if p == 1 { "" } else { "s" }),
+            (s, p) => format!(
+                "{s} suspension{}, {p} permanent exclusion{}",
+                if s == 1 { "" } else { "s" },
+                if p == 1 { "" } else { "s" }
+            ),
+        }
+    });
+    let worker = match (
+        text("social_care.allocated_worker", "worker"),
+        text("social_care.allocated_worker", "team"),
+    ) {
+        (Some(w), Some(t)) => Some(format!("{w} ({t})")),
+        (w, t) => w.or(t),
+    };
+    let gp = view
+        .fields
+        .get("health.registration")
+        .and_then(|f| f.get("gp"))
+        .and_then(|f| f.values.first())
+        .map(|v| match &v.value {
+            Value::Object(o) => o
+                .get("name")
+                .or_else(|| o.get("ods_code"))
+                .map(words)
+                .unwrap_or_else(|| words(&v.value)),
+            other => words(other),
+        });
+    let from = SUMMARY_ROWS
+        .iter()
+        .filter_map(|cat| provenance(view, cat).map(|p| (*cat, p)))
+        .collect();
+    let incomplete = view.sources.iter().any(|s| s.status == "unavailable");
     let sources = view
         .sources
         .iter()
@@ -542,6 +676,14 @@ pub fn summary(gw: &Gateway, view: &View) -> Summary {
         status,
         police_incidents,
         police_domestic_abuse,
+        roll,
+        exclusions,
+        worker,
+        gp,
+        from,
+        known_to,
+        incomplete,
+        may_see: view.categories.iter().map(|c| c.category.clone()).collect(),
         areas,
         withheld: withheld.iter().map(|c| c.to_string()).collect(),
         sources,
@@ -550,6 +692,55 @@ pub fn summary(gw: &Gateway, view: &View) -> Summary {
             .iter()
             .map(|b| b.text.to_string())
             .collect(),
+    }
+}
+
+/// The agency kinds whose existence (`<kind>.known`) policy may share, in words.
+const KINDS: &[(&str, &str)] = &[
+    ("education", "A school"),
+    ("social_care", "Children's social care"),
+    ("health", "Health services"),
+    ("police", "Police"),
+];
+
+/// The categories the summary draws on, whose provenance it shows beside each row.
+const SUMMARY_ROWS: &[&str] = &[
+    "education.enrolment",
+    "education.attendance",
+    "education.exclusions",
+    "social_care.status",
+    "social_care.allocated_worker",
+    "health.registration",
+    "police.incidents",
+];
+
+/// Where a category's values came from, and when: each source once.
+fn provenance(view: &View, category: &str) -> Option<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for f in view.fields.get(category)?.values() {
+        for v in &f.values {
+            for p in &v.from {
+                let line = format!(
+                    "{}, fetched {}",
+                    p.source,
+                    p.fetched_at.format("%-d %b %Y %H:%M")
+                );
+                if !seen.contains(&line) {
+                    seen.push(line);
+                }
+            }
+        }
+    }
+    (!seen.is_empty()).then(|| seen.join("; "))
+}
+
+/// Why a category is not available, as a practitioner would say it.
+fn withheld_words(reason: Option<&str>) -> &'static str {
+    match reason {
+        Some("consent_required") => "It needs the family's consent, which is not recorded.",
+        Some("consent_withdrawn") => "The family has withdrawn consent to share it.",
+        Some("consent_refused") => "The family has refused consent to share it.",
+        _ => "The agreement does not share this with your role for this purpose.",
     }
 }
 
