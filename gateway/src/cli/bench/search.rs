@@ -211,7 +211,7 @@ pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
 }
 
 /// Where the benchmark's index lives, and what to remove afterwards.
-enum Target {
+pub(crate) enum Target {
     /// A file in a temporary directory, removed with it.
     Sqlite(tempfile::TempDir),
     /// A SQLite file the caller named: used as it is, and kept.
@@ -220,7 +220,9 @@ enum Target {
     Postgres { admin: String, name: String },
 }
 
-async fn create(url: Option<&str>) -> anyhow::Result<(String, Target)> {
+/// The store a benchmark runs in: a temporary SQLite file (no URL), the SQLite file a URL names,
+/// or a new database named `<prefix>_<random>` on the PostgreSQL server a URL names.
+pub(crate) async fn create(url: Option<&str>, prefix: &str) -> anyhow::Result<(String, Target)> {
     match url {
         None => {
             let dir = tempfile::tempdir()?;
@@ -232,7 +234,7 @@ async fn create(url: Option<&str>) -> anyhow::Result<(String, Target)> {
         }
         Some(u) if u.starts_with("sqlite:") => Ok((u.to_string(), Target::Named)),
         Some(admin) => {
-            let name = format!("weft_bench_search_{:016x}", rand::random::<u64>());
+            let name = format!("{prefix}_{:016x}", rand::random::<u64>());
             let mut url = url::Url::parse(admin).context("--database-url does not parse")?;
             anyhow::ensure!(
                 matches!(url.scheme(), "postgres" | "postgresql"),
@@ -258,7 +260,8 @@ async fn create(url: Option<&str>) -> anyhow::Result<(String, Target)> {
     }
 }
 
-async fn remove(target: Target) -> anyhow::Result<()> {
+/// Removes what [`create`] made (a file the caller named is kept).
+pub(crate) async fn remove(target: Target) -> anyhow::Result<()> {
     match target {
         Target::Sqlite(dir) => dir
             .close()
@@ -278,7 +281,7 @@ async fn remove(target: Target) -> anyhow::Result<()> {
 
 /// Makes the store, runs the benchmark in it, and removes it whatever happened.
 pub(crate) async fn measure(args: &SearchArgs) -> anyhow::Result<Report> {
-    let (url, target) = create(args.database_url.as_deref()).await?;
+    let (url, target) = create(args.database_url.as_deref(), "weft_bench_search").await?;
     let database = match &target {
         Target::Postgres { name, .. } => Some(name.clone()),
         _ => None,
