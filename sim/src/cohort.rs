@@ -1145,6 +1145,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_search_split_indexes_one_record_a_child_and_holds_strangers_out() {
+        let split = search_split(5, 2_000, 300);
+        assert_eq!(split.index.len(), 2_000);
+        assert_eq!(split.searches.len(), 300);
+        let strangers: Vec<&CohortRecord> = split
+            .searches
+            .iter()
+            .filter(|(_, w)| w.is_none())
+            .map(|(r, _)| r)
+            .collect();
+        assert_eq!(strangers.len(), 30, "one search in ten");
+        assert!(split
+            .searches
+            .iter()
+            .enumerate()
+            .all(|(s, (_, w))| (s % 10 == 9) == w.is_none()));
+        // No record is both in the index and searched for, and the same seed gives the same split.
+        let indexed: HashSet<&str> = split.index.iter().map(|r| r.record_id.as_str()).collect();
+        assert!(split
+            .searches
+            .iter()
+            .all(|(r, _)| !indexed.contains(r.record_id.as_str())));
+        let again = search_split(5, 2_000, 300);
+        assert_eq!(again.index, split.index);
+        // A search for a known child is another of that child's records: most agree on the date
+        // of birth with the indexed one.
+        let same_dob = split
+            .searches
+            .iter()
+            .filter_map(|(r, w)| Some((r, &split.index[(*w)?])))
+            .filter(|(r, i)| r.birth_date == i.birth_date)
+            .count();
+        assert!(same_dob > 230, "{same_dob} of 270");
+    }
+
+    #[test]
     fn a_seed_names_one_cohort_with_twins_and_about_two_records_a_child() {
         let a = generate(3, 5_000);
         let b = generate(3, 5_000);
