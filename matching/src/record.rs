@@ -149,6 +149,10 @@ pub struct Record {
     pub household: Vec<String>,
 }
 
+/// Entries of a list (former family names, household keys, former postcodes) a
+/// [`Record::form`] keeps, at most.
+pub const FORM_LIST: usize = 8;
+
 /// A value that cannot be read at all: the caller reports it with its line or record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {source}")]
@@ -231,8 +235,15 @@ impl Record {
     /// The fields the master child index compares, already normalised, as one line of text
     /// stored beside each blocking key: a search reads a candidate's form with its key and
     /// rebuilds it with [`Record::from_form`], never re-reading or re-normalising the source's
-    /// demographics. Normalised names hold only letters, digits and single spaces, and the
-    /// other fields only letters and digits, so `|` cannot occur inside a field.
+    /// demographics. It holds everything scoring and the rules of [`crate::guard`] read — the
+    /// five compared fields, the identifiers, middle names, former family names, the house
+    /// number and household keys — and the former UPN and postcodes, so a candidate rebuilt
+    /// from its form is judged as its full record would be. Normalised names hold only
+    /// letters, digits and single spaces, and the other fields only letters and digits, so `|`
+    /// cannot occur inside a field; lists are joined by `,` (names) or a space (keys,
+    /// postcodes). A household key spelt otherwise than the adapters spell them (`kind:value`,
+    /// the value letters and digits) is left out of the form, as are list entries past
+    /// [`FORM_LIST`]: the form is stored in an index entry, whose size PostgreSQL bounds.
     pub fn form(&self) -> String {
         let name = |n: &Option<Name>| n.as_ref().map(|n| n.tokens.join(" ")).unwrap_or_default();
         let dob = self
@@ -259,6 +270,31 @@ impl Record {
                 .map(|n| n.to_string())
                 .unwrap_or_default(),
             self.upn.as_ref().map(|u| u.to_string()).unwrap_or_default(),
+            name(&self.middle),
+            self.former_family
+                .iter()
+                .take(FORM_LIST)
+                .map(|n| n.tokens.join(" "))
+                .collect::<Vec<_>>()
+                .join(","),
+            self.house_number.clone().unwrap_or_default(),
+            self.household
+                .iter()
+                .filter(|k| k.contains(':') && k.chars().all(|c| c.is_alphanumeric() || c == ':'))
+                .take(FORM_LIST)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(" "),
+            self.former_upn
+                .as_ref()
+                .map(|u| u.to_string())
+                .unwrap_or_default(),
+            self.former_postcodes
+                .iter()
+                .take(FORM_LIST)
+                .map(|p| p.compact())
+                .collect::<Vec<_>>()
+                .join(" "),
         ]
         .join("|")
     }
@@ -267,6 +303,9 @@ impl Record {
     /// part is read with the parser that made it, so a form that is not one (an empty or
     /// damaged value) gives missing fields, which count neither for nor against a match.
     pub fn from_form(id: impl Into<String>, form: &str) -> Self {
+        fn words(raw: &str) -> impl Iterator<Item = &str> {
+            raw.split(' ').filter(|w| !w.is_empty())
+        }
         let mut parts = form.split('|');
         let mut next = || parts.next().unwrap_or_default();
         let name = |raw: &str| {
@@ -289,6 +328,12 @@ impl Record {
             postcode: Postcode::parse(next()),
             nhs_number: NhsNumber::parse(next()).ok(),
             upn: Upn::parse(next()).ok(),
+            middle: name(next()),
+            former_family: next().split(',').filter_map(name).collect(),
+            house_number: Some(next().to_string()).filter(|n| !n.is_empty()),
+            household: words(next()).map(String::from).collect(),
+            former_upn: Upn::parse(next()).ok(),
+            former_postcodes: words(next()).filter_map(Postcode::parse).collect(),
             ..Default::default()
         }
     }
@@ -479,12 +524,67 @@ mod tests {
         );
 
         let empty = Record::lenient("e", []);
-        assert_eq!(empty.form(), "||||||");
+        assert_eq!(empty.form(), "||||||||||||");
         let back = Record::from_form("e", &empty.form());
         assert!(Field::ALL.iter().all(|&f| f == Field::Id || !back.has(f)));
         let damaged = Record::from_form("d", "amy|");
         assert_eq!(damaged.given.map(|n| n.joined).as_deref(), Some("amy"));
         assert!(damaged.family.is_none() && damaged.dob.is_none());
+    }
+
+    #[test]
+    fn a_form_keeps_what_the_rules_read() {
+        let mut r = Record::lenient(
+            "x",
+            [
+                (Field::GivenName, "Amy"),
+                (Field::FamilyName, "Bloggs"),
+                (Field::BirthDate, "2014-03-02"),
+                (Field::Sex, "F"),
+                (Field::Postcode, "LS1 6AE"),
+            ],
+        );
+        r.add_extra(Extra::MiddleNames, "Rose Mary");
+        r.add_extra(Extra::FormerFamilyName, "Smith");
+        r.add_extra(Extra::FormerFamilyName, "Van der Berg");
+        r.add_extra(Extra::FormerUpn, "B801200005001");
+        r.add_extra(Extra::FormerPostcode, "bs1 4aa");
+        r.add_extra(Extra::Household, "uprn:100023336956");
+        r.add_extra(Extra::Household, "carer:M|17");
+        r.set_address_lines(["12a High Street"]);
+        let back = Record::from_form("y", &r.form());
+        assert_eq!(back.middle, r.middle);
+        assert_eq!(back.former_family, r.former_family);
+        assert_eq!(back.former_upn, r.former_upn);
+        assert_eq!(back.former_postcodes, r.former_postcodes);
+        assert_eq!(back.house_number.as_deref(), Some("12a"));
+        assert_eq!(
+            back.household,
+            vec!["uprn:100023336956".to_string()],
+            "a key that could break the form is left out"
+        );
+        assert_eq!(
+            back.households(),
+            r.households()[..1]
+                .iter()
+                .chain(&r.households()[2..])
+                .cloned()
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(back.form(), Record::from_form("z", &back.form()).form());
+        // A form written before the extras were kept reads as a record without them.
+        let old = Record::from_form("o", "amy|bloggs|20140302|f|LS16AE||");
+        assert!(old.middle.is_none() && old.former_family.is_empty() && old.household.is_empty());
+        assert_eq!(old.given.map(|n| n.joined).as_deref(), Some("amy"));
+        // Lists are bounded, so a form fits an index entry.
+        let mut many = Record::default();
+        for i in 0..20 {
+            many.add_extra(Extra::Household, &format!("phone:0770090{i:04}"));
+        }
+        assert_eq!(
+            Record::from_form("m", &many.form()).household.len(),
+            FORM_LIST
+        );
     }
 
     #[test]

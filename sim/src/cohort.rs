@@ -474,21 +474,44 @@ struct Gen {
     rng: StdRng,
     nhs: HashSet<String>,
     upns: HashSet<String>,
+    /// Where [`Gen::nhs_number`] looks for a free number in order once random draws stop
+    /// finding one.
+    next_nhs: u32,
 }
 
+/// Random draws for a free NHS number before taking the next free one in order.
+const NHS_DRAWS: usize = 64;
+
 impl Gen {
+    /// A number of the never-issued `999` range not given to another child. The range holds
+    /// about 909,000 valid numbers: random draws while it is sparse (every cohort of ordinary
+    /// size), then the next free number in order, so a cohort of most of a million children
+    /// costs linear time, not ever longer searches of a nearly full range; once it is full, a
+    /// child has none (empty), as if no agency had captured it.
     fn nhs_number(&mut self) -> String {
-        loop {
-            let prefix = format!("999{:06}", self.rng.gen_range(0..1_000_000));
-            if let Some(n) = (0..10)
+        let valid = |prefix: String| {
+            (0..10)
                 .map(|d| format!("{prefix}{d}"))
                 .find(|n| NhsNumber::parse(n).is_ok())
-            {
+        };
+        for _ in 0..NHS_DRAWS {
+            let prefix = format!("999{:06}", self.rng.gen_range(0..1_000_000));
+            if let Some(n) = valid(prefix) {
                 if self.nhs.insert(n.clone()) {
                     return n;
                 }
             }
         }
+        while self.next_nhs < 1_000_000 {
+            let prefix = format!("999{:06}", self.next_nhs);
+            self.next_nhs += 1;
+            if let Some(n) = valid(prefix) {
+                if self.nhs.insert(n.clone()) {
+                    return n;
+                }
+            }
+        }
+        String::new()
     }
 
     fn upn(&mut self, year: i32) -> String {
@@ -712,6 +735,7 @@ pub fn generate(seed: u64, children: usize) -> Cohort {
         rng: StdRng::seed_from_u64(seed),
         nhs: HashSet::new(),
         upns: HashSet::new(),
+        next_nhs: 0,
     };
     let mut kids: Vec<Child> = Vec::with_capacity(children);
     let mut twins = Vec::new();
@@ -823,16 +847,116 @@ pub fn generate(seed: u64, children: usize) -> Cohort {
             truth.push(id as u32);
         }
     }
-    // Records arrive in no particular order.
-    let mut order: Vec<usize> = (0..records.len()).collect();
-    order.shuffle(&mut g.rng);
-    let records: Vec<CohortRecord> = order.iter().map(|&i| records[i].clone()).collect();
-    let truth = order.iter().map(|&i| truth[i]).collect();
+    let children = kids.len();
+    drop(kids);
+    // Records arrive in no particular order. Shuffled with their truth in place, which moves
+    // them exactly as shuffling their positions would, without a second copy of a large cohort.
+    let mut pairs: Vec<(CohortRecord, u32)> = records.into_iter().zip(truth).collect();
+    pairs.shuffle(&mut g.rng);
+    let (records, truth): (Vec<CohortRecord>, Vec<u32>) = pairs.into_iter().unzip();
     Cohort {
         records,
         truth,
-        children: kids.len(),
+        children,
         twins,
+    }
+}
+
+/// A search benchmark's population, from the cohort: an index holding one record of each of
+/// `children` children (whichever agency's came first), and searches written as another agency
+/// recorded the same child — or, one search in ten, a record of a child held out of the index:
+/// a stranger, often the brother, sister or twin of a child who is in it.
+#[derive(Debug, Clone)]
+pub struct SearchSplit {
+    /// One record of each child in the index.
+    pub index: Vec<CohortRecord>,
+    /// Each search's record, and the position in `index` of its child (`None`: a stranger).
+    pub searches: Vec<(CohortRecord, Option<usize>)>,
+    /// Stranger searches whose twin is in the index.
+    pub stranger_twins: usize,
+}
+
+/// Splits a cohort of `children` children and the strangers `searches` needs (one search in
+/// ten, the tenth, twentieth, …) into a [`SearchSplit`]. Linear in the cohort's size; the
+/// records are moved, never copied, so a million children fit.
+pub fn search_split(seed: u64, children: usize, searches: usize) -> SearchSplit {
+    let strangers = searches / 10;
+    let cohort = generate(seed, children + strangers);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5ea4_c4ed);
+    let mut of_child: Vec<Vec<usize>> = vec![Vec::new(); cohort.children];
+    for (i, &c) in cohort.truth.iter().enumerate() {
+        of_child[c as usize].push(i);
+    }
+    let held: HashSet<usize> =
+        rand::seq::index::sample(&mut rng, cohort.children, strangers.min(cohort.children))
+            .into_iter()
+            .collect();
+    let mut twin_of: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    for &(a, b) in &cohort.twins {
+        twin_of.insert(a as usize, b as usize);
+        twin_of.insert(b as usize, a as usize);
+    }
+    let mut slots: Vec<Option<CohortRecord>> = cohort.records.into_iter().map(Some).collect();
+    let mut indexed: Vec<usize> = Vec::with_capacity(children);
+    let mut index = Vec::with_capacity(children);
+    let mut outside: Vec<usize> = Vec::with_capacity(strangers);
+    for (child, records) in of_child.iter().enumerate() {
+        if held.contains(&child) {
+            outside.push(child);
+        } else if let Some(r) = records.first().and_then(|&i| slots[i].take()) {
+            indexed.push(child);
+            index.push(r);
+        }
+    }
+    // The searches' order is random; which stranger is searched is the held-out children's.
+    outside.shuffle(&mut rng);
+    let mut stranger_twins = 0;
+    let mut out = Vec::with_capacity(searches);
+    let mut next_stranger = outside.into_iter();
+    for s in 0..searches {
+        if s % 10 == 9 {
+            let Some(child) = next_stranger.next() else {
+                continue;
+            };
+            let Some(r) = of_child[child].iter().find_map(|&i| slots[i].take()) else {
+                continue;
+            };
+            stranger_twins += usize::from(twin_of.get(&child).is_some_and(|t| !held.contains(t)));
+            out.push((r, None));
+            continue;
+        }
+        if index.is_empty() {
+            continue;
+        }
+        // A child with a record besides the indexed one; a few tries, then the indexed record
+        // itself as another agency would have written it word for word.
+        let mut pick = None;
+        for _ in 0..20 {
+            let at = rng.gen_range(0..index.len());
+            let rest = &of_child[indexed[at]][1..];
+            let free: Vec<usize> = rest
+                .iter()
+                .copied()
+                .filter(|&i| slots[i].is_some())
+                .collect();
+            if let Some(&i) = free.choose(&mut rng) {
+                pick = slots[i].take().map(|r| (r, at));
+                break;
+            }
+        }
+        let (r, at) = match pick {
+            Some(p) => p,
+            None => {
+                let at = rng.gen_range(0..index.len());
+                (index[at].clone(), at)
+            }
+        };
+        out.push((r, Some(at)));
+    }
+    SearchSplit {
+        index,
+        searches: out,
+        stranger_twins,
     }
 }
 
@@ -892,7 +1016,7 @@ fn write(rng: &mut StdRng, c: &Child, a: &AgencyProfile, n: usize) -> CohortReco
     } else {
         postcode
     };
-    let nhs = if rng.gen_bool(a.nhs) {
+    let nhs = if !c.nhs.is_empty() && rng.gen_bool(a.nhs) {
         if rng.gen_bool(0.01) {
             mistype(rng, &c.nhs)
         } else {
@@ -941,6 +1065,42 @@ fn write(rng: &mut StdRng, c: &Child, a: &AgencyProfile, n: usize) -> CohortReco
 }
 
 impl CohortRecord {
+    /// The record as an adapter hands it to the gateway's master child index: the five
+    /// compared fields, middle and former family names, the address as a line, the household
+    /// reference as a `family:` key, and the NHS number and UPN as given (an index checks them).
+    /// The record id is the local id.
+    pub fn source_record(&self) -> weft_adapters::SourceRecord {
+        let text = |v: &str| (!v.is_empty()).then(|| v.to_string());
+        let identifiers = [("nhs_number", &self.nhs_number), ("upn", &self.upn)]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| weft_adapters::Identifier::new(k, v.as_str()))
+            .collect();
+        let line = format!("{} {}", self.house_number, self.street);
+        weft_adapters::SourceRecord {
+            local_id: self.record_id.clone(),
+            identifiers,
+            demographics: weft_adapters::Demographics {
+                given_name: text(&self.given_name),
+                family_name: text(&self.family_name),
+                birth_date: text(&self.birth_date),
+                sex: text(self.sex),
+                postcode: text(&self.postcode),
+                middle_names: text(&self.middle_names),
+                former_family_names: text(&self.former_family_name).into_iter().collect(),
+                address_lines: text(line.trim()).into_iter().collect(),
+                household: weft_adapters::record::household::key(
+                    weft_adapters::record::household::FAMILY,
+                    &self.household,
+                )
+                .into_iter()
+                .collect(),
+                ..Default::default()
+            },
+            score: None,
+        }
+    }
+
     pub fn values(&self) -> [&str; 14] {
         [
             &self.record_id,
@@ -983,6 +1143,42 @@ impl Cohort {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_search_split_indexes_one_record_a_child_and_holds_strangers_out() {
+        let split = search_split(5, 2_000, 300);
+        assert_eq!(split.index.len(), 2_000);
+        assert_eq!(split.searches.len(), 300);
+        let strangers: Vec<&CohortRecord> = split
+            .searches
+            .iter()
+            .filter(|(_, w)| w.is_none())
+            .map(|(r, _)| r)
+            .collect();
+        assert_eq!(strangers.len(), 30, "one search in ten");
+        assert!(split
+            .searches
+            .iter()
+            .enumerate()
+            .all(|(s, (_, w))| (s % 10 == 9) == w.is_none()));
+        // No record is both in the index and searched for, and the same seed gives the same split.
+        let indexed: HashSet<&str> = split.index.iter().map(|r| r.record_id.as_str()).collect();
+        assert!(split
+            .searches
+            .iter()
+            .all(|(r, _)| !indexed.contains(r.record_id.as_str())));
+        let again = search_split(5, 2_000, 300);
+        assert_eq!(again.index, split.index);
+        // A search for a known child is another of that child's records: most agree on the date
+        // of birth with the indexed one.
+        let same_dob = split
+            .searches
+            .iter()
+            .filter_map(|(r, w)| Some((r, &split.index[(*w)?])))
+            .filter(|(r, i)| r.birth_date == i.birth_date)
+            .count();
+        assert!(same_dob > 230, "{same_dob} of 270");
+    }
 
     #[test]
     fn a_seed_names_one_cohort_with_twins_and_about_two_records_a_child() {

@@ -453,7 +453,10 @@ impl Population {
 /// any seed: the scenario child, a [`Population::linkable_disagreement`] child and a
 /// [`Population::probabilistic_only`] child. The rest are random.
 pub fn generate(seed: u64, n: usize) -> Population {
-    let mut g = Gen::new(seed);
+    generate_with(&mut Gen::new(seed), n)
+}
+
+fn generate_with(g: &mut Gen, n: usize) -> Population {
     let mut children: Vec<SimChild> = (0..n)
         .map(|i| {
             let key = format!("sim-{i:04}");
@@ -468,6 +471,30 @@ pub fn generate(seed: u64, n: usize) -> Population {
     g.restrict_some(&mut children);
     give_caseload(&mut children);
     Population { children }
+}
+
+/// Keys of the children [`generate_with_households`] adds. Twins: a girl and a boy born the same
+/// day at one address, their school records without NHS numbers (so only demographics can link
+/// them, and the twin rule must keep them apart).
+pub const TWIN_GIRL: &str = "household-twin-girl";
+pub const TWIN_BOY: &str = "household-twin-boy";
+/// The twins' older brother: same family name and address, another birthday.
+pub const OLDER_BROTHER: &str = "household-brother";
+/// A girl born the same day as the twins, of another family and address; her police record
+/// has no NHS number.
+pub const SAME_BIRTHDAY: &str = "household-same-birthday";
+
+/// As [`generate`], then the four children of [`TWIN_GIRL`], [`TWIN_BOY`], [`OLDER_BROTHER`] and
+/// [`SAME_BIRTHDAY`] after them: the cases of the development cohort (`cohort`: twins, siblings,
+/// strangers sharing a birthday) that the gateway's matcher must get right, in the partners'
+/// systems, plus a near-miss — the twin girl's police record gives only her initial and no NHS
+/// number, so it could be her or a twin sister, and only a person may say. The first `n`
+/// children are exactly those of [`generate`] for the seed. `weft demo` runs on it.
+pub fn generate_with_households(seed: u64, n: usize) -> Population {
+    let mut g = Gen::new(seed);
+    let mut pop = generate_with(&mut g, n);
+    pop.children.extend(g.household());
+    pop
 }
 
 /// How many other open cases the scenario child's worker holds: enough for a demo social worker
@@ -1317,6 +1344,58 @@ impl Gen {
         self.build(key, truth, plan)
     }
 
+    /// The children of [`generate_with_households`], in key order of the constants above.
+    fn household(&mut self) -> Vec<SimChild> {
+        let twins_born = date(2015, 9, 14);
+        let girl = self.pinned_truth("Isla", "Ashworth", twins_born, Sex::Female);
+        let home = girl.address.clone();
+        let in_family = |mut t: Truth| {
+            t.address = home.clone();
+            t
+        };
+        let boy = in_family(self.pinned_truth("Finn", "Ashworth", twins_born, Sex::Male));
+        let brother = in_family(self.pinned_truth("Noah", "Ashworth", date(2012, 4, 2), Sex::Male));
+        let stranger = self.pinned_truth("Maya", "Okafor", twins_born, Sex::Female);
+        let school_without_nhs = Plan {
+            school: true,
+            no_nhs_in: vec![System::School],
+            ..Plan::default()
+        };
+        let mut girl = self.build(
+            TWIN_GIRL.into(),
+            girl,
+            Plan {
+                school: true,
+                police: true,
+                no_nhs_in: vec![System::School, System::Police],
+                ..Plan::default()
+            },
+        );
+        // The near-miss: the police wrote only her initial.
+        if let Some(p) = girl.police.as_mut() {
+            p.identity.given_name = "I".into();
+        }
+        let boy = self.build(TWIN_BOY.into(), boy, school_without_nhs);
+        let brother = self.build(
+            OLDER_BROTHER.into(),
+            brother,
+            Plan {
+                school: true,
+                ..Plan::default()
+            },
+        );
+        let stranger = self.build(
+            SAME_BIRTHDAY.into(),
+            stranger,
+            Plan {
+                police: true,
+                no_nhs_in: vec![System::Police],
+                ..Plan::default()
+            },
+        );
+        vec![girl, boy, brother, stranger]
+    }
+
     /// The truth of a pinned child: fixed name, birth date and sex; address and identifiers drawn
     /// in the same order as for any child, so the rest of the population stays as it was.
     fn pinned_truth(
@@ -1544,6 +1623,38 @@ fn misspell(family: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_household_cases_follow_the_same_children() {
+        let plain = generate(7, 30);
+        let with = generate_with_households(7, 30);
+        assert_eq!(with.children[..30], plain.children[..]);
+        let child = |key| with.by_key(key).expect(key);
+        let (girl, boy, brother, stranger) = (
+            child(TWIN_GIRL),
+            child(TWIN_BOY),
+            child(OLDER_BROTHER),
+            child(SAME_BIRTHDAY),
+        );
+        assert_eq!(girl.truth.birth_date, boy.truth.birth_date);
+        assert_eq!(girl.truth.address, boy.truth.address);
+        assert_eq!(girl.truth.address, brother.truth.address);
+        assert_ne!(girl.truth.sex, boy.truth.sex);
+        assert_ne!(brother.truth.birth_date, girl.truth.birth_date);
+        assert_eq!(stranger.truth.birth_date, girl.truth.birth_date);
+        assert_ne!(stranger.truth.address.postcode, girl.truth.address.postcode);
+        for c in [girl, boy] {
+            let school = c.identity(System::School).expect("school record");
+            assert!(school.nhs_number.is_none(), "linked by demographics only");
+        }
+        let police = girl.identity(System::Police).expect("the near-miss");
+        assert_eq!(
+            (police.given_name.as_str(), &police.nhs_number),
+            ("I", &None)
+        );
+        let police = stranger.identity(System::Police).expect("police record");
+        assert!(police.nhs_number.is_none());
+    }
 
     #[test]
     fn same_seed_same_population() {

@@ -50,10 +50,19 @@ impl Env {
     /// Partner systems for `children` synthetic children. Social care runs on MariaDB when
     /// `WEFT_TEST_MARIADB_URL` is set (CI always sets it), else on a SQLite file.
     pub async fn new(children: usize) -> Env {
+        Self::with_population(sim::population::generate(7, children)).await
+    }
+
+    /// As [`Env::new`], with the four children `weft demo` adds (twins, their brother, a girl
+    /// born the same day) after the `children`.
+    pub async fn with_households(children: usize) -> Env {
+        Self::with_population(sim::population::generate_with_households(7, children)).await
+    }
+
+    async fn with_population(pop: sim::Population) -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
         let pki = DevPki::generate(&dir.path().join("pki")).expect("dev PKI");
         let social_care = testkit::fresh_mariadb().await;
-        let pop = sim::population::generate(7, children);
         let partners = PartnerSystems::start(
             &dir.path().join("partners"),
             &pop,

@@ -4,7 +4,7 @@
 //! and a data administrator's decision links it.
 
 use serde_json::{json, Value};
-use weft_sim::population::System;
+use weft_sim::population::{self, System};
 
 use crate::harness::{Env, Gateway};
 
@@ -204,4 +204,110 @@ async fn review_queue_and_a_data_administrators_decision() {
         .find(|s| s["source"] == source.as_str())
         .expect("police in view");
     assert_ne!(police_view["status"], "no_record", "{police_view}");
+}
+
+/// The demo's population (`weft demo`): twins whose school records carry no NHS number are two
+/// children; a girl born the same day is a third; the twin girl's police record, which gives
+/// only her initial and no NHS number, waits in the data administrator's review queue with the
+/// rule that held it back in words; and nothing pairs the twins, or the stranger, anywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_the_demo_population_twins_are_two_children_and_a_near_miss_waits_for_a_person() {
+    let env = Env::with_households(12).await;
+    let gw = Gateway::start(&env, env.write_config("weft.toml", &env.config(false))).await;
+    let la = env.agency_of("social_care");
+    let sw = env.token("sw-1", &la, "social_worker");
+    let admin = env.token("admin-1", &la, "data_admin");
+    let pop = &env.partners.population;
+    let child = |key: &str| pop.by_key(key).expect("household child");
+    let (girl, boy, brother, stranger) = (
+        child(population::TWIN_GIRL),
+        child(population::TWIN_BOY),
+        child(population::OLDER_BROTHER),
+        child(population::SAME_BIRTHDAY),
+    );
+    let mut ids = Vec::new();
+    for c in [girl, boy, brother, stranger] {
+        ids.push(gw.child_by_nhs(&sw, &c.truth.nhs_number).await);
+    }
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "four children: {ids:?}");
+
+    // Each child holds exactly its own records: the twins' school records (no NHS number)
+    // linked by demographics to the right twin, the stranger's police record to her.
+    let police = env.partners.source_id(System::Police);
+    let near_miss = girl.identity(System::Police).expect("the near-miss");
+    for (c, id) in [girl, boy, brother, stranger].into_iter().zip(&ids) {
+        let (status, links) = gw.get(&format!("/v1/children/{id}/links"), &admin).await;
+        assert_eq!(status, 200, "{links}");
+        let mut active: Vec<(String, String)> = links["links"]
+            .as_array()
+            .expect("links")
+            .iter()
+            .filter(|l| l["status"] == "active")
+            .map(|l| {
+                (
+                    l["source"].as_str().unwrap_or_default().to_string(),
+                    l["local_id"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        active.sort();
+        let mut own: Vec<(String, String)> = System::ALL
+            .into_iter()
+            .filter_map(|s| Some((env.partners.source_id(s), c.local_id(s)?.to_string())))
+            .filter(|(s, l)| !(s == &police && l == &near_miss.local_id))
+            .collect();
+        own.sort();
+        assert_eq!(active, own, "{}: {links}", c.key);
+    }
+
+    // The near-miss waits for a person, proposed for the twin girl, with the reason in words.
+    let (status, queue) = gw.get("/v1/matches/review", &admin).await;
+    assert_eq!(status, 200, "{queue}");
+    let matches = queue["matches"].as_array().expect("matches");
+    let proposal = matches
+        .iter()
+        .find(|m| m["source"] == police.as_str() && m["local_id"] == near_miss.local_id.as_str())
+        .unwrap_or_else(|| panic!("the near-miss is in the review queue: {queue}"));
+    assert_eq!(proposal["child_id"], ids[0].as_str(), "{proposal}");
+    let rule = proposal["explanation"]
+        .as_array()
+        .expect("explanation")
+        .iter()
+        .find(|e| e["comparison"] == "rule")
+        .unwrap_or_else(|| panic!("the explanation names the rule: {proposal}"));
+    assert!(
+        rule["level"]
+            .as_str()
+            .is_some_and(|l| l.contains("could be twins")),
+        "{rule}"
+    );
+    let given = proposal["explanation"]
+        .as_array()
+        .expect("explanation")
+        .iter()
+        .find(|e| e["comparison"] == "given_name")
+        .expect("given name compared");
+    assert_eq!(given["level"], "similar spelling or initial", "{given}");
+    // Nothing proposes the twin brother's, the brother's or the stranger's records for another
+    // of these children.
+    for m in matches {
+        let for_child = m["child_id"].as_str().unwrap_or_default();
+        let from = (
+            m["source"].as_str().unwrap_or_default(),
+            m["local_id"].as_str().unwrap_or_default(),
+        );
+        for (c, id) in [girl, boy, brother, stranger].into_iter().zip(&ids) {
+            let own = System::ALL
+                .into_iter()
+                .any(|s| c.local_id(s) == Some(from.1) && env.partners.source_id(s) == from.0);
+            assert!(
+                !own || for_child == id.as_str() || !ids.contains(&for_child.to_string()),
+                "{} proposed for another child of the household: {m}",
+                c.key
+            );
+        }
+    }
 }

@@ -30,7 +30,8 @@ pub struct DemoArgs {
     /// every run.
     #[arg(long, default_value = "weft-demo")]
     pub dir: PathBuf,
-    /// How many synthetic children to seed.
+    /// How many synthetic children to seed (and four more: twins, their older brother and a
+    /// girl born the same day, for identity matching's hard cases).
     #[arg(long, default_value_t = 50)]
     pub children: usize,
     /// Seed of the synthetic population (the same seed gives the same children).
@@ -46,7 +47,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir)?;
     let dir = std::fs::canonicalize(&args.dir)?;
     let pki = DevPki::generate(&dir.join("pki"))?;
-    let population = sim::population::generate(args.seed, args.children);
+    let population = sim::population::generate_with_households(args.seed, args.children);
     eprintln!("starting simulated partner systems…");
     let partners = PartnerSystems::start(&dir.join("partners"), &population, None, None).await?;
 
@@ -147,7 +148,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          curl -s --cacert {ca} -H \"Authorization: Bearer $IG_OFFICER\" \"{base}/v1/children/{child_id}/access-report?format=html\"\n\n  \
          curl -s --cacert {ca} {base}/readyz\n\n  \
          # the detail behind it (data administrators only):\n  \
-         curl -s --cacert {ca} -H \"Authorization: Bearer $DATA_ADMIN\" {base}/v1/status\n\n\
+         curl -s --cacert {ca} -H \"Authorization: Bearer $DATA_ADMIN\" {base}/v1/status\n\n  \
+         # matches waiting for a person (twins and near-misses are never linked by the matcher):\n  \
+         curl -s --cacert {ca} -H \"Authorization: Bearer $DATA_ADMIN\" {base}/v1/matches/review\n\n\
          Afterwards: cargo run --release -- audit verify -c {config}\n\
          (checked against the signed checkpoints in {checkpoints}; `audit export` writes a copy a\n\
          third party verifies with `audit verify --export DIR --public-key FILE`)\n\

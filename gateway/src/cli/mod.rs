@@ -234,6 +234,10 @@ pub enum BenchCommand {
     /// The gateway's own identity search (the store-backed master child index the API uses)
     /// against an index of synthetic children on SQLite or PostgreSQL: latency and accuracy.
     Search(crate::cli::bench::search::SearchArgs),
+    /// The master child index on a cohort it was not trained on, read from four SQL reporting
+    /// databases through the `sql` adapter: pairs of different children linked, and recall,
+    /// from the index's export against the cohort's truth.
+    Index(crate::cli::bench::index::IndexArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -309,6 +313,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Bench {
             command: BenchCommand::Search(args),
         } => crate::cli::bench::search::run(args).await,
+        #[cfg(feature = "sim")]
+        Command::Bench {
+            command: BenchCommand::Index(args),
+        } => crate::cli::bench::index::run(args).await,
         Command::Match { command } => match command {
             MatchCommand::Link(args) => crate::cli::matching::run_link(&args),
             MatchCommand::Dedupe(args) => crate::cli::matching::run_dedupe(&args),

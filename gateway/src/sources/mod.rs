@@ -111,7 +111,7 @@ impl Failure {
 }
 
 impl Source {
-    fn new(
+    pub(crate) fn new(
         id: String,
         agency: AgencyConfig,
         deadline: Duration,

@@ -6,8 +6,10 @@
 //!    memory, pairwise and cluster precision, recall and F1, twin pairs linked automatically,
 //!    and a calibration table (predicted probability against the share truly one child).
 //! 2. The FEBRL benchmarks beside the repository, when they are there.
-//! 3. Search an index of N children with corrupted copies of indexed children (and strangers):
-//!    latency per search at p50/p99/max, and how often the right child comes first.
+//! 3. Search an index of N children of the cohort with other agencies' records of indexed
+//!    children (and strangers), split as `weft bench search` splits it
+//!    ([`weft_sim::cohort::search_split`]): latency per search at p50/p99/max, and how often
+//!    the right child comes first.
 //!
 //! The threshold is fixed before any truth is looked at; truth only scores the result.
 //!
@@ -16,12 +18,9 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 use weft_matching::block::default_rules;
 use weft_matching::link::{self, Task, TrainOptions};
-use weft_matching::normalise::nickname_table;
 use weft_matching::record::{Field, Record};
 use weft_matching::search::SearchIndex;
 
@@ -68,186 +67,6 @@ const FIELDS: [Field; 5] = [
     Field::Sex,
     Field::Postcode,
 ];
-
-const STARTS: &[&str] = &[
-    "ab", "al", "ash", "bar", "ben", "black", "brad", "bram", "car", "chad", "dal", "den", "ed",
-    "fair", "fer", "gar", "glen", "hal", "har", "hart", "kem", "kings", "lan", "mar", "mor", "nor",
-    "oak", "pen", "ros", "sel", "stan", "tal", "thorn", "wal", "whit", "win", "wood", "york",
-];
-const MIDDLES: &[&str] = &["", "", "", "er", "ing", "el", "an", "ow", "en"];
-const ENDS: &[&str] = &[
-    "ton", "by", "ford", "ley", "well", "wood", "son", "man", "field", "ridge", "more", "ham",
-    "stead", "worth", "croft", "er", "ell", "ock", "wick", "burn",
-];
-const AREAS: &[&str] = &[
-    "WT", "LS", "M", "B", "BD", "HX", "HD", "WF", "S", "DN", "YO", "HU", "L", "CH", "WA", "BL",
-    "OL", "SK", "PR", "BB",
-];
-
-/// A synthetic child, the truth that corrupted copies are made from.
-pub(crate) struct Person {
-    given: String,
-    family: String,
-    dob: (u16, u8, u8),
-    female: bool,
-    postcode: String,
-}
-
-/// Picks from a list with a skew, so a few values are common and most are rare, like names
-/// (the commonest synthetic surname is about 0.4 % of children; Smith is about 1.3 % of the UK).
-fn skewed<'a>(rng: &mut StdRng, list: &'a [&'a str]) -> &'a str {
-    let u: f64 = rng.gen();
-    list[(u.powf(1.5) * list.len() as f64) as usize % list.len()]
-}
-
-pub(crate) fn person(rng: &mut StdRng, formal: &[&str]) -> Person {
-    let family = format!(
-        "{}{}{}",
-        skewed(rng, STARTS),
-        MIDDLES[rng.gen_range(0..MIDDLES.len())],
-        skewed(rng, ENDS)
-    );
-    let given = if rng.gen_bool(0.8) {
-        skewed(rng, formal).to_string()
-    } else {
-        format!(
-            "{}{}",
-            skewed(rng, STARTS),
-            ["a", "ie", "y", "o", "en", "ia"][rng.gen_range(0..6)]
-        )
-    };
-    let mut given = given;
-    if rng.gen_bool(0.15) {
-        given = format!("{given} {}", skewed(rng, formal));
-    }
-    let year = rng.gen_range(2007..2025);
-    let month = rng.gen_range(1..=12);
-    let day = rng.gen_range(1..=28);
-    let postcode = format!(
-        "{}{} {}{}{}",
-        AREAS[rng.gen_range(0..AREAS.len())],
-        rng.gen_range(1..40),
-        rng.gen_range(0..10),
-        (b'A' + rng.gen_range(0..26)) as char,
-        (b'A' + rng.gen_range(0..26)) as char
-    );
-    Person {
-        given,
-        family,
-        dob: (year, month, day),
-        female: rng.gen_bool(0.5),
-        postcode,
-    }
-}
-
-fn typo(rng: &mut StdRng, s: &str) -> String {
-    let mut c: Vec<char> = s.chars().collect();
-    if c.len() < 3 {
-        return s.to_string();
-    }
-    let i = rng.gen_range(1..c.len());
-    match rng.gen_range(0..3) {
-        0 => c[i] = (b'a' + rng.gen_range(0..26)) as char,
-        1 => {
-            c.remove(i);
-        }
-        _ => c.swap(i - 1, i),
-    }
-    c.into_iter().collect()
-}
-
-/// What one agency wrote down about a person: with the usual slips when `corrupt` (a nickname
-/// or typo in the given name, a typo in the family name, day and month swapped or a digit
-/// slipped in the date of birth, a move within the district or no postcode, no sex).
-pub(crate) struct Written {
-    given: String,
-    family: String,
-    /// `YYYY-MM-DD`.
-    birth_date: String,
-    sex: Option<&'static str>,
-    postcode: Option<String>,
-}
-
-pub(crate) fn written(
-    rng: &mut StdRng,
-    p: &Person,
-    corrupt: bool,
-    nicknames: &[(&str, &[&str])],
-) -> Written {
-    let mut given = p.given.clone();
-    let mut family = p.family.clone();
-    let (mut y, mut m, mut d) = p.dob;
-    let mut postcode = Some(p.postcode.clone());
-    let mut sex = Some(if p.female { "F" } else { "M" });
-    if corrupt {
-        if rng.gen_bool(0.15) {
-            let first = given.split(' ').next().unwrap_or_default();
-            if let Some((_, nicks)) = nicknames.iter().find(|(f, n)| *f == first && !n.is_empty()) {
-                given = nicks[rng.gen_range(0..nicks.len())].to_string();
-            }
-        } else if rng.gen_bool(0.1) {
-            given = typo(rng, &given);
-        }
-        if rng.gen_bool(0.15) {
-            family = typo(rng, &family);
-        }
-        if rng.gen_bool(0.03) && d <= 12 {
-            std::mem::swap(&mut m, &mut d);
-        } else if rng.gen_bool(0.05) {
-            d = if d >= 10 { d - 10 + 1 } else { d + 10 };
-        } else if rng.gen_bool(0.02) {
-            y -= 1;
-        }
-        if rng.gen_bool(0.15) {
-            postcode = Some(format!(
-                "{} {}AA",
-                &p.postcode[..p.postcode.len() - 4],
-                rng.gen_range(0..10)
-            ));
-        } else if rng.gen_bool(0.05) {
-            postcode = None;
-        }
-        if rng.gen_bool(0.05) {
-            sex = None;
-        }
-    }
-    Written {
-        given,
-        family,
-        birth_date: format!("{y:04}-{m:02}-{d:02}"),
-        sex,
-        postcode,
-    }
-}
-
-impl Written {
-    /// As a source's adapter hands it to the master child index.
-    pub(crate) fn demographics(self) -> weft_adapters::Demographics {
-        weft_adapters::Demographics {
-            given_name: Some(self.given),
-            family_name: Some(self.family),
-            birth_date: Some(self.birth_date),
-            sex: self.sex.map(String::from),
-            postcode: self.postcode,
-            ..weft_adapters::Demographics::default()
-        }
-    }
-}
-
-/// The person as one agency records them: with the usual slips when `corrupt`.
-fn record(
-    rng: &mut StdRng,
-    p: &Person,
-    id: String,
-    corrupt: bool,
-    nicknames: &[(&str, &[&str])],
-) -> Record {
-    crate::pipeline::resolve::linkage::record_of(
-        id,
-        &written(rng, p, corrupt, nicknames).demographics(),
-        &[],
-    )
-}
 
 /// Peak resident memory of this process so far, from /proc (Linux); `None` elsewhere.
 pub(crate) fn peak_memory_mib() -> Option<f64> {
@@ -488,9 +307,6 @@ pub fn run(args: &MatchBenchArgs) -> anyhow::Result<()> {
 }
 
 fn bench(args: &MatchBenchArgs) -> anyhow::Result<()> {
-    let nicknames: Vec<(&str, &[&str])> = nickname_table().collect();
-    let formal: Vec<&str> = nicknames.iter().map(|(f, _)| *f).collect();
-    let mut rng = StdRng::seed_from_u64(args.seed);
     let comparisons = link::comparisons_for(&FIELDS);
     let rules = link::usable_rules(&default_rules(), &FIELDS);
     println!("weft bench match: {} threads", args.threads);
@@ -565,16 +381,19 @@ fn bench(args: &MatchBenchArgs) -> anyhow::Result<()> {
     // 2. FEBRL.
     febrl(args)?;
 
-    // 3. Search, scored by the gateway's built-in model (the index's five fields).
+    // 3. Search, scored by the gateway's built-in model (the index's five fields), over the
+    // cohort split as `weft bench search` splits it.
     let model = crate::pipeline::resolve::linkage::Matcher::builtin().model;
     let started = Instant::now();
-    let people: Vec<Person> = (0..args.index_children)
-        .map(|_| person(&mut rng, &formal))
-        .collect();
+    let split = weft_sim::cohort::search_split(args.seed, args.index_children, args.searches);
     let mut index = SearchIndex::new(rules, comparisons);
-    for (i, p) in people.iter().enumerate() {
-        let r = record(&mut rng, p, format!("c{i}"), false, &nicknames);
-        index.insert(r);
+    for (i, r) in split.index.iter().enumerate() {
+        let r = crate::cli::bench::search::indexed(r, i);
+        index.insert(crate::pipeline::resolve::linkage::record_of(
+            r.local_id,
+            &r.demographics,
+            &r.identifiers,
+        ));
     }
     println!(
         "search: index of {} children built in {:.1}s; peak memory {}",
@@ -582,29 +401,23 @@ fn bench(args: &MatchBenchArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         peak_memory_mib().map_or("unknown".into(), |m| format!("{m:.0} MiB"))
     );
-    let mut latencies = Vec::with_capacity(args.searches);
+    let mut latencies = Vec::with_capacity(split.searches.len());
     let (mut first, mut found_any, mut strangers_matched, mut strangers) =
         (0usize, 0usize, 0usize, 0usize);
     let mut candidates = 0usize;
-    for s in 0..args.searches {
-        // One search in ten is for a child who is not in the index.
-        let stranger = s % 10 == 9;
-        let (query, want) = if stranger {
-            let p = person(&mut rng, &formal);
-            (record(&mut rng, &p, "q".into(), true, &nicknames), None)
-        } else {
-            let i = rng.gen_range(0..people.len());
-            (
-                record(&mut rng, &people[i], "q".into(), true, &nicknames),
-                Some(i as u32),
-            )
-        };
+    for (r, want) in &split.searches {
+        let query = crate::pipeline::resolve::linkage::record_of(
+            "q",
+            &crate::cli::bench::search::searched(r),
+            &[],
+        );
         let t = Instant::now();
         let hits = index.search(&model, &query, args.threshold, 10);
         latencies.push(t.elapsed());
         candidates += index.candidates(&query).len();
         match want {
             Some(w) => {
+                let w = *w as u32;
                 found_any += usize::from(hits.iter().any(|h| h.index == w));
                 first += usize::from(hits.first().is_some_and(|h| h.index == w));
             }
@@ -615,11 +428,11 @@ fn bench(args: &MatchBenchArgs) -> anyhow::Result<()> {
         }
     }
     latencies.sort();
-    let known = args.searches - strangers;
+    let known = split.searches.len() - strangers;
     println!(
         "search: {} searches, mean {:.0} candidates each; latency p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
-        args.searches,
-        candidates as f64 / args.searches.max(1) as f64,
+        split.searches.len(),
+        candidates as f64 / split.searches.len().max(1) as f64,
         percentile(&latencies, 0.5).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3

@@ -6,6 +6,7 @@
 pub mod concerns;
 pub mod cpu;
 pub mod import;
+pub mod index;
 pub mod matching;
 pub mod search;
 

@@ -816,7 +816,9 @@ const DERIVED_MARKER: &str = "_derived";
 /// The shape of the matching rows this build derives: raised whenever blocking keys, matching
 /// forms or name counts change, so that [`Matcher::rebuild`] derives a store's again once.
 /// 1: blocking keys carry their record's matching form.
-const DERIVED_VERSION: i64 = 1;
+/// 2: the form also holds middle names, former family names, the house number, household
+/// keys, the former UPN and former postcodes, so a search scores candidates with them.
+pub(crate) const DERIVED_VERSION: i64 = 2;
 
 /// Source records read at a time by [`Matcher::rebuild`].
 const REBUILD_PAGE: i64 = 5_000;
@@ -1938,6 +1940,92 @@ mod tests {
         );
     }
 
+    /// A search for a child by the middle name they go by and the family name they had before
+    /// finds them scored with both; a store whose forms an older build wrote (without the
+    /// extras) is derived again once, and then finds them the same way.
+    #[tokio::test]
+    async fn a_search_scores_a_candidate_with_its_middle_and_former_names_after_deriving_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 0.95).await;
+        let mut amy = rec("h1", None, "Amy", "Bloggs");
+        amy.demographics.middle_names = Some("Rose".into());
+        amy.demographics.former_family_names = vec!["Smith".into()];
+        let (child, _) = index.upsert("health", &amy).await.unwrap();
+        let search = Search {
+            demographics: Some(child_("Rose", "Smith").demographics),
+            ..Default::default()
+        };
+        let level = |f: &crate::pipeline::resolve::Found, c: &str| {
+            f.explanation
+                .iter()
+                .find(|e| e.comparison == c)
+                .map(|e| e.level.clone())
+                .unwrap_or_default()
+        };
+        let check = |hits: Vec<crate::pipeline::resolve::Found>| {
+            let hit = hits.iter().find(|f| f.id == child).cloned();
+            let hit = hit.unwrap_or_else(|| panic!("not found: {hits:?}"));
+            assert_eq!(
+                level(&hit, "given_name"),
+                "same first name, other name or nickname"
+            );
+            assert_eq!(
+                level(&hit, "family_name"),
+                "close spelling, or a former family name"
+            );
+            hit.probability
+        };
+        let p = check(index.find(&search).await.unwrap());
+        assert!(p >= 0.5, "scored with her other names: {p}");
+
+        // As a store written by the build before looks: forms of the five fields and the
+        // identifiers only, the marker at 1.
+        let rows = sqlx::query("SELECT rule, key, form FROM match_keys")
+            .fetch_all(&index.store().pool)
+            .await
+            .unwrap();
+        for row in &rows {
+            let form: String = row.try_get("form").unwrap();
+            let old: Vec<&str> = form.split('|').take(7).collect();
+            sqlx::query("UPDATE match_keys SET form = $1 WHERE rule = $2 AND key = $3")
+                .bind(old.join("|"))
+                .bind(row.try_get::<String, _>("rule").unwrap())
+                .bind(row.try_get::<String, _>("key").unwrap())
+                .execute(&index.store().pool)
+                .await
+                .unwrap();
+        }
+        sqlx::query("UPDATE match_terms SET n = 1 WHERE comparison = '_derived'")
+            .execute(&index.store().pool)
+            .await
+            .unwrap();
+        let before = index.find(&search).await.unwrap();
+        assert!(
+            before.iter().all(|f| f.id != child || f.probability < p),
+            "the old form lacks her other names: {before:?}"
+        );
+        let rebuilt = index.matcher().rebuild(index.store()).await.unwrap();
+        assert_eq!(rebuilt.records, 1);
+        assert_eq!(rebuilt.keys, rows.len() as u64);
+        assert_eq!(check(index.find(&search).await.unwrap()), p);
+        let marker: i64 = sqlx::query("SELECT n FROM match_terms WHERE comparison = '_derived'")
+            .fetch_one(&index.store().pool)
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap();
+        assert_eq!(marker, DERIVED_VERSION);
+        assert_eq!(
+            index.matcher().rebuild(index.store()).await.unwrap(),
+            Rebuilt::default(),
+            "derived once"
+        );
+    }
+
+    fn child_(given: &str, family: &str) -> SourceRecord {
+        child("q", given, family, "female", "WT3 5QP")
+    }
+
     #[tokio::test]
     async fn what_records_carry_beyond_the_compared_fields_is_kept_and_scores_nothing() {
         let mut full = rec("f1", None, "Amy", "Bloggs");
@@ -1963,7 +2051,14 @@ mod tests {
         // family name for a family name): here they move no score.
         let bare = rec("f1", None, "Amy", "Bloggs");
         let plain = record_of("f1", &bare.demographics, &bare.identifiers);
-        assert_eq!(r.form(), plain.form());
+        // The index's matching form keeps them, so a search judges a candidate as its record.
+        let back = Record::from_form("f1", &r.form());
+        assert_eq!(back.households(), r.households());
+        assert_eq!(
+            (&back.middle, &back.former_family),
+            (&r.middle, &r.former_family)
+        );
+        assert_ne!(r.form(), plain.form());
         let m = Matcher::builtin();
         let tf = TermFrequencies::default();
         let scorer = Scorer::new(&m.model, &tf, MIN_POPULATION);
