@@ -28,7 +28,7 @@ use weft_adapters::file::{self, FileConfig, Found, ImportError, Imported};
 use weft_adapters::AdapterConfig;
 
 use crate::foundation::config::SourceConfig;
-use crate::foundation::store::Store;
+use crate::foundation::store::{insert_rows, Cell, Store};
 use crate::pipeline::resolve::Index;
 
 /// A parsed record as the store keeps it.
@@ -299,6 +299,7 @@ pub async fn import(
     }
     let at = now();
     let mut to_index = Vec::new();
+    let mut added = Vec::new();
     for Hashed {
         local_id,
         json,
@@ -324,29 +325,40 @@ pub async fn import(
                 to_index.push(json);
             }
             None => {
-                sqlx::query(
-                    "INSERT INTO import_records (source, local_id, digest, record, imported_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(source)
-                .bind(id)
-                .bind(digest)
-                .bind(json)
-                .bind(&at)
-                .execute(&mut *tx)
-                .await?;
+                added.push([
+                    Cell::from(source),
+                    id.into(),
+                    digest.as_str().into(),
+                    json.as_str().into(),
+                    at.as_str().into(),
+                ]);
                 report.added += 1;
                 to_index.push(json);
             }
         }
     }
-    for gone in existing.keys() {
-        sqlx::query("DELETE FROM import_records WHERE source = $1 AND local_id = $2")
-            .bind(source)
-            .bind(gone)
-            .execute(&mut *tx)
-            .await?;
-        report.removed += 1;
+    // A first import adds every record: multi-row statements, not one per record.
+    insert_rows(
+        &mut tx,
+        store.backend,
+        "import_records (source, local_id, digest, record, imported_at)",
+        added,
+    )
+    .await?;
+    let gone: Vec<&String> = existing.keys().collect();
+    for chunk in gone.chunks(500) {
+        let mut sql =
+            String::from("DELETE FROM import_records WHERE source = $1 AND local_id IN (");
+        for i in 0..chunk.len() {
+            sql.push_str(&format!("{}${}", if i == 0 { "" } else { ", " }, i + 2));
+        }
+        sql.push(')');
+        let mut q = sqlx::query(&sql).bind(source);
+        for id in chunk {
+            q = q.bind(id.as_str());
+        }
+        q.execute(&mut *tx).await?;
+        report.removed += chunk.len();
     }
     report.outcome = "applied";
     insert_run(
@@ -363,24 +375,22 @@ pub async fn import(
     tx.commit().await?;
     report.apply_ms = ms(clock);
     let clock = std::time::Instant::now();
+    let mut recs = Vec::with_capacity(to_index.len());
     for json in to_index {
         // Neither error is logged in full: serde's and the database's can quote the record.
-        let rec = match serde_json::from_str::<Imported>(json) {
-            Ok(r) => r.record,
+        match serde_json::from_str::<Imported>(json) {
+            Ok(r) => recs.push(r.record),
             Err(e) => {
                 tracing::warn!(source, category = ?e.classify(), "imported record unreadable");
-                report.index_failures += 1;
-                continue;
-            }
-        };
-        match index.upsert(source, &rec).await {
-            Ok(_) => report.indexed += 1,
-            Err(e) => {
-                tracing::warn!(source, error = %store_error(&e), "index upsert after import failed");
                 report.index_failures += 1;
             }
         }
     }
+    // A first or large import goes through the index's bulk path; a few changed records are
+    // upserted one at a time (`resolve::bulk::BULK_FROM`).
+    let done = index.upsert_many(source, &recs).await;
+    report.indexed += done.records;
+    report.index_failures += done.failed;
     report.index_ms = ms(clock);
     tracing::info!(
         source,

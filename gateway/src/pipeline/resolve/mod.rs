@@ -11,6 +11,7 @@
 //! record whose demographics change keeps its link, but if it now matches another child better
 //! than its own, that child is proposed for review.
 
+pub mod bulk;
 pub mod linkage;
 
 use std::collections::BTreeSet;
@@ -335,6 +336,7 @@ impl Index {
         let now = Utc::now().to_rfc3339();
 
         let mut tx = self.store.begin_write().await?;
+        self.store.lock_index(&mut tx).await?;
         let existing = sqlx::query(
             "SELECT child_id, identifiers, demographics FROM source_records \
              WHERE source = $1 AND local_id = $2",
@@ -472,8 +474,13 @@ impl Index {
                 }
                 Ok(None) => query_only.push(source.clone()),
                 Ok(Some(records)) => {
-                    for rec in &records {
-                        self.count(&mut report, source, rec).await;
+                    let done = self.upsert_many(&source.id, &records).await;
+                    report.records += done.records;
+                    report.flagged_identifiers += done.flagged;
+                    if done.failed > 0 {
+                        report
+                            .failed
+                            .push((source.id.clone(), "database_error".into()));
                     }
                 }
             }
