@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::time::Instant;
 
 use serde::Serialize;
 use sqlx::{AnyConnection, Row};
@@ -66,6 +67,11 @@ pub struct Upserted {
     pub unchanged: usize,
     /// Records that could not be written (a failed batch counts all of its records).
     pub failed: usize,
+    /// Milliseconds the bulk path spent reading what its batches reach, placing their records
+    /// in memory, and writing them with their audit entries.
+    pub read_ms: u64,
+    pub place_ms: u64,
+    pub write_ms: u64,
 }
 
 impl Index {
@@ -107,6 +113,18 @@ impl Index {
                     }
                 }
             }
+        }
+        if done.bulk > 0 {
+            tracing::info!(
+                source,
+                bulk = done.bulk,
+                incremental = done.incremental,
+                unchanged = done.unchanged,
+                read_ms = done.read_ms,
+                place_ms = done.place_ms,
+                write_ms = done.write_ms,
+                "index bulk path"
+            );
         }
         done
     }
@@ -157,17 +175,26 @@ impl Index {
                 keys: self.matcher.keys(&stored[i].record),
             })
             .collect();
+        let ms = |t: Instant| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let clock = Instant::now();
         let mut world = World::load(&self.matcher, &mut tx, source, &new).await?;
+        let read = ms(clock);
+        let clock = Instant::now();
         let mut placements = Vec::with_capacity(new.len());
         for n in &new {
             let p = world.place(&self.matcher, &mut tx, source, n).await?;
             world.add(&self.matcher, &mut tx, source, n, &p.child).await?;
             placements.push(p);
         }
+        let place = ms(clock);
+        let clock = Instant::now();
         world
             .write(&self.matcher, &mut tx, store.backend, source, &new, &placements)
             .await?;
         tx.commit().await?;
+        done.read_ms += read;
+        done.place_ms += place;
+        done.write_ms += ms(clock);
         done.records += new.len();
         done.bulk += new.len();
         done.flagged += new.iter().filter(|n| n.stored.flagged).count();
