@@ -121,7 +121,11 @@ mod tests {
         assert!(rows.iter().all(|r| r.len() == columns));
         let ids: HashSet<&str> = rows.iter().map(|r| r[0]).collect();
         assert_eq!(ids.len(), rows.len(), "pupil ids are unique");
-        let upns: Vec<&str> = rows.iter().map(|r| r[1]).filter(|u| !u.is_empty()).collect();
+        let upns: Vec<&str> = rows
+            .iter()
+            .map(|r| r[1])
+            .filter(|u| !u.is_empty())
+            .collect();
         let valid = upns
             .iter()
             .filter(|u| weft_ids::Upn::parse(u).is_ok())

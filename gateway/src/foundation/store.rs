@@ -246,9 +246,9 @@ pub(crate) async fn insert_rows_then<'a, const N: usize>(
     };
     for chunk in rows.chunks(ROWS_PER_STATEMENT.min(limit / N.max(1))) {
         let mut sql = format!("INSERT INTO {table} VALUES ");
-        for r in 0..chunk.len() {
+        for (r, row) in chunk.iter().enumerate() {
             sql.push_str(if r == 0 { "(" } else { ", (" });
-            for (c, cell) in chunk[r].iter().enumerate() {
+            for (c, cell) in row.iter().enumerate() {
                 let sep = if c == 0 { "" } else { ", " };
                 let k = r * N + c + 1;
                 let _ = match cell {

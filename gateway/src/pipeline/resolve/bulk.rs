@@ -183,13 +183,22 @@ impl Index {
         let mut placements = Vec::with_capacity(new.len());
         for n in &new {
             let p = world.place(&self.matcher, &mut tx, source, n).await?;
-            world.add(&self.matcher, &mut tx, source, n, &p.child).await?;
+            world
+                .add(&self.matcher, &mut tx, source, n, &p.child)
+                .await?;
             placements.push(p);
         }
         let place = ms(clock);
         let clock = Instant::now();
         world
-            .write(&self.matcher, &mut tx, store.backend, source, &new, &placements)
+            .write(
+                &self.matcher,
+                &mut tx,
+                store.backend,
+                source,
+                &new,
+                &placements,
+            )
             .await?;
         tx.commit().await?;
         done.read_ms += read;
@@ -345,7 +354,10 @@ impl World {
                 let rule: String = row.try_get("rule")?;
                 let key: String = row.try_get("key")?;
                 let r = w.rule(&rule);
-                if wanted.get(&r).is_some_and(|keys| keys.contains(key.as_str())) {
+                if wanted
+                    .get(&r)
+                    .is_some_and(|keys| keys.contains(key.as_str()))
+                {
                     w.known_row(r, key, row)?;
                 }
             }
@@ -456,7 +468,12 @@ impl World {
         }
     }
 
-    fn known_row(&mut self, rule: u16, key: String, row: &sqlx::any::AnyRow) -> Result<(), sqlx::Error> {
+    fn known_row(
+        &mut self,
+        rule: u16,
+        key: String,
+        row: &sqlx::any::AnyRow,
+    ) -> Result<(), sqlx::Error> {
         let source: String = row.try_get("source")?;
         let local_id: String = row.try_get("local_id")?;
         let at = match self.at.get(&(source.clone(), local_id.clone())) {
@@ -721,7 +738,9 @@ impl World {
                 .insert(child.to_string());
         }
         for c in matcher.tf_comparisons() {
-            let Some(v) = counted(c, record) else { continue };
+            let Some(v) = counted(c, record) else {
+                continue;
+            };
             let before = self.count(c, v).0;
             self.terms.entry((c, v.to_string())).or_default().0 = before + 1;
             let total = self.terms.entry((c, String::new())).or_default();
@@ -804,10 +823,21 @@ impl World {
                 ]);
             }
             for (kind, value) in n.stored.verified() {
-                identifiers.push([Cell::from(kind), value.into(), source.into(), n.local_id.into()]);
+                identifiers.push([
+                    Cell::from(kind),
+                    value.into(),
+                    source.into(),
+                    n.local_id.into(),
+                ]);
             }
         }
-        insert_rows(conn, backend, "match_keys (rule, key, source, local_id, form)", keys).await?;
+        insert_rows(
+            conn,
+            backend,
+            "match_keys (rule, key, source, local_id, form)",
+            keys,
+        )
+        .await?;
         insert_rows(
             conn,
             backend,
@@ -819,7 +849,11 @@ impl World {
             .terms
             .iter()
             .filter_map(|((c, v), (n, sq))| {
-                let (n0, sq0) = self.terms_read.get(&(*c, v.clone())).copied().unwrap_or((0, 0));
+                let (n0, sq0) = self
+                    .terms_read
+                    .get(&(*c, v.clone()))
+                    .copied()
+                    .unwrap_or((0, 0));
                 (n != &n0 || sq != &sq0).then_some((*c, v.as_str(), n - n0, sq - sq0))
             })
             .collect();
@@ -829,9 +863,14 @@ impl World {
             "match_terms (comparison, value, n, sq)",
             "ON CONFLICT (comparison, value) DO UPDATE SET n = match_terms.n + excluded.n, \
              sq = match_terms.sq + excluded.sq",
-            changed
-                .iter()
-                .map(|(c, v, n, sq)| [Cell::from(c.as_str()), (*v).into(), Cell::Int(*n), Cell::Int(*sq)]),
+            changed.iter().map(|(c, v, n, sq)| {
+                [
+                    Cell::from(c.as_str()),
+                    (*v).into(),
+                    Cell::Int(*n),
+                    Cell::Int(*sq),
+                ]
+            }),
         )
         .await?;
         let entries: Vec<Entry> = links
@@ -941,10 +980,11 @@ mod tests {
     /// its records. Records and their links (status, method, probability), and name counts.
     async fn outcome(index: &Index) -> (BTreeSet<String>, BTreeSet<String>, Vec<String>) {
         let pool = &index.store().pool;
-        let rows = sqlx::query("SELECT source, local_id, child_id, link_method FROM source_records")
-            .fetch_all(pool)
-            .await
-            .unwrap();
+        let rows =
+            sqlx::query("SELECT source, local_id, child_id, link_method FROM source_records")
+                .fetch_all(pool)
+                .await
+                .unwrap();
         let mut label: BTreeMap<String, String> = BTreeMap::new();
         let mut records = Vec::new();
         for r in &rows {
@@ -1075,7 +1115,15 @@ mod tests {
                         };
                         let sex = if p.female { "female" } else { "male" };
                         let postcode = (how % 4 != 2).then_some(p.postcode);
-                        rec(&format!("{i}"), &ids, &given, p.family, p.dob, sex, postcode)
+                        rec(
+                            &format!("{i}"),
+                            &ids,
+                            &given,
+                            p.family,
+                            p.dob,
+                            sex,
+                            postcode,
+                        )
                     })
                     .collect();
                 (*source, recs)
@@ -1139,7 +1187,15 @@ mod tests {
     }
 
     fn eleanor(id: &str, ids: &[(&str, String)], given: &str, family: &str) -> SourceRecord {
-        rec(id, ids, given, family, "2016-06-21", "female", Some("WT3 5QP"))
+        rec(
+            id,
+            ids,
+            given,
+            family,
+            "2016-06-21",
+            "female",
+            Some("WT3 5QP"),
+        )
     }
 
     /// Strangers to fill a batch past the threshold.
@@ -1198,11 +1254,19 @@ mod tests {
         assert_ne!(child_of("s1").await, a, "a near miss is only proposed");
         let queue = review_queue(&index).await.unwrap();
         assert_eq!(queue.len(), 1);
-        assert_eq!((queue[0].local_id.as_str(), queue[0].child_id.as_str()), ("s1", a.as_str()));
+        assert_eq!(
+            (queue[0].local_id.as_str(), queue[0].child_id.as_str()),
+            ("s1", a.as_str())
+        );
 
         // A data administrator confirms the proposal and splits the automatic link.
         let by = |d: &crate::pipeline::resolve::linkage::Decided| {
-            Entry::system("match_decision", Some(&d.child_id), "changed", serde_json::json!({}))
+            Entry::system(
+                "match_decision",
+                Some(&d.child_id),
+                "changed",
+                serde_json::json!({}),
+            )
         };
         decide(&index, &queue[0].id, Decision::Confirm, "admin1", None, by)
             .await
@@ -1214,10 +1278,17 @@ mod tests {
             .into_iter()
             .find(|l| l.local_id == "s2" && l.status == "active")
             .unwrap();
-        let split = decide(&index, &link.id, Decision::Split, "admin1", Some("twin"), by)
-            .await
-            .unwrap()
-            .child_id;
+        let split = decide(
+            &index,
+            &link.id,
+            Decision::Split,
+            "admin1",
+            Some("twin"),
+            by,
+        )
+        .await
+        .unwrap()
+        .child_id;
         assert_eq!(child_of("s1").await, a);
         assert_ne!(split, a);
 
@@ -1259,10 +1330,11 @@ mod tests {
         school.extend(strangers(0, 20));
         let done = index.upsert_many_with("school", &school, 3, 10).await;
         assert_eq!((done.bulk, done.failed), (23, 0));
-        let links = sqlx::query("SELECT id, method, status FROM match_links WHERE source = 'school'")
-            .fetch_all(&index.store().pool)
-            .await
-            .unwrap();
+        let links =
+            sqlx::query("SELECT id, method, status FROM match_links WHERE source = 'school'")
+                .fetch_all(&index.store().pool)
+                .await
+                .unwrap();
         assert_eq!(links.len(), 24, "23 links and one proposal");
         let entries = matcher_entries(&index).await;
         for l in &links {
@@ -1273,9 +1345,16 @@ mod tests {
                 .collect();
             assert_eq!(named.len(), 1, "one entry for link {id}");
             let status: String = l.get("status");
-            let outcome = if status == "review" { "proposed" } else { "linked" };
+            let outcome = if status == "review" {
+                "proposed"
+            } else {
+                "linked"
+            };
             assert_eq!(named[0].entry.outcome, outcome);
-            assert_eq!(named[0].entry.detail["method"], l.get::<String, _>("method").as_str());
+            assert_eq!(
+                named[0].entry.detail["method"],
+                l.get::<String, _>("method").as_str()
+            );
         }
         assert_eq!(audit::verify(index.store()).await.unwrap().problem, None);
 
@@ -1290,7 +1369,13 @@ mod tests {
                     .get::<i64, _>("n")
             }
         };
-        let tables = ["children", "source_records", "match_links", "match_keys", "record_identifiers"];
+        let tables = [
+            "children",
+            "source_records",
+            "match_links",
+            "match_keys",
+            "record_identifiers",
+        ];
         let mut before = Vec::new();
         for t in tables {
             before.push(count(t).await);
@@ -1299,7 +1384,9 @@ mod tests {
             .execute(&index.store().pool)
             .await
             .unwrap();
-        let done = index.upsert_many_with("police", &strangers(100, 12), 3, 100).await;
+        let done = index
+            .upsert_many_with("police", &strangers(100, 12), 3, 100)
+            .await;
         assert_eq!((done.failed, done.records), (12, 0));
         let mut after = Vec::new();
         for t in tables {

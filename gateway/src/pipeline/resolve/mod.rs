@@ -7,7 +7,11 @@
 //! candidates blocking finds: at or above the upper threshold the record links, between the
 //! thresholds it starts a child of its own and the match goes to the review queue, below it
 //! starts a new child. Invalid identifiers are kept on the record, flagged, and never used for
-//! linking. Each record is matched as it arrives or changes: nothing is re-run in bulk. A linked
+//! linking. Each record is matched as it arrives or changes, never re-run; many new records at
+//! once (a first import, a pass over a source) are placed by the same rules in batches
+//! ([`bulk`]). Every change to the index holds its write lock
+//! ([`crate::foundation::store::Store::lock_index`]), so nodes sharing a store never both
+//! place one record. A linked
 //! record whose demographics change keeps its link, but if it now matches another child better
 //! than its own, that child is proposed for review.
 
