@@ -134,6 +134,26 @@ impl Store {
         Ok(())
     }
 
+    /// Takes the lock named `name` (an import's source) for the rest of `tx`, as
+    /// [`Store::lock_index`] does for the index: two nodes importing the same drop at once
+    /// apply it one after the other, and the second finds it applied, rather than both adding
+    /// the same records (a duplicate key). Names hash into a key space of their own.
+    pub async fn lock_named(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        name: &str,
+    ) -> Result<(), sqlx::Error> {
+        if self.backend == Backend::Postgres {
+            sqlx::query(
+                "SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(1467118693, hashtext($1))) AS l",
+            )
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Whether the database takes writes, for readiness: one committed write to
     /// `readiness_probe`, waiting at most [`PROBE_WAIT_MS`] for the write lock. A database that
     /// answers `SELECT 1` but is write-locked, read-only or out of space cannot keep the audit

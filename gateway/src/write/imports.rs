@@ -260,6 +260,11 @@ pub async fn import(
     report.flagged = flagged;
 
     let mut tx = store.begin_write().await?;
+    // Another node (or this node's watcher) importing the same source waits here, then finds
+    // the records it would have added already stored.
+    store
+        .lock_named(&mut tx, &format!("import:{source}"))
+        .await?;
     let mut existing: HashMap<String, String> = HashMap::new();
     for row in sqlx::query("SELECT local_id, digest FROM import_records WHERE source = $1")
         .bind(source)
@@ -711,6 +716,44 @@ mod tests {
             .iter()
             .map(|r| (r.get("local_id"), r.get("digest"), r.get("imported_at")))
             .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn two_imports_of_one_drop_at_once_apply_it_once_without_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = crate::foundation::store::test_store(dir.path()).await;
+        let index = Index::new(store.clone());
+        let drop = dir.path().join("drop");
+        std::fs::create_dir(&drop).unwrap();
+        let cfg = config(&drop);
+        // Each round the drop gains three pupils, which both imports try to add at once.
+        let mut text = String::from("UPN,Surname,Forename,DOB,Sex\n");
+        let rounds = 6;
+        for round in 0..rounds {
+            for i in 0..3 {
+                text.push_str(&format!(
+                    "X{round:02}{i:010},Family{round}x{i},Pupil,0{}/01/2013,F\n",
+                    1 + i
+                ));
+            }
+            std::fs::write(drop.join("pupils.csv"), &text).unwrap();
+            let (a, b) = tokio::join!(
+                import(&store, &index, "school", &cfg, Options::default()),
+                import(&store, &index, "school", &cfg, Options::default())
+            );
+            let (a, b) = (a.unwrap(), b.unwrap());
+            assert_eq!(a.index_failures + b.index_failures, 0);
+            assert_eq!(a.added + b.added, 3, "round {round}");
+        }
+        assert_eq!(digests(&store).await.len(), 3 * rounds);
+        let indexed: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM source_records WHERE source = 'school' AND child_id IS NOT NULL",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap()
+        .get("n");
+        assert_eq!(indexed, 3 * rounds as i64);
     }
 
     #[tokio::test]
