@@ -92,8 +92,16 @@ impl Index {
     ) -> Upserted {
         let mut done = Upserted::default();
         for batch in recs.chunks(batch_size.max(1)) {
-            let later = match self.bulk_batch(source, batch, bulk_from, &mut done).await {
-                Ok(later) => later,
+            // Counted apart, and added only once the batch has committed.
+            let mut counted = Upserted::default();
+            let later = match self
+                .bulk_batch(source, batch, bulk_from, &mut counted)
+                .await
+            {
+                Ok(later) => {
+                    done.add(&counted);
+                    later
+                }
                 Err(e) => {
                     tracing::warn!(source, error = %logged(&e), records = batch.len(), "bulk index batch failed; nothing of it applied");
                     done.failed += batch.len();
@@ -208,6 +216,20 @@ impl Index {
         done.bulk += new.len();
         done.flagged += new.iter().filter(|n| n.stored.flagged).count();
         Ok(later)
+    }
+}
+
+impl Upserted {
+    fn add(&mut self, o: &Upserted) {
+        self.records += o.records;
+        self.flagged += o.flagged;
+        self.bulk += o.bulk;
+        self.incremental += o.incremental;
+        self.unchanged += o.unchanged;
+        self.failed += o.failed;
+        self.read_ms += o.read_ms;
+        self.place_ms += o.place_ms;
+        self.write_ms += o.write_ms;
     }
 }
 
