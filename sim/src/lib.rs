@@ -2,6 +2,7 @@
 //! children: what `weft demo`, the benchmark and the end-to-end tests run the gateway against.
 //!
 //! - [`cohort`]: the development cohort for identity matching, with its truth apart.
+//! - [`census`]: a school census export of the cohort's pupils, for `weft bench import`.
 //! - [`population`]: the synthetic children — a canonical truth each, and how each system
 //!   records them (nicknames, misspellings, moved addresses, missing identifiers).
 //! - [`sqlseed`]: the social care and school MIS reporting databases (SQLite, PostgreSQL,
@@ -14,6 +15,7 @@
 //!
 //! [`PartnerSystems::start`] brings the four up together.
 
+pub mod census;
 pub mod cohort;
 pub mod delayed;
 pub mod fhir;

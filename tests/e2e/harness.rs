@@ -142,6 +142,16 @@ impl Env {
     }
 }
 
+/// The lines a gateway started with [`Gateway::start_logged`] has logged so far.
+#[derive(Clone, Default)]
+pub struct Logs(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Logs {
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
 /// A running gateway process.
 pub struct Gateway {
     child: Child,
@@ -161,14 +171,41 @@ impl Gateway {
     /// As [`Gateway::start`], checking readiness with a given client (e.g. one presenting a
     /// client certificate, when mutual TLS is on).
     pub async fn start_with(config: PathBuf, client: reqwest::Client) -> Gateway {
+        Self::spawn(config, client, None).await
+    }
+
+    /// As [`Gateway::start`], keeping every line the gateway logs (warnings and errors) for the
+    /// test to read, as well as passing them on.
+    pub async fn start_logged(env: &Env, config: PathBuf) -> (Gateway, Logs) {
+        let logs = Logs::default();
+        let gw = Self::spawn(config, client(env, None), Some(logs.clone())).await;
+        (gw, logs)
+    }
+
+    async fn spawn(config: PathBuf, client: reqwest::Client, logs: Option<Logs>) -> Gateway {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&config)
             .env("WEFT_LOG", "warn")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if logs.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("spawn weft");
+        if let (Some(logs), Some(stderr)) = (logs, child.stderr.take()) {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                    if let Ok(mut l) = logs.0.lock() {
+                        l.push(line);
+                    }
+                }
+            });
+        }
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         let (web_tx, web_rx) = std::sync::mpsc::channel();

@@ -19,6 +19,7 @@ mod oidc;
 mod policy;
 mod readiness;
 mod sar;
+mod scale;
 mod sources;
 mod view;
 mod web;

@@ -119,6 +119,41 @@ impl Store {
         }
     }
 
+    /// Takes the master child index's write lock for the rest of `tx`: every change to the
+    /// index (an upsert, a bulk placement, a person's decision) holds it, so that two nodes
+    /// placing records at the same moment never both decide a record is new (two children, or
+    /// a duplicate key on the second insert). On SQLite `BEGIN IMMEDIATE` (see
+    /// [`Store::begin_write`]) already is that lock; on PostgreSQL it is a transaction-level
+    /// advisory lock, released at commit or rollback.
+    pub async fn lock_index(&self, tx: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(1467118692)) AS l")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the lock named `name` (an import's source) for the rest of `tx`, as
+    /// [`Store::lock_index`] does for the index: two nodes importing the same drop at once
+    /// apply it one after the other, and the second finds it applied, rather than both adding
+    /// the same records (a duplicate key). Names hash into a key space of their own.
+    pub async fn lock_named(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        name: &str,
+    ) -> Result<(), sqlx::Error> {
+        if self.backend == Backend::Postgres {
+            sqlx::query(
+                "SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(1467118693, hashtext($1))) AS l",
+            )
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Whether the database takes writes, for readiness: one committed write to
     /// `readiness_probe`, waiting at most [`PROBE_WAIT_MS`] for the write lock. A database that
     /// answers `SELECT 1` but is write-locked, read-only or out of space cannot keep the audit
@@ -186,6 +221,9 @@ async fn probe_sqlite(conn: &mut sqlx::AnyConnection, now: &str) -> Result<(), s
 pub(crate) enum Cell<'a> {
     Text(Option<&'a str>),
     Int(i64),
+    /// A `DOUBLE PRECISION` value: bound as text and cast in SQL, since sqlx's `Any` driver
+    /// cannot bind a float (or a null of one) that PostgreSQL accepts for such a column.
+    Real(Option<f64>),
 }
 
 impl<'a> From<&'a str> for Cell<'a> {
@@ -207,6 +245,19 @@ pub(crate) async fn insert_rows<'a, const N: usize>(
     table: &str,
     rows: impl IntoIterator<Item = [Cell<'a>; N]>,
 ) -> Result<(), sqlx::Error> {
+    insert_rows_then(conn, backend, table, "", rows).await
+}
+
+/// As [`insert_rows`], with `then` after each statement's rows (an `ON CONFLICT …` clause).
+/// Rows that a clause would apply twice in one statement must be merged by the caller first:
+/// PostgreSQL refuses a statement that updates one row twice.
+pub(crate) async fn insert_rows_then<'a, const N: usize>(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    table: &str,
+    then: &str,
+    rows: impl IntoIterator<Item = [Cell<'a>; N]>,
+) -> Result<(), sqlx::Error> {
     use std::fmt::Write as _;
     let rows: Vec<[Cell; N]> = rows.into_iter().collect();
     let limit = match backend {
@@ -215,13 +266,21 @@ pub(crate) async fn insert_rows<'a, const N: usize>(
     };
     for chunk in rows.chunks(ROWS_PER_STATEMENT.min(limit / N.max(1))) {
         let mut sql = format!("INSERT INTO {table} VALUES ");
-        for r in 0..chunk.len() {
+        for (r, row) in chunk.iter().enumerate() {
             sql.push_str(if r == 0 { "(" } else { ", (" });
-            for c in 0..N {
+            for (c, cell) in row.iter().enumerate() {
                 let sep = if c == 0 { "" } else { ", " };
-                let _ = write!(sql, "{sep}${}", r * N + c + 1);
+                let k = r * N + c + 1;
+                let _ = match cell {
+                    Cell::Real(_) => write!(sql, "{sep}CAST(${k} AS DOUBLE PRECISION)"),
+                    _ => write!(sql, "{sep}${k}"),
+                };
             }
             sql.push(')');
+        }
+        if !then.is_empty() {
+            sql.push(' ');
+            sql.push_str(then);
         }
         let mut q = sqlx::query(&sql);
         for row in chunk {
@@ -229,6 +288,7 @@ pub(crate) async fn insert_rows<'a, const N: usize>(
                 q = match *v {
                     Cell::Text(t) => q.bind(t),
                     Cell::Int(n) => q.bind(n),
+                    Cell::Real(f) => q.bind(f.map(|f| f.to_string())),
                 };
             }
         }

@@ -610,15 +610,13 @@ impl Matcher {
         conn: &mut AnyConnection,
         r: &Record,
     ) -> Result<(TermFrequencies, f64), sqlx::Error> {
-        let mut tf = TermFrequencies::default();
-        let mut population = MIN_POPULATION;
         let wanted: Vec<(Comparison, f64, &str)> = self
             .tf
             .iter()
             .filter_map(|&(c, u)| Some((c, u, counted(c, r)?)))
             .collect();
         if wanted.is_empty() {
-            return Ok((tf, population));
+            return Ok((TermFrequencies::default(), MIN_POPULATION));
         }
         let mut sql = String::from("SELECT comparison, value, n, sq FROM match_terms WHERE ");
         for i in 0..wanted.len() {
@@ -636,19 +634,36 @@ impl Matcher {
             q = q.bind(c.as_str()).bind(*value);
         }
         let rows = q.fetch_all(&mut *conn).await?;
-        let row = |c: Comparison, v: &str| -> Result<(f64, f64), sqlx::Error> {
-            for row in &rows {
-                let (rc, rv): (String, String) =
-                    (row.try_get("comparison")?, row.try_get("value")?);
-                if rc == c.as_str() && rv == v {
-                    let (n, sq): (i64, i64) = (row.try_get("n")?, row.try_get("sq")?);
-                    return Ok((n as f64, sq as f64));
-                }
-            }
-            Ok((0.0, 0.0))
-        };
-        for (c, u, value) in wanted {
-            let (total, squares) = row(c, "")?;
+        let mut counts: HashMap<(String, String), (i64, i64)> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            counts.insert(
+                (row.try_get("comparison")?, row.try_get("value")?),
+                (row.try_get("n")?, row.try_get("sq")?),
+            );
+        }
+        Ok(self.tf_from(r, |c, v| {
+            counts
+                .get(&(c.as_str().to_string(), v.to_string()))
+                .copied()
+                .unwrap_or((0, 0))
+        }))
+    }
+
+    /// The name counts' adjustment for a record, from `count(comparison, value)` (`n`, `sq`;
+    /// the empty value names a comparison's totals row): what [`Matcher::terms`] reads from
+    /// the store, and what the bulk path keeps in memory, worked out by the one function so
+    /// that both score alike.
+    pub(crate) fn tf_from(
+        &self,
+        r: &Record,
+        count: impl Fn(Comparison, &str) -> (i64, i64),
+    ) -> (TermFrequencies, f64) {
+        let mut tf = TermFrequencies::default();
+        let mut population = MIN_POPULATION;
+        for &(c, u) in &self.tf {
+            let Some(value) = counted(c, r) else { continue };
+            let (total, squares) = count(c, "");
+            let (total, squares) = (total as f64, squares as f64);
             population = population.max(total);
             if total < 1.0 || squares < 1.0 {
                 continue;
@@ -658,11 +673,11 @@ impl Matcher {
             // for this name than for the average one (sum of squared shares). Scaling keeps the
             // model's calibration whatever the index's size: a small index shifts weights
             // little, never to the coarse 1/N a handful of records would give.
-            let share = row(c, value)?.0.max(1.0) / total;
+            let share = (count(c, value).0 as f64).max(1.0) / total;
             let average = squares / (total * total);
             tf.set_share(c, value, share * u / average);
         }
-        Ok((tf, population))
+        (tf, population)
     }
 
     /// Keeps `match_terms` in step as a record arrives or changes: its old names are counted
@@ -798,14 +813,14 @@ impl Matcher {
         Ok(done)
     }
 
-    fn tf_comparisons(&self) -> impl Iterator<Item = Comparison> + '_ {
+    pub(crate) fn tf_comparisons(&self) -> impl Iterator<Item = Comparison> + '_ {
         self.tf.iter().map(|&(c, _)| c)
     }
 }
 
 /// The name a record is counted under in `match_terms` for a comparison: never empty, since
 /// the empty value names the comparison's totals row.
-fn counted(c: Comparison, r: &Record) -> Option<&str> {
+pub(crate) fn counted(c: Comparison, r: &Record) -> Option<&str> {
     c.tf_value(r).filter(|v| !v.is_empty())
 }
 
@@ -887,7 +902,7 @@ pub(crate) struct Proposal {
 }
 
 impl Proposal {
-    fn scored(c: Candidate) -> Self {
+    pub(crate) fn scored(c: Candidate) -> Self {
         Proposal {
             child: c.child.clone(),
             method: "probabilistic".into(),
@@ -979,7 +994,7 @@ pub fn record_of(id: impl Into<String>, d: &Demographics, identifiers: &[Identif
     r
 }
 
-fn identifiers_conflict(a: &Record, b: &Record) -> bool {
+pub(crate) fn identifiers_conflict(a: &Record, b: &Record) -> bool {
     let nhs = matches!((&a.nhs_number, &b.nhs_number), (Some(x), Some(y)) if x != y);
     let upn = matches!((&a.upn, &b.upn), (Some(x), Some(y)) if x != y);
     nhs || upn
@@ -1135,14 +1150,69 @@ impl<'a> NewLink<'a> {
         Entry::system("match_link", Some(self.child), outcome, detail)
     }
 
-    pub(crate) async fn insert(&self, conn: &mut AnyConnection) -> Result<String, sqlx::Error> {
-        let id = uuid::Uuid::new_v4().to_string();
+    /// Writes many new links with multi-row statements (the bulk path): the same rows
+    /// [`NewLink::insert`] writes one at a time. Returns their ids, in order.
+    pub(crate) async fn insert_many(
+        conn: &mut AnyConnection,
+        backend: crate::foundation::store::Backend,
+        links: &[NewLink<'_>],
+    ) -> Result<Vec<String>, sqlx::Error> {
         let now = chrono::Utc::now().to_rfc3339();
-        let explanation = match self.score {
+        let ids: Vec<String> = links
+            .iter()
+            .map(|_| uuid::Uuid::new_v4().to_string())
+            .collect();
+        let explanations: Vec<String> = links.iter().map(NewLink::explanation).collect();
+        let decided: Vec<Option<&str>> = links
+            .iter()
+            .map(|l| l.decided_by.map(|_| now.as_str()))
+            .collect();
+        insert_rows(
+            conn,
+            backend,
+            "match_links (id, source, local_id, child_id, status, method, probability, \
+             match_weight, model_version, explanation, decided_by, decision, reason, created_at, decided_at)",
+            links
+                .iter()
+                .zip(&ids)
+                .zip(&explanations)
+                .zip(&decided)
+                .map(|(((l, id), explanation), decided_at)| {
+                    [
+                        Cell::from(id.as_str()),
+                        l.source.into(),
+                        l.local_id.into(),
+                        l.child.into(),
+                        l.status.into(),
+                        l.method.into(),
+                        Cell::Real(l.score.map(|(s, _)| s.probability)),
+                        Cell::Real(l.score.map(|(s, _)| s.weight)),
+                        Cell::Text(l.model_version),
+                        explanation.as_str().into(),
+                        Cell::Text(l.decided_by),
+                        Cell::Text(l.decision),
+                        Cell::Text(l.reason),
+                        now.as_str().into(),
+                        Cell::Text(*decided_at),
+                    ]
+                }),
+        )
+        .await?;
+        Ok(ids)
+    }
+
+    fn explanation(&self) -> String {
+        match self.score {
             Some((_, e)) => serde_json::to_string(e).unwrap_or_else(|_| "[]".into()),
             None => serde_json::to_string(&identifier_explanation(self.method))
                 .unwrap_or_else(|_| "[]".into()),
-        };
+        }
+    }
+
+    pub(crate) async fn insert(&self, conn: &mut AnyConnection) -> Result<String, sqlx::Error> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let now = chrono::Utc::now().to_rfc3339();
+        let explanation = self.explanation();
         sqlx::query(
             "INSERT INTO match_links (id, source, local_id, child_id, status, method, probability, \
              match_weight, model_version, explanation, decided_by, decision, reason, created_at, decided_at) \
@@ -2211,6 +2281,7 @@ pub async fn reexamine(index: &crate::pipeline::resolve::Index) -> Result<usize,
     let matcher = index.matcher();
     let version = matcher.model.version.clone();
     let mut tx = index.store().begin_write().await?;
+    index.store().lock_index(&mut tx).await?;
     let rows = sqlx::query(
         "SELECT ml.source AS source, ml.local_id AS local_id, ml.child_id AS child_id, \
          sr.identifiers AS identifiers, sr.demographics AS demographics \
@@ -2318,6 +2389,7 @@ pub async fn decide(
 ) -> Result<Decided, DecisionError> {
     let matcher = index.matcher();
     let mut tx = index.store().begin_write().await?;
+    index.store().lock_index(&mut tx).await?;
     let row = sqlx::query(&format!(
         "SELECT {LINK_COLUMNS} FROM match_links WHERE id = $1"
     ))

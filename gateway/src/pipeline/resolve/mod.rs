@@ -7,10 +7,15 @@
 //! candidates blocking finds: at or above the upper threshold the record links, between the
 //! thresholds it starts a child of its own and the match goes to the review queue, below it
 //! starts a new child. Invalid identifiers are kept on the record, flagged, and never used for
-//! linking. Each record is matched as it arrives or changes: nothing is re-run in bulk. A linked
+//! linking. Each record is matched as it arrives or changes, never re-run; many new records at
+//! once (a first import, a pass over a source) are placed by the same rules in batches
+//! ([`bulk`]). Every change to the index holds its write lock
+//! ([`crate::foundation::store::Store::lock_index`]), so nodes sharing a store never both
+//! place one record. A linked
 //! record whose demographics change keeps its link, but if it now matches another child better
 //! than its own, that child is proposed for review.
 
+pub mod bulk;
 pub mod linkage;
 pub mod records;
 
@@ -336,6 +341,7 @@ impl Index {
         let now = Utc::now().to_rfc3339();
 
         let mut tx = self.store.begin_write().await?;
+        self.store.lock_index(&mut tx).await?;
         let existing = sqlx::query(
             "SELECT child_id, identifiers, demographics FROM source_records \
              WHERE source = $1 AND local_id = $2",
@@ -473,8 +479,13 @@ impl Index {
                 }
                 Ok(None) => query_only.push(source.clone()),
                 Ok(Some(records)) => {
-                    for rec in &records {
-                        self.count(&mut report, source, rec).await;
+                    let done = self.upsert_many(&source.id, &records).await;
+                    report.records += done.records;
+                    report.flagged_identifiers += done.flagged;
+                    if done.failed > 0 {
+                        report
+                            .failed
+                            .push((source.id.clone(), "database_error".into()));
                     }
                 }
             }

@@ -1,0 +1,1419 @@
+//! The index's bulk path: a first or large import, or an index pass over a source, places its
+//! new records in batches rather than one transaction each.
+//!
+//! The rules are the incremental path's, applied in the same order, record by record — only
+//! where the candidates come from differs. A batch reads once what its records can reach in
+//! the store (the blocking keys they share, the children holding their NHS numbers and UPNs,
+//! the name counts, the decisions on them), keeps it in memory beside the records it has placed
+//! so far, and places each record exactly as [`super::linkage::Matcher::place`] would had the
+//! records before it been upserted one by one: a verified identifier first; else the best
+//! candidate at or above the upper threshold when no rule holds it back and the record agrees
+//! with the child as a whole; else a new child, with a proposal for review between the
+//! thresholds. Children a person ruled out are never chosen. Records the index already holds
+//! keep their link (a link is never moved): an unchanged one is left alone, a changed one is
+//! upserted incrementally, which proposes and never moves.
+//!
+//! Each batch is one transaction holding the index's write lock
+//! ([`crate::foundation::store::Store::lock_index`]): the rows are written with multi-row
+//! statements, and every link and proposal is one entry of the audit chain, appended in the
+//! same transaction — a failed audit write leaves nothing applied.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use serde::Serialize;
+use sqlx::{AnyConnection, Row};
+use weft_adapters::SourceRecord;
+use weft_matching::{Comparison, Record, Scorer};
+
+use super::linkage::{
+    counted, identifiers_conflict, stored_record, Candidate, Matcher, NewLink, Placement, Proposal,
+    MAX_CANDIDATES, POSSIBLE,
+};
+use super::{Index, Stored};
+use crate::foundation::audit::{self, Entry};
+use crate::foundation::store::{insert_rows, insert_rows_then, Backend, Cell};
+
+/// The fewest records new to the index for which a call takes the bulk path; fewer are
+/// upserted one at a time. Below it the bulk path's fixed cost (its reads of what the batch
+/// can reach) buys little, and one short transaction per record lets views and other nodes'
+/// writes interleave; above it, one transaction per record is what made a census import take
+/// minutes.
+pub const BULK_FROM: usize = 100;
+
+/// Records placed in one transaction. Bounds the memory a batch holds and how long it holds
+/// the index's write lock; later batches find the earlier ones in the store.
+pub const BATCH: usize = 50_000;
+
+/// Values per `IN (…)` list.
+const IN_CHUNK: usize = 500;
+
+/// Audit entries per append: twelve parameters each, within SQLite's limit per statement.
+const AUDIT_CHUNK: usize = 2_000;
+
+/// What [`Index::upsert_many`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Upserted {
+    /// Records the index now holds as given (placed, refreshed or already so).
+    pub records: usize,
+    /// Of those, records carrying an identifier that failed its check.
+    pub flagged: usize,
+    /// Records placed by the bulk path.
+    pub bulk: usize,
+    /// Records upserted one at a time (changed records, or too few new ones for a batch).
+    pub incremental: usize,
+    /// Records the index already held with the same identifiers and demographics.
+    pub unchanged: usize,
+    /// Records that could not be written (a failed batch counts all of its records).
+    pub failed: usize,
+    /// Milliseconds the bulk path spent reading what its batches reach, placing their records
+    /// in memory, and writing them with their audit entries.
+    pub read_ms: u64,
+    pub place_ms: u64,
+    pub write_ms: u64,
+}
+
+impl Index {
+    /// Adds or refreshes many records of one source: new records in batches through the bulk
+    /// path when there are at least [`BULK_FROM`] of them, the rest one at a time through
+    /// [`Index::upsert`]. Unchanged records are not written at all.
+    pub async fn upsert_many(&self, source: &str, recs: &[SourceRecord]) -> Upserted {
+        self.upsert_many_with(source, recs, BULK_FROM, BATCH).await
+    }
+
+    /// [`Index::upsert_many`] with its threshold and batch size given (tests use small ones).
+    pub(crate) async fn upsert_many_with(
+        &self,
+        source: &str,
+        recs: &[SourceRecord],
+        bulk_from: usize,
+        batch_size: usize,
+    ) -> Upserted {
+        let mut done = Upserted::default();
+        for batch in recs.chunks(batch_size.max(1)) {
+            // Counted apart, and added only once the batch has committed.
+            let mut counted = Upserted::default();
+            let later = match self
+                .bulk_batch(source, batch, bulk_from, &mut counted)
+                .await
+            {
+                Ok(later) => {
+                    done.add(&counted);
+                    later
+                }
+                Err(e) => {
+                    tracing::warn!(source, error = %logged(&e), records = batch.len(), "bulk index batch failed; nothing of it applied");
+                    done.failed += batch.len();
+                    continue;
+                }
+            };
+            for i in later {
+                match self.upsert(source, &batch[i]).await {
+                    Ok((_, flagged)) => {
+                        done.records += 1;
+                        done.incremental += 1;
+                        done.flagged += usize::from(flagged);
+                    }
+                    Err(e) => {
+                        tracing::warn!(source, error = %logged(&e), "index upsert failed");
+                        done.failed += 1;
+                    }
+                }
+            }
+        }
+        if done.bulk > 0 {
+            tracing::info!(
+                source,
+                bulk = done.bulk,
+                incremental = done.incremental,
+                unchanged = done.unchanged,
+                read_ms = done.read_ms,
+                place_ms = done.place_ms,
+                write_ms = done.write_ms,
+                "index bulk path"
+            );
+        }
+        done
+    }
+
+    /// Places one batch's new records in one transaction; returns the positions of the
+    /// records left for the incremental path, in order.
+    async fn bulk_batch(
+        &self,
+        source: &str,
+        batch: &[SourceRecord],
+        bulk_from: usize,
+        done: &mut Upserted,
+    ) -> Result<Vec<usize>, sqlx::Error> {
+        let stored: Vec<Stored> = batch.iter().map(Stored::new).collect();
+        let store = &self.store;
+        let mut tx = store.begin_write().await?;
+        store.lock_index(&mut tx).await?;
+        let existing = existing(&mut tx, source, batch).await?;
+        let mut seen = HashSet::with_capacity(batch.len());
+        let (mut fresh, mut later) = (Vec::new(), Vec::new());
+        for (i, rec) in batch.iter().enumerate() {
+            if !seen.insert(rec.local_id.as_str()) {
+                // The same record twice: the second is a change to the first.
+                later.push(i);
+                continue;
+            }
+            match existing.get(&rec.local_id) {
+                None => fresh.push(i),
+                Some(e) if e.unchanged(&stored[i]) => {
+                    done.records += 1;
+                    done.unchanged += 1;
+                    done.flagged += usize::from(stored[i].flagged);
+                }
+                Some(_) => later.push(i),
+            }
+        }
+        if fresh.is_empty() || fresh.len() < bulk_from {
+            tx.rollback().await?;
+            later.extend(fresh);
+            later.sort_unstable();
+            return Ok(later);
+        }
+        let new: Vec<New> = fresh
+            .iter()
+            .map(|&i| New {
+                local_id: batch[i].local_id.as_str(),
+                stored: &stored[i],
+                keys: self.matcher.keys(&stored[i].record),
+            })
+            .collect();
+        let ms = |t: Instant| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let clock = Instant::now();
+        let mut world = World::load(&self.matcher, &mut tx, source, &new).await?;
+        let read = ms(clock);
+        let clock = Instant::now();
+        let mut placements = Vec::with_capacity(new.len());
+        for n in &new {
+            let p = world.place(&self.matcher, &mut tx, source, n).await?;
+            world
+                .add(&self.matcher, &mut tx, source, n, &p.child)
+                .await?;
+            placements.push(p);
+        }
+        let place = ms(clock);
+        let clock = Instant::now();
+        world
+            .write(
+                &self.matcher,
+                &mut tx,
+                store.backend,
+                source,
+                &new,
+                &placements,
+            )
+            .await?;
+        tx.commit().await?;
+        done.read_ms += read;
+        done.place_ms += place;
+        done.write_ms += ms(clock);
+        done.records += new.len();
+        done.bulk += new.len();
+        done.flagged += new.iter().filter(|n| n.stored.flagged).count();
+        Ok(later)
+    }
+}
+
+impl Upserted {
+    fn add(&mut self, o: &Upserted) {
+        self.records += o.records;
+        self.flagged += o.flagged;
+        self.bulk += o.bulk;
+        self.incremental += o.incremental;
+        self.unchanged += o.unchanged;
+        self.failed += o.failed;
+        self.read_ms += o.read_ms;
+        self.place_ms += o.place_ms;
+        self.write_ms += o.write_ms;
+    }
+}
+
+/// A record new to the index, with its blocking keys.
+struct New<'a> {
+    local_id: &'a str,
+    stored: &'a Stored,
+    keys: Vec<(String, String)>,
+}
+
+/// A source record as the index already holds it.
+struct Existing {
+    linked: bool,
+    identifiers: String,
+    demographics: String,
+    /// Whether it has an active row in `match_links`.
+    has_link: bool,
+}
+
+impl Existing {
+    /// Whether an upsert of `s` would change nothing the matcher reads: linked, with the same
+    /// identifiers and demographics, and its link row written.
+    fn unchanged(&self, s: &Stored) -> bool {
+        self.linked
+            && self.has_link
+            && self.identifiers == s.identifiers
+            && self.demographics == s.demographics
+    }
+}
+
+/// The index's rows for a batch's records, by local id.
+async fn existing(
+    conn: &mut AnyConnection,
+    source: &str,
+    batch: &[SourceRecord],
+) -> Result<HashMap<String, Existing>, sqlx::Error> {
+    let mut out = HashMap::new();
+    for chunk in batch.chunks(IN_CHUNK) {
+        let mut sql = String::from(
+            "SELECT sr.local_id AS local_id, sr.child_id AS child_id, sr.identifiers AS identifiers, \
+             sr.demographics AS demographics, (SELECT COUNT(*) FROM match_links ml \
+             WHERE ml.source = sr.source AND ml.local_id = sr.local_id AND ml.status = 'active') AS links \
+             FROM source_records sr WHERE sr.source = $1 AND sr.local_id IN (",
+        );
+        placeholders(&mut sql, 2, chunk.len());
+        sql.push(')');
+        let mut q = sqlx::query(&sql).bind(source);
+        for r in chunk {
+            q = q.bind(&r.local_id);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            let child: Option<String> = row.try_get("child_id")?;
+            out.insert(
+                row.try_get("local_id")?,
+                Existing {
+                    linked: child.is_some(),
+                    identifiers: row.try_get("identifiers")?,
+                    demographics: row.try_get("demographics")?,
+                    has_link: row.try_get::<i64, _>("links")? > 0,
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// `$from, $from+1, …` for `n` values.
+fn placeholders(sql: &mut String, from: usize, n: usize) {
+    for i in 0..n {
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(sql, "{sep}${}", from + i);
+    }
+}
+
+/// A record blocking can reach: from the store, or placed earlier in the batch.
+struct Known {
+    source: String,
+    local_id: String,
+    /// As the store keeps it with its keys ([`Record::form`]), which is what the incremental
+    /// path scores candidates on.
+    form: Record,
+    child: Option<String>,
+}
+
+/// What a batch can reach of the index, in memory, kept up to date as it places records.
+struct World {
+    rules: Vec<String>,
+    known: Vec<Known>,
+    /// Where each `(source, local_id)` is in `known`.
+    at: HashMap<(String, String), u32>,
+    by_key: HashMap<(u16, String), Vec<u32>>,
+    /// Every record of each child loaded so far (full, as `source_records` holds it); a child
+    /// is loaded from the store the first time a rule needs all of its records.
+    children: HashMap<String, Vec<Record>>,
+    /// Children holding each verified `(kind, value)`.
+    holders: HashMap<(String, String), BTreeSet<String>>,
+    /// Name counts (`match_terms`) for the batch's names, as read and as now.
+    terms_read: HashMap<(Comparison, String), (i64, i64)>,
+    terms: HashMap<(Comparison, String), (i64, i64)>,
+    /// Children a person ruled out for a record, by local id.
+    excluded: HashMap<String, Vec<String>>,
+    /// Children created by this batch, in order.
+    created: Vec<String>,
+}
+
+impl World {
+    async fn load(
+        matcher: &Matcher,
+        conn: &mut AnyConnection,
+        source: &str,
+        new: &[New<'_>],
+    ) -> Result<World, sqlx::Error> {
+        let mut w = World {
+            rules: Vec::new(),
+            known: Vec::new(),
+            at: HashMap::new(),
+            by_key: HashMap::new(),
+            children: HashMap::new(),
+            holders: HashMap::new(),
+            terms_read: HashMap::new(),
+            terms: HashMap::new(),
+            excluded: HashMap::new(),
+            created: Vec::new(),
+        };
+        // The blocking keys the batch's records share with records in the store.
+        let mut wanted: HashMap<u16, HashSet<&str>> = HashMap::new();
+        for n in new {
+            for (rule, key) in &n.keys {
+                let r = w.rule(rule);
+                wanted.entry(r).or_default().insert(key.as_str());
+            }
+        }
+        let held: i64 = sqlx::query("SELECT COUNT(*) AS n FROM source_records")
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("n")?;
+        const SELECT: &str = "SELECT mk.rule AS rule, mk.key AS key, mk.source AS source, \
+             mk.local_id AS local_id, mk.form AS form, sr.child_id AS child_id FROM match_keys mk \
+             JOIN source_records sr ON sr.source = mk.source AND sr.local_id = mk.local_id";
+        if held <= 4 * new.len() as i64 {
+            // A small index beside the batch: one pass over its keys is cheaper than lookups.
+            let rows = sqlx::query(SELECT).fetch_all(&mut *conn).await?;
+            for row in &rows {
+                let rule: String = row.try_get("rule")?;
+                let key: String = row.try_get("key")?;
+                let r = w.rule(&rule);
+                if wanted
+                    .get(&r)
+                    .is_some_and(|keys| keys.contains(key.as_str()))
+                {
+                    w.known_row(r, key, row)?;
+                }
+            }
+        } else {
+            let wanted: Vec<(u16, Vec<&str>)> = wanted
+                .into_iter()
+                .map(|(r, keys)| (r, keys.into_iter().collect()))
+                .collect();
+            for (r, keys) in wanted {
+                let rule = w.rules[usize::from(r)].clone();
+                for chunk in keys.chunks(IN_CHUNK) {
+                    let mut sql = format!("{SELECT} WHERE mk.rule = $1 AND mk.key IN (");
+                    placeholders(&mut sql, 2, chunk.len());
+                    sql.push(')');
+                    let mut q = sqlx::query(&sql).bind(&rule);
+                    for k in chunk {
+                        q = q.bind(*k);
+                    }
+                    for row in q.fetch_all(&mut *conn).await? {
+                        let key: String = row.try_get("key")?;
+                        w.known_row(r, key, &row)?;
+                    }
+                }
+            }
+        }
+        // Children holding the batch's NHS numbers and UPNs.
+        for kind in ["nhs_number", "upn"] {
+            let values: BTreeSet<&str> = new
+                .iter()
+                .filter_map(|n| national(&n.stored.record, kind))
+                .collect();
+            let values: Vec<&str> = values.into_iter().collect();
+            for chunk in values.chunks(IN_CHUNK) {
+                let mut sql = String::from(
+                    "SELECT ri.value AS value, sr.child_id AS child_id FROM record_identifiers ri \
+                     JOIN source_records sr ON sr.source = ri.source AND sr.local_id = ri.local_id \
+                     WHERE sr.child_id IS NOT NULL AND ri.kind = $1 AND ri.value IN (",
+                );
+                placeholders(&mut sql, 2, chunk.len());
+                sql.push(')');
+                let mut q = sqlx::query(&sql).bind(kind);
+                for v in chunk {
+                    q = q.bind(*v);
+                }
+                for row in q.fetch_all(&mut *conn).await? {
+                    w.holders
+                        .entry((kind.to_string(), row.try_get("value")?))
+                        .or_default()
+                        .insert(row.try_get("child_id")?);
+                }
+            }
+        }
+        // The name counts.
+        for c in matcher.tf_comparisons() {
+            let mut values: BTreeSet<&str> = new
+                .iter()
+                .filter_map(|n| counted(c, &n.stored.record))
+                .collect();
+            values.insert("");
+            let values: Vec<&str> = values.into_iter().collect();
+            for chunk in values.chunks(IN_CHUNK) {
+                let mut sql = String::from(
+                    "SELECT value, n, sq FROM match_terms WHERE comparison = $1 AND value IN (",
+                );
+                placeholders(&mut sql, 2, chunk.len());
+                sql.push(')');
+                let mut q = sqlx::query(&sql).bind(c.as_str());
+                for v in chunk {
+                    q = q.bind(*v);
+                }
+                for row in q.fetch_all(&mut *conn).await? {
+                    let n: (i64, i64) = (row.try_get("n")?, row.try_get("sq")?);
+                    w.terms_read.insert((c, row.try_get("value")?), n);
+                }
+            }
+        }
+        w.terms = w.terms_read.clone();
+        // Decisions a person made on these records (a record the index never held has none,
+        // unless its row was removed by hand: read them all the same).
+        for chunk in new.chunks(IN_CHUNK) {
+            let mut sql = String::from(
+                "SELECT local_id, child_id FROM match_links WHERE source = $1 \
+                 AND status IN ('rejected', 'split') AND local_id IN (",
+            );
+            placeholders(&mut sql, 2, chunk.len());
+            sql.push(')');
+            let mut q = sqlx::query(&sql).bind(source);
+            for n in chunk {
+                q = q.bind(n.local_id);
+            }
+            for row in q.fetch_all(&mut *conn).await? {
+                w.excluded
+                    .entry(row.try_get("local_id")?)
+                    .or_default()
+                    .push(row.try_get("child_id")?);
+            }
+        }
+        Ok(w)
+    }
+
+    fn rule(&mut self, name: &str) -> u16 {
+        match self.rules.iter().position(|r| r == name) {
+            Some(i) => i as u16,
+            None => {
+                self.rules.push(name.to_string());
+                (self.rules.len() - 1) as u16
+            }
+        }
+    }
+
+    fn known_row(
+        &mut self,
+        rule: u16,
+        key: String,
+        row: &sqlx::any::AnyRow,
+    ) -> Result<(), sqlx::Error> {
+        let source: String = row.try_get("source")?;
+        let local_id: String = row.try_get("local_id")?;
+        let at = match self.at.get(&(source.clone(), local_id.clone())) {
+            Some(&at) => at,
+            None => {
+                let at = self.known.len() as u32;
+                self.at.insert((source.clone(), local_id.clone()), at);
+                self.known.push(Known {
+                    form: Record::from_form(local_id.clone(), &row.try_get::<String, _>("form")?),
+                    child: row.try_get("child_id")?,
+                    source,
+                    local_id,
+                });
+                at
+            }
+        };
+        let list = self.by_key.entry((rule, key)).or_default();
+        if !list.contains(&at) {
+            list.push(at);
+        }
+        Ok(())
+    }
+
+    /// Loads every record of the children not yet loaded.
+    async fn load_children(
+        &mut self,
+        conn: &mut AnyConnection,
+        children: Vec<String>,
+    ) -> Result<(), sqlx::Error> {
+        let wanted: BTreeSet<String> = children
+            .into_iter()
+            .filter(|c| !self.children.contains_key(c))
+            .collect();
+        let wanted: Vec<String> = wanted.into_iter().collect();
+        for chunk in wanted.chunks(IN_CHUNK) {
+            let mut sql = String::from(
+                "SELECT child_id, local_id, identifiers, demographics FROM source_records WHERE child_id IN (",
+            );
+            placeholders(&mut sql, 1, chunk.len());
+            sql.push(')');
+            let mut q = sqlx::query(&sql);
+            for c in chunk {
+                q = q.bind(c);
+                self.children.insert(c.clone(), Vec::new());
+            }
+            for row in q.fetch_all(&mut *conn).await? {
+                let child: String = row.try_get("child_id")?;
+                let r = stored_record(
+                    &row.try_get::<String, _>("local_id")?,
+                    &row.try_get::<String, _>("demographics")?,
+                    &row.try_get::<String, _>("identifiers")?,
+                );
+                self.children.entry(child).or_default().push(r);
+            }
+        }
+        Ok(())
+    }
+
+    fn count(&self, c: Comparison, v: &str) -> (i64, i64) {
+        self.terms
+            .get(&(c, v.to_string()))
+            .copied()
+            .unwrap_or((0, 0))
+    }
+
+    /// [`Matcher::place`] over what the batch can reach.
+    async fn place(
+        &mut self,
+        matcher: &Matcher,
+        conn: &mut AnyConnection,
+        source: &str,
+        n: &New<'_>,
+    ) -> Result<Placement, sqlx::Error> {
+        let record = &n.stored.record;
+        let excluded = self.excluded.get(n.local_id).cloned().unwrap_or_default();
+        let mut linked: Option<(String, &str)> = None;
+        for kind in ["nhs_number", "upn"] {
+            let Some(value) = national(record, kind) else {
+                continue;
+            };
+            let holder = self
+                .holders
+                .get(&(kind.to_string(), value.to_string()))
+                .and_then(|h| h.iter().find(|c| !excluded.contains(c)).cloned());
+            let Some(child) = holder else { continue };
+            match linked {
+                None => linked = Some((child, kind)),
+                Some((first, by)) if first != child => {
+                    return Ok(Placement {
+                        child: first,
+                        method: format!("identifier:{by}"),
+                        scored: None,
+                        review: Some(Proposal {
+                            child,
+                            method: format!("identifier:{kind}"),
+                            scored: None,
+                        }),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some((child, kind)) = linked {
+            return Ok(Placement {
+                child,
+                method: format!("identifier:{kind}"),
+                scored: None,
+                review: None,
+            });
+        }
+        let (tf, population) = matcher.tf_from(record, |c, v| self.count(c, v));
+        let scorer = Scorer::new(&matcher.model, &tf, population);
+        let best = self
+            .best(matcher, conn, &scorer, source, n, &excluded)
+            .await?;
+        if let Some(c) = best.as_ref().filter(|c| c.score.links(matcher.upper)) {
+            self.load_children(conn, vec![c.child.clone()]).await?;
+            let agrees = self.children.get(&c.child).is_none_or(|rs| {
+                rs.iter().all(|other| {
+                    let s = scorer.score(record, other);
+                    s.guard.is_none()
+                        && (s.deterministic || s.probability >= weft_matching::link::DIFFERENT)
+                })
+            });
+            if agrees {
+                return Ok(Placement {
+                    child: c.child.clone(),
+                    method: "probabilistic".into(),
+                    scored: best,
+                    review: None,
+                });
+            }
+        }
+        let best = best.filter(|c| !c.score.guard.is_some_and(|g| g.is_apart()));
+        let child = uuid::Uuid::new_v4().to_string();
+        self.children.insert(child.clone(), Vec::new());
+        self.created.push(child.clone());
+        Ok(Placement {
+            child,
+            method: "new".into(),
+            scored: None,
+            review: best
+                .filter(|c| c.score.probability >= matcher.lower)
+                .map(Proposal::scored),
+        })
+    }
+
+    /// The best candidate child, as [`Matcher::candidates`] would rank it first.
+    async fn best(
+        &mut self,
+        matcher: &Matcher,
+        conn: &mut AnyConnection,
+        scorer: &Scorer<'_>,
+        source: &str,
+        n: &New<'_>,
+        excluded: &[String],
+    ) -> Result<Option<Candidate>, sqlx::Error> {
+        let record = &n.stored.record;
+        let floor = matcher.lower.min(POSSIBLE);
+        let mut seen: HashSet<u32> = HashSet::new();
+        let mut scored: Vec<(u32, weft_matching::Score)> = Vec::new();
+        'keys: for (rule, key) in &n.keys {
+            let Some(r) = self.rules.iter().position(|x| x == rule) else {
+                continue;
+            };
+            let Some(list) = self.by_key.get(&(r as u16, key.clone())) else {
+                continue;
+            };
+            for &at in list {
+                if seen.len() as i64 >= MAX_CANDIDATES {
+                    break 'keys;
+                }
+                let k = &self.known[at as usize];
+                if (k.source.as_str(), k.local_id.as_str()) == (source, n.local_id)
+                    || !seen.insert(at)
+                {
+                    continue;
+                }
+                if identifiers_conflict(record, &k.form) {
+                    continue;
+                }
+                let score = scorer.score(record, &k.form);
+                if score.probability >= floor {
+                    scored.push((at, score));
+                }
+            }
+        }
+        let known = &self.known;
+        scored.sort_by(|(a, sa), (b, sb)| {
+            let (a, b) = (&known[*a as usize], &known[*b as usize]);
+            sb.weight
+                .total_cmp(&sa.weight)
+                .then_with(|| (&a.source, &a.local_id).cmp(&(&b.source, &b.local_id)))
+        });
+        // A child holding a verified NHS number or UPN other than the record's is no
+        // candidate, through whichever of its records blocking reached.
+        let national = record.nhs_number.is_some() || record.upn.is_some();
+        if national {
+            let children: Vec<String> = scored
+                .iter()
+                .filter_map(|(at, _)| self.known[*at as usize].child.clone())
+                .collect();
+            self.load_children(conn, children).await?;
+        }
+        for (at, score) in scored {
+            let k = &self.known[at as usize];
+            let Some(child) = &k.child else { continue };
+            if excluded.contains(child) {
+                continue;
+            }
+            if national
+                && self
+                    .children
+                    .get(child)
+                    .is_some_and(|rs| rs.iter().any(|kin| identifiers_conflict(record, kin)))
+            {
+                continue;
+            }
+            return Ok(Some(Candidate {
+                explanation: scorer.explain(record, &k.form),
+                child: child.clone(),
+                source: k.source.clone(),
+                local_id: k.local_id.clone(),
+                score,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Makes a placed record reachable by the records after it, as its upsert would have.
+    async fn add(
+        &mut self,
+        matcher: &Matcher,
+        conn: &mut AnyConnection,
+        source: &str,
+        n: &New<'_>,
+        child: &str,
+    ) -> Result<(), sqlx::Error> {
+        let record = &n.stored.record;
+        self.load_children(conn, vec![child.to_string()]).await?;
+        self.children
+            .entry(child.to_string())
+            .or_default()
+            .push(record.clone());
+        self.known.push(Known {
+            source: source.to_string(),
+            local_id: n.local_id.to_string(),
+            form: Record::from_form(n.local_id, &record.form()),
+            child: Some(child.to_string()),
+        });
+        let at = (self.known.len() - 1) as u32;
+        self.at
+            .insert((source.to_string(), n.local_id.to_string()), at);
+        for (rule, key) in &n.keys {
+            let r = self.rule(rule);
+            self.by_key.entry((r, key.clone())).or_default().push(at);
+        }
+        for (kind, value) in n.stored.verified() {
+            self.holders
+                .entry((kind.to_string(), value.to_string()))
+                .or_default()
+                .insert(child.to_string());
+        }
+        for c in matcher.tf_comparisons() {
+            let Some(v) = counted(c, record) else {
+                continue;
+            };
+            let before = self.count(c, v).0;
+            self.terms.entry((c, v.to_string())).or_default().0 = before + 1;
+            let total = self.terms.entry((c, String::new())).or_default();
+            total.0 += 1;
+            total.1 += (before + 1) * (before + 1) - before * before;
+        }
+        Ok(())
+    }
+
+    /// Writes the batch: children, records, links and proposals, blocking keys, identifiers,
+    /// name counts, and one audit entry per link and proposal.
+    async fn write(
+        &self,
+        matcher: &Matcher,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        source: &str,
+        new: &[New<'_>],
+        placements: &[Placement],
+    ) -> Result<(), sqlx::Error> {
+        let now = chrono::Utc::now().to_rfc3339();
+        insert_rows(
+            conn,
+            backend,
+            "children (id, created_at)",
+            self.created
+                .iter()
+                .map(|c| [Cell::from(c.as_str()), now.as_str().into()]),
+        )
+        .await?;
+        insert_rows(
+            conn,
+            backend,
+            "source_records (source, local_id, child_id, identifiers, demographics, match_key, link_method, updated_at)",
+            new.iter().zip(placements).map(|(n, p)| {
+                [
+                    Cell::from(source),
+                    n.local_id.into(),
+                    p.child.as_str().into(),
+                    n.stored.identifiers.as_str().into(),
+                    n.stored.demographics.as_str().into(),
+                    Cell::Text(n.stored.key.as_deref()),
+                    p.method.as_str().into(),
+                    now.as_str().into(),
+                ]
+            }),
+        )
+        .await?;
+        let version = matcher.model.version.as_str();
+        let mut links = Vec::with_capacity(new.len() + new.len() / 8);
+        // (index into links, the child the record is linked to meanwhile, for a proposal)
+        let mut current: Vec<Option<&str>> = Vec::with_capacity(links.capacity());
+        for (n, p) in new.iter().zip(placements) {
+            links.push(NewLink::automatic(
+                source,
+                n.local_id,
+                &p.child,
+                &p.method,
+                p.scored.as_ref(),
+                version,
+            ));
+            current.push(None);
+            if let Some(review) = &p.review {
+                links.push(NewLink::proposal(source, n.local_id, review, version));
+                current.push(Some(&p.child));
+            }
+        }
+        let ids = NewLink::insert_many(conn, backend, &links).await?;
+        let mut keys = Vec::new();
+        let mut identifiers = Vec::new();
+        let forms: Vec<String> = new.iter().map(|n| n.stored.record.form()).collect();
+        for (n, form) in new.iter().zip(&forms) {
+            for (rule, key) in &n.keys {
+                keys.push([
+                    Cell::from(rule.as_str()),
+                    key.as_str().into(),
+                    source.into(),
+                    n.local_id.into(),
+                    form.as_str().into(),
+                ]);
+            }
+            for (kind, value) in n.stored.verified() {
+                identifiers.push([
+                    Cell::from(kind),
+                    value.into(),
+                    source.into(),
+                    n.local_id.into(),
+                ]);
+            }
+        }
+        insert_rows(
+            conn,
+            backend,
+            "match_keys (rule, key, source, local_id, form)",
+            keys,
+        )
+        .await?;
+        insert_rows(
+            conn,
+            backend,
+            "record_identifiers (kind, value, source, local_id)",
+            identifiers,
+        )
+        .await?;
+        let changed: Vec<(Comparison, &str, i64, i64)> = self
+            .terms
+            .iter()
+            .filter_map(|((c, v), (n, sq))| {
+                let (n0, sq0) = self
+                    .terms_read
+                    .get(&(*c, v.clone()))
+                    .copied()
+                    .unwrap_or((0, 0));
+                (n != &n0 || sq != &sq0).then_some((*c, v.as_str(), n - n0, sq - sq0))
+            })
+            .collect();
+        insert_rows_then(
+            conn,
+            backend,
+            "match_terms (comparison, value, n, sq)",
+            "ON CONFLICT (comparison, value) DO UPDATE SET n = match_terms.n + excluded.n, \
+             sq = match_terms.sq + excluded.sq",
+            changed.iter().map(|(c, v, n, sq)| {
+                [
+                    Cell::from(c.as_str()),
+                    (*v).into(),
+                    Cell::Int(*n),
+                    Cell::Int(*sq),
+                ]
+            }),
+        )
+        .await?;
+        let entries: Vec<Entry> = links
+            .iter()
+            .zip(&ids)
+            .zip(&current)
+            .map(|((l, id), current)| l.entry(id, *current))
+            .collect();
+        for chunk in entries.chunks(AUDIT_CHUNK) {
+            audit::chain(conn, &chunk.iter().collect::<Vec<_>>()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A record's verified national identifier of a kind, as the index looks it up.
+fn national<'a>(r: &'a Record, kind: &str) -> Option<&'a str> {
+    match kind {
+        "nhs_number" => r.nhs_number.as_ref().map(|n| n.as_str()),
+        "upn" => r.upn.as_ref().map(|u| u.as_str()),
+        _ => None,
+    }
+}
+
+/// A store error as it may be logged: a database's own message can quote the value it
+/// refused (a duplicate key names the record), so only its code is kept.
+fn logged(e: &sqlx::Error) -> String {
+    match e.as_database_error() {
+        Some(d) => format!(
+            "database error {}",
+            d.code().as_deref().unwrap_or("without a code")
+        ),
+        None => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use weft_adapters::{Demographics, Identifier};
+    use weft_ids::{NhsNumber, Upn};
+
+    use super::*;
+    use crate::foundation::config::MatchingConfig;
+    use crate::pipeline::resolve::linkage::{decide, link_history, review_queue, Decision};
+
+    async fn index(dir: &std::path::Path) -> (Index, weft_adapters::testkit::FreshDb) {
+        let (store, db) = crate::foundation::store::test_store(dir).await;
+        let cfg = MatchingConfig {
+            upper: 0.95,
+            lower: 0.5,
+            model: None,
+        };
+        (
+            Index::with_matcher(store, Matcher::from_config(&cfg).unwrap()),
+            db,
+        )
+    }
+
+    /// A valid NHS number in the never-issued 999 range, one per `n`.
+    fn nhs(n: u32) -> String {
+        (0..10)
+            .map(|d| format!("999{:06}{d}", n * 7 + 1))
+            .find(|s| NhsNumber::parse(s).is_ok())
+            .unwrap_or_else(|| nhs(n + 100_000))
+    }
+
+    /// A valid permanent UPN, one per `n`.
+    fn upn(n: u32) -> String {
+        "ABCDEFGHJKLMNPQRTUVWXYZ"
+            .chars()
+            .map(|c| format!("{c}999{:09}", n))
+            .find(|s| Upn::parse(s).is_ok())
+            .unwrap()
+    }
+
+    fn rec(
+        id: &str,
+        ids: &[(&str, String)],
+        given: &str,
+        family: &str,
+        dob: &str,
+        sex: &str,
+        postcode: Option<&str>,
+    ) -> SourceRecord {
+        SourceRecord {
+            local_id: id.into(),
+            identifiers: ids
+                .iter()
+                .map(|(k, v)| Identifier::new(*k, v.clone()))
+                .collect(),
+            demographics: Demographics {
+                given_name: Some(given.into()),
+                family_name: Some(family.into()),
+                birth_date: Some(dob.into()),
+                sex: Some(sex.into()),
+                postcode: postcode.map(String::from),
+                ..Demographics::default()
+            },
+            score: None,
+        }
+    }
+
+    /// What the index decided, named without the random child ids: each child by the first of
+    /// its records. Records and their links (status, method, probability), and name counts.
+    async fn outcome(index: &Index) -> (BTreeSet<String>, BTreeSet<String>, Vec<String>) {
+        let pool = &index.store().pool;
+        let rows =
+            sqlx::query("SELECT source, local_id, child_id, link_method FROM source_records")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        let mut label: BTreeMap<String, String> = BTreeMap::new();
+        let mut records = Vec::new();
+        for r in &rows {
+            let (s, l, c, m): (String, String, String, String) = (
+                r.get("source"),
+                r.get("local_id"),
+                r.get("child_id"),
+                r.get("link_method"),
+            );
+            let name = format!("{s}/{l}");
+            let e = label.entry(c.clone()).or_insert_with(|| name.clone());
+            if name < *e {
+                *e = name.clone();
+            }
+            records.push((name, c, m));
+        }
+        let records = records
+            .into_iter()
+            .map(|(name, c, m)| format!("{name} -> {} by {m}", label[&c]))
+            .collect();
+        let links = sqlx::query(
+            "SELECT source, local_id, child_id, status, method, CAST(probability AS TEXT) AS p \
+             FROM match_links",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let c: String = r.get("child_id");
+            format!(
+                "{}/{} {} {} {} {:?}",
+                r.get::<String, _>("source"),
+                r.get::<String, _>("local_id"),
+                r.get::<String, _>("status"),
+                r.get::<String, _>("method"),
+                label.get(&c).cloned().unwrap_or(c),
+                r.get::<Option<String>, _>("p")
+                    .and_then(|p| p.parse::<f64>().ok())
+                    .map(|p| format!("{p:.9}")),
+            )
+        })
+        .collect();
+        let terms = sqlx::query(
+            "SELECT comparison, value, n, sq FROM match_terms WHERE n <> 0 AND comparison <> '_derived' \
+             ORDER BY comparison, value",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {}",
+                r.get::<String, _>("comparison"),
+                r.get::<String, _>("value"),
+                r.get::<i64, _>("n"),
+                r.get::<i64, _>("sq")
+            )
+        })
+        .collect();
+        (records, links, terms)
+    }
+
+    /// The matcher's audit entries: outcome, record and method of each.
+    async fn matcher_entries(index: &Index) -> Vec<audit::Recorded> {
+        let q = audit::Query {
+            user: Some("matcher".into()),
+            limit: Some(100_000),
+            ..Default::default()
+        };
+        audit::search(index.store(), &q, None).await.unwrap()
+    }
+
+    #[derive(Debug, Clone)]
+    struct Person {
+        given: &'static str,
+        family: &'static str,
+        dob: &'static str,
+        female: bool,
+        postcode: &'static str,
+    }
+
+    fn person() -> impl Strategy<Value = Person> {
+        (
+            prop::sample::select(vec!["Ruby", "Rosie", "Oliver", "Eleanor", "Amira", "Ella"]),
+            prop::sample::select(vec!["Calder", "Khan", "Thompson"]),
+            prop::sample::select(vec!["2016-06-21", "2016-06-12", "2015-01-02"]),
+            any::<bool>(),
+            prop::sample::select(vec!["WT3 5QP", "WT9 1AB"]),
+        )
+            .prop_map(|(given, family, dob, female, postcode)| Person {
+                given,
+                family,
+                dob,
+                female,
+                postcode,
+            })
+    }
+
+    /// One record of a person: which person, which source, how it is written, and whether it
+    /// carries the source's national identifier (health the NHS number, school the UPN).
+    type Pick = (usize, usize, u8, bool);
+
+    /// The records, grouped by source in a fixed order of sources (the order both paths see).
+    fn records(people: &[Person], picks: &[Pick]) -> Vec<(&'static str, Vec<SourceRecord>)> {
+        let sources = ["health", "school", "police"];
+        sources
+            .iter()
+            .enumerate()
+            .map(|(s, source)| {
+                let recs = picks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.1 % 3 == s)
+                    .map(|(i, &(who, _, how, with_id))| {
+                        let p = &people[who % people.len()];
+                        let who = (who % people.len()) as u32;
+                        let ids = match (*source, with_id) {
+                            ("health", true) => vec![("nhs_number", nhs(who))],
+                            ("school", true) => vec![("upn", upn(who))],
+                            _ => vec![],
+                        };
+                        let given = match how % 4 {
+                            1 => p.given[..p.given.len() - 1].to_string(),
+                            3 => p.given[..1].to_string(),
+                            _ => p.given.to_string(),
+                        };
+                        let sex = if p.female { "female" } else { "male" };
+                        let postcode = (how % 4 != 2).then_some(p.postcode);
+                        rec(
+                            &format!("{i}"),
+                            &ids,
+                            &given,
+                            p.family,
+                            p.dob,
+                            sex,
+                            postcode,
+                        )
+                    })
+                    .collect();
+                (*source, recs)
+            })
+            .collect()
+    }
+
+    async fn same_children(people: Vec<Person>, picks: Vec<Pick>, bulk_from: usize, batch: usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, _a) = index(dir.path()).await;
+        let (many, _b) = index(dir.path()).await;
+        let sources = records(&people, &picks);
+        for (source, recs) in &sources {
+            for r in recs {
+                one.upsert(source, r).await.unwrap();
+            }
+        }
+        let mut bulk = 0;
+        for (source, recs) in &sources {
+            let done = many.upsert_many_with(source, recs, bulk_from, batch).await;
+            assert_eq!((done.failed, done.records), (0, recs.len()));
+            bulk += done.bulk;
+        }
+        assert_eq!(outcome(&one).await, outcome(&many).await);
+        let said = |e: &[audit::Recorded]| {
+            let mut v: Vec<String> = e
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {} {}",
+                        r.entry.outcome, r.entry.detail["local_id"], r.entry.detail["method"]
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            said(&matcher_entries(&one).await),
+            said(&matcher_entries(&many).await)
+        );
+        assert!(bulk > 0 || picks.len() < bulk_from);
+        let verified = audit::verify(many.store()).await.unwrap();
+        assert_eq!(verified.problem, None);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
+
+        /// The bulk path places records exactly as upserting them one by one would: the same
+        /// children, links, proposals, scores and name counts, and the same audit entries.
+        #[test]
+        fn bulk_and_incremental_make_the_same_children(
+            people in prop::collection::vec(person(), 2..8),
+            picks in prop::collection::vec((0usize..8, 0usize..3, 0u8..4, any::<bool>()), 10..40),
+            batch in 3usize..20,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(same_children(people, picks, 2, batch));
+        }
+    }
+
+    fn eleanor(id: &str, ids: &[(&str, String)], given: &str, family: &str) -> SourceRecord {
+        rec(
+            id,
+            ids,
+            given,
+            family,
+            "2016-06-21",
+            "female",
+            Some("WT3 5QP"),
+        )
+    }
+
+    /// Strangers to fill a batch past the threshold.
+    fn strangers(from: usize, n: usize) -> Vec<SourceRecord> {
+        let given = ["Amir", "Noah", "Leo", "Mia", "Ravi", "Sara", "Jo", "Ava"];
+        (from..from + n)
+            .map(|i| {
+                rec(
+                    &format!("f{i}"),
+                    &[],
+                    given[i % given.len()],
+                    &format!("Family{i}"),
+                    &format!("20{:02}-0{}-1{}", 10 + i % 9, 1 + i % 9, i % 10),
+                    if i % 2 == 0 { "female" } else { "male" },
+                    Some("WT1 1AA"),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_bulk_import_keeps_what_a_person_decided() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path()).await;
+        let a = index
+            .upsert(
+                "health",
+                &eleanor("h1", &[("nhs_number", nhs(1))], "Eleanor", "Thompson"),
+            )
+            .await
+            .unwrap()
+            .0;
+        // A near miss (only an initial: proposed) and a misspelling (linked), among strangers.
+        let mut school = vec![
+            eleanor("s1", &[], "E", "Thompson"),
+            eleanor("s2", &[], "Eleanor", "Thomson"),
+        ];
+        school.extend(strangers(0, 6));
+        let done = index.upsert_many_with("school", &school, 3, 100).await;
+        assert_eq!((done.bulk, done.failed), (8, 0));
+        let child_of = |id: &'static str| {
+            let index = &index;
+            async move {
+                index
+                    .find(&crate::pipeline::resolve::Search {
+                        local_id: Some(("school".into(), id.into())),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()[0]
+                    .id
+                    .clone()
+            }
+        };
+        assert_eq!(child_of("s2").await, a, "linked by the bulk path");
+        assert_ne!(child_of("s1").await, a, "a near miss is only proposed");
+        let queue = review_queue(&index).await.unwrap();
+        assert_eq!(queue.len(), 1);
+        assert_eq!(
+            (queue[0].local_id.as_str(), queue[0].child_id.as_str()),
+            ("s1", a.as_str())
+        );
+
+        // A data administrator confirms the proposal and splits the automatic link.
+        let by = |d: &crate::pipeline::resolve::linkage::Decided| {
+            Entry::system(
+                "match_decision",
+                Some(&d.child_id),
+                "changed",
+                serde_json::json!({}),
+            )
+        };
+        decide(&index, &queue[0].id, Decision::Confirm, "admin1", None, by)
+            .await
+            .unwrap();
+        let link = link_history(&index, &a)
+            .await
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .find(|l| l.local_id == "s2" && l.status == "active")
+            .unwrap();
+        let split = decide(
+            &index,
+            &link.id,
+            Decision::Split,
+            "admin1",
+            Some("twin"),
+            by,
+        )
+        .await
+        .unwrap()
+        .child_id;
+        assert_eq!(child_of("s1").await, a);
+        assert_ne!(split, a);
+
+        // The same import again, then one where both records changed, with new records
+        // enough for the bulk path: nothing a person decided moves or is asked again.
+        let again = index.upsert_many_with("school", &school, 3, 100).await;
+        assert_eq!((again.unchanged, again.bulk), (8, 0));
+        let mut changed = school.clone();
+        changed[0].demographics.postcode = Some("WT3 5QQ".into());
+        changed[1].demographics.given_name = Some("Eleanor".into());
+        changed[1].demographics.postcode = Some("WT3 5QQ".into());
+        changed.extend(strangers(6, 5));
+        let done = index.upsert_many_with("school", &changed, 3, 100).await;
+        assert_eq!((done.bulk, done.incremental, done.unchanged), (5, 2, 6));
+        assert_eq!(child_of("s1").await, a, "the confirmed link stays");
+        assert_eq!(child_of("s2").await, split, "the split stays");
+        assert!(
+            review_queue(&index).await.unwrap().is_empty(),
+            "a split pairing is never proposed again"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_bulk_link_and_proposal_is_one_audit_entry_and_a_failed_audit_applies_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path()).await;
+        index
+            .upsert(
+                "health",
+                &eleanor("h1", &[("nhs_number", nhs(1))], "Eleanor", "Thompson"),
+            )
+            .await
+            .unwrap();
+        let mut school = vec![
+            eleanor("s1", &[], "E", "Thompson"),
+            eleanor("s2", &[("nhs_number", nhs(1))], "Nell", "Smith"),
+            eleanor("s3", &[], "Eleanor", "Thomson"),
+        ];
+        school.extend(strangers(0, 20));
+        let done = index.upsert_many_with("school", &school, 3, 10).await;
+        assert_eq!((done.bulk, done.failed), (23, 0));
+        let links =
+            sqlx::query("SELECT id, method, status FROM match_links WHERE source = 'school'")
+                .fetch_all(&index.store().pool)
+                .await
+                .unwrap();
+        assert_eq!(links.len(), 24, "23 links and one proposal");
+        let entries = matcher_entries(&index).await;
+        for l in &links {
+            let id: String = l.get("id");
+            let named: Vec<_> = entries
+                .iter()
+                .filter(|e| e.entry.detail["link"] == id.as_str())
+                .collect();
+            assert_eq!(named.len(), 1, "one entry for link {id}");
+            let status: String = l.get("status");
+            let outcome = if status == "review" {
+                "proposed"
+            } else {
+                "linked"
+            };
+            assert_eq!(named[0].entry.outcome, outcome);
+            assert_eq!(
+                named[0].entry.detail["method"],
+                l.get::<String, _>("method").as_str()
+            );
+        }
+        assert_eq!(audit::verify(index.store()).await.unwrap().problem, None);
+
+        // Fail closed: with the audit log unwritable, a bulk import changes nothing.
+        let count = |t: &'static str| {
+            let pool = index.store().pool.clone();
+            async move {
+                sqlx::query(&format!("SELECT COUNT(*) AS n FROM {t}"))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+                    .get::<i64, _>("n")
+            }
+        };
+        let tables = [
+            "children",
+            "source_records",
+            "match_links",
+            "match_keys",
+            "record_identifiers",
+        ];
+        let mut before = Vec::new();
+        for t in tables {
+            before.push(count(t).await);
+        }
+        sqlx::query("DROP TABLE audit_head")
+            .execute(&index.store().pool)
+            .await
+            .unwrap();
+        let done = index
+            .upsert_many_with("police", &strangers(100, 12), 3, 100)
+            .await;
+        assert_eq!((done.failed, done.records), (12, 0));
+        let mut after = Vec::new();
+        for t in tables {
+            after.push(count(t).await);
+        }
+        assert_eq!(before, after, "nothing half-applied");
+    }
+}
