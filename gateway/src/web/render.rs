@@ -63,6 +63,7 @@ pub fn role_label(role: Role) -> &'static str {
         Role::MashOfficer => "MASH officer",
         Role::IgOfficer => "Information governance officer",
         Role::DataAdmin => "Data administrator",
+        Role::LaAnalyst => "Local authority analyst",
     }
 }
 
