@@ -8,11 +8,12 @@
 //! - [`assets`]: the vendored `govuk-frontend` and `@ministryofjustice/frontend` files, and ours.
 //! - [`session`]: signed-in browsers (cookie, idle and absolute timeouts, CSRF tokens).
 //! - [`signin`]: the development sign-in page, OpenID Connect ([`oidc`]), signing out.
-//! - [`children`], [`concerns`], [`inbox`]: the pages.
+//! - [`children`], [`concerns`], [`inbox`], [`area`]: the pages.
 //! - [`render`]: the templates (minijinja, autoescaped) and the error pages.
 //!
 //! Every page works without JavaScript; the design system's scripts only enhance.
 
+pub mod area;
 pub mod assets;
 pub mod children;
 pub mod concerns;
@@ -48,6 +49,7 @@ pub fn routes() -> Router<Gateway> {
         .merge(children::routes())
         .merge(concerns::routes())
         .merge(inbox::routes())
+        .merge(area::routes())
         .layer(middleware::from_fn(page_headers));
     pages.merge(assets::routes())
 }

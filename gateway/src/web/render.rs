@@ -33,6 +33,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "concern.html",
     "concerns_mine.html",
     "inbox.html",
+    "area.html",
 );
 
 fn env() -> &'static Environment<'static> {
