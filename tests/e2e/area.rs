@@ -103,7 +103,8 @@ fn config(env: &Env) -> String {
                   {{ format = \"census_exclusions_csv\", name = \"exclusions.csv\" }}]\n\n\
          [[sources]]\nid = \"csc-returns\"\nagency = \"la-csc-returns\"\n\n\
          [sources.adapter]\nkind = \"file\"\nfolder = \"csc\"\n\
-         files = [{{ format = \"census_pupils_csv\", name = \"known.csv\" }}]\n",
+         files = [{{ format = \"census_pupils_csv\", name = \"known.csv\" }}]\n\n\
+         [reports]\nalert_check_secs = 1\n",
         crate::web::config_with_pages(env, ""),
     )
 }
@@ -274,6 +275,51 @@ async fn area_report_counts_suppresses_and_is_decided_by_policy() {
             "{user}: {mine:?}"
         );
     }
+
+    // The area alert rule (threshold 25 %) reads the published figures: in autumn WT2's 5
+    // persistent absentees are withheld and WT1's 14 with them, so both areas' spring rates
+    // (36.8 %, 33.3 %) rise past the threshold from a rate not shown. Every school's spring rate
+    // is withheld but 100001's, which was above the threshold already (33.3 % → 40 %). The
+    // education welfare service's inbox has one alert for each area, once, however often the
+    // rule runs.
+    let ewo = env.token("ewo-1", &env.agency_of("social_care"), "education_welfare_officer");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let alerts = loop {
+        let (status, items) = gw.get("/v1/inbox", &ewo).await;
+        assert_eq!(status, 200, "{items}");
+        let alerts: Vec<Value> = items
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter(|i| i["topic"] == "alert")
+            .cloned()
+            .collect();
+        if alerts.len() >= 2 || std::time::Instant::now() > deadline {
+            break alerts;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (_, items) = gw.get("/v1/inbox", &ewo).await;
+    let again = items
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|i| i["topic"] == "alert")
+        .count();
+    assert_eq!(again, 2, "no alert twice: {items}");
+    let mut areas: Vec<String> = alerts
+        .iter()
+        .map(|a| {
+            let data = &a["payload"]["data"];
+            assert_eq!(data["alert"], "area_persistent_absence", "{a}");
+            assert_eq!(data["detail"]["term"], SPRING, "{a}");
+            assert!(a["child"].is_null(), "{a}");
+            data["area"].as_str().expect("area").to_string()
+        })
+        .collect();
+    areas.sort();
+    assert_eq!(areas, ["area:WT1", "area:WT2"]);
 
     // The web page: the same report, with its charts and tables, signed in as the analyst.
     let mut browser = Browser::new(&env, &gw);

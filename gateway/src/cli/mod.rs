@@ -234,6 +234,9 @@ pub enum BenchCommand {
     /// The gateway's own identity search (the store-backed master child index the API uses)
     /// against an index of synthetic children on SQLite or PostgreSQL: latency and accuracy.
     Search(crate::cli::bench::search::SearchArgs),
+    /// The area report (counts by school, area and term under disclosure control) over a
+    /// synthetic authority on SQLite or PostgreSQL.
+    Area(crate::cli::bench::area::AreaArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -309,6 +312,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Bench {
             command: BenchCommand::Search(args),
         } => crate::cli::bench::search::run(args).await,
+        #[cfg(feature = "sim")]
+        Command::Bench {
+            command: BenchCommand::Area(args),
+        } => crate::cli::bench::area::run(args).await,
         Command::Match { command } => match command {
             MatchCommand::Link(args) => crate::cli::matching::run_link(&args),
             MatchCommand::Dedupe(args) => crate::cli::matching::run_dedupe(&args),
