@@ -159,72 +159,185 @@ fn upn(serial: usize) -> String {
     format!("{}{digits}", LETTERS[(sum % 23) as usize] as char)
 }
 
-/// Writes the synthetic authority: one import record per pupil (as a census import leaves
-/// it), the index's record and child for each, and a social-care record for one in twenty.
-async fn load(store: &Store, args: &AreaArgs) -> anyhow::Result<()> {
-    let mut rng = StdRng::seed_from_u64(args.seed);
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+/// One synthetic pupil: what a census export and a social-care return would say of them.
+#[derive(Debug, Clone)]
+pub struct Synthetic {
+    pub upn: String,
+    pub family: String,
+    pub given: &'static str,
+    pub birth_date: String,
+    pub sex: &'static str,
+    pub postcode: String,
+    pub urn: String,
+    /// `(term as MIS exports write it, possible sessions, attended sessions)`.
+    pub terms: Vec<(String, i64, i64)>,
+    /// `(SUSP or PERM, start date)`.
+    pub exclusions: Vec<(&'static str, String)>,
+    pub known_to_social_care: bool,
+}
+
+/// A synthetic authority: `pupils` pupils in `schools` schools (URN 100001 on), each drawing
+/// mostly from its own few of 25 postcode districts (`WT1`–`WT25`), with `years` years of termly
+/// attendance ending in summer 2026 — about one in five absent enough to be persistently absent
+/// in a term — suspensions and a few permanent exclusions, and one in twenty known to social care.
+pub fn synthetic(pupils: usize, years: usize, schools: usize, seed: u64) -> Vec<Synthetic> {
     const SEASONS: [&str; 3] = ["Autumn", "Spring", "Summer"];
-    let first_year = 2026 - args.years as i32;
-    let mut start = 0;
-    while start < args.pupils {
-        let end = (start + BATCH).min(args.pupils);
-        let mut records = Vec::with_capacity(end - start);
-        for i in start..end {
-            let school = rng.gen_range(0..args.schools.max(1));
+    const GIVEN: [&str; 12] = [
+        "Olivia", "Noah", "Amelia", "Muhammad", "Isla", "George", "Ava", "Leo", "Freya", "Oliver",
+        "Zara", "Jack",
+    ];
+    const FAMILY: [&str; 12] = [
+        "Smith", "Jones", "Khan", "Taylor", "Brown", "Williams", "Patel", "Wilson", "Evans",
+        "Thomas", "Roberts", "Ahmed",
+    ];
+    let mut rng = StdRng::seed_from_u64(seed);
+    let schools = schools.max(1);
+    let first_year = 2026 - years as i32;
+    (0..pupils)
+        .map(|i| {
+            let school = rng.gen_range(0..schools);
             // Schools draw mostly from their own districts.
-            let district = (school * 25 / args.schools.max(1) + rng.gen_range(0..3)) % 25 + 1;
-            let postcode = format!("WT{district} {}{}{}", rng.gen_range(1..10), (b'A' + rng.gen_range(0..26u8)) as char, (b'A' + rng.gen_range(0..26u8)) as char);
+            let district = (school * 25 / schools + rng.gen_range(0..3)) % 25 + 1;
+            let postcode = format!(
+                "WT{district} {}{}{}",
+                rng.gen_range(1..10),
+                (b'A' + rng.gen_range(0..26u8)) as char,
+                (b'A' + rng.gen_range(0..26u8)) as char
+            );
             // A pupil's own tendency to be absent, drifting a little term by term.
-            let mut absence: f64 = if rng.gen_bool(0.2) { rng.gen_range(0.08..0.3) } else { rng.gen_range(0.0..0.09) };
+            let mut absence: f64 = if rng.gen_bool(0.2) {
+                rng.gen_range(0.08..0.3)
+            } else {
+                rng.gen_range(0.0..0.09)
+            };
             let mut terms = Vec::new();
             let mut exclusions = Vec::new();
-            for y in 0..args.years as i32 {
+            for y in 0..years as i32 {
                 for (t, season) in SEASONS.iter().enumerate() {
                     let year = if t == 0 { first_year + y } else { first_year + y + 1 };
                     let possible: i64 = rng.gen_range(110..=150);
                     absence = (absence + rng.gen_range(-0.02..0.02)).clamp(0.0, 0.9);
                     let attended = possible - (possible as f64 * absence).round() as i64;
-                    terms.push(json!({
-                        "term": format!("{season} {year}"),
-                        "possible_sessions": possible,
-                        "attended_sessions": attended,
-                        "attendance_percent": (attended as f64 * 1000.0 / possible as f64).round() / 10.0,
-                    }));
+                    terms.push((format!("{season} {year}"), possible, attended));
                     if rng.gen_bool(0.01 + absence / 10.0) {
                         let month = [10, 2, 5][t];
-                        exclusions.push(json!({
-                            "kind": if rng.gen_bool(0.03) { "permanent" } else { "suspension" },
-                            "start_date": format!("{year}-{month:02}-{:02}", rng.gen_range(1..28)),
-                            "reasons": ["PP"],
-                        }));
+                        let kind = if rng.gen_bool(0.03) { "PERM" } else { "SUSP" };
+                        exclusions.push((
+                            kind,
+                            format!("{year}-{month:02}-{:02}", rng.gen_range(1..28)),
+                        ));
                     }
                 }
             }
-            let id = upn(i + 1);
-            let record = json!({
-                "record": {
-                    "local_id": id,
-                    "identifiers": [{"kind": "upn", "value": id}],
-                    "demographics": {
-                        "given_name": "Pupil",
-                        "family_name": format!("Bench{i}"),
-                        "birth_date": format!("{}-{:02}-{:02}", 2010 + i % 8, 1 + i % 12, 1 + i % 28),
-                        "sex": if i % 2 == 0 { "female" } else { "male" },
-                        "postcode": postcode,
-                    },
-                },
-                "items": [
-                    {"category": "education.enrolment", "field": "school_urn", "value": format!("{}", 100_001 + school)},
-                    {"category": "education.enrolment", "field": "on_roll", "value": true},
-                    {"category": "education.attendance", "field": "terms", "value": terms},
-                    {"category": "education.exclusions", "field": "exclusions", "value": exclusions},
-                ],
-            })
-            .to_string();
-            let known = rng.gen_bool(0.05);
-            records.push((id, format!("c-{i}"), record, known));
+            Synthetic {
+                upn: upn(i + 1),
+                family: FAMILY[rng.gen_range(0..FAMILY.len())].to_string(),
+                given: GIVEN[rng.gen_range(0..GIVEN.len())],
+                birth_date: format!("{}-{:02}-{:02}", 2010 + i % 8, 1 + i % 12, 1 + i % 28),
+                sex: if i % 2 == 0 { "female" } else { "male" },
+                postcode,
+                urn: format!("{}", 100_001 + school),
+                terms,
+                exclusions,
+                known_to_social_care: rng.gen_bool(0.05),
+            }
+        })
+        .collect()
+}
+
+/// Writes `pupils` as a school census drop (pupils, attendance and exclusions CSV, as an MIS
+/// exports them) into `census`, and those known to social care as a social-care return listing
+/// them into `returns` (the pupils CSV layout: UPN and names).
+pub fn write_csv(
+    pupils: &[Synthetic],
+    census: &std::path::Path,
+    returns: &std::path::Path,
+) -> std::io::Result<()> {
+    use std::fmt::Write as _;
+    std::fs::create_dir_all(census)?;
+    std::fs::create_dir_all(returns)?;
+    let mut roll = String::from("UPN,Legal Surname,Legal Forename,DOB,Gender,Postcode,URN\n");
+    let mut att = String::from("UPN,Term,Sessions Possible,Sessions Attended\n");
+    let mut exc = String::from("UPN,Category,StartDate\n");
+    let mut known = String::from("UPN,Legal Surname,Legal Forename,DOB,Gender,Postcode\n");
+    for p in pupils {
+        let sex = if p.sex == "female" { "F" } else { "M" };
+        let line = format!("{},{},{},{},{sex},{}", p.upn, p.family, p.given, p.birth_date, p.postcode);
+        let _ = writeln!(roll, "{line},{}", p.urn);
+        for (term, possible, attended) in &p.terms {
+            let _ = writeln!(att, "{},{term},{possible},{attended}", p.upn);
         }
+        for (kind, date) in &p.exclusions {
+            let _ = writeln!(exc, "{},{kind},{date}", p.upn);
+        }
+        if p.known_to_social_care {
+            let _ = writeln!(known, "{line}");
+        }
+    }
+    std::fs::write(census.join("pupils.csv"), roll)?;
+    std::fs::write(census.join("attendance.csv"), att)?;
+    std::fs::write(census.join("exclusions.csv"), exc)?;
+    std::fs::write(returns.join("known.csv"), known)
+}
+
+/// Writes the synthetic authority: one import record per pupil (as a census import leaves
+/// it), the index's record and child for each, and a social-care record for one in twenty.
+async fn load(store: &Store, args: &AreaArgs) -> anyhow::Result<()> {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let all = synthetic(args.pupils, args.years, args.schools, args.seed);
+    for (n, chunk) in all.chunks(BATCH).enumerate() {
+        let records: Vec<(String, String, String, bool)> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, p)| {
+                let i = n * BATCH + j;
+                let terms: Vec<serde_json::Value> = p
+                    .terms
+                    .iter()
+                    .map(|(term, possible, attended)| {
+                        json!({
+                            "term": term,
+                            "possible_sessions": possible,
+                            "attended_sessions": attended,
+                            "attendance_percent": (*attended as f64 * 1000.0 / *possible as f64).round() / 10.0,
+                        })
+                    })
+                    .collect();
+                let exclusions: Vec<serde_json::Value> = p
+                    .exclusions
+                    .iter()
+                    .map(|(kind, date)| {
+                        json!({
+                            "kind": if *kind == "PERM" { "permanent" } else { "suspension" },
+                            "start_date": date,
+                            "reason": "PP",
+                            "reasons": ["PP"],
+                        })
+                    })
+                    .collect();
+                let record = json!({
+                    "record": {
+                        "local_id": p.upn,
+                        "identifiers": [{"kind": "upn", "value": p.upn}],
+                        "demographics": {
+                            "given_name": p.given,
+                            "family_name": p.family,
+                            "birth_date": p.birth_date,
+                            "sex": p.sex,
+                            "postcode": p.postcode,
+                        },
+                    },
+                    "items": [
+                        {"category": "education.enrolment", "field": "school_urn", "value": p.urn},
+                        {"category": "education.enrolment", "field": "on_roll", "value": true},
+                        {"category": "education.attendance", "field": "terms", "value": terms},
+                        {"category": "education.exclusions", "field": "exclusions", "value": exclusions},
+                    ],
+                })
+                .to_string();
+                (p.upn.clone(), format!("c-{i}"), record, p.known_to_social_care)
+            })
+            .collect();
         let mut tx = store.begin_write().await?;
         insert_rows(
             &mut *tx,
@@ -277,7 +390,6 @@ async fn load(store: &Store, args: &AreaArgs) -> anyhow::Result<()> {
         )
         .await?;
         tx.commit().await?;
-        start = end;
     }
     sqlx::query(
         "INSERT INTO import_runs (id, source, started_at, finished_at, outcome, files, added, \

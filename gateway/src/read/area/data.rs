@@ -71,11 +71,79 @@ struct StoredDemographics {
     postcode: Option<String>,
 }
 
+/// An imported item, with its value read only when the report needs it: a census record's
+/// items are mostly fields the report does not count, and building a JSON tree of each would
+/// cost more than everything else the report does. The import store writes an item's
+/// `category` and `field` before its `value` (the order of [`weft_adapters::Item`]'s fields),
+/// so the value's type is known by the time it is met; in any other order it is skipped.
+enum StoredItem {
+    School(Option<String>),
+    Terms(Vec<TermRow>),
+    Exclusions(Vec<ExclusionRow>),
+    Other,
+}
+
 #[derive(Deserialize)]
-struct StoredItem {
-    category: String,
-    field: String,
-    value: serde_json::Value,
+struct TermRow {
+    #[serde(default)]
+    term: Option<String>,
+    #[serde(default)]
+    possible_sessions: Option<i64>,
+    #[serde(default)]
+    attended_sessions: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct ExclusionRow {
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    start_date: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for StoredItem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = StoredItem;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an imported item")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<StoredItem, A::Error> {
+                use serde::de::IgnoredAny;
+                let (mut category, mut field) = (None::<String>, None::<String>);
+                let mut item = StoredItem::Other;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "category" => category = Some(map.next_value()?),
+                        "field" => field = Some(map.next_value()?),
+                        "value" => {
+                            item = match (category.as_deref(), field.as_deref()) {
+                                (Some("education.enrolment"), Some("school_urn")) => {
+                                    StoredItem::School(map.next_value::<serde_json::Value>()?.as_str().map(String::from))
+                                }
+                                (Some("education.attendance"), Some("terms")) => {
+                                    StoredItem::Terms(map.next_value()?)
+                                }
+                                (Some("education.exclusions"), Some("exclusions")) => {
+                                    StoredItem::Exclusions(map.next_value()?)
+                                }
+                                _ => {
+                                    map.next_value::<IgnoredAny>()?;
+                                    StoredItem::Other
+                                }
+                            }
+                        }
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(item)
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 fn placeholders(from: usize, n: usize) -> String {
@@ -188,19 +256,17 @@ pub async fn load(store: &Store, cat: &Catalogue, areas: &Areas) -> Result<Loade
             known_to_social_care: child.is_some_and(|c| known.contains(&c)),
             ..Pupil::default()
         };
-        for item in &stored.items {
-            match (item.category.as_str(), item.field.as_str()) {
-                ("education.enrolment", "school_urn") => {
-                    if let Some(urn) = item.value.as_str().filter(|u| !u.trim().is_empty()) {
+        for item in stored.items {
+            match item {
+                StoredItem::School(urn) => {
+                    if let Some(urn) = urn.filter(|u| !u.trim().is_empty()) {
                         pupil.school = urn.trim().to_string();
                     }
                 }
-                ("education.attendance", "terms") => {
-                    for t in item.value.as_array().into_iter().flatten() {
-                        let term = t.get("term").and_then(|v| v.as_str()).and_then(Term::parse);
-                        let possible = t.get("possible_sessions").and_then(|v| v.as_i64());
-                        let attended = t.get("attended_sessions").and_then(|v| v.as_i64());
-                        match (term, possible, attended) {
+                StoredItem::Terms(terms) => {
+                    for t in terms {
+                        let term = t.term.as_deref().and_then(Term::parse);
+                        match (term, t.possible_sessions, t.attended_sessions) {
                             (Some(term), Some(p), Some(a)) if p >= 0 && (0..=p).contains(&a) => {
                                 pupil.attendance.push((term, p, a))
                             }
@@ -208,24 +274,20 @@ pub async fn load(store: &Store, cat: &Catalogue, areas: &Areas) -> Result<Loade
                         }
                     }
                 }
-                ("education.exclusions", "exclusions") => {
-                    for e in item.value.as_array().into_iter().flatten() {
-                        let term = e
-                            .get("start_date")
-                            .and_then(|v| v.as_str())
-                            .and_then(Term::of_date);
-                        let permanent = match e.get("kind").and_then(|v| v.as_str()) {
+                StoredItem::Exclusions(rows) => {
+                    for e in rows {
+                        let permanent = match e.kind.as_deref() {
                             Some("permanent") => true,
                             Some("suspension") => false,
                             // Lunchtime exclusions are not counted, as the DfE's tables do not.
                             _ => continue,
                         };
-                        if let Some(term) = term {
+                        if let Some(term) = e.start_date.as_deref().and_then(Term::of_date) {
                             pupil.exclusions.push((term, permanent));
                         }
                     }
                 }
-                _ => {}
+                StoredItem::Other => {}
             }
         }
         loaded.pupils.push(pupil);

@@ -247,34 +247,78 @@ fn persistent(possible: i64, attended: i64) -> bool {
 
 /// Counts `pupils` into rows and applies disclosure control with `threshold`.
 pub fn build(pupils: &[Pupil], threshold: u64) -> Table {
-    let mut acc: HashMap<(Level, &str, Term), Acc> = HashMap::new();
-    let mut terms_seen: BTreeMap<Term, ()> = BTreeMap::new();
+    // Terms are numbered densely from the oldest, and schools and areas interned, so that the
+    // counting is array arithmetic: an authority's report runs to millions of pupil-terms.
+    let years = pupils
+        .iter()
+        .flat_map(|p| {
+            p.attendance
+                .iter()
+                .map(|a| a.0.year)
+                .chain(p.exclusions.iter().map(|e| e.0.year))
+        })
+        .fold(None, |acc: Option<(i32, i32)>, y| {
+            Some(acc.map_or((y, y), |(lo, hi)| (lo.min(y), hi.max(y))))
+        });
+    let Some((first, last)) = years else {
+        return Table::default();
+    };
+    let n_terms = ((last - first + 1) * 3) as usize;
+    let slot = |t: Term| ((t.year - first) * 3 + i32::from(t.term) - 1) as usize;
+    let term_of = |i: usize| Term {
+        year: first + (i / 3) as i32,
+        term: (i % 3) as u8 + 1,
+    };
+    let mut names: Vec<(Level, &str)> = vec![(Level::Authority, "")];
+    let mut ids: HashMap<(Level, &str), usize> = HashMap::new();
+    let mut acc: Vec<Acc> = vec![Acc::default(); n_terms];
+    let mut present: Vec<bool> = vec![false; n_terms];
     // One pupil's terms, merged (two rows for one term add up), reused across pupils.
-    let mut by_term: BTreeMap<Term, PupilTerm> = BTreeMap::new();
+    let mut by_term: Vec<PupilTerm> = vec![PupilTerm::default(); n_terms];
+    let mut touched: Vec<usize> = Vec::new();
     for p in pupils {
-        by_term.clear();
         for &(t, possible, attended) in &p.attendance {
-            let e = by_term.entry(t).or_default();
-            e.possible += possible;
-            e.attended += attended;
+            let i = slot(t);
+            if !by_term[i].seen {
+                touched.push(i);
+                by_term[i].seen = true;
+            }
+            by_term[i].possible += possible;
+            by_term[i].attended += attended;
         }
         for &(t, permanent) in &p.exclusions {
-            let e = by_term.entry(t).or_default();
+            let i = slot(t);
+            if !by_term[i].seen {
+                touched.push(i);
+                by_term[i].seen = true;
+            }
             if permanent {
-                e.excluded = true;
+                by_term[i].excluded = true;
             } else {
-                e.suspended = true;
+                by_term[i].suspended = true;
             }
         }
+        let mut rows = [0usize; 3];
+        for (n, (level, key)) in [(Level::School, p.school.as_str()), (Level::Area, p.area.as_str())]
+            .into_iter()
+            .enumerate()
+        {
+            let next = names.len();
+            let r = *ids.entry((level, key)).or_insert(next);
+            if r == next {
+                names.push((level, key));
+                acc.extend(std::iter::repeat_n(Acc::default(), n_terms));
+                present.extend(std::iter::repeat_n(false, n_terms));
+            }
+            rows[n + 1] = r;
+        }
         let bit = 1u64 << p.source.min(63);
-        for (&t, f) in &by_term {
-            terms_seen.insert(t, ());
-            for (level, key) in [
-                (Level::Authority, ""),
-                (Level::School, p.school.as_str()),
-                (Level::Area, p.area.as_str()),
-            ] {
-                let a = acc.entry((level, key, t)).or_default();
+        for &i in &touched {
+            let f = by_term[i];
+            for r in rows {
+                let cell = r * n_terms + i;
+                present[cell] = true;
+                let a = &mut acc[cell];
                 a.sources |= bit;
                 if f.possible > 0 {
                     a.pupils += 1;
@@ -287,10 +331,24 @@ pub fn build(pupils: &[Pupil], threshold: u64) -> Table {
                 }
                 a.suspended += u64::from(f.suspended);
                 a.excluded += u64::from(f.excluded);
-                a.excluded_known += u64::from((f.suspended || f.excluded) && p.known_to_social_care);
+                a.excluded_known +=
+                    u64::from((f.suspended || f.excluded) && p.known_to_social_care);
+            }
+            by_term[i] = PupilTerm::default();
+        }
+        touched.clear();
+    }
+    let mut terms_seen: BTreeMap<Term, ()> = BTreeMap::new();
+    let mut acc_map: HashMap<(Level, &str, Term), Acc> = HashMap::new();
+    for (r, &(level, key)) in names.iter().enumerate() {
+        for i in 0..n_terms {
+            if present[r * n_terms + i] {
+                terms_seen.insert(term_of(i), ());
+                acc_map.insert((level, key, term_of(i)), acc[r * n_terms + i]);
             }
         }
     }
+    let acc = acc_map;
     // Rows in a stable order: by term, then authority, schools, areas, each by key.
     let mut keys: Vec<(Level, &str, Term)> = acc.keys().copied().collect();
     keys.sort_by(|a, b| (a.2, a.0, a.1).cmp(&(b.2, b.0, b.1)));
@@ -366,6 +424,7 @@ pub fn build(pupils: &[Pupil], threshold: u64) -> Table {
 
 #[derive(Debug, Clone, Copy, Default)]
 struct PupilTerm {
+    seen: bool,
     possible: i64,
     attended: i64,
     suspended: bool,
