@@ -69,7 +69,9 @@ pub enum SdcError {
         cell: usize,
         cells: usize,
     },
-    #[error("constraint {constraint} does not add up: its parts sum to {parts}, its total is {total}")]
+    #[error(
+        "constraint {constraint} does not add up: its parts sum to {parts}, its total is {total}"
+    )]
     Inconsistent {
         constraint: usize,
         parts: u64,
@@ -244,10 +246,7 @@ mod tests {
         (
             1usize..=3,
             proptest::collection::vec(proptest::collection::vec(leaf.clone(), 1..6), 1..4),
-            proptest::collection::vec(
-                (0usize..6, proptest::collection::vec(leaf, 1..5)),
-                0..4,
-            ),
+            proptest::collection::vec((0usize..6, proptest::collection::vec(leaf, 1..5)), 0..4),
         )
             .prop_map(|(ways, first, nested)| build(ways, first, nested))
     }
@@ -320,17 +319,18 @@ mod tests {
             let target = values[cell];
             let mut sub: Vec<u64> = split.clone();
             let s: u64 = sub.iter().sum();
-            if s == 0 {
-                sub[0] = target;
-            } else {
-                let mut acc = 0;
-                let n = sub.len();
-                for (i, v) in sub.iter_mut().enumerate() {
-                    if i + 1 == n {
-                        *v = target - acc;
-                    } else {
-                        *v = (*v * target) / s;
-                        acc += *v;
+            match s {
+                0 => sub[0] = target,
+                s => {
+                    let mut acc = 0;
+                    let n = sub.len();
+                    for (i, v) in sub.iter_mut().enumerate() {
+                        if i + 1 == n {
+                            *v = target - acc;
+                        } else {
+                            *v = (*v * target) / s;
+                            acc += *v;
+                        }
                     }
                 }
             }
@@ -383,7 +383,10 @@ mod tests {
         assert_eq!(b.len(), 1);
         let (cell, (lo, hi)) = b[0];
         assert_eq!(cell, 1);
-        assert!((lo - 3.0).abs() < 1e-9 && (hi - 3.0).abs() < 1e-9, "{lo} {hi}");
+        assert!(
+            (lo - 3.0).abs() < 1e-9 && (hi - 3.0).abs() < 1e-9,
+            "{lo} {hi}"
+        );
         // And two small cells whose sum is published: each known to lie in [0, 5].
         let values = [40, 2, 3, 35];
         let status = [

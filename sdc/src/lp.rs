@@ -68,8 +68,8 @@ fn minimise(rows: &[(Vec<f64>, f64)], c: &[f64]) -> Option<f64> {
         .map(|(i, (a, b))| {
             let flip = if *b < 0.0 { -1.0 } else { 1.0 };
             let mut r = vec![0.0; width];
-            for j in 0..n {
-                r[j] = a[j] * flip;
+            for (rj, aj) in r.iter_mut().zip(a) {
+                *rj = aj * flip;
             }
             r[n + i] = 1.0;
             r[width - 1] = b * flip;
@@ -79,8 +79,8 @@ fn minimise(rows: &[(Vec<f64>, f64)], c: &[f64]) -> Option<f64> {
     let mut basis: Vec<usize> = (n..n + m).collect();
     // Phase 1: minimise the artificials' sum.
     let mut cost1 = vec![0.0; width];
-    for j in n..n + m {
-        cost1[j] = 1.0;
+    for c in cost1.iter_mut().skip(n).take(m) {
+        *c = 1.0;
     }
     run(&mut t, &mut basis, &cost1, n + m);
     // Drive artificials out of the basis; drop rows that are redundant.

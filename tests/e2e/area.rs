@@ -70,13 +70,20 @@ fn write_fixture(env: &Env) {
     let mut att = String::from("UPN,Term,Sessions Possible,Sessions Attended\n");
     let mut exc = String::from("UPN,Category,StartDate\n");
     let mut known = String::from("UPN,Legal Surname,Legal Forename,DOB,Gender,Postcode\n");
-    let given = ["Ava", "Noah", "Mia", "Leo", "Isla", "Alfie", "Ruby", "Oscar"];
-    let family = ["Khan", "Smith", "Jones", "Patel", "Brown", "Taylor", "Wilson"];
+    let given = [
+        "Ava", "Noah", "Mia", "Leo", "Isla", "Alfie", "Ruby", "Oscar",
+    ];
+    let family = [
+        "Khan", "Smith", "Jones", "Patel", "Brown", "Taylor", "Wilson",
+    ];
     for (i, p) in pupils().iter().enumerate() {
         let u = upn(i as u32 + 1);
         let (g, f) = (given[i % given.len()], family[(i / 3) % family.len()]);
         let dob = format!("2012-{:02}-{:02}", 1 + i % 12, 1 + i % 28);
-        roll.push_str(&format!("{u},{f},{g},{dob},F,{},{}\n", p.postcode, p.school));
+        roll.push_str(&format!(
+            "{u},{f},{g},{dob},F,{},{}\n",
+            p.postcode, p.school
+        ));
         att.push_str(&format!("{u},Autumn 2024,{},{}\n", p.autumn.0, p.autumn.1));
         att.push_str(&format!("{u},Spring 2025,{},{}\n", p.spring.0, p.spring.1));
         if let Some((kind, date)) = p.exclusion {
@@ -149,7 +156,10 @@ async fn area_report_counts_suppresses_and_is_decided_by_policy() {
     let schema: Value = serde_json::from_str(include_str!("../../schemas/area-report.schema.json"))
         .expect("schema");
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let problems: Vec<String> = validator.iter_errors(&report).map(|e| e.to_string()).collect();
+    let problems: Vec<String> = validator
+        .iter_errors(&report)
+        .map(|e| e.to_string())
+        .collect();
     assert!(problems.is_empty(), "{problems:?}");
     assert_eq!(report["scope"], "authority");
     assert_eq!(report["areas"], "postcode_district");
@@ -160,8 +170,14 @@ async fn area_report_counts_suppresses_and_is_decided_by_policy() {
     assert_eq!(la["persistent_absentees"]["value"], 19);
     assert_eq!(la["suspended_pupils"]["value"], 7);
     // 4 known to social care: withheld, and so is every cell it could be worked out from.
-    assert_eq!(la["persistent_absentees_known_to_social_care"]["suppressed"], true);
-    assert_eq!(la["persistent_absentees_known_to_social_care"]["value"], Value::Null);
+    assert_eq!(
+        la["persistent_absentees_known_to_social_care"]["suppressed"],
+        true
+    );
+    assert_eq!(
+        la["persistent_absentees_known_to_social_care"]["value"],
+        Value::Null
+    );
     // 100002's 2 persistent absentees are withheld, with the next smallest school (100003's 7)
     // so the authority's 19 does not give it away; rates from them too.
     let s2 = row(&report, "school", "100002", AUTUMN);
@@ -202,25 +218,37 @@ async fn area_report_counts_suppresses_and_is_decided_by_policy() {
     );
     let sources = report["sources"].as_array().expect("sources");
     assert!(
-        sources
-            .iter()
-            .any(|s| s["source"] == "csc-returns" && s["kind"] == "social_care" && s["data_as_of"].is_string()),
+        sources.iter().any(|s| s["source"] == "csc-returns"
+            && s["kind"] == "social_care"
+            && s["data_as_of"].is_string()),
         "{sources:?}"
     );
 
     // CSV: the same figures, `c` where withheld.
     let (status, csv) = gw
-        .get_text("/v1/reports/area?purpose=education_welfare&format=csv&level=school", &analyst)
+        .get_text(
+            "/v1/reports/area?purpose=education_welfare&format=csv&level=school",
+            &analyst,
+        )
         .await;
     assert_eq!(status, 200, "{csv}");
     let mut lines = csv.lines();
     let header = lines.next().expect("header");
-    assert!(header.starts_with("level,key,name,term,pupils,attendance_rate,persistent_absentees"), "{header}");
-    assert!(header.ends_with("education_data_as_of,social_care_data_as_of"), "{header}");
+    assert!(
+        header.starts_with("level,key,name,term,pupils,attendance_rate,persistent_absentees"),
+        "{header}"
+    );
+    assert!(
+        header.ends_with("education_data_as_of,social_care_data_as_of"),
+        "{header}"
+    );
     let line = lines
         .find(|l| l.starts_with("school,100002,,2024/25 autumn,"))
         .expect("school row");
-    assert!(line.starts_with("school,100002,,2024/25 autumn,20,"), "{line}");
+    assert!(
+        line.starts_with("school,100002,,2024/25 autumn,20,"),
+        "{line}"
+    );
     assert!(line.contains(",c,"), "{line}");
 
     // A school's DSL: their own school's rows, no social-care measures.
@@ -232,11 +260,22 @@ async fn area_report_counts_suppresses_and_is_decided_by_policy() {
     assert_eq!(own["scope"], "own_school");
     let own_rows = own["rows"].as_array().expect("rows");
     assert_eq!(own_rows.len(), 2, "{own}");
-    assert!(own_rows.iter().all(|r| r["level"] == "school" && r["key"] == "100001"));
-    assert!(own_rows[0].get("persistent_absentees_known_to_social_care").is_none());
-    assert!(own["sources"].as_array().expect("sources").iter().all(|s| s["kind"] == "education"));
+    assert!(own_rows
+        .iter()
+        .all(|r| r["level"] == "school" && r["key"] == "100001"));
+    assert!(own_rows[0]
+        .get("persistent_absentees_known_to_social_care")
+        .is_none());
+    assert!(own["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .all(|s| s["kind"] == "education"));
     // The same figures as the analyst's, cell for cell.
-    assert_eq!(own_rows[0]["persistent_absentees"], s1["persistent_absentees"]);
+    assert_eq!(
+        own_rows[0]["persistent_absentees"],
+        s1["persistent_absentees"]
+    );
 
     // A teacher sees none; neither does a DSL for another purpose; a purpose is required.
     let teacher = env.token("t-1", "urn-100001", "teacher");
@@ -249,7 +288,10 @@ async fn area_report_counts_suppresses_and_is_decided_by_policy() {
     let (status, _) = gw.get("/v1/reports/area", &analyst).await;
     assert_eq!(status, 400);
     let (status, _) = gw
-        .get("/v1/reports/area?purpose=education_welfare&format=xlsx", &analyst)
+        .get(
+            "/v1/reports/area?purpose=education_welfare&format=xlsx",
+            &analyst,
+        )
         .await;
     assert_eq!(status, 400);
 
@@ -282,7 +324,11 @@ async fn area_report_counts_suppresses_and_is_decided_by_policy() {
     // is withheld but 100001's, which was above the threshold already (33.3 % → 40 %). The
     // education welfare service's inbox has one alert for each area, once, however often the
     // rule runs.
-    let ewo = env.token("ewo-1", &env.agency_of("social_care"), "education_welfare_officer");
+    let ewo = env.token(
+        "ewo-1",
+        &env.agency_of("social_care"),
+        "education_welfare_officer",
+    );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let alerts = loop {
         let (status, items) = gw.get("/v1/inbox", &ewo).await;
@@ -325,12 +371,18 @@ async fn area_report_counts_suppresses_and_is_decided_by_policy() {
     let mut browser = Browser::new(&env, &gw);
     browser.sign_in(index_of("la_analyst")).await;
     let home = browser.get("/").await;
-    assert!(home.html.contains("/reports/area"), "the start page links to the report");
+    assert!(
+        home.html.contains("/reports/area"),
+        "the start page links to the report"
+    );
     let page = browser.get("/reports/area").await;
     assert_eq!(page.status, 200, "{}", page.html);
     assert!(page.html.contains("<svg"), "a chart: {}", page.html);
     assert!(page.html.contains("100002"), "the schools' table");
-    assert!(page.html.contains("33.3"), "100001's autumn persistent absence rate");
+    assert!(
+        page.html.contains("33.3"),
+        "100001's autumn persistent absence rate"
+    );
     let csv = browser.get("/reports/area.csv").await;
     assert_eq!(csv.status, 200);
     assert!(csv.html.starts_with("level,key,name,term,"), "{}", csv.html);

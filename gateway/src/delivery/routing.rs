@@ -421,8 +421,15 @@ impl Routing {
                         "between 0 and 100",
                     ));
                 }
-                if let Some(l) = r.levels.iter().find(|l| !matches!(l.as_str(), "school" | "area")) {
-                    return Err(invalid(format!("{key}.levels"), format!("{l:?}: school or area")));
+                if let Some(l) = r
+                    .levels
+                    .iter()
+                    .find(|l| !matches!(l.as_str(), "school" | "area"))
+                {
+                    return Err(invalid(
+                        format!("{key}.levels"),
+                        format!("{l:?}: school or area"),
+                    ));
                 }
                 check_names(&format!("{key}.to"), &r.to)?;
                 let mut to = Vec::new();

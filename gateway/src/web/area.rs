@@ -332,9 +332,8 @@ fn bar_chart(rows: &[&ReportRow]) -> Option<BarChart> {
 impl View {
     fn of(report: &AreaReport) -> View {
         let has = |m: &str| report.measures.contains(&m);
-        let of_level = |l: Level| -> Vec<&ReportRow> {
-            report.rows.iter().filter(|r| r.level == l).collect()
-        };
+        let of_level =
+            |l: Level| -> Vec<&ReportRow> { report.rows.iter().filter(|r| r.level == l).collect() };
         let authority = of_level(Level::Authority);
         let mut schools = of_level(Level::School);
         let mut areas = of_level(Level::Area);
@@ -346,8 +345,8 @@ impl View {
                 .collect()
         }
         let attendance = has("attendance_rate");
-        let trend = (attendance && !authority.is_empty())
-            .then(|| line_chart(&report.terms, &authority));
+        let trend =
+            (attendance && !authority.is_empty()).then(|| line_chart(&report.terms, &authority));
         let school_bars = if attendance {
             bar_chart(&latest_of(&schools, latest.as_ref()))
         } else {

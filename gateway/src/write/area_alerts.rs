@@ -44,7 +44,11 @@ fn rate(f: Figure) -> Option<f64> {
 
 /// The rows that cross `threshold` in the latest term: at or above it now, and below it (or
 /// withheld, or absent) in the term before.
-pub fn crossings<'a>(table: &'a Table, threshold: f64, levels: &[String]) -> Vec<(&'a TableRow, f64, Option<f64>)> {
+pub fn crossings<'a>(
+    table: &'a Table,
+    threshold: f64,
+    levels: &[String],
+) -> Vec<(&'a TableRow, f64, Option<f64>)> {
     let Some(&latest) = table.terms.last() else {
         return Vec::new();
     };
@@ -144,7 +148,11 @@ pub async fn check(gw: &Gateway) -> Result<Vec<Raised>, Error> {
             role: "system".into(),
             action: "area_alert".into(),
             child: None,
-            purpose: Some(crate::foundation::domain::Purpose::EducationWelfare.as_str().into()),
+            purpose: Some(
+                crate::foundation::domain::Purpose::EducationWelfare
+                    .as_str()
+                    .into(),
+            ),
             outcome: "raised".into(),
             detail: json!({
                 "alert": alert_id,
@@ -199,7 +207,9 @@ pub async fn watch(gw: Gateway) {
                     }
                     last = Some(f);
                 }
-                Err(e) => tracing::warn!(error = %e, "area alert rule failed; tried again next time"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "area alert rule failed; tried again next time")
+                }
             },
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "area alert rule could not read the store"),
@@ -221,8 +231,22 @@ mod tests {
                 area: "WT1".into(),
                 known_to_social_care: false,
                 attendance: vec![
-                    (Term { year: 2024, term: 1 }, 100, if i < pa[0] { 80 } else { 99 }),
-                    (Term { year: 2024, term: 2 }, 100, if i < pa[1] { 80 } else { 99 }),
+                    (
+                        Term {
+                            year: 2024,
+                            term: 1,
+                        },
+                        100,
+                        if i < pa[0] { 80 } else { 99 },
+                    ),
+                    (
+                        Term {
+                            year: 2024,
+                            term: 2,
+                        },
+                        100,
+                        if i < pa[1] { 80 } else { 99 },
+                    ),
                 ],
                 exclusions: Vec::new(),
             })

@@ -53,7 +53,10 @@ pub async fn run(args: AreaArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (url, admin, name) = match args.database_url.as_deref() {
         None => (
-            format!("sqlite://{}", dir.path().join("weft-bench-area.db").display()),
+            format!(
+                "sqlite://{}",
+                dir.path().join("weft-bench-area.db").display()
+            ),
             None,
             None,
         ),
@@ -135,7 +138,11 @@ async fn measure(args: &AreaArgs, url: &str) -> anyhow::Result<()> {
         anyhow::ensure!(!csv.is_empty());
         println!(
             "  {:>4} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10}",
-            if run == 0 { "cold".to_string() } else { run.to_string() },
+            if run == 0 {
+                "cold".to_string()
+            } else {
+                run.to_string()
+            },
             format!("{:.0}", ms(t1 - t0)),
             format!("{:.0}", ms(t2 - t1)),
             format!("{:.0}", ms(t3 - t2)),
@@ -214,7 +221,11 @@ pub fn synthetic(pupils: usize, years: usize, schools: usize, seed: u64) -> Vec<
             let mut exclusions = Vec::new();
             for y in 0..years as i32 {
                 for (t, season) in SEASONS.iter().enumerate() {
-                    let year = if t == 0 { first_year + y } else { first_year + y + 1 };
+                    let year = if t == 0 {
+                        first_year + y
+                    } else {
+                        first_year + y + 1
+                    };
                     let possible: i64 = rng.gen_range(110..=150);
                     absence = (absence + rng.gen_range(-0.02..0.02)).clamp(0.0, 0.9);
                     let attended = possible - (possible as f64 * absence).round() as i64;
@@ -262,7 +273,10 @@ pub fn write_csv(
     let mut known = String::from("UPN,Legal Surname,Legal Forename,DOB,Gender,Postcode\n");
     for p in pupils {
         let sex = if p.sex == "female" { "F" } else { "M" };
-        let line = format!("{},{},{},{},{sex},{}", p.upn, p.family, p.given, p.birth_date, p.postcode);
+        let line = format!(
+            "{},{},{},{},{sex},{}",
+            p.upn, p.family, p.given, p.birth_date, p.postcode
+        );
         let _ = writeln!(roll, "{line},{}", p.urn);
         for (term, possible, attended) in &p.terms {
             let _ = writeln!(att, "{},{term},{possible},{attended}", p.upn);
@@ -340,14 +354,16 @@ async fn load(store: &Store, args: &AreaArgs) -> anyhow::Result<()> {
             .collect();
         let mut tx = store.begin_write().await?;
         insert_rows(
-            &mut *tx,
+            &mut tx,
             store.backend,
             "children (id, created_at)",
-            records.iter().map(|(_, c, _, _)| [Cell::from(c.as_str()), Cell::from(now.as_str())]),
+            records
+                .iter()
+                .map(|(_, c, _, _)| [Cell::from(c.as_str()), Cell::from(now.as_str())]),
         )
         .await?;
         insert_rows(
-            &mut *tx,
+            &mut tx,
             store.backend,
             "import_records (source, local_id, digest, record, imported_at)",
             records.iter().map(|(id, _, rec, _)| {
@@ -383,7 +399,7 @@ async fn load(store: &Store, args: &AreaArgs) -> anyhow::Result<()> {
             std::iter::once(school).chain(csc)
         });
         insert_rows(
-            &mut *tx,
+            &mut tx,
             store.backend,
             "source_records (source, local_id, child_id, identifiers, demographics, link_method, updated_at)",
             rows,

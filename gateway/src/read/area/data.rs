@@ -11,7 +11,8 @@
 //! Live sources (an MIS read over SQL) are not fanned out to for a report: a report over an
 //! authority is a read of what the gateway holds, never 100,000 calls to partner systems.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -109,7 +110,10 @@ impl<'de> Deserialize<'de> for StoredItem {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an imported item")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<StoredItem, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<StoredItem, A::Error> {
                 use serde::de::IgnoredAny;
                 let (mut category, mut field) = (None::<String>, None::<String>);
                 let mut item = StoredItem::Other;
@@ -120,7 +124,11 @@ impl<'de> Deserialize<'de> for StoredItem {
                         "value" => {
                             item = match (category.as_deref(), field.as_deref()) {
                                 (Some("education.enrolment"), Some("school_urn")) => {
-                                    StoredItem::School(map.next_value::<serde_json::Value>()?.as_str().map(String::from))
+                                    StoredItem::School(
+                                        map.next_value::<serde_json::Value>()?
+                                            .as_str()
+                                            .map(String::from),
+                                    )
                                 }
                                 (Some("education.attendance"), Some("terms")) => {
                                     StoredItem::Terms(map.next_value()?)
@@ -144,6 +152,69 @@ impl<'de> Deserialize<'de> for StoredItem {
         }
         d.deserialize_map(Visit)
     }
+}
+
+/// A record's source, local id and digest: a record's facts never change under one digest.
+type Key = (String, String, String);
+
+/// What the report needs of one imported record, read once per digest.
+#[derive(Debug, Default)]
+struct Facts {
+    school: Option<String>,
+    postcode: Option<String>,
+    attendance: Vec<(Term, i64, i64)>,
+    exclusions: Vec<(Term, bool)>,
+    unplaced: usize,
+}
+
+/// Facts of the records reports have read, by source, local id and digest: content-addressed,
+/// so one process serving several stores (the tests) cannot mix them up, and a changed record
+/// (a new digest) is read again. Parsing every record's JSON is most of a report's cost.
+fn facts_cache() -> &'static Mutex<HashMap<Key, Arc<Facts>>> {
+    static CACHE: OnceLock<Mutex<HashMap<Key, Arc<Facts>>>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+fn facts_of(stored: Stored) -> Facts {
+    let mut f = Facts {
+        postcode: stored.record.demographics.postcode,
+        ..Facts::default()
+    };
+    for item in stored.items {
+        match item {
+            StoredItem::School(urn) => {
+                if let Some(urn) = urn.filter(|u| !u.trim().is_empty()) {
+                    f.school = Some(urn.trim().to_string());
+                }
+            }
+            StoredItem::Terms(terms) => {
+                for t in terms {
+                    let term = t.term.as_deref().and_then(Term::parse);
+                    match (term, t.possible_sessions, t.attended_sessions) {
+                        (Some(term), Some(p), Some(a)) if p >= 0 && (0..=p).contains(&a) => {
+                            f.attendance.push((term, p, a))
+                        }
+                        _ => f.unplaced += 1,
+                    }
+                }
+            }
+            StoredItem::Exclusions(rows) => {
+                for e in rows {
+                    let permanent = match e.kind.as_deref() {
+                        Some("permanent") => true,
+                        Some("suspension") => false,
+                        // Lunchtime exclusions are not counted, as the DfE's tables do not.
+                        _ => continue,
+                    };
+                    if let Some(term) = e.start_date.as_deref().and_then(Term::of_date) {
+                        f.exclusions.push((term, permanent));
+                    }
+                }
+            }
+            StoredItem::Other => {}
+        }
+    }
+    f
 }
 
 fn placeholders(from: usize, n: usize) -> String {
@@ -178,10 +249,11 @@ pub async fn load(store: &Store, cat: &Catalogue, areas: &Areas) -> Result<Loade
         let at = if *file {
             import_time(store, source).await?
         } else {
-            let row = sqlx::query("SELECT MAX(updated_at) AS at FROM source_records WHERE source = $1")
-                .bind(source)
-                .fetch_one(&store.pool)
-                .await?;
+            let row =
+                sqlx::query("SELECT MAX(updated_at) AS at FROM source_records WHERE source = $1")
+                    .bind(source)
+                    .fetch_one(&store.pool)
+                    .await?;
             let written: Option<String> = row.try_get("at")?;
             let pass = cat.last_pass.as_ref().and_then(|(at, failed)| {
                 (!failed.contains(source))
@@ -222,8 +294,11 @@ pub async fn load(store: &Store, cat: &Catalogue, areas: &Areas) -> Result<Loade
             .collect::<Result<_, _>>()?
     };
 
+    // Each record's digest (the import's SHA-256 of it) and link; the records themselves are
+    // read and parsed only where the digest is new to this process (`FACTS`).
     let sql = format!(
-        "SELECT ir.source AS source, ir.record AS record, sr.child_id AS child_id \
+        "SELECT ir.source AS source, ir.local_id AS local_id, ir.digest AS digest, \
+         sr.child_id AS child_id \
          FROM import_records ir LEFT JOIN source_records sr \
            ON sr.source = ir.source AND sr.local_id = ir.local_id \
          WHERE ir.source IN ({})",
@@ -234,63 +309,112 @@ pub async fn load(store: &Store, cat: &Catalogue, areas: &Areas) -> Result<Loade
         q = q.bind(s);
     }
     let rows = q.fetch_all(&store.pool).await?;
-    loaded.pupils.reserve(rows.len());
+    let mut current: Vec<(usize, String, String, Option<String>)> = Vec::with_capacity(rows.len());
     for r in &rows {
         let source: String = r.try_get("source")?;
-        let text: String = r.try_get("record")?;
-        let child: Option<String> = r.try_get("child_id")?;
         let Some(index) = cat.education.iter().position(|(s, _)| *s == source) else {
             continue;
         };
-        // A record the import wrote is well formed; one that is not is counted nowhere rather
-        // than failing the whole report (and is not logged: it is a child's record).
-        let Ok(stored) = serde_json::from_str::<Stored>(&text) else {
-            tracing::warn!(source, "an imported record could not be read for the area report");
-            continue;
-        };
-        let agency = &cat.education[index].1;
-        let mut pupil = Pupil {
-            source: index,
-            school: agency.strip_prefix("urn-").unwrap_or(agency).to_string(),
-            area: areas.area_of(stored.record.demographics.postcode.as_deref()),
-            known_to_social_care: child.is_some_and(|c| known.contains(&c)),
-            ..Pupil::default()
-        };
-        for item in stored.items {
-            match item {
-                StoredItem::School(urn) => {
-                    if let Some(urn) = urn.filter(|u| !u.trim().is_empty()) {
-                        pupil.school = urn.trim().to_string();
-                    }
+        current.push((
+            index,
+            r.try_get("local_id")?,
+            r.try_get("digest")?,
+            r.try_get("child_id")?,
+        ));
+    }
+    drop(rows);
+    let cached: HashMap<Key, Arc<Facts>> = {
+        let cache = facts_cache().lock().unwrap_or_else(|p| p.into_inner());
+        current
+            .iter()
+            .filter_map(|(i, local_id, digest, _)| {
+                let key = (
+                    cat.education[*i].0.clone(),
+                    local_id.clone(),
+                    digest.clone(),
+                );
+                cache.get(&key).map(|f| (key, f.clone()))
+            })
+            .collect()
+    };
+    let mut fresh: HashMap<Key, Arc<Facts>> = HashMap::new();
+    if cached.len() < current.len() {
+        // Records new to this process: read them (a whole source at once; most of a source is
+        // new on a first report, and a changed census changes many records at a time).
+        for (i, (source, _)) in cat.education.iter().enumerate() {
+            let wanted: std::collections::HashSet<&str> = current
+                .iter()
+                .filter(|(j, local_id, digest, _)| {
+                    *j == i
+                        && !cached.contains_key(&(source.clone(), local_id.clone(), digest.clone()))
+                })
+                .map(|(_, local_id, _, _)| local_id.as_str())
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let records = sqlx::query(
+                "SELECT local_id, digest, record FROM import_records WHERE source = $1",
+            )
+            .bind(source)
+            .fetch_all(&store.pool)
+            .await?;
+            for r in &records {
+                let local_id: String = r.try_get("local_id")?;
+                if !wanted.contains(local_id.as_str()) {
+                    continue;
                 }
-                StoredItem::Terms(terms) => {
-                    for t in terms {
-                        let term = t.term.as_deref().and_then(Term::parse);
-                        match (term, t.possible_sessions, t.attended_sessions) {
-                            (Some(term), Some(p), Some(a)) if p >= 0 && (0..=p).contains(&a) => {
-                                pupil.attendance.push((term, p, a))
-                            }
-                            _ => loaded.unplaced_terms += 1,
-                        }
-                    }
-                }
-                StoredItem::Exclusions(rows) => {
-                    for e in rows {
-                        let permanent = match e.kind.as_deref() {
-                            Some("permanent") => true,
-                            Some("suspension") => false,
-                            // Lunchtime exclusions are not counted, as the DfE's tables do not.
-                            _ => continue,
-                        };
-                        if let Some(term) = e.start_date.as_deref().and_then(Term::of_date) {
-                            pupil.exclusions.push((term, permanent));
-                        }
-                    }
-                }
-                StoredItem::Other => {}
+                let digest: String = r.try_get("digest")?;
+                let text: String = r.try_get("record")?;
+                // A record the import wrote is well formed; one that is not is counted nowhere
+                // rather than failing the whole report (and is not logged: it is a child's).
+                let Ok(stored) = serde_json::from_str::<Stored>(&text) else {
+                    tracing::warn!(
+                        source,
+                        "an imported record could not be read for the area report"
+                    );
+                    continue;
+                };
+                fresh.insert(
+                    (source.clone(), local_id, digest),
+                    Arc::new(facts_of(stored)),
+                );
             }
         }
-        loaded.pupils.push(pupil);
+    }
+    loaded.pupils.reserve(current.len());
+    for (index, local_id, digest, child) in &current {
+        let key = (
+            cat.education[*index].0.clone(),
+            local_id.clone(),
+            digest.clone(),
+        );
+        let Some(f) = cached.get(&key).or_else(|| fresh.get(&key)) else {
+            continue;
+        };
+        let agency = &cat.education[*index].1;
+        loaded.unplaced_terms += f.unplaced;
+        loaded.pupils.push(Pupil {
+            source: *index,
+            school: f
+                .school
+                .clone()
+                .unwrap_or_else(|| agency.strip_prefix("urn-").unwrap_or(agency).to_string()),
+            area: areas.area_of(f.postcode.as_deref()),
+            known_to_social_care: child.as_ref().is_some_and(|c| known.contains(c)),
+            attendance: f.attendance.clone(),
+            exclusions: f.exclusions.clone(),
+        });
+    }
+    // Keep what this report read, and nothing else: a record re-imported or removed leaves.
+    let mut cache = facts_cache().lock().unwrap_or_else(|p| p.into_inner());
+    let mut kept: HashMap<Key, Arc<Facts>> = cached;
+    kept.extend(fresh);
+    if kept.len() >= cache.len() / 2 {
+        *cache = kept;
+    } else {
+        // Another catalogue (a test's gateway beside another's in one process): add, not replace.
+        cache.extend(kept);
     }
     Ok(loaded)
 }

@@ -210,8 +210,7 @@ pub fn catalogue(gw: &Gateway) -> Catalogue {
                 cat.education.push((s.id.clone(), s.agency.clone()))
             }
             Some(AgencyKind::SocialCare) => {
-                cat.social_care
-                    .push((s.id.clone(), s.agency.clone(), file))
+                cat.social_care.push((s.id.clone(), s.agency.clone(), file))
             }
             _ => {}
         }
@@ -286,7 +285,15 @@ pub async fn report(
         Ok(t) => t,
         Err(e) => return Err(gw.refuse(who, ACTION, None, Some(purpose), e).await),
     };
-    let report = publish(&table, &loaded, &areas, &access, purpose, level, key.as_deref());
+    let report = publish(
+        &table,
+        &loaded,
+        &areas,
+        &access,
+        purpose,
+        level,
+        key.as_deref(),
+    );
     let suppressed = report
         .rows
         .iter()

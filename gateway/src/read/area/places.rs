@@ -64,7 +64,10 @@ fn schema_error(value: &serde_json::Value) -> Option<(String, String)> {
             .next()
             .map(|e| (e.instance_path.to_string(), e.to_string())),
         // Compiled in the unit test below; unreachable in a build that passed it.
-        None => Some((String::new(), "the ward lookup schema does not compile".into())),
+        None => Some((
+            String::new(),
+            "the ward lookup schema does not compile".into(),
+        )),
     }
 }
 
@@ -230,7 +233,10 @@ mod tests {
         )
         .unwrap();
         let e = Wards::load(&path).unwrap_err().to_string();
-        assert!(e.contains("/wards/1/postcodes/0") && e.contains("E05000001"), "{e}");
+        assert!(
+            e.contains("/wards/1/postcodes/0") && e.contains("E05000001"),
+            "{e}"
+        );
         std::fs::write(&path, r#"{"wards": [{"code": "E05000001"}]}"#).unwrap();
         assert!(Wards::load(&path).is_err());
     }

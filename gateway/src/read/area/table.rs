@@ -197,8 +197,7 @@ impl Figure {
     fn rate(num: i64, den: i64, shown: bool) -> Figure {
         let shown = shown && den > 0;
         Figure {
-            value: shown
-                .then(|| Number::Rate((num as f64 * 1000.0 / den as f64).round() / 10.0)),
+            value: shown.then(|| Number::Rate((num as f64 * 1000.0 / den as f64).round() / 10.0)),
             suppressed: !shown,
         }
     }
@@ -299,9 +298,12 @@ pub fn build(pupils: &[Pupil], threshold: u64) -> Table {
             }
         }
         let mut rows = [0usize; 3];
-        for (n, (level, key)) in [(Level::School, p.school.as_str()), (Level::Area, p.area.as_str())]
-            .into_iter()
-            .enumerate()
+        for (n, (level, key)) in [
+            (Level::School, p.school.as_str()),
+            (Level::Area, p.area.as_str()),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let next = names.len();
             let r = *ids.entry((level, key)).or_insert(next);
@@ -457,7 +459,14 @@ mod tests {
             school: school.into(),
             area: area.into(),
             known_to_social_care: known,
-            attendance: vec![(Term { year: 2024, term: 1 }, possible, attended)],
+            attendance: vec![(
+                Term {
+                    year: 2024,
+                    term: 1,
+                },
+                possible,
+                attended,
+            )],
             exclusions: Vec::new(),
         }
     }
@@ -473,7 +482,13 @@ mod tests {
         // School B: 30 pupils, 2 persistently absent.
         for i in 0..30 {
             let attended = if i < 2 { 50 } else { 99 };
-            pupils.push(pupil("B", if i < 15 { "WT1" } else { "WT2" }, 100, attended, false));
+            pupils.push(pupil(
+                "B",
+                if i < 15 { "WT1" } else { "WT2" },
+                100,
+                attended,
+                false,
+            ));
         }
         // School C: 12 pupils, 7 persistently absent.
         for i in 0..12 {
