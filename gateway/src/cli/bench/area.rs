@@ -300,7 +300,7 @@ async fn load(store: &Store, args: &AreaArgs) -> anyhow::Result<()> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let all = synthetic(args.pupils, args.years, args.schools, args.seed);
     for (n, chunk) in all.chunks(BATCH).enumerate() {
-        let records: Vec<(String, String, String, bool)> = chunk
+        let records: Vec<(String, String, String, String, bool)> = chunk
             .iter()
             .enumerate()
             .map(|(j, p)| {
@@ -349,7 +349,9 @@ async fn load(store: &Store, args: &AreaArgs) -> anyhow::Result<()> {
                     ],
                 })
                 .to_string();
-                (p.upn.clone(), format!("c-{i}"), record, p.known_to_social_care)
+                // The digest the import keeps: the SHA-256 of the record's JSON.
+                let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(record.as_bytes()));
+                (p.upn.clone(), format!("c-{i}"), record, digest, p.known_to_social_care)
             })
             .collect();
         let mut tx = store.begin_write().await?;
@@ -359,25 +361,25 @@ async fn load(store: &Store, args: &AreaArgs) -> anyhow::Result<()> {
             "children (id, created_at)",
             records
                 .iter()
-                .map(|(_, c, _, _)| [Cell::from(c.as_str()), Cell::from(now.as_str())]),
+                .map(|(_, c, _, _, _)| [Cell::from(c.as_str()), Cell::from(now.as_str())]),
         )
         .await?;
         insert_rows(
             &mut tx,
             store.backend,
             "import_records (source, local_id, digest, record, imported_at)",
-            records.iter().map(|(id, _, rec, _)| {
+            records.iter().map(|(id, _, rec, digest, _)| {
                 [
                     Cell::from(SOURCE),
                     Cell::from(id.as_str()),
-                    Cell::from("bench"),
+                    Cell::from(digest.as_str()),
                     Cell::from(rec.as_str()),
                     Cell::from(now.as_str()),
                 ]
             }),
         )
         .await?;
-        let rows = records.iter().flat_map(|(id, child, _, known)| {
+        let rows = records.iter().flat_map(|(id, child, _, _, known)| {
             let school = [
                 Cell::from(SOURCE),
                 Cell::from(id.as_str()),

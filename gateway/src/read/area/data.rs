@@ -154,8 +154,9 @@ impl<'de> Deserialize<'de> for StoredItem {
     }
 }
 
-/// A record's source, local id and digest: a record's facts never change under one digest.
-type Key = (String, String, String);
+/// A record's digest: the SHA-256 of its canonical JSON (local id included), so its facts never
+/// change under one digest.
+type Key = String;
 
 /// What the report needs of one imported record, read once per digest.
 #[derive(Debug, Default)]
@@ -167,7 +168,7 @@ struct Facts {
     unplaced: usize,
 }
 
-/// Facts of the records reports have read, by source, local id and digest: content-addressed,
+/// Facts of the records reports have read, by digest: content-addressed,
 /// so one process serving several stores (the tests) cannot mix them up, and a changed record
 /// (a new digest) is read again. Parsing every record's JSON is most of a report's cost.
 fn facts_cache() -> &'static Mutex<HashMap<Key, Arc<Facts>>> {
@@ -295,10 +296,9 @@ pub async fn load(store: &Store, cat: &Catalogue, areas: &Areas) -> Result<Loade
     };
 
     // Each record's digest (the import's SHA-256 of it) and link; the records themselves are
-    // read and parsed only where the digest is new to this process (`FACTS`).
+    // read and parsed only where the digest is new to this process (`facts_cache`).
     let sql = format!(
-        "SELECT ir.source AS source, ir.local_id AS local_id, ir.digest AS digest, \
-         sr.child_id AS child_id \
+        "SELECT ir.source AS source, ir.digest AS digest, sr.child_id AS child_id \
          FROM import_records ir LEFT JOIN source_records sr \
            ON sr.source = ir.source AND sr.local_id = ir.local_id \
          WHERE ir.source IN ({})",
@@ -309,87 +309,53 @@ pub async fn load(store: &Store, cat: &Catalogue, areas: &Areas) -> Result<Loade
         q = q.bind(s);
     }
     let rows = q.fetch_all(&store.pool).await?;
-    let mut current: Vec<(usize, String, String, Option<String>)> = Vec::with_capacity(rows.len());
+    let mut current: Vec<(usize, String, Option<String>)> = Vec::with_capacity(rows.len());
     for r in &rows {
-        let source: String = r.try_get("source")?;
+        let source: String = r.try_get(0)?;
         let Some(index) = cat.education.iter().position(|(s, _)| *s == source) else {
             continue;
         };
-        current.push((
-            index,
-            r.try_get("local_id")?,
-            r.try_get("digest")?,
-            r.try_get("child_id")?,
-        ));
+        current.push((index, r.try_get(1)?, r.try_get(2)?));
     }
     drop(rows);
-    let cached: HashMap<Key, Arc<Facts>> = {
+    let missing: HashSet<usize> = {
         let cache = facts_cache().lock().unwrap_or_else(|p| p.into_inner());
         current
             .iter()
-            .filter_map(|(i, local_id, digest, _)| {
-                let key = (
-                    cat.education[*i].0.clone(),
-                    local_id.clone(),
-                    digest.clone(),
-                );
-                cache.get(&key).map(|f| (key, f.clone()))
-            })
+            .filter(|(_, digest, _)| !cache.contains_key(digest.as_str()))
+            .map(|(i, _, _)| *i)
             .collect()
     };
-    let mut fresh: HashMap<Key, Arc<Facts>> = HashMap::new();
-    if cached.len() < current.len() {
-        // Records new to this process: read them (a whole source at once; most of a source is
-        // new on a first report, and a changed census changes many records at a time).
-        for (i, (source, _)) in cat.education.iter().enumerate() {
-            let wanted: std::collections::HashSet<&str> = current
-                .iter()
-                .filter(|(j, local_id, digest, _)| {
-                    *j == i
-                        && !cached.contains_key(&(source.clone(), local_id.clone(), digest.clone()))
-                })
-                .map(|(_, local_id, _, _)| local_id.as_str())
-                .collect();
-            if wanted.is_empty() {
-                continue;
-            }
-            let records = sqlx::query(
-                "SELECT local_id, digest, record FROM import_records WHERE source = $1",
-            )
+    // Sources with records new to this process are read whole: most of a source is new on a
+    // first report, and a changed census changes many records at a time.
+    let mut fresh: Vec<(String, Facts)> = Vec::new();
+    for &i in &missing {
+        let source = &cat.education[i].0;
+        let records = sqlx::query("SELECT digest, record FROM import_records WHERE source = $1")
             .bind(source)
             .fetch_all(&store.pool)
             .await?;
-            for r in &records {
-                let local_id: String = r.try_get("local_id")?;
-                if !wanted.contains(local_id.as_str()) {
-                    continue;
-                }
-                let digest: String = r.try_get("digest")?;
-                let text: String = r.try_get("record")?;
-                // A record the import wrote is well formed; one that is not is counted nowhere
-                // rather than failing the whole report (and is not logged: it is a child's).
-                let Ok(stored) = serde_json::from_str::<Stored>(&text) else {
-                    tracing::warn!(
-                        source,
-                        "an imported record could not be read for the area report"
-                    );
-                    continue;
-                };
-                fresh.insert(
-                    (source.clone(), local_id, digest),
-                    Arc::new(facts_of(stored)),
-                );
+        for r in &records {
+            let digest: String = r.try_get(0)?;
+            let text: String = r.try_get(1)?;
+            // A record the import wrote is well formed; one that is not is counted nowhere
+            // rather than failing the whole report (and is not logged: it is a child's).
+            match serde_json::from_str::<Stored>(&text) {
+                Ok(stored) => fresh.push((digest, facts_of(stored))),
+                Err(_) => tracing::warn!(
+                    source,
+                    "an imported record could not be read for the area report"
+                ),
             }
         }
     }
+    let mut cache = facts_cache().lock().unwrap_or_else(|p| p.into_inner());
+    for (digest, f) in fresh {
+        cache.insert(digest, Arc::new(f));
+    }
     loaded.pupils.reserve(current.len());
-    for (index, local_id, digest, child) in &current {
-        let key = (
-            cat.education[*index].0.clone(),
-            local_id.clone(),
-            digest.clone(),
-        );
-        let Some(f) = cached.get(&key).or_else(|| fresh.get(&key)) else {
+    for (index, digest, child) in &current {
+        let Some(f) = cache.get(digest.as_str()) else {
             continue;
         };
         let agency = &cat.education[*index].1;
@@ -406,15 +372,10 @@ pub async fn load(store: &Store, cat: &Catalogue, areas: &Areas) -> Result<Loade
             exclusions: f.exclusions.clone(),
         });
     }
-    // Keep what this report read, and nothing else: a record re-imported or removed leaves.
-    let mut cache = facts_cache().lock().unwrap_or_else(|p| p.into_inner());
-    let mut kept: HashMap<Key, Arc<Facts>> = cached;
-    kept.extend(fresh);
-    if kept.len() >= cache.len() / 2 {
-        *cache = kept;
-    } else {
-        // Another catalogue (a test's gateway beside another's in one process): add, not replace.
-        cache.extend(kept);
+    // Records re-imported or removed leave the cache once it holds twice what is in use.
+    if cache.len() > 2 * current.len().max(1_000) {
+        let live: HashSet<&str> = current.iter().map(|(_, d, _)| d.as_str()).collect();
+        cache.retain(|d, _| live.contains(d.as_str()));
     }
     Ok(loaded)
 }
