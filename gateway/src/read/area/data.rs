@@ -277,45 +277,42 @@ pub async fn load(store: &Store, cat: &Catalogue, areas: &Areas) -> Result<Loade
         return Ok(loaded);
     }
 
-    let known: HashSet<String> = if cat.social_care.is_empty() {
-        HashSet::new()
+    // Each record's digest (the import's SHA-256 of it) and whether the index links it to a
+    // record of a social-care source, decided in the database (an index lookup per record,
+    // rather than every linked child's id sent over); the records themselves are read and
+    // parsed only where the digest is new to this process (`facts_cache`).
+    let education = placeholders(1, cat.education.len());
+    let known = if cat.social_care.is_empty() {
+        "CAST(0 AS BIGINT)".to_string()
     } else {
-        let sql = format!(
-            "SELECT DISTINCT child_id FROM source_records WHERE child_id IS NOT NULL AND source IN ({})",
-            placeholders(1, cat.social_care.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for (s, _, _) in &cat.social_care {
-            q = q.bind(s);
-        }
-        q.fetch_all(&store.pool)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<String, _>("child_id"))
-            .collect::<Result<_, _>>()?
+        format!(
+            "CAST(CASE WHEN sr.child_id IS NOT NULL AND EXISTS (SELECT 1 FROM source_records k \
+             WHERE k.child_id = sr.child_id AND k.source IN ({})) THEN 1 ELSE 0 END AS BIGINT)",
+            placeholders(1 + cat.education.len(), cat.social_care.len())
+        )
     };
-
-    // Each record's digest (the import's SHA-256 of it) and link; the records themselves are
-    // read and parsed only where the digest is new to this process (`facts_cache`).
     let sql = format!(
-        "SELECT ir.source AS source, ir.digest AS digest, sr.child_id AS child_id \
+        "SELECT ir.source AS source, ir.digest AS digest, {known} AS known \
          FROM import_records ir LEFT JOIN source_records sr \
            ON sr.source = ir.source AND sr.local_id = ir.local_id \
-         WHERE ir.source IN ({})",
-        placeholders(1, cat.education.len())
+         WHERE ir.source IN ({education})"
     );
     let mut q = sqlx::query(&sql);
     for (s, _) in &cat.education {
         q = q.bind(s);
     }
+    for (s, _, _) in &cat.social_care {
+        q = q.bind(s);
+    }
     let rows = q.fetch_all(&store.pool).await?;
-    let mut current: Vec<(usize, String, Option<String>)> = Vec::with_capacity(rows.len());
+    let mut current: Vec<(usize, String, bool)> = Vec::with_capacity(rows.len());
     for r in &rows {
         let source: String = r.try_get(0)?;
         let Some(index) = cat.education.iter().position(|(s, _)| *s == source) else {
             continue;
         };
-        current.push((index, r.try_get(1)?, r.try_get(2)?));
+        let known: i64 = r.try_get(2)?;
+        current.push((index, r.try_get(1)?, known != 0));
     }
     drop(rows);
     let missing: HashSet<usize> = {
@@ -354,7 +351,7 @@ pub async fn load(store: &Store, cat: &Catalogue, areas: &Areas) -> Result<Loade
         cache.insert(digest, Arc::new(f));
     }
     loaded.pupils.reserve(current.len());
-    for (index, digest, child) in &current {
+    for (index, digest, known) in &current {
         let Some(f) = cache.get(digest.as_str()) else {
             continue;
         };
@@ -367,7 +364,7 @@ pub async fn load(store: &Store, cat: &Catalogue, areas: &Areas) -> Result<Loade
                 .clone()
                 .unwrap_or_else(|| agency.strip_prefix("urn-").unwrap_or(agency).to_string()),
             area: areas.area_of(f.postcode.as_deref()),
-            known_to_social_care: child.as_ref().is_some_and(|c| known.contains(c)),
+            known_to_social_care: *known,
             attendance: f.attendance.clone(),
             exclusions: f.exclusions.clone(),
         });
