@@ -376,3 +376,123 @@ pub async fn load(store: &Store, cat: &Catalogue, areas: &Areas) -> Result<Loade
     }
     Ok(loaded)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    async fn exec(store: &Store, sql: &str, binds: &[&str]) {
+        let mut q = sqlx::query(sql);
+        for b in binds {
+            q = q.bind(*b);
+        }
+        q.execute(&store.pool).await.unwrap();
+    }
+
+    /// The loader on the store this run exercises (`WEFT_TEST_STORE`): items read, the school
+    /// from the record or its agency, areas, links to social care, freshness.
+    #[tokio::test]
+    async fn reads_imported_pupils_their_links_and_freshness() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = crate::foundation::store::test_store(dir.path()).await;
+        let record = |id: &str, urn: Option<&str>, postcode: &str| {
+            let mut items = vec![
+                json!({"category": "identity.core", "field": "family_name", "value": "Khan"}),
+                json!({"category": "education.attendance", "field": "terms", "value": [
+                    {"term": "Autumn 2024", "possible_sessions": 100, "attended_sessions": 85, "attendance_percent": 85.0},
+                    {"term": "Week 3", "possible_sessions": 10, "attended_sessions": 10}
+                ]}),
+                json!({"category": "education.exclusions", "field": "exclusions", "value": [
+                    {"kind": "suspension", "start_date": "2025-02-03", "reasons": ["PP"]},
+                    {"kind": "lunchtime", "start_date": "2025-02-04", "reasons": []}
+                ]}),
+            ];
+            if let Some(u) = urn {
+                items.insert(
+                    0,
+                    json!({"category": "education.enrolment", "field": "school_urn", "value": u}),
+                );
+            }
+            json!({"record": {"local_id": id, "identifiers": [], "demographics": {"postcode": postcode}}, "items": items})
+                .to_string()
+        };
+        for (id, urn, pc) in [
+            ("p1", Some("100002"), "WT3 5QP"),
+            ("p2", None, "nowhere"),
+            ("p3", Some("100002"), "WT1 1AA"),
+        ] {
+            let r = record(id, urn, pc);
+            let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(r.as_bytes()));
+            exec(
+                &store,
+                "INSERT INTO import_records (source, local_id, digest, record, imported_at) VALUES ('census', $1, $2, $3, '2026-01-05T10:00:00Z')",
+                &[id, &digest, &r],
+            )
+            .await;
+        }
+        exec(&store, "INSERT INTO import_runs (id, source, started_at, finished_at, outcome, files, added, changed, removed, unchanged, flagged, notes) VALUES ('r1', 'census', '2026-01-05T10:00:00Z', '2026-01-05T10:00:01Z', 'applied', '[]', 3, 0, 0, 0, 0, '[]')", &[]).await;
+        exec(&store, "INSERT INTO import_runs (id, source, started_at, finished_at, outcome, files, added, changed, removed, unchanged, flagged, notes) VALUES ('r2', 'census', '2026-01-06T10:00:00Z', '2026-01-06T10:00:01Z', 'rejected', '[]', 0, 0, 0, 0, 0, '[]')", &[]).await;
+        for c in ["c1", "c2"] {
+            exec(
+                &store,
+                "INSERT INTO children (id, created_at) VALUES ($1, '2026-01-01')",
+                &[c],
+            )
+            .await;
+        }
+        for (source, local, child) in [
+            ("census", "p1", "c1"),
+            ("census", "p3", "c2"),
+            ("csc", "s1", "c1"),
+        ] {
+            exec(
+                &store,
+                "INSERT INTO source_records (source, local_id, child_id, identifiers, demographics, updated_at) VALUES ($1, $2, $3, '[]', '{}', '2026-01-04T09:00:00Z')",
+                &[source, local, child],
+            )
+            .await;
+        }
+        let cat = Catalogue {
+            education: vec![("census".into(), "urn-100001".into())],
+            social_care: vec![("csc".into(), "la".into(), false)],
+            last_pass: None,
+        };
+        for _ in 0..2 {
+            // The second time from the cache of parsed records.
+            let loaded = load(&store, &cat, &Areas::Districts).await.unwrap();
+            let mut pupils = loaded.pupils.clone();
+            pupils.sort_by(|a, b| a.area.cmp(&b.area));
+            let summary: Vec<(&str, &str, bool)> = pupils
+                .iter()
+                .map(|p| (p.school.as_str(), p.area.as_str(), p.known_to_social_care))
+                .collect();
+            assert_eq!(
+                summary,
+                [
+                    ("100002", "WT1", false),
+                    ("100002", "WT3", true),
+                    ("100001", "unknown", false)
+                ]
+            );
+            let autumn = Term::parse("Autumn 2024").unwrap();
+            assert!(pupils.iter().all(|p| p.attendance == [(autumn, 100, 85)]));
+            let spring = Term::parse("Spring 2025").unwrap();
+            assert!(pupils.iter().all(|p| p.exclusions == [(spring, false)]));
+            assert_eq!(loaded.unplaced_terms, 3, "Week 3, once per pupil");
+            let at = |s: &str| {
+                loaded
+                    .sources
+                    .iter()
+                    .find(|u| u.source == s)
+                    .and_then(|u| u.data_as_of.clone())
+            };
+            assert_eq!(
+                at("census").as_deref(),
+                Some("2026-01-05T10:00:01Z"),
+                "the last import not rejected"
+            );
+            assert_eq!(at("csc").as_deref(), Some("2026-01-04T09:00:00Z"));
+        }
+    }
+}
