@@ -40,12 +40,14 @@ impl utoipa::ToSchema for AreaReport {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct AreaParams {
-    /// Purpose of use (`education_welfare` in the default policy).
+    /// Purpose of use (`education_welfare` in the default policy); required.
+    #[param(value_type = crate::foundation::domain::Purpose, required = true)]
     purpose: Option<String>,
     /// Only rows of this level.
     #[param(pattern = "^(authority|school|area)$")]
     level: Option<String>,
     /// Only the rows of this school (URN) or area (postcode district or ward code).
+    #[param(max_length = 64)]
     key: Option<String>,
     /// `json` (default) or `csv`.
     #[param(pattern = "^(json|csv)$")]
