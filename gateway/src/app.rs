@@ -91,6 +91,7 @@ impl Application {
         let indexer = tokio::spawn(keep_index(state.clone()));
         let watcher = tokio::spawn(watch_policy(state.clone()));
         let importer = tokio::spawn(crate::write::imports::watch(state.clone()));
+        let area_alerts = tokio::spawn(crate::write::area_alerts::watch(state.clone()));
         // Workers that stop mid-delivery leave their rows leased; they come due again when the
         // lease ends, here or on another node.
         let deliverers = state.outbox.start();
@@ -137,6 +138,7 @@ impl Application {
         indexer.abort();
         watcher.abort();
         importer.abort();
+        area_alerts.abort();
         for d in deliverers {
             d.abort();
         }

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod area;
 mod audit;
 mod auth;
 mod browser;

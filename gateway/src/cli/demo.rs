@@ -15,7 +15,7 @@ use crate::app::Application;
 use crate::dev::config::{policy_paths, DevConfig};
 use crate::dev::people::people;
 use crate::dev::pki::DevPki;
-use crate::foundation::config::Config;
+use crate::foundation::config::{AgencyConfig, AgencyKind, Config, SourceConfig};
 use crate::foundation::schema::Schemas;
 use crate::pipeline::resolve::Search;
 use weft_ids::NhsNumber;
@@ -37,6 +37,9 @@ pub struct DemoArgs {
     /// Seed of the synthetic population (the same seed gives the same children).
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Pupils in the local authority's school census (the area trends page's data).
+    #[arg(long, default_value_t = 3_000)]
+    pub census_pupils: usize,
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -51,6 +54,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     eprintln!("starting simulated partner systems…");
     let partners = PartnerSystems::start(&dir.join("partners"), &population, None, None).await?;
 
+    // A local authority's school census and its social-care return, as file drops the gateway
+    // imports on start: what the area trends page reports on.
+    let census = crate::cli::bench::area::synthetic(
+        args.census_pupils,
+        3,
+        (args.census_pupils / 200).clamp(1, 40),
+        args.seed,
+    );
+    crate::cli::bench::area::write_csv(&census, &dir.join("census"), &dir.join("returns"))
+        .context("writing the demo's census files")?;
+
     let database = format!("sqlite://{}", dir.join("weft.db").display());
     let config_path = dir.join("weft.toml");
     let config = DevConfig::new(&pki, &database, policy_paths(&dir)?)
@@ -62,7 +76,36 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "audit.ig_lead_agencies",
             vec![weft_sim::sources::SOCIAL_CARE_AGENCY.to_string()],
         )
-        .partners(&partners.agencies, &partners.sources);
+        .partners(&partners.agencies, &partners.sources)
+        .agency(AgencyConfig {
+            id: CENSUS_AGENCY.into(),
+            name: "Weftshire schools census".into(),
+            kind: AgencyKind::Education,
+            local_authority: Some(crate::dev::config::SIM_LOCAL_AUTHORITY.into()),
+        })
+        .agency(AgencyConfig {
+            id: RETURNS_AGENCY.into(),
+            name: "Weftshire children's social care returns".into(),
+            kind: AgencyKind::SocialCare,
+            local_authority: Some(crate::dev::config::SIM_LOCAL_AUTHORITY.into()),
+        })
+        .source(file_source(
+            "school-census",
+            CENSUS_AGENCY,
+            "census",
+            &[
+                ("census_pupils_csv", "pupils.csv"),
+                ("census_attendance_csv", "attendance.csv"),
+                ("census_exclusions_csv", "exclusions.csv"),
+            ],
+        )?)
+        .source(file_source(
+            "csc-returns",
+            RETURNS_AGENCY,
+            "returns",
+            &[("census_pupils_csv", "known.csv")],
+        )?)
+        .set("reports.alert_check_secs", 30);
     // Signing in without a password is for a demo on this machine only; the configuration check
     // refuses it on any other address.
     let config = if args.listen.ip().is_loopback() {
@@ -147,6 +190,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          # the same as a subject access report a family can read:\n  \
          curl -s --cacert {ca} -H \"Authorization: Bearer $IG_OFFICER\" \"{base}/v1/children/{child_id}/access-report?format=html\"\n\n  \
          curl -s --cacert {ca} {base}/readyz\n\n  \
+         # area trends under disclosure control (LA analysts; also the Area trends page):\n  \
+         curl -s --cacert {ca} -H \"Authorization: Bearer $LA_ANALYST\" \"{base}/v1/reports/area?purpose=education_welfare&level=school&format=csv\"\n\n  \
          # the detail behind it (data administrators only):\n  \
          curl -s --cacert {ca} -H \"Authorization: Bearer $DATA_ADMIN\" {base}/v1/status\n\n  \
          # matches waiting for a person (twins and near-misses are never linked by the matcher):\n  \
@@ -165,6 +210,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     partners.shutdown().await;
     eprintln!("demo stopped");
     result
+}
+
+const CENSUS_AGENCY: &str = "weftshire-schools";
+const RETURNS_AGENCY: &str = "weftshire-csc-returns";
+
+/// A `file` source reading `folder` (beside the configuration), watched so the gateway imports
+/// it on start.
+fn file_source(
+    id: &str,
+    agency: &str,
+    folder: &str,
+    files: &[(&str, &str)],
+) -> anyhow::Result<SourceConfig> {
+    let files: Vec<serde_json::Value> = files
+        .iter()
+        .map(|(format, name)| serde_json::json!({"format": format, "name": name}))
+        .collect();
+    Ok(serde_json::from_value(serde_json::json!({
+        "id": id,
+        "agency": agency,
+        "adapter": {"kind": "file", "folder": folder, "files": files, "watch_secs": 10},
+    }))?)
 }
 
 fn describe(s: &weft_sim::Source) -> String {

@@ -238,6 +238,9 @@ pub enum BenchCommand {
     /// databases through the `sql` adapter: pairs of different children linked, and recall,
     /// from the index's export against the cohort's truth.
     Index(crate::cli::bench::index::IndexArgs),
+    /// The area report (counts by school, area and term under disclosure control) over a
+    /// synthetic authority on SQLite or PostgreSQL.
+    Area(crate::cli::bench::area::AreaArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -317,6 +320,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Bench {
             command: BenchCommand::Index(args),
         } => crate::cli::bench::index::run(args).await,
+        #[cfg(feature = "sim")]
+        Command::Bench {
+            command: BenchCommand::Area(args),
+        } => crate::cli::bench::area::run(args).await,
         Command::Match { command } => match command {
             MatchCommand::Link(args) => crate::cli::matching::run_link(&args),
             MatchCommand::Dedupe(args) => crate::cli::matching::run_dedupe(&args),

@@ -166,6 +166,37 @@ struct AlertsFile {
     exclusion: TargetsFile,
     domestic_abuse: EncompassFile,
     access: AccessFile,
+    #[serde(default)]
+    area_persistent_absence: Option<AreaAbsenceFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AreaAbsenceFile {
+    threshold_percent: f64,
+    #[serde(default = "area_levels")]
+    levels: Vec<String>,
+    to: Vec<String>,
+    #[serde(default)]
+    school_role: Option<Role>,
+}
+
+fn area_levels() -> Vec<String> {
+    vec!["school".into(), "area".into()]
+}
+
+/// A school's or area's persistent absence rising past a threshold, from the area report
+/// (`crate::write::area_alerts`).
+#[derive(Debug, Clone)]
+pub struct AreaAbsenceRule {
+    pub threshold_percent: f64,
+    /// `school`, `area`, or both.
+    pub levels: Vec<String>,
+    /// Fixed recipients (an agency and a role), resolved.
+    pub to: Vec<Address>,
+    /// A school's alert also goes to this role at the school's own agency (`urn-` and its URN),
+    /// when the configuration has one.
+    pub school_role: Option<Role>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,6 +280,7 @@ pub struct Routing {
     pub encompass: EncompassRule,
     pub access_statuses: BTreeSet<Status>,
     pub access: Vec<String>,
+    pub area_absence: Option<AreaAbsenceRule>,
 }
 
 /// One delivery routing decided: to whom, and which rule (or fallback) sent it.
@@ -379,7 +411,49 @@ impl Routing {
                     .map_err(|e| invalid("alerts.access.statuses", format!("{s:?}: {e}")))
             })
             .collect::<Result<_, _>>()?;
+        let area_absence = match a.area_persistent_absence {
+            None => None,
+            Some(r) => {
+                let key = "alerts.area_persistent_absence";
+                if !(0.0..=100.0).contains(&r.threshold_percent) {
+                    return Err(invalid(
+                        format!("{key}.threshold_percent"),
+                        "between 0 and 100",
+                    ));
+                }
+                if let Some(l) = r
+                    .levels
+                    .iter()
+                    .find(|l| !matches!(l.as_str(), "school" | "area"))
+                {
+                    return Err(invalid(
+                        format!("{key}.levels"),
+                        format!("{l:?}: school or area"),
+                    ));
+                }
+                check_names(&format!("{key}.to"), &r.to)?;
+                let mut to = Vec::new();
+                for n in &r.to {
+                    match recipients.get(n) {
+                        Some(Recipient::Fixed(a)) => to.push(a.clone()),
+                        _ => {
+                            return Err(invalid(
+                                format!("{key}.to"),
+                                format!("{n:?}: an area's alert has no child, so only a fixed agency and role"),
+                            ))
+                        }
+                    }
+                }
+                Some(AreaAbsenceRule {
+                    threshold_percent: r.threshold_percent,
+                    levels: r.levels,
+                    to,
+                    school_role: r.school_role,
+                })
+            }
+        };
         Ok(Routing {
+            area_absence,
             recipients,
             rules,
             triage: file.triage,

@@ -105,6 +105,14 @@ pub fn people() -> Vec<Person> {
             "Reads the audit log, reviews break-glass and produces subject access reports",
         ),
         person(
+            "LA_ANALYST",
+            "demo-la-analyst",
+            "Demo local authority analyst",
+            SOCIAL_CARE_AGENCY,
+            "la_analyst",
+            "Reads area trends (attendance, persistent absence, exclusions, known to social care) by school, area and term; never a child's record",
+        ),
+        person(
             "DATA_ADMIN",
             "demo-data-admin",
             "Demo data administrator",

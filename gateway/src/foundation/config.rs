@@ -48,9 +48,39 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// Area reports and their alert rule.
+    #[serde(default)]
+    pub reports: ReportsConfig,
     pub agencies: Vec<AgencyConfig>,
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+}
+
+/// Area reports (`crate::read::area`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsConfig {
+    /// A ward lookup (`schemas/ward-lookup.schema.json`): areas are wards rather than postcode
+    /// districts.
+    #[serde(default)]
+    pub ward_lookup: Option<PathBuf>,
+    /// How often the area alert rule (`alerts.area_persistent_absence` in the routing file) is
+    /// run, in seconds; 0 never.
+    #[serde(default = "default_area_alert_secs")]
+    pub alert_check_secs: u64,
+}
+
+fn default_area_alert_secs() -> u64 {
+    300
+}
+
+impl Default for ReportsConfig {
+    fn default() -> Self {
+        Self {
+            ward_lookup: None,
+            alert_check_secs: default_area_alert_secs(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -859,6 +889,9 @@ impl Config {
         }
         for k in &mut self.auth.keys {
             fix(&mut k.public_key);
+        }
+        if let Some(w) = &mut self.reports.ward_lookup {
+            fix(w);
         }
         for s in &mut self.sources {
             match &mut s.adapter {

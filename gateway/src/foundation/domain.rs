@@ -65,6 +65,7 @@ vocabulary! {
         MashOfficer => "mash_officer",
         IgOfficer => "ig_officer",
         DataAdmin => "data_admin",
+        LaAnalyst => "la_analyst",
     }
 }
 
@@ -115,6 +116,17 @@ pub const CATEGORIES: &[&str] = &[
     "health.sensitive",
     "police.incidents",
     "police.domestic_abuse",
+];
+
+/// The categories of area reports (`crate::read::area`): aggregates over many children, never
+/// one child's data, so no view lists them. Which measures, and how far: every school and area
+/// of the authority, or only one's own school.
+pub const AREA_CATEGORIES: &[&str] = &[
+    "area.attendance",
+    "area.exclusions",
+    "area.social_care",
+    "area.all_schools",
+    "area.own_school",
 ];
 
 #[cfg(test)]

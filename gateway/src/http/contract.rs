@@ -54,6 +54,10 @@ pub mod payload {
     );
 }
 
+/// Response bodies described by a schema file rather than by their Rust type, by component name:
+/// a report whose shape depends on the reader's policy is described where its columns are.
+pub const RESPONSES: &[(&str, &str)] = &[("AreaReport", crate::read::area::SCHEMA)];
+
 /// The one body of every error response.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
@@ -92,7 +96,7 @@ pub fn document(doc: utoipa::openapi::OpenApi) -> Value {
         .pointer_mut("/components/schemas")
         .and_then(Value::as_object_mut)
     {
-        for (name, text) in PAYLOADS {
+        for (name, text) in PAYLOADS.iter().chain(RESPONSES) {
             for (component, schema) in component_schemas(name, text) {
                 schemas.insert(component, schema);
             }

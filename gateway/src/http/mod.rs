@@ -17,6 +17,7 @@ pub mod matches;
 pub mod params;
 pub mod policy;
 pub mod principal;
+pub mod reports;
 pub mod sar;
 pub mod sources;
 
@@ -81,6 +82,7 @@ use error::ApiError;
         sar::report,
         sar::deferred,
         sar::release,
+        reports::area_report,
     ),
     components(schemas(
         contract::ErrorBody,
@@ -165,6 +167,7 @@ pub fn router(state: Gateway) -> Router {
         .merge(inbox::routes())
         .merge(sources::routes())
         .merge(sar::routes())
+        .merge(reports::routes())
         .merge(health::routes())
         .route("/openapi.json", get(|| async { Json(openapi()) }))
         .layer(middleware::from_fn(error::require_json))

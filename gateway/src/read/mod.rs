@@ -9,9 +9,12 @@
 //! - [`sar`]: subject access — every access to a child, in plain words, for IG officers.
 //! - [`sources`]: each source's health and the gateway's status, for data administrators;
 //!   readiness, for anyone.
+//! - [`area`]: area trends — attendance, persistent absence, exclusions and how many of those
+//!   children are known to social care, by school, area and term, under disclosure control.
 //! - [`index_export`]: the master child index as CSV, for data teams and audits (`weft index
 //!   export`).
 
+pub mod area;
 pub mod audit;
 pub mod index_export;
 pub mod policy;

@@ -263,6 +263,7 @@ pub fn role_words(role: &str) -> String {
         "mash_officer" => "Multi-agency safeguarding hub officer",
         "ig_officer" => "Information governance officer",
         "data_admin" => "Data administrator",
+        "la_analyst" => "Local authority analyst",
         "system" => "The system itself",
         other => return other.replace('_', " "),
     }

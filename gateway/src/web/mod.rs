@@ -8,7 +8,6 @@
 //! - [`assets`]: the vendored `govuk-frontend` and `@ministryofjustice/frontend` files, and ours.
 //! - [`session`]: signed-in browsers (cookie, idle and absolute timeouts, CSRF tokens).
 //! - [`signin`]: the development sign-in page, OpenID Connect ([`oidc`]), signing out.
-//! - [`children`], [`concerns`], [`inbox`]: the pages.
 //! - [`audit`], [`breakglass`], [`sar`]: the IG officer's audit explorer, break-glass (taken
 //!   from a child's page, reviewed by the IG officer) and subject access.
 //! - [`review`], [`health`], [`deliveries`]: the data administrator's match review queue,
@@ -16,11 +15,13 @@
 //! - [`forms`], [`signed_in`], [`start`]: what several pages share (form errors and dates, the
 //!   signed-in person, the end of a sign-in), each in a module of its own so pages never
 //!   import each other.
+//! - [`children`], [`concerns`], [`inbox`], [`area`]: the pages.
 //! - [`render`]: the templates (minijinja, autoescaped) and the error pages.
 //!
 //! Every page works without JavaScript; the design system's scripts only enhance.
 
 pub mod addenda;
+pub mod area;
 pub mod assets;
 pub mod audit;
 pub mod breakglass;
@@ -72,6 +73,7 @@ pub fn routes() -> Router<Gateway> {
         .merge(health::routes())
         .merge(deliveries::routes())
         .merge(addenda::routes())
+        .merge(area::routes())
         .layer(middleware::from_fn(page_headers));
     pages.merge(assets::routes())
 }

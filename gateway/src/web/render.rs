@@ -46,6 +46,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "deliveries.html",
     "addendum.html",
     "links.html",
+    "area.html",
 );
 
 fn env() -> &'static Environment<'static> {
@@ -76,6 +77,7 @@ pub fn role_label(role: Role) -> &'static str {
         Role::MashOfficer => "MASH officer",
         Role::IgOfficer => "Information governance officer",
         Role::DataAdmin => "Data administrator",
+        Role::LaAnalyst => "Local authority analyst",
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`concerns`]: a concern raised, read, moved on, added to; [`child`]: the child a payload
 //!   names.
 //! - [`events`]: what partner systems push, the alerts they raise; subscriptions.
+//! - [`area_alerts`]: a school or area whose persistent absence rises past a threshold.
 //! - [`inbox`]: a person's inbox; the outbox for data administrators.
 //! - [`consent`]: the consent register.
 //! - [`breakglass`]: emergency access, and its review.
@@ -14,6 +15,7 @@
 //! - [`sar`]: releasing an access deferred from subject access reports.
 //! - [`sessions`]: signing in and out of the web pages; a signed-in browser's session.
 
+pub mod area_alerts;
 pub mod breakglass;
 pub mod child;
 pub mod concerns;

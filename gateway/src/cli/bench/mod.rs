@@ -3,6 +3,7 @@
 //! called directly in the same run. The fan-out is concurrent, so the gateway's median should
 //! sit just above the slowest source's, not at the sum of them.
 
+pub mod area;
 pub mod concerns;
 pub mod cpu;
 pub mod import;

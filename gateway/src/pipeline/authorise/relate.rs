@@ -49,7 +49,8 @@ pub fn default_relations(role: Role) -> Vec<Relation> {
         Role::PoliceOfficer => vec![ForceRecords, MashTriage, Referral],
         Role::MashOfficer => vec![MashTriage, Referral],
         // IG officers audit and data administrators configure: neither reads a child's data.
-        Role::IgOfficer | Role::DataAdmin => Vec::new(),
+        // Analysts read area reports: aggregates, never a child.
+        Role::IgOfficer | Role::DataAdmin | Role::LaAnalyst => Vec::new(),
     }
 }
 
@@ -387,7 +388,7 @@ mod tests {
         assert!(default_relations(Role::IgOfficer).is_empty());
         assert!(default_relations(Role::DataAdmin).is_empty());
         for r in Role::ALL {
-            if !matches!(r, Role::IgOfficer | Role::DataAdmin) {
+            if !matches!(r, Role::IgOfficer | Role::DataAdmin | Role::LaAnalyst) {
                 assert!(!default_relations(*r).is_empty(), "{r}");
             }
         }
