@@ -979,6 +979,20 @@ mod febrl {
         let model = train(&blocked, &options());
         let tf = term_frequencies(task, &comparisons);
         let pairs = predict(&blocked, &model, &tf, 0.5);
+        if std::env::var_os("WEFT_DEBUG_MODEL").is_some() {
+            for c in &model.comparisons {
+                eprintln!("{:?} {:?}", c.comparison, c.levels.iter().map(|l| (l.m, l.u, (l.m/l.u).log2())).collect::<Vec<_>>());
+            }
+            eprintln!("mpr {}", model.matches_per_record);
+            let ev = evaluate(&blocked, &pairs, 0.5, truth_left, truth_right);
+            eprintln!("EVAL P {:.4} R {:.4} F1 {:.4}", ev.precision, ev.recall, ev.f1);
+            let all = predict(&blocked, &model, &tf, 0.0);
+            let (l, r) = (task.left(), task.right());
+            let scorer = Scorer::new(&model, &tf, task.others());
+            for p in all.iter().filter(|p| truth_left[p.left as usize] == truth_right[p.right as usize] && !p.matches(0.5)).take(25) {
+                eprintln!("MISS {:.3} {:?}", p.probability, scorer.explain(&l[p.left as usize], &r[p.right as usize]).iter().map(|e| format!("{}={}:{}", e.comparison, e.level, e.weight)).collect::<Vec<_>>());
+            }
+        }
         evaluate(&blocked, &pairs, 0.5, truth_left, truth_right)
     }
 
@@ -1014,6 +1028,10 @@ mod febrl {
         .unwrap();
         let truth = t.truth.as_deref().unwrap();
         let ev = run(Task::Dedupe(&t.records), &m.fields(), truth, truth);
+        let m2 = mapping(false);
+        let t2 = input::read(&dir.join("dataset3.csv"), &m2, Some(&self::truth()), &mut Entities::default()).unwrap();
+        let tr2 = t2.truth.as_deref().unwrap();
+        let _ = run(Task::Dedupe(&t2.records), &m2.fields(), tr2, tr2);
         assert_eq!(ev.true_pairs, 6538);
         assert!(ev.f1 >= 0.993, "FEBRL3: {ev:?}");
     }
