@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::normalise::{nickname_equivalent, Dob, Name, Postcode};
+use crate::normalise::{nickname_equivalent, nickname_with_slip, Dob, Name, Postcode};
 use crate::record::{Field, Record};
 
 /// One comparison the model scores.
@@ -255,9 +255,15 @@ fn middle_agrees(a: &Record, b: &Record) -> bool {
             .collect()
     };
     let (x, y) = (names(a), names(b));
+    // A middle name used as the given name is a name like any other: it can be mistyped, or
+    // written as its short form.
     x.iter().any(|p| {
-        y.iter()
-            .any(|q| (p.len() > 1 && p == q) || nickname_equivalent(p, q))
+        y.iter().any(|q| {
+            (p.len() > 1 && p == q)
+                || nickname_equivalent(p, q)
+                || nickname_with_slip(p, q)
+                || nickname_with_slip(q, p)
+        })
     })
 }
 
@@ -290,6 +296,16 @@ pub fn given(a: &Name, b: &Name) -> u8 {
         jw = jw.max(jaro_winkler(a.first(), b.first()));
     }
     if jw >= CLOSE {
+        return 2;
+    }
+    // A short form with a slip in it ("Olkver" for Ollie, written for Oliver), or a slip
+    // Jaro–Winkler scores low on a short name: as close as a typo of the name itself.
+    let slipped = a.tokens.iter().any(|x| {
+        b.tokens
+            .iter()
+            .any(|y| nickname_with_slip(x, y) || nickname_with_slip(y, x))
+    });
+    if slipped {
         return 2;
     }
     let initial = |x: &Name, y: &Name| x.first().len() == 1 && y.initial() == x.initial();
@@ -423,6 +439,12 @@ mod tests {
         assert_eq!(given(&n("Jonathon"), &n("Jonathan")), 2);
         assert_eq!(given(&n("J"), &n("Jasmine")), 3);
         assert_eq!(given(&n("Amy"), &n("Zoe")), 4);
+        // A short form with a slip in it is as close as a slip in the name itself.
+        assert_eq!(given(&n("Olkver"), &n("Ollie")), 2);
+        assert_eq!(given(&n("Mxtthew"), &n("Matt")), 2);
+        assert_eq!(given(&n("Charlote"), &n("Lottie")), 2);
+        // Short tokens are not read as slips: Mia and Max are two names.
+        assert_eq!(given(&n("Mia"), &n("Max")), 4);
     }
 
     #[test]
