@@ -154,7 +154,7 @@ impl Comparison {
                 // A child known by a middle name: the name one source gives as the given name
                 // is a middle name in the other.
                 level if level > 1 && middle_agrees(a, b) => 1,
-                4 if swapped(a, b) => 4,
+                4 if swapped(a, b) || crossed(a, b) => 4,
                 4 => 5,
                 level => level,
             }),
@@ -236,9 +236,30 @@ pub fn swapped(a: &Record, b: &Record) -> bool {
     else {
         return false;
     };
-    let close =
-        |x: &Name, y: &Name| x.joined == y.joined || jaro_winkler(&x.joined, &y.joined) >= CLOSE;
-    close(ag, bf) && close(af, bg)
+    close_name(ag, bf) && close_name(af, bg)
+}
+
+/// The same name, a close spelling, or one slip apart (Jaro–Winkler scores a slip low on a
+/// short name: "Sma" for Sam).
+fn close_name(x: &Name, y: &Name) -> bool {
+    x.joined == y.joined
+        || jaro_winkler(&x.joined, &y.joined) >= CLOSE
+        || (x.joined.len() >= 3
+            && y.joined.len() >= 3
+            && within_one_edit(x.joined.as_bytes(), y.joined.as_bytes()))
+}
+
+/// Whether one record's given name is the other's family name (or the other way round),
+/// though the other name does not agree: a name written in the wrong field, the other then
+/// left out or replaced ("Berryman, Kelsy" and "Phoebe Berryman" as given and family name).
+/// Counts as the given name written in the family name's place; the family names themselves
+/// are then compared as they stand.
+pub fn crossed(a: &Record, b: &Record) -> bool {
+    let (Some(ag), Some(af), Some(bg), Some(bf)) = (&a.given, &a.family, &b.given, &b.family)
+    else {
+        return false;
+    };
+    close_name(ag, bf) || close_name(af, bg)
 }
 
 /// Whether a given or middle name on one side agrees with a given or middle name on the other,
@@ -460,6 +481,13 @@ mod tests {
         assert_eq!(Comparison::FamilyName.compare(&a, &b), Some(3));
         let c = r("Zoe", "Khan");
         assert_eq!(Comparison::GivenName.compare(&a, &c), Some(5));
+        // One name written in the other field, the other name left out or replaced: the given
+        // name counts as swapped, the family names are compared as they stand.
+        let (a, b) = (r("Kelsy", "Berryman"), r("Berryman", "Phoebe"));
+        assert_eq!(Comparison::GivenName.compare(&a, &b), Some(4));
+        assert_eq!(Comparison::FamilyName.compare(&a, &b), Some(4));
+        let (a, b) = (r("Sma", "Webb"), r("Webb", "Sam"));
+        assert_eq!(Comparison::FamilyName.compare(&a, &b), Some(3));
         assert_eq!(Comparison::FamilyName.compare(&a, &c), Some(4));
     }
 
