@@ -272,7 +272,11 @@ mod tests {
         let mia = rec("Mia", "Calder", "2014-10-20", "F", "WT1 1AA");
         assert_eq!(guard_(&amelia, &mia), Some(Guard::Review(SIBLINGS_ALIKE)));
         let mila = rec("Mila", "Calder", "2014-10-20", "F", "WT1 1AA");
-        assert_eq!(guard_(&mila, &mia), None, "a close spelling on the same date: the model's");
+        assert_eq!(
+            guard_(&mila, &mia),
+            None,
+            "a close spelling on the same date: the model's"
+        );
         let mila = rec("Mila", "Calder", "2011-02-13", "F", "WT1 1AA");
         assert_eq!(guard_(&mila, &mia), Some(Guard::Review(SIBLINGS_ALIKE)));
         // The same name, a date far out: one child with a wrong date, for the model to weigh.

@@ -979,20 +979,6 @@ mod febrl {
         let model = train(&blocked, &options());
         let tf = term_frequencies(task, &comparisons);
         let pairs = predict(&blocked, &model, &tf, 0.5);
-        if std::env::var_os("WEFT_DEBUG_MODEL").is_some() {
-            for c in &model.comparisons {
-                eprintln!("{:?} {:?}", c.comparison, c.levels.iter().map(|l| (l.m, l.u, (l.m/l.u).log2())).collect::<Vec<_>>());
-            }
-            eprintln!("mpr {}", model.matches_per_record);
-            let ev = evaluate(&blocked, &pairs, 0.5, truth_left, truth_right);
-            eprintln!("EVAL P {:.4} R {:.4} F1 {:.4}", ev.precision, ev.recall, ev.f1);
-            let all = predict(&blocked, &model, &tf, 0.0);
-            let (l, r) = (task.left(), task.right());
-            let scorer = Scorer::new(&model, &tf, task.others());
-            for p in all.iter().filter(|p| truth_left[p.left as usize] == truth_right[p.right as usize] && !p.matches(0.5)).take(25) {
-                eprintln!("MISS {:.3} {:?}", p.probability, scorer.explain(&l[p.left as usize], &r[p.right as usize]).iter().map(|e| format!("{}={}:{}", e.comparison, e.level, e.weight)).collect::<Vec<_>>());
-            }
-        }
         evaluate(&blocked, &pairs, 0.5, truth_left, truth_right)
     }
 
@@ -1004,7 +990,7 @@ mod febrl {
             "FEBRL data not found at {}; set WEFT_LINKAGE_DATA",
             dir.display()
         );
-        for (with_id, floor) in [(true, 0.997), (false, 0.993)] {
+        for (with_id, floor) in [(true, 0.999), (false, 0.995)] {
             let m = mapping(with_id);
             let mut e = Entities::default();
             let a = input::read(&dir.join("dataset4a.csv"), &m, Some(&truth()), &mut e).unwrap();
@@ -1028,11 +1014,20 @@ mod febrl {
         .unwrap();
         let truth = t.truth.as_deref().unwrap();
         let ev = run(Task::Dedupe(&t.records), &m.fields(), truth, truth);
+        // Demographics only: names written in each other's field and whole addresses copied
+        // are what carry the pairs whose names and dates were corrupted.
         let m2 = mapping(false);
-        let t2 = input::read(&dir.join("dataset3.csv"), &m2, Some(&self::truth()), &mut Entities::default()).unwrap();
+        let t2 = input::read(
+            &dir.join("dataset3.csv"),
+            &m2,
+            Some(&self::truth()),
+            &mut Entities::default(),
+        )
+        .unwrap();
         let tr2 = t2.truth.as_deref().unwrap();
-        let _ = run(Task::Dedupe(&t2.records), &m2.fields(), tr2, tr2);
+        let ev2 = run(Task::Dedupe(&t2.records), &m2.fields(), tr2, tr2);
+        assert!(ev2.f1 >= 0.995, "FEBRL3 demographics only: {ev2:?}");
         assert_eq!(ev.true_pairs, 6538);
-        assert!(ev.f1 >= 0.993, "FEBRL3: {ev:?}");
+        assert!(ev.f1 >= 0.995, "FEBRL3: {ev:?}");
     }
 }

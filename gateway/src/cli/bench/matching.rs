@@ -359,17 +359,6 @@ fn dedupe(
         (total - t_block - t_train).as_secs_f64(),
         peak_memory_mib().map_or("unknown".into(), |m| format!("{m:.0} MiB"))
     );
-    if std::env::var_os("WEFT_DEBUG_PAIRS").is_some() {
-        let all = link::predict(&blocked, &model, &tf, 0.0);
-        for p in &all {
-            let same = truth[p.left as usize] == truth[p.right as usize];
-            if same != p.matches(args.threshold) {
-                let (a, b) = (&records[p.left as usize], &records[p.right as usize]);
-                let show = |r: &Record| format!("{:?}/{:?}/{:?}/{:?}/{:?}/{:?}/{:?}/{:?}", r.given.as_ref().map(|n| n.tokens.join(" ")), r.middle.as_ref().map(|n| n.tokens.join(" ")), r.family.as_ref().map(|n| n.joined.clone()), r.dob.map(|d| d.digits()), r.sex, r.postcode.as_ref().map(|p| p.compact().to_string()), r.house_number, r.nhs_number.is_some() as u8 + 2 * r.upn.is_some() as u8);
-                eprintln!("{} p={:.3} guard={:?}\n   {}\n   {}\n   {:?}", if same { "FN" } else { "FP" }, p.probability, p.guard.map(|g| g.reason()), show(a), show(b), scorer.explain(a, b).iter().map(|e| format!("{}={}:{}", e.comparison, e.level, e.weight)).collect::<Vec<_>>());
-            }
-        }
-    }
     let ev = link::evaluate(&blocked, &pairs, args.threshold, truth, truth);
     let cl = link::evaluate_clusters(&clusters, truth);
     println!(
