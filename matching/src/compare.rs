@@ -259,7 +259,9 @@ pub fn crossed(a: &Record, b: &Record) -> bool {
     else {
         return false;
     };
-    close_name(ag, bf) || close_name(af, bg)
+    // Where the family names already agree, a given name equal to the family name ("James
+    // James", or a twin named after the family) is that, not a name in the wrong field.
+    !close_name(af, bf) && (close_name(ag, bf) || close_name(af, bg))
 }
 
 /// Whether a given or middle name on one side agrees with a given or middle name on the other,
@@ -486,6 +488,9 @@ mod tests {
         let (a, b) = (r("Kelsy", "Berryman"), r("Berryman", "Phoebe"));
         assert_eq!(Comparison::GivenName.compare(&a, &b), Some(4));
         assert_eq!(Comparison::FamilyName.compare(&a, &b), Some(4));
+        // A child given the family name as a given name, and a brother or sister: not crossed.
+        let (a, b) = (r("James", "James"), r("Harry", "James"));
+        assert_eq!(Comparison::GivenName.compare(&a, &b), Some(5));
         let (a, b) = (r("Sma", "Webb"), r("Webb", "Sam"));
         assert_eq!(Comparison::FamilyName.compare(&a, &b), Some(3));
         assert_eq!(Comparison::FamilyName.compare(&a, &c), Some(4));
