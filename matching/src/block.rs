@@ -252,6 +252,11 @@ pub fn default_rules() -> Vec<Rule> {
         "street+house_number",
         "street+town",
         "town+house_number",
+        // Where a date of birth is missing and the given name is written another way (a
+        // title, an initial, another of the person's names), the family name, or the given
+        // name, in the same town is what is left to find the pair by.
+        "family_name+town",
+        "given_name+town",
     ]
     .iter()
     .filter_map(|r| r.parse().ok())
@@ -406,7 +411,7 @@ mod tests {
         let r: Rule = "family_soundex+birth_year".parse().unwrap();
         assert_eq!(r.to_string(), "family_soundex+birth_year");
         assert!("family_soundex+shoe_size".parse::<Rule>().is_err());
-        assert_eq!(default_rules().len(), 14);
+        assert_eq!(default_rules().len(), 16);
     }
 
     #[test]

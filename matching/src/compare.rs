@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::normalise::{nickname_equivalent, Dob, Name, Postcode};
+use crate::normalise::{nickname_equivalent, nickname_with_slip, Dob, Name, Postcode};
 use crate::record::{Field, Record};
 
 /// One comparison the model scores.
@@ -154,7 +154,7 @@ impl Comparison {
                 // A child known by a middle name: the name one source gives as the given name
                 // is a middle name in the other.
                 level if level > 1 && middle_agrees(a, b) => 1,
-                4 if swapped(a, b) => 4,
+                4 if swapped(a, b) || crossed(a, b) => 4,
                 4 => 5,
                 level => level,
             }),
@@ -236,9 +236,32 @@ pub fn swapped(a: &Record, b: &Record) -> bool {
     else {
         return false;
     };
-    let close =
-        |x: &Name, y: &Name| x.joined == y.joined || jaro_winkler(&x.joined, &y.joined) >= CLOSE;
-    close(ag, bf) && close(af, bg)
+    close_name(ag, bf) && close_name(af, bg)
+}
+
+/// The same name, a close spelling, or one slip apart (Jaro–Winkler scores a slip low on a
+/// short name: "Sma" for Sam).
+fn close_name(x: &Name, y: &Name) -> bool {
+    x.joined == y.joined
+        || jaro_winkler(&x.joined, &y.joined) >= CLOSE
+        || (x.joined.len() >= 3
+            && y.joined.len() >= 3
+            && within_one_edit(x.joined.as_bytes(), y.joined.as_bytes()))
+}
+
+/// Whether one record's given name is the other's family name (or the other way round),
+/// though the other name does not agree: a name written in the wrong field, the other then
+/// left out or replaced ("Berryman, Kelsy" and "Phoebe Berryman" as given and family name).
+/// Counts as the given name written in the family name's place; the family names themselves
+/// are then compared as they stand.
+pub fn crossed(a: &Record, b: &Record) -> bool {
+    let (Some(ag), Some(af), Some(bg), Some(bf)) = (&a.given, &a.family, &b.given, &b.family)
+    else {
+        return false;
+    };
+    // Where the family names already agree, a given name equal to the family name ("James
+    // James", or a twin named after the family) is that, not a name in the wrong field.
+    !close_name(af, bf) && (close_name(ag, bf) || close_name(af, bg))
 }
 
 /// Whether a given or middle name on one side agrees with a given or middle name on the other,
@@ -255,9 +278,15 @@ fn middle_agrees(a: &Record, b: &Record) -> bool {
             .collect()
     };
     let (x, y) = (names(a), names(b));
+    // A middle name used as the given name is a name like any other: it can be mistyped, or
+    // written as its short form.
     x.iter().any(|p| {
-        y.iter()
-            .any(|q| (p.len() > 1 && p == q) || nickname_equivalent(p, q))
+        y.iter().any(|q| {
+            (p.len() > 1 && p == q)
+                || nickname_equivalent(p, q)
+                || nickname_with_slip(p, q)
+                || nickname_with_slip(q, p)
+        })
     })
 }
 
@@ -290,6 +319,16 @@ pub fn given(a: &Name, b: &Name) -> u8 {
         jw = jw.max(jaro_winkler(a.first(), b.first()));
     }
     if jw >= CLOSE {
+        return 2;
+    }
+    // A short form with a slip in it ("Olkver" for Ollie, written for Oliver), or a slip
+    // Jaro–Winkler scores low on a short name: as close as a typo of the name itself.
+    let slipped = a.tokens.iter().any(|x| {
+        b.tokens
+            .iter()
+            .any(|y| nickname_with_slip(x, y) || nickname_with_slip(y, x))
+    });
+    if slipped {
         return 2;
     }
     let initial = |x: &Name, y: &Name| x.first().len() == 1 && y.initial() == x.initial();
@@ -423,6 +462,12 @@ mod tests {
         assert_eq!(given(&n("Jonathon"), &n("Jonathan")), 2);
         assert_eq!(given(&n("J"), &n("Jasmine")), 3);
         assert_eq!(given(&n("Amy"), &n("Zoe")), 4);
+        // A short form with a slip in it is as close as a slip in the name itself.
+        assert_eq!(given(&n("Olkver"), &n("Ollie")), 2);
+        assert_eq!(given(&n("Mxtthew"), &n("Matt")), 2);
+        assert_eq!(given(&n("Charlote"), &n("Lottie")), 2);
+        // Short tokens are not read as slips: Mia and Max are two names.
+        assert_eq!(given(&n("Mia"), &n("Max")), 4);
     }
 
     #[test]
@@ -438,6 +483,16 @@ mod tests {
         assert_eq!(Comparison::FamilyName.compare(&a, &b), Some(3));
         let c = r("Zoe", "Khan");
         assert_eq!(Comparison::GivenName.compare(&a, &c), Some(5));
+        // One name written in the other field, the other name left out or replaced: the given
+        // name counts as swapped, the family names are compared as they stand.
+        let (a, b) = (r("Kelsy", "Berryman"), r("Berryman", "Phoebe"));
+        assert_eq!(Comparison::GivenName.compare(&a, &b), Some(4));
+        assert_eq!(Comparison::FamilyName.compare(&a, &b), Some(4));
+        // A child given the family name as a given name, and a brother or sister: not crossed.
+        let (a, b) = (r("James", "James"), r("Harry", "James"));
+        assert_eq!(Comparison::GivenName.compare(&a, &b), Some(5));
+        let (a, b) = (r("Sma", "Webb"), r("Webb", "Sam"));
+        assert_eq!(Comparison::FamilyName.compare(&a, &b), Some(3));
         assert_eq!(Comparison::FamilyName.compare(&a, &c), Some(4));
     }
 

@@ -5,13 +5,15 @@
 //! whole and hold it back from an automatic link, whatever its probability:
 //!
 //! - two different verified NHS numbers, or two different verified UPNs: two children;
-//! - the same date of birth and household (the same address, or postcode and house number,
-//!   or a shared household key where a source records a parent or carer) — or the same family
-//!   name — with given names that are not the same name, a nickname, a middle name or a typo of
-//!   each other: twins or siblings, never linked; when the given names are only similar (or one
-//!   is an initial), a person is asked;
+//! - the same date of birth, or one slip of it (day and month swapped, one digit), and
+//!   household (the same address, or postcode and house number, or a shared household key
+//!   where a source records a parent or carer) — or the same family name — with given names
+//!   that are not the same name, a nickname, a middle name or a typo of each other: twins or
+//!   siblings, never linked; when the given names are only similar (or one is an initial), a
+//!   person is asked;
 //! - the same household or family name with given names and dates of birth both different
-//!   (not a mis-keyed date): brothers or sisters, never linked;
+//!   (not a mis-keyed date): brothers or sisters, never linked; when the given names are
+//!   alike but not the same (a nickname, a middle name, a close spelling), a person is asked;
 //! - given name and sex both different: never linked without a person.
 //!
 //! The twin rule runs where records carry sex (children's registers always do: the gateway's
@@ -53,14 +55,18 @@ impl Guard {
 pub const DIFFERENT_NHS: &str = "different verified NHS numbers";
 pub const DIFFERENT_UPN: &str = "different verified UPNs";
 pub const TWINS: &str =
-    "same date of birth and household or family name, different given names: twins";
+    "same date of birth (or one slip of it) and household or family name, different given names: twins";
 pub const MAYBE_TWINS: &str =
-    "same date of birth and household or family name, given names only similar: could be twins";
+    "same date of birth (or one slip of it) and household or family name, given names only similar: could be twins";
 pub const SIBLINGS: &str =
     "same household or family name, different given names and dates of birth: brothers or sisters";
+pub const SIBLINGS_ALIKE: &str =
+    "same household or family name, dates of birth far apart, given names only alike: could be brothers or sisters";
 pub const NAME_AND_SEX: &str = "given name and sex both different";
 
-/// Given-name levels (see [`Comparison::levels`]): exact, other name or nickname, close typo.
+/// Given-name levels (see [`Comparison::levels`]): exact…
+const EXACT_NAME: u8 = 0;
+/// …other name or nickname, close typo.
 const SAME_NAME: u8 = 2;
 /// Similar spelling or an initial.
 const SIMILAR_NAME: u8 = 3;
@@ -68,6 +74,8 @@ const SIMILAR_NAME: u8 = 3;
 const SWAPPED_NAME: u8 = 4;
 /// Dates of birth that are not one date mis-keyed (the last level of [`Comparison::BirthDate`]).
 const DIFFERENT_DOB: u8 = 4;
+/// One digit different or two transposed: the last level that is one slip of one date.
+const ONE_SLIP_DOB: u8 = 2;
 
 /// Whether two records share a household: a household key both state (a UPRN, a carer, a
 /// phone, a family reference, or postcode and house number; see [`Record::households`]), or the
@@ -126,26 +134,36 @@ pub fn guard(a: &Record, b: &Record, twins: bool) -> Option<Guard> {
         return None;
     }
     let given = Comparison::GivenName.compare(a, b)?;
-    if given <= SAME_NAME || given == SWAPPED_NAME || short_form_or_slip(a, b) {
+    if given == SWAPPED_NAME {
+        return None;
+    }
+    let dob = Comparison::BirthDate.compare(a, b);
+    let family = Comparison::FamilyName.compare(a, b).is_some_and(|l| l <= 1);
+    let dob_differs = dob == Some(DIFFERENT_DOB);
+    if given != EXACT_NAME && dob_differs && (family || same_household(a, b)) {
+        // Brothers and sisters are often given names a nickname table or a spelling relates
+        // (Amelia and Millie; Mila and Mia), and they share the household's evidence; with the
+        // birthdays far apart too, one child would need two slips at once. A person decides.
+        return Some(if given <= SIMILAR_NAME || short_form_or_slip(a, b) {
+            Guard::Review(SIBLINGS_ALIKE)
+        } else {
+            Guard::Apart(SIBLINGS)
+        });
+    }
+    if given <= SAME_NAME || short_form_or_slip(a, b) {
         return None;
     }
     let sex_differs = matches!((a.sex, b.sex), (Some(x), Some(y)) if x != y);
-    let same_dob = matches!((a.dob, b.dob), (Some(x), Some(y)) if x == y);
-    let family = Comparison::FamilyName.compare(a, b).is_some_and(|l| l <= 1);
-    if same_dob && (family || same_household(a, b)) {
+    // The same date, or one slip of it (day and month swapped, one digit): a twin's record
+    // with its date mis-keyed is still a twin's, and with a different given name it is far
+    // likelier than one child whose name and date were both mistyped.
+    let near_dob = dob.is_some_and(|l| l <= ONE_SLIP_DOB);
+    if near_dob && (family || same_household(a, b)) {
         return Some(if given == SIMILAR_NAME && !sex_differs {
             Guard::Review(MAYBE_TWINS)
         } else {
             Guard::Apart(TWINS)
         });
-    }
-    let dob_differs = Comparison::BirthDate
-        .compare(a, b)
-        .is_some_and(|l| l == DIFFERENT_DOB);
-    if dob_differs && (family || same_household(a, b)) {
-        // The household's evidence (family name, address) is shared by every child in it; with
-        // the given name and the date of birth both different, it is a brother or sister.
-        return Some(Guard::Apart(SIBLINGS));
     }
     if sex_differs && given > SIMILAR_NAME {
         return Some(Guard::Review(NAME_AND_SEX));
@@ -244,6 +262,26 @@ mod tests {
         assert_eq!(guard_(&sister, &brother), Some(Guard::Apart(SIBLINGS)));
         let sister2 = rec("Amy", "Calder", "2016-11-12", "F", "WT1 1AA");
         assert_eq!(guard_(&sister, &sister2), Some(Guard::Apart(SIBLINGS)));
+        // Twins, one of whose records has the date of birth keyed a year out: still twins.
+        let twin = rec("Sienna", "Calder", "2014-03-02", "F", "WT1 1AA");
+        let slipped = rec("Olivia", "Calder", "2015-03-02", "F", "WT1 1AA");
+        assert_eq!(guard_(&twin, &slipped), Some(Guard::Apart(TWINS)));
+        // Brothers and sisters whose names the nickname table or a spelling relates, born
+        // years apart: a person decides.
+        let amelia = rec("Amelia", "Calder", "2009-05-01", "F", "WT1 1AA");
+        let mia = rec("Mia", "Calder", "2014-10-20", "F", "WT1 1AA");
+        assert_eq!(guard_(&amelia, &mia), Some(Guard::Review(SIBLINGS_ALIKE)));
+        let mila = rec("Mila", "Calder", "2014-10-20", "F", "WT1 1AA");
+        assert_eq!(
+            guard_(&mila, &mia),
+            None,
+            "a close spelling on the same date: the model's"
+        );
+        let mila = rec("Mila", "Calder", "2011-02-13", "F", "WT1 1AA");
+        assert_eq!(guard_(&mila, &mia), Some(Guard::Review(SIBLINGS_ALIKE)));
+        // The same name, a date far out: one child with a wrong date, for the model to weigh.
+        let amelia2 = rec("Amelia", "Calder", "2011-02-13", "F", "WT1 1AA");
+        assert_eq!(guard_(&amelia, &amelia2), None);
         // Strangers of the same sex are the model's business, not a rule's.
         let other = rec("Zoe", "Baker", "2013-07-09", "F", "WT9 9XX");
         assert_eq!(guard_(&girl, &other), None);

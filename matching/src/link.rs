@@ -990,7 +990,7 @@ mod febrl {
             "FEBRL data not found at {}; set WEFT_LINKAGE_DATA",
             dir.display()
         );
-        for (with_id, floor) in [(true, 0.997), (false, 0.993)] {
+        for (with_id, floor) in [(true, 0.999), (false, 0.995)] {
             let m = mapping(with_id);
             let mut e = Entities::default();
             let a = input::read(&dir.join("dataset4a.csv"), &m, Some(&truth()), &mut e).unwrap();
@@ -1014,7 +1014,20 @@ mod febrl {
         .unwrap();
         let truth = t.truth.as_deref().unwrap();
         let ev = run(Task::Dedupe(&t.records), &m.fields(), truth, truth);
+        // Demographics only: names written in each other's field and whole addresses copied
+        // are what carry the pairs whose names and dates were corrupted.
+        let m2 = mapping(false);
+        let t2 = input::read(
+            &dir.join("dataset3.csv"),
+            &m2,
+            Some(&self::truth()),
+            &mut Entities::default(),
+        )
+        .unwrap();
+        let tr2 = t2.truth.as_deref().unwrap();
+        let ev2 = run(Task::Dedupe(&t2.records), &m2.fields(), tr2, tr2);
+        assert!(ev2.f1 >= 0.995, "FEBRL3 demographics only: {ev2:?}");
         assert_eq!(ev.true_pairs, 6538);
-        assert!(ev.f1 >= 0.993, "FEBRL3: {ev:?}");
+        assert!(ev.f1 >= 0.995, "FEBRL3: {ev:?}");
     }
 }

@@ -265,6 +265,27 @@ pub fn nickname_equivalent(a: &str, b: &str) -> bool {
     }
 }
 
+/// Whether `slipped` is one keyboard slip (a character added, dropped, changed, or two
+/// swapped) away from a name the nickname table makes the same as `name`, or from `name`
+/// itself: "Olkver" for Ollie, "Mxtthew" for Matt. Tokens under four letters are too short to
+/// tell a slip from another name.
+pub fn nickname_with_slip(slipped: &str, name: &str) -> bool {
+    let one = |x: &str| {
+        x.len() >= 4
+            && slipped.len() >= 4
+            && crate::compare::within_one_edit(slipped.as_bytes(), x.as_bytes())
+    };
+    if one(name) {
+        return true;
+    }
+    let Some(ids) = nickname_groups().get(name) else {
+        return false;
+    };
+    ids.iter()
+        .filter_map(|&g| NICKNAMES.get(g as usize))
+        .any(|group| group.iter().any(|n| *n != name && one(n)))
+}
+
 /// The formal names of the nickname table, and the other names each may go by: the synthetic
 /// data of the benchmark draws on them.
 pub fn nickname_table() -> impl Iterator<Item = (&'static str, &'static [&'static str])> {

@@ -351,6 +351,19 @@ fn describe(blocked: &Blocked<'_>, model: &Model, s: &Settings) -> Vec<String> {
         weft_matching::model::pair_prior(model, blocked.task.others()),
         s.threshold
     )];
+    if blocked
+        .comparisons
+        .contains(&weft_matching::Comparison::Sex)
+    {
+        // Says why twins are (or are not) held apart, so a data team can see it in the output.
+        lines.push(if model.given_names_tell_apart() {
+            "twin and sibling rules: on (a different given name is rarely the same person here)"
+                .to_string()
+        } else {
+            "twin and sibling rules: off (a different given name is often the same person here)"
+                .to_string()
+        });
+    }
     let per_rule: Vec<String> = blocked
         .rules()
         .iter()

@@ -160,7 +160,7 @@ impl Matcher {
         .fetch_all(&mut *conn)
         .await?;
         let (tf, population) = self.terms(conn, r).await?;
-        let scorer = Scorer::new(&self.model, &tf, population);
+        let scorer = Scorer::new(&self.model, &tf, population).with_twin_rule();
         for row in &rows {
             let other = stored_record(
                 &row.try_get::<String, _>("local_id")?,
@@ -196,7 +196,7 @@ impl Matcher {
         .fetch_all(&mut *conn)
         .await?;
         let (tf, population) = self.terms(conn, r).await?;
-        let scorer = Scorer::new(&self.model, &tf, population);
+        let scorer = Scorer::new(&self.model, &tf, population).with_twin_rule();
         let mut best: Option<(Score, Vec<Explained>)> = None;
         let mut agrees = true;
         for row in &rows {
@@ -298,7 +298,7 @@ impl Matcher {
         }
         let rows = q.fetch_all(&mut *conn).await?;
         let (tf, population) = self.terms(conn, r).await?;
-        let scorer = Scorer::new(&self.model, &tf, population);
+        let scorer = Scorer::new(&self.model, &tf, population).with_twin_rule();
         let floor = self.lower.min(POSSIBLE);
         let mut seen = HashSet::with_capacity(rows.len());
         let mut scored: Vec<Scored> = Vec::new();
