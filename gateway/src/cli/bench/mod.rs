@@ -277,11 +277,25 @@ impl Serving {
             .thread_keep_alive(Duration::from_secs(3600))
             .enable_all()
             .build()?;
-        let mut serving = runtime
+        let started = runtime
             .spawn(async move { Serving::start(config).await })
-            .await??;
-        serving.runtime = Some(runtime);
-        Ok(serving)
+            .await;
+        match started {
+            Ok(Ok(mut serving)) => {
+                serving.runtime = Some(runtime);
+                Ok(serving)
+            }
+            // A runtime cannot be dropped inside another: let it go in the background, and
+            // report why the gateway did not start.
+            Ok(Err(e)) => {
+                runtime.shutdown_background();
+                Err(e)
+            }
+            Err(e) => {
+                runtime.shutdown_background();
+                Err(e.into())
+            }
+        }
     }
 
     /// Stops serving and waits until in-flight requests and the audit writer are done.
