@@ -85,7 +85,8 @@ pub(crate) struct ExemptionParams {
     path = "/v1/children/search",
     request_body(content = payload::Search, description = "schemas/search.schema.json"),
     params(("exemption" = Option<String>, Query,
-        description = "`police_investigation` (police, MASH) or `s47_enquiry` (social workers, MASH): the search is kept out of the found child's subject access reports until released")),
+        description = "`police_investigation` (police, MASH) or `s47_enquiry` (social workers, MASH): the search is kept out of the found child's subject access reports until released",
+        pattern = "^(police_investigation|s47_enquiry)$")),
     responses(
         (status = 200, description = "Matching children: with a relationship, graded and explained; without, only that the child matches and how access is gained", body = SearchResult),
         (status = 400, description = "Invalid body, or a local id of another agency's source; every error with its JSON pointer"),

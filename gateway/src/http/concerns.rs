@@ -35,7 +35,8 @@ pub fn routes() -> Router<Gateway> {
         description = "A retried submission with the same key and body returns the original concern",
         min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]*[!-~])?$"),
         ("exemption" = Option<String>, Query,
-        description = "`police_investigation` (police, MASH) or `s47_enquiry` (social workers, MASH): the submission is kept out of the child's subject access reports until released")),
+        description = "`police_investigation` (police, MASH) or `s47_enquiry` (social workers, MASH): the submission is kept out of the child's subject access reports until released",
+        pattern = "^(police_investigation|s47_enquiry)$")),
     responses(
         (status = 201, description = "Stored and routed", body = ConcernView),
         (status = 200, description = "A retry: the original concern", body = ConcernView),

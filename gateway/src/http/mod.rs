@@ -86,6 +86,8 @@ use error::ApiError;
     ),
     components(schemas(
         contract::ErrorBody,
+        crate::http::inbox::OutboxState,
+        crate::http::breakglass::QueueStatus,
         crate::read::search::SearchResult,
         crate::read::search::Hit,
         crate::read::search::Distinguishing,

@@ -28,8 +28,8 @@ use weft_adapters::SourceRecord;
 use weft_matching::{Comparison, Record, Scorer};
 
 use super::linkage::{
-    counted, identifiers_conflict, stored_record, Candidate, Matcher, NewLink, Placement, Proposal,
-    MAX_CANDIDATES, POSSIBLE,
+    by_identifiers, counted, identifiers_conflict, stored_record, Candidate, Matcher, NewLink,
+    Placement, Proposal, MAX_CANDIDATES, POSSIBLE,
 };
 use super::{Index, Stored};
 use crate::foundation::audit::{self, Entry};
@@ -571,40 +571,18 @@ impl World {
     ) -> Result<Placement, sqlx::Error> {
         let record = &n.stored.record;
         let excluded = self.excluded.get(n.local_id).cloned().unwrap_or_default();
-        let mut linked: Option<(String, &str)> = None;
-        for kind in ["nhs_number", "upn"] {
-            let Some(value) = national(record, kind) else {
-                continue;
-            };
-            let holder = self
-                .holders
-                .get(&(kind.to_string(), value.to_string()))
-                .and_then(|h| h.iter().find(|c| !excluded.contains(c)).cloned());
-            let Some(child) = holder else { continue };
-            match linked {
-                None => linked = Some((child, kind)),
-                Some((first, by)) if first != child => {
-                    return Ok(Placement {
-                        child: first,
-                        method: format!("identifier:{by}"),
-                        scored: None,
-                        review: Some(Proposal {
-                            child,
-                            method: format!("identifier:{kind}"),
-                            scored: None,
-                        }),
-                    });
-                }
-                Some(_) => {}
-            }
-        }
-        if let Some((child, kind)) = linked {
-            return Ok(Placement {
-                child,
-                method: format!("identifier:{kind}"),
-                scored: None,
-                review: None,
-            });
+        let holders = ["nhs_number", "upn"]
+            .into_iter()
+            .filter_map(|kind| {
+                let value = national(record, kind)?;
+                self.holders
+                    .get(&(kind.to_string(), value.to_string()))
+                    .and_then(|h| h.iter().find(|c| !excluded.contains(c)).cloned())
+                    .map(|child| (kind, child))
+            })
+            .collect();
+        if let Some(placed) = by_identifiers(holders) {
+            return Ok(placed);
         }
         let (tf, population) = matcher.tf_from(record, |c, v| self.count(c, v));
         let scorer = Scorer::new(&matcher.model, &tf, population);

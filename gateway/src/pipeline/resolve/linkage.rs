@@ -449,7 +449,7 @@ impl Matcher {
             ("nhs_number", record.nhs_number.as_ref().map(|n| n.as_str())),
             ("upn", record.upn.as_ref().map(|u| u.as_str())),
         ];
-        let mut linked: Option<(String, &str)> = None;
+        let mut holders: Vec<(&'static str, String)> = Vec::new();
         for (kind, value) in national {
             let Some(value) = value else { continue };
             let rows = sqlx::query(
@@ -464,39 +464,16 @@ impl Matcher {
             .bind(local_id)
             .fetch_all(&mut *conn)
             .await?;
-            let mut holder = None;
             for row in &rows {
                 let child: String = row.try_get("child_id")?;
                 if !excluded.contains(&child) {
-                    holder = Some(child);
+                    holders.push((kind, child));
                     break;
                 }
             }
-            let Some(child) = holder else { continue };
-            match linked {
-                None => linked = Some((child, kind)),
-                Some((first, by)) if first != child => {
-                    return Ok(Placement {
-                        child: first,
-                        method: format!("identifier:{by}"),
-                        scored: None,
-                        review: Some(Proposal {
-                            child,
-                            method: format!("identifier:{kind}"),
-                            scored: None,
-                        }),
-                    });
-                }
-                Some(_) => {}
-            }
         }
-        if let Some((child, kind)) = linked {
-            return Ok(Placement {
-                child,
-                method: format!("identifier:{kind}"),
-                scored: None,
-                review: None,
-            });
+        if let Some(placed) = by_identifiers(holders) {
+            return Ok(placed);
         }
         let best = self
             .candidates(conn, record, &excluded, Some((source, local_id)))
@@ -879,6 +856,28 @@ async fn add_term(
 }
 
 /// Where the matcher puts a record no link holds yet.
+/// Identifiers first: the child holding the record's verified NHS number (else UPN), each
+/// `(kind, child)` in that order, excluded children already left out. Two identifiers held by
+/// two children link by the first and propose the second for a person to decide. The
+/// incremental and bulk paths both place through this, so they cannot disagree on it.
+pub(crate) fn by_identifiers(holders: Vec<(&'static str, String)>) -> Option<Placement> {
+    let mut holders = holders.into_iter();
+    let (kind, child) = holders.next()?;
+    let review = holders
+        .find(|(_, other)| *other != child)
+        .map(|(other_kind, other)| Proposal {
+            child: other,
+            method: format!("identifier:{other_kind}"),
+            scored: None,
+        });
+    Some(Placement {
+        child,
+        method: format!("identifier:{kind}"),
+        scored: None,
+        review,
+    })
+}
+
 #[derive(Debug)]
 pub(crate) struct Placement {
     pub child: String,
