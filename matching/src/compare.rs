@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::normalise::{nickname_equivalent, nickname_with_slip, Dob, Name, Postcode};
+use crate::normalise::{
+    nickname_equivalent, nickname_with_slip, within_one_edit, Dob, Name, Postcode,
+};
 use crate::record::{Field, Record};
 
 /// One comparison the model scores.
@@ -406,27 +408,6 @@ pub fn text(a: &str, b: &str) -> u8 {
         2
     } else {
         3
-    }
-}
-
-/// Whether two strings are at most one substitution, insertion, deletion or transposition of
-/// neighbours apart, without allocating (this runs on every candidate pair).
-pub fn within_one_edit(a: &[u8], b: &[u8]) -> bool {
-    if a.len().abs_diff(b.len()) > 1 {
-        return false;
-    }
-    let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
-    let (ra, rb) = (&a[prefix..], &b[prefix..]);
-    if ra.is_empty() || rb.is_empty() {
-        return true; // equal, or one character more at the end
-    }
-    match ra.len().cmp(&rb.len()) {
-        std::cmp::Ordering::Equal => {
-            ra[1..] == rb[1..]
-                || (ra.len() >= 2 && ra[0] == rb[1] && ra[1] == rb[0] && ra[2..] == rb[2..])
-        }
-        std::cmp::Ordering::Greater => ra[1..] == *rb,
-        std::cmp::Ordering::Less => *ra == rb[1..],
     }
 }
 

@@ -103,7 +103,7 @@ fn short_form_or_slip(a: &Record, b: &Record) -> bool {
     x.tokens.iter().any(|p| {
         y.tokens.iter().any(|q| {
             let (short, long) = if p.len() <= q.len() { (p, q) } else { (q, p) };
-            crate::compare::within_one_edit(p.as_bytes(), q.as_bytes())
+            crate::normalise::within_one_edit(p.as_bytes(), q.as_bytes())
                 || (short.len() >= 3 && long.starts_with(short.as_str()))
         })
     })

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::block::Rule;
-use crate::record::{Field, Record};
+use crate::record::{Extra, Field, Record};
 
 /// Where the true identity of each record is, for evaluation only.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -84,6 +84,10 @@ pub enum InputError {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Mapping {
     pub columns: BTreeMap<Field, String>,
+    /// Columns of what a record carries beyond the compared fields (middle names, a former
+    /// family name, a former UPN or postcode, a household key): kept on the record for the
+    /// name comparisons and the rules that tell a child from a twin or a sibling.
+    pub extras: BTreeMap<Extra, String>,
     /// Keep a record whose date of birth cannot be read, flagged and without one, rather than
     /// stop at it (historical files write dates such as `-0050-01-0`).
     pub flag_bad_dates: bool,
@@ -96,15 +100,24 @@ impl Mapping {
         entries: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Self, InputError> {
         let mut columns = BTreeMap::new();
+        let mut extras = BTreeMap::new();
         for (field, column) in entries {
-            let f: Field = field
-                .trim()
-                .parse()
-                .map_err(|e: crate::record::UnknownField| InputError::Config(e.to_string()))?;
-            columns.insert(f, column.trim().to_string());
+            let name = field.trim();
+            match name.parse::<Field>() {
+                Ok(f) => {
+                    columns.insert(f, column.trim().to_string());
+                }
+                Err(e) => {
+                    let x: Extra = name
+                        .parse()
+                        .map_err(|_| InputError::Config(e.to_string()))?;
+                    extras.insert(x, column.trim().to_string());
+                }
+            }
         }
         Ok(Self {
             columns,
+            extras,
             flag_bad_dates: false,
         })
     }
@@ -217,6 +230,11 @@ pub fn read_from<R: std::io::Read>(
         .iter()
         .map(|(f, c)| find(c, f.as_str()).map(|i| (*f, i)))
         .collect::<Result<_, _>>()?;
+    let extras: Vec<(Extra, usize)> = mapping
+        .extras
+        .iter()
+        .map(|(x, c)| find(c, x.as_str()).map(|i| (*x, i)))
+        .collect::<Result<_, _>>()?;
     let truth_column = truth.map(|t| find(&t.column, "truth")).transpose()?;
     let mut table = Table {
         truth: truth.map(|_| Vec::new()),
@@ -255,6 +273,9 @@ pub fn read_from<R: std::io::Read>(
                     })
                 }
             }
+        }
+        for &(extra, i) in &extras {
+            r.add_extra(extra, row.get(i).unwrap_or_default());
         }
         if let (Some(t), Some(i), Some(out)) = (truth, truth_column, table.truth.as_mut()) {
             let value = row.get(i).unwrap_or_default();
@@ -317,6 +338,39 @@ mod tests {
             Some(&truth),
             &mut Entities::default(),
         )
+    }
+
+    #[test]
+    fn middle_and_former_names_and_households_are_mapped_onto_the_record() {
+        let m = Mapping::parse([
+            ("id", "rec_id"),
+            ("given_name", "given"),
+            ("middle_names", "middle"),
+            ("former_family_name", "was"),
+            ("household", "home"),
+        ])
+        .unwrap();
+        assert_eq!(m.extras.len(), 3);
+        let t = read_from(
+            &b"rec_id,given,middle,was,home\n1,Ruby,Rose Mary,Smith,uprn:100\n2,Ann,,,\n"[..],
+            Path::new("x.csv"),
+            &m,
+            None,
+            &mut Entities::default(),
+        )
+        .unwrap();
+        let r = &t.records[0];
+        assert_eq!(r.middle.as_ref().map(|n| n.tokens.len()), Some(2));
+        assert_eq!(r.former_family.len(), 1);
+        assert_eq!(r.household, vec!["uprn:100".to_string()]);
+        let empty = &t.records[1];
+        assert!(
+            empty.middle.is_none() && empty.former_family.is_empty() && empty.household.is_empty()
+        );
+        let e = Mapping::parse([("maiden_name", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("middle_names") && e.contains("household"), "{e}");
     }
 
     #[test]

@@ -271,9 +271,7 @@ pub fn nickname_equivalent(a: &str, b: &str) -> bool {
 /// tell a slip from another name.
 pub fn nickname_with_slip(slipped: &str, name: &str) -> bool {
     let one = |x: &str| {
-        x.len() >= 4
-            && slipped.len() >= 4
-            && crate::compare::within_one_edit(slipped.as_bytes(), x.as_bytes())
+        x.len() >= 4 && slipped.len() >= 4 && within_one_edit(slipped.as_bytes(), x.as_bytes())
     };
     if one(name) {
         return true;
@@ -546,6 +544,27 @@ pub fn address(raw: &str) -> Option<String> {
 pub fn text(raw: &str) -> Option<String> {
     let f = fold(raw);
     (!f.is_empty()).then_some(f)
+}
+
+/// Whether two strings are at most one substitution, insertion, deletion or transposition of
+/// neighbours apart, without allocating (this runs on every candidate pair).
+pub fn within_one_edit(a: &[u8], b: &[u8]) -> bool {
+    if a.len().abs_diff(b.len()) > 1 {
+        return false;
+    }
+    let prefix = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let (ra, rb) = (&a[prefix..], &b[prefix..]);
+    if ra.is_empty() || rb.is_empty() {
+        return true; // equal, or one character more at the end
+    }
+    match ra.len().cmp(&rb.len()) {
+        std::cmp::Ordering::Equal => {
+            ra[1..] == rb[1..]
+                || (ra.len() >= 2 && ra[0] == rb[1] && ra[1] == rb[0] && ra[2..] == rb[2..])
+        }
+        std::cmp::Ordering::Greater => ra[1..] == *rb,
+        std::cmp::Ordering::Less => *ra == rb[1..],
+    }
 }
 
 #[cfg(test)]

@@ -82,7 +82,7 @@ impl fmt::Display for Field {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown field `{0}`; expected one of id, given_name, family_name, birth_date, sex, postcode, house_number, street, locality, town, region, nhs_number, upn, other_id")]
+#[error("unknown field `{0}`; expected one of id, given_name, family_name, birth_date, sex, postcode, house_number, street, locality, town, region, nhs_number, upn, other_id, middle_names, former_family_name, former_upn, former_postcode, household")]
 pub struct UnknownField(pub String);
 
 impl FromStr for Field {
@@ -97,7 +97,7 @@ impl FromStr for Field {
 
 /// What a source can say of a record beyond the [`Field`]s a matching file maps: kept on the
 /// record for the rules that tell one child from a twin or a sibling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Extra {
     MiddleNames,
     FormerFamilyName,
@@ -105,6 +105,37 @@ pub enum Extra {
     FormerPostcode,
     /// A household key as the adapters spell it (`kind:value`).
     Household,
+}
+
+impl Extra {
+    pub const ALL: [Extra; 5] = [
+        Extra::MiddleNames,
+        Extra::FormerFamilyName,
+        Extra::FormerUpn,
+        Extra::FormerPostcode,
+        Extra::Household,
+    ];
+
+    /// The name a matching file's mapping gives it (`--map middle_names=COLUMN`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Extra::MiddleNames => "middle_names",
+            Extra::FormerFamilyName => "former_family_name",
+            Extra::FormerUpn => "former_upn",
+            Extra::FormerPostcode => "former_postcode",
+            Extra::Household => "household",
+        }
+    }
+}
+
+impl FromStr for Extra {
+    type Err = UnknownField;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Extra::ALL
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .ok_or_else(|| UnknownField(s.to_string()))
+    }
 }
 
 /// Something wrong with one value of a record that the record is still kept with.

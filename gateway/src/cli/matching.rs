@@ -29,7 +29,8 @@ pub struct Common {
     pub config: Option<PathBuf>,
     /// Column mapping, `field=column`, repeatable: fields are id, given_name, family_name,
     /// birth_date, sex, postcode, house_number, street, locality, town, region, nhs_number, upn,
-    /// other_id.
+    /// other_id; and, kept on the record for the name comparisons and the twin and sibling
+    /// rules, middle_names, former_family_name, former_upn, former_postcode, household.
     #[arg(long = "map", value_name = "FIELD=COLUMN")]
     pub map: Vec<String>,
     /// Column mapping for the right-hand file of `link`, where it differs from `--map`.

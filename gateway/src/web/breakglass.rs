@@ -22,7 +22,7 @@ use crate::foundation::error::Error;
 use crate::gateway::Gateway;
 use crate::pipeline::authorise::grants::Grant;
 use crate::read::sar;
-use crate::web::children::FieldError;
+use crate::web::forms::FieldError;
 use crate::web::render::{self, Page};
 use crate::web::session::{Posted, SignedIn};
 use crate::write::breakglass;

@@ -4,6 +4,8 @@
 //! (`/proc/self/task/*/schedstat`, nanoseconds on the CPU; `stat`'s ticks where schedstat is
 //! missing) is summed over those threads only. Linux only; elsewhere it reports nothing.
 
+use std::time::Duration;
+
 /// The name of every thread of the gateway's runtime (workers and blocking threads).
 pub const GATEWAY_THREAD: &str = "weft-gateway";
 
@@ -42,6 +44,33 @@ fn ticks(dir: &std::path::Path) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+// What the other benchmarks measure of the whole process, beside the gateway's own CPU.
+
+/// Peak resident memory of this process so far, from /proc (Linux); `None` elsewhere.
+pub(crate) fn peak_memory_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// CPU time this process has used so far, all threads, from /proc (Linux, which counts it in
+/// ticks of 1/100 s); `None` elsewhere.
+pub(crate) fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 //!
 //! Timings belong here, never in tests.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Args;
 
@@ -23,6 +23,8 @@ use weft_matching::block::default_rules;
 use weft_matching::link::{self, Task, TrainOptions};
 use weft_matching::record::{Field, Record};
 use weft_matching::search::SearchIndex;
+
+use super::cpu::{peak_memory_mib, percentile};
 
 #[derive(Debug, Clone, Args)]
 pub struct MatchBenchArgs {
@@ -67,31 +69,6 @@ const FIELDS: [Field; 5] = [
     Field::Sex,
     Field::Postcode,
 ];
-
-/// Peak resident memory of this process so far, from /proc (Linux); `None` elsewhere.
-pub(crate) fn peak_memory_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
-/// CPU time this process has used so far, all threads, from /proc (Linux, which counts it in
-/// ticks of 1/100 s); `None` elsewhere.
-pub(crate) fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
-}
-
-pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
 
 /// The fields of the development cohort the matcher compares.
 const COHORT_FIELDS: [Field; 9] = [

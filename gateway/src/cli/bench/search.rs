@@ -27,7 +27,7 @@ use sqlx::{Connection, PgConnection, Row};
 use weft_adapters::{Demographics, SourceRecord};
 use weft_sim::cohort::{search_split, CohortRecord};
 
-use crate::cli::bench::matching::{cpu_time, peak_memory_mib, percentile};
+use crate::cli::bench::cpu::{cpu_time, peak_memory_mib, percentile};
 use crate::cli::bench::ms;
 use crate::foundation::store::{insert_rows, Backend, Cell, Store};
 use crate::pipeline::resolve::linkage::{Grade, MAX_CANDIDATES};
