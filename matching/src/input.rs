@@ -122,6 +122,12 @@ impl Mapping {
         })
     }
 
+    /// Takes `other`'s columns over this one's (the command line's over the config file's).
+    pub fn merge(&mut self, other: Mapping) {
+        self.columns.extend(other.columns);
+        self.extras.extend(other.extras);
+    }
+
     /// The fields mapped, apart from the id: what the comparisons and rules may use.
     pub fn fields(&self) -> Vec<Field> {
         self.columns

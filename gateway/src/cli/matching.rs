@@ -151,7 +151,7 @@ fn settings(common: &Common, threshold: Option<f64>) -> anyhow::Result<Settings>
         .collect::<Result<_, _>>()?;
     let mut left = Mapping::parse(config.columns.iter().map(|(f, c)| (f.as_str(), c.as_str())))?;
     let over = Mapping::parse(cli.iter().map(|(f, c)| (f.as_str(), c.as_str())))?;
-    left.columns.extend(over.columns);
+    left.merge(over);
     if left.columns.is_empty() {
         return Err(InputError::Config(
             "no column mapping: give --map field=column or a [columns] table".into(),
@@ -160,18 +160,15 @@ fn settings(common: &Common, threshold: Option<f64>) -> anyhow::Result<Settings>
     }
     left.flag_bad_dates = common.flag_bad_dates;
     let mut right = left.clone();
-    right.columns.extend(
-        Mapping::parse(
-            config
-                .right_columns
-                .iter()
-                .map(|(f, c)| (f.as_str(), c.as_str())),
-        )?
-        .columns,
-    );
-    right
-        .columns
-        .extend(Mapping::parse(cli_right.iter().map(|(f, c)| (f.as_str(), c.as_str())))?.columns);
+    right.merge(Mapping::parse(
+        config
+            .right_columns
+            .iter()
+            .map(|(f, c)| (f.as_str(), c.as_str())),
+    )?);
+    right.merge(Mapping::parse(
+        cli_right.iter().map(|(f, c)| (f.as_str(), c.as_str())),
+    )?);
     let truth = match &common.truth {
         Some(column) => Some(Truth {
             column: column.clone(),
