@@ -1074,6 +1074,47 @@ mod tests {
         }
     }
 
+    /// The agencies the property tests draw a viewer from, with their kinds.
+    const AGENCIES: [(&str, AgencyKind); 5] = [
+        ("school", AgencyKind::Education),
+        ("urn-100001", AgencyKind::Education),
+        ("csc", AgencyKind::SocialCare),
+        ("trust", AgencyKind::Health),
+        ("force", AgencyKind::Police),
+    ];
+
+    fn kind_of(agency: &str) -> Option<AgencyKind> {
+        AGENCIES.iter().find(|(a, _)| *a == agency).map(|(_, k)| *k)
+    }
+
+    /// The viewer, and the concern's reporter: the viewer themself, or a school's DSL.
+    fn viewer_and_reporter(
+        role: Role,
+        agency: &str,
+        kind: AgencyKind,
+        reporter_is_viewer: bool,
+    ) -> (Principal, Principal) {
+        let who = Principal {
+            user: "viewer".into(),
+            agency: agency.into(),
+            agency_kind: kind,
+            role,
+            client: None,
+        };
+        let reporter = if reporter_is_viewer {
+            who.clone()
+        } else {
+            Principal {
+                user: "reporter".into(),
+                agency: "school".into(),
+                agency_kind: AgencyKind::Education,
+                role: Role::Dsl,
+                client: None,
+            }
+        };
+        (who, reporter)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
@@ -1084,25 +1125,11 @@ mod tests {
         #[test]
         fn a_concern_reads_the_same_whatever_it_withholds(
             role in proptest::sample::select(Role::ALL.to_vec()),
-            (agency, kind) in proptest::sample::select(vec![
-                ("school", AgencyKind::Education), ("urn-100001", AgencyKind::Education),
-                ("csc", AgencyKind::SocialCare), ("trust", AgencyKind::Health), ("force", AgencyKind::Police)]),
+            (agency, kind) in proptest::sample::select(AGENCIES.to_vec()),
             reporter_is_viewer in any::<bool>(),
         ) {
             let policy = default_policy_blocking();
-            let kind_of = |a: &str| match a {
-                "school" | "urn-100001" => Some(AgencyKind::Education),
-                "csc" => Some(AgencyKind::SocialCare),
-                "trust" => Some(AgencyKind::Health),
-                "force" => Some(AgencyKind::Police),
-                _ => None,
-            };
-            let who = Principal { user: "viewer".into(), agency: agency.into(), agency_kind: kind, role, client: None };
-            let reporter = if reporter_is_viewer {
-                who.clone()
-            } else {
-                Principal { user: "reporter".into(), agency: "school".into(), agency_kind: AgencyKind::Education, role: Role::Dsl, client: None }
-            };
+            let (who, reporter) = viewer_and_reporter(role, agency, kind, reporter_is_viewer);
             let unknown = serde_json::to_value(redact(&policy, kind_of, &who, concern(&reporter, false))).unwrap();
             let known = serde_json::to_value(redact(&policy, kind_of, &who, concern(&reporter, true))).unwrap();
             let permits = |category: &str| policy.decide(&Question {
@@ -1177,25 +1204,11 @@ mod tests {
         #[test]
         fn an_inbox_reads_the_same_whatever_its_concerns_withhold(
             role in proptest::sample::select(Role::ALL.to_vec()),
-            (agency, kind) in proptest::sample::select(vec![
-                ("school", AgencyKind::Education), ("urn-100001", AgencyKind::Education),
-                ("csc", AgencyKind::SocialCare), ("trust", AgencyKind::Health), ("force", AgencyKind::Police)]),
+            (agency, kind) in proptest::sample::select(AGENCIES.to_vec()),
             reporter_is_viewer in any::<bool>(),
         ) {
             let policy = default_policy_blocking();
-            let kind_of = |a: &str| match a {
-                "school" | "urn-100001" => Some(AgencyKind::Education),
-                "csc" => Some(AgencyKind::SocialCare),
-                "trust" => Some(AgencyKind::Health),
-                "force" => Some(AgencyKind::Police),
-                _ => None,
-            };
-            let who = Principal { user: "viewer".into(), agency: agency.into(), agency_kind: kind, role, client: None };
-            let reporter = if reporter_is_viewer {
-                who.clone()
-            } else {
-                Principal { user: "reporter".into(), agency: "school".into(), agency_kind: AgencyKind::Education, role: Role::Dsl, client: None }
-            };
+            let (who, reporter) = viewer_and_reporter(role, agency, kind, reporter_is_viewer);
             let inbox = |known: bool| {
                 let c = concern(&reporter, known);
                 let items: Vec<InboxItem> = deliveries(&c, reporter_is_viewer)
