@@ -697,6 +697,7 @@ fn source_record(patient: &Value) -> Option<SourceRecord> {
         identifiers,
         demographics,
         score: None,
+        restricted: is_restricted(patient),
     })
 }
 

@@ -9,7 +9,8 @@ use url::Url;
 
 use crate::http::{self, ClientTls};
 use crate::record::{
-    address_lines, household, scalar_text, Demographics, Identifier, Item, Probe, SourceRecord,
+    address_lines, household, scalar_text, truthy, Demographics, Identifier, Item, Probe,
+    SourceRecord,
 };
 use crate::{Adapter, AdapterError};
 
@@ -82,6 +83,12 @@ pub struct IdentityPointers {
     /// array of scalars (e.g. every carer's telephone).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub household: BTreeMap<String, String>,
+    /// A restriction marking (a refuge, a protected address): a pointer to a value that,
+    /// when true (or `yes`, `y`, `1`, a non-zero number), marks the record restricted for the
+    /// master child index, as a `restricted`, `refuge` or `protected_address` field set true
+    /// marks it in a view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restricted: Option<String>,
 }
 
 /// The household key kinds a configuration may name: the ones [`crate::record::household`]
@@ -143,6 +150,7 @@ impl HttpJsonAdapter {
             ("middle_names", &identity.middle_names),
             ("former_family_names", &identity.former_family_names),
             ("address_lines", &identity.address_lines),
+            ("restricted", &identity.restricted),
         ] {
             if let Some(pointer) = pointer {
                 check_pointer(pointer, &format!("identity.{name}"))?;
@@ -268,11 +276,17 @@ fn source_record(element: &Value, identity: &IdentityPointers) -> Option<SourceR
             demographics.add_household(kind, &value);
         }
     }
+    let restricted = identity
+        .restricted
+        .as_deref()
+        .and_then(|p| element.pointer(p))
+        .is_some_and(truthy);
     Some(SourceRecord {
         local_id,
         identifiers,
         demographics,
         score: None,
+        restricted,
     })
 }
 
@@ -390,6 +404,7 @@ mod tests {
             former_family_names: None,
             address_lines: None,
             household: BTreeMap::new(),
+            restricted: Some("/refuge".into()),
         };
         let record = source_record(
             &serde_json::json!({"id": 42, "upn": ["not", "scalar"], "dob": "2011-03-04"}),
@@ -406,5 +421,16 @@ mod tests {
             source_record(&serde_json::json!({"upn": "x"}), &identity),
             None
         );
+        // The restriction pointer: true marks the record; absent or false does not.
+        assert!(!record.restricted);
+        for (refuge, restricted) in [
+            (serde_json::json!(true), true),
+            (serde_json::json!("yes"), true),
+            (serde_json::json!(false), false),
+            (serde_json::json!(null), false),
+        ] {
+            let r = source_record(&serde_json::json!({"id": 1, "refuge": refuge}), &identity);
+            assert_eq!(r.unwrap().restricted, restricted);
+        }
     }
 }

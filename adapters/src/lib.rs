@@ -29,7 +29,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use http::ClientTls;
-pub use record::{Address, Demographics, Identifier, Item, Probe, SourceRecord};
+pub use record::{
+    marks_restriction, Address, Demographics, Identifier, Item, Probe, SourceRecord,
+    RESTRICTION_MARKERS,
+};
 
 /// One partner system, seen through its protocol.
 ///

@@ -209,6 +209,38 @@ pub struct SourceRecord {
     /// when the source gives none, or the record was listed rather than searched for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<u16>,
+    /// Whether the source marks the record restricted (NHS `R`/`V`, a refuge, a protected
+    /// address): the master child index keeps this, so that what it shows of a child before
+    /// any source is asked (a search's postcode district, the review queue's addresses) holds
+    /// back where a restricted child lives. Set by the adapter that reads the marking.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restricted: bool,
+}
+
+/// Fields that mark a whole child as restricted when any source sets them true: NHS `R`/`V`
+/// (`restricted`), a refuge, a protected address. One list for the adapters that read them and
+/// the gateway that applies them.
+pub const RESTRICTION_MARKERS: &[&str] = &["restricted", "protected_address", "refuge"];
+
+/// Whether a view item marks its record restricted: a [`RESTRICTION_MARKERS`] field set true.
+pub fn marks_restriction(item: &Item) -> bool {
+    RESTRICTION_MARKERS.contains(&item.field.as_str())
+        && item.value == serde_json::Value::Bool(true)
+}
+
+/// Whether a value a source gives for a restriction marker says "restricted": true, a non-zero
+/// number, or text such as `true`, `yes`, `y` or `1` (any case). Anything else, a blank or
+/// null included, does not.
+pub fn truthy(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Bool(b) => *b,
+        serde_json::Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        serde_json::Value::String(s) => matches!(
+            s.trim().to_ascii_lowercase().as_str(),
+            "true" | "t" | "yes" | "y" | "1"
+        ),
+        _ => false,
+    }
 }
 
 impl SourceRecord {

@@ -15,8 +15,8 @@ use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{Column, ColumnIndex, Decode, Row, Type, TypeInfo, ValueRef};
 
 use crate::record::{
-    address_lines, household, scalar_text, Address, Demographics, Identifier, Item, Probe,
-    SourceRecord,
+    address_lines, household, scalar_text, truthy, Address, Demographics, Identifier, Item, Probe,
+    SourceRecord, RESTRICTION_MARKERS,
 };
 use crate::{error_chain, Adapter, AdapterError};
 
@@ -42,8 +42,10 @@ pub struct SqlConfig {
     /// `nhs_number`, `upn`, `given_name`, `family_name`, `birth_date`, `sex`, `postcode`,
     /// `middle_names`, `former_family_names` and `former_postcodes` (several separated by `;`),
     /// `address_line1`… (any columns named `address_line…`, in query order), `address_json`
-    /// (the SSD's address object), and the household keys `uprn`, `household_phone` (or
-    /// `carer_phone`), `carer_id` and `family_id`; any other column (`former_upn`, a case
+    /// (the SSD's address object), the household keys `uprn`, `household_phone` (or
+    /// `carer_phone`), `carer_id` and `family_id`, and the restriction markers `restricted`,
+    /// `protected_address` and `refuge` (true, a non-zero number, `yes`, `y`, `true` or `1`
+    /// restricts the record); any other column (`former_upn`, a case
     /// number) is a source-scoped identifier of that name. Required without a preset.
     #[serde(default)]
     pub list: String,
@@ -446,6 +448,7 @@ fn list_record(row: Columns) -> Option<SourceRecord> {
     let mut identifiers = Vec::new();
     let mut demographics = Demographics::default();
     let mut lines = Vec::new();
+    let mut restricted = false;
     let many = |text: &Option<String>| -> Vec<String> {
         text.as_deref()
             .map(|t| address_lines(t.split(LIST_SEPARATOR)))
@@ -493,6 +496,9 @@ fn list_record(row: Columns) -> Option<SourceRecord> {
             "family_id" => {
                 demographics.add_household(household::FAMILY, text.as_deref().unwrap_or(""))
             }
+            // A restriction marker (NHS R/V, a refuge, a protected address): any one set
+            // restricts the record.
+            c if RESTRICTION_MARKERS.contains(&c) => restricted |= truthy(&value),
             _ => {
                 if let Some(value) = text {
                     identifiers.push(Identifier::new(column, value));
@@ -506,6 +512,7 @@ fn list_record(row: Columns) -> Option<SourceRecord> {
         identifiers,
         demographics,
         score: None,
+        restricted,
     })
 }
 
@@ -884,6 +891,20 @@ mod tests {
             Some("2011-03-04")
         );
         assert_eq!(list_record(row(&[("local_id", Value::Null)])), None);
+        assert!(!record.restricted);
+        // Any restriction marker set restricts the record, and is not an identifier.
+        for (column, value, restricted) in [
+            ("protected_address", Value::from(1), true),
+            ("Refuge", Value::from("Y"), true),
+            ("restricted", Value::Bool(true), true),
+            ("restricted", Value::from("no"), false),
+            ("refuge", Value::from(0), false),
+            ("protected_address", Value::Null, false),
+        ] {
+            let r = list_record(row(&[("local_id", Value::from("a")), (column, value)])).unwrap();
+            assert_eq!(r.restricted, restricted, "{column}");
+            assert!(r.identifiers.is_empty(), "{column}");
+        }
     }
 
     #[test]

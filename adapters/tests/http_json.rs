@@ -203,6 +203,7 @@ fn people_config(base: &str) -> HttpJsonConfig {
                 ("uprn".into(), "/address/uprn".into()),
                 ("phone".into(), "/carers/0/phone".into()),
             ]),
+            restricted: None,
         },
         fields: vec![mapping("/incidents", "incidents", "police.incidents")],
     }

@@ -1098,6 +1098,7 @@ impl CohortRecord {
                 ..Default::default()
             },
             score: None,
+            restricted: false,
         }
     }
 

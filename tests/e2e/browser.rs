@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use crate::harness::{Env, Gateway};
 use crate::web::config_with_pages;
 use weft::dev::people::people;
+use weft_sim::population::System;
 
 struct Driver(Child);
 
@@ -353,6 +354,24 @@ async fn in_a_browser_a_dsl_signs_in_finds_a_child_reads_the_summary_and_raises_
         .expect("one child found");
     check(&c, "results").await;
     shot(&c, "find-results").await;
+    // The postcode district tells children apart too: the scenario child is not restricted.
+    let scenario = env.partners.population.scenario().expect("scenario");
+    let table = c
+        .find(Locator::Css("table"))
+        .await
+        .expect("results")
+        .text()
+        .await
+        .expect("text");
+    let districts: Vec<String> = [System::School, System::SocialCare, System::Police]
+        .into_iter()
+        .filter_map(|s| scenario.identity(s))
+        .filter_map(|i| weft::read::area::places::district(&i.address.postcode))
+        .collect();
+    assert!(
+        districts.iter().any(|d| table.contains(d.as_str())),
+        "a district of {districts:?} in {table}"
+    );
 
     c.find(Locator::XPath("//table//a[contains(., 'Calder')]"))
         .await

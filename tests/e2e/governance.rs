@@ -672,3 +672,109 @@ async fn a_restricted_record_restricts_the_child_in_every_source() {
         "{entries}"
     );
 }
+
+/// The postcode district of each postcode the child's records give, in the sources a social
+/// worker or DSL may know of.
+fn districts(child: &SimChild) -> Vec<String> {
+    [System::School, System::SocialCare, System::Police]
+        .into_iter()
+        .filter_map(|s| child.identity(s))
+        .filter_map(|i| weft::read::area::places::district(&i.address.postcode))
+        .collect()
+}
+
+/// What a search shows a searcher of one child (by NHS number): its `shown` entry.
+async fn shown(gw: &Gateway, token: &str, nhs: &str) -> (Value, String) {
+    let (status, body) = gw
+        .post(
+            "/v1/children/search",
+            token,
+            &json!({"purpose": "safeguarding", "nhs_number": nhs}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["children"][0]["id"].as_str().expect("id").to_string();
+    assert_eq!(body["children"][0]["access"], "granted", "{body}");
+    (body["shown"][&id].clone(), body.to_string())
+}
+
+/// Issue 14's last gap, under issue 13's rule: a search shows the postcode district of a child
+/// who is not restricted to a searcher whose policy shows the address (`identity.contact`), and
+/// never of a restricted child — whose entry then reads as a child with no postcode recorded,
+/// naming no restriction — nor to a teacher, whom policy shows no address. Lifting the
+/// restriction (the index's record of it cleared, as the next indexing of a record no longer
+/// marked does) brings the district back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_search_shows_the_district_of_a_child_only_while_no_source_restricts_it() {
+    let env = Env::new(40).await;
+    let gw = Gateway::start(&env, env.write_config("weft.toml", &env.config(false))).await;
+    let pop = &env.partners.population;
+    let on_roll = |c: &&SimChild| c.school.as_ref().is_some_and(|s| s.on_roll);
+    let restricted = pop
+        .restricted()
+        .into_iter()
+        .find(on_roll)
+        .expect("a restricted child on a school's roll");
+    let open = pop
+        .children
+        .iter()
+        .filter(|c| !c.health.as_ref().is_some_and(|h| h.restricted))
+        .find(|c| on_roll(c) && !c.scenario && c.social_care.is_none())
+        .expect("a child on the roll, not restricted");
+    assert!(!districts(restricted).is_empty() && !districts(open).is_empty());
+    let sw = env.token("sw-1", SOCIAL_CARE_AGENCY, "social_worker");
+    let dsl = env.token("dsl-1", SCHOOL_AGENCY, "dsl");
+    let teacher = env.token("teacher-1", SCHOOL_AGENCY, "teacher");
+    gw.refer(&env, &restricted.truth.nhs_number).await;
+    gw.refer(&env, &open.truth.nhs_number).await;
+
+    for token in [&sw, &dsl] {
+        let (seen, _) = shown(&gw, token, &open.truth.nhs_number).await;
+        let district = seen["district"].as_str().expect("a district");
+        assert!(districts(open).iter().any(|d| d == district), "{seen}");
+        let (held, body) = shown(&gw, token, &restricted.truth.nhs_number).await;
+        assert!(held.get("district").is_none(), "{held}");
+        for d in districts(restricted) {
+            assert!(!body.contains(&format!("\"{d}\"")), "{body}");
+        }
+        for i in [
+            System::School,
+            System::SocialCare,
+            System::Police,
+            System::Health,
+        ]
+        .into_iter()
+        .filter_map(|s| restricted.identity(s))
+        {
+            assert!(!body.contains(i.address.postcode.as_str()), "{body}");
+        }
+        assert!(
+            !body.contains("restrict"),
+            "nothing names a restriction: {body}"
+        );
+        // The restricted child's entry has the keys of the open child's, the district apart:
+        // as a child with no postcode recorded would.
+        let keys = |v: &Value| {
+            let mut k: Vec<String> = v.as_object().expect("entry").keys().cloned().collect();
+            k.retain(|k| k != "district");
+            k
+        };
+        assert_eq!(keys(&held), keys(&seen));
+    }
+    let (seen, _) = shown(&gw, &teacher, &open.truth.nhs_number).await;
+    assert!(seen.get("district").is_none(), "a teacher: {seen}");
+    assert!(seen.get("family_name").is_some(), "{seen}");
+
+    // The restriction lifted: the district is back; restricted again: gone.
+    let id = gw.child_by_nhs(&sw, &restricted.truth.nhs_number).await;
+    crate::harness::mark_restricted(&env.store.url, &id, false).await;
+    let (lifted, _) = shown(&gw, &dsl, &restricted.truth.nhs_number).await;
+    let district = lifted["district"].as_str().expect("the district, lifted");
+    assert!(
+        districts(restricted).iter().any(|d| d == district),
+        "{lifted}"
+    );
+    crate::harness::mark_restricted(&env.store.url, &id, true).await;
+    let (again, _) = shown(&gw, &dsl, &restricted.truth.nhs_number).await;
+    assert!(again.get("district").is_none(), "{again}");
+}

@@ -432,3 +432,19 @@ pub async fn block_audit(url: &str, blocked: bool) {
     }
     pool.close().await;
 }
+
+/// Sets whether the index holds every record of `child` as restricted, as the next indexing
+/// leaves it when the sources mark the records so or lift the marking: the simulated partner
+/// systems' restrictions are fixed for a run, so tests that need one set or lifted write it
+/// where an indexing would (`source_records.restricted`; see `Index::upsert` for the indexing).
+pub async fn mark_restricted(url: &str, child: &str, restricted: bool) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.expect("store");
+    sqlx::query("UPDATE source_records SET restricted = $1 WHERE child_id = $2")
+        .bind(i64::from(restricted))
+        .bind(child)
+        .execute(&pool)
+        .await
+        .expect("mark restricted");
+    pool.close().await;
+}

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use weft::dev::people::{people, ALLOCATED_WORKER};
 use weft::foundation::config::DevPerson;
+use weft_sim::population::System;
 
 use crate::harness::{Env, Gateway};
 
@@ -288,6 +289,14 @@ async fn a_dsl_finds_a_child_reads_the_summary_and_raises_a_concern_the_allocate
     assert!(text(&found.html).contains(family));
     assert!(text(&found.html).contains(shown["birth_date"].as_str().unwrap()));
     assert!(text(&found.html).contains("Weftbridge Academy"));
+    // The postcode district, as the API shows it to this DSL, and never the whole postcode.
+    let district = shown["district"].as_str().expect("a DSL sees the district");
+    assert!(text(&found.html).contains(district), "{}", found.html);
+    for system in [System::School, System::SocialCare, System::Police] {
+        if let Some(i) = scenario.identity(system) {
+            assert!(!found.html.contains(i.address.postcode.as_str()));
+        }
+    }
 
     // The child's page shows what the JSON view shows this DSL, and nothing it withholds.
     let page = dsl.get(&link).await;

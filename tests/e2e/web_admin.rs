@@ -757,3 +757,108 @@ async fn with_mutual_tls_browsers_use_a_listener_of_their_own_and_agency_systems
         .expect("request");
     assert_eq!(r.status(), 401);
 }
+
+/// The review queue holds back where a restricted child lives: once a record of the proposed
+/// child is marked restricted, neither side of the match shows a postcode or address lines —
+/// the API says `address_held_back`, the page says an address was held back and shows none of
+/// it, and the audit entry names the records — for a data administrator, whom policy does not
+/// name for `restricted.contact`. Lifted, the addresses are back.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_review_queue_holds_back_a_restricted_childs_address() {
+    let env = Env::new(30).await;
+    let gw = start(&env, "[matching]\nupper = 1.0\nlower = 0.5\n").await;
+    let admin = token(&env, "data_admin");
+    let child = env.partners.population.probabilistic_only().expect("child");
+    let police = child.identity(System::Police).expect("police record");
+    let source = env.partners.source_id(System::Police);
+    let proposal = |queue: &Value| {
+        queue["matches"]
+            .as_array()
+            .expect("matches")
+            .iter()
+            .find(|m| m["source"] == source.as_str() && m["local_id"] == police.local_id.as_str())
+            .expect("the police record awaits review")
+            .clone()
+    };
+    let (status, queue) = gw.get("/v1/matches/review", &admin).await;
+    assert_eq!(status, 200, "{queue}");
+    let open = proposal(&queue);
+    assert_eq!(open["record"]["postcode"], police.address.postcode.as_str());
+    assert_eq!(open["record"]["address_held_back"], false);
+    let mut b = Browser::new(&env, &gw);
+    b.sign_in(index_of("data_admin")).await;
+    let page = b.get("/admin/matches").await;
+    assert!(page.html.contains(police.address.postcode.as_str()));
+    // (Other matches may involve a child the simulated health source restricts already.)
+    let held_before = words(&page.html)
+        .matches(weft::web::review::ADDRESS_HELD_BACK)
+        .count();
+
+    // A record of the proposed child is marked restricted.
+    let proposed = open["child_id"].as_str().expect("child").to_string();
+    crate::harness::mark_restricted(&env.store.url, &proposed, true).await;
+    let (_, queue) = gw.get("/v1/matches/review", &admin).await;
+    let held = proposal(&queue);
+    let records: Vec<&Value> = std::iter::once(&held["record"])
+        .chain(held["child_records"].as_array().expect("child records"))
+        .collect();
+    assert!(records.len() > 1, "{held}");
+    for r in &records {
+        assert_eq!(r["address_held_back"], true, "{r}");
+        assert!(r["postcode"].is_null(), "{r}");
+        assert_eq!(r["address_lines"], json!([]), "{r}");
+        // The rest of the record is still there to compare.
+        assert!(
+            r["family_name"].is_string() || r["given_name"].is_string(),
+            "{r}"
+        );
+    }
+    let postcodes: Vec<String> = [System::School, System::SocialCare, System::Police]
+        .into_iter()
+        .filter_map(|s| child.identity(s))
+        .map(|i| i.address.postcode.clone())
+        .collect();
+    let body = held.to_string();
+    for pc in &postcodes {
+        assert!(!body.contains(pc.as_str()), "{pc} in {body}");
+    }
+    let page = b.get("/admin/matches").await;
+    assert_eq!(page.status, 200);
+    let text = words(&page.html);
+    assert!(
+        text.matches(weft::web::review::ADDRESS_HELD_BACK).count() > held_before,
+        "the page says the address was held back: {text}"
+    );
+    assert!(
+        text.contains(&police.family_name),
+        "the record is still compared"
+    );
+    for pc in &postcodes {
+        assert!(!page.html.contains(pc.as_str()), "{pc} on the page");
+    }
+    let (_, entries) = gw
+        .get(
+            "/v1/audit?user=demo-data-admin&limit=100",
+            &token(&env, "ig_officer"),
+        )
+        .await;
+    assert!(
+        entries.as_array().expect("entries").iter().any(|e| {
+            e["action"] == "match_review"
+                && e["detail"]["address_held_back"]
+                    .as_array()
+                    .is_some_and(|r| {
+                        r.iter()
+                            .any(|x| x == &json!(format!("{source}/{}", police.local_id)))
+                    })
+        }),
+        "the audit names what was held back: {entries}"
+    );
+
+    // Lifted: the addresses are back.
+    crate::harness::mark_restricted(&env.store.url, &proposed, false).await;
+    let (_, queue) = gw.get("/v1/matches/review", &admin).await;
+    let back = proposal(&queue);
+    assert_eq!(back["record"]["postcode"], police.address.postcode.as_str());
+    assert_eq!(back["record"]["address_held_back"], false);
+}

@@ -409,6 +409,9 @@ impl Batch {
                         identifiers: d.identifiers,
                         demographics: d.demographics,
                         score: None,
+                        // A file that marks a record restricted says so in its items, as a
+                        // view would read it.
+                        restricted: items.iter().any(crate::record::marks_restriction),
                     },
                     items,
                 }

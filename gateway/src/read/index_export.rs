@@ -167,6 +167,7 @@ mod tests {
                 ..Demographics::default()
             },
             score: None,
+            restricted: false,
         }
     }
 

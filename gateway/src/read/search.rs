@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use sqlx::Row;
 
 use crate::foundation::config::AgencyKind;
+use crate::pipeline::authorise::policy::RESTRICTED_CONTACT;
 use crate::pipeline::authorise::{known_category, Effect, Policy, Question};
+use crate::read::area::places;
 
 use crate::foundation::domain::Purpose;
 use crate::foundation::error::Error;
@@ -33,8 +35,10 @@ pub struct SearchResult {
     /// By child id, for the children this searcher has a relationship with only: what tells
     /// them apart, as the index's records hold it and only as far as policy lets this searcher
     /// see it for this purpose (`identity.core` for name, date of birth and sex;
-    /// `education.enrolment` for the school) — so the right child can be chosen before anything
-    /// is opened. A child with nothing visible, or no relationship, has no entry.
+    /// `education.enrolment` for the school; `identity.contact` for the postcode district, and
+    /// for a restricted child only with `restricted.contact` too) — so the right child can be
+    /// chosen before anything is opened. A child with nothing visible, or no relationship, has
+    /// no entry.
     pub shown: BTreeMap<String, Distinguishing>,
 }
 
@@ -70,6 +74,12 @@ pub struct Distinguishing {
     /// The schools (by name) whose records are linked to the child.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub schools: Vec<String>,
+    /// The postcode district (outward code, e.g. `WT3`) of the first record that gives a full
+    /// postcode, never more of the postcode. Absent for a child with no postcode the searcher
+    /// may see — which is how a restricted child looks to anyone policy does not name for
+    /// `restricted.contact`: the answer says nothing of a restriction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub district: Option<String>,
 }
 
 /// Searches the index for the search in `body` (`schemas/search.schema.json`).
@@ -161,6 +171,10 @@ struct Held {
 
 /// What tells the found children apart, from the index's own copy of each source record's
 /// demographics. Returns the details and the categories shown, for the audit entry.
+///
+/// A child is restricted when any record linked to it is marked so in the index (by whichever
+/// source, known to this searcher or not, configured here or not): its district is then shown
+/// only to a searcher policy names for `restricted.contact`.
 async fn distinguishing(
     gw: &Gateway,
     who: &Principal,
@@ -173,12 +187,16 @@ async fn distinguishing(
     let mut categories = BTreeSet::new();
     for id in ids.iter().take(DISTINGUISH_AT_MOST) {
         let rows = sqlx::query(
-            "SELECT source, demographics FROM source_records WHERE child_id = $1 \
+            "SELECT source, demographics, restricted FROM source_records WHERE child_id = $1 \
              ORDER BY source, local_id",
         )
         .bind(*id)
         .fetch_all(&gw.store.pool)
         .await?;
+        let mut restricted = false;
+        for row in &rows {
+            restricted |= row.try_get::<i64, _>("restricted")? != 0;
+        }
         let mut held = Vec::with_capacity(rows.len());
         for row in &rows {
             let source: String = row.try_get("source")?;
@@ -198,7 +216,7 @@ async fn distinguishing(
                 demographics: serde_json::from_str(&text).unwrap_or_default(),
             });
         }
-        if let Some(d) = distinguish(&permits, &held, &mut categories) {
+        if let Some(d) = distinguish(&permits, &held, restricted, &mut categories) {
             shown.insert(id.to_string(), d);
         }
     }
@@ -223,14 +241,28 @@ fn permitted(policy: &Policy, who: &Principal, purpose: Purpose, category: &str)
 /// One child's distinguishing details, by the view's rules: a record counts only if its
 /// agency's kind is one the searcher may know of (`<kind>.known`), its name, date of birth and
 /// sex only where `identity.core` is permitted, its school only where `education.enrolment`
-/// is. `None` when nothing is visible.
+/// is, its postcode district only where `identity.contact` (the view's category for a
+/// postcode) is and — for a `restricted` child — `restricted.contact` too, as the view holds
+/// a restricted child's postcode back. `None` when nothing is visible.
 fn distinguish(
     permits: &impl Fn(&str) -> bool,
     held: &[Held],
+    restricted: bool,
     categories: &mut BTreeSet<&'static str>,
 ) -> Option<Distinguishing> {
     let mut d = Distinguishing::default();
+    let located = permits("identity.contact") && (!restricted || permits(RESTRICTED_CONTACT));
     for h in held.iter().filter(|h| permits(known_category(h.kind))) {
+        if located && d.district.is_none() {
+            d.district = h
+                .demographics
+                .postcode
+                .as_deref()
+                .and_then(places::district);
+            if d.district.is_some() {
+                categories.insert("identity.contact");
+            }
+        }
         if permits("identity.core") {
             let demo = &h.demographics;
             categories.insert("identity.core");
@@ -251,7 +283,8 @@ fn distinguish(
         && d.family_name.is_none()
         && d.birth_date.is_none()
         && d.sex.is_none()
-        && d.schools.is_empty();
+        && d.schools.is_empty()
+        && d.district.is_none();
     (!nothing).then_some(d)
 }
 
@@ -303,6 +336,7 @@ fn parse(gw: &Gateway, who: &Principal, body: &[u8]) -> Result<(Search, Purpose,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::foundation::domain::Role;
     use crate::pipeline::authorise::testing::{
         arb_purpose, arb_relationship, arb_viewer, default_policy_blocking, shape,
     };
@@ -323,9 +357,114 @@ mod tests {
             family_name: Some(format!("{marker}-FAMILY-{n}")),
             birth_date: Some(format!("{marker}-BORN-{n}")),
             sex: Some(format!("{marker}-SEX-{n}")),
-            postcode: Some(format!("{marker}-POSTCODE-{n}")),
             ..Demographics::default()
         }
+    }
+
+    /// A child with a restricted health record and a school record with a postcode: the
+    /// district reaches a DSL only while the child is not restricted, never a teacher (no
+    /// `identity.contact`), and a health practitioner giving direct care (whom policy names for
+    /// `restricted.contact`) only as the district; when nothing else is visible the restricted
+    /// child's entry is the one a child without a postcode has.
+    #[test]
+    fn the_district_follows_contact_and_the_restriction() {
+        let policy = default_policy_blocking();
+        let held = |school_postcode: Option<&str>, health_postcode: Option<&str>| {
+            vec![
+                Held {
+                    kind: AgencyKind::Health,
+                    agency: "Trust".into(),
+                    demographics: Demographics {
+                        given_name: Some("Amy".into()),
+                        postcode: health_postcode.map(String::from),
+                        ..Demographics::default()
+                    },
+                },
+                Held {
+                    kind: AgencyKind::Education,
+                    agency: "Hill School".into(),
+                    demographics: Demographics {
+                        given_name: Some("Amy".into()),
+                        postcode: school_postcode.map(String::from),
+                        ..Demographics::default()
+                    },
+                },
+            ]
+        };
+        let details = |role: Role,
+                       agency: &str,
+                       kind: AgencyKind,
+                       purpose: Purpose,
+                       restricted,
+                       held: &[Held]| {
+            let who = Principal {
+                user: "u".into(),
+                agency: agency.into(),
+                agency_kind: kind,
+                role,
+                client: None,
+            };
+            let permits = |c: &str| permitted(&policy, &who, purpose, c);
+            let mut categories = BTreeSet::new();
+            let d = distinguish(&permits, held, restricted, &mut categories);
+            (serde_json::to_value(&d).unwrap(), categories)
+        };
+        let with = held(Some("wt3 5qp"), None);
+        let dsl = |restricted, held: &[Held]| {
+            details(
+                Role::Dsl,
+                "urn-200002",
+                AgencyKind::Education,
+                Purpose::Safeguarding,
+                restricted,
+                held,
+            )
+        };
+        let (open, categories) = dsl(false, &with);
+        assert_eq!(open["district"], "WT3", "{open}");
+        assert!(categories.contains("identity.contact"));
+        assert!(!open.to_string().contains("5QP") && !open.to_string().contains("5qp"));
+        let (closed, categories) = dsl(true, &with);
+        assert!(closed.get("district").is_none(), "{closed}");
+        assert!(!categories.contains("identity.contact"));
+        // The restricted child reads as the same child with no postcode recorded.
+        let (none, _) = dsl(false, &held(None, None));
+        assert_eq!(closed, none);
+        // A teacher never sees the district: policy gives them no `identity.contact`.
+        let (teacher, _) = details(
+            Role::Teacher,
+            "urn-200002",
+            AgencyKind::Education,
+            Purpose::Safeguarding,
+            false,
+            &with,
+        );
+        assert!(teacher.get("district").is_none(), "{teacher}");
+        // Direct care, named for `restricted.contact`: the district of the health record even
+        // for a restricted child, and only the district.
+        let health = held(Some("WT3 5QP"), Some("WT9 1AB"));
+        let (nurse, _) = details(
+            Role::HealthPractitioner,
+            "trust",
+            AgencyKind::Health,
+            Purpose::DirectCare,
+            true,
+            &health,
+        );
+        assert_eq!(nurse["district"], "WT9", "{nurse}");
+        assert!(!nurse.to_string().contains("1AB"));
+        let (nurse, _) = details(
+            Role::HealthPractitioner,
+            "trust",
+            AgencyKind::Health,
+            Purpose::Safeguarding,
+            true,
+            &health,
+        );
+        assert!(
+            nurse.get("district").is_none(),
+            "safeguarding is not named: {nurse}"
+        );
     }
 
     proptest! {
@@ -334,9 +473,12 @@ mod tests {
         /// Whatever the searcher's role, agency, purpose and relationship with the child, and
         /// whatever of it the index holds that they may see: adding what they may not — the
         /// demographics of a record whose `identity.core` is withheld from them, whole records
-        /// in sources whose kind they may not know of — leaves the search's answer the same
-        /// shape once values are placeholders, and none of the added values, nor the hidden
-        /// agencies' names, appears.
+        /// in sources whose kind they may not know of, postcodes where `identity.contact` is
+        /// withheld, and a restriction with the postcodes it holds back (the restricted child
+        /// set beside the same child unrestricted with no postcode recorded) — leaves the
+        /// search's answer the same shape once values are placeholders, and none of the added
+        /// values, nor the hidden agencies' names, appears. A postcode the searcher may see
+        /// does show as its district.
         #[test]
         fn a_search_has_one_shape_whether_or_not_withheld_data_exists(
             (role, agency, kind) in arb_viewer(),
@@ -345,6 +487,7 @@ mod tests {
             present in proptest::collection::vec(any::<bool>(), 4..=4),
             elsewhere in proptest::collection::vec(any::<bool>(), 4..=4),
             matched_on in proptest::sample::select(vec!["nhs_number", "upn", "local_id", "demographics"]),
+            restricted in any::<bool>(),
         ) {
             let policy = default_policy_blocking();
             let who = Principal { user: "searcher".into(), agency: agency.into(), agency_kind: kind, role, client: None };
@@ -356,33 +499,47 @@ mod tests {
                 probability: 1.0,
                 explanation: Vec::new(),
             };
+            // Whether a postcode of a record they may know of reaches them as a district, the
+            // child restricted or not: the restriction is what the withheld data adds.
+            let located = permits("identity.contact")
+                && (!restricted || permits(RESTRICTED_CONTACT));
             let build = |with_withheld: bool| {
                 let mut held = Vec::new();
                 for (n, k) in KINDS.iter().enumerate() {
                     let known = permits(known_category(*k));
                     let identity = known && permits("identity.core");
                     if present[n] && known {
-                        let demographics = if identity {
+                        let mut demographics = if identity {
                             demographics("SHOWN", n)
                         } else if with_withheld {
                             demographics("SECRET", n)
                         } else {
                             Demographics::default()
                         };
+                        // A district `WT<n>` may be shown; `ZZ<n>` never may.
+                        demographics.postcode = if located {
+                            Some(format!("WT{n} 1AA"))
+                        } else if with_withheld {
+                            Some(format!("ZZ{n} 9ZZ"))
+                        } else {
+                            None
+                        };
                         held.push(Held { kind: *k, agency: format!("AGENCY-{n}"), demographics });
                     }
                     if with_withheld && (elsewhere[n] || !present[n]) && !known {
+                        let mut demographics = demographics("SECRET", n);
+                        demographics.postcode = Some(format!("ZZ{n} 9ZZ"));
                         held.push(Held {
                             kind: *k,
                             agency: format!("HIDDEN-AGENCY-{n}"),
-                            demographics: demographics("SECRET", n),
+                            demographics,
                         });
                     }
                 }
                 let mut categories = BTreeSet::new();
                 let hit = hit(&found, relationship.clone());
                 let shown: BTreeMap<String, Distinguishing> = if hit.access == "granted" {
-                    distinguish(&permits, &held, &mut categories)
+                    distinguish(&permits, &held, with_withheld && restricted, &mut categories)
                         .map(|d| (found.id.clone(), d))
                         .into_iter()
                         .collect()
@@ -396,8 +553,20 @@ mod tests {
             prop_assert_eq!(shape(&without), shape(&with), "{:?}/{}/{:?}", role, agency, purpose);
             let body = with.to_string();
             prop_assert!(!body.contains("SECRET") && !body.contains("HIDDEN-AGENCY"), "{}", body);
+            prop_assert!(!body.contains("ZZ"), "a withheld postcode's district: {}", body);
             if relationship.is_empty() {
                 prop_assert!(!body.contains("SHOWN") && !body.contains("AGENCY-"), "{}", body);
+                prop_assert!(!body.contains("district"), "{}", body);
+            } else {
+                // A postcode they may see is shown, as its district only.
+                let first = KINDS
+                    .iter()
+                    .enumerate()
+                    .find(|(n, k)| present[*n] && permits(known_category(**k)))
+                    .map(|(n, _)| format!("WT{n}"));
+                let district = with["shown"]["child"]["district"].as_str().map(String::from);
+                prop_assert_eq!(district, first.filter(|_| located), "{}", body);
+                prop_assert!(!body.contains("1AA"), "{}", body);
             }
         }
     }

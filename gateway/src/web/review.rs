@@ -111,6 +111,11 @@ fn date(d: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
+/// What the page says in place of an address held back from the reviewer: that it was, and
+/// why, never any of it.
+pub const ADDRESS_HELD_BACK: &str =
+    "Held back: a child in this match is restricted, and your role may not see where they live";
+
 fn value(r: &RecordIdentity, label: &str) -> String {
     let text = |v: &Option<String>| v.clone().unwrap_or_default();
     match label {
@@ -120,6 +125,7 @@ fn value(r: &RecordIdentity, label: &str) -> String {
         "Former last names" => r.former_family_names.join(", "),
         "Date of birth" => date(&r.birth_date),
         "Sex" => text(&r.sex),
+        "Postcode" | "Address" if r.address_held_back => ADDRESS_HELD_BACK.into(),
         "Postcode" => text(&r.postcode),
         "Address" => r.address_lines.join(", "),
         "NHS number" => identifier(r, &["nhs_number"], false),

@@ -11,6 +11,7 @@ use crate::foundation::error::Error;
 use crate::foundation::schema::validated;
 use crate::gateway::{entry, Gateway};
 use crate::pipeline::authenticate::Principal;
+use crate::pipeline::authorise::restriction_applies;
 use crate::pipeline::resolve::linkage::{self, Decided, Decision, DecisionError, LinkRow};
 use crate::pipeline::resolve::records::{self, RecordIdentity};
 
@@ -57,6 +58,12 @@ async fn admin_only(
 }
 
 /// The review queue of uncertain matches. Data administrators only.
+///
+/// A match that involves a restricted child — the proposed child, or the one the record is
+/// linked to now, has a record its source marks restricted — shows neither side's postcode nor
+/// address lines unless policy names the reviewer for `restricted.contact` (for the audit
+/// purpose): were the two one child, either record's address would say where a restricted
+/// child lives. The records say that their address was held back, never what it was.
 pub async fn queue(gw: &Gateway, who: &Principal) -> Result<ReviewQueue, Error> {
     admin_only(gw, who, "match_review", None).await?;
     let rows = linkage::review_queue(&gw.index).await?;
@@ -71,6 +78,38 @@ pub async fn queue(gw: &Gateway, who: &Principal) -> Result<ReviewQueue, Error> 
             child_records,
         });
     }
+    let policy = gw.policy();
+    let mut held_back = Vec::new();
+    if restriction_applies(
+        &policy,
+        who.role,
+        &who.agency,
+        who.agency_kind,
+        Purpose::Audit,
+    ) {
+        let mut involved: Vec<&str> = matches
+            .iter()
+            .flat_map(|m| {
+                std::iter::once(m.link.child_id.as_str())
+                    .chain(m.record.iter().filter_map(|r| r.child_id.as_deref()))
+            })
+            .collect();
+        involved.sort_unstable();
+        involved.dedup();
+        let restricted = gw.index.restricted(&involved).await?;
+        for m in &mut matches {
+            let record_child = m.record.as_ref().and_then(|r| r.child_id.as_deref());
+            let restricted = restricted.contains(&m.link.child_id)
+                || record_child.is_some_and(|c| restricted.contains(c));
+            if !restricted {
+                continue;
+            }
+            for r in m.record.iter_mut().chain(m.child_records.iter_mut()) {
+                r.hold_back_address();
+                held_back.push(format!("{}/{}", r.source, r.local_id));
+            }
+        }
+    }
     // The queue shows the records' identities: the entry names every child and record shown.
     let mut children: Vec<&str> = matches.iter().map(|m| m.link.child_id.as_str()).collect();
     children.sort_unstable();
@@ -80,7 +119,12 @@ pub async fn queue(gw: &Gateway, who: &Principal) -> Result<ReviewQueue, Error> 
         .flat_map(|m| m.record.iter().chain(m.child_records.iter()))
         .map(|r| format!("{}/{}", r.source, r.local_id))
         .collect();
-    let detail = json!({"returned": matches.len(), "children": children, "records": shown});
+    let detail = json!({
+        "returned": matches.len(),
+        "children": children,
+        "records": shown,
+        "address_held_back": held_back,
+    });
     gw.record(
         who,
         "match_review",

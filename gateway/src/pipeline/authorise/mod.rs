@@ -124,11 +124,12 @@ pub fn restriction_applies(
 }
 
 /// Fields that mark a whole child as restricted when any source sets them true: NHS `R`/`V`, a
-/// refuge, a protected address.
-pub const RESTRICTION_MARKERS: &[&str] = &["restricted", "protected_address", "refuge"];
+/// refuge, a protected address. The adapters read the same list into each record they hand the
+/// index ([`weft_adapters::SourceRecord::restricted`]).
+pub use weft_adapters::RESTRICTION_MARKERS;
 
 fn is_marker(i: &Item) -> bool {
-    RESTRICTION_MARKERS.contains(&i.field.as_str()) && i.value == serde_json::Value::Bool(true)
+    weft_adapters::marks_restriction(i)
 }
 
 /// Every category this practitioner's policy could ever show for this purpose (with the grant

@@ -245,18 +245,22 @@ struct Existing {
     linked: bool,
     identifiers: String,
     demographics: String,
+    /// `source_records.restricted`.
+    restricted: i64,
     /// Whether it has an active row in `match_links`.
     has_link: bool,
 }
 
 impl Existing {
-    /// Whether an upsert of `s` would change nothing the matcher reads: linked, with the same
-    /// identifiers and demographics, and its link row written.
+    /// Whether an upsert of `s` would change nothing: linked, with the same identifiers,
+    /// demographics and restriction, and its link row written. (A restriction set or lifted
+    /// changes nothing the matcher reads, but the record must be rewritten for it.)
     fn unchanged(&self, s: &Stored) -> bool {
         self.linked
             && self.has_link
             && self.identifiers == s.identifiers
             && self.demographics == s.demographics
+            && self.restricted == s.restricted
     }
 }
 
@@ -270,7 +274,7 @@ async fn existing(
     for chunk in batch.chunks(IN_CHUNK) {
         let mut sql = String::from(
             "SELECT sr.local_id AS local_id, sr.child_id AS child_id, sr.identifiers AS identifiers, \
-             sr.demographics AS demographics, (SELECT COUNT(*) FROM match_links ml \
+             sr.demographics AS demographics, sr.restricted AS restricted, (SELECT COUNT(*) FROM match_links ml \
              WHERE ml.source = sr.source AND ml.local_id = sr.local_id AND ml.status = 'active') AS links \
              FROM source_records sr WHERE sr.source = $1 AND sr.local_id IN (",
         );
@@ -288,6 +292,7 @@ async fn existing(
                     linked: child.is_some(),
                     identifiers: row.try_get("identifiers")?,
                     demographics: row.try_get("demographics")?,
+                    restricted: row.try_get("restricted")?,
                     has_link: row.try_get::<i64, _>("links")? > 0,
                 },
             );
@@ -774,7 +779,7 @@ impl World {
         insert_rows(
             conn,
             backend,
-            "source_records (source, local_id, child_id, identifiers, demographics, match_key, link_method, updated_at)",
+            "source_records (source, local_id, child_id, identifiers, demographics, match_key, link_method, updated_at, restricted)",
             new.iter().zip(placements).map(|(n, p)| {
                 [
                     Cell::from(source),
@@ -785,6 +790,7 @@ impl World {
                     Cell::Text(n.stored.key.as_deref()),
                     p.method.as_str().into(),
                     now.as_str().into(),
+                    Cell::Int(n.stored.restricted),
                 ]
             }),
         )
@@ -973,6 +979,7 @@ mod tests {
                 ..Demographics::default()
             },
             score: None,
+            restricted: false,
         }
     }
 

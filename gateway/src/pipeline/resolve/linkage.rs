@@ -1264,6 +1264,7 @@ mod tests {
                 ..Demographics::default()
             },
             score: None,
+            restricted: false,
         }
     }
 

@@ -70,6 +70,8 @@ pub(crate) struct Stored {
     pub identifiers: String,
     /// `source_records.demographics`: as the source gave them.
     pub demographics: String,
+    /// `source_records.restricted`: 1 when the source marks the record restricted, else 0.
+    pub restricted: i64,
 }
 
 impl Stored {
@@ -107,6 +109,7 @@ impl Stored {
             ),
             identifiers: serde_json::to_string(&checked).unwrap_or_else(|_| "[]".into()),
             demographics: serde_json::to_string(&rec.demographics).unwrap_or_else(|_| "{}".into()),
+            restricted: i64::from(rec.restricted),
             checked,
         }
     }
@@ -237,6 +240,33 @@ impl Index {
         Ok(Some(links))
     }
 
+    /// Which of `children` are restricted: any record linked to them now is marked so by its
+    /// source (NHS `R`/`V`, a refuge, a protected address). Derived from the records on every
+    /// call, so a restriction lifted at the record's next indexing, or a record split off or
+    /// linked, counts at once.
+    pub async fn restricted(&self, children: &[&str]) -> Result<BTreeSet<String>, sqlx::Error> {
+        let mut out = BTreeSet::new();
+        for chunk in children.chunks(500) {
+            if chunk.is_empty() {
+                continue;
+            }
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT DISTINCT child_id FROM source_records \
+                 WHERE restricted = 1 AND child_id IN ({})",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for c in chunk {
+                q = q.bind(*c);
+            }
+            for row in q.fetch_all(&self.store.pool).await? {
+                out.insert(row.try_get("child_id")?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Children matching a search; identifiers first (certain), then demographics scored by the
     /// matcher, best first.
     pub async fn find(&self, q: &Search) -> Result<Vec<Found>, sqlx::Error> {
@@ -336,6 +366,7 @@ impl Index {
             record,
             identifiers,
             demographics,
+            restricted,
             ..
         } = &stored;
         let now = Utc::now().to_rfc3339();
@@ -371,8 +402,8 @@ impl Index {
         let child = match before.as_ref().and_then(|b| b.child.clone()) {
             Some(child) => {
                 sqlx::query(
-                    "UPDATE source_records SET identifiers = $1, demographics = $2, match_key = $3, updated_at = $4 \
-                     WHERE source = $5 AND local_id = $6",
+                    "UPDATE source_records SET identifiers = $1, demographics = $2, match_key = $3, updated_at = $4, \
+                     restricted = $7 WHERE source = $5 AND local_id = $6",
                 )
                 .bind(identifiers)
                 .bind(demographics)
@@ -380,6 +411,7 @@ impl Index {
                 .bind(&now)
                 .bind(source)
                 .bind(&rec.local_id)
+                .bind(*restricted)
                 .execute(&mut *tx)
                 .await?;
                 // Linked before links were recorded: give the link a row of its own once.
@@ -414,10 +446,11 @@ impl Index {
                 // A row without a child is only rewritten; a new record is added.
                 let sql = if existing.is_some() {
                     "UPDATE source_records SET child_id = $3, identifiers = $4, demographics = $5, \
-                     match_key = $6, link_method = $7, updated_at = $8 WHERE source = $1 AND local_id = $2"
+                     match_key = $6, link_method = $7, updated_at = $8, restricted = $9 \
+                     WHERE source = $1 AND local_id = $2"
                 } else {
-                    "INSERT INTO source_records (source, local_id, child_id, identifiers, demographics, match_key, link_method, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                    "INSERT INTO source_records (source, local_id, child_id, identifiers, demographics, match_key, link_method, updated_at, restricted) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                 };
                 sqlx::query(sql)
                     .bind(source)
@@ -428,6 +461,7 @@ impl Index {
                     .bind(key.as_deref())
                     .bind(&placement.method)
                     .bind(&now)
+                    .bind(*restricted)
                     .execute(&mut *tx)
                     .await?;
                 entries = self
@@ -659,6 +693,7 @@ mod tests {
                 ..Default::default()
             },
             score: None,
+            restricted: false,
         }
     }
 
@@ -754,6 +789,135 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].id, d);
         assert!(index.links("nope").await.unwrap().is_none());
+    }
+
+    /// The index keeps each record's restriction as its source last gave it, and a child is
+    /// restricted while any record linked to it is: set and lifted by indexing the record again
+    /// (one at a time and through the bulk path, where a record changed only in its restriction
+    /// is not taken for unchanged), and carried with the record when it is split off.
+    #[tokio::test]
+    async fn a_restriction_is_kept_lifted_on_reindexing_and_follows_the_record() {
+        use crate::foundation::audit::Entry;
+        use crate::pipeline::resolve::linkage::{decide, link_history, Decision};
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = crate::foundation::store::test_store(dir.path()).await;
+        let index = Index::new(store);
+        let nhs = [("nhs_number", "9000000009")];
+        let mut health = rec("p1", &nhs, "Smith", "Amy", "2012-03-04");
+        health.restricted = true;
+        let mut school = rec("s1", &nhs, "Smith", "Amy", "2012-03-04");
+        school.demographics.postcode = Some("WT3 5QP".into());
+        let (child, _) = index.upsert("health", &health).await.unwrap();
+        assert_eq!(index.upsert("school", &school).await.unwrap().0, child);
+        let (other, _) = index
+            .upsert(
+                "school",
+                &rec(
+                    "s2",
+                    &[("nhs_number", "9912003888")],
+                    "Khan",
+                    "Sara",
+                    "2010-01-01",
+                ),
+            )
+            .await
+            .unwrap();
+        async fn check(index: &Index, child: &str, other: &str) -> bool {
+            let r = index.restricted(&[child, other]).await.unwrap();
+            assert!(!r.contains(other), "an unrestricted child");
+            r.contains(child)
+        }
+        assert!(
+            check(&index, &child, &other).await,
+            "a restricted record restricts its child"
+        );
+
+        // The source lifts the restriction: the next indexing clears it.
+        health.restricted = false;
+        index.upsert("health", &health).await.unwrap();
+        assert!(!check(&index, &child, &other).await, "lifted");
+        // Through the bulk path too, in both directions; nothing else about the record changed.
+        health.restricted = true;
+        let done = index
+            .upsert_many_with("health", std::slice::from_ref(&health), 1, 10)
+            .await;
+        assert_eq!((done.unchanged, done.failed), (0, 0));
+        assert!(
+            check(&index, &child, &other).await,
+            "set again through the bulk path"
+        );
+        health.restricted = false;
+        index
+            .upsert_many_with("health", std::slice::from_ref(&health), 1, 10)
+            .await;
+        assert!(
+            !check(&index, &child, &other).await,
+            "lifted through the bulk path"
+        );
+        let done = index
+            .upsert_many_with("health", std::slice::from_ref(&health), 1, 10)
+            .await;
+        assert_eq!(done.unchanged, 1, "then unchanged");
+
+        // A record new to the index through the bulk path keeps its restriction.
+        let mut fresh = rec(
+            "p9",
+            &[("nhs_number", "9434765919")],
+            "Patel",
+            "Ravi",
+            "2013-05-06",
+        );
+        fresh.restricted = true;
+        let done = index
+            .upsert_many_with("health", std::slice::from_ref(&fresh), 1, 10)
+            .await;
+        assert_eq!(done.bulk, 1);
+        let found = index
+            .find(&Search {
+                nhs_number: Some(identity::NhsNumber::parse("9434765919").unwrap()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let newcomer = found[0].id.as_str();
+        assert!(index
+            .restricted(&[newcomer])
+            .await
+            .unwrap()
+            .contains(newcomer));
+
+        // Restricted again, then split off: the restriction goes with the record.
+        health.restricted = true;
+        index.upsert("health", &health).await.unwrap();
+        assert!(check(&index, &child, &other).await);
+        let link = link_history(&index, &child)
+            .await
+            .unwrap()
+            .unwrap()
+            .into_iter()
+            .find(|l| l.local_id == "p1" && l.status == "active")
+            .unwrap();
+        let split = decide(&index, &link.id, Decision::Split, "admin1", None, |d| {
+            Entry::system(
+                "match_decision",
+                Some(&d.child_id),
+                "changed",
+                serde_json::json!({}),
+            )
+        })
+        .await
+        .unwrap();
+        assert_ne!(split.child_id, child);
+        assert!(
+            !check(&index, &child, &other).await,
+            "the school record's child is not restricted"
+        );
+        assert!(index
+            .restricted(&[&split.child_id])
+            .await
+            .unwrap()
+            .contains(&split.child_id));
+        assert!(index.restricted(&[]).await.unwrap().is_empty());
     }
 
     #[test]

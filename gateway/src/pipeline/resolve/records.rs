@@ -26,6 +26,22 @@ pub struct RecordIdentity {
     /// National identifiers as the source gave them, each with whether its check passed (a
     /// failed one is never used to link).
     pub identifiers: Vec<IdentifierCheck>,
+    /// Whether the postcode and address lines were held back (`null` and empty above) because
+    /// a child on either side of the match is restricted and policy does not name the reviewer
+    /// for `restricted.contact` ([`RecordIdentity::hold_back_address`]).
+    pub address_held_back: bool,
+    /// The child the record is linked to now, if any: whose restriction it shares.
+    #[serde(skip)]
+    pub child_id: Option<String>,
+}
+
+impl RecordIdentity {
+    /// Holds back where the child can be found: the postcode and the address lines.
+    pub fn hold_back_address(&mut self) {
+        self.postcode = None;
+        self.address_lines.clear();
+        self.address_held_back = true;
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -52,6 +68,8 @@ fn of_row(r: &sqlx::any::AnyRow) -> Result<RecordIdentity, sqlx::Error> {
         postcode: d.postcode,
         address_lines: d.address_lines,
         identifiers,
+        address_held_back: false,
+        child_id: r.try_get("child_id")?,
     })
 }
 
@@ -62,7 +80,7 @@ pub async fn record(
     local_id: &str,
 ) -> Result<Option<RecordIdentity>, sqlx::Error> {
     sqlx::query(
-        "SELECT source, local_id, identifiers, demographics FROM source_records \
+        "SELECT source, local_id, child_id, identifiers, demographics FROM source_records \
          WHERE source = $1 AND local_id = $2",
     )
     .bind(source)
@@ -83,7 +101,7 @@ pub async fn child_records(
     local_id: &str,
 ) -> Result<Vec<RecordIdentity>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT source, local_id, identifiers, demographics FROM source_records \
+        "SELECT source, local_id, child_id, identifiers, demographics FROM source_records \
          WHERE child_id = $1 ORDER BY source, local_id",
     )
     .bind(child)
