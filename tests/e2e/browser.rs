@@ -506,36 +506,48 @@ async fn press(c: &Client, key: Key) {
     keys(c, &char::from(key).to_string()).await;
 }
 
-/// What the focused element says: its text, its label's, its accessible name.
+/// What the focused element says: its text, its label's, its accessible name, and its id (a
+/// field is found by its id where several share a label).
 const FOCUSED: &str = r#"
 const e = document.activeElement;
-if (!e || e === document.body) return '';
+if (!e || e === document.body) return [];
 const l = e.id && document.querySelector('label[for="' + e.id + '"]');
-return [(e.innerText || ''), (l ? l.innerText : ''), (e.getAttribute('aria-label') || '')].join(' | ');
+return [(e.innerText || ''), (l ? l.innerText : ''), (e.getAttribute('aria-label') || ''), (e.id || '')];
 "#;
 
-/// Presses Tab until the focus is on the element whose text, label or name `matches`; fails if
-/// the keyboard cannot get there.
+/// Presses Tab, as a person at a keyboard does, until the focus is on the element whose text,
+/// label, accessible name or id `matches`; fails if the keyboard cannot get there. What the
+/// journey does next (Enter, arrow keys, typing) is pressed at the focus too.
 async fn tab_to(c: &Client, what: &str, matches: impl Fn(&str) -> bool) {
-    for _ in 0..250 {
+    for _ in 0..400 {
         press(c, Key::Tab).await;
         let now = c.execute(FOCUSED, vec![]).await.expect("script");
-        let now = now.as_str().unwrap_or_default().to_string();
-        if now.split(" | ").any(|part| matches(part.trim())) {
+        let parts = now.as_array().cloned().unwrap_or_default();
+        if parts
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|part| !part.trim().is_empty() && matches(part.trim()))
+        {
             return;
         }
     }
     panic!("{what:?} cannot be reached with the Tab key");
 }
 
+/// Tabs to the element whose text, label or name contains `text`.
 async fn tab_to_text(c: &Client, text: &str) {
     tab_to(c, text, |t| t.contains(text)).await;
 }
 
+/// Tabs to the element `text` names and presses Enter on it.
+async fn tab_press(c: &Client, text: &str) {
+    tab_to_text(c, text).await;
+    press(c, Key::Enter).await;
+}
+
 async fn sign_in_by_keyboard(c: &Client, gw: &Gateway, who: &str) {
     c.goto(&gw.url("/sign-in")).await.expect("sign-in page");
-    tab_to_text(c, who).await;
-    press(c, Key::Enter).await;
+    tab_press(c, who).await;
     wait_heading(c, "What do you want to do?").await;
     check(c, "home").await;
 }
@@ -624,8 +636,7 @@ async fn in_a_browser_a_social_worker_takes_break_glass_and_an_ig_officer_review
     // The IG officer, with the keyboard alone: the queue, the grant with what was seen under
     // it, the finding.
     sign_in_by_keyboard(&c, &gw, "Demo IG officer").await;
-    tab_to_text(&c, "Break-glass review").await;
-    press(&c, Key::Enter).await;
+    tab_press(&c, "Break-glass review").await;
     wait_heading(&c, "Break-glass review").await;
     check(&c, "break-glass queue").await;
     shot(&c, "ig-break-glass-queue").await;
@@ -647,8 +658,7 @@ async fn in_a_browser_a_social_worker_takes_break_glass_and_an_ig_officer_review
     press(&c, Key::Down).await;
     tab_to(&c, "Notes", |t| t == "Notes").await;
     keys(&c, "Consent could have been sought first").await;
-    tab_to_text(&c, "Record the review").await;
-    press(&c, Key::Enter).await;
+    tab_press(&c, "Record the review").await;
     c.wait()
         .for_element(Locator::Css("#reviewed-title"))
         .await
@@ -690,8 +700,7 @@ async fn in_a_browser_an_ig_officer_reads_an_audit_trail_by_keyboard() {
     let (_driver, c) = browser().await;
 
     sign_in_by_keyboard(&c, &gw, "Demo IG officer").await;
-    tab_to_text(&c, "Audit log").await;
-    press(&c, Key::Enter).await;
+    tab_press(&c, "Audit log").await;
     wait_heading(&c, "Audit log").await;
     check(&c, "audit log").await;
     let banner = c
@@ -707,8 +716,7 @@ async fn in_a_browser_an_ig_officer_reads_an_audit_trail_by_keyboard() {
     // Filter by user, by keyboard.
     tab_to(&c, "User", |t| t.starts_with("User")).await;
     keys(&c, &sw.user).await;
-    tab_to_text(&c, "Apply filters").await;
-    press(&c, Key::Enter).await;
+    tab_press(&c, "Apply filters").await;
     c.wait()
         .for_element(Locator::Css(".moj-filter__selected"))
         .await
@@ -751,8 +759,7 @@ async fn in_a_browser_an_ig_officer_reads_an_audit_trail_by_keyboard() {
     check(&c, "audit log sorted").await;
 
     // One child's trail, then the child's subject access report.
-    tab_to_text(&c, "Entries for child").await;
-    press(&c, Key::Enter).await;
+    tab_press(&c, "Entries for child").await;
     c.wait()
         .for_element(Locator::XPath(
             "//a[contains(@class, 'moj-filter__tag')][contains(., 'Child:')]",
@@ -760,14 +767,12 @@ async fn in_a_browser_an_ig_officer_reads_an_audit_trail_by_keyboard() {
         .await
         .expect("the child's filter");
     check(&c, "audit log for a child").await;
-    tab_to_text(&c, "Subject access").await;
-    press(&c, Key::Enter).await;
+    tab_press(&c, "Subject access").await;
     wait_heading(&c, "Subject access").await;
     check(&c, "subject access").await;
     tab_to(&c, "Child's Weft id", |t| t.starts_with("Child's Weft id")).await;
     keys(&c, &child).await;
-    tab_to_text(&c, "Produce the report").await;
-    press(&c, Key::Enter).await;
+    tab_press(&c, "Produce the report").await;
     wait_heading(&c, "Who has looked at this child's information").await;
     check(&c, "subject access report").await;
     shot(&c, "ig-access-report").await;
@@ -780,32 +785,6 @@ async fn in_a_browser_an_ig_officer_reads_an_audit_trail_by_keyboard() {
         .unwrap();
     assert!(report.contains("Social worker"), "{report}");
     c.close().await.expect("close");
-}
-
-/// Presses Tab until the focused element's text contains `text` (or its id starts with it,
-/// for a field), and returns it: the element is reachable with the keyboard alone, in the
-/// page's own tab order.
-async fn tab_find(c: &Client, text: &str) -> fantoccini::elements::Element {
-    for _ in 0..400 {
-        let active = c.active_element().await.expect("focus");
-        active.send_keys(&Key::Tab.to_string()).await.expect("tab");
-        let now = c.active_element().await.expect("focus");
-        let label = now.text().await.unwrap_or_default();
-        let id = now.attr("id").await.ok().flatten().unwrap_or_default();
-        if label.contains(text) || (!id.is_empty() && id.starts_with(text)) {
-            return now;
-        }
-    }
-    panic!("{text:?} cannot be reached with the Tab key");
-}
-
-/// Tabs to `text` and presses Enter on it.
-async fn tab_press(c: &Client, text: &str) {
-    tab_find(c, text)
-        .await
-        .send_keys(&Key::Enter.to_string())
-        .await
-        .expect("enter");
 }
 
 #[tokio::test]
@@ -842,11 +821,9 @@ async fn in_a_browser_a_data_administrator_works_the_review_queue_with_the_keybo
     assert!(table.contains("evidence of"), "explained in words: {table}");
 
     // The first match: a reason typed, then confirmed, all from the keyboard.
-    tab_find(&c, &format!("reason-{first_id}"))
-        .await
-        .send_keys("Same date of birth, postcode and school")
-        .await
-        .expect("type");
+    let reason = format!("reason-{first_id}");
+    tab_to(&c, &reason, |t| t == reason).await;
+    keys(&c, "Same date of birth, postcode and school").await;
     tab_press(&c, "Confirm: the same child").await;
     c.wait()
         .for_element(Locator::Css(".govuk-notification-banner--success"))
@@ -953,11 +930,12 @@ async fn in_a_browser_the_recipient_acknowledges_a_concern_and_adds_to_it_with_t
         .await
         .expect("an error summary");
     check(&c, "addendum form with an error").await;
-    tab_find(&c, "text")
-        .await
-        .send_keys("Spoke to the family: a home visit is booked for tomorrow.")
-        .await
-        .expect("type");
+    tab_to(&c, "text", |t| t == "text").await;
+    keys(
+        &c,
+        "Spoke to the family: a home visit is booked for tomorrow.",
+    )
+    .await;
     tab_press(&c, "Add to the concern").await;
     wait_heading(&c, "Neglect, routine").await;
     let history = c
