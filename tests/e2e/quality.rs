@@ -248,7 +248,7 @@ async fn quality_report_lists_each_planted_inconsistency_to_whom_policy_allows()
     let (status, _) = gw.get("/v1/reports/quality", &dsl).await;
     assert_eq!(status, 403);
     let (status, _) = gw.get("/v1/reports/quality?source=nowhere", &admin).await;
-    assert_eq!(status, 400);
+    assert_eq!(status, 404);
 
     // Every read, and every refusal, is one audit entry.
     let ig = env.token("ig-1", &env.agency_of("social_care"), "ig_officer");

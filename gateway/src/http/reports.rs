@@ -154,9 +154,10 @@ pub(crate) struct QualityParams {
             (QualityReport = "application/json"),
             (String = "text/csv")
         )),
-        (status = 400, description = "An unknown source, format or table, or a query parameter repeated or not of its type (audited)"),
+        (status = 400, description = "An unknown format or table, or a query parameter repeated or not of its type (audited)"),
         (status = 401, description = "Missing or invalid token"),
         (status = 403, description = "Policy shows this role no data-quality report, or not this source's (audited)"),
+        (status = 404, description = "No source of that id is configured (audited)"),
         (status = 503, description = "Audit log or the index unavailable: nothing is returned"),
     ),
     security(("bearer" = []))

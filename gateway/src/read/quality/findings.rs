@@ -65,21 +65,22 @@ pub struct Loaded {
     terms: HashMap<(String, String), (i64, i64)>,
 }
 
+/// A record given directly (tests): source, local id, child, demographics, identifiers as
+/// (kind, value), school.
+#[cfg(test)]
+pub type Given<'a> = (
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Demographics,
+    Vec<(&'a str, &'a str)>,
+    Option<&'a str>,
+);
+
 impl Loaded {
-    /// Records given directly (tests): `(source, local_id, child, demographics, identifiers
-    /// as (kind, value), school)`.
+    /// Records given directly (tests).
     #[cfg(test)]
-    pub fn of(
-        records: Vec<(
-            &str,
-            &str,
-            Option<&str>,
-            Demographics,
-            Vec<(&str, &str)>,
-            Option<&str>,
-        )>,
-        in_review: &[(&str, &str)],
-    ) -> Loaded {
+    pub fn of(records: Vec<Given<'_>>, in_review: &[(&str, &str)]) -> Loaded {
         Loaded {
             records: records
                 .into_iter()

@@ -236,8 +236,9 @@ pub async fn report(
             let e = Error::Forbidden("this source's data-quality report is open to its own agency and data administrators");
             return Err(gw.refuse(who, ACTION, None, Some(PURPOSE), e).await);
         }
+        // A well-formed id that names nothing: not found, as an unknown child is.
         Some(_) => {
-            let e = Error::field("/source", "not a configured source");
+            let e = Error::NotFound("no source of that id is configured");
             return Err(gw.refuse(who, ACTION, None, Some(PURPOSE), e).await);
         }
     };
