@@ -99,7 +99,7 @@ async fn quality_report_lists_each_planted_inconsistency_to_whom_policy_allows()
         let (code, out, err) = run_weft(&["import", source, "-c", p]);
         assert_eq!(code, 0, "{out}{err}");
     }
-    let gw = Gateway::start(&env, path).await;
+    let gw = Gateway::start(&env, path.clone()).await;
 
     // The data administrator: every source, both values side by side.
     let admin = env.token("da-1", &env.agency_of("social_care"), "data_admin");
@@ -297,4 +297,57 @@ async fn quality_report_lists_each_planted_inconsistency_to_whom_policy_allows()
     let page = browser.get("/admin/quality").await;
     assert_eq!(page.status, 403, "{}", page.html);
     gw.stop();
+
+    // The command line: the same report, decided by the same policy.
+    let admin_agency = env.agency_of("social_care");
+    let (code, out, err) = run_weft(&[
+        "quality",
+        "--user",
+        "da-cli",
+        "--agency",
+        &admin_agency,
+        "--format",
+        "csv",
+        "-c",
+        p,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(",disagreement,given_name,csc-returns,C1,Ava,Eve,"),
+        "{out}"
+    );
+    let (code, out, err) = run_weft(&[
+        "quality",
+        "--user",
+        "dm-cli",
+        "--agency",
+        "la-schools",
+        "--role",
+        "data_manager",
+        "--format",
+        "csv",
+        "-c",
+        p,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("school-census,P1,disagreement,given_name,,"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("Eve") && !out.contains("csc-returns"),
+        "{out}"
+    );
+    let (code, _, err) = run_weft(&[
+        "quality",
+        "--user",
+        "t-cli",
+        "--agency",
+        "la-schools",
+        "--role",
+        "teacher",
+        "-c",
+        p,
+    ]);
+    assert_ne!(code, 0, "a teacher is refused: {err}");
 }
