@@ -866,6 +866,10 @@ async fn in_a_browser_a_data_administrator_works_the_review_queue_with_the_keybo
     wait_heading(&c, "Deliveries").await;
     check(&c, "deliveries").await;
     shot(&c, "deliveries").await;
+    tab_press(&c, "Data quality").await;
+    wait_heading(&c, "Data quality").await;
+    check(&c, "data quality").await;
+    shot(&c, "data-quality").await;
     c.close().await.expect("close");
 }
 

@@ -18,6 +18,7 @@ mod matching;
 mod notify;
 mod oidc;
 mod policy;
+mod quality;
 mod readiness;
 mod sar;
 mod scale;

@@ -195,7 +195,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          # the detail behind it (data administrators only):\n  \
          curl -s --cacert {ca} -H \"Authorization: Bearer $DATA_ADMIN\" {base}/v1/status\n\n  \
          # matches waiting for a person (twins and near-misses are never linked by the matcher):\n  \
-         curl -s --cacert {ca} -H \"Authorization: Bearer $DATA_ADMIN\" {base}/v1/matches/review\n\n\
+         curl -s --cacert {ca} -H \"Authorization: Bearer $DATA_ADMIN\" {base}/v1/matches/review\n\n  \
+         # data quality: what disagrees between systems, bad identifiers, likely duplicates\n  \
+         # (every source with values; the school's data manager only its own records' fields):\n  \
+         curl -s --cacert {ca} -H \"Authorization: Bearer $DATA_ADMIN\" \"{base}/v1/reports/quality?format=csv\"\n  \
+         curl -s --cacert {ca} -H \"Authorization: Bearer $DATA_MANAGER\" {base}/v1/reports/quality\n\n\
          Afterwards: cargo run --release -- audit verify -c {config}\n\
          (checked against the signed checkpoints in {checkpoints}; `audit export` writes a copy a\n\
          third party verifies with `audit verify --export DIR --public-key FILE`)\n\

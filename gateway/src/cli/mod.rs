@@ -62,6 +62,11 @@ pub enum Command {
     /// Subject access: every access to a child in plain words, as JSON or as a page a family
     /// can read. Run by an IG officer, and audited as theirs.
     Sar(SarCmd),
+    /// Data quality for cleaning at source: each source's records that disagree with other
+    /// systems, fail an identifier check, wait for review or are likely duplicates. Run by a
+    /// data administrator (or an agency's data manager), decided by policy and audited as
+    /// theirs; every run records the day's counts (run it daily for counts over time).
+    Quality(QualityCmd),
     /// Link or deduplicate CSV files of people, or train a matching model.
     Match {
         #[command(subcommand)]
@@ -109,6 +114,31 @@ pub struct SarCmd {
     #[arg(long)]
     pub agency: String,
     /// `json` or `html`.
+    #[arg(long, default_value = "json")]
+    pub format: String,
+    /// Write the report here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[derive(Debug, Args)]
+pub struct QualityCmd {
+    /// The person producing the report, as their identity provider names them.
+    #[arg(long)]
+    pub user: String,
+    /// Their agency's id.
+    #[arg(long)]
+    pub agency: String,
+    /// Their role: `data_admin` (every source, with values) or `data_manager` (their own
+    /// agency's sources, the fields named only), as the policy decides.
+    #[arg(long, default_value = "data_admin")]
+    pub role: String,
+    /// Only this source's records.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// `json`, `csv` (one row per problem) or `counts` (CSV of each source's counts by day).
     #[arg(long, default_value = "json")]
     pub format: String,
     /// Write the report here instead of standard output.
@@ -304,6 +334,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             command: IndexCommand::Export(cmd),
         } => index_export(cmd).await,
         Command::Sar(cmd) => sar(cmd).await,
+        Command::Quality(cmd) => quality(cmd).await,
         #[cfg(feature = "sim")]
         Command::Bench {
             command: BenchCommand::Concerns(args),
@@ -523,6 +554,60 @@ async fn sar(cmd: SarCmd) -> anyhow::Result<()> {
             std::fs::write(path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
         }
         None => print!("{text}"),
+    }
+    Ok(())
+}
+
+async fn quality(cmd: QualityCmd) -> anyhow::Result<()> {
+    use crate::foundation::domain::Role;
+    use crate::pipeline::authenticate::Principal;
+    if !matches!(cmd.format.as_str(), "json" | "csv" | "counts") {
+        anyhow::bail!("--format: json, csv or counts");
+    }
+    let role: Role = cmd
+        .role
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--role: {e}"))?;
+    let config = load_for(&cmd.config, &[Part::Policy, Part::Routing, Part::Matching])?;
+    let kind = config
+        .agencies
+        .iter()
+        .find(|a| a.id == cmd.agency)
+        .map(|a| a.kind)
+        .ok_or_else(|| {
+            anyhow::anyhow!("--agency: no agency {:?} in the configuration", cmd.agency)
+        })?;
+    let who = Principal {
+        user: cmd.user.clone(),
+        agency: cmd.agency.clone(),
+        agency_kind: kind,
+        role,
+        client: Some("weft quality".into()),
+    };
+    let (gw, audit_task) = crate::gateway::Gateway::build(config, Schemas::load()?).await?;
+    let query = crate::read::quality::QualityQuery {
+        source: cmd.source.clone(),
+    };
+    let result = crate::read::quality::report(&gw, &who, Ok(query)).await;
+    gw.auditor.close();
+    drop(gw);
+    let _ = audit_task.await;
+    let report = result.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bytes = match cmd.format.as_str() {
+        "csv" => crate::read::quality::to_csv(&report).map_err(|e| anyhow::anyhow!("{e}"))?,
+        "counts" => {
+            crate::read::quality::history_csv(&report).map_err(|e| anyhow::anyhow!("{e}"))?
+        }
+        _ => (serde_json::to_string_pretty(&report)? + "\n").into_bytes(),
+    };
+    match &cmd.out {
+        Some(path) => {
+            std::fs::write(path, bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(&bytes)?;
+        }
     }
     Ok(())
 }

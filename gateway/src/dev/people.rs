@@ -113,6 +113,14 @@ pub fn people() -> Vec<Person> {
             "Reads area trends (attendance, persistent absence, exclusions, known to social care) by school, area and term; never a child's record",
         ),
         person(
+            "DATA_MANAGER",
+            "demo-data-manager",
+            "Demo school data manager",
+            SCHOOL_AGENCY,
+            "data_manager",
+            "Keeps the school's MIS records right: reads the data-quality report of the school's own records (which fields disagree with other systems, never their values)",
+        ),
+        person(
             "DATA_ADMIN",
             "demo-data-admin",
             "Demo data administrator",

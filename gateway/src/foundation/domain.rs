@@ -66,6 +66,7 @@ vocabulary! {
         IgOfficer => "ig_officer",
         DataAdmin => "data_admin",
         LaAnalyst => "la_analyst",
+        DataManager => "data_manager",
     }
 }
 
@@ -128,6 +129,10 @@ pub const AREA_CATEGORIES: &[&str] = &[
     "area.all_schools",
     "area.own_school",
 ];
+
+/// The categories of data-quality reports (`crate::read::quality`): which sources' records, and
+/// whether with the other systems' values. About records, never shown in a child's view.
+pub const QUALITY_CATEGORIES: &[&str] = &["quality.all_sources", "quality.own_sources"];
 
 #[cfg(test)]
 mod tests {

@@ -56,7 +56,10 @@ pub mod payload {
 
 /// Response bodies described by a schema file rather than by their Rust type, by component name:
 /// a report whose shape depends on the reader's policy is described where its columns are.
-pub const RESPONSES: &[(&str, &str)] = &[("AreaReport", crate::read::area::SCHEMA)];
+pub const RESPONSES: &[(&str, &str)] = &[
+    ("AreaReport", crate::read::area::SCHEMA),
+    ("QualityReport", crate::read::quality::SCHEMA),
+];
 
 /// The one body of every error response.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]

@@ -83,6 +83,7 @@ use error::ApiError;
         sar::deferred,
         sar::release,
         reports::area_report,
+        reports::quality_report,
     ),
     components(schemas(
         contract::ErrorBody,

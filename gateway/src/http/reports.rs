@@ -2,6 +2,12 @@
 //! of those children are known to social care, by school, area and term, under disclosure
 //! control — as JSON, or CSV with `format=csv`. Policy decides who sees which; every read is
 //! audited ([`crate::read::area`]).
+//!
+//! `GET /v1/reports/quality`: data quality for cleaning at source — each source's records that
+//! disagree with another system's record of the child, fail an identifier check, wait for
+//! review or are likely duplicates, with counts by day — as JSON, or CSV with `format=csv`
+//! (`table=counts` for the counts by day). Policy decides who sees which source, and whether
+//! other systems' values are shown; every read is audited ([`crate::read::quality`]).
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -16,9 +22,12 @@ use crate::http::error::ApiError;
 use crate::http::params::Params;
 use crate::pipeline::authenticate::Principal;
 use crate::read::area::{self, AreaQuery};
+use crate::read::quality::{self, QualityQuery};
 
 pub fn routes() -> Router<Gateway> {
-    Router::new().route("/v1/reports/area", get(area_report))
+    Router::new()
+        .route("/v1/reports/area", get(area_report))
+        .route("/v1/reports/quality", get(quality_report))
 }
 
 /// The response's schema: `schemas/area-report.schema.json`, put in place by
@@ -98,5 +107,88 @@ pub(crate) async fn area_report(
             .into_response()
     } else {
         Json(report).into_response()
+    })
+}
+
+/// The data-quality report's schema: `schemas/quality-report.schema.json`, put in place by
+/// [`crate::http::contract::document`].
+pub struct QualityReport;
+
+impl utoipa::PartialSchema for QualityReport {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        utoipa::openapi::ObjectBuilder::new().into()
+    }
+}
+
+impl utoipa::ToSchema for QualityReport {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("QualityReport")
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct QualityParams {
+    /// Only this source (a configured source id); every source the reader may see otherwise.
+    #[param(max_length = 128)]
+    source: Option<String>,
+    /// `json` (default) or `csv`.
+    #[param(pattern = "^(json|csv)$")]
+    format: Option<String>,
+    /// With `format=csv`: `records` (default; one row per problem) or `counts` (each source's
+    /// counts by day).
+    #[param(pattern = "^(records|counts)$")]
+    table: Option<String>,
+}
+
+/// Data quality for cleaning at source, under purpose `audit`. A data administrator sees every
+/// source with the other systems' values beside each disagreement; an agency's data manager
+/// only their own agency's sources, each disagreeing field named but never another agency's
+/// value; others nothing. Every report taken records the day's counts. Audited.
+#[utoipa::path(
+    get,
+    path = "/v1/reports/quality",
+    params(QualityParams),
+    responses(
+        (status = 200, description = "The report (JSON, or CSV with format=csv)", content(
+            (QualityReport = "application/json"),
+            (String = "text/csv")
+        )),
+        (status = 400, description = "An unknown format or table, or a query parameter repeated or not of its type (audited)"),
+        (status = 401, description = "Missing or invalid token"),
+        (status = 403, description = "Policy shows this role no data-quality report, or not this source's (audited)"),
+        (status = 404, description = "No source of that id is configured (audited)"),
+        (status = 503, description = "Audit log or the index unavailable: nothing is returned"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn quality_report(
+    State(gw): State<Gateway>,
+    who: Principal,
+    Params(p): Params<QualityParams>,
+) -> Result<Response, ApiError> {
+    let query = QualityQuery { source: p.source };
+    // A format or table the gateway does not write is refused through the report, so it is
+    // audited.
+    let (q, csv) = match (p.format.as_deref(), p.table.as_deref()) {
+        (_, Some(t)) if t != "records" && t != "counts" => {
+            (Err(Error::field("/table", "records or counts")), None)
+        }
+        (None | Some("json"), _) => (Ok(query), None),
+        (Some("csv"), t) => (Ok(query), Some(t == Some("counts"))),
+        (Some(_), _) => (Err(Error::field("/format", "json or csv")), None),
+    };
+    let report = quality::report(&gw, &who, q).await?;
+    Ok(match csv {
+        Some(counts) => (
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            if counts {
+                quality::history_csv(&report)?
+            } else {
+                quality::to_csv(&report)?
+            },
+        )
+            .into_response(),
+        None => Json(report).into_response(),
     })
 }

@@ -11,6 +11,8 @@
 //!   readiness, for anyone.
 //! - [`area`]: area trends — attendance, persistent absence, exclusions and how many of those
 //!   children are known to social care, by school, area and term, under disclosure control.
+//! - [`quality`]: data quality for cleaning at source — each source's records that disagree
+//!   with other systems, fail an identifier check, wait for review or are likely duplicates.
 //! - [`index_export`]: the master child index as CSV, for data teams and audits (`weft index
 //!   export`).
 
@@ -18,6 +20,7 @@ pub mod area;
 pub mod audit;
 pub mod index_export;
 pub mod policy;
+pub mod quality;
 pub mod sar;
 pub mod search;
 pub mod sources;

@@ -264,6 +264,7 @@ pub fn role_words(role: &str) -> String {
         "ig_officer" => "Information governance officer",
         "data_admin" => "Data administrator",
         "la_analyst" => "Local authority analyst",
+        "data_manager" => "Data manager",
         "system" => "The system itself",
         other => return other.replace('_', " "),
     }

@@ -15,7 +15,8 @@
 //! - [`forms`], [`signed_in`], [`start`]: what several pages share (form errors and dates, the
 //!   signed-in person, the end of a sign-in), each in a module of its own so pages never
 //!   import each other.
-//! - [`children`], [`concerns`], [`inbox`], [`area`]: the pages.
+//! - [`children`], [`concerns`], [`inbox`], [`area`], [`quality`] (data quality, for data
+//!   administrators and data managers): the pages.
 //! - [`render`]: the templates (minijinja, autoescaped) and the error pages.
 //!
 //! Every page works without JavaScript; the design system's scripts only enhance.
@@ -32,6 +33,7 @@ pub mod forms;
 pub mod health;
 pub mod inbox;
 pub mod oidc;
+pub mod quality;
 pub mod render;
 pub mod review;
 pub mod sar;
@@ -74,6 +76,7 @@ pub fn routes() -> Router<Gateway> {
         .merge(deliveries::routes())
         .merge(addenda::routes())
         .merge(area::routes())
+        .merge(quality::routes())
         .layer(middleware::from_fn(page_headers));
     pages.merge(assets::routes())
 }

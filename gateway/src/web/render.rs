@@ -47,6 +47,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "addendum.html",
     "links.html",
     "area.html",
+    "quality.html",
 );
 
 fn env() -> &'static Environment<'static> {
@@ -78,6 +79,7 @@ pub fn role_label(role: Role) -> &'static str {
         Role::IgOfficer => "Information governance officer",
         Role::DataAdmin => "Data administrator",
         Role::LaAnalyst => "Local authority analyst",
+        Role::DataManager => "Data manager",
     }
 }
 

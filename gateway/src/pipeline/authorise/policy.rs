@@ -15,7 +15,7 @@ use casbin::{CoreApi, DefaultModel, Enforcer, FileAdapter, MgmtApi};
 use serde::Serialize;
 
 use crate::foundation::config::AgencyKind;
-use crate::foundation::domain::{Purpose, Role, AREA_CATEGORIES, CATEGORIES};
+use crate::foundation::domain::{Purpose, Role, AREA_CATEGORIES, CATEGORIES, QUALITY_CATEGORIES};
 
 /// The rule id reported when no rule matched.
 pub const NO_RULE: &str = "default-deny";
@@ -356,6 +356,7 @@ fn parse_rule(r: &[String], agencies: Option<&[String]>) -> Result<Rule, PolicyE
     let known_cat = cat == RESTRICTED_CONTACT
         || CATEGORIES.iter().any(|c| key_match(c, cat))
         || AREA_CATEGORIES.iter().any(|c| key_match(c, cat))
+        || QUALITY_CATEGORIES.iter().any(|c| key_match(c, cat))
         || key_match(RESTRICTED_CONTACT, cat);
     if !known_cat {
         return Err(bad(format!(

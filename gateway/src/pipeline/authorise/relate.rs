@@ -50,7 +50,7 @@ pub fn default_relations(role: Role) -> Vec<Relation> {
         Role::MashOfficer => vec![MashTriage, Referral],
         // IG officers audit and data administrators configure: neither reads a child's data.
         // Analysts read area reports: aggregates, never a child.
-        Role::IgOfficer | Role::DataAdmin | Role::LaAnalyst => Vec::new(),
+        Role::IgOfficer | Role::DataAdmin | Role::LaAnalyst | Role::DataManager => Vec::new(),
     }
 }
 
@@ -388,7 +388,10 @@ mod tests {
         assert!(default_relations(Role::IgOfficer).is_empty());
         assert!(default_relations(Role::DataAdmin).is_empty());
         for r in Role::ALL {
-            if !matches!(r, Role::IgOfficer | Role::DataAdmin | Role::LaAnalyst) {
+            if !matches!(
+                r,
+                Role::IgOfficer | Role::DataAdmin | Role::LaAnalyst | Role::DataManager
+            ) {
                 assert!(!default_relations(*r).is_empty(), "{r}");
             }
         }
