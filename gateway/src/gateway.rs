@@ -199,17 +199,14 @@ impl Gateway {
         who: &Principal,
         child: &str,
     ) -> Result<Option<Vec<Relationship>>, Error> {
-        let Some(links) = self.index.links(child).await? else {
+        let Some((links, grant)) = grants::links_and_active(&self.store, who, child).await? else {
             return Ok(None);
         };
         let wanted = relate::relations(&self.config.relationships, who.role);
         if wanted.is_empty() {
             return Ok(Some(Vec::new()));
         }
-        let (grant, records) = tokio::join!(
-            grants::active(&self.store, who, child),
-            relate::records(&self.store, &wanted, who, child),
-        );
+        let records = relate::records(&self.store, &wanted, who, child).await?;
         let own_la = relate::own_la(&self.config.agencies, who);
         let candidates = relate::candidates(
             &wanted,
@@ -217,8 +214,8 @@ impl Gateway {
             own_la,
             &self.sources,
             &links,
-            &records?,
-            grant?.as_ref(),
+            &records,
+            grant.as_ref(),
         );
         let needed = candidates.pending_sources();
         let fetched = if needed.is_empty() {

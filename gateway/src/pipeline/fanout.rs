@@ -62,26 +62,6 @@ pub async fn fan_out_to(
     .await
 }
 
-/// Asks the sources passed over by [`fan_out_to`] that `ask` now picks (a break-glass grant
-/// read meanwhile may open a kind of source), concurrently, in place.
-pub async fn fill(links: &[Link], fetched: &mut [Fetched], ask: impl Fn(&Source) -> bool) {
-    let wanted: Vec<usize> = fetched
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| matches!(f.outcome, Outcome::NotAsked) && ask(&f.source))
-        .map(|(i, _)| i)
-        .collect();
-    let got = join_all(wanted.iter().map(|&i| {
-        let source = fetched[i].source.clone();
-        let ids = linked(links, &source);
-        fetch_source(source, ids)
-    }))
-    .await;
-    for (i, f) in wanted.into_iter().zip(got) {
-        fetched[i] = f;
-    }
-}
-
 fn linked<'a>(links: &'a [Link], source: &Source) -> Vec<&'a str> {
     links
         .iter()

@@ -19,7 +19,7 @@ use crate::pipeline::authorise::consent::{self, Consents};
 use crate::pipeline::authorise::{
     grants, judge, listed_categories, may_know, relate, restriction_applies, Context,
 };
-use crate::pipeline::fanout::{fan_out_to, fill};
+use crate::pipeline::fanout::fan_out_to;
 use crate::pipeline::merge::{merge, Disclosure, View};
 
 const ACTION: &str = "view";
@@ -61,15 +61,18 @@ pub async fn view_marked(
     if let Err(e) = super::sar::check_exemption(who, exemption) {
         return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
     }
-    let Some(links) = gw.index.links(child).await? else {
+    // The grant in force, if any, is read with the links: a grant can give the relationship
+    // and open kinds of source the fan-out would otherwise pass over.
+    let Some((links, grant)) = grants::links_and_active(&gw.store, who, child).await? else {
         let e = Error::NotFound("no child with that id");
         return Err(gw.refuse(who, ACTION, Some(child), Some(purpose), e).await);
     };
+    let grant = grant.filter(|g| g.purpose == purpose);
     // Relate. The index's links may already show a relationship to confirm from the
     // practitioner's own agency's record (a roll, an allocation, a force's or a trust's
-    // records): then the sources are asked at once, with the grant and the register read
-    // alongside. Otherwise Weft's own records (a referral, the MASH's triage) or a grant must
-    // show one before any partner system is asked.
+    // records): then the sources are asked at once, with the register read alongside.
+    // Otherwise Weft's own records (a referral, the MASH's triage) or a grant must show one
+    // before any partner system is asked.
     let wanted = relate::relations(&gw.config.relationships, who.role);
     let own_la = relate::own_la(&gw.config.agencies, who);
     let none = relate::Records::default();
@@ -103,19 +106,15 @@ pub async fn view_marked(
                 )
         }
     };
-    let (candidates, grant, consents, fetched, records_read) = if from_links.is_empty() {
-        let (grant, records) = tokio::join!(
-            grants::active(&gw.store, who, child),
-            relate::records(&gw.store, &wanted, who, child),
-        );
-        let grant = grant?.filter(|g| g.purpose == purpose);
+    let (candidates, consents, fetched, records_read) = if from_links.is_empty() {
+        let records = relate::records(&gw.store, &wanted, who, child).await?;
         let candidates = relate::candidates(
             &wanted,
             who,
             own_la,
             &gw.sources,
             &links,
-            &records?,
+            &records,
             grant.as_ref(),
         );
         if candidates.is_empty() {
@@ -124,20 +123,11 @@ pub async fn view_marked(
         }
         let asked = ask(candidates.pending_sources(), grant.clone());
         let (consents, fetched) = tokio::join!(consents, fan_out_to(&gw.sources, &links, asked));
-        (candidates, grant, consents?, fetched, true)
+        (candidates, consents?, fetched, true)
     } else {
-        let (grant, consents, mut fetched) = tokio::join!(
-            grants::active(&gw.store, who, child),
-            consents,
-            fan_out_to(&gw.sources, &links, ask(from_links.pending_sources(), None)),
-        );
-        let grant = grant?.filter(|g| g.purpose == purpose);
-        if grant.is_some() {
-            // The grant, read alongside, may open a kind of source the fan-out passed over.
-            let asked = ask(from_links.pending_sources(), grant.clone());
-            fill(&links, &mut fetched, asked).await;
-        }
-        (from_links, grant, consents?, fetched, false)
+        let asked = ask(from_links.pending_sources(), grant.clone());
+        let (consents, fetched) = tokio::join!(consents, fan_out_to(&gw.sources, &links, asked));
+        (from_links, consents?, fetched, false)
     };
     let recently_left = gw.config.relationships.recently_left_days;
     let mut relationship = relate::confirm(candidates, who, recently_left, &fetched);

@@ -405,7 +405,7 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
         config.audit.signing_key = Some(key.into());
     }
     let serving = Serving::start_apart(config).await?;
-    let (addr, store) = (serving.addr, serving.state.store.clone());
+    let addr = serving.addr;
 
     let ca = std::fs::read(&pki.ca)?;
     let client = reqwest::Client::builder()
@@ -574,6 +574,8 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
     }
 
     serving.stop().await?;
+    // Through a store of this runtime's own: the gateway's pool went with its runtime.
+    let store = crate::foundation::store::Store::open(&store_url.clone().into(), 2).await?;
     let verification = crate::foundation::audit::verify(&store).await?;
     match verification.problem {
         None => println!("audit chain verified: {} entries", verification.entries),

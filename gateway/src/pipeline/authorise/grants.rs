@@ -9,6 +9,7 @@ use sqlx::Row;
 use crate::foundation::domain::Purpose;
 use crate::foundation::store::Store;
 use crate::pipeline::authenticate::Principal;
+use crate::pipeline::resolve::Link;
 
 /// A grant, with its review once an IG officer has looked at it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -95,27 +96,66 @@ pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<Grant, sqlx::Error> {
     })
 }
 
-/// The practitioner's grant for this child that is still in force, if any: taken by this user,
-/// in this agency and this role (the same `sub` in another role or agency holds no grant), not
-/// expired and not found unjustified on review.
-pub async fn active(
+/// The grants in force for child `$1`, user `$2`, agency `$3` and role `$4` at time `$5`,
+/// newest first, as [`COLUMNS`].
+fn in_force() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM break_glass WHERE child_id = $1 AND user_id = $2 AND agency = $3 \
+         AND role = $4 AND expires_at > $5 \
+         AND (review_outcome IS NULL OR review_outcome <> 'not_justified') \
+         ORDER BY granted_at DESC"
+    )
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// The child's records in the index ([`crate::pipeline::resolve::Index::links`]) and the
+/// practitioner's grant for the child that is still in force, if any — taken by this user, in
+/// this agency and this role (the same `sub` in another role or agency holds no grant), not
+/// expired and not found unjustified on review. Read in one statement: every view needs both,
+/// and on a busy gateway a round trip to the store costs more than either query. `Ok(None)`
+/// when the child is not in the index.
+pub async fn links_and_active(
     store: &Store,
     who: &Principal,
     child: &str,
-) -> Result<Option<Grant>, sqlx::Error> {
-    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM break_glass WHERE user_id = $1 AND agency = $2 AND role = $3 \
-         AND child_id = $4 AND expires_at > $5 \
-         AND (review_outcome IS NULL OR review_outcome <> 'not_justified') \
-         ORDER BY granted_at DESC LIMIT 1"
+) -> Result<Option<(Vec<Link>, Option<Grant>)>, sqlx::Error> {
+    // One row per link (`part` 'link', the grant's columns empty; a child with no records
+    // gives one row with no source), then at most one row of the grant (`part` 'grant').
+    let rows = sqlx::query(&format!(
+        "SELECT 'link' AS part, sr.source AS source, sr.local_id AS local_id, \
+         NULL AS id, NULL AS user_id, NULL AS agency, NULL AS role, NULL AS child_id, \
+         NULL AS purpose, NULL AS justification, NULL AS granted_at, NULL AS expires_at, \
+         NULL AS review_outcome, NULL AS review_notes, NULL AS reviewed_by, NULL AS reviewed_at \
+         FROM children c LEFT JOIN source_records sr ON sr.child_id = c.id WHERE c.id = $1 \
+         UNION ALL SELECT 'grant' AS part, NULL AS source, NULL AS local_id, g.* \
+         FROM ({} LIMIT 1) g \
+         ORDER BY part, source, local_id",
+        in_force()
     ))
+    .bind(child)
     .bind(&who.user)
     .bind(&who.agency)
     .bind(who.role.as_str())
-    .bind(child)
-    .bind(&now)
-    .fetch_optional(&store.pool)
+    .bind(now())
+    .fetch_all(&store.pool)
     .await?;
-    row.as_ref().map(from_row).transpose()
+    let mut links = Vec::with_capacity(rows.len());
+    let (mut indexed, mut grant) = (false, None);
+    for r in &rows {
+        let part: String = r.try_get("part")?;
+        if part == "grant" {
+            grant = Some(from_row(r)?);
+            continue;
+        }
+        indexed = true;
+        let source: Option<String> = r.try_get("source")?;
+        let local_id: Option<String> = r.try_get("local_id")?;
+        if let (Some(source), Some(local_id)) = (source, local_id) {
+            links.push(Link { source, local_id });
+        }
+    }
+    Ok(indexed.then_some((links, grant)))
 }

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::RwLock;
 
 use casbin::{CoreApi, DefaultModel, Enforcer, FileAdapter, MgmtApi};
 use serde::Serialize;
@@ -112,7 +113,29 @@ pub struct Policy {
     words: HashMap<String, u32>,
     /// Each role with every role it inherits (including itself and `*`), as word numbers.
     roles: HashMap<Role, Vec<u32>>,
+    /// Answers already given. A view asks about every category, most of them two or three
+    /// times, and the same few questions recur from view to view; the answer depends only on
+    /// the policy, which never changes in place, so it is worked out once.
+    memo: RwLock<HashMap<Asked, HashMap<Box<str>, Decision>>>,
 }
+
+/// What a decision depends on besides the category: the agency only through the word it is in
+/// the policy (every agency the policy never names shares one answer), so the memo stays as
+/// small as the policy however many agencies ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Asked {
+    role: Role,
+    agency: Option<u32>,
+    kind: AgencyKind,
+    purpose: Purpose,
+}
+
+/// Most answers remembered for one [`Asked`]: the vocabulary's categories fit many times
+/// over; a source that invents categories cannot grow the memo without bound.
+const MEMO_CATEGORIES: usize = 256;
+/// Most [`Asked`] remembered: roles × agency kinds × purposes × the agencies the policy names
+/// fit easily.
+const MEMO_ASKED: usize = 16_384;
 
 /// Reads the model and policy with casbin.
 async fn enforcer(model: &Path, policy: &Path) -> Result<Enforcer, PolicyError> {
@@ -233,12 +256,39 @@ impl Policy {
             index,
             words,
             roles,
+            memo: RwLock::new(HashMap::new()),
         })
     }
 
     /// Decides one question exactly as casbin's model does: a matching deny wins (the first in
     /// file order is reported); otherwise the first matching allow; otherwise `default-deny`.
     pub fn decide(&self, q: &Question<'_>) -> Decision {
+        let asked = Asked {
+            role: q.role,
+            agency: self.words.get(q.agency).copied(),
+            kind: q.kind,
+            purpose: q.purpose,
+        };
+        if let Ok(memo) = self.memo.read() {
+            if let Some(d) = memo.get(&asked).and_then(|m| m.get(q.category)) {
+                return d.clone();
+            }
+        }
+        let d = self.work_out(q);
+        // A poisoned memo only means answers are worked out again.
+        if let Ok(mut memo) = self.memo.write() {
+            if memo.len() < MEMO_ASKED || memo.contains_key(&asked) {
+                let answers = memo.entry(asked).or_default();
+                if answers.len() < MEMO_CATEGORIES {
+                    answers.insert(q.category.into(), d.clone());
+                }
+            }
+        }
+        d
+    }
+
+    /// [`Policy::decide`] without the memo: the index's candidate rules, matched in file order.
+    fn work_out(&self, q: &Question<'_>) -> Decision {
         let word = |w: &str| self.words.get(w).copied();
         let star = word("*");
         let pair = |w: &str| [star, word(w)];
