@@ -637,6 +637,7 @@ mod tests {
             identifiers: ids.iter().map(|(k, v)| Identifier::new(*k, *v)).collect(),
             demographics: d,
             score: None,
+            restricted: false,
         }
     }
 
