@@ -159,3 +159,112 @@ pub async fn links_and_active(
     }
     Ok(indexed.then_some((links, grant)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::foundation::config::AgencyKind;
+    use crate::foundation::domain::Role;
+    use crate::pipeline::resolve::linkage::Matcher;
+    use crate::pipeline::resolve::Index;
+    use weft_adapters::{Demographics, Identifier, SourceRecord};
+
+    fn record(id: &str, nhs: &str) -> SourceRecord {
+        SourceRecord {
+            local_id: id.into(),
+            identifiers: vec![Identifier::new("nhs_number", nhs)],
+            demographics: Demographics::default(),
+            score: None,
+            restricted: false,
+        }
+    }
+
+    async fn grant(store: &Store, id: &str, who: &Principal, child: &str, expires_in: i64) {
+        let at = |d: i64| (Utc::now() + chrono::Duration::minutes(d)).to_rfc3339();
+        sqlx::query(
+            "INSERT INTO break_glass (id, user_id, agency, role, child_id, purpose, \
+             justification, granted_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(id)
+        .bind(&who.user)
+        .bind(&who.agency)
+        .bind(who.role.as_str())
+        .bind(child)
+        .bind("safeguarding")
+        .bind("a child at risk of serious harm tonight")
+        .bind(at(-1))
+        .bind(at(expires_in))
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    }
+
+    /// The one statement reads what the index's links and a grant lookup of their own would:
+    /// every link in order, a child with none, no child at all, and only a grant in force for
+    /// this user in this agency and role.
+    #[tokio::test]
+    async fn links_and_the_grant_in_force_in_one_statement() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = crate::foundation::store::test_store(dir.path()).await;
+        let index = Index::with_matcher(store.clone(), Matcher::builtin());
+        let (child, _) = index
+            .upsert("school", &record("s1", "9434765919"))
+            .await
+            .unwrap();
+        index
+            .upsert("health", &record("h1", "9434765919"))
+            .await
+            .unwrap();
+        index
+            .upsert("police", &record("p1", "9434765919"))
+            .await
+            .unwrap();
+        let who = Principal {
+            user: "sw-1".into(),
+            agency: "la".into(),
+            agency_kind: AgencyKind::SocialCare,
+            role: Role::SocialWorker,
+            client: None,
+        };
+
+        let (links, none) = links_and_active(&store, &who, &child)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(Some(links), index.links(&child).await.unwrap());
+        assert!(none.is_none());
+        assert!(links_and_active(&store, &who, "no-such-child")
+            .await
+            .unwrap()
+            .is_none());
+
+        grant(&store, "g-expired", &who, &child, -1).await;
+        let other_role = Principal {
+            role: Role::PoliceOfficer,
+            ..who.clone()
+        };
+        grant(&store, "g-other-role", &other_role, &child, 30).await;
+        let (_, none) = links_and_active(&store, &who, &child)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(none.is_none(), "expired, or taken in another role");
+
+        grant(&store, "g-1", &who, &child, 30).await;
+        let (links, g) = links_and_active(&store, &who, &child)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(links.len(), 3);
+        assert_eq!(g.map(|g| g.id), Some("g-1".to_string()));
+        sqlx::query("UPDATE break_glass SET review_outcome = 'not_justified' WHERE id = 'g-1'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let (_, revoked) = links_and_active(&store, &who, &child)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(revoked.is_none(), "a grant found not justified is revoked");
+    }
+}
