@@ -111,16 +111,13 @@ pub fn restriction_applies(
     kind: AgencyKind,
     purpose: Purpose,
 ) -> bool {
-    policy
-        .decide(&Question {
-            role,
-            agency,
-            kind,
-            category: RESTRICTED_CONTACT,
-            purpose,
-        })
-        .effect
-        != Effect::Permit
+    policy.effect(&Question {
+        role,
+        agency,
+        kind,
+        category: RESTRICTED_CONTACT,
+        purpose,
+    }) != Effect::Permit
 }
 
 /// Fields that mark a whole child as restricted when any source sets them true: NHS `R`/`V`, a
@@ -143,7 +140,7 @@ pub fn listed_categories(ctx: &Context<'_>) -> Vec<CategoryDecision> {
             let glass = ctx
                 .grant
                 .is_some_and(|g| g.purpose == ctx.purpose && d.breakable);
-            (d.effect != Effect::Deny || glass).then(|| category_decision(ctx, category))
+            (d.effect != Effect::Deny || glass).then(|| decided(ctx, category, d))
         })
         .collect()
 }
@@ -307,7 +304,11 @@ fn strip_protected(v: &mut serde_json::Value, path: &str, held: &mut Vec<String>
 }
 
 fn category_decision(ctx: &Context<'_>, category: &str) -> CategoryDecision {
-    let d = ctx.decide(category);
+    decided(ctx, category, ctx.decide(category))
+}
+
+/// [`category_decision`] once policy has answered `d`.
+fn decided(ctx: &Context<'_>, category: &str, d: Decision) -> CategoryDecision {
     let (shown, reason) = match d.effect {
         Effect::Permit => (true, None),
         Effect::PermitWithConsent => match ctx.consents.state(category, ctx.agency, ctx.purpose) {

@@ -263,6 +263,16 @@ impl Policy {
     /// Decides one question exactly as casbin's model does: a matching deny wins (the first in
     /// file order is reported); otherwise the first matching allow; otherwise `default-deny`.
     pub fn decide(&self, q: &Question<'_>) -> Decision {
+        self.answer(q, Decision::clone)
+    }
+
+    /// The effect alone of [`Policy::decide`]'s answer, without copying the rule and basis.
+    pub fn effect(&self, q: &Question<'_>) -> Effect {
+        self.answer(q, |d| d.effect)
+    }
+
+    /// `read` of the answer to `q`, from the memo when it is there.
+    fn answer<R>(&self, q: &Question<'_>, read: impl FnOnce(&Decision) -> R) -> R {
         let asked = Asked {
             role: q.role,
             agency: self.words.get(q.agency).copied(),
@@ -271,20 +281,21 @@ impl Policy {
         };
         if let Ok(memo) = self.memo.read() {
             if let Some(d) = memo.get(&asked).and_then(|m| m.get(q.category)) {
-                return d.clone();
+                return read(d);
             }
         }
         let d = self.work_out(q);
+        let answer = read(&d);
         // A poisoned memo only means answers are worked out again.
         if let Ok(mut memo) = self.memo.write() {
             if memo.len() < MEMO_ASKED || memo.contains_key(&asked) {
                 let answers = memo.entry(asked).or_default();
                 if answers.len() < MEMO_CATEGORIES {
-                    answers.insert(q.category.into(), d.clone());
+                    answers.insert(q.category.into(), d);
                 }
             }
         }
-        d
+        answer
     }
 
     /// [`Policy::decide`] without the memo: the index's candidate rules, matched in file order.
@@ -359,15 +370,13 @@ impl Policy {
         purpose: Purpose,
     ) -> bool {
         CATEGORIES.iter().any(|category| {
-            self.decide(&Question {
+            self.effect(&Question {
                 role,
                 agency,
                 kind,
                 category,
                 purpose,
-            })
-            .effect
-                == Effect::PermitWithConsent
+            }) == Effect::PermitWithConsent
         })
     }
 
