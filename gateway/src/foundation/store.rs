@@ -709,13 +709,14 @@ mod tests {
         staging.finish().await;
         assert_eq!(staged(&store).await, Vec::<String>::new());
 
-        let read: Vec<(
+        type Read = (
             String,
             String,
             Option<String>,
             Option<String>,
             Option<String>,
-        )> = sqlx::query(
+        );
+        let read: Vec<Read> = sqlx::query(
             "SELECT id, local_id, CAST(probability AS TEXT) AS p, \
                  CAST(match_weight AS TEXT) AS w, reason FROM match_links ORDER BY id",
         )
