@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use crate::foundation::store::Store;
+use crate::foundation::store::{Cell, Staging, Store};
 
 pub mod checkpoint;
 
@@ -236,6 +236,24 @@ async fn commit(store: &Store, batch: &[Pending]) -> Result<i64, sqlx::Error> {
 /// Takes the head row's lock, so the caller should do it last, just before committing.
 /// Returns the first entry's sequence number; with no entries it touches nothing and returns 0.
 pub async fn chain(conn: &mut AnyConnection, entries: &[&Entry]) -> Result<i64, sqlx::Error> {
+    chain_into(conn, None, entries).await
+}
+
+/// [`chain`] for many entries at once (the index's bulk path): the entries are written through
+/// `staging` (COPY on PostgreSQL) in one statement, however many there are.
+pub(crate) async fn chain_staged(
+    conn: &mut AnyConnection,
+    staging: &mut Staging,
+    entries: &[&Entry],
+) -> Result<i64, sqlx::Error> {
+    chain_into(conn, Some(staging), entries).await
+}
+
+async fn chain_into(
+    conn: &mut AnyConnection,
+    staging: Option<&mut Staging>,
+    entries: &[&Entry],
+) -> Result<i64, sqlx::Error> {
     if entries.is_empty() {
         return Ok(0);
     }
@@ -273,41 +291,68 @@ pub async fn chain(conn: &mut AnyConnection, entries: &[&Entry]) -> Result<i64, 
             hash,
         });
     }
-    let mut sql = String::from(
-        "INSERT INTO audit_log (seq, at, user_id, agency, role, action, child_id, purpose, \
-         outcome, detail, prev_hash, hash) VALUES ",
-    );
-    for i in 0..rows.len() {
-        let p = i * 12;
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        sql.push_str(
-            &(1..=12)
-                .map(|k| format!("${}", p + k))
-                .collect::<Vec<_>>()
-                .join(", "),
+    if let Some(staging) = staging {
+        staging
+            .insert(
+                conn,
+                "audit_log (seq, at, user_id, agency, role, action, child_id, purpose, outcome, \
+                 detail, prev_hash, hash)",
+                "",
+                rows.iter().zip(entries).map(|(row, entry)| {
+                    [
+                        Cell::Int(row.seq),
+                        row.at.as_str().into(),
+                        entry.user.as_str().into(),
+                        entry.agency.as_str().into(),
+                        entry.role.as_str().into(),
+                        entry.action.as_str().into(),
+                        Cell::Text(entry.child.as_deref()),
+                        Cell::Text(entry.purpose.as_deref()),
+                        entry.outcome.as_str().into(),
+                        row.detail.as_str().into(),
+                        row.prev.as_str().into(),
+                        row.hash.as_str().into(),
+                    ]
+                }),
+            )
+            .await?;
+    } else {
+        let mut sql = String::from(
+            "INSERT INTO audit_log (seq, at, user_id, agency, role, action, child_id, purpose, \
+             outcome, detail, prev_hash, hash) VALUES ",
         );
-        sql.push(')');
+        for i in 0..rows.len() {
+            let p = i * 12;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            sql.push_str(
+                &(1..=12)
+                    .map(|k| format!("${}", p + k))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+            sql.push(')');
+        }
+        let mut insert = sqlx::query(&sql);
+        for (row, entry) in rows.iter().zip(entries) {
+            insert = insert
+                .bind(row.seq)
+                .bind(&row.at)
+                .bind(&entry.user)
+                .bind(&entry.agency)
+                .bind(&entry.role)
+                .bind(&entry.action)
+                .bind(entry.child.as_deref())
+                .bind(entry.purpose.as_deref())
+                .bind(&entry.outcome)
+                .bind(&row.detail)
+                .bind(&row.prev)
+                .bind(&row.hash);
+        }
+        insert.execute(&mut *conn).await?;
     }
-    let mut insert = sqlx::query(&sql);
-    for (row, entry) in rows.iter().zip(entries) {
-        insert = insert
-            .bind(row.seq)
-            .bind(&row.at)
-            .bind(&entry.user)
-            .bind(&entry.agency)
-            .bind(&entry.role)
-            .bind(&entry.action)
-            .bind(entry.child.as_deref())
-            .bind(entry.purpose.as_deref())
-            .bind(&entry.outcome)
-            .bind(&row.detail)
-            .bind(&row.prev)
-            .bind(&row.hash);
-    }
-    insert.execute(&mut *conn).await?;
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
         .bind(seq)
         .bind(&prev)

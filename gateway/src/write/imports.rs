@@ -28,7 +28,7 @@ use weft_adapters::file::{self, FileConfig, Found, ImportError, Imported};
 use weft_adapters::AdapterConfig;
 
 use crate::foundation::config::SourceConfig;
-use crate::foundation::store::{insert_rows, Cell, Store};
+use crate::foundation::store::{Cell, Store};
 use crate::pipeline::resolve::Index;
 
 /// A parsed record as the store keeps it.
@@ -342,14 +342,17 @@ pub async fn import(
             }
         }
     }
-    // A first import adds every record: multi-row statements, not one per record.
-    insert_rows(
-        &mut tx,
-        store.backend,
-        "import_records (source, local_id, digest, record, imported_at)",
-        added,
-    )
-    .await?;
+    // A first import adds every record: COPY on PostgreSQL, multi-row statements on SQLite,
+    // not one statement per record.
+    let mut staging = store.staging();
+    staging
+        .insert(
+            &mut tx,
+            "import_records (source, local_id, digest, record, imported_at)",
+            "",
+            added,
+        )
+        .await?;
     let gone: Vec<&String> = existing.keys().collect();
     for chunk in gone.chunks(500) {
         let mut sql =
@@ -378,6 +381,7 @@ pub async fn import(
     .await?;
     audited(&mut tx, source, &report, None).await?;
     tx.commit().await?;
+    staging.finish().await;
     report.apply_ms = ms(clock);
     let clock = std::time::Instant::now();
     let mut recs = Vec::with_capacity(to_index.len());

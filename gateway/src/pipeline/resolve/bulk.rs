@@ -33,7 +33,7 @@ use super::linkage::{
 };
 use super::{Index, Stored};
 use crate::foundation::audit::{self, Entry};
-use crate::foundation::store::{insert_rows, insert_rows_then, Backend, Cell};
+use crate::foundation::store::{Cell, Staging};
 
 /// The fewest records new to the index for which a call takes the bulk path; fewer are
 /// upserted one at a time. Below it the bulk path's fixed cost (its reads of what the batch
@@ -48,9 +48,6 @@ pub const BATCH: usize = 50_000;
 
 /// Values per `IN (…)` list.
 const IN_CHUNK: usize = 500;
-
-/// Audit entries per append: twelve parameters each, within SQLite's limit per statement.
-const AUDIT_CHUNK: usize = 2_000;
 
 /// What [`Index::upsert_many`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -198,17 +195,27 @@ impl Index {
         }
         let place = ms(clock);
         let clock = Instant::now();
-        world
+        let mut staging = store.staging();
+        let written = match world
             .write(
                 &self.matcher,
                 &mut tx,
-                store.backend,
+                &mut staging,
                 source,
                 &new,
                 &placements,
             )
-            .await?;
-        tx.commit().await?;
+            .await
+        {
+            Ok(()) => tx.commit().await,
+            Err(e) => {
+                // Ended before the staging tables are dropped: a drop waits for it.
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        };
+        staging.finish().await;
+        written?;
         done.read_ms += read;
         done.place_ms += place;
         done.write_ms += ms(clock);
@@ -374,7 +381,8 @@ impl World {
         const SELECT: &str = "SELECT mk.rule AS rule, mk.key AS key, mk.source AS source, \
              mk.local_id AS local_id, mk.form AS form, sr.child_id AS child_id FROM match_keys mk \
              JOIN source_records sr ON sr.source = mk.source AND sr.local_id = mk.local_id";
-        if held <= 4 * new.len() as i64 {
+        let small = held <= 4 * new.len() as i64;
+        if small {
             // A small index beside the batch: one pass over its keys is cheaper than lookups.
             let rows = sqlx::query(SELECT).fetch_all(&mut *conn).await?;
             for row in &rows {
@@ -462,6 +470,20 @@ impl World {
             }
         }
         w.terms = w.terms_read.clone();
+        // Every record of every child a rule may ask about (the candidates' children, the
+        // holders of the batch's identifiers), read now rather than one child at a time as
+        // records are placed: a round trip per record is what made a census import slow.
+        if small {
+            w.load_every_child(conn).await?;
+        } else {
+            let children: Vec<String> = w
+                .known
+                .iter()
+                .filter_map(|k| k.child.clone())
+                .chain(w.holders.values().flatten().cloned())
+                .collect();
+            w.load_children(conn, children).await?;
+        }
         // Decisions a person made on these records (a record the index never held has none,
         // unless its row was removed by hand: read them all the same).
         for chunk in new.chunks(IN_CHUNK) {
@@ -559,6 +581,26 @@ impl World {
         Ok(())
     }
 
+    /// Loads every record of every child in the store: one pass, for a small index.
+    async fn load_every_child(&mut self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT child_id, local_id, identifiers, demographics FROM source_records \
+             WHERE child_id IS NOT NULL",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in rows {
+            let child: String = row.try_get("child_id")?;
+            let r = stored_record(
+                &row.try_get::<String, _>("local_id")?,
+                &row.try_get::<String, _>("demographics")?,
+                &row.try_get::<String, _>("identifiers")?,
+            );
+            self.children.entry(child).or_default().push(r);
+        }
+        Ok(())
+    }
+
     fn count(&self, c: Comparison, v: &str) -> (i64, i64) {
         self.terms
             .get(&(c, v.to_string()))
@@ -590,7 +632,8 @@ impl World {
             return Ok(placed);
         }
         let (tf, population) = matcher.tf_from(record, |c, v| self.count(c, v));
-        let scorer = Scorer::new(&matcher.model, &tf, population);
+        // The twin rule always, as the incremental path runs it (`Matcher::candidates`).
+        let scorer = Scorer::new(&matcher.model, &tf, population).with_twin_rule();
         let best = self
             .best(matcher, conn, &scorer, source, n, &excluded)
             .await?;
@@ -761,25 +804,26 @@ impl World {
         &self,
         matcher: &Matcher,
         conn: &mut AnyConnection,
-        backend: Backend,
+        staging: &mut Staging,
         source: &str,
         new: &[New<'_>],
         placements: &[Placement],
     ) -> Result<(), sqlx::Error> {
         let now = chrono::Utc::now().to_rfc3339();
-        insert_rows(
+        staging
+            .insert(
+                conn,
+                "children (id, created_at)",
+                "",
+                self.created
+                    .iter()
+                    .map(|c| [Cell::from(c.as_str()), now.as_str().into()]),
+            )
+            .await?;
+        staging.insert(
             conn,
-            backend,
-            "children (id, created_at)",
-            self.created
-                .iter()
-                .map(|c| [Cell::from(c.as_str()), now.as_str().into()]),
-        )
-        .await?;
-        insert_rows(
-            conn,
-            backend,
             "source_records (source, local_id, child_id, identifiers, demographics, match_key, link_method, updated_at, restricted)",
+            "",
             new.iter().zip(placements).map(|(n, p)| {
                 [
                     Cell::from(source),
@@ -814,19 +858,13 @@ impl World {
                 current.push(Some(&p.child));
             }
         }
-        let ids = NewLink::insert_many(conn, backend, &links).await?;
+        let ids = NewLink::insert_many(conn, staging, &links).await?;
         let mut keys = Vec::new();
         let mut identifiers = Vec::new();
         let forms: Vec<String> = new.iter().map(|n| n.stored.record.form()).collect();
         for (n, form) in new.iter().zip(&forms) {
             for (rule, key) in &n.keys {
-                keys.push([
-                    Cell::from(rule.as_str()),
-                    key.as_str().into(),
-                    source.into(),
-                    n.local_id.into(),
-                    form.as_str().into(),
-                ]);
+                keys.push((rule.as_str(), key.as_str(), n.local_id, form.as_str()));
             }
             for (kind, value) in n.stored.verified() {
                 identifiers.push([
@@ -837,20 +875,33 @@ impl World {
                 ]);
             }
         }
-        insert_rows(
-            conn,
-            backend,
-            "match_keys (rule, key, source, local_id, form)",
-            keys,
-        )
-        .await?;
-        insert_rows(
-            conn,
-            backend,
-            "record_identifiers (kind, value, source, local_id)",
-            identifiers,
-        )
-        .await?;
+        // In the primary key's order: the index then grows page by page rather than taking
+        // each row at a random place, which is most of what writing the keys costs.
+        keys.sort_unstable();
+        staging
+            .insert(
+                conn,
+                "match_keys (rule, key, source, local_id, form)",
+                "",
+                keys.iter().map(|&(rule, key, local_id, form)| {
+                    [
+                        Cell::from(rule),
+                        key.into(),
+                        source.into(),
+                        local_id.into(),
+                        form.into(),
+                    ]
+                }),
+            )
+            .await?;
+        staging
+            .insert(
+                conn,
+                "record_identifiers (kind, value, source, local_id)",
+                "",
+                identifiers,
+            )
+            .await?;
         let changed: Vec<(Comparison, &str, i64, i64)> = self
             .terms
             .iter()
@@ -863,31 +914,29 @@ impl World {
                 (n != &n0 || sq != &sq0).then_some((*c, v.as_str(), n - n0, sq - sq0))
             })
             .collect();
-        insert_rows_then(
-            conn,
-            backend,
-            "match_terms (comparison, value, n, sq)",
-            "ON CONFLICT (comparison, value) DO UPDATE SET n = match_terms.n + excluded.n, \
+        staging
+            .insert(
+                conn,
+                "match_terms (comparison, value, n, sq)",
+                "ON CONFLICT (comparison, value) DO UPDATE SET n = match_terms.n + excluded.n, \
              sq = match_terms.sq + excluded.sq",
-            changed.iter().map(|(c, v, n, sq)| {
-                [
-                    Cell::from(c.as_str()),
-                    (*v).into(),
-                    Cell::Int(*n),
-                    Cell::Int(*sq),
-                ]
-            }),
-        )
-        .await?;
+                changed.iter().map(|(c, v, n, sq)| {
+                    [
+                        Cell::from(c.as_str()),
+                        (*v).into(),
+                        Cell::Int(*n),
+                        Cell::Int(*sq),
+                    ]
+                }),
+            )
+            .await?;
         let entries: Vec<Entry> = links
             .iter()
             .zip(&ids)
             .zip(&current)
             .map(|((l, id), current)| l.entry(id, *current))
             .collect();
-        for chunk in entries.chunks(AUDIT_CHUNK) {
-            audit::chain(conn, &chunk.iter().collect::<Vec<_>>()).await?;
-        }
+        audit::chain_staged(conn, staging, &entries.iter().collect::<Vec<_>>()).await?;
         Ok(())
     }
 }

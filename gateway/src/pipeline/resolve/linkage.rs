@@ -1153,7 +1153,7 @@ impl<'a> NewLink<'a> {
     /// [`NewLink::insert`] writes one at a time. Returns their ids, in order.
     pub(crate) async fn insert_many(
         conn: &mut AnyConnection,
-        backend: crate::foundation::store::Backend,
+        staging: &mut crate::foundation::store::Staging,
         links: &[NewLink<'_>],
     ) -> Result<Vec<String>, sqlx::Error> {
         let now = chrono::Utc::now().to_rfc3339();
@@ -1166,11 +1166,12 @@ impl<'a> NewLink<'a> {
             .iter()
             .map(|l| l.decided_by.map(|_| now.as_str()))
             .collect();
-        insert_rows(
+        staging
+            .insert(
             conn,
-            backend,
             "match_links (id, source, local_id, child_id, status, method, probability, \
              match_weight, model_version, explanation, decided_by, decision, reason, created_at, decided_at)",
+            "",
             links
                 .iter()
                 .zip(&ids)
