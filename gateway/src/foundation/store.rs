@@ -175,6 +175,21 @@ impl Store {
         }
     }
 
+    /// Refreshes PostgreSQL's statistics of the master child index's tables (a bulk import
+    /// can grow them many times over between two autovacuum runs). SQLite plans from its
+    /// indexes alone and is left as it is.
+    pub async fn analyse_index(&self) -> Result<(), sqlx::Error> {
+        if self.backend == Backend::Postgres {
+            sqlx::query(
+                "ANALYZE children, source_records, record_identifiers, match_links, \
+                 match_keys, match_terms",
+            )
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Takes the master child index's write lock for the rest of `tx`: every change to the
     /// index (an upsert, a bulk placement, a person's decision) holds it, so that two nodes
     /// placing records at the same moment never both decide a record is new (two children, or

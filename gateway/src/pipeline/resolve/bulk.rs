@@ -88,7 +88,7 @@ impl Index {
         batch_size: usize,
     ) -> Upserted {
         let mut done = Upserted::default();
-        for batch in recs.chunks(batch_size.max(1)) {
+        for (n, batch) in recs.chunks(batch_size.max(1)).enumerate() {
             // Counted apart, and added only once the batch has committed.
             let mut counted = Upserted::default();
             let later = match self
@@ -97,6 +97,16 @@ impl Index {
             {
                 Ok(later) => {
                     done.add(&counted);
+                    // PostgreSQL plans the next batch's reads from its statistics of the
+                    // index's tables, which its autovacuum refreshes only a minute or more
+                    // later: planned for tables a fraction of their size, the reads of who
+                    // holds a batch's identifiers scan every identifier. Refreshed after the
+                    // first batch and each time the tables may have doubled since.
+                    if counted.bulk > 0 && (n + 1).is_power_of_two() {
+                        if let Err(e) = self.store.analyse_index().await {
+                            tracing::warn!(error = %logged(&e), "index statistics not refreshed");
+                        }
+                    }
                     later
                 }
                 Err(e) => {
