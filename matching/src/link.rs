@@ -590,34 +590,60 @@ pub fn clustering(
         let s = scorer.score(&records[x as usize], &records[y as usize]);
         s.guard.is_some() || (!s.deterministic && s.probability < DIFFERENT)
     };
+    // How many records carry each given name: what tells a slip from a name.
+    let mut spelled: HashMap<&str, u32> = HashMap::new();
+    for r in records {
+        if let Some(g) = &r.given {
+            *spelled.entry(g.joined.as_str()).or_default() += 1;
+        }
+    }
+    let count = |i: u32| {
+        records[i as usize]
+            .given
+            .as_ref()
+            .map_or(0, |g| spelled[g.joined.as_str()])
+    };
     let mut withheld = vec![false; n];
-    let of = loop {
-        let (of, members) = merge(n, &strong, &withheld, &apart);
-        // A record linked to a cluster it was refused, and at one with all of that cluster:
-        // either child could be its. (One whose own records are held apart from the other
-        // cluster is where it belongs, and stays.)
-        let mut ambiguous: Vec<u32> = strong
-            .iter()
-            .filter(|p| {
-                of[p.left as usize] != of[p.right as usize]
-                    && !withheld[p.left as usize]
-                    && !withheld[p.right as usize]
-            })
-            .flat_map(|p| [(p.left, p.right), (p.right, p.left)])
-            .filter(|&(x, y)| {
-                let other = &members[of[y as usize] as usize];
-                other.iter().all(|&z| !apart(x, z))
-            })
-            .map(|(x, _)| x)
-            .collect();
-        if ambiguous.is_empty() {
-            break of;
+    let (of, members) = merge(n, &strong, &withheld, &apart);
+    // A record linked to a cluster it was refused, and at one with all of that cluster: either
+    // child could be its. One whose own records are held apart from the other cluster is where
+    // it belongs, and stays. So does one whose given name is at least as common in the file as
+    // a name it links to: it is the name the others were misspelt from ("Nancy" between
+    // "Nanry" and "Nncy", which the twin rule cannot tell from two names), not a slip between
+    // two children's names ("Jak" between Jack and Jake).
+    let mut between: Vec<u32> = strong
+        .iter()
+        .filter(|p| of[p.left as usize] != of[p.right as usize])
+        .flat_map(|p| [(p.left, p.right), (p.right, p.left)])
+        .filter(|&(x, y)| {
+            let other = &members[of[y as usize] as usize];
+            other.iter().all(|&z| !apart(x, z))
+        })
+        .map(|(x, _)| x)
+        .collect();
+    between.sort_unstable();
+    between.dedup();
+    if !between.is_empty() {
+        let mut rarest_partner: HashMap<u32, u32> = between.iter().map(|&x| (x, u32::MAX)).collect();
+        for p in &strong {
+            for (x, w) in [(p.left, p.right), (p.right, p.left)] {
+                if let Some(m) = rarest_partner.get_mut(&x) {
+                    *m = (*m).min(count(w));
+                }
+            }
         }
-        ambiguous.sort_unstable();
-        ambiguous.dedup();
-        for x in ambiguous {
-            withheld[x as usize] = true;
+        for x in between {
+            if count(x) < rarest_partner[&x] {
+                withheld[x as usize] = true;
+            }
         }
+    }
+    // One pass more without them: the clusters they joined are merged again as if they
+    // were not there.
+    let of = if withheld.iter().any(|&w| w) {
+        merge(n, &strong, &withheld, &apart).0
+    } else {
+        of
     };
     // Number clusters by their first record in id order.
     let mut by_rank: Vec<u32> = (0..n as u32).collect();
@@ -943,6 +969,27 @@ mod tests {
         let c = clustering(&records[..2], &[pair(0, 1, 0.99)], 0.5, &scorer);
         assert_eq!(c.clusters, vec![0, 0]);
         assert!(c.withheld.is_empty());
+    }
+
+    /// The other way round: "Nancy" between two slips of it ("Nanry", "Nncy") that the twin
+    /// rule cannot tell from two names is the name they were misspelt from, and is not withheld.
+    #[test]
+    fn the_usual_spelling_between_two_slips_is_not_withheld() {
+        let girl = |id: &str, given: &str| {
+            let mut r = rec(id, given, "Talley", "2011-06-06", "WT18 5DR");
+            r.set(Field::Sex, "F").unwrap();
+            r
+        };
+        let records = vec![girl("a", "Nanry"), girl("b", "Nancy"), girl("c", "Nncy")];
+        let model = toy_model();
+        let tf = TermFrequencies::default();
+        let scorer = Scorer::new(&model, &tf, 4.0).with_twin_rule();
+        let held = scorer.score(&records[0], &records[2]).guard;
+        assert!(held.is_some(), "the two slips are held apart: {held:?}");
+        let c = clustering(&records, &[pair(0, 1, 0.99), pair(1, 2, 0.98)], 0.5, &scorer);
+        assert!(c.withheld.is_empty());
+        assert_eq!(c.clusters[0], c.clusters[1]);
+        assert_ne!(c.clusters[0], c.clusters[2]);
     }
 
     #[test]
