@@ -616,15 +616,29 @@ pub fn clustering(
         .filter(|p| of[p.left as usize] != of[p.right as usize])
         .flat_map(|p| [(p.left, p.right), (p.right, p.left)])
         .filter(|&(x, y)| {
-            let other = &members[of[y as usize] as usize];
+            let (own, other) = (
+                &members[of[x as usize] as usize],
+                &members[of[y as usize] as usize],
+            );
+            // Held apart by a rule (twins, identifiers), not only by a low score: where no
+            // rule runs, a record between two clusters is the model's to weigh.
             other.iter().all(|&z| !apart(x, z))
+                && own.iter().any(|&a| {
+                    other.iter().any(|&b| {
+                        scorer
+                            .score(&records[a as usize], &records[b as usize])
+                            .guard
+                            .is_some()
+                    })
+                })
         })
         .map(|(x, _)| x)
         .collect();
     between.sort_unstable();
     between.dedup();
     if !between.is_empty() {
-        let mut rarest_partner: HashMap<u32, u32> = between.iter().map(|&x| (x, u32::MAX)).collect();
+        let mut rarest_partner: HashMap<u32, u32> =
+            between.iter().map(|&x| (x, u32::MAX)).collect();
         for p in &strong {
             for (x, w) in [(p.left, p.right), (p.right, p.left)] {
                 if let Some(m) = rarest_partner.get_mut(&x) {
@@ -951,11 +965,24 @@ mod tests {
         let tf = TermFrequencies::default();
         let scorer = Scorer::new(&model, &tf, 4.0).with_twin_rule();
         let held = scorer.score(&records[0], &records[2]).guard;
-        assert!(held.is_some(), "Jack and Jake are held for a person: {held:?}");
+        assert!(
+            held.is_some(),
+            "Jack and Jake are held for a person: {held:?}"
+        );
         for pairs in [
             // Jak a shade closer to Jack, then to Jake: the order of strength must not decide.
-            vec![pair(0, 1, 0.99), pair(1, 2, 0.98), pair(0, 3, 0.97), pair(2, 4, 0.97)],
-            vec![pair(0, 1, 0.98), pair(1, 2, 0.99), pair(0, 3, 0.97), pair(2, 4, 0.97)],
+            vec![
+                pair(0, 1, 0.99),
+                pair(1, 2, 0.98),
+                pair(0, 3, 0.97),
+                pair(2, 4, 0.97),
+            ],
+            vec![
+                pair(0, 1, 0.98),
+                pair(1, 2, 0.99),
+                pair(0, 3, 0.97),
+                pair(2, 4, 0.97),
+            ],
         ] {
             let c = clustering(&records, &pairs, 0.5, &scorer);
             assert_ne!(c.clusters[0], c.clusters[2], "the twins share a cluster");
@@ -986,7 +1013,12 @@ mod tests {
         let scorer = Scorer::new(&model, &tf, 4.0).with_twin_rule();
         let held = scorer.score(&records[0], &records[2]).guard;
         assert!(held.is_some(), "the two slips are held apart: {held:?}");
-        let c = clustering(&records, &[pair(0, 1, 0.99), pair(1, 2, 0.98)], 0.5, &scorer);
+        let c = clustering(
+            &records,
+            &[pair(0, 1, 0.99), pair(1, 2, 0.98)],
+            0.5,
+            &scorer,
+        );
         assert!(c.withheld.is_empty());
         assert_eq!(c.clusters[0], c.clusters[1]);
         assert_ne!(c.clusters[0], c.clusters[2]);
