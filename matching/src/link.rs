@@ -534,17 +534,45 @@ pub const DIFFERENT: f64 = 0.01;
 
 /// Clusters for deduplication. A record joins a cluster only when it agrees with the cluster
 /// as a whole: the matching pairs (at or above `threshold`, no guard) are taken strongest
-/// first, and two clusters merge only when no two of their records are confidently different
-/// (a guard holds them apart, or they score below [`DIFFERENT`]). So a chain of individually
-/// plausible links never joins two children. Ties are broken by record id, so the same records
-/// in another order give the same clusters. Returns each record's cluster number, numbered
-/// from 0 in order of each cluster's first record by id.
+/// first, and two clusters merge only when no two of their records are held apart (a guard,
+/// whether it says "two children" or "only a person may say", or a score below
+/// [`DIFFERENT`]). So a chain of individually plausible links never joins two children: twins
+/// Jack and Jake, held for review as a pair, are not joined through a record "Jak" that is a
+/// close spelling of both.
+///
+/// That record is the other half of the danger: it could be either twin, and taking the
+/// strongest link first would give it to whichever scored a shade higher. A record that
+/// matches a cluster other than its own and agrees with every record of that cluster too,
+/// while the two clusters are held apart, is one only a person can place: it is withheld (left
+/// a cluster of its own, its links dropped) and the clustering runs again without it, until no
+/// such record is left. Ties are broken by record id, so the same records in another order
+/// give the same clusters. Returns each record's cluster number, numbered from 0 in order of
+/// each cluster's first record by id.
 pub fn cluster(
     records: &[Record],
     pairs: &[Pair],
     threshold: f64,
     scorer: &Scorer<'_>,
 ) -> Vec<u32> {
+    clustering(records, pairs, threshold, scorer).clusters
+}
+
+/// What [`cluster`] did: the clusters, and the records it withheld because they matched two
+/// children it may not join.
+#[derive(Debug, Clone)]
+pub struct Clustering {
+    pub clusters: Vec<u32>,
+    /// Record indices, in id order.
+    pub withheld: Vec<u32>,
+}
+
+/// [`cluster`], saying which records were withheld as matching two children.
+pub fn clustering(
+    records: &[Record],
+    pairs: &[Pair],
+    threshold: f64,
+    scorer: &Scorer<'_>,
+) -> Clustering {
     let n = records.len();
     let rank = ranks(&id_order(records));
     let mut strong: Vec<&Pair> = pairs.iter().filter(|p| p.matches(threshold)).collect();
@@ -558,21 +586,119 @@ pub fn cluster(
             .then(b.weight.total_cmp(&a.weight))
             .then_with(|| key(a).cmp(&key(b)))
     });
-    // Each record's cluster, and each cluster's members (kept at the cluster's own number).
+    let apart = |x: u32, y: u32| {
+        let s = scorer.score(&records[x as usize], &records[y as usize]);
+        s.guard.is_some() || (!s.deterministic && s.probability < DIFFERENT)
+    };
+    // How many records carry each given name: what tells a slip from a name.
+    let mut spelled: HashMap<&str, u32> = HashMap::new();
+    for r in records {
+        if let Some(g) = &r.given {
+            *spelled.entry(g.joined.as_str()).or_default() += 1;
+        }
+    }
+    let count = |i: u32| {
+        records[i as usize]
+            .given
+            .as_ref()
+            .map_or(0, |g| spelled[g.joined.as_str()])
+    };
+    let mut withheld = vec![false; n];
+    let (of, members) = merge(n, &strong, &withheld, &apart);
+    // A record linked to a cluster it was refused, and at one with all of that cluster: either
+    // child could be its. One whose own records are held apart from the other cluster is where
+    // it belongs, and stays. So does one whose given name is at least as common in the file as
+    // a name it links to: it is the name the others were misspelt from ("Nancy" between
+    // "Nanry" and "Nncy", which the twin rule cannot tell from two names), not a slip between
+    // two children's names ("Jak" between Jack and Jake).
+    let mut between: Vec<u32> = strong
+        .iter()
+        .filter(|p| of[p.left as usize] != of[p.right as usize])
+        .flat_map(|p| [(p.left, p.right), (p.right, p.left)])
+        .filter(|&(x, y)| {
+            let (own, other) = (
+                &members[of[x as usize] as usize],
+                &members[of[y as usize] as usize],
+            );
+            // Held apart by a rule (twins, identifiers), not only by a low score: where no
+            // rule runs, a record between two clusters is the model's to weigh.
+            other.iter().all(|&z| !apart(x, z))
+                && own.iter().any(|&a| {
+                    other.iter().any(|&b| {
+                        scorer
+                            .score(&records[a as usize], &records[b as usize])
+                            .guard
+                            .is_some()
+                    })
+                })
+        })
+        .map(|(x, _)| x)
+        .collect();
+    between.sort_unstable();
+    between.dedup();
+    if !between.is_empty() {
+        let mut rarest_partner: HashMap<u32, u32> =
+            between.iter().map(|&x| (x, u32::MAX)).collect();
+        for p in &strong {
+            for (x, w) in [(p.left, p.right), (p.right, p.left)] {
+                if let Some(m) = rarest_partner.get_mut(&x) {
+                    *m = (*m).min(count(w));
+                }
+            }
+        }
+        for x in between {
+            if count(x) < rarest_partner[&x] {
+                withheld[x as usize] = true;
+            }
+        }
+    }
+    // One pass more without them: the clusters they joined are merged again as if they
+    // were not there.
+    let of = if withheld.iter().any(|&w| w) {
+        merge(n, &strong, &withheld, &apart).0
+    } else {
+        of
+    };
+    // Number clusters by their first record in id order.
+    let mut by_rank: Vec<u32> = (0..n as u32).collect();
+    by_rank.sort_by_key(|&i| rank[i as usize]);
+    let mut ids: HashMap<u32, u32> = HashMap::new();
+    let mut out = vec![0u32; n];
+    for &i in &by_rank {
+        let next = ids.len() as u32;
+        out[i as usize] = *ids.entry(of[i as usize]).or_insert(next);
+    }
+    Clustering {
+        clusters: out,
+        withheld: by_rank
+            .into_iter()
+            .filter(|&i| withheld[i as usize])
+            .collect(),
+    }
+}
+
+/// One pass of merging: the strong pairs in order (those of withheld records left out), two
+/// clusters joined only when no two of their records are `apart`. Returns each record's
+/// cluster and each cluster's members (kept at the cluster's own number).
+fn merge(
+    n: usize,
+    strong: &[&Pair],
+    withheld: &[bool],
+    apart: &impl Fn(u32, u32) -> bool,
+) -> (Vec<u32>, Vec<Vec<u32>>) {
     let mut of: Vec<u32> = (0..n as u32).collect();
     let mut members: Vec<Vec<u32>> = (0..n as u32).map(|i| vec![i]).collect();
     for p in strong {
+        if withheld[p.left as usize] || withheld[p.right as usize] {
+            continue;
+        }
         let (a, b) = (of[p.left as usize], of[p.right as usize]);
         if a == b {
             continue;
         }
-        let compatible = members[a as usize].iter().all(|&x| {
-            members[b as usize].iter().all(|&y| {
-                let s = scorer.score(&records[x as usize], &records[y as usize]);
-                !s.guard.is_some_and(Guard::is_apart)
-                    && (s.deterministic || s.probability >= DIFFERENT)
-            })
-        });
+        let compatible = members[a as usize]
+            .iter()
+            .all(|&x| members[b as usize].iter().all(|&y| !apart(x, y)));
         if !compatible {
             continue;
         }
@@ -587,16 +713,7 @@ pub fn cluster(
         }
         members[keep as usize].extend(moved);
     }
-    // Number clusters by their first record in id order.
-    let mut by_rank: Vec<u32> = (0..n as u32).collect();
-    by_rank.sort_by_key(|&i| rank[i as usize]);
-    let mut ids: HashMap<u32, u32> = HashMap::new();
-    let mut out = vec![0u32; n];
-    for i in by_rank {
-        let next = ids.len() as u32;
-        out[i as usize] = *ids.entry(of[i as usize]).or_insert(next);
-    }
-    out
+    (of, members)
 }
 
 /// One bin of a calibration table: pairs given a probability in `[low, high)`, and how many
@@ -824,6 +941,87 @@ mod tests {
         assert_ne!(c[0], c[1]);
         assert_eq!(c[0], c[2]);
         assert_eq!(c[1], c[3]);
+    }
+
+    /// Twins Jack and Jake (same date of birth, home and sex; names only similar, so a person
+    /// decides about the pair) and a police record keyed "Jak", a close spelling of both: the
+    /// chain Jack ~ Jak ~ Jake must not join the twins, and "Jak" must not be given to
+    /// whichever twin it scored a shade closer to.
+    #[test]
+    fn a_record_close_to_both_twins_joins_neither() {
+        let twin = |id: &str, given: &str| {
+            let mut r = rec(id, given, "Smith", "2014-03-02", "WT1 1AA");
+            r.set(Field::Sex, "M").unwrap();
+            r
+        };
+        let records = vec![
+            twin("a", "Jack"),
+            twin("b", "Jak"),
+            twin("c", "Jake"),
+            twin("d", "Jack"),
+            twin("e", "Jake"),
+        ];
+        let model = toy_model();
+        let tf = TermFrequencies::default();
+        let scorer = Scorer::new(&model, &tf, 4.0).with_twin_rule();
+        let held = scorer.score(&records[0], &records[2]).guard;
+        assert!(
+            held.is_some(),
+            "Jack and Jake are held for a person: {held:?}"
+        );
+        for pairs in [
+            // Jak a shade closer to Jack, then to Jake: the order of strength must not decide.
+            vec![
+                pair(0, 1, 0.99),
+                pair(1, 2, 0.98),
+                pair(0, 3, 0.97),
+                pair(2, 4, 0.97),
+            ],
+            vec![
+                pair(0, 1, 0.98),
+                pair(1, 2, 0.99),
+                pair(0, 3, 0.97),
+                pair(2, 4, 0.97),
+            ],
+        ] {
+            let c = clustering(&records, &pairs, 0.5, &scorer);
+            assert_ne!(c.clusters[0], c.clusters[2], "the twins share a cluster");
+            assert_eq!(c.clusters[0], c.clusters[3]);
+            assert_eq!(c.clusters[2], c.clusters[4]);
+            let alone = c.clusters.iter().filter(|&&x| x == c.clusters[1]).count();
+            assert_eq!(alone, 1, "Jak joined a twin: {:?}", c.clusters);
+            assert_eq!(c.withheld, vec![1]);
+        }
+        // Without the other twin, Jak is Jack's.
+        let c = clustering(&records[..2], &[pair(0, 1, 0.99)], 0.5, &scorer);
+        assert_eq!(c.clusters, vec![0, 0]);
+        assert!(c.withheld.is_empty());
+    }
+
+    /// The other way round: "Nancy" between two slips of it ("Nanry", "Nncy") that the twin
+    /// rule cannot tell from two names is the name they were misspelt from, and is not withheld.
+    #[test]
+    fn the_usual_spelling_between_two_slips_is_not_withheld() {
+        let girl = |id: &str, given: &str| {
+            let mut r = rec(id, given, "Talley", "2011-06-06", "WT18 5DR");
+            r.set(Field::Sex, "F").unwrap();
+            r
+        };
+        let records = vec![girl("a", "Nanry"), girl("b", "Nancy"), girl("c", "Nncy")];
+        let model = toy_model();
+        let tf = TermFrequencies::default();
+        let scorer = Scorer::new(&model, &tf, 4.0).with_twin_rule();
+        let held = scorer.score(&records[0], &records[2]).guard;
+        assert!(held.is_some(), "the two slips are held apart: {held:?}");
+        let c = clustering(
+            &records,
+            &[pair(0, 1, 0.99), pair(1, 2, 0.98)],
+            0.5,
+            &scorer,
+        );
+        assert!(c.withheld.is_empty());
+        assert_eq!(c.clusters[0], c.clusters[1]);
+        assert_ne!(c.clusters[0], c.clusters[2]);
     }
 
     #[test]

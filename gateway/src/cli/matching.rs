@@ -467,7 +467,8 @@ pub fn run_dedupe(args: &DedupeArgs) -> anyhow::Result<()> {
     let tf = link::term_frequencies(task, &comparisons);
     let pairs = link::predict(&blocked, &model, &tf, floor);
     let scorer = weft_matching::Scorer::new(&model, &tf, task.others());
-    let clusters = link::cluster(&table.records, &pairs, s.threshold, &scorer);
+    let clustering = link::clustering(&table.records, &pairs, s.threshold, &scorer);
+    let clusters = clustering.clusters;
     t.lap("score and cluster", &mut since);
     {
         let mut w = csv::Writer::from_writer(writer(&args.scoring.out)?);
@@ -490,9 +491,10 @@ pub fn run_dedupe(args: &DedupeArgs) -> anyhow::Result<()> {
     t.lap("write", &mut since);
     let n_clusters = clusters.iter().max().map_or(0, |m| m + 1);
     let mut lines = vec![format!(
-        "records: {} ({} with a flagged value); clusters: {n_clusters}",
+        "records: {} ({} with a flagged value); clusters: {n_clusters}; {} left in a cluster of their own because they match two children held apart (for a person to place)",
         table.records.len(),
-        flagged(&table.records)
+        flagged(&table.records),
+        clustering.withheld.len()
     )];
     lines.extend(describe(&blocked, &model, &s));
     if let Some(truth) = &table.truth {

@@ -141,7 +141,8 @@ fn dedupe(
     let floor = if calibrate { 0.001 } else { args.threshold };
     let pairs = link::predict(&blocked, &model, &tf, floor);
     let scorer = weft_matching::Scorer::new(&model, &tf, task.others());
-    let clusters = link::cluster(records, &pairs, args.threshold, &scorer);
+    let clustering = link::clustering(records, &pairs, args.threshold, &scorer);
+    let clusters = clustering.clusters;
     let total = started.elapsed();
     println!(
         "cohort {label}: model {}, {:.3} matches per record; {} pairs compared, {} clusters; {:.2}s (block {:.2}s, train {:.2}s, score and cluster {:.2}s); peak memory {}",
@@ -157,6 +158,13 @@ fn dedupe(
     );
     let ev = link::evaluate(&blocked, &pairs, args.threshold, truth, truth);
     let cl = link::evaluate_clusters(&clusters, truth);
+    // Withheld records whose own child has other records: each is a link a person must make.
+    let alone = |i: u32| truth.iter().filter(|&&t| t == truth[i as usize]).count() == 1;
+    println!(
+        "cohort {label}: {} records matched two children held apart and were left for a person ({} of them had no other record of their own child)",
+        clustering.withheld.len(),
+        clustering.withheld.iter().filter(|&&i| alone(i)).count()
+    );
     println!(
         "cohort {label}: blocking recall {:.4}; pairs precision {:.4} recall {:.4} F1 {:.4}; clusters precision {:.4} recall {:.4} F1 {:.4}",
         ev.blocking_recall, ev.precision, ev.recall, ev.f1, cl.precision, cl.recall, cl.f1
