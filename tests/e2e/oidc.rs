@@ -71,8 +71,10 @@ fn start_provider_signing(redirect: &str, accounts: &Value, alg: &str) -> Provid
             }
         }
     });
+    // Node loads the provider's modules before it listens: seconds on a quiet machine, more
+    // than thirty seen on a loaded one. A wait for readiness, not a measure of speed.
     let issuer = rx
-        .recv_timeout(Duration::from_secs(30))
+        .recv_timeout(Duration::from_secs(120))
         .expect("the provider printed its issuer");
     Provider { child, issuer }
 }
