@@ -269,6 +269,21 @@ impl Gateway {
         self.child.id()
     }
 
+    /// How many of `user`'s audit entries for `action` were `shown` and how many not, as an IG
+    /// officer (token `ig`) reads them.
+    pub async fn audit_outcomes(&self, ig: &str, user: &str, action: &str) -> (usize, usize) {
+        let (status, entries) = self.get(&format!("/v1/audit?user={user}"), ig).await;
+        assert_eq!(status, 200, "{entries}");
+        let mine: Vec<&Value> = entries
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter(|e| e["action"] == action)
+            .collect();
+        let shown = mine.iter().filter(|e| e["outcome"] == "shown").count();
+        (shown, mine.len() - shown)
+    }
+
     /// `GET path` with a token; returns status and JSON body (Null when not JSON).
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
         let r = self

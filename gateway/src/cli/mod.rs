@@ -514,35 +514,50 @@ async fn export(out: PathBuf, arg: ConfigArg) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The person a command acts as, named by `--user` and `--agency` (an agency of the
+/// configuration): it is audited as that person, in `role`, from the client `command`.
+fn person(
+    config: &Config,
+    user: &str,
+    agency: &str,
+    role: crate::foundation::domain::Role,
+    command: &str,
+) -> anyhow::Result<crate::pipeline::authenticate::Principal> {
+    let kind = config
+        .agencies
+        .iter()
+        .find(|a| a.id == agency)
+        .map(|a| a.kind)
+        .ok_or_else(|| anyhow::anyhow!("--agency: no agency {agency:?} in the configuration"))?;
+    Ok(crate::pipeline::authenticate::Principal {
+        user: user.to_string(),
+        agency: agency.to_string(),
+        agency_kind: kind,
+        role,
+        client: Some(command.to_string()),
+    })
+}
+
+/// Closes a command's gateway: its audit writer drains before the command ends, so every
+/// entry the command made is written.
+async fn finish(gw: crate::gateway::Gateway, audit_task: tokio::task::JoinHandle<()>) {
+    gw.auditor.close();
+    drop(gw);
+    let _ = audit_task.await;
+}
+
 async fn sar(cmd: SarCmd) -> anyhow::Result<()> {
     use crate::foundation::domain::Role;
-    use crate::pipeline::authenticate::Principal;
     let html = match cmd.format.as_str() {
         "json" => false,
         "html" => true,
         _ => anyhow::bail!("--format: json or html"),
     };
     let config = load_for(&cmd.config, &[Part::Policy, Part::Routing, Part::Matching])?;
-    let kind = config
-        .agencies
-        .iter()
-        .find(|a| a.id == cmd.agency)
-        .map(|a| a.kind)
-        .ok_or_else(|| {
-            anyhow::anyhow!("--agency: no agency {:?} in the configuration", cmd.agency)
-        })?;
-    let who = Principal {
-        user: cmd.user.clone(),
-        agency: cmd.agency.clone(),
-        agency_kind: kind,
-        role: Role::IgOfficer,
-        client: Some("weft sar".into()),
-    };
+    let who = person(&config, &cmd.user, &cmd.agency, Role::IgOfficer, "weft sar")?;
     let (gw, audit_task) = crate::gateway::Gateway::build(config, Schemas::load()?).await?;
     let result = crate::read::sar::report(&gw, &who, &cmd.child).await;
-    gw.auditor.close();
-    drop(gw);
-    let _ = audit_task.await;
+    finish(gw, audit_task).await;
     let report = result.map_err(|e| anyhow::anyhow!("{e}"))?;
     let text = if html {
         crate::read::sar::html(&report).map_err(|e| anyhow::anyhow!("{e}"))?
@@ -560,7 +575,6 @@ async fn sar(cmd: SarCmd) -> anyhow::Result<()> {
 
 async fn quality(cmd: QualityCmd) -> anyhow::Result<()> {
     use crate::foundation::domain::Role;
-    use crate::pipeline::authenticate::Principal;
     if !matches!(cmd.format.as_str(), "json" | "csv" | "counts") {
         anyhow::bail!("--format: json, csv or counts");
     }
@@ -569,29 +583,13 @@ async fn quality(cmd: QualityCmd) -> anyhow::Result<()> {
         .parse()
         .map_err(|e| anyhow::anyhow!("--role: {e}"))?;
     let config = load_for(&cmd.config, &[Part::Policy, Part::Routing, Part::Matching])?;
-    let kind = config
-        .agencies
-        .iter()
-        .find(|a| a.id == cmd.agency)
-        .map(|a| a.kind)
-        .ok_or_else(|| {
-            anyhow::anyhow!("--agency: no agency {:?} in the configuration", cmd.agency)
-        })?;
-    let who = Principal {
-        user: cmd.user.clone(),
-        agency: cmd.agency.clone(),
-        agency_kind: kind,
-        role,
-        client: Some("weft quality".into()),
-    };
+    let who = person(&config, &cmd.user, &cmd.agency, role, "weft quality")?;
     let (gw, audit_task) = crate::gateway::Gateway::build(config, Schemas::load()?).await?;
     let query = crate::read::quality::QualityQuery {
         source: cmd.source.clone(),
     };
     let result = crate::read::quality::report(&gw, &who, Ok(query)).await;
-    gw.auditor.close();
-    drop(gw);
-    let _ = audit_task.await;
+    finish(gw, audit_task).await;
     let report = result.map_err(|e| anyhow::anyhow!("{e}"))?;
     let bytes = match cmd.format.as_str() {
         "csv" => crate::read::quality::to_csv(&report).map_err(|e| anyhow::anyhow!("{e}"))?,
