@@ -151,11 +151,7 @@ pub async fn links_and_active(
             continue;
         }
         indexed = true;
-        let source: Option<String> = r.try_get("source")?;
-        let local_id: Option<String> = r.try_get("local_id")?;
-        if let (Some(source), Some(local_id)) = (source, local_id) {
-            links.push(Link { source, local_id });
-        }
+        links.extend(Link::from_row(r)?);
     }
     Ok(indexed.then_some((links, grant)))
 }
