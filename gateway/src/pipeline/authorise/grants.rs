@@ -151,7 +151,11 @@ pub async fn links_and_active(
             continue;
         }
         indexed = true;
-        links.extend(Link::from_row(r)?);
+        let source: Option<String> = r.try_get("source")?;
+        let local_id: Option<String> = r.try_get("local_id")?;
+        if let (Some(source), Some(local_id)) = (source, local_id) {
+            links.push(Link { source, local_id });
+        }
     }
     Ok(indexed.then_some((links, grant)))
 }

@@ -578,8 +578,15 @@ impl World {
                 q = q.bind(c);
                 self.children.insert(c.clone(), Vec::new());
             }
-            let rows = q.fetch_all(&mut *conn).await?;
-            self.add_children(&rows)?;
+            for row in q.fetch_all(&mut *conn).await? {
+                let child: String = row.try_get("child_id")?;
+                let r = stored_record(
+                    &row.try_get::<String, _>("local_id")?,
+                    &row.try_get::<String, _>("demographics")?,
+                    &row.try_get::<String, _>("identifiers")?,
+                );
+                self.children.entry(child).or_default().push(r);
+            }
         }
         Ok(())
     }
@@ -592,12 +599,6 @@ impl World {
         )
         .fetch_all(&mut *conn)
         .await?;
-        self.add_children(&rows)
-    }
-
-    /// Adds rows of `source_records` (`child_id`, `local_id`, `identifiers`, `demographics`)
-    /// to their children's records.
-    fn add_children(&mut self, rows: &[sqlx::any::AnyRow]) -> Result<(), sqlx::Error> {
         for row in rows {
             let child: String = row.try_get("child_id")?;
             let r = stored_record(

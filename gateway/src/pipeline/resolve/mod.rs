@@ -44,18 +44,6 @@ pub struct Link {
     pub local_id: String,
 }
 
-impl Link {
-    /// The link in a row of a child joined to its records (`source`, `local_id`); `None` for
-    /// the row of a child with no records.
-    pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<Option<Link>, sqlx::Error> {
-        let source: Option<String> = r.try_get("source")?;
-        let local_id: Option<String> = r.try_get("local_id")?;
-        Ok(source
-            .zip(local_id)
-            .map(|(source, local_id)| Link { source, local_id }))
-    }
-}
-
 /// An identifier as the index keeps it: checked, and flagged when it failed.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 struct Checked {
@@ -243,7 +231,11 @@ impl Index {
         }
         let mut links = Vec::with_capacity(rows.len());
         for r in &rows {
-            links.extend(Link::from_row(r)?);
+            let source: Option<String> = r.try_get("source")?;
+            let local_id: Option<String> = r.try_get("local_id")?;
+            if let (Some(source), Some(local_id)) = (source, local_id) {
+                links.push(Link { source, local_id });
+            }
         }
         Ok(Some(links))
     }
