@@ -115,27 +115,24 @@ pub async fn load(store: &Store, cat: &Catalogue, areas: &Areas) -> Result<Loade
     // Sources imported before the facts table existed are derived once, on first use.
     facts::backfill(store).await?;
     // Whether the index links the pupil's record to a record of a social-care source, decided
-    // in the database: one set of the children social care knows, joined by hash, rather than
-    // every linked child's id sent over.
+    // in the database: the children social care knows are gathered once, hashed (PostgreSQL's
+    // hashed subplan, SQLite's ephemeral index), and each pupil's child looked up in them,
+    // rather than every linked child's id sent over.
     let known = if cat.social_care.is_empty() {
-        ("CAST(0 AS BIGINT)".to_string(), String::new())
+        "CAST(0 AS BIGINT)".to_string()
     } else {
-        (
-            "CAST(CASE WHEN k.child_id IS NULL THEN 0 ELSE 1 END AS BIGINT)".to_string(),
-            format!(
-                "LEFT JOIN (SELECT DISTINCT child_id FROM source_records \
-                 WHERE child_id IS NOT NULL AND source IN ({})) k ON k.child_id = sr.child_id",
-                placeholders(2, cat.social_care.len())
-            ),
+        format!(
+            "CAST(CASE WHEN sr.child_id IN (SELECT child_id FROM source_records \
+             WHERE source IN ({})) THEN 1 ELSE 0 END AS BIGINT)",
+            placeholders(2, cat.social_care.len())
         )
     };
     let sql = format!(
         "SELECT f.school AS school, f.postcode AS postcode, f.attendance AS attendance, \
-         f.exclusions AS exclusions, f.unplaced AS unplaced, {} AS known \
+         f.exclusions AS exclusions, f.unplaced AS unplaced, {known} AS known \
          FROM area_facts f LEFT JOIN source_records sr \
-           ON sr.source = f.source AND sr.local_id = f.local_id {} \
-         WHERE f.source = $1",
-        known.0, known.1
+           ON sr.source = f.source AND sr.local_id = f.local_id \
+         WHERE f.source = $1"
     );
     for (index, (source, agency)) in cat.education.iter().enumerate() {
         let mut q = sqlx::query(&sql).bind(source);
