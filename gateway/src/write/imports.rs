@@ -10,6 +10,9 @@
 //! - Otherwise each record's canonical JSON is hashed and compared with the stored digest: only
 //!   added and changed records are written and re-indexed; records missing from the new drop
 //!   are removed (a census export is the whole roll), so their views say `no_record`.
+//! - Each added or changed record's area-report facts (`read::area::facts`) are derived from
+//!   its parsed form and written in the same transaction, so the first area report after an
+//!   import parses nothing.
 //! - A rejected drop writes nothing but its own `import_runs` row: the previous data stays.
 //! - A drop that would remove every stored record of the source, or more than
 //!   `limits.removed_percent` of them, is refused the same way unless the caller allows it
@@ -30,12 +33,16 @@ use weft_adapters::AdapterConfig;
 use crate::foundation::config::SourceConfig;
 use crate::foundation::store::{Cell, Store};
 use crate::pipeline::resolve::Index;
+use crate::read::area::facts::{self, Facts};
 
 /// A parsed record as the store keeps it.
 struct Hashed {
     local_id: String,
     json: String,
     digest: String,
+    /// What the area report counts of it, derived from the parsed form while it is at hand;
+    /// `None` for a record the report cannot read (counted nowhere).
+    facts: Option<Facts>,
 }
 
 /// A file as an import saw it.
@@ -221,7 +228,7 @@ pub async fn import(
         // Only the canonical JSON is kept per record (the digest is over it, the store keeps
         // it); the parsed form is dropped at once, which halves the peak for a large census.
         file::parse(&dropped, &limits).map(|p| {
-            let mut flagged = 0;
+            let (mut flagged, mut unreadable) = (0, 0);
             let hashed: Vec<Hashed> = p
                 .records
                 .into_iter()
@@ -234,21 +241,24 @@ pub async fn import(
                     );
                     let json = serde_json::to_string(&r).unwrap_or_default();
                     let digest = sha256_hex(json.as_bytes());
+                    let facts = Facts::of(&r).ok();
+                    unreadable += usize::from(facts.is_none());
                     Hashed {
                         local_id: r.record.local_id,
                         json,
                         digest,
+                        facts,
                     }
                 })
                 .collect();
-            (hashed, p.warnings, flagged)
+            (hashed, p.warnings, flagged, unreadable)
         })
     })
     .await
     .map_err(|e| ImportFailure::Task(e.to_string()))?;
     report.parse_ms = ms(clock);
     let clock = std::time::Instant::now();
-    let (records, warnings, flagged) = match parsed {
+    let (records, warnings, flagged, unreadable) = match parsed {
         Ok(p) => p,
         Err(e) => {
             record_failure(store, source, &started, "rejected", &files, &e.to_string()).await?;
@@ -258,6 +268,14 @@ pub async fn import(
     report.records = records.len();
     report.warnings = warnings;
     report.flagged = flagged;
+    if unreadable > 0 {
+        // Counts only: the records are children's.
+        tracing::warn!(
+            source,
+            unreadable,
+            "imported records the area report cannot read"
+        );
+    }
 
     let mut tx = store.begin_write().await?;
     // Another node (or this node's watcher) importing the same source waits here, then finds
@@ -305,14 +323,25 @@ pub async fn import(
     let at = now();
     let mut to_index = Vec::new();
     let mut added = Vec::new();
+    // The area report's facts of every record added or changed, written after the records:
+    // a changed record's old facts went with its old version (the `import_records_changed`
+    // trigger), and a removed record's with it.
+    let mut derived: Vec<(&str, &str, &Facts)> = Vec::new();
     for Hashed {
         local_id,
         json,
         digest,
+        facts: counted,
     } in &records
     {
         let id = local_id.as_str();
-        match existing.remove(id) {
+        let old = existing.remove(id);
+        if old.as_ref() != Some(digest) {
+            if let Some(f) = counted {
+                derived.push((id, digest.as_str(), f));
+            }
+        }
+        match old {
             Some(old) if old == *digest => report.unchanged += 1,
             Some(_) => {
                 sqlx::query(
@@ -368,6 +397,7 @@ pub async fn import(
         q.execute(&mut *tx).await?;
         report.removed += chunk.len();
     }
+    facts::insert(&mut tx, &mut staging, source, &derived).await?;
     report.outcome = "applied";
     insert_run(
         &mut tx,
@@ -877,6 +907,154 @@ mod tests {
             .unwrap();
         assert_eq!((left.removed, left.unchanged), (1, 2));
         assert!(adapter.fetch("P207000016049").await.unwrap().is_none());
+    }
+
+    /// The area report's facts on the store this run exercises (`WEFT_TEST_STORE`): written
+    /// for every record an import adds or changes, gone with every record removed — by an
+    /// import or by any other writer of the import store — and untouched by a drop that is
+    /// rejected or refused. `facts::drift` derives them afresh from the stored records.
+    #[tokio::test]
+    async fn the_area_facts_follow_every_writer_of_imported_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = crate::foundation::store::test_store(dir.path()).await;
+        let index = Index::new(store.clone());
+        let drop = dir.path().join("drop");
+        std::fs::create_dir(&drop).unwrap();
+        let mut cfg = config(&drop);
+        cfg.files = [
+            (FileFormat::CensusPupilsCsv, "pupils.csv"),
+            (FileFormat::CensusAttendanceCsv, "attendance.csv"),
+            (FileFormat::CensusExclusionsCsv, "exclusions.csv"),
+        ]
+        .into_iter()
+        .map(|(format, name)| FileSpec {
+            format,
+            name: name.into(),
+        })
+        .collect();
+        let write = |pupils: &[&str], attendance: &[&str]| {
+            let head = "UPN,Legal Surname,Legal Forename,DOB,Gender,Postcode,URN\n";
+            std::fs::write(
+                drop.join("pupils.csv"),
+                head.to_string() + pupils.join("\n").as_str(),
+            )
+            .unwrap();
+            let head = "UPN,Term,Sessions Possible,Sessions Attended\n";
+            std::fs::write(
+                drop.join("attendance.csv"),
+                head.to_string() + attendance.join("\n").as_str(),
+            )
+            .unwrap();
+            std::fs::write(
+                drop.join("exclusions.csv"),
+                "UPN,Category,StartDate\nB801200005001,SUSP,2025-02-03\n",
+            )
+            .unwrap();
+        };
+        let (khan, smith, patel) = (
+            "B801200005001,Khan,Sara,2012-03-27,F,WT3 5QP,100001",
+            "A801200005001,Smith,Jo,2013-01-02,M,WT1 1AA,100002",
+            "P207000016049,Patel,Ravi,2011-06-05,M,WT2 2BB,100002",
+        );
+        let attendance = [
+            "B801200005001,Autumn 2024,100,85",
+            "A801200005001,Autumn 2024,100,95",
+            "P207000016049,Autumn 2024,100,99",
+        ];
+        write(&[khan, smith, patel], &attendance);
+        let facts_of = |id: &'static str| {
+            let store = store.clone();
+            async move {
+                sqlx::query("SELECT attendance FROM area_facts WHERE local_id = $1")
+                    .bind(id)
+                    .fetch_optional(&store.pool)
+                    .await
+                    .unwrap()
+                    .map(|r| r.get::<String, _>("attendance"))
+            }
+        };
+        let count = || {
+            let store = store.clone();
+            async move {
+                sqlx::query("SELECT COUNT(*) AS n FROM area_facts")
+                    .fetch_one(&store.pool)
+                    .await
+                    .unwrap()
+                    .get::<i64, _>("n")
+            }
+        };
+
+        import(&store, &index, "census", &cfg, Options::default())
+            .await
+            .unwrap();
+        assert_eq!(facts::drift(&store).await, Vec::<String>::new());
+        assert_eq!(count().await, 3);
+        assert_eq!(
+            facts_of("A801200005001").await.as_deref(),
+            Some("[[2024,1,100,95]]")
+        );
+
+        // Smith's attendance changes, Patel leaves, Ahmed joins.
+        let ahmed = "K801200005002,Ahmed,Zara,2012-09-09,F,WT4 4DD,100001";
+        write(
+            &[khan, smith, ahmed],
+            &[
+                attendance[0],
+                "A801200005001,Autumn 2024,100,80",
+                "K801200005002,Autumn 2024,100,90",
+            ],
+        );
+        let r = import(&store, &index, "census", &cfg, Options::default())
+            .await
+            .unwrap();
+        assert_eq!((r.added, r.changed, r.removed, r.unchanged), (1, 1, 1, 1));
+        assert_eq!(facts::drift(&store).await, Vec::<String>::new());
+        assert_eq!(count().await, 3);
+        assert_eq!(
+            facts_of("A801200005001").await.as_deref(),
+            Some("[[2024,1,100,80]]")
+        );
+        assert_eq!(facts_of("P207000016049").await, None);
+
+        // A drop refused (every pupil would go) or rejected (malformed) changes nothing.
+        write(&[], &[]);
+        import(&store, &index, "census", &cfg, Options::default())
+            .await
+            .unwrap_err();
+        std::fs::write(drop.join("pupils.csv"), "UPN,Legal Surname\n\"x").unwrap();
+        import(&store, &index, "census", &cfg, Options::default())
+            .await
+            .unwrap_err();
+        assert_eq!(facts::drift(&store).await, Vec::<String>::new());
+        assert_eq!(count().await, 3);
+
+        // Any other writer: a record erased takes its facts with it; a record rewritten loses
+        // them (missing until derived again, never stale).
+        sqlx::query("DELETE FROM import_records WHERE local_id = 'K801200005002'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(facts::drift(&store).await, Vec::<String>::new());
+        assert_eq!(count().await, 2);
+        sqlx::query(
+            "UPDATE import_records SET record = REPLACE(record, '85', '15'), digest = 'rewritten' \
+             WHERE local_id = 'B801200005001'",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let drift = facts::drift(&store).await;
+        assert_eq!(drift.len(), 1, "{drift:?}");
+        assert!(drift[0].ends_with("no facts"), "{drift:?}");
+        sqlx::query("UPDATE import_records SET imported_at = 'later'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            count().await,
+            1,
+            "a record whose content is unchanged keeps its facts"
+        );
     }
 
     #[tokio::test]

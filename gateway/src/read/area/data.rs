@@ -1,8 +1,9 @@
 //! Where the area report's data comes from, and how fresh it is:
 //!
 //! - attendance and exclusions: the records last imported from each `file` source of an
-//!   education agency (the import store, `import_records`: school census and MIS exports), as of
-//!   that source's last import that was not rejected;
+//!   education agency (the import store: school census and MIS exports, each record's counted
+//!   items derived at import into `area_facts`, see [`facts`]), as of that source's last
+//!   applied import (a rejected or refused drop changes nothing);
 //! - "known to social care": whether the master child index links the pupil's record to a
 //!   record in any source of a social-care agency, as of the newest data the index holds from
 //!   each (an import's time for a `file` source; otherwise the newest record the index wrote
@@ -11,15 +12,12 @@
 //! Live sources (an MIS read over SQL) are not fanned out to for a report: a report over an
 //! authority is a read of what the gateway holds, never 100,000 calls to partner systems.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
-
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use sqlx::Row;
 
+use super::facts::{self, Facts};
 use super::places::Areas;
-use super::table::{Pupil, Term};
+use super::table::Pupil;
 use crate::foundation::store::Store;
 
 /// A source the report reads, and the time of the data it has from it.
@@ -53,171 +51,6 @@ pub struct Loaded {
     pub unplaced_terms: usize,
 }
 
-#[derive(Deserialize)]
-struct Stored {
-    record: StoredRecord,
-    #[serde(default)]
-    items: Vec<StoredItem>,
-}
-
-#[derive(Deserialize)]
-struct StoredRecord {
-    #[serde(default)]
-    demographics: StoredDemographics,
-}
-
-#[derive(Deserialize, Default)]
-struct StoredDemographics {
-    #[serde(default)]
-    postcode: Option<String>,
-}
-
-/// An imported item, with its value read only when the report needs it: a census record's
-/// items are mostly fields the report does not count, and building a JSON tree of each would
-/// cost more than everything else the report does. The import store writes an item's
-/// `category` and `field` before its `value` (the order of [`weft_adapters::Item`]'s fields),
-/// so the value's type is known by the time it is met; in any other order it is skipped.
-enum StoredItem {
-    School(Option<String>),
-    Terms(Vec<TermRow>),
-    Exclusions(Vec<ExclusionRow>),
-    Other,
-}
-
-#[derive(Deserialize)]
-struct TermRow {
-    #[serde(default)]
-    term: Option<String>,
-    #[serde(default)]
-    possible_sessions: Option<i64>,
-    #[serde(default)]
-    attended_sessions: Option<i64>,
-}
-
-#[derive(Deserialize)]
-struct ExclusionRow {
-    #[serde(default)]
-    kind: Option<String>,
-    #[serde(default)]
-    start_date: Option<String>,
-}
-
-impl<'de> Deserialize<'de> for StoredItem {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = StoredItem;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an imported item")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<StoredItem, A::Error> {
-                use serde::de::IgnoredAny;
-                let (mut category, mut field) = (None::<String>, None::<String>);
-                let mut item = StoredItem::Other;
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    match key.as_ref() {
-                        "category" => category = Some(map.next_value()?),
-                        "field" => field = Some(map.next_value()?),
-                        "value" => {
-                            item = match (category.as_deref(), field.as_deref()) {
-                                (Some("education.enrolment"), Some("school_urn")) => {
-                                    StoredItem::School(
-                                        map.next_value::<serde_json::Value>()?
-                                            .as_str()
-                                            .map(String::from),
-                                    )
-                                }
-                                (Some("education.attendance"), Some("terms")) => {
-                                    StoredItem::Terms(map.next_value()?)
-                                }
-                                (Some("education.exclusions"), Some("exclusions")) => {
-                                    StoredItem::Exclusions(map.next_value()?)
-                                }
-                                _ => {
-                                    map.next_value::<IgnoredAny>()?;
-                                    StoredItem::Other
-                                }
-                            }
-                        }
-                        _ => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(item)
-            }
-        }
-        d.deserialize_map(Visit)
-    }
-}
-
-/// A record's digest: the SHA-256 of its canonical JSON (local id included), so its facts never
-/// change under one digest.
-type Key = String;
-
-/// What the report needs of one imported record, read once per digest.
-#[derive(Debug, Default)]
-struct Facts {
-    school: Option<String>,
-    postcode: Option<String>,
-    attendance: Vec<(Term, i64, i64)>,
-    exclusions: Vec<(Term, bool)>,
-    unplaced: usize,
-}
-
-/// Facts of the records reports have read, by digest: content-addressed,
-/// so one process serving several stores (the tests) cannot mix them up, and a changed record
-/// (a new digest) is read again. Parsing every record's JSON is most of a report's cost.
-fn facts_cache() -> &'static Mutex<HashMap<Key, Arc<Facts>>> {
-    static CACHE: OnceLock<Mutex<HashMap<Key, Arc<Facts>>>> = OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
-fn facts_of(stored: Stored) -> Facts {
-    let mut f = Facts {
-        postcode: stored.record.demographics.postcode,
-        ..Facts::default()
-    };
-    for item in stored.items {
-        match item {
-            StoredItem::School(urn) => {
-                if let Some(urn) = urn.filter(|u| !u.trim().is_empty()) {
-                    f.school = Some(urn.trim().to_string());
-                }
-            }
-            StoredItem::Terms(terms) => {
-                for t in terms {
-                    let term = t.term.as_deref().and_then(Term::parse);
-                    match (term, t.possible_sessions, t.attended_sessions) {
-                        (Some(term), Some(p), Some(a)) if p >= 0 && (0..=p).contains(&a) => {
-                            f.attendance.push((term, p, a))
-                        }
-                        _ => f.unplaced += 1,
-                    }
-                }
-            }
-            StoredItem::Exclusions(rows) => {
-                for e in rows {
-                    let permanent = match e.kind.as_deref() {
-                        Some("permanent") => true,
-                        Some("suspension") => false,
-                        // Lunchtime exclusions are not counted, as the DfE's tables do not.
-                        _ => continue,
-                    };
-                    if let Some(term) = e.start_date.as_deref().and_then(Term::of_date) {
-                        f.exclusions.push((term, permanent));
-                    }
-                }
-            }
-            StoredItem::Other => {}
-        }
-    }
-    f
-}
-
 fn placeholders(from: usize, n: usize) -> String {
     (from..from + n)
         .map(|i| format!("${i}"))
@@ -225,9 +58,11 @@ fn placeholders(from: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// When the source's data was last applied: a rejected or refused drop leaves the data of the
+/// import before it.
 async fn import_time(store: &Store, source: &str) -> Result<Option<String>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT MAX(finished_at) AS at FROM import_runs WHERE source = $1 AND outcome <> 'rejected'",
+        "SELECT MAX(finished_at) AS at FROM import_runs WHERE source = $1 AND outcome = 'applied'",
     )
     .bind(source)
     .fetch_one(&store.pool)
@@ -277,102 +112,57 @@ pub async fn load(store: &Store, cat: &Catalogue, areas: &Areas) -> Result<Loade
         return Ok(loaded);
     }
 
-    // Each record's digest (the import's SHA-256 of it) and whether the index links it to a
-    // record of a social-care source, decided in the database (an index lookup per record,
-    // rather than every linked child's id sent over); the records themselves are read and
-    // parsed only where the digest is new to this process (`facts_cache`).
-    let education = placeholders(1, cat.education.len());
+    // Sources imported before the facts table existed are derived once, on first use.
+    facts::backfill(store).await?;
+    // Whether the index links the pupil's record to a record of a social-care source, decided
+    // in the database: the children social care knows are gathered once, hashed (PostgreSQL's
+    // hashed subplan, SQLite's ephemeral index), and each pupil's child looked up in them,
+    // rather than every linked child's id sent over.
     let known = if cat.social_care.is_empty() {
         "CAST(0 AS BIGINT)".to_string()
     } else {
         format!(
-            "CAST(CASE WHEN sr.child_id IS NOT NULL AND EXISTS (SELECT 1 FROM source_records k \
-             WHERE k.child_id = sr.child_id AND k.source IN ({})) THEN 1 ELSE 0 END AS BIGINT)",
-            placeholders(1 + cat.education.len(), cat.social_care.len())
+            "CAST(CASE WHEN sr.child_id IN (SELECT child_id FROM source_records \
+             WHERE source IN ({})) THEN 1 ELSE 0 END AS BIGINT)",
+            placeholders(2, cat.social_care.len())
         )
     };
     let sql = format!(
-        "SELECT ir.source AS source, ir.digest AS digest, {known} AS known \
-         FROM import_records ir LEFT JOIN source_records sr \
-           ON sr.source = ir.source AND sr.local_id = ir.local_id \
-         WHERE ir.source IN ({education})"
+        "SELECT f.school AS school, f.postcode AS postcode, f.attendance AS attendance, \
+         f.exclusions AS exclusions, f.unplaced AS unplaced, {known} AS known \
+         FROM area_facts f LEFT JOIN source_records sr \
+           ON sr.source = f.source AND sr.local_id = f.local_id \
+         WHERE f.source = $1"
     );
-    let mut q = sqlx::query(&sql);
-    for (s, _) in &cat.education {
-        q = q.bind(s);
-    }
-    for (s, _, _) in &cat.social_care {
-        q = q.bind(s);
-    }
-    let rows = q.fetch_all(&store.pool).await?;
-    let mut current: Vec<(usize, String, bool)> = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let source: String = r.try_get(0)?;
-        let Some(index) = cat.education.iter().position(|(s, _)| *s == source) else {
-            continue;
-        };
-        let known: i64 = r.try_get(2)?;
-        current.push((index, r.try_get(1)?, known != 0));
-    }
-    drop(rows);
-    let missing: HashSet<usize> = {
-        let cache = facts_cache().lock().unwrap_or_else(|p| p.into_inner());
-        current
-            .iter()
-            .filter(|(_, digest, _)| !cache.contains_key(digest.as_str()))
-            .map(|(i, _, _)| *i)
-            .collect()
-    };
-    // Sources with records new to this process are read whole: most of a source is new on a
-    // first report, and a changed census changes many records at a time.
-    let mut fresh: Vec<(String, Facts)> = Vec::new();
-    for &i in &missing {
-        let source = &cat.education[i].0;
-        let records = sqlx::query("SELECT digest, record FROM import_records WHERE source = $1")
-            .bind(source)
-            .fetch_all(&store.pool)
-            .await?;
-        for r in &records {
-            let digest: String = r.try_get(0)?;
-            let text: String = r.try_get(1)?;
-            // A record the import wrote is well formed; one that is not is counted nowhere
-            // rather than failing the whole report (and is not logged: it is a child's).
-            match serde_json::from_str::<Stored>(&text) {
-                Ok(stored) => fresh.push((digest, facts_of(stored))),
-                Err(_) => tracing::warn!(
-                    source,
-                    "an imported record could not be read for the area report"
-                ),
-            }
+    for (index, (source, agency)) in cat.education.iter().enumerate() {
+        let mut q = sqlx::query(&sql).bind(source);
+        for (s, _, _) in &cat.social_care {
+            q = q.bind(s);
         }
-    }
-    let mut cache = facts_cache().lock().unwrap_or_else(|p| p.into_inner());
-    for (digest, f) in fresh {
-        cache.insert(digest, Arc::new(f));
-    }
-    loaded.pupils.reserve(current.len());
-    for (index, digest, known) in &current {
-        let Some(f) = cache.get(digest.as_str()) else {
-            continue;
-        };
-        let agency = &cat.education[*index].1;
-        loaded.unplaced_terms += f.unplaced;
-        loaded.pupils.push(Pupil {
-            source: *index,
-            school: f
-                .school
-                .clone()
-                .unwrap_or_else(|| agency.strip_prefix("urn-").unwrap_or(agency).to_string()),
-            area: areas.area_of(f.postcode.as_deref()),
-            known_to_social_care: *known,
-            attendance: f.attendance.clone(),
-            exclusions: f.exclusions.clone(),
-        });
-    }
-    // Records re-imported or removed leave the cache once it holds twice what is in use.
-    if cache.len() > 2 * current.len().max(1_000) {
-        let live: HashSet<&str> = current.iter().map(|(_, d, _)| d.as_str()).collect();
-        cache.retain(|d, _| live.contains(d.as_str()));
+        let rows = q.fetch_all(&store.pool).await?;
+        let fallback = agency.strip_prefix("urn-").unwrap_or(agency);
+        loaded.pupils.reserve(rows.len());
+        for r in &rows {
+            let attendance: String = r.try_get(2)?;
+            let exclusions: String = r.try_get(3)?;
+            let f = Facts::decode(
+                r.try_get(0)?,
+                r.try_get(1)?,
+                &attendance,
+                &exclusions,
+                r.try_get(4)?,
+            )?;
+            let known: i64 = r.try_get(5)?;
+            loaded.unplaced_terms += f.unplaced;
+            loaded.pupils.push(Pupil {
+                source: index,
+                school: f.school.unwrap_or_else(|| fallback.to_string()),
+                area: areas.area_of(f.postcode.as_deref()),
+                known_to_social_care: known != 0,
+                attendance: f.attendance,
+                exclusions: f.exclusions,
+            });
+        }
     }
     Ok(loaded)
 }
@@ -380,6 +170,7 @@ pub async fn load(store: &Store, cat: &Catalogue, areas: &Areas) -> Result<Loade
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::read::area::table::Term;
     use serde_json::json;
 
     async fn exec(store: &Store, sql: &str, binds: &[&str]) {
@@ -390,8 +181,9 @@ mod tests {
         q.execute(&store.pool).await.unwrap();
     }
 
-    /// The loader on the store this run exercises (`WEFT_TEST_STORE`): items read, the school
-    /// from the record or its agency, areas, links to social care, freshness.
+    /// The loader on the store this run exercises (`WEFT_TEST_STORE`): records imported before
+    /// the facts table existed derived on first use, items read, the school from the record or
+    /// its agency, areas, links to social care, freshness.
     #[tokio::test]
     async fn reads_imported_pupils_their_links_and_freshness() {
         let dir = tempfile::tempdir().unwrap();
@@ -433,6 +225,14 @@ mod tests {
         }
         exec(&store, "INSERT INTO import_runs (id, source, started_at, finished_at, outcome, files, added, changed, removed, unchanged, flagged, notes) VALUES ('r1', 'census', '2026-01-05T10:00:00Z', '2026-01-05T10:00:01Z', 'applied', '[]', 3, 0, 0, 0, 0, '[]')", &[]).await;
         exec(&store, "INSERT INTO import_runs (id, source, started_at, finished_at, outcome, files, added, changed, removed, unchanged, flagged, notes) VALUES ('r2', 'census', '2026-01-06T10:00:00Z', '2026-01-06T10:00:01Z', 'rejected', '[]', 0, 0, 0, 0, 0, '[]')", &[]).await;
+        exec(&store, "INSERT INTO import_runs (id, source, started_at, finished_at, outcome, files, added, changed, removed, unchanged, flagged, notes) VALUES ('r3', 'census', '2026-01-07T10:00:00Z', '2026-01-07T10:00:01Z', 'refused', '[]', 0, 0, 0, 0, 0, '[]')", &[]).await;
+        // As the migration leaves records imported before it: listed, no facts yet.
+        exec(
+            &store,
+            "INSERT INTO area_facts_pending (source) VALUES ('census')",
+            &[],
+        )
+        .await;
         for c in ["c1", "c2"] {
             exec(
                 &store,
@@ -459,8 +259,14 @@ mod tests {
             last_pass: None,
         };
         for _ in 0..2 {
-            // The second time from the cache of parsed records.
+            // The first time derives the facts; the second reads them.
             let loaded = load(&store, &cat, &Areas::Districts).await.unwrap();
+            assert!(facts::drift(&store).await.is_empty());
+            let pending = sqlx::query("SELECT source FROM area_facts_pending")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+            assert!(pending.is_empty(), "the source is off the list");
             let mut pupils = loaded.pupils.clone();
             pupils.sort_by(|a, b| a.area.cmp(&b.area));
             let summary: Vec<(&str, &str, bool)> = pupils
@@ -490,7 +296,7 @@ mod tests {
             assert_eq!(
                 at("census").as_deref(),
                 Some("2026-01-05T10:00:01Z"),
-                "the last import not rejected"
+                "the last import applied, not the rejected or refused ones"
             );
             assert_eq!(at("csc").as_deref(), Some("2026-01-04T09:00:00Z"));
         }

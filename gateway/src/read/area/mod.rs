@@ -3,6 +3,7 @@
 //! many of those children are known to social care — for the authority, each school and each
 //! area (postcode district, or ward with a lookup), term by term.
 //!
+//! - [`facts`]: what each imported record gives the report, derived when the import writes it.
 //! - [`data`]: what the figures are read from, and how fresh each source's data is.
 //! - [`table`]: the counting, and disclosure control over the whole school / area / term
 //!   hierarchy ([`weft_sdc`]: counts from 1 to 5 withheld, and every cell that would give one
@@ -16,6 +17,7 @@
 //! refusals included; if it cannot be written nothing is returned.
 
 pub mod data;
+pub mod facts;
 pub mod places;
 pub mod table;
 
