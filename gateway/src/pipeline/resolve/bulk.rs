@@ -649,13 +649,10 @@ impl World {
             .await?;
         if let Some(c) = best.as_ref().filter(|c| c.score.links(matcher.upper)) {
             self.load_children(conn, vec![c.child.clone()]).await?;
-            let agrees = self.children.get(&c.child).is_none_or(|rs| {
-                rs.iter().all(|other| {
-                    let s = scorer.score(record, other);
-                    s.guard.is_none()
-                        && (s.deterministic || s.probability >= weft_matching::link::DIFFERENT)
-                })
-            });
+            let agrees = self
+                .children
+                .get(&c.child)
+                .is_none_or(|rs| weft_matching::link::agrees(&scorer, record, &c.record, rs));
             if agrees {
                 return Ok(Placement {
                     child: c.child.clone(),
@@ -756,6 +753,7 @@ impl World {
                 source: k.source.clone(),
                 local_id: k.local_id.clone(),
                 score,
+                record: k.form.clone(),
             }));
         }
         Ok(None)
@@ -1280,6 +1278,111 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// A girl's stale record at health (from before a move and her mother's remarriage, with a
+    /// slip in her name, joined to her by her NHS number) is confidently not the school's record
+    /// of her today: the health record of today bridges the two only through the former family
+    /// name it keeps. That must not keep the school's record out of her child, on the
+    /// incremental path or the bulk one; her twin brother at the new address stays apart. The
+    /// index holds 2,000 other children first, so that the prior is a real index's.
+    #[tokio::test]
+    async fn a_stale_record_of_the_child_does_not_keep_her_current_records_out() {
+        let nhs = [("nhs_number", "9434765919".to_string())];
+        let lines = |r: &mut SourceRecord, line: &str| {
+            r.demographics.address_lines = vec![line.into()];
+            r.demographics.middle_names = Some("Rose".into());
+        };
+        let mut old = rec(
+            "h1",
+            &nhs,
+            "Tlaia",
+            "Williams",
+            "2016-06-21",
+            "female",
+            Some("WT17 7DG"),
+        );
+        lines(&mut old, "15 Chestnut Grove");
+        let mut now = rec(
+            "h2",
+            &nhs,
+            "Talia",
+            "White",
+            "2016-06-21",
+            "female",
+            Some("WT20 7LX"),
+        );
+        lines(&mut now, "11 York Road");
+        now.demographics.former_family_names = vec!["Williams".into()];
+        let mut school = rec(
+            "s1",
+            &[],
+            "Talia",
+            "White",
+            "2016-06-21",
+            "female",
+            Some("WT20 7LX"),
+        );
+        school.demographics.address_lines = vec!["11 York Road".into()];
+        let mut brother = rec(
+            "s2",
+            &[],
+            "Tom",
+            "White",
+            "2016-06-21",
+            "male",
+            Some("WT20 7LX"),
+        );
+        brother.demographics.address_lines = vec!["11 York Road".into()];
+        for bulk in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (index, _db) = index(dir.path()).await;
+            let others: Vec<SourceRecord> = (0..2000u32)
+                .map(|i| {
+                    let given = ["Amir", "Noah", "Leo", "Mia", "Ravi", "Sara", "Jo", "Ava"];
+                    let letter = char::from(b'A' + (i / 100 % 26) as u8);
+                    rec(
+                        &format!("c{i}"),
+                        &[],
+                        given[i as usize % given.len()],
+                        &format!("Family{i}"),
+                        &format!(
+                            "20{:02}-{:02}-{:02}",
+                            5 + i % 13,
+                            1 + i / 13 % 12,
+                            1 + i / 156 % 28
+                        ),
+                        if i % 2 == 0 { "female" } else { "male" },
+                        Some(&format!("WT{} {}A{letter}", 1 + i % 20, i % 10)),
+                    )
+                })
+                .collect();
+            let done = index.upsert_many_with("census", &others, 1, 1000).await;
+            assert_eq!(done.failed, 0);
+            let (talia, _) = index.upsert("health", &old).await.unwrap();
+            let (again, _) = index.upsert("health", &now).await.unwrap();
+            assert_eq!(again, talia, "one NHS number, one child");
+            if bulk {
+                let done = index
+                    .upsert_many_with("school", &[school.clone(), brother.clone()], 1, 10)
+                    .await;
+                assert_eq!((done.bulk, done.failed), (2, 0));
+            } else {
+                index.upsert("school", &school).await.unwrap();
+                index.upsert("school", &brother).await.unwrap();
+            }
+            let links = index.links(&talia).await.unwrap().unwrap_or_default();
+            let mut held: Vec<(&str, &str)> = links
+                .iter()
+                .map(|l| (l.source.as_str(), l.local_id.as_str()))
+                .collect();
+            held.sort_unstable();
+            assert_eq!(
+                held,
+                [("health", "h1"), ("health", "h2"), ("school", "s1")],
+                "bulk: {bulk}"
+            );
+        }
     }
 
     #[tokio::test]
