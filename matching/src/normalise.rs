@@ -189,11 +189,11 @@ const NICKNAMES: &[&[&str]] = &[
     &["stanley", "stan"],
     &["lillian", "lilian", "lily", "lil", "lillie"],
     &["beatrice", "beatrix", "bea", "bee", "trixie"],
-    &["dominic", "dom", "nico"],
+    &["dominic", "dom"],
     &["benedict", "ben", "benny"],
     &["elijah", "eli"],
     &["jasmine", "jas", "jaz", "jazz"],
-    &["theodora", "thea", "dora"],
+    &["theodora", "thea"],
     &["cecilia", "cecily", "cece", "cissy", "cissie"],
     &[
         "catherine",
@@ -220,7 +220,9 @@ const NICKNAMES: &[&[&str]] = &[
     &["amelia", "amy", "millie", "mia"],
     &["emily", "em", "emmy", "millie"],
     &["emma", "em", "emmy"],
-    &["isabella", "isabel", "isabelle", "izzy", "bella", "isla"],
+    // Not Isla: a name of its own (among the commonest girls' names in England and Wales), not
+    // a short form, so a twin Isla is never taken for her sister Isabella.
+    &["isabella", "isabel", "isabelle", "izzy", "bella"],
     &[
         "eleanor", "elinor", "ellie", "nell", "nellie", "ella", "nora", "elly",
     ],
@@ -622,8 +624,9 @@ mod tests {
         assert!(nickname_equivalent("margot", "maggie"));
         assert!(nickname_equivalent("harrison", "harry"));
         assert!(nickname_equivalent("louis", "louie"));
-        // Harry may be either's, but Harrison and Henry are two names.
+        // Harry may be either's, but Harrison and Henry are two names; Isla is a name of her own.
         assert!(!nickname_equivalent("harrison", "henry"));
+        assert!(!nickname_equivalent("isla", "isabella"));
     }
 
     #[test]

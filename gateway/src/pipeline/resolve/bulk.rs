@@ -28,8 +28,8 @@ use weft_adapters::SourceRecord;
 use weft_matching::{Comparison, Record, Scorer};
 
 use super::linkage::{
-    by_identifiers, counted, identifiers_conflict, stored_record, Candidate, Matcher, NewLink,
-    Placement, Proposal, MAX_CANDIDATES, POSSIBLE,
+    by_identifiers, counted, identifiers_conflict, refused_upn, stored_record, Candidate, Matcher,
+    NewLink, Placement, Proposal, MAX_CANDIDATES, POSSIBLE,
 };
 use super::{Index, Stored};
 use crate::foundation::audit::{self, Entry};
@@ -628,7 +628,7 @@ impl World {
     ) -> Result<Placement, sqlx::Error> {
         let record = &n.stored.record;
         let excluded = self.excluded.get(n.local_id).cloned().unwrap_or_default();
-        let holders = ["nhs_number", "upn"]
+        let holders: Vec<(&'static str, String)> = ["nhs_number", "upn"]
             .into_iter()
             .filter_map(|kind| {
                 let value = national(record, kind)?;
@@ -638,8 +638,22 @@ impl World {
                     .map(|child| (kind, child))
             })
             .collect();
-        if let Some(placed) = by_identifiers(holders) {
-            return Ok(placed);
+        let refused = match holders.first() {
+            Some(&("upn", ref child)) if record.nhs_number.is_some() => {
+                self.load_children(conn, vec![child.clone()]).await?;
+                let kin = self
+                    .children
+                    .get(child)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                refused_upn(record, child, kin)
+            }
+            _ => None,
+        };
+        if refused.is_none() {
+            if let Some(placed) = by_identifiers(holders) {
+                return Ok(placed);
+            }
         }
         let (tf, population) = matcher.tf_from(record, |c, v| self.count(c, v));
         // The twin rule always, as the incremental path runs it (`Matcher::candidates`).
@@ -658,7 +672,7 @@ impl World {
                     child: c.child.clone(),
                     method: "probabilistic".into(),
                     scored: best,
-                    review: None,
+                    review: refused,
                 });
             }
         }
@@ -672,7 +686,8 @@ impl World {
             scored: None,
             review: best
                 .filter(|c| c.score.probability >= matcher.lower)
-                .map(Proposal::scored),
+                .map(Proposal::scored)
+                .or(refused),
         })
     }
 
@@ -1278,6 +1293,62 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// A UPN held by a child whose records carry another verified NHS number than the new
+    /// record's: one number is wrong somewhere, and the NHS number says which child the record
+    /// is. The record is not linked by the UPN (it starts a child of its own here) and the
+    /// UPN's child is proposed for a person, on either path.
+    #[tokio::test]
+    async fn a_upn_never_links_a_record_to_a_child_with_another_nhs_number() {
+        let mut health = rec(
+            "h1",
+            &[("nhs_number", nhs(1)), ("upn", upn(1))],
+            "Amelia",
+            "Wright",
+            "2016-03-27",
+            "female",
+            Some("WT7 8RN"),
+        );
+        health.demographics.address_lines = vec!["34 Victoria Road".into()];
+        let mut social = rec(
+            "c1",
+            &[("nhs_number", nhs(2)), ("upn", upn(1))],
+            "Amelia",
+            "Wright",
+            "2016-03-27",
+            "female",
+            Some("WT19 7EP"),
+        );
+        social.demographics.address_lines = vec!["10 Chestnut Grove".into()];
+        for bulk in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (index, _db) = index(dir.path()).await;
+            let (first, _) = index.upsert("health", &health).await.unwrap();
+            let second = if bulk {
+                let done = index
+                    .upsert_many_with("social_care", std::slice::from_ref(&social), 1, 10)
+                    .await;
+                assert_eq!((done.bulk, done.failed), (1, 0));
+                let links = index.links(&first).await.unwrap().unwrap_or_default();
+                assert_eq!(links.len(), 1, "bulk: the UPN linked it");
+                String::new()
+            } else {
+                index.upsert("social_care", &social).await.unwrap().0
+            };
+            assert_ne!(second, first, "bulk: {bulk}");
+            let queue = review_queue(&index).await.unwrap();
+            assert_eq!(queue.len(), 1, "bulk: {bulk}: {queue:?}");
+            assert_eq!(
+                (
+                    queue[0].local_id.as_str(),
+                    queue[0].child_id.as_str(),
+                    queue[0].method.as_str()
+                ),
+                ("c1", first.as_str(), "identifier:upn"),
+                "bulk: {bulk}"
+            );
+        }
     }
 
     /// A girl's stale record at health (from before a move and her mother's remarriage, with a

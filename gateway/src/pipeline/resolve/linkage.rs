@@ -474,8 +474,17 @@ impl Matcher {
                 }
             }
         }
-        if let Some(placed) = by_identifiers(holders) {
-            return Ok(placed);
+        let refused = match holders.first() {
+            Some(&("upn", ref child)) if record.nhs_number.is_some() => {
+                let kin = self.records_of(conn, child, None).await?;
+                refused_upn(record, child, &kin)
+            }
+            _ => None,
+        };
+        if refused.is_none() {
+            if let Some(placed) = by_identifiers(holders) {
+                return Ok(placed);
+            }
         }
         let best = self
             .candidates(conn, record, &excluded, Some((source, local_id)))
@@ -491,7 +500,7 @@ impl Matcher {
                     child: c.child.clone(),
                     method: "probabilistic".into(),
                     scored: best,
-                    review: None,
+                    review: refused,
                 });
             }
         }
@@ -509,7 +518,8 @@ impl Matcher {
             scored: None,
             review: best
                 .filter(|c| c.score.probability >= self.lower)
-                .map(Proposal::scored),
+                .map(Proposal::scored)
+                .or(refused),
         })
     }
 
@@ -881,6 +891,26 @@ pub(crate) fn by_identifiers(holders: Vec<(&'static str, String)>) -> Option<Pla
         scored: None,
         review,
     })
+}
+
+/// A UPN that would link a record to a child holding a verified NHS number other than the
+/// record's: one of the two numbers is wrong somewhere (a UPN keyed against another pupil, a
+/// pupil's record joined to another child's), and the NHS number, not the UPN, says which
+/// child the record is. It is not linked by the UPN; the UPN's child is proposed for a person
+/// to decide, and the record is placed as if it had no UPN holder. `kin` are the child's records.
+pub(crate) fn refused_upn<'a>(
+    r: &Record,
+    child: &str,
+    kin: impl IntoIterator<Item = &'a Record>,
+) -> Option<Proposal> {
+    let nhs = r.nhs_number.as_ref()?;
+    kin.into_iter()
+        .any(|k| k.nhs_number.as_ref().is_some_and(|n| n != nhs))
+        .then(|| Proposal {
+            child: child.to_string(),
+            method: "identifier:upn".into(),
+            scored: None,
+        })
 }
 
 #[derive(Debug)]
