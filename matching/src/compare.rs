@@ -134,6 +134,12 @@ impl Comparison {
         )
     }
 
+    /// Whether the comparison is of a national identifier (NHS number, UPN): agreement on a
+    /// verified one links a pair whatever the rest says.
+    pub fn is_identifier(self) -> bool {
+        matches!(self, Comparison::NhsNumber | Comparison::Upn)
+    }
+
     /// Whether exact agreement is weighted by how common the value is: agreeing on a rare
     /// surname says more than agreeing on "Smith".
     pub fn term_frequency(self) -> bool {

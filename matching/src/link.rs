@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::block::{Candidates, Keys, Rule};
 use crate::compare::Comparison;
 use crate::guard::Guard;
-use crate::model::{pattern, Model, Patterns, RuleReport, Scorer, TermFrequencies};
+use crate::model::{pattern, Model, Patterns, RuleReport, Score, Scorer, TermFrequencies};
 use crate::record::{Field, Record};
 
 /// Two files to link, or one to deduplicate.
@@ -532,6 +532,71 @@ pub fn predict(
 /// hold both, whatever links lie between them.
 pub const DIFFERENT: f64 = 0.01;
 
+/// Why two records may not be one child's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Apart {
+    /// A rule holds them apart (twins, another identifier, a pair only a person may join):
+    /// nothing the rest of a child's records say changes that.
+    Rule,
+    /// Their score says they are confidently different children (below [`DIFFERENT`]).
+    Score,
+}
+
+/// Whether a scored pair is held apart, and why.
+pub fn apart(s: &Score) -> Option<Apart> {
+    if s.guard.is_some() {
+        Some(Apart::Rule)
+    } else if !s.deterministic && s.probability < DIFFERENT {
+        Some(Apart::Score)
+    } else {
+        None
+    }
+}
+
+/// Whether `member`, a record a child already holds, says so little of the child that a record
+/// disagreeing with it has told us nothing: by names, birth, sex and address it is confidently
+/// different from `anchor`, another record of the same child. It is an agency's stale record
+/// (from before a move and a change of family name), held with the child by an identifier or a
+/// person's decision; a record confidently different from it as well is not thereby another
+/// child.
+pub fn stale(scorer: &Scorer<'_>, anchor: &Record, member: &Record) -> bool {
+    scorer.demographic_probability(anchor, member) < DIFFERENT
+}
+
+/// Whether `member`'s being confidently different from `record` by score (no rule holds them
+/// apart) says nothing against `record` being the child `anchor` is a record of: `member` is
+/// [`stale`] against `anchor`, or `record`, read with what `anchor` records of the child's
+/// names ([`Record::with_history_of`]), is no longer confidently different from it.
+fn excused(scorer: &Scorer<'_>, record: &Record, anchor: &Record, member: &Record) -> bool {
+    stale(scorer, anchor, member)
+        || apart(&scorer.score(&record.with_history_of(anchor), member)).is_none()
+}
+
+/// Whether `record`, which matches `anchor` (one of a child's records), agrees with the child's
+/// records as a whole: none of `members` is held apart from it by a rule, and none scores below
+/// [`DIFFERENT`] against it unless that says nothing against it ([`stale`] against `anchor`, or
+/// not confidently different once `record` is read with `anchor`'s record of the child's names).
+/// The one rule for joining a child, in [`clustering`] and in the gateway's index alike: a
+/// chain of individually plausible links cannot join two children, and a child's stale record
+/// or a name history one agency kept does not keep the child's own records out.
+pub fn agrees<'r>(
+    scorer: &Scorer<'_>,
+    record: &Record,
+    anchor: &Record,
+    members: impl IntoIterator<Item = &'r Record>,
+) -> bool {
+    members
+        .into_iter()
+        .all(|m| match apart(&scorer.score(record, m)) {
+            None => true,
+            Some(Apart::Rule) => false,
+            // As `merge` asks it, with `record` a cluster of its own.
+            Some(Apart::Score) => {
+                excused(scorer, record, anchor, m) || excused(scorer, m, record, record)
+            }
+        })
+}
+
 /// Clusters for deduplication. A record joins a cluster only when it agrees with the cluster
 /// as a whole: the matching pairs (at or above `threshold`, no guard) are taken strongest
 /// first, and two clusters merge only when no two of their records are held apart (a guard,
@@ -586,9 +651,16 @@ pub fn clustering(
             .then(b.weight.total_cmp(&a.weight))
             .then_with(|| key(a).cmp(&key(b)))
     });
-    let apart = |x: u32, y: u32| {
-        let s = scorer.score(&records[x as usize], &records[y as usize]);
-        s.guard.is_some() || (!s.deterministic && s.probability < DIFFERENT)
+    let why = |x: u32, y: u32| apart(&scorer.score(&records[x as usize], &records[y as usize]));
+    let excused_in = |record: u32, anchor: u32, m: u32| {
+        let r = |i: u32| &records[i as usize];
+        excused(scorer, r(record), r(anchor), r(m))
+    };
+    let apart = |x: u32, y: u32| why(x, y).is_some();
+    let shared = |x: u32, y: u32| {
+        scorer
+            .score(&records[x as usize], &records[y as usize])
+            .deterministic
     };
     // How many records carry each given name: what tells a slip from a name.
     let mut spelled: HashMap<&str, u32> = HashMap::new();
@@ -604,7 +676,7 @@ pub fn clustering(
             .map_or(0, |g| spelled[g.joined.as_str()])
     };
     let mut withheld = vec![false; n];
-    let (of, members) = merge(n, &strong, &withheld, &apart);
+    let (of, members) = merge(n, &strong, &withheld, &why, &excused_in, &shared);
     // A record linked to a cluster it was refused, and at one with all of that cluster: either
     // child could be its. One whose own records are held apart from the other cluster is where
     // it belongs, and stays. So does one whose given name is at least as common in the file as
@@ -655,7 +727,7 @@ pub fn clustering(
     // One pass more without them: the clusters they joined are merged again as if they
     // were not there.
     let of = if withheld.iter().any(|&w| w) {
-        merge(n, &strong, &withheld, &apart).0
+        merge(n, &strong, &withheld, &why, &excused_in, &shared).0
     } else {
         of
     };
@@ -678,13 +750,18 @@ pub fn clustering(
 }
 
 /// One pass of merging: the strong pairs in order (those of withheld records left out), two
-/// clusters joined only when no two of their records are `apart`. Returns each record's
-/// cluster and each cluster's members (kept at the cluster's own number).
+/// clusters joined by a pair only when each record of one agrees with the other as a whole, as
+/// [`agrees`] has it, each side's record of the pair the other side's anchor: no two of their
+/// records held apart by a rule, and none by a low score unless that is excused or the pair
+/// shares a verified identifier. Returns
+/// each record's cluster and each cluster's members (kept at the cluster's own number).
 fn merge(
     n: usize,
     strong: &[&Pair],
     withheld: &[bool],
-    apart: &impl Fn(u32, u32) -> bool,
+    why: &impl Fn(u32, u32) -> Option<Apart>,
+    excused: &impl Fn(u32, u32, u32) -> bool,
+    shared: &impl Fn(u32, u32) -> bool,
 ) -> (Vec<u32>, Vec<Vec<u32>>) {
     let mut of: Vec<u32> = (0..n as u32).collect();
     let mut members: Vec<Vec<u32>> = (0..n as u32).map(|i| vec![i]).collect();
@@ -696,9 +773,22 @@ fn merge(
         if a == b {
             continue;
         }
-        let compatible = members[a as usize]
-            .iter()
-            .all(|&x| members[b as usize].iter().all(|&y| !apart(x, y)));
+        // The pair's own records, on the side of `a` and of `b`.
+        let (x, y) = if of[p.left as usize] == a {
+            (p.left, p.right)
+        } else {
+            (p.right, p.left)
+        };
+        // A shared verified identifier says the two are one child whatever else disagrees, as
+        // the gateway's index links by identifier before it scores: only a rule refuses it.
+        let identified = shared(x, y);
+        let compatible = members[a as usize].iter().all(|&u| {
+            members[b as usize].iter().all(|&v| match why(u, v) {
+                None => true,
+                Some(Apart::Rule) => false,
+                Some(Apart::Score) => identified || excused(u, y, v) || excused(v, x, u),
+            })
+        });
         if !compatible {
             continue;
         }
@@ -941,6 +1031,63 @@ mod tests {
         assert_ne!(c[0], c[1]);
         assert_eq!(c[0], c[2]);
         assert_eq!(c[1], c[3]);
+    }
+
+    /// A child's stale record (an agency's from before a move and a parent's remarriage, joined
+    /// to her by her NHS number) is confidently not her current record by everything but the
+    /// number, and so confidently not a third agency's record of her now either. It must not
+    /// keep that record out of her cluster; a rule still does.
+    #[test]
+    fn a_stale_record_does_not_keep_out_its_own_child() {
+        let kinds = comparisons_for(&[
+            Field::GivenName,
+            Field::FamilyName,
+            Field::BirthDate,
+            Field::Postcode,
+            Field::NhsNumber,
+        ]);
+        let mut model = Model::initial(&kinds);
+        model.set_u(&[
+            vec![1.0, 1.0, 2.0, 6.0, 0.1, 90.0],
+            vec![1.0, 2.0, 7.0, 0.1, 90.0],
+            vec![1.0, 0.1, 0.5, 8.4, 90.0],
+            vec![1.0, 1.0, 2.0, 6.0, 90.0],
+            vec![0.01, 99.99],
+        ]);
+        model.seal();
+        let tf = TermFrequencies::default();
+        let scorer = Scorer::new(&model, &tf, 10_000.0).with_twin_rule();
+        let mut old = rec("a", "Tlaia", "Williams", "2014-12-02", "WT17 7DG");
+        old.set(Field::NhsNumber, "9434765919").unwrap();
+        let mut current = rec("b", "Talia", "White", "2014-12-02", "WT20 7LX");
+        current.set(Field::NhsNumber, "9434765919").unwrap();
+        let school = rec("c", "Talia", "White", "2014-12-02", "WT20 7LX");
+        let records = vec![old, current, school];
+        let [s, c, x] = [0, 1, 2].map(|i| scorer.score(&records[2], &records[i]));
+        assert_eq!(apart(&s), Some(Apart::Score), "{s:?}");
+        assert!(c.probability > 0.99 && x.probability > 0.99);
+        assert!(scorer.score(&records[0], &records[1]).deterministic);
+        assert!(stale(&scorer, &records[1], &records[0]));
+        assert!(agrees(&scorer, &records[2], &records[1], &records[..2]));
+
+        // Whichever pair comes first, the three are one child.
+        for pairs in [
+            vec![pair(0, 1, 1.0), pair(1, 2, 0.99)],
+            vec![pair(1, 2, 1.0), pair(0, 1, 0.99)],
+        ] {
+            let c = clustering(&records, &pairs, 0.5, &scorer);
+            assert_eq!(c.clusters, vec![0, 0, 0], "{pairs:?}");
+        }
+
+        // Her twin brother at the new address is held apart by a rule: her stale record's
+        // disagreeing with him as well changes nothing.
+        let mut brother = rec("d", "Tom", "White", "2014-12-02", "WT20 7LX");
+        brother.set(Field::Sex, "M").unwrap();
+        let mut her = records.clone();
+        for r in &mut her {
+            r.set(Field::Sex, "F").unwrap();
+        }
+        assert!(!agrees(&scorer, &brother, &her[1], &her[..2]));
     }
 
     /// Twins Jack and Jake (same date of birth, home and sex; names only similar, so a person

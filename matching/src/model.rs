@@ -642,7 +642,7 @@ impl<'a> Scorer<'a> {
         for (i, c) in self.kinds.iter().enumerate() {
             if let Some(level) = c.compare(a, b) {
                 e.add(*c, self.weight(i, level, a).0);
-                deterministic |= level == 0 && matches!(c, Comparison::NhsNumber | Comparison::Upn);
+                deterministic |= level == 0 && c.is_identifier();
             }
         }
         let w = self.prior_weight + e.total();
@@ -654,6 +654,22 @@ impl<'a> Scorer<'a> {
         }
     }
 
+    /// The probability that two records are one child by what they say of the child alone
+    /// (names, birth, sex, address), the national identifiers left out: how far apart two
+    /// records an identifier joined are in everything else.
+    pub fn demographic_probability(&self, a: &Record, b: &Record) -> f64 {
+        let mut e = Evidence::default();
+        for (i, c) in self.kinds.iter().enumerate() {
+            if c.is_identifier() {
+                continue;
+            }
+            if let Some(level) = c.compare(a, b) {
+                e.add(*c, self.weight(i, level, a).0);
+            }
+        }
+        probability(self.prior_weight + e.total())
+    }
+
     /// Scores a pair whose pattern is already known (training counted it): skips re-comparing.
     pub fn score_pattern(&self, p: u64, a: &Record, b: &Record) -> Score {
         let mut e = Evidence::default();
@@ -662,7 +678,7 @@ impl<'a> Scorer<'a> {
             let level = level_of(p, i);
             if level != MISSING {
                 e.add(*c, self.weight(i, level, a).0);
-                deterministic |= level == 0 && matches!(c, Comparison::NhsNumber | Comparison::Upn);
+                deterministic |= level == 0 && c.is_identifier();
             }
         }
         let w = self.prior_weight + e.total();

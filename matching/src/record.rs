@@ -416,6 +416,23 @@ impl Record {
         }
     }
 
+    /// This record read as another record of the same child: where it says nothing of the
+    /// child's middle names, `other`'s, and `other`'s former family names added to its own. What
+    /// one agency recorded of a child's names holds for the child in every agency's records; a
+    /// record that leaves a name out does not contradict it.
+    pub fn with_history_of(&self, other: &Record) -> Record {
+        let mut r = self.clone();
+        if r.middle.is_none() {
+            r.middle = other.middle.clone();
+        }
+        for n in &other.former_family {
+            if !r.former_family.contains(n) && r.family.as_ref() != Some(n) {
+                r.former_family.push(n.clone());
+            }
+        }
+        r
+    }
+
     /// Sets the house number and street from address lines as a source wrote them (`12 High
     /// Street`, or `12` then `High Street` as the CTF's PAON and Street): the first line that
     /// starts with a number gives both. Lines without a number (a building name, a town) give

@@ -96,7 +96,29 @@ pub fn page_limit(limit: Option<u32>) -> Result<u32, Error> {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
+        if busy(&e) {
+            // The store's own words: an error code and a lock, never a value of a record.
+            tracing::warn!(error = %e, "store busy or out of reach");
+            return Error::Unavailable("the store is busy or out of reach; try again shortly");
+        }
         Error::Internal(format!("database: {e}"))
+    }
+}
+
+/// Whether a store error is one of waiting, not of the request or the gateway: SQLite's
+/// database busy or locked past its busy timeout (a long write elsewhere), PostgreSQL's
+/// serialisation failure, deadlock, lock or connection limits, a pool with no connection to
+/// give, a connection lost. Tried again a moment later the request may well succeed, so the
+/// answer is 503, not 500.
+fn busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|code| {
+            // SQLite: SQLITE_BUSY and SQLITE_LOCKED, with their extended codes (the low byte).
+            let sqlite = code.parse::<i32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6));
+            sqlite || matches!(&*code, "40001" | "40P01" | "55P03" | "53300" | "57P03")
+        }),
+        _ => false,
     }
 }
 
@@ -127,5 +149,49 @@ impl SchemaError {
         } else {
             key
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{ConnectOptions, Connection};
+
+    use super::*;
+
+    /// A write that meets another connection's write lock past its busy timeout is a store
+    /// that is busy, not a fault: 503, and nothing of the database's message in the answer.
+    #[tokio::test]
+    async fn a_locked_store_is_unavailable_not_internal() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("busy.db"))
+            .create_if_missing(true)
+            .busy_timeout(std::time::Duration::ZERO);
+        let mut holder = opts.connect().await.unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&mut holder)
+            .await
+            .unwrap();
+        let mut held = holder.begin().await.unwrap();
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut *held)
+            .await
+            .unwrap();
+        let mut other = opts.connect().await.unwrap();
+        let e = sqlx::query("INSERT INTO t VALUES (2)")
+            .execute(&mut other)
+            .await
+            .unwrap_err();
+        assert!(matches!(Error::from(e), Error::Unavailable(_)));
+        assert!(matches!(
+            Error::from(sqlx::Error::PoolTimedOut),
+            Error::Unavailable(_)
+        ));
+        // Anything else stays the gateway's own fault.
+        assert!(matches!(
+            Error::from(sqlx::Error::RowNotFound),
+            Error::Internal(_)
+        ));
+        held.rollback().await.unwrap();
     }
 }

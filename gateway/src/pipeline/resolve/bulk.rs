@@ -28,8 +28,8 @@ use weft_adapters::SourceRecord;
 use weft_matching::{Comparison, Record, Scorer};
 
 use super::linkage::{
-    by_identifiers, counted, identifiers_conflict, stored_record, Candidate, Matcher, NewLink,
-    Placement, Proposal, MAX_CANDIDATES, POSSIBLE,
+    by_identifiers, counted, identifiers_conflict, refused_upn, stored_record, Candidate, Matcher,
+    NewLink, Placement, Proposal, MAX_CANDIDATES, POSSIBLE,
 };
 use super::{Index, Stored};
 use crate::foundation::audit::{self, Entry};
@@ -628,7 +628,7 @@ impl World {
     ) -> Result<Placement, sqlx::Error> {
         let record = &n.stored.record;
         let excluded = self.excluded.get(n.local_id).cloned().unwrap_or_default();
-        let holders = ["nhs_number", "upn"]
+        let holders: Vec<(&'static str, String)> = ["nhs_number", "upn"]
             .into_iter()
             .filter_map(|kind| {
                 let value = national(record, kind)?;
@@ -638,8 +638,22 @@ impl World {
                     .map(|child| (kind, child))
             })
             .collect();
-        if let Some(placed) = by_identifiers(holders) {
-            return Ok(placed);
+        let refused = match holders.first() {
+            Some(&("upn", ref child)) if record.nhs_number.is_some() => {
+                self.load_children(conn, vec![child.clone()]).await?;
+                let kin = self
+                    .children
+                    .get(child)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                refused_upn(record, child, kin)
+            }
+            _ => None,
+        };
+        if refused.is_none() {
+            if let Some(placed) = by_identifiers(holders) {
+                return Ok(placed);
+            }
         }
         let (tf, population) = matcher.tf_from(record, |c, v| self.count(c, v));
         // The twin rule always, as the incremental path runs it (`Matcher::candidates`).
@@ -649,19 +663,16 @@ impl World {
             .await?;
         if let Some(c) = best.as_ref().filter(|c| c.score.links(matcher.upper)) {
             self.load_children(conn, vec![c.child.clone()]).await?;
-            let agrees = self.children.get(&c.child).is_none_or(|rs| {
-                rs.iter().all(|other| {
-                    let s = scorer.score(record, other);
-                    s.guard.is_none()
-                        && (s.deterministic || s.probability >= weft_matching::link::DIFFERENT)
-                })
-            });
+            let agrees = self
+                .children
+                .get(&c.child)
+                .is_none_or(|rs| weft_matching::link::agrees(&scorer, record, &c.record, rs));
             if agrees {
                 return Ok(Placement {
                     child: c.child.clone(),
                     method: "probabilistic".into(),
                     scored: best,
-                    review: None,
+                    review: refused,
                 });
             }
         }
@@ -675,7 +686,8 @@ impl World {
             scored: None,
             review: best
                 .filter(|c| c.score.probability >= matcher.lower)
-                .map(Proposal::scored),
+                .map(Proposal::scored)
+                .or(refused),
         })
     }
 
@@ -756,6 +768,7 @@ impl World {
                 source: k.source.clone(),
                 local_id: k.local_id.clone(),
                 score,
+                record: k.form.clone(),
             }));
         }
         Ok(None)
@@ -1280,6 +1293,167 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// A UPN held by a child whose records carry another verified NHS number than the new
+    /// record's: one number is wrong somewhere, and the NHS number says which child the record
+    /// is. The record is not linked by the UPN (it starts a child of its own here) and the
+    /// UPN's child is proposed for a person, on either path.
+    #[tokio::test]
+    async fn a_upn_never_links_a_record_to_a_child_with_another_nhs_number() {
+        let mut health = rec(
+            "h1",
+            &[("nhs_number", nhs(1)), ("upn", upn(1))],
+            "Amelia",
+            "Wright",
+            "2016-03-27",
+            "female",
+            Some("WT7 8RN"),
+        );
+        health.demographics.address_lines = vec!["34 Victoria Road".into()];
+        let mut social = rec(
+            "c1",
+            &[("nhs_number", nhs(2)), ("upn", upn(1))],
+            "Amelia",
+            "Wright",
+            "2016-03-27",
+            "female",
+            Some("WT19 7EP"),
+        );
+        social.demographics.address_lines = vec!["10 Chestnut Grove".into()];
+        for bulk in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (index, _db) = index(dir.path()).await;
+            let (first, _) = index.upsert("health", &health).await.unwrap();
+            let second = if bulk {
+                let done = index
+                    .upsert_many_with("social_care", std::slice::from_ref(&social), 1, 10)
+                    .await;
+                assert_eq!((done.bulk, done.failed), (1, 0));
+                let links = index.links(&first).await.unwrap().unwrap_or_default();
+                assert_eq!(links.len(), 1, "bulk: the UPN linked it");
+                String::new()
+            } else {
+                index.upsert("social_care", &social).await.unwrap().0
+            };
+            assert_ne!(second, first, "bulk: {bulk}");
+            let queue = review_queue(&index).await.unwrap();
+            assert_eq!(queue.len(), 1, "bulk: {bulk}: {queue:?}");
+            assert_eq!(
+                (
+                    queue[0].local_id.as_str(),
+                    queue[0].child_id.as_str(),
+                    queue[0].method.as_str()
+                ),
+                ("c1", first.as_str(), "identifier:upn"),
+                "bulk: {bulk}"
+            );
+        }
+    }
+
+    /// A girl's stale record at health (from before a move and her mother's remarriage, with a
+    /// slip in her name, joined to her by her NHS number) is confidently not the school's record
+    /// of her today: the health record of today bridges the two only through the former family
+    /// name it keeps. That must not keep the school's record out of her child, on the
+    /// incremental path or the bulk one; her twin brother at the new address stays apart. The
+    /// index holds 2,000 other children first, so that the prior is a real index's.
+    #[tokio::test]
+    async fn a_stale_record_of_the_child_does_not_keep_her_current_records_out() {
+        let nhs = [("nhs_number", "9434765919".to_string())];
+        let lines = |r: &mut SourceRecord, line: &str| {
+            r.demographics.address_lines = vec![line.into()];
+            r.demographics.middle_names = Some("Rose".into());
+        };
+        let mut old = rec(
+            "h1",
+            &nhs,
+            "Tlaia",
+            "Williams",
+            "2016-06-21",
+            "female",
+            Some("WT17 7DG"),
+        );
+        lines(&mut old, "15 Chestnut Grove");
+        let mut now = rec(
+            "h2",
+            &nhs,
+            "Talia",
+            "White",
+            "2016-06-21",
+            "female",
+            Some("WT20 7LX"),
+        );
+        lines(&mut now, "11 York Road");
+        now.demographics.former_family_names = vec!["Williams".into()];
+        let mut school = rec(
+            "s1",
+            &[],
+            "Talia",
+            "White",
+            "2016-06-21",
+            "female",
+            Some("WT20 7LX"),
+        );
+        school.demographics.address_lines = vec!["11 York Road".into()];
+        let mut brother = rec(
+            "s2",
+            &[],
+            "Tom",
+            "White",
+            "2016-06-21",
+            "male",
+            Some("WT20 7LX"),
+        );
+        brother.demographics.address_lines = vec!["11 York Road".into()];
+        for bulk in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (index, _db) = index(dir.path()).await;
+            let others: Vec<SourceRecord> = (0..2000u32)
+                .map(|i| {
+                    let given = ["Amir", "Noah", "Leo", "Mia", "Ravi", "Sara", "Jo", "Ava"];
+                    let letter = char::from(b'A' + (i / 100 % 26) as u8);
+                    rec(
+                        &format!("c{i}"),
+                        &[],
+                        given[i as usize % given.len()],
+                        &format!("Family{i}"),
+                        &format!(
+                            "20{:02}-{:02}-{:02}",
+                            5 + i % 13,
+                            1 + i / 13 % 12,
+                            1 + i / 156 % 28
+                        ),
+                        if i % 2 == 0 { "female" } else { "male" },
+                        Some(&format!("WT{} {}A{letter}", 1 + i % 20, i % 10)),
+                    )
+                })
+                .collect();
+            let done = index.upsert_many_with("census", &others, 1, 1000).await;
+            assert_eq!(done.failed, 0);
+            let (talia, _) = index.upsert("health", &old).await.unwrap();
+            let (again, _) = index.upsert("health", &now).await.unwrap();
+            assert_eq!(again, talia, "one NHS number, one child");
+            if bulk {
+                let done = index
+                    .upsert_many_with("school", &[school.clone(), brother.clone()], 1, 10)
+                    .await;
+                assert_eq!((done.bulk, done.failed), (2, 0));
+            } else {
+                index.upsert("school", &school).await.unwrap();
+                index.upsert("school", &brother).await.unwrap();
+            }
+            let links = index.links(&talia).await.unwrap().unwrap_or_default();
+            let mut held: Vec<(&str, &str)> = links
+                .iter()
+                .map(|l| (l.source.as_str(), l.local_id.as_str()))
+                .collect();
+            held.sort_unstable();
+            assert_eq!(
+                held,
+                [("health", "h1"), ("health", "h2"), ("school", "s1")],
+                "bulk: {bulk}"
+            );
+        }
     }
 
     #[tokio::test]

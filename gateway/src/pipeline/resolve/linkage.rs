@@ -22,7 +22,7 @@ use crate::foundation::config::MatchingConfig;
 use crate::foundation::store::{insert_rows, Cell, Store};
 use weft_matching::block::{default_rules, Rule};
 use weft_matching::compare::Comparison;
-use weft_matching::link::{comparisons_for, usable_rules};
+use weft_matching::link::{self, comparisons_for, usable_rules};
 use weft_matching::model::ModelError;
 use weft_matching::{Explained, Extra, Field, Model, Record, Score, Scorer, TermFrequencies};
 
@@ -141,45 +141,59 @@ impl Matcher {
         }
     }
 
-    /// Whether a record agrees with a child's records as a whole: no record of the child is
-    /// held apart from it by a rule (twins, another identifier) or scores below
-    /// [`weft_matching::link::DIFFERENT`] against it. A record that matches one of a child's
-    /// records well but is confidently not another of them is never linked automatically, so a
-    /// chain of plausible links cannot join two children.
+    /// Whether a record that matches `anchor`, one of a child's records, agrees with the
+    /// child's records as a whole ([`weft_matching::link::agrees`], the rule `weft match`
+    /// clusters by): none held apart from it by a rule (twins, another identifier), none
+    /// confidently different from it unless that record is as different from `anchor` (a stale
+    /// record of the child's). A record that matches one of a child's records well but is
+    /// confidently not another of them is never linked automatically, so a chain of plausible
+    /// links cannot join two children.
     async fn agrees_with_child(
         &self,
         conn: &mut AnyConnection,
         r: &Record,
+        anchor: &Record,
         child: &str,
     ) -> Result<bool, sqlx::Error> {
+        let members = self.records_of(conn, child, None).await?;
+        let (tf, population) = self.terms(conn, r).await?;
+        let scorer = Scorer::new(&self.model, &tf, population).with_twin_rule();
+        Ok(link::agrees(&scorer, r, anchor, &members))
+    }
+
+    /// A child's records as the matcher reads them, in a fixed order, less the one `skip` names.
+    async fn records_of(
+        &self,
+        conn: &mut AnyConnection,
+        child: &str,
+        skip: Option<(&str, &str)>,
+    ) -> Result<Vec<Record>, sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT DISTINCT sr.source AS source, sr.local_id AS local_id, sr.identifiers AS identifiers, \
-             sr.demographics AS demographics FROM source_records sr WHERE sr.child_id = $1",
+            "SELECT source, local_id, identifiers, demographics FROM source_records \
+             WHERE child_id = $1 ORDER BY source, local_id",
         )
         .bind(child)
         .fetch_all(&mut *conn)
         .await?;
-        let (tf, population) = self.terms(conn, r).await?;
-        let scorer = Scorer::new(&self.model, &tf, population).with_twin_rule();
+        let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
-            let other = stored_record(
-                &row.try_get::<String, _>("local_id")?,
+            let (s, l): (String, String) = (row.try_get("source")?, row.try_get("local_id")?);
+            if skip == Some((s.as_str(), l.as_str())) {
+                continue;
+            }
+            out.push(stored_record(
+                &l,
                 &row.try_get::<String, _>("demographics")?,
                 &row.try_get::<String, _>("identifiers")?,
-            );
-            let s = scorer.score(r, &other);
-            if s.guard.is_some()
-                || (!s.deterministic && s.probability < weft_matching::link::DIFFERENT)
-            {
-                return Ok(false);
-            }
+            ));
         }
-        Ok(true)
+        Ok(out)
     }
 
     /// What the current model says about a record's link to its child: the best-scoring of the
-    /// child's other records, and whether the record agrees with the child as a whole. `None`
-    /// when the child has no other record.
+    /// child's other records, and whether the record agrees with the child as a whole (as
+    /// [`Matcher::agrees_with_child`] asks it, with that record the anchor). `None` when the
+    /// child has no other record.
     async fn judge_link(
         &self,
         conn: &mut AnyConnection,
@@ -188,38 +202,25 @@ impl Matcher {
         r: &Record,
         child: &str,
     ) -> Result<Option<(Score, Vec<Explained>, bool)>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT source, local_id, identifiers, demographics FROM source_records \
-             WHERE child_id = $1 ORDER BY source, local_id",
-        )
-        .bind(child)
-        .fetch_all(&mut *conn)
-        .await?;
+        let others = self
+            .records_of(conn, child, Some((source, local_id)))
+            .await?;
         let (tf, population) = self.terms(conn, r).await?;
         let scorer = Scorer::new(&self.model, &tf, population).with_twin_rule();
-        let mut best: Option<(Score, Vec<Explained>)> = None;
-        let mut agrees = true;
-        for row in &rows {
-            let (s, l): (String, String) = (row.try_get("source")?, row.try_get("local_id")?);
-            if s == source && l == local_id {
-                continue;
-            }
-            let other = stored_record(
-                &l,
-                &row.try_get::<String, _>("demographics")?,
-                &row.try_get::<String, _>("identifiers")?,
-            );
-            let score = scorer.score(r, &other);
-            if score.guard.is_some()
-                || (!score.deterministic && score.probability < weft_matching::link::DIFFERENT)
-            {
-                agrees = false;
-            }
+        let mut best: Option<(Score, &Record)> = None;
+        for other in &others {
+            let score = scorer.score(r, other);
             if best.as_ref().is_none_or(|(b, _)| score.weight > b.weight) {
-                best = Some((score, scorer.explain(r, &other)));
+                best = Some((score, other));
             }
         }
-        Ok(best.map(|(s, e)| (s, e, agrees)))
+        Ok(best.map(|(score, anchor)| {
+            (
+                score,
+                scorer.explain(r, anchor),
+                link::agrees(&scorer, r, anchor, &others),
+            )
+        }))
     }
 
     /// The blocking keys of a record, as the store keeps them.
@@ -348,6 +349,7 @@ impl Matcher {
                 source: key.0,
                 local_id: key.1,
                 score: s.score,
+                record: s.record,
             });
         }
         Ok(out)
@@ -472,8 +474,17 @@ impl Matcher {
                 }
             }
         }
-        if let Some(placed) = by_identifiers(holders) {
-            return Ok(placed);
+        let refused = match holders.first() {
+            Some(&("upn", ref child)) if record.nhs_number.is_some() => {
+                let kin = self.records_of(conn, child, None).await?;
+                refused_upn(record, child, &kin)
+            }
+            _ => None,
+        };
+        if refused.is_none() {
+            if let Some(placed) = by_identifiers(holders) {
+                return Ok(placed);
+            }
         }
         let best = self
             .candidates(conn, record, &excluded, Some((source, local_id)))
@@ -481,12 +492,15 @@ impl Matcher {
             .into_iter()
             .next();
         if let Some(c) = best.as_ref().filter(|c| c.score.links(self.upper)) {
-            if self.agrees_with_child(conn, record, &c.child).await? {
+            if self
+                .agrees_with_child(conn, record, &c.record, &c.child)
+                .await?
+            {
                 return Ok(Placement {
                     child: c.child.clone(),
                     method: "probabilistic".into(),
                     scored: best,
-                    review: None,
+                    review: refused,
                 });
             }
         }
@@ -504,7 +518,8 @@ impl Matcher {
             scored: None,
             review: best
                 .filter(|c| c.score.probability >= self.lower)
-                .map(Proposal::scored),
+                .map(Proposal::scored)
+                .or(refused),
         })
     }
 
@@ -878,6 +893,26 @@ pub(crate) fn by_identifiers(holders: Vec<(&'static str, String)>) -> Option<Pla
     })
 }
 
+/// A UPN that would link a record to a child holding a verified NHS number other than the
+/// record's: one of the two numbers is wrong somewhere (a UPN keyed against another pupil, a
+/// pupil's record joined to another child's), and the NHS number, not the UPN, says which
+/// child the record is. It is not linked by the UPN; the UPN's child is proposed for a person
+/// to decide, and the record is placed as if it had no UPN holder. `kin` are the child's records.
+pub(crate) fn refused_upn<'a>(
+    r: &Record,
+    child: &str,
+    kin: impl IntoIterator<Item = &'a Record>,
+) -> Option<Proposal> {
+    let nhs = r.nhs_number.as_ref()?;
+    kin.into_iter()
+        .any(|k| k.nhs_number.as_ref().is_some_and(|n| n != nhs))
+        .then(|| Proposal {
+            child: child.to_string(),
+            method: "identifier:upn".into(),
+            scored: None,
+        })
+}
+
 #[derive(Debug)]
 pub(crate) struct Placement {
     pub child: String,
@@ -926,6 +961,8 @@ pub struct Candidate {
     pub local_id: String,
     pub score: Score,
     pub explanation: Vec<Explained>,
+    /// That record as the matcher read it: what the rest of the child is weighed against.
+    pub record: Record,
 }
 
 /// An identifier as the index stores it (see `resolve::Checked`).
@@ -2324,6 +2361,7 @@ pub async fn reexamine(index: &crate::pipeline::resolve::Index) -> Result<usize,
             local_id: local_id.clone(),
             score,
             explanation,
+            record,
         };
         let proposal = Proposal {
             child: child.clone(),
