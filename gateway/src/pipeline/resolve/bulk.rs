@@ -29,7 +29,7 @@ use weft_matching::{Comparison, Record, Scorer};
 
 use super::linkage::{
     by_identifiers, counted, identifiers_conflict, refused_upn, stored_record, Candidate, Matcher,
-    NewLink, Placement, Proposal, MAX_CANDIDATES, POSSIBLE,
+    NewLink, Parts, Placement, Proposal, Split, MAX_CANDIDATES, POSSIBLE, SPLIT_OVER,
 };
 use super::{Index, Stored};
 use crate::foundation::audit::{self, Entry};
@@ -184,10 +184,15 @@ impl Index {
         }
         let new: Vec<New> = fresh
             .iter()
-            .map(|&i| New {
-                local_id: batch[i].local_id.as_str(),
-                stored: &stored[i],
-                keys: self.matcher.keys(&stored[i].record),
+            .map(|&i| {
+                let form = stored[i].record.form();
+                New {
+                    local_id: batch[i].local_id.as_str(),
+                    stored: &stored[i],
+                    keys: self.matcher.split_keys(&stored[i].record),
+                    parts: Parts::of(&form),
+                    form,
+                }
             })
             .collect();
         let ms = |t: Instant| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -250,11 +255,14 @@ impl Upserted {
     }
 }
 
-/// A record new to the index, with its blocking keys.
+/// A record new to the index, with its blocking keys (each with what splits its block when
+/// the block is large) and its stored form.
 struct New<'a> {
     local_id: &'a str,
     stored: &'a Stored,
-    keys: Vec<(String, String)>,
+    keys: Vec<(String, String, Option<Split>)>,
+    form: String,
+    parts: Parts,
 }
 
 /// A source record as the index already holds it.
@@ -333,6 +341,8 @@ struct Known {
     /// As the store keeps it with its keys ([`Record::form`]), which is what the incremental
     /// path scores candidates on.
     form: Record,
+    /// What a large block is split on, from the stored form.
+    parts: Parts,
     child: Option<String>,
 }
 
@@ -379,7 +389,7 @@ impl World {
         // The blocking keys the batch's records share with records in the store.
         let mut wanted: HashMap<u16, HashSet<&str>> = HashMap::new();
         for n in new {
-            for (rule, key) in &n.keys {
+            for (rule, key, _) in &n.keys {
                 let r = w.rule(rule);
                 wanted.entry(r).or_default().insert(key.as_str());
             }
@@ -540,8 +550,10 @@ impl World {
             None => {
                 let at = self.known.len() as u32;
                 self.at.insert((source.clone(), local_id.clone()), at);
+                let form: String = row.try_get("form")?;
                 self.known.push(Known {
-                    form: Record::from_form(local_id.clone(), &row.try_get::<String, _>("form")?),
+                    form: Record::from_form(local_id.clone(), &form),
+                    parts: Parts::of(&form),
                     child: row.try_get("child_id")?,
                     source,
                     local_id,
@@ -549,10 +561,9 @@ impl World {
                 at
             }
         };
-        let list = self.by_key.entry((rule, key)).or_default();
-        if !list.contains(&at) {
-            list.push(at);
-        }
+        // Each row is read once and `match_keys`' primary key holds a record once under a
+        // key: no list needs checking for the record already in it.
+        self.by_key.entry((rule, key)).or_default().push(at);
         Ok(())
     }
 
@@ -562,6 +573,9 @@ impl World {
         conn: &mut AnyConnection,
         children: Vec<String>,
     ) -> Result<(), sqlx::Error> {
+        if children.is_empty() {
+            return Ok(());
+        }
         let wanted: BTreeSet<String> = children
             .into_iter()
             .filter(|c| !self.children.contains_key(c))
@@ -705,18 +719,29 @@ impl World {
         let floor = matcher.lower.min(POSSIBLE);
         let mut seen: HashSet<u32> = HashSet::new();
         let mut scored: Vec<(u32, weft_matching::Score)> = Vec::new();
-        'keys: for (rule, key) in &n.keys {
+        // The record itself, should the store already hold keys for it: not counted in the
+        // size of its blocks, as `Matcher::candidates` leaves it out of its count.
+        let own = self
+            .at
+            .get(&(source.to_string(), n.local_id.to_string()))
+            .copied();
+        'keys: for (rule, key, split) in &n.keys {
             let Some(r) = self.rules.iter().position(|x| x == rule) else {
                 continue;
             };
             let Some(list) = self.by_key.get(&(r as u16, key.clone())) else {
                 continue;
             };
+            let size = list.len() - own.map_or(0, |o| usize::from(list.contains(&o)));
+            let split = split.filter(|s| n.parts.has(*s) && size > SPLIT_OVER);
             for &at in list {
+                let k = &self.known[at as usize];
+                if split.is_some_and(|s| !k.parts.reaches(n.parts, s)) {
+                    continue;
+                }
                 if seen.len() as i64 >= MAX_CANDIDATES {
                     break 'keys;
                 }
-                let k = &self.known[at as usize];
                 if (k.source.as_str(), k.local_id.as_str()) == (source, n.local_id)
                     || !seen.insert(at)
                 {
@@ -742,11 +767,14 @@ impl World {
         // candidate, through whichever of its records blocking reached.
         let national = record.nhs_number.is_some() || record.upn.is_some();
         if national {
-            let children: Vec<String> = scored
+            // Cloned only when some are missing, which after the batch's first read is rare.
+            let missing: Vec<String> = scored
                 .iter()
-                .filter_map(|(at, _)| self.known[*at as usize].child.clone())
+                .filter_map(|(at, _)| self.known[*at as usize].child.as_ref())
+                .filter(|c| !self.children.contains_key(*c))
+                .cloned()
                 .collect();
-            self.load_children(conn, children).await?;
+            self.load_children(conn, missing).await?;
         }
         for (at, score) in scored {
             let k = &self.known[at as usize];
@@ -784,7 +812,9 @@ impl World {
         child: &str,
     ) -> Result<(), sqlx::Error> {
         let record = &n.stored.record;
-        self.load_children(conn, vec![child.to_string()]).await?;
+        if !self.children.contains_key(child) {
+            self.load_children(conn, vec![child.to_string()]).await?;
+        }
         self.children
             .entry(child.to_string())
             .or_default()
@@ -792,13 +822,14 @@ impl World {
         self.known.push(Known {
             source: source.to_string(),
             local_id: n.local_id.to_string(),
-            form: Record::from_form(n.local_id, &record.form()),
+            form: Record::from_form(n.local_id, &n.form),
+            parts: n.parts,
             child: Some(child.to_string()),
         });
         let at = (self.known.len() - 1) as u32;
         self.at
             .insert((source.to_string(), n.local_id.to_string()), at);
-        for (rule, key) in &n.keys {
+        for (rule, key, _) in &n.keys {
             let r = self.rule(rule);
             self.by_key.entry((r, key.clone())).or_default().push(at);
         }
@@ -884,10 +915,9 @@ impl World {
         let ids = NewLink::insert_many(conn, staging, &links).await?;
         let mut keys = Vec::new();
         let mut identifiers = Vec::new();
-        let forms: Vec<String> = new.iter().map(|n| n.stored.record.form()).collect();
-        for (n, form) in new.iter().zip(&forms) {
-            for (rule, key) in &n.keys {
-                keys.push((rule.as_str(), key.as_str(), n.local_id, form.as_str()));
+        for n in new {
+            for (rule, key, _) in &n.keys {
+                keys.push((rule.as_str(), key.as_str(), n.local_id, n.form.as_str()));
             }
             for (kind, value) in n.stored.verified() {
                 identifiers.push([
@@ -1453,6 +1483,84 @@ mod tests {
                 [("health", "h1"), ("health", "h2"), ("school", "s1")],
                 "bulk: {bulk}"
             );
+        }
+    }
+
+    /// Pupils named Zed born in 2016, none of them near Katie's or Catie's birthday and none
+    /// with a given name starting C or K: a crowd in the family-soundex-and-birth-year block.
+    fn crowd(n: usize) -> Vec<SourceRecord> {
+        let starts = [
+            "Ab", "Bo", "Da", "El", "Fa", "Ga", "Ha", "Jo", "Lu", "Ma", "Ne", "Ol", "Pa", "Ro",
+            "Sa", "Ta",
+        ];
+        let ends = ["la", "ri", "no", "sa", "ve", "to", "mi", "ka", "du", "be"];
+        (0..n)
+            .map(|i| {
+                rec(
+                    &format!("z{i}"),
+                    &[],
+                    &format!("{}{}", starts[i % starts.len()], ends[i / starts.len()]),
+                    "Zed",
+                    &format!("2016-{:02}-{:02}", 1 + i % 12, 1 + i / 12),
+                    if i % 2 == 0 { "female" } else { "male" },
+                    None,
+                )
+            })
+            .collect()
+    }
+
+    /// A block grown past [`SPLIT_OVER`] records is split by the given initial, the same way
+    /// on both paths: Catie (born nine days after Katie, sharing only that block with her) is
+    /// linked or proposed to Katie's child while the crowd is small, and never compared with
+    /// her once it is large.
+    #[tokio::test]
+    async fn a_large_block_is_split_the_same_way_on_both_paths() {
+        for (n, reached) in [(10, true), (SPLIT_OVER + 10, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let (one, _a) = index(dir.path()).await;
+            let (many, _b) = index(dir.path()).await;
+            let mut recs = vec![rec(
+                "katie",
+                &[],
+                "Katie",
+                "Zed",
+                "2016-06-21",
+                "female",
+                None,
+            )];
+            recs.extend(crowd(n));
+            recs.push(rec(
+                "catie",
+                &[],
+                "Catie",
+                "Zed",
+                "2016-06-12",
+                "female",
+                None,
+            ));
+            for r in &recs {
+                one.upsert("school", r).await.unwrap();
+            }
+            let done = many.upsert_many_with("school", &recs, 2, 40).await;
+            assert_eq!((done.failed, done.bulk), (0, recs.len()));
+            assert_eq!(
+                outcome(&one).await,
+                outcome(&many).await,
+                "{n} in the crowd"
+            );
+            for index in [&one, &many] {
+                let links: i64 = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM match_links ml JOIN source_records k \
+                     ON k.child_id = ml.child_id WHERE ml.local_id = $1 AND k.local_id = $2",
+                )
+                .bind("catie")
+                .bind("katie")
+                .fetch_one(&index.store().pool)
+                .await
+                .unwrap()
+                .get("n");
+                assert_eq!(links > 0, reached, "{n} in the crowd");
+            }
         }
     }
 

@@ -20,7 +20,7 @@ use weft_adapters::{Demographics, Identifier};
 use crate::foundation::audit::{self, Entry};
 use crate::foundation::config::MatchingConfig;
 use crate::foundation::store::{insert_rows, Cell, Store};
-use weft_matching::block::{default_rules, Rule};
+use weft_matching::block::{default_rules, KeyPart, Rule, MAX_BLOCK_PAIRS};
 use weft_matching::compare::Comparison;
 use weft_matching::link::{self, comparisons_for, usable_rules};
 use weft_matching::model::ModelError;
@@ -51,8 +51,107 @@ pub const POSSIBLE: f64 = 0.05;
 /// Candidates read from the store for one record, at most; blocking keeps it far below.
 pub(crate) const MAX_CANDIDATES: i64 = 2000;
 
+/// A block holding more records than this besides the record being placed is too large to
+/// compare whole: only its records agreeing with the record on the rule's [`Split`] (or lacking
+/// that part) are candidates. The number `weft match` splits its blocks at; without it a
+/// census's common family names put thousands of strangers in one block, every one of them
+/// scored for every pupil, so placing grew with the square of the index.
+pub(crate) const SPLIT_OVER: usize = MAX_BLOCK_PAIRS as usize;
+
 /// Scored records whose children are looked up in one statement.
 const LOOKUP_CHUNK: usize = 200;
+
+/// What splits a large block ([`Rule::refinement`]), read from a record's stored form
+/// ([`Record::form`]) so the store can filter on it too: the given name's initial, the family
+/// name's initial, or the birth year.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Split {
+    Given,
+    Family,
+    Year,
+}
+
+impl Split {
+    fn of(rule: &Rule) -> Option<Split> {
+        match rule.refinement() {
+            KeyPart::GivenInitial => Some(Split::Given),
+            KeyPart::FamilyInitial => Some(Split::Family),
+            KeyPart::BirthYear => Some(Split::Year),
+            // A refinement the form cannot give: the block is never split.
+            _ => None,
+        }
+    }
+
+    /// The form's field and how many characters of it.
+    fn field(self) -> (usize, usize) {
+        match self {
+            Split::Given => (0, 1),
+            Split::Family => (1, 1),
+            Split::Year => (2, 4),
+        }
+    }
+
+    /// The part of a stored form, empty when the form lacks the field.
+    pub(crate) fn part(self, form: &str) -> &str {
+        let (field, chars) = self.field();
+        let text = form.split('|').nth(field).unwrap_or_default();
+        match text.char_indices().nth(chars) {
+            Some((end, _)) => &text[..end],
+            None => text,
+        }
+    }
+
+    /// [`Split::part`] of `match_keys.form` in SQL, for the backend `AnyConnection` names.
+    fn sql(self, backend: &str) -> String {
+        let (field, chars) = self.field();
+        if backend == "PostgreSQL" {
+            return format!("substr(split_part(form, '|', {}), 1, {chars})", field + 1);
+        }
+        // SQLite has no split_part: each field is what follows the previous field's bar.
+        let mut rest = String::from("form");
+        for _ in 0..field {
+            rest = format!("substr({rest}, instr({rest}, '|') + 1)");
+        }
+        format!("CASE WHEN instr({rest}, '|') = 1 THEN '' ELSE substr({rest}, 1, {chars}) END")
+    }
+}
+
+/// Every part a record's form gives, as fixed characters (`'\0'` where absent), so the bulk
+/// path compares them without allocating: the given initial, the family initial, the birth
+/// year's four characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Parts([char; 6]);
+
+impl Parts {
+    pub(crate) fn of(form: &str) -> Parts {
+        let mut out = ['\0'; 6];
+        for (split, at) in [(Split::Given, 0), (Split::Family, 1), (Split::Year, 2)] {
+            for (i, c) in split.part(form).chars().enumerate() {
+                out[at + i] = c;
+            }
+        }
+        Parts(out)
+    }
+
+    fn slots(self, split: Split) -> &'static [usize] {
+        match split {
+            Split::Given => &[0],
+            Split::Family => &[1],
+            Split::Year => &[2, 3, 4, 5],
+        }
+    }
+
+    /// Whether the form has the part at all.
+    pub(crate) fn has(self, split: Split) -> bool {
+        self.0[self.slots(split)[0]] != '\0'
+    }
+
+    /// Whether a record with these parts is a candidate, in a split block, for a record with
+    /// `other`'s: the same part, or no part to tell them apart by.
+    pub(crate) fn reaches(self, other: Parts, split: Split) -> bool {
+        !self.has(split) || self.slots(split).iter().all(|&i| self.0[i] == other.0[i])
+    }
+}
 
 /// How sure a search is that a child is the one asked about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -231,6 +330,14 @@ impl Matcher {
             .collect()
     }
 
+    /// [`Matcher::keys`], each with what splits its rule's block when the block is large.
+    pub(crate) fn split_keys(&self, r: &Record) -> Vec<(String, String, Option<Split>)> {
+        self.rules
+            .iter()
+            .filter_map(|rule| Some((rule.to_string(), rule.text_key(r)?, Split::of(rule))))
+            .collect()
+    }
+
     /// Replaces a source record's blocking keys.
     pub async fn write_keys(
         &self,
@@ -276,26 +383,40 @@ impl Matcher {
         exclude: &[String],
         skip: Option<(&str, &str)>,
     ) -> Result<Vec<Candidate>, sqlx::Error> {
-        let keys = self.keys(r);
+        let keys = self.split_keys(r);
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        let form = r.form();
+        let split = Self::split_blocks(conn, &keys, &form, skip).await?;
+        let backend = conn.backend_name().to_string();
         let mut sql = String::new();
-        for i in 0..keys.len() {
-            if i > 0 {
+        let mut binds: Vec<&str> = Vec::new();
+        for ((rule, key, _), split) in keys.iter().zip(&split) {
+            if !binds.is_empty() {
                 sql.push_str(" UNION ALL ");
             }
             let _ = write!(
                 sql,
                 "SELECT source, local_id, form FROM match_keys WHERE rule = ${} AND key = ${}",
-                2 * i + 1,
-                2 * i + 2
+                binds.len() + 1,
+                binds.len() + 2
             );
+            binds.extend([rule.as_str(), key.as_str()]);
+            if let Some(s) = split {
+                let _ = write!(
+                    sql,
+                    " AND {} IN (${}, '')",
+                    s.sql(&backend),
+                    binds.len() + 1
+                );
+                binds.push(s.part(&form));
+            }
         }
         let _ = write!(sql, " LIMIT {}", MAX_CANDIDATES * keys.len() as i64);
         let mut q = sqlx::query(&sql);
-        for (rule, key) in &keys {
-            q = q.bind(rule).bind(key);
+        for b in binds {
+            q = q.bind(b);
         }
         let rows = q.fetch_all(&mut *conn).await?;
         let (tf, population) = self.terms(conn, r).await?;
@@ -351,6 +472,53 @@ impl Matcher {
                 score: s.score,
                 record: s.record,
             });
+        }
+        Ok(out)
+    }
+
+    /// For each key, how its block is split: `Some` where the block holds more than
+    /// [`SPLIT_OVER`] records besides `skip` and the record has the part that splits it. One
+    /// statement, each block counted no further than the limit.
+    async fn split_blocks(
+        conn: &mut AnyConnection,
+        keys: &[(String, String, Option<Split>)],
+        form: &str,
+        skip: Option<(&str, &str)>,
+    ) -> Result<Vec<Option<Split>>, sqlx::Error> {
+        let asked: Vec<usize> = (0..keys.len())
+            .filter(|&i| keys[i].2.is_some_and(|s| !s.part(form).is_empty()))
+            .collect();
+        let mut out = vec![None; keys.len()];
+        if asked.is_empty() {
+            return Ok(out);
+        }
+        let (source, local_id) = skip.unwrap_or(("", ""));
+        let mut sql = String::new();
+        for (n, &i) in asked.iter().enumerate() {
+            if n > 0 {
+                sql.push_str(" UNION ALL ");
+            }
+            let _ = write!(
+                sql,
+                "SELECT CAST({i} AS BIGINT) AS i, COUNT(*) AS n FROM (SELECT 1 AS one FROM match_keys \
+                 WHERE rule = ${} AND key = ${} AND NOT (source = $1 AND local_id = $2) LIMIT {}) b{i}",
+                2 * n + 3,
+                2 * n + 4,
+                SPLIT_OVER + 1
+            );
+        }
+        let mut q = sqlx::query(&sql).bind(source).bind(local_id);
+        for &i in &asked {
+            q = q.bind(&keys[i].0).bind(&keys[i].1);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            let i = usize::try_from(row.try_get::<i64, _>("i")?).unwrap_or(usize::MAX);
+            let n: i64 = row.try_get("n")?;
+            if let Some(slot) = out.get_mut(i) {
+                if usize::try_from(n).is_ok_and(|n| n > SPLIT_OVER) {
+                    *slot = keys[i].2;
+                }
+            }
         }
         Ok(out)
     }
@@ -1304,6 +1472,68 @@ mod tests {
             score: None,
             restricted: false,
         }
+    }
+
+    /// The store reads the part that splits a block from a stored form exactly as the bulk
+    /// path reads it in memory, on either backend, for forms missing fields and with letters
+    /// outside ASCII.
+    #[tokio::test]
+    async fn a_split_reads_the_same_part_in_the_store_and_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = crate::foundation::store::test_store(dir.path()).await;
+        let forms = [
+            "katie|zed|20160621|f|wt35qp||",
+            "|zed|20160621|f|||",
+            "katie||20160621|f|||",
+            "katie|zed||f|||",
+            "éva marie|ödön|19991231||||",
+            "k|z|2016|||",
+        ];
+        for (i, form) in forms.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO match_keys (rule, key, source, local_id, form) VALUES ('r', 'k', 's', $1, $2)",
+            )
+            .bind(i.to_string())
+            .bind(*form)
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        }
+        let mut conn = store.pool.acquire().await.unwrap();
+        let backend = conn.backend_name().to_string();
+        for split in [Split::Given, Split::Family, Split::Year] {
+            let rows = sqlx::query(&format!(
+                "SELECT local_id, {} AS part FROM match_keys",
+                split.sql(&backend)
+            ))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+            assert_eq!(rows.len(), forms.len());
+            for row in rows {
+                let i: usize = row.get::<String, _>("local_id").parse().unwrap();
+                let part: String = row.get("part");
+                assert_eq!(part, split.part(forms[i]), "{split:?} of {}", forms[i]);
+                let parts = Parts::of(forms[i]);
+                assert_eq!(parts.has(split), !part.is_empty());
+            }
+        }
+        assert_eq!(Split::Year.part(forms[0]), "2016");
+        assert_eq!(Split::Given.part(forms[4]), "é");
+        assert_eq!(Split::Family.part(forms[1]), "z");
+        assert_eq!(Split::Given.part(forms[1]), "");
+        // A record without the part is reached whatever the other's; one with it only by
+        // the same part.
+        let (katie, catie, blank) = (
+            Parts::of(forms[0]),
+            Parts::of("catie|zed|20160612|f|||"),
+            Parts::of(forms[1]),
+        );
+        assert!(katie.reaches(katie, Split::Given));
+        assert!(!katie.reaches(catie, Split::Given));
+        assert!(katie.reaches(catie, Split::Family));
+        assert!(katie.reaches(catie, Split::Year));
+        assert!(blank.reaches(catie, Split::Given));
     }
 
     fn child(id: &str, given: &str, family: &str, sex: &str, postcode: &str) -> SourceRecord {
