@@ -534,7 +534,7 @@ pub const DIFFERENT: f64 = 0.01;
 
 /// Why two records may not be one child's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Apart {
+enum Apart {
     /// A rule holds them apart (twins, another identifier, a pair only a person may join):
     /// nothing the rest of a child's records say changes that.
     Rule,
@@ -543,7 +543,7 @@ pub enum Apart {
 }
 
 /// Whether a scored pair is held apart, and why.
-pub fn apart(s: &Score) -> Option<Apart> {
+fn apart(s: &Score) -> Option<Apart> {
     if s.guard.is_some() {
         Some(Apart::Rule)
     } else if !s.deterministic && s.probability < DIFFERENT {
@@ -559,7 +559,7 @@ pub fn apart(s: &Score) -> Option<Apart> {
 /// (from before a move and a change of family name), held with the child by an identifier or a
 /// person's decision; a record confidently different from it as well is not thereby another
 /// child.
-pub fn stale(scorer: &Scorer<'_>, anchor: &Record, member: &Record) -> bool {
+fn stale(scorer: &Scorer<'_>, anchor: &Record, member: &Record) -> bool {
     scorer.demographic_probability(anchor, member) < DIFFERENT
 }
 
@@ -585,16 +585,27 @@ pub fn agrees<'r>(
     anchor: &Record,
     members: impl IntoIterator<Item = &'r Record>,
 ) -> bool {
+    // As `merge` asks it, with `record` a cluster of its own.
     members
         .into_iter()
-        .all(|m| match apart(&scorer.score(record, m)) {
-            None => true,
-            Some(Apart::Rule) => false,
-            // As `merge` asks it, with `record` a cluster of its own.
-            Some(Apart::Score) => {
-                excused(scorer, record, anchor, m) || excused(scorer, m, record, record)
-            }
-        })
+        .all(|m| joins(scorer, (record, record), (m, anchor), false))
+}
+
+/// Whether `u` and `v` may share a child once a pair joins their two clusters: `x`, the pair's
+/// record on `u`'s side, and `y` on `v`'s. A rule refuses; a low score refuses unless the pair
+/// shares a verified identifier (`identified`) or the low score is [`excused`] on either side,
+/// each side read against the pair's record on the other.
+fn joins(
+    scorer: &Scorer<'_>,
+    (u, x): (&Record, &Record),
+    (v, y): (&Record, &Record),
+    identified: bool,
+) -> bool {
+    match apart(&scorer.score(u, v)) {
+        None => true,
+        Some(Apart::Rule) => false,
+        Some(Apart::Score) => identified || excused(scorer, u, y, v) || excused(scorer, v, x, u),
+    }
 }
 
 /// Clusters for deduplication. A record joins a cluster only when it agrees with the cluster
@@ -651,17 +662,8 @@ pub fn clustering(
             .then(b.weight.total_cmp(&a.weight))
             .then_with(|| key(a).cmp(&key(b)))
     });
-    let why = |x: u32, y: u32| apart(&scorer.score(&records[x as usize], &records[y as usize]));
-    let excused_in = |record: u32, anchor: u32, m: u32| {
-        let r = |i: u32| &records[i as usize];
-        excused(scorer, r(record), r(anchor), r(m))
-    };
-    let apart = |x: u32, y: u32| why(x, y).is_some();
-    let shared = |x: u32, y: u32| {
-        scorer
-            .score(&records[x as usize], &records[y as usize])
-            .deterministic
-    };
+    let apart =
+        |x: u32, y: u32| apart(&scorer.score(&records[x as usize], &records[y as usize])).is_some();
     // How many records carry each given name: what tells a slip from a name.
     let mut spelled: HashMap<&str, u32> = HashMap::new();
     for r in records {
@@ -676,7 +678,7 @@ pub fn clustering(
             .map_or(0, |g| spelled[g.joined.as_str()])
     };
     let mut withheld = vec![false; n];
-    let (of, members) = merge(n, &strong, &withheld, &why, &excused_in, &shared);
+    let (of, members) = merge(records, scorer, &strong, &withheld);
     // A record linked to a cluster it was refused, and at one with all of that cluster: either
     // child could be its. One whose own records are held apart from the other cluster is where
     // it belongs, and stays. So does one whose given name is at least as common in the file as
@@ -727,7 +729,7 @@ pub fn clustering(
     // One pass more without them: the clusters they joined are merged again as if they
     // were not there.
     let of = if withheld.iter().any(|&w| w) {
-        merge(n, &strong, &withheld, &why, &excused_in, &shared).0
+        merge(records, scorer, &strong, &withheld).0
     } else {
         of
     };
@@ -751,18 +753,16 @@ pub fn clustering(
 
 /// One pass of merging: the strong pairs in order (those of withheld records left out), two
 /// clusters joined by a pair only when each record of one agrees with the other as a whole, as
-/// [`agrees`] has it, each side's record of the pair the other side's anchor: no two of their
-/// records held apart by a rule, and none by a low score unless that is excused or the pair
-/// shares a verified identifier. Returns
-/// each record's cluster and each cluster's members (kept at the cluster's own number).
+/// [`agrees`] has it, each side's record of the pair the other side's anchor ([`joins`]).
+/// Returns each record's cluster and each cluster's members (kept at the cluster's own number).
 fn merge(
-    n: usize,
+    records: &[Record],
+    scorer: &Scorer<'_>,
     strong: &[&Pair],
     withheld: &[bool],
-    why: &impl Fn(u32, u32) -> Option<Apart>,
-    excused: &impl Fn(u32, u32, u32) -> bool,
-    shared: &impl Fn(u32, u32) -> bool,
 ) -> (Vec<u32>, Vec<Vec<u32>>) {
+    let n = records.len();
+    let r = |i: u32| &records[i as usize];
     let mut of: Vec<u32> = (0..n as u32).collect();
     let mut members: Vec<Vec<u32>> = (0..n as u32).map(|i| vec![i]).collect();
     for p in strong {
@@ -781,13 +781,11 @@ fn merge(
         };
         // A shared verified identifier says the two are one child whatever else disagrees, as
         // the gateway's index links by identifier before it scores: only a rule refuses it.
-        let identified = shared(x, y);
+        let identified = scorer.score(r(x), r(y)).deterministic;
         let compatible = members[a as usize].iter().all(|&u| {
-            members[b as usize].iter().all(|&v| match why(u, v) {
-                None => true,
-                Some(Apart::Rule) => false,
-                Some(Apart::Score) => identified || excused(u, y, v) || excused(v, x, u),
-            })
+            members[b as usize]
+                .iter()
+                .all(|&v| joins(scorer, (r(u), r(x)), (r(v), r(y)), identified))
         });
         if !compatible {
             continue;
@@ -976,19 +974,29 @@ mod tests {
     }
 
     fn toy_model() -> Model {
-        let kinds = comparisons_for(&[
+        toy_model_and(&[])
+    }
+
+    /// The toy model with more comparisons, each with its `u` counts by level.
+    fn toy_model_and(more: &[(Field, &[f64])]) -> Model {
+        let mut fields = vec![
             Field::GivenName,
             Field::FamilyName,
             Field::BirthDate,
             Field::Postcode,
-        ]);
-        let mut model = Model::initial(&kinds);
-        model.set_u(&[
+        ];
+        let mut u = vec![
             vec![1.0, 1.0, 2.0, 6.0, 0.1, 90.0],
             vec![1.0, 2.0, 7.0, 0.1, 90.0],
             vec![1.0, 0.1, 0.5, 8.4, 90.0],
             vec![1.0, 1.0, 2.0, 6.0, 90.0],
-        ]);
+        ];
+        for (field, counts) in more {
+            fields.push(*field);
+            u.push(counts.to_vec());
+        }
+        let mut model = Model::initial(&comparisons_for(&fields));
+        model.set_u(&u);
         model.seal();
         model
     }
@@ -1039,22 +1047,7 @@ mod tests {
     /// keep that record out of her cluster; a rule still does.
     #[test]
     fn a_stale_record_does_not_keep_out_its_own_child() {
-        let kinds = comparisons_for(&[
-            Field::GivenName,
-            Field::FamilyName,
-            Field::BirthDate,
-            Field::Postcode,
-            Field::NhsNumber,
-        ]);
-        let mut model = Model::initial(&kinds);
-        model.set_u(&[
-            vec![1.0, 1.0, 2.0, 6.0, 0.1, 90.0],
-            vec![1.0, 2.0, 7.0, 0.1, 90.0],
-            vec![1.0, 0.1, 0.5, 8.4, 90.0],
-            vec![1.0, 1.0, 2.0, 6.0, 90.0],
-            vec![0.01, 99.99],
-        ]);
-        model.seal();
+        let model = toy_model_and(&[(Field::NhsNumber, &[0.01, 99.99])]);
         let tf = TermFrequencies::default();
         let scorer = Scorer::new(&model, &tf, 10_000.0).with_twin_rule();
         let mut old = rec("a", "Tlaia", "Williams", "2014-12-02", "WT17 7DG");

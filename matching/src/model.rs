@@ -637,37 +637,32 @@ impl<'a> Scorer<'a> {
     }
 
     pub fn score(&self, a: &Record, b: &Record) -> Score {
-        let mut e = Evidence::default();
-        let mut deterministic = false;
-        for (i, c) in self.kinds.iter().enumerate() {
-            if let Some(level) = c.compare(a, b) {
-                e.add(*c, self.weight(i, level, a).0);
-                deterministic |= level == 0 && c.is_identifier();
-            }
-        }
-        let w = self.prior_weight + e.total();
-        Score {
-            weight: w,
-            probability: if deterministic { 1.0 } else { probability(w) },
-            deterministic,
-            guard: crate::guard::guard(a, b, self.twins),
-        }
+        let (e, deterministic) = self.evidence(a, b, true);
+        self.finish(e, deterministic, a, b)
     }
 
     /// The probability that two records are one child by what they say of the child alone
     /// (names, birth, sex, address), the national identifiers left out: how far apart two
     /// records an identifier joined are in everything else.
     pub fn demographic_probability(&self, a: &Record, b: &Record) -> f64 {
+        probability(self.prior_weight + self.evidence(a, b, false).0.total())
+    }
+
+    /// The pair's comparisons added up, the identifiers among them only with `identifiers`;
+    /// and whether a verified identifier is shared.
+    fn evidence(&self, a: &Record, b: &Record, identifiers: bool) -> (Evidence, bool) {
         let mut e = Evidence::default();
+        let mut deterministic = false;
         for (i, c) in self.kinds.iter().enumerate() {
-            if c.is_identifier() {
+            if !identifiers && c.is_identifier() {
                 continue;
             }
             if let Some(level) = c.compare(a, b) {
                 e.add(*c, self.weight(i, level, a).0);
+                deterministic |= level == 0 && c.is_identifier();
             }
         }
-        probability(self.prior_weight + e.total())
+        (e, deterministic)
     }
 
     /// Scores a pair whose pattern is already known (training counted it): skips re-comparing.
@@ -681,6 +676,11 @@ impl<'a> Scorer<'a> {
                 deterministic |= level == 0 && c.is_identifier();
             }
         }
+        self.finish(e, deterministic, a, b)
+    }
+
+    /// A pair's score from its evidence: a shared verified identifier is probability 1.
+    fn finish(&self, e: Evidence, deterministic: bool, a: &Record, b: &Record) -> Score {
         let w = self.prior_weight + e.total();
         Score {
             weight: w,
