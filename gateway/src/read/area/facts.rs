@@ -53,9 +53,9 @@ struct ExclusionRow {
 }
 
 /// One stored attendance row: academic year, term, possible and attended sessions.
-type StoredTerm = (i32, u8, i64, i64);
+pub(super) type StoredTerm = (i32, u8, i64, i64);
 /// One stored exclusion: academic year, term, permanent.
-type StoredExclusion = (i32, u8, bool);
+pub(super) type StoredExclusion = (i32, u8, bool);
 
 impl Facts {
     /// The facts of one record. An error when an item the report counts does not have the
@@ -128,7 +128,9 @@ impl Facts {
     }
 
     /// Facts as [`Facts::encode`] stored them. An error, never a guess, for anything else: a
-    /// report counts what was derived or fails.
+    /// report counts what was derived or fails. The report reads the columns with the rest
+    /// of its pupils ([`Facts::stored`]); this is the one-record form, for tests.
+    #[cfg(test)]
     pub(super) fn decode(
         school: Option<String>,
         postcode: Option<String>,
@@ -136,31 +138,47 @@ impl Facts {
         exclusions: &str,
         unplaced: i64,
     ) -> Result<Facts, sqlx::Error> {
-        let bad = |what: &str| sqlx::Error::Decode(format!("area_facts: {what}").into());
+        let attendance: Vec<StoredTerm> =
+            serde_json::from_str(attendance).map_err(|_| bad("attendance"))?;
+        let exclusions: Vec<StoredExclusion> =
+            serde_json::from_str(exclusions).map_err(|_| bad("exclusions"))?;
+        Facts::stored(school, postcode, attendance, exclusions, unplaced)
+    }
+
+    /// Facts from their stored columns once the JSON is read, which the report's read does for
+    /// all of a source's pupils in one document ([`super::data::load`]).
+    pub(super) fn stored(
+        school: Option<String>,
+        postcode: Option<String>,
+        attendance: Vec<StoredTerm>,
+        exclusions: Vec<StoredExclusion>,
+        unplaced: i64,
+    ) -> Result<Facts, sqlx::Error> {
         let term = |year: i32, term: u8| {
             (1..=3)
                 .contains(&term)
                 .then_some(Term { year, term })
                 .ok_or_else(|| bad("a term outside 1–3"))
         };
-        let mut f = Facts {
+        Ok(Facts {
             school,
             postcode,
             unplaced: usize::try_from(unplaced).map_err(|_| bad("unplaced"))?,
-            ..Facts::default()
-        };
-        let stored: Vec<StoredTerm> =
-            serde_json::from_str(attendance).map_err(|_| bad("attendance"))?;
-        for (year, t, possible, attended) in stored {
-            f.attendance.push((term(year, t)?, possible, attended));
-        }
-        let stored: Vec<StoredExclusion> =
-            serde_json::from_str(exclusions).map_err(|_| bad("exclusions"))?;
-        for (year, t, permanent) in stored {
-            f.exclusions.push((term(year, t)?, permanent));
-        }
-        Ok(f)
+            attendance: attendance
+                .into_iter()
+                .map(|(year, t, possible, attended)| Ok((term(year, t)?, possible, attended)))
+                .collect::<Result<_, sqlx::Error>>()?,
+            exclusions: exclusions
+                .into_iter()
+                .map(|(year, t, permanent)| Ok((term(year, t)?, permanent)))
+                .collect::<Result<_, sqlx::Error>>()?,
+        })
     }
+}
+
+/// What a store's `area_facts` holds that [`Facts::decode`] refuses.
+pub(super) fn bad(what: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("area_facts: {what}").into())
 }
 
 /// Writes the facts of `records` (local id, digest, facts) of `source` on `tx`, through
