@@ -149,55 +149,58 @@ type Packed = (
     u8,
 );
 
-/// Every pupil of the catalogue's education sources in one statement that returns one value:
-/// the pupils as a JSON array, built by the store (`json_group_array` on SQLite, `json_agg` on
-/// PostgreSQL) and read by serde. Fetched as rows, 100,000 pupils were 100,000 trips through
-/// the `Any` driver — on SQLite each row handed over from the connection's worker thread with
-/// every column copied twice — which cost several times what the store spent finding them.
-async fn read(store: &Store, cat: &Catalogue) -> Result<Vec<Packed>, sqlx::Error> {
-    let education = cat.education.len();
-    // The pupil's source as its index in the list: `CASE f.source WHEN $1 THEN 0 …`.
-    let index = (0..education)
-        .map(|i| format!(" WHEN ${} THEN {i}", i + 1))
-        .collect::<String>();
-    // Whether the index links the pupil's record to a record of a social-care source, decided
-    // in the database: the children social care knows are gathered once, hashed (PostgreSQL's
-    // hashed subplan, SQLite's ephemeral index), and each pupil's child looked up in them,
-    // rather than every linked child's id sent over.
-    let known = if cat.social_care.is_empty() {
+/// Whether the index links the pupil's record (`sr`) to a record of a social-care source,
+/// decided in the database: the children social care knows are gathered once, hashed
+/// (PostgreSQL's hashed subplan, SQLite's ephemeral index), and each pupil's child looked up in
+/// them, rather than every linked child's id sent over. The social-care sources are bound from
+/// `$first` on.
+fn known(cat: &Catalogue, first: usize) -> String {
+    if cat.social_care.is_empty() {
         "0".to_string()
     } else {
         format!(
             "CASE WHEN sr.child_id IN (SELECT child_id FROM source_records \
              WHERE source IN ({})) THEN 1 ELSE 0 END",
-            placeholders(education + 1, cat.social_care.len())
+            placeholders(first, cat.social_care.len())
         )
-    };
+    }
+}
+
+/// Every pupil of the catalogue's education sources.
+async fn read(store: &Store, cat: &Catalogue) -> Result<Vec<Packed>, sqlx::Error> {
+    match store.backend {
+        Backend::Sqlite => read_packed(store, cat).await,
+        Backend::Postgres => read_rows(store, cat).await,
+    }
+}
+
+/// SQLite: every pupil in one statement that returns one value, the pupils as a JSON array
+/// built by SQLite (`json_group_array`) and read by serde. Fetched as rows, 100,000 pupils were
+/// 100,000 trips through the `Any` driver, each row handed over from the connection's worker
+/// thread (a futex wake-up every few rows) with every column copied twice — more CPU than
+/// SQLite spent finding them.
+async fn read_packed(store: &Store, cat: &Catalogue) -> Result<Vec<Packed>, sqlx::Error> {
+    let education = cat.education.len();
+    // The pupil's source as its index in the list: `CASE f.source WHEN $1 THEN 0 …`.
+    let index = (0..education)
+        .map(|i| format!(" WHEN ${} THEN {i}", i + 1))
+        .collect::<String>();
+    let known = known(cat, education + 1);
     let sources = placeholders(1, education);
-    let sql = match store.backend {
-        // The facts are read in the table's own order (`NOT INDEXED`): through the primary
-        // key's index, each pupil's row is a jump elsewhere in the table, a page read from the
-        // file for nearly every pupil once the table outgrows SQLite's page cache. Each
-        // pupil's child is then one look-up in `source_records_child_of` (migration 0020),
-        // which holds it, rather than the key's index and then the table.
-        Backend::Sqlite => format!(
-            "SELECT json_group_array(json_array(CASE f.source{index} END, f.school, \
-             f.postcode, json(f.attendance), json(f.exclusions), f.unplaced, {known})) \
-             AS pupils \
-             FROM area_facts f NOT INDEXED \
-             LEFT JOIN source_records sr INDEXED BY source_records_child_of \
-               ON sr.source = f.source AND sr.local_id = f.local_id \
-             WHERE f.source IN ({sources})"
-        ),
-        Backend::Postgres => format!(
-            "SELECT CAST(json_agg(json_build_array(CASE f.source{index} END, f.school, \
-             f.postcode, CAST(f.attendance AS json), CAST(f.exclusions AS json), f.unplaced, \
-             {known})) AS TEXT) AS pupils \
-             FROM area_facts f LEFT JOIN source_records sr \
-               ON sr.source = f.source AND sr.local_id = f.local_id \
-             WHERE f.source IN ({sources})"
-        ),
-    };
+    // The facts are read in the table's own order (`NOT INDEXED`): through the primary key's
+    // index each pupil's row is a jump elsewhere in the table, a page read from the file for
+    // nearly every pupil once the table outgrows SQLite's page cache. Each pupil's child is
+    // then one look-up in `source_records_child_of` (migration 0020), which holds it, rather
+    // than the key's index and then the table. `json()` checks each stored list is JSON, so
+    // no column can forge a pupil.
+    let sql = format!(
+        "SELECT json_group_array(json_array(CASE f.source{index} END, f.school, f.postcode, \
+         json(f.attendance), json(f.exclusions), f.unplaced, {known})) AS pupils \
+         FROM area_facts f NOT INDEXED \
+         LEFT JOIN source_records sr INDEXED BY source_records_child_of \
+           ON sr.source = f.source AND sr.local_id = f.local_id \
+         WHERE f.source IN ({sources})"
+    );
     let mut q = sqlx::query(&sql);
     for (s, _) in &cat.education {
         q = q.bind(s);
@@ -205,17 +208,50 @@ async fn read(store: &Store, cat: &Catalogue) -> Result<Vec<Packed>, sqlx::Error
     for (s, _, _) in &cat.social_care {
         q = q.bind(s);
     }
-    let row = q.fetch_one(&store.pool).await?;
-    // PostgreSQL aggregates no rows to NULL, SQLite to `[]`.
-    let Some(json) = row.try_get::<Option<String>, _>("pupils")? else {
-        return Ok(Vec::new());
-    };
-    drop(row);
-    // Reading 100,000 pupils' JSON is tens of milliseconds of CPU: off the runtime's threads.
+    let json: String = q.fetch_one(&store.pool).await?.try_get("pupils")?;
+    // Reading 100,000 pupils' JSON is a tenth of a second of CPU: off the runtime's threads.
     tokio::task::spawn_blocking(move || serde_json::from_str::<Vec<Packed>>(&json))
         .await
         .map_err(|e| sqlx::Error::Protocol(format!("reading area facts: {e}")))?
         .map_err(|_| facts::bad("the pupils' JSON"))
+}
+
+/// PostgreSQL: one row a pupil, one statement a source. The aggregated form was slower there
+/// (NOTES.md): PostgreSQL sends rows as it finds them, so the client reads them while the
+/// server works, and building one JSON value (`json_agg`) tripled the server's time.
+async fn read_rows(store: &Store, cat: &Catalogue) -> Result<Vec<Packed>, sqlx::Error> {
+    let sql = format!(
+        "SELECT f.school AS school, f.postcode AS postcode, f.attendance AS attendance, \
+         f.exclusions AS exclusions, f.unplaced AS unplaced, CAST({} AS BIGINT) AS known \
+         FROM area_facts f LEFT JOIN source_records sr \
+           ON sr.source = f.source AND sr.local_id = f.local_id \
+         WHERE f.source = $1",
+        known(cat, 2)
+    );
+    let mut pupils = Vec::new();
+    for (index, (source, _)) in cat.education.iter().enumerate() {
+        let mut q = sqlx::query(&sql).bind(source);
+        for (s, _, _) in &cat.social_care {
+            q = q.bind(s);
+        }
+        let rows = q.fetch_all(&store.pool).await?;
+        pupils.reserve(rows.len());
+        for r in &rows {
+            let attendance: &str = r.try_get(2)?;
+            let exclusions: &str = r.try_get(3)?;
+            let known: i64 = r.try_get(5)?;
+            pupils.push((
+                index,
+                r.try_get(0)?,
+                r.try_get(1)?,
+                serde_json::from_str(attendance).map_err(|_| facts::bad("attendance"))?,
+                serde_json::from_str(exclusions).map_err(|_| facts::bad("exclusions"))?,
+                r.try_get(4)?,
+                u8::from(known != 0),
+            ));
+        }
+    }
+    Ok(pupils)
 }
 
 #[cfg(test)]
@@ -361,7 +397,7 @@ mod tests {
             );
             assert_eq!(at("csc").as_deref(), Some("2026-01-04T09:00:00Z"));
         }
-        // A source with nothing imported yet: no pupils (PostgreSQL aggregates no rows to NULL).
+        // A source with nothing imported yet: no pupils.
         let cat = Catalogue {
             education: vec![("new-school".into(), "urn-100010".into())],
             ..cat
