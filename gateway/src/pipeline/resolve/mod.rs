@@ -19,7 +19,7 @@ pub mod bulk;
 pub mod linkage;
 pub mod records;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -170,6 +170,57 @@ pub struct SyncReport {
     pub flagged_identifiers: usize,
     /// Sources that could not be read, with the reason.
     pub failed: Vec<(String, String)>,
+}
+
+/// How strongly a listed record says which child it is, strongest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Anchor {
+    /// A verified NHS number: no record with another one can join its child.
+    Nhs,
+    /// A verified UPN and no verified NHS number.
+    Upn,
+    /// Demographics alone (identifiers absent or failing their check).
+    Demographics,
+}
+
+impl Anchor {
+    fn of(rec: &SourceRecord) -> Anchor {
+        let verified = |kind: &str| {
+            rec.identifiers
+                .iter()
+                .any(|i| i.kind == kind && identity::verify(&i.kind, &i.value).is_ok())
+        };
+        if verified("nhs_number") {
+            Anchor::Nhs
+        } else if verified("upn") {
+            Anchor::Upn
+        } else {
+            Anchor::Demographics
+        }
+    }
+
+    /// A listing split by anchor, each part in listing order. A local id listed more than
+    /// once (a source's later row is a change to its earlier one) stays together, in the part
+    /// of its strongest row, so its rows keep their order.
+    fn split(records: Vec<SourceRecord>) -> [Vec<SourceRecord>; 3] {
+        let mut strongest: HashMap<String, Anchor> = HashMap::with_capacity(records.len());
+        for rec in &records {
+            let a = Anchor::of(rec);
+            strongest
+                .entry(rec.local_id.clone())
+                .and_modify(|s| *s = (*s).min(a))
+                .or_insert(a);
+        }
+        let mut out: [Vec<SourceRecord>; 3] = Default::default();
+        for rec in records {
+            let a = strongest
+                .get(&rec.local_id)
+                .copied()
+                .unwrap_or(Anchor::Demographics);
+            out[a as usize].push(rec);
+        }
+        out
+    }
 }
 
 /// The master child index over the gateway's store.
@@ -500,9 +551,17 @@ impl Index {
 
     /// One pass over every source: listable sources are read whole; children are then traced
     /// into query-only sources (such as PDS) by NHS number, or by demographics without one.
+    ///
+    /// The listed records are placed strongest anchor first ([`Anchor`]): those with a verified
+    /// NHS number from every source, then those with a verified UPN, then the rest. A record
+    /// with only a UPN placed before the record that carries its UPN beside an NHS number
+    /// would be scored on demographics alone, and could join another child of the same name
+    /// and birthday before the identifier that tells them apart arrived; placed after it, it
+    /// joins by its UPN. So which source is listed first no longer decides that.
     pub async fn sync(&self, sources: &Sources) -> SyncReport {
         let mut report = SyncReport::default();
         let mut query_only = Vec::new();
+        let mut weaker: Vec<(String, [Vec<SourceRecord>; 2])> = Vec::new();
         for source in &sources.all {
             match source.call(LIST_DEADLINE, || source.adapter.list()).await {
                 Err(failure) => {
@@ -513,15 +572,15 @@ impl Index {
                 }
                 Ok(None) => query_only.push(source.clone()),
                 Ok(Some(records)) => {
-                    let done = self.upsert_many(&source.id, &records).await;
-                    report.records += done.records;
-                    report.flagged_identifiers += done.flagged;
-                    if done.failed > 0 {
-                        report
-                            .failed
-                            .push((source.id.clone(), "database_error".into()));
-                    }
+                    let [nhs, upn, rest] = Anchor::split(records);
+                    self.place_listed(&source.id, &nhs, &mut report).await;
+                    weaker.push((source.id.clone(), [upn, rest]));
                 }
+            }
+        }
+        for tier in 0..2 {
+            for (source, tiers) in &weaker {
+                self.place_listed(source, &tiers[tier], &mut report).await;
             }
         }
         for source in query_only {
@@ -550,6 +609,21 @@ impl Index {
         }
         self.ready.store(true, Ordering::Release);
         report
+    }
+
+    /// Places one source's listed records of one [`Anchor`] tier.
+    async fn place_listed(&self, source: &str, records: &[SourceRecord], report: &mut SyncReport) {
+        if records.is_empty() {
+            return;
+        }
+        let done = self.upsert_many(source, records).await;
+        report.records += done.records;
+        report.flagged_identifiers += done.flagged;
+        if done.failed > 0 && !report.failed.iter().any(|(s, _)| s == source) {
+            report
+                .failed
+                .push((source.to_string(), "database_error".into()));
+        }
     }
 
     async fn count(&self, report: &mut SyncReport, source: &Source, rec: &SourceRecord) {
@@ -944,5 +1018,137 @@ mod tests {
         assert_eq!(match_key(&d).unwrap(), "smithjones|mary|2012-01-02");
         d.birth_date = None;
         assert!(match_key(&d).is_none());
+    }
+
+    /// A source whose listing is fixed, for passes over several sources.
+    struct Listed(Vec<SourceRecord>);
+
+    #[async_trait::async_trait]
+    impl weft_adapters::Adapter for Listed {
+        async fn list(&self) -> Result<Option<Vec<SourceRecord>>, weft_adapters::AdapterError> {
+            Ok(Some(self.0.clone()))
+        }
+        async fn find(
+            &self,
+            _: &weft_adapters::Probe,
+        ) -> Result<Vec<SourceRecord>, weft_adapters::AdapterError> {
+            Ok(Vec::new())
+        }
+        async fn fetch(
+            &self,
+            _: &str,
+        ) -> Result<Option<Vec<weft_adapters::Item>>, weft_adapters::AdapterError> {
+            Ok(None)
+        }
+    }
+
+    fn listed(id: &str, records: Vec<SourceRecord>) -> std::sync::Arc<Source> {
+        use crate::foundation::config::{AgencyConfig, AgencyKind, Resilience};
+        std::sync::Arc::new(Source::new(
+            id.to_string(),
+            AgencyConfig {
+                id: id.to_string(),
+                name: id.to_string(),
+                kind: AgencyKind::SocialCare,
+                local_authority: None,
+            },
+            Duration::from_secs(5),
+            "test",
+            std::sync::Arc::new(Listed(records)),
+            &Resilience::default(),
+        ))
+    }
+
+    /// The records of each child after one pass over `sources`, as sorted `source/local id`
+    /// lists, sorted: which records share a child, whatever the children's ids.
+    async fn pass(sources: Vec<std::sync::Arc<Source>>) -> Vec<Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = crate::foundation::store::test_store(dir.path()).await;
+        let index = Index::new(store.clone());
+        let report = index.sync(&Sources { all: sources }).await;
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        let rows = sqlx::query("SELECT source, local_id, child_id FROM source_records")
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        let mut children: HashMap<String, Vec<String>> = HashMap::new();
+        for row in rows {
+            let child: String = row.get("child_id");
+            let (source, local): (String, String) = (row.get("source"), row.get("local_id"));
+            children
+                .entry(child)
+                .or_default()
+                .push(format!("{source}/{local}"));
+        }
+        let mut out: Vec<Vec<String>> = children
+            .into_values()
+            .map(|mut v| {
+                v.sort();
+                v
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Two girls of the same name born the same day, at two addresses: health knows one by her
+    /// NHS number, the school the other by her UPN alone, social care the other by both. Listed
+    /// health first, the school record used to be scored on demographics before social care's
+    /// record brought the UPN's NHS number, and joined the wrong girl; placed after every
+    /// record with an NHS number it joins its own by the UPN, whichever source is listed first.
+    #[tokio::test]
+    async fn a_pass_places_records_with_an_nhs_number_before_those_with_only_a_upn() {
+        let girl = |id: &str, ids: &[(&str, &str)], postcode: &str| {
+            let mut r = rec(id, ids, "Wright", "Amelia", "2016-03-27");
+            r.demographics.sex = Some("female".into());
+            r.demographics.postcode = Some(postcode.into());
+            r
+        };
+        let health = || {
+            listed(
+                "health",
+                vec![girl("h1", &[("nhs_number", "9000000009")], "WT1 1AA")],
+            )
+        };
+        let school = || {
+            listed(
+                "school",
+                vec![girl("s1", &[("upn", "B801200005001")], "WT9 9ZZ")],
+            )
+        };
+        let social = || {
+            listed(
+                "social_care",
+                vec![girl(
+                    "c1",
+                    &[("nhs_number", "9434765919"), ("upn", "B801200005001")],
+                    "WT9 9ZZ",
+                )],
+            )
+        };
+        let want = vec![
+            vec!["health/h1".to_string()],
+            vec!["school/s1".to_string(), "social_care/c1".to_string()],
+        ];
+        assert_eq!(pass(vec![health(), school(), social()]).await, want);
+        assert_eq!(pass(vec![social(), school(), health()]).await, want);
+    }
+
+    #[test]
+    fn a_listing_splits_by_anchor_keeping_a_local_id_together() {
+        let nhs = [("nhs_number", "9000000009")];
+        let upn = [("upn", "B801200005001")];
+        let bad = [("nhs_number", "9000000001")];
+        let [a, b, c] = Anchor::split(vec![
+            rec("1", &upn, "A", "B", "2012-01-01"),
+            rec("2", &bad, "A", "B", "2012-01-01"),
+            rec("3", &nhs, "A", "B", "2012-01-01"),
+            rec("2", &nhs, "A", "B", "2012-01-01"),
+            rec("4", &[], "A", "B", "2012-01-01"),
+        ]);
+        let ids = |v: &[SourceRecord]| v.iter().map(|r| r.local_id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&a), ["2", "3", "2"]);
+        assert_eq!(ids(&b), ["1"]);
+        assert_eq!(ids(&c), ["4"]);
     }
 }
