@@ -15,7 +15,9 @@
 //! `Matcher::rebuild`; a unit test checks that a search finds the same children, with the same
 //! scores, in an index loaded either way. Timings belong here, never in tests.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +33,7 @@ use crate::cli::bench::cpu::{cpu_time, peak_memory_mib, percentile};
 use crate::cli::bench::ms;
 use crate::foundation::store::{insert_rows, Backend, Cell, Store};
 use crate::pipeline::resolve::linkage::{Grade, MAX_CANDIDATES};
-use crate::pipeline::resolve::{Index, Search, Stored};
+use crate::pipeline::resolve::{Found, Index, Search, Stored};
 
 #[derive(Debug, Clone, Args)]
 pub struct SearchArgs {
@@ -57,6 +59,11 @@ pub struct SearchArgs {
     /// again without the load.
     #[arg(long, requires = "database_url")]
     pub reuse: bool,
+    /// Write `strangers.csv` into this folder: each search for a child not in the index that
+    /// found a child graded `probable` or `certain`, beside the indexed record of that child
+    /// and the comparison's explanation, to look at by hand (synthetic children only).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// The source the synthetic children are recorded in.
@@ -394,7 +401,8 @@ async fn bench(args: &SearchArgs, store: &Store) -> anyhow::Result<Report> {
         })
         .collect();
     let stranger_twins = split.stranger_twins;
-    drop(split);
+    // Only `--out` looks at the indexed records again.
+    let held = args.out.is_some().then_some(split.index);
 
     let index = Arc::new(index);
     let queries = Arc::new(queries);
@@ -454,6 +462,7 @@ async fn bench(args: &SearchArgs, store: &Store) -> anyhow::Result<Report> {
         returned: 0,
         blocked,
     };
+    let mut strangers_found: Vec<(usize, Vec<Found>)> = Vec::new();
     for (i, latency, found) in results {
         report.latencies.push(latency);
         report.returned += found.len();
@@ -471,15 +480,60 @@ async fn bench(args: &SearchArgs, store: &Store) -> anyhow::Result<Report> {
                 report.strangers += 1;
                 report.strangers_certain +=
                     usize::from(found.iter().any(|f| f.grade == Grade::Certain));
-                report.strangers_probable += usize::from(
-                    found
-                        .iter()
-                        .any(|f| matches!(f.grade, Grade::Certain | Grade::Probable)),
-                );
+                let shown: Vec<Found> = found
+                    .into_iter()
+                    .filter(|f| matches!(f.grade, Grade::Certain | Grade::Probable))
+                    .collect();
+                if !shown.is_empty() {
+                    report.strangers_probable += 1;
+                    strangers_found.push((i, shown));
+                }
             }
         }
     }
     report.latencies.sort_unstable();
+    if let (Some(dir), Some(held)) = (&args.out, &held) {
+        let position: HashMap<&str, usize> = children
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.as_str(), i))
+            .collect();
+        let mut out = csv::Writer::from_path(dir.join("strangers.csv"))?;
+        out.write_record(["search", "found", "grade", "probability", "explanation"])?;
+        let show = |d: &Demographics| {
+            [
+                &d.given_name,
+                &d.family_name,
+                &d.birth_date,
+                &d.sex,
+                &d.postcode,
+            ]
+            .map(|v| v.as_deref().unwrap_or("-"))
+            .join(" ")
+        };
+        for (i, found) in &strangers_found {
+            let search = queries[*i].search.demographics.as_ref().map(show);
+            for f in found {
+                let record = position
+                    .get(f.id.as_str())
+                    .and_then(|&p| held.get(p))
+                    .map(|r| show(&r.source_record().demographics));
+                let explanation: Vec<String> = f
+                    .explanation
+                    .iter()
+                    .map(|e| format!("{}={}", e.comparison, e.level))
+                    .collect();
+                out.write_record([
+                    search.as_deref().unwrap_or("-"),
+                    record.as_deref().unwrap_or("-"),
+                    &format!("{:?}", f.grade),
+                    &format!("{:.6}", f.probability),
+                    &explanation.join(" "),
+                ])?;
+            }
+        }
+        out.flush()?;
+    }
     Ok(report)
 }
 
@@ -782,6 +836,7 @@ mod tests {
             seed: 5,
             concurrency: 1,
             reuse: false,
+            out: None,
         };
         let first = measure(&args).await.unwrap();
         assert!(!first.reused && first.settle.is_some());
@@ -808,6 +863,7 @@ mod tests {
 
     #[tokio::test]
     async fn runs_end_to_end_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
         let postgres = std::env::var("WEFT_TEST_STORE").as_deref() == Ok("postgres");
         let database_url = if postgres {
             Some(
@@ -824,8 +880,15 @@ mod tests {
             seed: 3,
             concurrency: 2,
             reuse: false,
+            out: Some(dir.path().to_path_buf()),
         };
         let r = measure(&args).await.unwrap();
+        // One row per child found for a stranger graded probable or certain.
+        let rows = csv::Reader::from_path(dir.path().join("strangers.csv"))
+            .unwrap()
+            .records()
+            .count();
+        assert!(rows >= r.strangers_probable, "{rows} rows");
         assert_eq!(r.children, 2_500);
         assert_eq!((r.known, r.strangers), (54, 6));
         assert_eq!(r.latencies.len(), 60);

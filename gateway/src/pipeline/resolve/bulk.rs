@@ -916,8 +916,15 @@ impl World {
         let mut keys = Vec::new();
         let mut identifiers = Vec::new();
         for n in new {
-            for (rule, key, _) in &n.keys {
-                keys.push((rule.as_str(), key.as_str(), n.local_id, n.form.as_str()));
+            for (rule, key, split) in &n.keys {
+                let part = Split::stored(*split, &n.form);
+                keys.push((
+                    rule.as_str(),
+                    key.as_str(),
+                    part,
+                    n.local_id,
+                    n.form.as_str(),
+                ));
             }
             for (kind, value) in n.stored.verified() {
                 identifiers.push([
@@ -934,12 +941,13 @@ impl World {
         staging
             .insert(
                 conn,
-                "match_keys (rule, key, source, local_id, form)",
+                "match_keys (rule, key, part, source, local_id, form)",
                 "",
-                keys.iter().map(|&(rule, key, local_id, form)| {
+                keys.iter().map(|&(rule, key, part, local_id, form)| {
                     [
                         Cell::from(rule),
                         key.into(),
+                        part.into(),
                         source.into(),
                         local_id.into(),
                         form.into(),
