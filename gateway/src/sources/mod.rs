@@ -282,14 +282,25 @@ impl Source {
         kind: crate::foundation::config::AgencyKind,
         deadline: Duration,
     ) -> Source {
-        struct Never;
+        Self::fixed_for_tests(id, kind, deadline, None)
+    }
+
+    /// A source for unit tests whose listing is `listed` (`None`: it only answers searches),
+    /// which finds and fetches nothing.
+    pub fn fixed_for_tests(
+        id: &str,
+        kind: crate::foundation::config::AgencyKind,
+        deadline: Duration,
+        listed: Option<Vec<weft_adapters::SourceRecord>>,
+    ) -> Source {
+        struct Fixed(Option<Vec<weft_adapters::SourceRecord>>);
         #[async_trait::async_trait]
-        impl Adapter for Never {
+        impl Adapter for Fixed {
             async fn list(
                 &self,
             ) -> Result<Option<Vec<weft_adapters::SourceRecord>>, weft_adapters::AdapterError>
             {
-                Ok(None)
+                Ok(self.0.clone())
             }
             async fn find(
                 &self,
@@ -314,7 +325,7 @@ impl Source {
             },
             deadline,
             "test",
-            Arc::new(Never),
+            Arc::new(Fixed(listed)),
             &Resilience::default(),
         )
     }

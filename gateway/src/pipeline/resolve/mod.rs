@@ -1020,42 +1020,12 @@ mod tests {
         assert!(match_key(&d).is_none());
     }
 
-    /// A source whose listing is fixed, for passes over several sources.
-    struct Listed(Vec<SourceRecord>);
-
-    #[async_trait::async_trait]
-    impl weft_adapters::Adapter for Listed {
-        async fn list(&self) -> Result<Option<Vec<SourceRecord>>, weft_adapters::AdapterError> {
-            Ok(Some(self.0.clone()))
-        }
-        async fn find(
-            &self,
-            _: &weft_adapters::Probe,
-        ) -> Result<Vec<SourceRecord>, weft_adapters::AdapterError> {
-            Ok(Vec::new())
-        }
-        async fn fetch(
-            &self,
-            _: &str,
-        ) -> Result<Option<Vec<weft_adapters::Item>>, weft_adapters::AdapterError> {
-            Ok(None)
-        }
-    }
-
     fn listed(id: &str, records: Vec<SourceRecord>) -> std::sync::Arc<Source> {
-        use crate::foundation::config::{AgencyConfig, AgencyKind, Resilience};
-        std::sync::Arc::new(Source::new(
-            id.to_string(),
-            AgencyConfig {
-                id: id.to_string(),
-                name: id.to_string(),
-                kind: AgencyKind::SocialCare,
-                local_authority: None,
-            },
+        std::sync::Arc::new(Source::fixed_for_tests(
+            id,
+            crate::foundation::config::AgencyKind::SocialCare,
             Duration::from_secs(5),
-            "test",
-            std::sync::Arc::new(Listed(records)),
-            &Resilience::default(),
+            Some(records),
         ))
     }
 
