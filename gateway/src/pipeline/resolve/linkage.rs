@@ -1471,9 +1471,9 @@ mod tests {
         }
     }
 
-    /// The store reads the part that splits a block from a stored form exactly as the bulk
-    /// path reads it in memory, on either backend, for forms missing fields and with letters
-    /// outside ASCII.
+    /// The part stored with a key (`match_keys.part`) is the one the bulk path reads in
+    /// memory (`Parts`), empty exactly where the form lacks the field, for forms missing fields
+    /// and with letters outside ASCII.
     #[test]
     fn a_split_reads_the_part_of_the_stored_form() {
         let forms = [
