@@ -59,10 +59,11 @@ fn start_provider_signing(redirect: &str, accounts: &Value, alg: &str) -> Provid
         .env("WEFT_OIDC_ACCOUNTS", accounts.to_string())
         .env("WEFT_OIDC_ID_TOKEN_ALG", alg)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("node runs (install Node.js 20)");
     let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -71,11 +72,47 @@ fn start_provider_signing(redirect: &str, accounts: &Value, alg: &str) -> Provid
             }
         }
     });
+    // What the provider says on stderr (its first 64 KiB), kept so that a provider that never
+    // comes up says why; read on a thread of its own, so a full pipe never blocks Node.
+    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let said_by = said.clone();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(mut s) = said_by.lock() {
+                if s.len() < 64 * 1024 {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        }
+    });
     // Node loads the provider's modules before it listens: seconds on a quiet machine, more
     // than thirty seen on a loaded one. A wait for readiness, not a measure of speed.
-    let issuer = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the provider printed its issuer");
+    let issuer = match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(issuer) => issuer,
+        Err(e) => {
+            // Its stdout closed: it is on its way out, so let it finish and say how it ended.
+            if e == std::sync::mpsc::RecvTimeoutError::Disconnected {
+                for _ in 0..20 {
+                    if !matches!(child.try_wait(), Ok(None)) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            let status = match child.try_wait() {
+                Ok(Some(status)) => format!("it exited ({status})"),
+                Ok(None) => "it is still running".to_string(),
+                Err(e) => format!("its state is unknown ({e})"),
+            };
+            let _ = child.kill();
+            let _ = child.wait();
+            // The pipe closes with the process, so the reader ends having read every line.
+            let _ = reader.join();
+            let said = said.lock().map(|s| s.clone()).unwrap_or_default();
+            panic!("the provider did not print its issuer ({e}); {status}; its stderr:\n{said}");
+        }
+    };
     Provider { child, issuer }
 }
 

@@ -21,8 +21,9 @@ use weft_adapters::sql::{SqlAdapter, SqlConfig};
 use weft_sim::cohort::{self, Cohort};
 
 use crate::cli::bench::search::{create, remove};
-use crate::foundation::config::{AgencyConfig, AgencyKind, Resilience};
+use crate::foundation::config::{AgencyConfig, AgencyKind, MatchingConfig, Resilience};
 use crate::foundation::store::{Backend, Store};
+use crate::pipeline::resolve::linkage::Matcher;
 use crate::pipeline::resolve::Index;
 use crate::read::index_export::{index_export, Operator, Selection};
 use crate::sources::{Source, Sources};
@@ -44,6 +45,11 @@ pub struct IndexArgs {
     /// export (`index.csv`) in this folder, to look at the links by hand.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Match with this model file (`weft match train`, `weft bench match
+    /// --save-gateway-model`) instead of the built-in one, as `matching.model` would: to judge
+    /// a model on a cohort it was not trained on before a deployment takes it up.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
 }
 
 /// The agencies of the cohort, each a source of the kind that holds such records.
@@ -67,6 +73,8 @@ const LIST: &str = "SELECT local_id, nhs_number, upn, given_name, middle_names, 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Report {
     pub backend: Option<Backend>,
+    /// The version of the model that matched.
+    pub model: String,
     pub children: usize,
     pub records: usize,
     /// Records the index pass read and linked.
@@ -113,6 +121,13 @@ pub async fn run(args: IndexArgs) -> anyhow::Result<()> {
     println!(
         "weft bench index: the cohort of seed {} ({} children, {} records) in four SQLite reporting databases read through the sql adapter; the index on {backend}",
         args.seed, r.children, r.records
+    );
+    println!(
+        "model: {} ({})",
+        r.model,
+        args.model
+            .as_ref()
+            .map_or("built-in".to_string(), |p| p.display().to_string())
     );
     println!(
         "index pass: {} records into {} children in {:.1} s",
@@ -215,7 +230,12 @@ async fn bench(args: &IndexArgs, store: &Store, dir: &Path) -> anyhow::Result<Re
     }
     let sources = Sources { all };
 
-    let index = Index::new(store.clone());
+    let matcher = Matcher::from_config(&MatchingConfig {
+        model: args.model.clone(),
+        ..MatchingConfig::default()
+    })
+    .context("--model")?;
+    let index = Index::with_matcher(store.clone(), matcher);
     // As the gateway does on a new store before its first pass.
     index.matcher().rebuild(store).await?;
     let started = Instant::now();
@@ -254,6 +274,7 @@ async fn bench(args: &IndexArgs, store: &Store, dir: &Path) -> anyhow::Result<Re
         .collect::<Result<Vec<(String, String)>, sqlx::Error>>()?;
     let mut report = score(&cohort, &links, &review);
     report.backend = Some(store.backend);
+    report.model = index.matcher().model.version.clone();
     report.pass = elapsed;
     report.index_children = usize::try_from(pass.children).unwrap_or_default();
     Ok(report)
@@ -463,6 +484,7 @@ mod tests {
                     .expect("WEFT_TEST_STORE=postgres needs WEFT_TEST_POSTGRES_URL")
             }),
             out: None,
+            model: None,
         };
         let r = measure(&args).await.unwrap();
         assert_eq!(r.indexed, r.records, "every record was read and linked");

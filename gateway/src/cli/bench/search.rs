@@ -120,6 +120,10 @@ pub(crate) struct Report {
 
 pub async fn run(args: SearchArgs) -> anyhow::Result<()> {
     let concurrency = args.concurrency.max(1);
+    // Made before the load, so a folder that cannot be made fails in a second, not after it.
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("--out {}", dir.display()))?;
+    }
     let r = measure(&args).await?;
     let backend = match (&r.backend, &r.database) {
         (Backend::Postgres, Some(db)) => format!("PostgreSQL (database {db}, since dropped)"),

@@ -48,6 +48,15 @@ pub const MIN_POPULATION: f64 = 10_000.0;
 /// Below this probability a candidate is not worth showing at all.
 pub const POSSIBLE: f64 = 0.05;
 
+/// The least probability a demographic match is graded `certain` at, above the link
+/// threshold when that is lower. `certain` tells a practitioner they have the child without
+/// checking, so it must be wrong about once in a thousand answers at most: the calibration of
+/// the development cohort's model (README, "Calibration") puts pairs at 0.95–0.99 and
+/// 0.99–0.999 one child 96–98.5 % of the time and only those above 0.999 at 99.9 %. A
+/// search for a child the index does not hold meets such namesakes — same name, same
+/// birthday, another address — at the rates a large index makes likely; they stay `probable`.
+pub const CERTAIN: f64 = 0.999;
+
 /// Candidates read from the store for one record, at most; blocking keeps it far below.
 pub(crate) const MAX_CANDIDATES: i64 = 2000;
 
@@ -150,7 +159,8 @@ impl Parts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Grade {
-    /// A shared verified identifier, or a probability at or above the upper threshold.
+    /// A shared verified identifier, or a probability at or above the upper threshold and
+    /// [`CERTAIN`].
     Certain,
     /// Between the thresholds: what a reviewer would be asked about.
     Probable,
@@ -211,7 +221,7 @@ impl Matcher {
     }
 
     pub fn grade(&self, probability: f64) -> Option<Grade> {
-        if probability >= self.upper {
+        if probability >= self.upper.max(CERTAIN) {
             Some(Grade::Certain)
         } else if probability >= self.lower {
             Some(Grade::Probable)
@@ -228,7 +238,10 @@ impl Matcher {
     pub fn grade_score(&self, score: &Score) -> Option<Grade> {
         match score.guard {
             Some(g) if g.is_apart() => None,
-            Some(_) => self.grade(score.probability.min(self.upper * 0.999)),
+            Some(_) => match self.grade(score.probability) {
+                Some(Grade::Certain) => Some(Grade::Probable),
+                g => g,
+            },
             None => self.grade(score.probability),
         }
     }
@@ -2404,7 +2417,11 @@ mod tests {
     fn builtin_model_loads_and_grades() {
         let m = Matcher::builtin();
         assert_eq!(m.model.comparison_kinds(), comparisons_for(&FIELDS));
-        assert_eq!(m.grade(0.99), Some(Grade::Certain));
+        assert_eq!(m.grade(0.9995), Some(Grade::Certain));
+        // Linked automatically by the index (at or above `upper`), yet wrong too often to be
+        // called certain.
+        assert!(0.99 >= m.upper);
+        assert_eq!(m.grade(0.99), Some(Grade::Probable));
         assert_eq!(m.grade(0.7), Some(Grade::Probable));
         assert_eq!(m.grade(0.1), Some(Grade::Possible));
         assert_eq!(m.grade(0.01), None);
