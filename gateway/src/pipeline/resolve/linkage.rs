@@ -1527,6 +1527,72 @@ mod tests {
         assert!(blank.reaches(catie, Split::Given));
     }
 
+    /// In a block split by birth year (`names_soundex`, grown past [`SPLIT_OVER`] by a crowd
+    /// whose names sound like Katie Zed's), a record stored without a birth date (part `''`)
+    /// is still reached by a search born in any year. Nothing else joins them: no postcodes,
+    /// no date.
+    #[tokio::test]
+    async fn a_record_without_the_part_is_reached_from_every_part_of_a_split_block() {
+        let given = [
+            "Kate", "Katy", "Kati", "Kady", "Kit", "Kitty", "Kat", "Kody", "Katia", "Kadie",
+        ];
+        let family = ["Zedd", "Zad", "Zod", "Zade", "Zeta", "Zit", "Zadie"];
+        let at = |id: &str, given: &str, family: &str, dob: Option<String>| {
+            let mut r = rec(id, None, given, family);
+            r.demographics.birth_date = dob;
+            r.demographics.postcode = None;
+            r
+        };
+        for (n, split) in [(10, None), (SPLIT_OVER + 10, Some(Split::Year))] {
+            let dir = tempfile::tempdir().unwrap();
+            let (index, _db) = index(dir.path(), 0.95).await;
+            for i in 0..n {
+                let r = at(
+                    &format!("z{i}"),
+                    given[i % given.len()],
+                    family[(i / given.len()) % family.len()],
+                    Some(format!(
+                        "{}-{:02}-{:02}",
+                        2005 + i % 16,
+                        1 + i % 12,
+                        1 + i % 28
+                    )),
+                );
+                index.upsert("school", &r).await.unwrap();
+            }
+            let undated = index
+                .upsert("health", &at("undated", "Katie", "Zed", None))
+                .await
+                .unwrap()
+                .0;
+            let search = at("q", "Katie", "Zed", Some("2016-06-21".into()));
+            // The block is split for the search exactly when it is large.
+            let query = record_of("q", &search.demographics, &[]);
+            let keys = index.matcher().split_keys(&query);
+            let mut conn = index.store().pool.acquire().await.unwrap();
+            let splits = Matcher::split_blocks(&mut conn, &keys, &query.form(), None)
+                .await
+                .unwrap();
+            drop(conn);
+            let names = keys
+                .iter()
+                .position(|(rule, _, _)| rule == "names_soundex")
+                .expect("a names_soundex key");
+            assert_eq!(splits[names], split, "{n} in the crowd");
+            let found = index
+                .find(&Search {
+                    demographics: Some(search.demographics),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            assert!(
+                found.iter().any(|f| f.id == undated),
+                "{n} in the crowd: {found:?}"
+            );
+        }
+    }
+
     fn child(id: &str, given: &str, family: &str, sex: &str, postcode: &str) -> SourceRecord {
         let mut r = rec(id, None, given, family);
         r.demographics.sex = Some(sex.into());
