@@ -11,7 +11,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::{AnyConnection, Row};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, Row};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -184,7 +185,15 @@ async fn writer(
 ) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     let mut closed = false;
+    // The last batch's connection, kept while entries are already waiting for the next one:
+    // under load every batch would otherwise take a connection from the pool and give it back,
+    // and sqlx pings a connection as it comes back (a round trip). It goes back to the pool
+    // before the writer waits, so the writer never holds one while idle.
+    let mut held: Option<PoolConnection<Any>> = None;
     loop {
+        if rx.is_empty() {
+            held = None;
+        }
         if closed {
             // Drain what was queued before the close, then stop taking more.
             rx.close();
@@ -200,7 +209,7 @@ async fn writer(
                 }
             }
         }
-        let result = commit(&store, &batch).await;
+        let result = commit(&store, &mut held, &batch).await;
         crate::foundation::metrics::AUDIT_BATCH.observe(batch.len() as f64);
         match result {
             Ok(first) => {
@@ -222,12 +231,23 @@ async fn writer(
     }
 }
 
-/// Chains and inserts a batch in one transaction; returns the first sequence number.
-async fn commit(store: &Store, batch: &[Pending]) -> Result<i64, sqlx::Error> {
-    let mut tx = store.begin_write().await?;
+/// Chains and inserts a batch in one transaction; returns the first sequence number. Runs on
+/// `held` if there is one, or on a connection from the pool; the connection is left in `held`
+/// only after a commit, so a connection that failed goes back to the pool (which tests it).
+async fn commit(
+    store: &Store,
+    held: &mut Option<PoolConnection<Any>>,
+    batch: &[Pending],
+) -> Result<i64, sqlx::Error> {
+    let mut conn = match held.take() {
+        Some(conn) => conn,
+        None => store.pool.acquire().await?,
+    };
     let entries: Vec<&Entry> = batch.iter().map(|(e, _)| e).collect();
+    let mut tx = store.begin_write_on(&mut conn).await?;
     let first = chain(&mut tx, &entries).await?;
     tx.commit().await?;
+    *held = Some(conn);
     Ok(first)
 }
 
@@ -258,11 +278,9 @@ async fn chain_into(
         return Ok(0);
     }
     // Taking the head row's write lock first makes every appender, in any process, wait here
-    // rather than read a head that is about to move.
-    sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
-        .execute(&mut *conn)
-        .await?;
-    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+    // rather than read a head that is about to move; the same statement reads the head, one
+    // round trip rather than two.
+    let head = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
         .fetch_one(&mut *conn)
         .await?;
     let mut seq: i64 = head.try_get("seq")?;
@@ -277,6 +295,7 @@ async fn chain_into(
         prev: String,
         hash: String,
     }
+    let head_with_insert = staging.is_none() && conn.backend_name() == "PostgreSQL";
     let mut rows = Vec::with_capacity(entries.len());
     for entry in entries {
         seq += 1;
@@ -317,10 +336,16 @@ async fn chain_into(
             )
             .await?;
     } else {
-        let mut sql = String::from(
+        // On PostgreSQL the head moves in the same statement as the insert (a data-modifying
+        // `WITH`, which always runs to completion): one round trip fewer for every batch.
+        // SQLite has no such `WITH`; there the head moves in a statement of its own below.
+        let mut sql = String::from(if head_with_insert {
+            "WITH appended AS (INSERT INTO audit_log (seq, at, user_id, agency, role, action, \
+             child_id, purpose, outcome, detail, prev_hash, hash) VALUES "
+        } else {
             "INSERT INTO audit_log (seq, at, user_id, agency, role, action, child_id, purpose, \
-             outcome, detail, prev_hash, hash) VALUES ",
-        );
+             outcome, detail, prev_hash, hash) VALUES "
+        });
         for i in 0..rows.len() {
             let p = i * 12;
             if i > 0 {
@@ -334,6 +359,14 @@ async fn chain_into(
                     .join(", "),
             );
             sql.push(')');
+        }
+        if head_with_insert {
+            let p = rows.len() * 12;
+            sql.push_str(&format!(
+                ") UPDATE audit_head SET seq = ${}, hash = ${} WHERE id = 1",
+                p + 1,
+                p + 2
+            ));
         }
         let mut insert = sqlx::query(&sql);
         for (row, entry) in rows.iter().zip(entries) {
@@ -350,6 +383,10 @@ async fn chain_into(
                 .bind(&row.detail)
                 .bind(&row.prev)
                 .bind(&row.hash);
+        }
+        if head_with_insert {
+            insert.bind(seq).bind(&prev).execute(&mut *conn).await?;
+            return Ok(first);
         }
         insert.execute(&mut *conn).await?;
     }

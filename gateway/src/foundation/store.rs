@@ -59,6 +59,10 @@ const PROBE_WAIT_MS: u64 = 1_000;
 /// How long one probe's answer is reused.
 const PROBE_REUSE: Duration = Duration::from_secs(1);
 
+/// How long a connection may lie idle in the pool before it is pinged on its way out
+/// ([`Store::open`]).
+const PING_IDLE: Duration = Duration::from_secs(1);
+
 /// The busy timeout every SQLite connection runs with (and goes back to after a probe).
 const SQLITE_BUSY_MS: u64 = 5_000;
 
@@ -85,6 +89,20 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx pings every connection as it leaves the pool and again as it comes back: on
+            // PostgreSQL two extra round trips for every statement, and on a busy gateway as
+            // much of its CPU as the statement itself. The ping on return stays (sqlx always
+            // makes it); the one on leaving is kept for a connection idle long enough for the
+            // server or the network to have dropped it since that last ping showed it alive.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IDLE {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -172,6 +190,18 @@ impl Store {
         match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
+    /// [`Store::begin_write`] on a connection the caller holds.
+    pub async fn begin_write_on<'c>(
+        &self,
+        conn: &'c mut sqlx::AnyConnection,
+    ) -> Result<sqlx::Transaction<'c, sqlx::Any>, sqlx::Error> {
+        use sqlx::Connection;
+        match self.backend {
+            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => conn.begin().await,
         }
     }
 

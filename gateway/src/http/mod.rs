@@ -205,12 +205,8 @@ pub fn router(state: Gateway) -> Router {
             // Spans carry the route template, never the URI: paths and queries hold child and
             // user ids.
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                let route = req
-                    .extensions()
-                    .get::<MatchedPath>()
-                    .map(|m| m.as_str().to_string())
-                    .unwrap_or_else(|| "unmatched".into());
-                tracing::info_span!("request", method = %req.method(), route)
+                let route = route_of(req);
+                tracing::info_span!("request", method = %req.method(), route = route.as_str())
             }),
         )
         .layer(CatchPanicLayer::new())
@@ -221,11 +217,7 @@ pub fn router(state: Gateway) -> Router {
 /// A body over `limits.body_bytes` is refused before anyone is authenticated, so it is counted
 /// (`weft_http_requests_total{status="413"}`) but not audited; the answer is JSON like any other.
 async fn too_large(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    let route = route_of(&req);
     let response = next.run(req).await;
     if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
         return response;
@@ -234,7 +226,7 @@ async fn too_large(req: Request, next: Next) -> Response {
     // declared length never reached the handler.
     if response.extensions().get::<Counted>().is_none() {
         crate::foundation::metrics::HTTP_REQUESTS
-            .with_label_values(&[&route, "413"])
+            .with_label_values(&[route.as_str(), "413"])
             .inc();
     }
     // The limit's own answer says how large the body was and what the limit is; keep it.
@@ -253,22 +245,42 @@ async fn too_large(req: Request, next: Next) -> Response {
 }
 
 async fn record_metrics(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    let route = route_of(&req);
     let started = Instant::now();
     let response = next.run(req).await;
     crate::foundation::metrics::HTTP_LATENCY
-        .with_label_values(&[&route])
+        .with_label_values(&[route.as_str()])
         .observe(started.elapsed().as_secs_f64());
     crate::foundation::metrics::HTTP_REQUESTS
-        .with_label_values(&[&route, response.status().as_str()])
+        .with_label_values(&[route.as_str(), response.status().as_str()])
         .inc();
     let mut response = response;
     response.extensions_mut().insert(Counted);
     response
+}
+
+/// The route template a request matched, for spans and metrics labels (never the URI: paths
+/// and queries hold child and user ids). A shared handle on the router's own string, not a
+/// copy: three layers ask on every request.
+enum Route {
+    Matched(MatchedPath),
+    Unmatched,
+}
+
+impl Route {
+    fn as_str(&self) -> &str {
+        match self {
+            Route::Matched(m) => m.as_str(),
+            Route::Unmatched => "unmatched",
+        }
+    }
+}
+
+fn route_of(req: &Request) -> Route {
+    req.extensions()
+        .get::<MatchedPath>()
+        .cloned()
+        .map_or(Route::Unmatched, Route::Matched)
 }
 
 /// Marks a response [`record_metrics`] has counted.

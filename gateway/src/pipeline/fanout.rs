@@ -103,9 +103,7 @@ async fn fetch_source(source: Arc<Source>, ids: Vec<&str>) -> Fetched {
         Outcome::NotAsked => "not_asked",
         Outcome::Records(_) => "ok",
     };
-    crate::foundation::metrics::SOURCE_FETCH
-        .with_label_values(&[&source.id, label])
-        .observe(started.elapsed().as_secs_f64());
+    source.observe_fetch(label, started.elapsed().as_secs_f64());
     Fetched {
         source,
         fetched_at: Utc::now(),

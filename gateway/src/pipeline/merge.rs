@@ -25,6 +25,7 @@ use crate::pipeline::fanout::Fetched;
 pub struct View {
     pub child: String,
     pub purpose: Purpose,
+    #[serde(serialize_with = "rfc3339")]
     pub generated_at: DateTime<Utc>,
     /// Why this practitioner may see the child at all.
     pub relationship: Vec<Relationship>,
@@ -55,6 +56,7 @@ pub struct SourceView {
     pub reason: Option<String>,
     /// The local ids of the records something was shown from.
     pub record_ids: Vec<String>,
+    #[serde(serialize_with = "rfc3339")]
     pub fetched_at: DateTime<Utc>,
 }
 
@@ -105,7 +107,15 @@ pub struct ValueView {
 pub struct Provenance {
     pub source: String,
     pub record_id: String,
+    #[serde(serialize_with = "rfc3339")]
     pub fetched_at: DateTime<Utc>,
+}
+
+/// A time as chrono's `Serialize` writes it (RFC 3339, the fraction as long as it needs, `Z`),
+/// made into one string first: chrono hands serde_json the text a few characters at a time,
+/// each piece escaped on its own, and a view carries a time with every value it shows.
+fn rfc3339<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
 }
 
 /// A category not available to this role now, with the rule and the reason. Never a value.
@@ -304,5 +314,37 @@ mod tests {
         assert!(same(&json!("Smith "), &json!("SMITH")));
         assert!(!same(&json!("Smith"), &json!("Smyth")));
         assert!(!same(&json!(1), &json!("1")));
+    }
+
+    /// The view's times read exactly as chrono's own `Serialize` writes them, whatever the
+    /// fraction: none, milliseconds, microseconds or nanoseconds.
+    #[test]
+    fn times_serialise_as_chrono_does() {
+        #[derive(Serialize)]
+        struct Ours(#[serde(serialize_with = "rfc3339")] DateTime<Utc>);
+        let base = DateTime::parse_from_rfc3339("2026-12-01T11:07:49Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        for nanos in [
+            0,
+            120_000_000,
+            123_000_000,
+            123_456_000,
+            123_456_789,
+            1,
+            999_999_999,
+        ] {
+            let t = base + chrono::Duration::nanoseconds(nanos);
+            assert_eq!(
+                serde_json::to_string(&Ours(t)).unwrap(),
+                serde_json::to_string(&t).unwrap(),
+                "{nanos} ns"
+            );
+        }
+        let now = Utc::now();
+        assert_eq!(
+            serde_json::to_string(&Ours(now)).unwrap(),
+            serde_json::to_string(&now).unwrap()
+        );
     }
 }

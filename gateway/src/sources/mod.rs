@@ -31,6 +31,11 @@ pub struct Source {
     retry: RetryPolicy,
     breaker: Breaker,
     health: Health,
+    /// This source's series of the breaker gauge and of the fetch histogram's `ok` outcome,
+    /// looked up once: every view would otherwise hash the labels into the metric's map
+    /// three times for each source it asks.
+    breaker_gauge: prometheus::IntGauge,
+    fetched_ok: prometheus::Histogram,
 }
 
 #[derive(Default)]
@@ -119,10 +124,12 @@ impl Source {
         adapter: Arc<dyn Adapter>,
         resilience: &Resilience,
     ) -> Source {
-        crate::foundation::metrics::SOURCE_BREAKER
-            .with_label_values(&[&id])
-            .set(BreakerState::Closed.gauge());
+        let breaker_gauge = crate::foundation::metrics::SOURCE_BREAKER.with_label_values(&[&id]);
+        breaker_gauge.set(BreakerState::Closed.gauge());
+        let fetched_ok = crate::foundation::metrics::SOURCE_FETCH.with_label_values(&[&id, "ok"]);
         Source {
+            breaker_gauge,
+            fetched_ok,
             id,
             agency,
             deadline,
@@ -198,9 +205,19 @@ impl Source {
     }
 
     fn publish_breaker(&self) {
-        crate::foundation::metrics::SOURCE_BREAKER
-            .with_label_values(&[&self.id])
-            .set(self.breaker.state().gauge());
+        self.breaker_gauge.set(self.breaker.state().gauge());
+    }
+
+    /// Records how long a view's fetch from this source took, by its outcome (`ok`,
+    /// `no_record` or the `unavailable` reason).
+    pub(crate) fn observe_fetch(&self, outcome: &str, seconds: f64) {
+        if outcome == "ok" {
+            self.fetched_ok.observe(seconds);
+        } else {
+            crate::foundation::metrics::SOURCE_FETCH
+                .with_label_values(&[&self.id, outcome])
+                .observe(seconds);
+        }
     }
 
     fn record(&self, failure: Option<&Failure>) {

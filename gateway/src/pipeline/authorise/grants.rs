@@ -96,14 +96,13 @@ pub(crate) fn from_row(r: &sqlx::any::AnyRow) -> Result<Grant, sqlx::Error> {
     })
 }
 
-/// The grants in force for child `$1`, user `$2`, agency `$3` and role `$4` at time `$5`,
-/// newest first, as [`COLUMNS`].
-fn in_force() -> String {
+/// The grant with id `$6`, if it is in force for child `$1`, user `$2`, agency `$3` and role
+/// `$4` at time `$5`, as [`COLUMNS`].
+fn in_force_with_id() -> String {
     format!(
-        "SELECT {COLUMNS} FROM break_glass WHERE child_id = $1 AND user_id = $2 AND agency = $3 \
-         AND role = $4 AND expires_at > $5 \
-         AND (review_outcome IS NULL OR review_outcome <> 'not_justified') \
-         ORDER BY granted_at DESC"
+        "SELECT {COLUMNS} FROM break_glass WHERE id = $6 AND child_id = $1 AND user_id = $2 \
+         AND agency = $3 AND role = $4 AND expires_at > $5 \
+         AND (review_outcome IS NULL OR review_outcome <> 'not_justified')"
     )
 }
 
@@ -114,50 +113,70 @@ fn now() -> String {
 /// The child's records in the index ([`crate::pipeline::resolve::Index::links`]) and the
 /// practitioner's grant for the child that is still in force, if any — taken by this user, in
 /// this agency and this role (the same `sub` in another role or agency holds no grant), not
-/// expired and not found unjustified on review. Read in one statement: every view needs both,
-/// and on a busy gateway a round trip to the store costs more than either query. `Ok(None)`
-/// when the child is not in the index.
+/// expired and not found unjustified on review. The links and the grant's id are read in one
+/// statement: every view needs both, and on a busy gateway a round trip to the store costs more
+/// than either query. Only the id, because sqlx's `Any` driver converts every column of every
+/// row, and the grant's thirteen columns would ride empty on each link row of every view; the
+/// grant itself, rare, is read in a second statement that asks again whether it is in force.
+/// `Ok(None)` when the child is not in the index.
 pub async fn links_and_active(
     store: &Store,
     who: &Principal,
     child: &str,
 ) -> Result<Option<(Vec<Link>, Option<Grant>)>, sqlx::Error> {
-    // One row per link (`part` 'link', the grant's columns empty; a child with no records
-    // gives one row with no source), then at most one row of the grant (`part` 'grant').
-    let rows = sqlx::query(&format!(
-        "SELECT 'link' AS part, sr.source AS source, sr.local_id AS local_id, \
-         NULL AS id, NULL AS user_id, NULL AS agency, NULL AS role, NULL AS child_id, \
-         NULL AS purpose, NULL AS justification, NULL AS granted_at, NULL AS expires_at, \
-         NULL AS review_outcome, NULL AS review_notes, NULL AS reviewed_by, NULL AS reviewed_at \
+    // One row per link (`part` 'link'; a child with no records gives one row with no source),
+    // then at most one row naming the grant in force (`part` 'grant', its id as `local_id`).
+    const LINKS_AND_GRANT_ID: &str = "SELECT 'link' AS part, sr.source AS source, \
+         sr.local_id AS local_id \
          FROM children c LEFT JOIN source_records sr ON sr.child_id = c.id WHERE c.id = $1 \
-         UNION ALL SELECT 'grant' AS part, NULL AS source, NULL AS local_id, g.* \
-         FROM ({} LIMIT 1) g \
-         ORDER BY part, source, local_id",
-        in_force()
-    ))
-    .bind(child)
-    .bind(&who.user)
-    .bind(&who.agency)
-    .bind(who.role.as_str())
-    .bind(now())
-    .fetch_all(&store.pool)
-    .await?;
+         UNION ALL SELECT 'grant' AS part, NULL AS source, g.id AS local_id \
+         FROM (SELECT id FROM break_glass WHERE child_id = $1 AND user_id = $2 AND agency = $3 \
+         AND role = $4 AND expires_at > $5 \
+         AND (review_outcome IS NULL OR review_outcome <> 'not_justified') \
+         ORDER BY granted_at DESC LIMIT 1) g \
+         ORDER BY part, source, local_id";
+    let at = now();
+    let rows = sqlx::query(LINKS_AND_GRANT_ID)
+        .bind(child)
+        .bind(&who.user)
+        .bind(&who.agency)
+        .bind(who.role.as_str())
+        .bind(&at)
+        .fetch_all(&store.pool)
+        .await?;
     let mut links = Vec::with_capacity(rows.len());
-    let (mut indexed, mut grant) = (false, None);
+    let (mut indexed, mut grant_id) = (false, None);
     for r in &rows {
-        let part: String = r.try_get("part")?;
+        let part: &str = r.try_get(0)?;
+        let source: Option<String> = r.try_get(1)?;
+        let local_id: Option<String> = r.try_get(2)?;
         if part == "grant" {
-            grant = Some(from_row(r)?);
+            grant_id = local_id;
             continue;
         }
         indexed = true;
-        let source: Option<String> = r.try_get("source")?;
-        let local_id: Option<String> = r.try_get("local_id")?;
         if let (Some(source), Some(local_id)) = (source, local_id) {
             links.push(Link { source, local_id });
         }
     }
-    Ok(indexed.then_some((links, grant)))
+    if !indexed {
+        return Ok(None);
+    }
+    let grant = match grant_id {
+        None => None,
+        Some(id) => sqlx::query(&in_force_with_id())
+            .bind(child)
+            .bind(&who.user)
+            .bind(&who.agency)
+            .bind(who.role.as_str())
+            .bind(&at)
+            .bind(&id)
+            .fetch_optional(&store.pool)
+            .await?
+            .map(|r| from_row(&r))
+            .transpose()?,
+    };
+    Ok(Some((links, grant)))
 }
 
 #[cfg(test)]
