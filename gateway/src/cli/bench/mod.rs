@@ -554,12 +554,17 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
         .map(|p| p.quantile(0.5))
         .max()
         .unwrap_or_default();
+    // The targets of the view path (issue 15): within 3 ms of the slowest source one view at
+    // a time; under load, within 5 ms and 2,600 views/s with the audit on PostgreSQL.
+    let gap = ms(gateway.quantile(0.5)) - ms(slowest);
+    let within = if args.concurrency <= 1 { 3.0 } else { 5.0 };
     println!(
-        "gateway p50 - slowest source p50: {:+.2} ms (target: within 3 ms)",
-        ms(gateway.quantile(0.5)) - ms(slowest)
+        "gateway p50 - slowest source p50: {gap:+.2} ms (target: within {within:.0} ms at concurrency {}: {})",
+        args.concurrency,
+        if gap <= within { "met" } else { "missed" }
     );
     println!(
-        "merged views per second: {:.0} (target with the audit on PostgreSQL: 2000)",
+        "merged views per second: {:.0} (target at concurrency 64 with the audit on PostgreSQL: 2600)",
         gateway.rate()
     );
     match (cpu_before, cpu_after) {
