@@ -73,18 +73,17 @@ fn start_provider_signing(redirect: &str, accounts: &Value, alg: &str) -> Provid
         }
     });
     // What the provider says on stderr (its first 64 KiB), kept so that a provider that never
-    // comes up says why; read on a thread of its own, so a full pipe never blocks Node.
-    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let said_by = said.clone();
+    // comes up says why; read on a thread of its own, so a full pipe never blocks Node. The
+    // thread ends with the process and hands back what it read.
     let reader = std::thread::spawn(move || {
+        let mut said = String::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(mut s) = said_by.lock() {
-                if s.len() < 64 * 1024 {
-                    s.push_str(&line);
-                    s.push('\n');
-                }
+            if said.len() < 64 * 1024 {
+                said.push_str(&line);
+                said.push('\n');
             }
         }
+        said
     });
     // Node loads the provider's modules before it listens: seconds on a quiet machine, more
     // than thirty seen on a loaded one. A wait for readiness, not a measure of speed.
@@ -108,8 +107,7 @@ fn start_provider_signing(redirect: &str, accounts: &Value, alg: &str) -> Provid
             let _ = child.kill();
             let _ = child.wait();
             // The pipe closes with the process, so the reader ends having read every line.
-            let _ = reader.join();
-            let said = said.lock().map(|s| s.clone()).unwrap_or_default();
+            let said = reader.join().unwrap_or_default();
             panic!("the provider did not print its issuer ({e}); {status}; its stderr:\n{said}");
         }
     };
