@@ -220,19 +220,19 @@ impl Store {
         Ok(())
     }
 
-    /// Takes the master child index's write lock for the rest of `tx`: every change to the
-    /// index (an upsert, a bulk placement, a person's decision) holds it, so that two nodes
-    /// placing records at the same moment never both decide a record is new (two children, or
-    /// a duplicate key on the second insert). On SQLite `BEGIN IMMEDIATE` (see
-    /// [`Store::begin_write`]) already is that lock; on PostgreSQL it is a transaction-level
-    /// advisory lock, released at commit or rollback.
-    pub async fn lock_index(&self, tx: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(1467118692)) AS l")
-                .execute(&mut *tx)
-                .await?;
-        }
-        Ok(())
+    /// Takes the master child index's write lock for the rest of `tx` and returns the
+    /// index's epoch, which the lock moves on by one: every change to the index (an upsert, a
+    /// bulk placement, a person's decision, a rebuild) holds it, so that two nodes placing
+    /// records at the same moment never both decide a record is new (two children, or a
+    /// duplicate key on the second insert), and a writer that finds the epoch one past its
+    /// own last knows nobody else changed the index in between. The lock is the epoch row's
+    /// (on SQLite `BEGIN IMMEDIATE`, see [`Store::begin_write`], already holds the database's),
+    /// released at commit or rollback.
+    pub async fn lock_index(&self, tx: &mut sqlx::AnyConnection) -> Result<i64, sqlx::Error> {
+        let row = sqlx::query("UPDATE index_epoch SET n = n + 1 WHERE id = 1 RETURNING n")
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::Row::try_get(&row, "n")
     }
 
     /// Takes the lock named `name` (an import's source) for the rest of `tx`, as

@@ -49,6 +49,10 @@ pub const BATCH: usize = 50_000;
 /// Values per `IN (…)` list.
 const IN_CHUNK: usize = 500;
 
+/// The most records a batch's world may hold and still be kept for the call's next batch
+/// (about 2 KB each in memory); beyond it the next batch reads what it reaches instead.
+const CARRY_UP_TO: usize = 1_000_000;
+
 /// What [`Index::upsert_many`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Upserted {
@@ -88,11 +92,12 @@ impl Index {
         batch_size: usize,
     ) -> Upserted {
         let mut done = Upserted::default();
+        let mut carried = None;
         for (n, batch) in recs.chunks(batch_size.max(1)).enumerate() {
             // Counted apart, and added only once the batch has committed.
             let mut counted = Upserted::default();
             let later = match self
-                .bulk_batch(source, batch, bulk_from, &mut counted)
+                .bulk_batch(source, batch, bulk_from, &mut carried, &mut counted)
                 .await
             {
                 Ok(later) => {
@@ -146,17 +151,24 @@ impl Index {
 
     /// Places one batch's new records in one transaction; returns the positions of the
     /// records left for the incremental path, in order.
+    ///
+    /// `carried` is the world an earlier batch of the call left, if it held the whole index:
+    /// used in place of reading the store again when no other change to the index came
+    /// between (the index's epoch moved by this batch's lock alone), and replaced by this
+    /// batch's world once it has committed.
     async fn bulk_batch(
         &self,
         source: &str,
         batch: &[SourceRecord],
         bulk_from: usize,
+        carried: &mut Option<Carried>,
         done: &mut Upserted,
     ) -> Result<Vec<usize>, sqlx::Error> {
         let stored: Vec<Stored> = batch.iter().map(Stored::new).collect();
         let store = &self.store;
         let mut tx = store.begin_write().await?;
-        store.lock_index(&mut tx).await?;
+        let epoch = store.lock_index(&mut tx).await?;
+        let kept = carried.take().filter(|c| c.epoch + 1 == epoch);
         let existing = existing(&mut tx, source, batch).await?;
         let mut seen = HashSet::with_capacity(batch.len());
         let (mut fresh, mut later) = (Vec::new(), Vec::new());
@@ -197,7 +209,13 @@ impl Index {
             .collect();
         let ms = |t: Instant| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
         let clock = Instant::now();
-        let mut world = World::load(&self.matcher, &mut tx, source, &new).await?;
+        let mut world = match kept {
+            Some(Carried { mut world, .. }) => {
+                world.next_batch(&mut tx, source, &new).await?;
+                world
+            }
+            None => World::load(&self.matcher, &mut tx, source, &new).await?,
+        };
         let read = ms(clock);
         let clock = Instant::now();
         let mut placements = Vec::with_capacity(new.len());
@@ -231,6 +249,9 @@ impl Index {
         };
         staging.finish().await;
         written?;
+        if world.whole && world.known.len() <= CARRY_UP_TO {
+            *carried = Some(Carried { world, epoch });
+        }
         done.read_ms += read;
         done.place_ms += place;
         done.write_ms += ms(clock);
@@ -346,8 +367,18 @@ struct Known {
     child: Option<String>,
 }
 
+/// A batch's world kept for the next batch of the same call, and the index's epoch at which
+/// it was written: it is the index as the store holds it only if no change came after.
+struct Carried {
+    world: World,
+    epoch: i64,
+}
+
 /// What a batch can reach of the index, in memory, kept up to date as it places records.
 struct World {
+    /// Read from the whole index rather than from what the batch's records reach: with the
+    /// records it has placed, it is the index, and can serve the next batch.
+    whole: bool,
     rules: Vec<String>,
     known: Vec<Known>,
     /// Where each `(source, local_id)` is in `known`.
@@ -375,6 +406,7 @@ impl World {
         new: &[New<'_>],
     ) -> Result<World, sqlx::Error> {
         let mut w = World {
+            whole: false,
             rules: Vec::new(),
             known: Vec::new(),
             at: HashMap::new(),
@@ -386,14 +418,6 @@ impl World {
             excluded: HashMap::new(),
             created: Vec::new(),
         };
-        // The blocking keys the batch's records share with records in the store.
-        let mut wanted: HashMap<u16, HashSet<&str>> = HashMap::new();
-        for n in new {
-            for (rule, key, _) in &n.keys {
-                let r = w.rule(rule);
-                wanted.entry(r).or_default().insert(key.as_str());
-            }
-        }
         let held: i64 = sqlx::query("SELECT COUNT(*) AS n FROM source_records")
             .fetch_one(&mut *conn)
             .await?
@@ -401,27 +425,28 @@ impl World {
         const SELECT: &str = "SELECT mk.rule AS rule, mk.key AS key, mk.source AS source, \
              mk.local_id AS local_id, mk.form AS form, sr.child_id AS child_id FROM match_keys mk \
              JOIN source_records sr ON sr.source = mk.source AND sr.local_id = mk.local_id";
-        let small = held <= 4 * new.len() as i64;
-        if small {
-            // A small index beside the batch: one pass over its keys is cheaper than lookups.
+        w.whole = held <= 4 * new.len() as i64;
+        if w.whole {
+            // A small index beside the batch: one pass over its keys is cheaper than lookups,
+            // and keeping every one makes the world the whole index.
             let rows = sqlx::query(SELECT).fetch_all(&mut *conn).await?;
             for row in &rows {
                 let rule: String = row.try_get("rule")?;
                 let key: String = row.try_get("key")?;
                 let r = w.rule(&rule);
-                if wanted
-                    .get(&r)
-                    .is_some_and(|keys| keys.contains(key.as_str()))
-                {
-                    w.known_row(r, key, row)?;
-                }
+                w.known_row(r, key, row)?;
             }
         } else {
-            let wanted: Vec<(u16, Vec<&str>)> = wanted
-                .into_iter()
-                .map(|(r, keys)| (r, keys.into_iter().collect()))
-                .collect();
+            // The blocking keys the batch's records share with records in the store.
+            let mut wanted: HashMap<u16, HashSet<&str>> = HashMap::new();
+            for n in new {
+                for (rule, key, _) in &n.keys {
+                    let r = w.rule(rule);
+                    wanted.entry(r).or_default().insert(key.as_str());
+                }
+            }
             for (r, keys) in wanted {
+                let keys: Vec<&str> = keys.into_iter().collect();
                 let rule = w.rules[usize::from(r)].clone();
                 for chunk in keys.chunks(IN_CHUNK) {
                     let mut sql = format!("{SELECT} WHERE mk.rule = $1 AND mk.key IN (");
@@ -438,8 +463,24 @@ impl World {
                 }
             }
         }
-        // Children holding the batch's NHS numbers and UPNs.
-        for kind in ["nhs_number", "upn"] {
+        // Children holding the batch's NHS numbers and UPNs (the whole world: all of them).
+        if w.whole {
+            let rows = sqlx::query(
+                "SELECT ri.kind AS kind, ri.value AS value, sr.child_id AS child_id \
+                 FROM record_identifiers ri JOIN source_records sr \
+                 ON sr.source = ri.source AND sr.local_id = ri.local_id \
+                 WHERE sr.child_id IS NOT NULL AND ri.kind IN ('nhs_number', 'upn')",
+            )
+            .fetch_all(&mut *conn)
+            .await?;
+            for row in rows {
+                w.holders
+                    .entry((row.try_get("kind")?, row.try_get("value")?))
+                    .or_default()
+                    .insert(row.try_get("child_id")?);
+            }
+        }
+        for kind in ["nhs_number", "upn"].into_iter().filter(|_| !w.whole) {
             let values: BTreeSet<&str> = new
                 .iter()
                 .filter_map(|n| national(&n.stored.record, kind))
@@ -465,8 +506,21 @@ impl World {
                 }
             }
         }
-        // The name counts.
-        for c in matcher.tf_comparisons() {
+        // The name counts (the whole world: all of them).
+        if w.whole {
+            for row in sqlx::query("SELECT comparison, value, n, sq FROM match_terms")
+                .fetch_all(&mut *conn)
+                .await?
+            {
+                let c: String = row.try_get("comparison")?;
+                let Some(c) = matcher.tf_comparisons().find(|x| x.as_str() == c) else {
+                    continue;
+                };
+                let n: (i64, i64) = (row.try_get("n")?, row.try_get("sq")?);
+                w.terms_read.insert((c, row.try_get("value")?), n);
+            }
+        }
+        for c in matcher.tf_comparisons().filter(|_| !w.whole) {
             let mut values: BTreeSet<&str> = new
                 .iter()
                 .filter_map(|n| counted(c, &n.stored.record))
@@ -493,7 +547,7 @@ impl World {
         // Every record of every child a rule may ask about (the candidates' children, the
         // holders of the batch's identifiers), read now rather than one child at a time as
         // records are placed: a round trip per record is what made a census import slow.
-        if small {
+        if w.whole {
             w.load_every_child(conn).await?;
         } else {
             let children: Vec<String> = w
@@ -504,8 +558,32 @@ impl World {
                 .collect();
             w.load_children(conn, children).await?;
         }
-        // Decisions a person made on these records (a record the index never held has none,
-        // unless its row was removed by hand: read them all the same).
+        w.load_excluded(conn, source, new).await?;
+        Ok(w)
+    }
+
+    /// Readies a world kept from the call's previous batch for the next: what that batch
+    /// wrote is now the store's, and the decisions on the new batch's records are read.
+    async fn next_batch(
+        &mut self,
+        conn: &mut AnyConnection,
+        source: &str,
+        new: &[New<'_>],
+    ) -> Result<(), sqlx::Error> {
+        self.terms_read.clone_from(&self.terms);
+        self.created.clear();
+        self.load_excluded(conn, source, new).await
+    }
+
+    /// Decisions a person made on the batch's records (a record the index never held has
+    /// none, unless its row was removed by hand: read them all the same).
+    async fn load_excluded(
+        &mut self,
+        conn: &mut AnyConnection,
+        source: &str,
+        new: &[New<'_>],
+    ) -> Result<(), sqlx::Error> {
+        self.excluded.clear();
         for chunk in new.chunks(IN_CHUNK) {
             let mut sql = String::from(
                 "SELECT local_id, child_id FROM match_links WHERE source = $1 \
@@ -518,13 +596,13 @@ impl World {
                 q = q.bind(n.local_id);
             }
             for row in q.fetch_all(&mut *conn).await? {
-                w.excluded
+                self.excluded
                     .entry(row.try_get("local_id")?)
                     .or_default()
                     .push(row.try_get("child_id")?);
             }
         }
-        Ok(w)
+        Ok(())
     }
 
     fn rule(&mut self, name: &str) -> u16 {
@@ -1331,6 +1409,72 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    /// A batch uses the world the call's previous batch left only while nothing else changed
+    /// the index: a record placed by another writer in between is read and found (a kept
+    /// world would miss it), and when nothing changed the kept world is what places the batch
+    /// (rows removed behind the epoch's back are still found in it).
+    #[tokio::test]
+    async fn a_batch_keeps_the_previous_batchs_world_only_while_nobody_else_changed_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path()).await;
+        let eleanor = |id: &str| {
+            rec(
+                id,
+                &[],
+                "Eleanor",
+                "Hartley",
+                "2015-03-04",
+                "female",
+                Some("LS1 4AB"),
+            )
+        };
+        let child_of = |local_id: &'static str| {
+            let pool = index.store().pool.clone();
+            async move {
+                sqlx::query("SELECT child_id FROM source_records WHERE local_id = $1")
+                    .bind(local_id)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+                    .try_get::<String, _>("child_id")
+                    .unwrap()
+            }
+        };
+        let mut carried = None;
+        let mut done = Upserted::default();
+        let batch = |first: SourceRecord, from: usize| {
+            let mut b = vec![first];
+            b.extend(strangers(from, 5));
+            b
+        };
+        // A first batch: the index was empty, so its world is the whole index and is kept.
+        index
+            .bulk_batch("census", &strangers(0, 5), 1, &mut carried, &mut done)
+            .await
+            .unwrap();
+        assert!(carried.is_some());
+        // Another writer places a record between the batches: the next batch reads again.
+        index.upsert("police", &eleanor("p1")).await.unwrap();
+        index
+            .bulk_batch("census", &batch(eleanor("s1"), 10), 1, &mut carried, &mut done)
+            .await
+            .unwrap();
+        assert_eq!(child_of("s1").await, child_of("p1").await);
+        // Nobody else writes now: the next batch is placed in the kept world, which still
+        // holds the blocking keys removed here without moving the epoch.
+        assert!(carried.is_some());
+        sqlx::query("DELETE FROM match_keys")
+            .execute(&index.store().pool)
+            .await
+            .unwrap();
+        index
+            .bulk_batch("census", &batch(eleanor("s2"), 20), 1, &mut carried, &mut done)
+            .await
+            .unwrap();
+        assert_eq!(child_of("s2").await, child_of("p1").await);
+        assert_eq!(done.bulk, 17);
     }
 
     /// A UPN held by a child whose records carry another verified NHS number than the new

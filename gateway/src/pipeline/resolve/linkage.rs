@@ -873,6 +873,7 @@ impl Matcher {
     /// wait for the first, then find the work done. Returns the records derived.
     pub async fn rebuild(&self, store: &Store) -> Result<Rebuilt, sqlx::Error> {
         let mut tx = store.begin_write().await?;
+        store.lock_index(&mut tx).await?;
         sqlx::query(
             "INSERT INTO match_terms (comparison, value, n, sq) VALUES ($1, '', 0, 0) \
              ON CONFLICT (comparison, value) DO NOTHING",
