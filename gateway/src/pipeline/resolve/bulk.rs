@@ -166,7 +166,8 @@ impl Index {
     ) -> Result<Vec<usize>, sqlx::Error> {
         let stored: Vec<Stored> = batch.iter().map(Stored::new).collect();
         let store = &self.store;
-        let mut tx = store.begin_write().await?;
+        let mut conn = store.bulk_connection().await?;
+        let mut tx = store.begin_write_on(&mut conn).await?;
         let epoch = store.lock_index(&mut tx).await?;
         let kept = carried.take().filter(|c| c.epoch + 1 == epoch);
         let existing = existing(&mut tx, source, batch).await?;
