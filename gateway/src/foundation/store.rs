@@ -573,12 +573,12 @@ async fn drop_staged(pool: &PgPool, tables: Vec<String>) {
 const JSON_ROWS: usize = 10_000;
 
 /// SQLite's bulk write: each statement's rows as one JSON array bound as one parameter and
-/// unpacked by SQLite itself (`jsonb_each`). Binding thousands of parameters a statement, and
+/// unpacked by SQLite itself (`json_each`). Binding thousands of parameters a statement, and
 /// preparing a statement as long, cost several times what SQLite spends inserting the rows.
-/// `jsonb_each` rather than `json_each`: it hands each row's array to `json_extract` in
-/// SQLite's binary form, where `json_each` renders it as text for every column and
-/// `json_extract` parses that text again. A float goes as text, as [`insert_rows`] binds it
-/// (JSON has no NaN).
+/// Each row's array is turned into SQLite's binary JSON once, in a materialised table, before
+/// its columns are taken out: read straight from `json_each`, it was rendered as text and
+/// parsed again for every column. A float goes as text, as [`insert_rows`] binds it (JSON has
+/// no NaN).
 async fn insert_json_rows<const N: usize>(
     conn: &mut sqlx::AnyConnection,
     table: &str,
@@ -587,17 +587,20 @@ async fn insert_json_rows<const N: usize>(
     rows: &[[Cell<'_>; N]],
 ) -> Result<(), sqlx::Error> {
     use std::fmt::Write as _;
-    let mut sql = format!("INSERT INTO {table} SELECT ");
+    let mut sql = format!(
+        "WITH r (j) AS MATERIALIZED (SELECT jsonb(value) FROM json_each($1)) \
+         INSERT INTO {table} SELECT "
+    );
     for (i, column) in columns.split(',').enumerate() {
         let sep = if i == 0 { "" } else { ", " };
         let _ = write!(
             sql,
-            "{sep}json_extract(value, '$[{i}]') AS {}",
+            "{sep}json_extract(j, '$[{i}]') AS {}",
             column.trim()
         );
     }
     // `WHERE true` keeps an `ON CONFLICT` clause from being read as a join's.
-    sql.push_str(" FROM jsonb_each($1) WHERE true");
+    sql.push_str(" FROM r WHERE true");
     if !then.is_empty() {
         sql.push(' ');
         sql.push_str(then);
