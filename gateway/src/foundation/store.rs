@@ -34,10 +34,9 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
 }
 
-/// SQLite's page cache, in KiB, on the connection writing a bulk batch. The default (2 MiB)
-/// is a small part of the index a census batch writes into: SQLite then spills dirty pages to
-/// its log in mid-transaction and reads back B-tree pages it has just evicted, which was a
-/// fifth of a 100,000-pupil import's time.
+/// SQLite's page cache, in KiB, on a connection making a bulk write. The default (2 MiB) is
+/// a small part of the index a census batch writes into: SQLite then spills dirty pages to its
+/// log in mid-transaction and reads back B-tree pages it has just evicted.
 const SQLITE_BULK_CACHE_KIB: i64 = 256 * 1024;
 
 /// A pool on the gateway's database, with the backend it speaks.
@@ -199,9 +198,10 @@ impl Store {
         }
     }
 
-    /// A connection of its own for one bulk batch of the index. On SQLite its page cache is
-    /// made large enough for the index the batch writes into ([`SQLITE_BULK_CACHE_KIB`]), and
-    /// it is closed when dropped rather than returned to the pool, so that memory goes with it.
+    /// A connection of its own for one bulk write (an import, a batch of the index). On
+    /// SQLite its page cache is made large enough for the tables being written
+    /// ([`SQLITE_BULK_CACHE_KIB`]), and it is closed when dropped rather than returned to the
+    /// pool, so that memory goes with it.
     pub async fn bulk_connection(
         &self,
     ) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, sqlx::Error> {
@@ -606,9 +606,12 @@ async fn insert_json_rows<const N: usize>(
         sql.push_str(then);
     }
     let encode = |e: serde_json::Error| sqlx::Error::Encode(e.into());
+    // Bytes, so that serde_json writes each string in place (JSON text is UTF-8); one buffer
+    // for every statement, grown once: a fresh one for each had the kernel zeroing new pages
+    // for every statement.
+    let mut json: Vec<u8> = Vec::new();
     for chunk in rows.chunks(JSON_ROWS) {
-        // Bytes, so that serde_json writes each string in place; JSON text is UTF-8.
-        let mut json: Vec<u8> = Vec::with_capacity(chunk.len() * 64);
+        json.clear();
         json.push(b'[');
         for (r, row) in chunk.iter().enumerate() {
             json.extend_from_slice(if r == 0 { b"[" } else { b",[" });
@@ -628,8 +631,8 @@ async fn insert_json_rows<const N: usize>(
             json.push(b']');
         }
         json.push(b']');
-        let json = String::from_utf8(json).map_err(|e| sqlx::Error::Encode(e.into()))?;
-        sqlx::query(&sql).bind(json).execute(&mut *conn).await?;
+        let text = std::str::from_utf8(&json).map_err(|e| sqlx::Error::Encode(e.into()))?;
+        sqlx::query(&sql).bind(text).execute(&mut *conn).await?;
     }
     Ok(())
 }

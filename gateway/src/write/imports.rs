@@ -277,7 +277,8 @@ pub async fn import(
         );
     }
 
-    let mut tx = store.begin_write().await?;
+    let mut conn = store.bulk_connection().await?;
+    let mut tx = store.begin_write_on(&mut conn).await?;
     // Another node (or this node's watcher) importing the same source waits here, then finds
     // the records it would have added already stored.
     store

@@ -93,24 +93,25 @@ impl Index {
     ) -> Upserted {
         let mut done = Upserted::default();
         let mut carried = None;
+        // PostgreSQL plans a batch's reads from its statistics of the index's tables, which
+        // its autovacuum refreshes only a minute or more later: planned for tables a fraction
+        // of their size, the reads of who holds a batch's identifiers scan every identifier.
+        // So they are refreshed before a batch reads the index after earlier batches grew it,
+        // after the first batch and each time the tables may have doubled when the next batch
+        // will read, and once at the end for what reads the index next.
+        let mut grown = false;
         for (n, batch) in recs.chunks(batch_size.max(1)).enumerate() {
             // Counted apart, and added only once the batch has committed.
             let mut counted = Upserted::default();
             let later = match self
-                .bulk_batch(source, batch, bulk_from, &mut carried, &mut counted)
+                .bulk_batch(source, batch, bulk_from, &mut carried, &mut grown, &mut counted)
                 .await
             {
                 Ok(later) => {
                     done.add(&counted);
-                    // PostgreSQL plans the next batch's reads from its statistics of the
-                    // index's tables, which its autovacuum refreshes only a minute or more
-                    // later: planned for tables a fraction of their size, the reads of who
-                    // holds a batch's identifiers scan every identifier. Refreshed after the
-                    // first batch and each time the tables may have doubled since.
-                    if counted.bulk > 0 && (n + 1).is_power_of_two() {
-                        if let Err(e) = self.store.analyse_index().await {
-                            tracing::warn!(error = %logged(&e), "index statistics not refreshed");
-                        }
+                    grown |= counted.bulk > 0;
+                    if grown && carried.is_none() && (n + 1).is_power_of_two() {
+                        self.analyse(&mut grown).await;
                     }
                     later
                 }
@@ -134,6 +135,9 @@ impl Index {
                 }
             }
         }
+        if grown {
+            self.analyse(&mut grown).await;
+        }
         if done.bulk > 0 {
             tracing::info!(
                 source,
@@ -149,6 +153,15 @@ impl Index {
         done
     }
 
+    /// Refreshes the index's statistics (see [`Index::upsert_many_with`]); a failure is logged
+    /// and leaves `grown` set, for the next chance.
+    async fn analyse(&self, grown: &mut bool) {
+        match self.store.analyse_index().await {
+            Ok(()) => *grown = false,
+            Err(e) => tracing::warn!(error = %logged(&e), "index statistics not refreshed"),
+        }
+    }
+
     /// Places one batch's new records in one transaction; returns the positions of the
     /// records left for the incremental path, in order.
     ///
@@ -162,6 +175,7 @@ impl Index {
         batch: &[SourceRecord],
         bulk_from: usize,
         carried: &mut Option<Carried>,
+        grown: &mut bool,
         done: &mut Upserted,
     ) -> Result<Vec<usize>, sqlx::Error> {
         let stored: Vec<Stored> = batch.iter().map(Stored::new).collect();
@@ -215,7 +229,12 @@ impl Index {
                 world.next_batch(&mut tx, source, &new).await?;
                 world
             }
-            None => World::load(&self.matcher, &mut tx, source, &new).await?,
+            None => {
+                if *grown {
+                    self.analyse(grown).await;
+                }
+                World::load(&self.matcher, &mut tx, source, &new).await?
+            }
         };
         let read = ms(clock);
         let clock = Instant::now();
@@ -560,6 +579,7 @@ impl World {
             w.load_children(conn, children).await?;
         }
         w.load_excluded(conn, source, new).await?;
+        w.reserve(new);
         Ok(w)
     }
 
@@ -573,6 +593,7 @@ impl World {
     ) -> Result<(), sqlx::Error> {
         self.terms_read.clone_from(&self.terms);
         self.created.clear();
+        self.reserve(new);
         self.load_excluded(conn, source, new).await
     }
 
@@ -604,6 +625,14 @@ impl World {
             }
         }
         Ok(())
+    }
+
+    /// Room for the batch's records, made once rather than by doubling as they are placed.
+    fn reserve(&mut self, new: &[New<'_>]) {
+        self.known.reserve(new.len());
+        self.at.reserve(new.len());
+        self.children.reserve(new.len());
+        self.by_key.reserve(new.iter().map(|n| n.keys.len()).sum());
     }
 
     fn rule(&mut self, name: &str) -> u16 {
@@ -992,8 +1021,8 @@ impl World {
             }
         }
         let ids = NewLink::insert_many(conn, staging, &links).await?;
-        let mut keys = Vec::new();
-        let mut identifiers = Vec::new();
+        let mut keys = Vec::with_capacity(new.iter().map(|n| n.keys.len()).sum());
+        let mut identifiers = Vec::with_capacity(2 * new.len());
         for n in new {
             for (rule, key, split) in &n.keys {
                 let part = Split::stored(*split, &n.form);
@@ -1443,7 +1472,7 @@ mod tests {
                     .unwrap()
             }
         };
-        let mut carried = None;
+        let (mut carried, mut grown) = (None, false);
         let mut done = Upserted::default();
         let batch = |first: SourceRecord, from: usize| {
             let mut b = vec![first];
@@ -1452,14 +1481,14 @@ mod tests {
         };
         // A first batch: the index was empty, so its world is the whole index and is kept.
         index
-            .bulk_batch("census", &strangers(0, 5), 1, &mut carried, &mut done)
+            .bulk_batch("census", &strangers(0, 5), 1, &mut carried, &mut grown, &mut done)
             .await
             .unwrap();
         assert!(carried.is_some());
         // Another writer places a record between the batches: the next batch reads again.
         index.upsert("police", &eleanor("p1")).await.unwrap();
         index
-            .bulk_batch("census", &batch(eleanor("s1"), 10), 1, &mut carried, &mut done)
+            .bulk_batch("census", &batch(eleanor("s1"), 10), 1, &mut carried, &mut grown, &mut done)
             .await
             .unwrap();
         assert_eq!(child_of("s1").await, child_of("p1").await);
@@ -1471,7 +1500,7 @@ mod tests {
             .await
             .unwrap();
         index
-            .bulk_batch("census", &batch(eleanor("s2"), 20), 1, &mut carried, &mut done)
+            .bulk_batch("census", &batch(eleanor("s2"), 20), 1, &mut carried, &mut grown, &mut done)
             .await
             .unwrap();
         assert_eq!(child_of("s2").await, child_of("p1").await);
