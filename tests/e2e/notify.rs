@@ -533,9 +533,9 @@ async fn killed_with_deliveries_pending_then_restarted_everything_arrives_once_p
     })
     .await;
     drop(gw); // SIGKILL, and waits for the process to end
-    // Every request recorded by now was sent by the killed gateway and never answered. (One it
-    // sent just before dying may still be on its way into the receiver; it counts as unanswered
-    // too, but is not waited for below.)
+              // Every request recorded by now was sent by the killed gateway and never answered. (One it
+              // sent just before dying may still be on its way into the receiver; it counts as unanswered
+              // too, but is not waited for below.)
     let interrupted: BTreeSet<String> = hook.got().into_iter().map(|g| g.delivery).collect();
     hook.set(Mode::Ok);
 
@@ -561,7 +561,10 @@ async fn killed_with_deliveries_pending_then_restarted_everything_arrives_once_p
     for (subject, ids) in &by_subject {
         assert_eq!(ids.len(), 1, "{subject}: {ids:?}");
     }
-    assert!(hook.got().iter().all(|g| g.verified), "every request is signed");
+    assert!(
+        hook.got().iter().all(|g| g.verified),
+        "every request is signed"
+    );
 
     // Nothing is left pending or dead, and the worker's inbox has every concern exactly once.
     let admin = env.token("admin-1", SOCIAL_CARE_AGENCY, "data_admin");

@@ -593,11 +593,7 @@ async fn insert_json_rows<const N: usize>(
     );
     for (i, column) in columns.split(',').enumerate() {
         let sep = if i == 0 { "" } else { ", " };
-        let _ = write!(
-            sql,
-            "{sep}json_extract(j, '$[{i}]') AS {}",
-            column.trim()
-        );
+        let _ = write!(sql, "{sep}json_extract(j, '$[{i}]') AS {}", column.trim());
     }
     // `WHERE true` keeps an `ON CONFLICT` clause from being read as a join's.
     sql.push_str(" FROM r WHERE true");

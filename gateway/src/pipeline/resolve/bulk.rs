@@ -104,7 +104,14 @@ impl Index {
             // Counted apart, and added only once the batch has committed.
             let mut counted = Upserted::default();
             let later = match self
-                .bulk_batch(source, batch, bulk_from, &mut carried, &mut grown, &mut counted)
+                .bulk_batch(
+                    source,
+                    batch,
+                    bulk_from,
+                    &mut carried,
+                    &mut grown,
+                    &mut counted,
+                )
                 .await
             {
                 Ok(later) => {
@@ -1481,14 +1488,28 @@ mod tests {
         };
         // A first batch: the index was empty, so its world is the whole index and is kept.
         index
-            .bulk_batch("census", &strangers(0, 5), 1, &mut carried, &mut grown, &mut done)
+            .bulk_batch(
+                "census",
+                &strangers(0, 5),
+                1,
+                &mut carried,
+                &mut grown,
+                &mut done,
+            )
             .await
             .unwrap();
         assert!(carried.is_some());
         // Another writer places a record between the batches: the next batch reads again.
         index.upsert("police", &eleanor("p1")).await.unwrap();
         index
-            .bulk_batch("census", &batch(eleanor("s1"), 10), 1, &mut carried, &mut grown, &mut done)
+            .bulk_batch(
+                "census",
+                &batch(eleanor("s1"), 10),
+                1,
+                &mut carried,
+                &mut grown,
+                &mut done,
+            )
             .await
             .unwrap();
         assert_eq!(child_of("s1").await, child_of("p1").await);
@@ -1500,7 +1521,14 @@ mod tests {
             .await
             .unwrap();
         index
-            .bulk_batch("census", &batch(eleanor("s2"), 20), 1, &mut carried, &mut grown, &mut done)
+            .bulk_batch(
+                "census",
+                &batch(eleanor("s2"), 20),
+                1,
+                &mut carried,
+                &mut grown,
+                &mut done,
+            )
             .await
             .unwrap();
         assert_eq!(child_of("s2").await, child_of("p1").await);
