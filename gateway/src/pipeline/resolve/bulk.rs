@@ -93,32 +93,26 @@ impl Index {
     ) -> Upserted {
         let mut done = Upserted::default();
         let mut carried = None;
-        // PostgreSQL plans a batch's reads from its statistics of the index's tables, which
-        // its autovacuum refreshes only a minute or more later: planned for tables a fraction
-        // of their size, the reads of who holds a batch's identifiers scan every identifier.
-        // So they are refreshed before a batch reads the index after earlier batches grew it,
-        // after the first batch and each time the tables may have doubled when the next batch
-        // will read, and once at the end for what reads the index next.
-        let mut grown = false;
         for (n, batch) in recs.chunks(batch_size.max(1)).enumerate() {
             // Counted apart, and added only once the batch has committed.
             let mut counted = Upserted::default();
             let later = match self
-                .bulk_batch(
-                    source,
-                    batch,
-                    bulk_from,
-                    &mut carried,
-                    &mut grown,
-                    &mut counted,
-                )
+                .bulk_batch(source, batch, bulk_from, &mut carried, &mut counted)
                 .await
             {
                 Ok(later) => {
                     done.add(&counted);
-                    grown |= counted.bulk > 0;
-                    if grown && carried.is_none() && (n + 1).is_power_of_two() {
-                        self.analyse(&mut grown).await;
+                    // PostgreSQL plans the next batch's reads from its statistics of the
+                    // index's tables, which its autovacuum refreshes only a minute or more
+                    // later: planned for tables a fraction of their size, the reads of who
+                    // holds a batch's identifiers, and of which of its records the index
+                    // already holds, scan whole tables. Refreshed after the first batch and
+                    // each time the tables may have doubled since, whether or not the next
+                    // batch places in a kept world (it still reads which records are held).
+                    if counted.bulk > 0 && (n + 1).is_power_of_two() {
+                        if let Err(e) = self.store.analyse_index().await {
+                            tracing::warn!(error = %logged(&e), "index statistics not refreshed");
+                        }
                     }
                     later
                 }
@@ -142,9 +136,6 @@ impl Index {
                 }
             }
         }
-        if grown {
-            self.analyse(&mut grown).await;
-        }
         if done.bulk > 0 {
             tracing::info!(
                 source,
@@ -160,15 +151,6 @@ impl Index {
         done
     }
 
-    /// Refreshes the index's statistics (see [`Index::upsert_many_with`]); a failure is logged
-    /// and leaves `grown` set, for the next chance.
-    async fn analyse(&self, grown: &mut bool) {
-        match self.store.analyse_index().await {
-            Ok(()) => *grown = false,
-            Err(e) => tracing::warn!(error = %logged(&e), "index statistics not refreshed"),
-        }
-    }
-
     /// Places one batch's new records in one transaction; returns the positions of the
     /// records left for the incremental path, in order.
     ///
@@ -182,7 +164,6 @@ impl Index {
         batch: &[SourceRecord],
         bulk_from: usize,
         carried: &mut Option<Carried>,
-        grown: &mut bool,
         done: &mut Upserted,
     ) -> Result<Vec<usize>, sqlx::Error> {
         let stored: Vec<Stored> = batch.iter().map(Stored::new).collect();
@@ -236,12 +217,7 @@ impl Index {
                 world.next_batch(&mut tx, source, &new).await?;
                 world
             }
-            None => {
-                if *grown {
-                    self.analyse(grown).await;
-                }
-                World::load(&self.matcher, &mut tx, source, &new).await?
-            }
+            None => World::load(&self.matcher, &mut tx, source, &new).await?,
         };
         let read = ms(clock);
         let clock = Instant::now();
@@ -1479,7 +1455,7 @@ mod tests {
                     .unwrap()
             }
         };
-        let (mut carried, mut grown) = (None, false);
+        let mut carried = None;
         let mut done = Upserted::default();
         let batch = |first: SourceRecord, from: usize| {
             let mut b = vec![first];
@@ -1488,14 +1464,7 @@ mod tests {
         };
         // A first batch: the index was empty, so its world is the whole index and is kept.
         index
-            .bulk_batch(
-                "census",
-                &strangers(0, 5),
-                1,
-                &mut carried,
-                &mut grown,
-                &mut done,
-            )
+            .bulk_batch("census", &strangers(0, 5), 1, &mut carried, &mut done)
             .await
             .unwrap();
         assert!(carried.is_some());
@@ -1507,7 +1476,6 @@ mod tests {
                 &batch(eleanor("s1"), 10),
                 1,
                 &mut carried,
-                &mut grown,
                 &mut done,
             )
             .await
@@ -1526,7 +1494,6 @@ mod tests {
                 &batch(eleanor("s2"), 20),
                 1,
                 &mut carried,
-                &mut grown,
                 &mut done,
             )
             .await
