@@ -209,6 +209,10 @@ impl Store {
         if self.backend == Backend::Sqlite {
             conn.execute(format!("PRAGMA cache_size = -{SQLITE_BULK_CACHE_KIB}").as_str())
                 .await?;
+            // The rows of each multi-row statement are materialised first
+            // ([`insert_json_rows`]): in memory, not in a temporary file, which the default
+            // `temp_store` spills them to once they pass the temporary cache's 2 MiB.
+            conn.execute("PRAGMA temp_store = MEMORY").await?;
             conn.close_on_drop();
         }
         Ok(conn)
