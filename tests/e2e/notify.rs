@@ -532,10 +532,11 @@ async fn killed_with_deliveries_pending_then_restarted_everything_arrives_once_p
         (hook.got().len() >= CONCERNS).then_some(())
     })
     .await;
-    drop(gw); // SIGKILL, and waits for the process to end
-              // Every request recorded by now was sent by the killed gateway and never answered. (One it
-              // sent just before dying may still be on its way into the receiver; it counts as unanswered
-              // too, but is not waited for below.)
+    // SIGKILL, and waits for the process to end.
+    drop(gw);
+    // Every request recorded by now was sent by the killed gateway and never answered. (One it
+    // sent just before dying may still be on its way into the receiver; it counts as unanswered
+    // too, but is not waited for below.)
     let interrupted: BTreeSet<String> = hook.got().into_iter().map(|g| g.delivery).collect();
     hook.set(Mode::Ok);
 

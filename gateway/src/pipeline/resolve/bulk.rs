@@ -466,7 +466,7 @@ impl World {
                 }
             }
         }
-        // Children holding the batch's NHS numbers and UPNs (the whole world: all of them).
+        // Children holding NHS numbers and UPNs: every one for the whole world, else the batch's.
         if w.whole {
             let rows = sqlx::query(
                 "SELECT ri.kind AS kind, ri.value AS value, sr.child_id AS child_id \
@@ -482,34 +482,36 @@ impl World {
                     .or_default()
                     .insert(row.try_get("child_id")?);
             }
-        }
-        for kind in ["nhs_number", "upn"].into_iter().filter(|_| !w.whole) {
-            let values: BTreeSet<&str> = new
-                .iter()
-                .filter_map(|n| national(&n.stored.record, kind))
-                .collect();
-            let values: Vec<&str> = values.into_iter().collect();
-            for chunk in values.chunks(IN_CHUNK) {
-                let mut sql = String::from(
-                    "SELECT ri.value AS value, sr.child_id AS child_id FROM record_identifiers ri \
-                     JOIN source_records sr ON sr.source = ri.source AND sr.local_id = ri.local_id \
-                     WHERE sr.child_id IS NOT NULL AND ri.kind = $1 AND ri.value IN (",
-                );
-                placeholders(&mut sql, 2, chunk.len());
-                sql.push(')');
-                let mut q = sqlx::query(&sql).bind(kind);
-                for v in chunk {
-                    q = q.bind(*v);
-                }
-                for row in q.fetch_all(&mut *conn).await? {
-                    w.holders
-                        .entry((kind.to_string(), row.try_get("value")?))
-                        .or_default()
-                        .insert(row.try_get("child_id")?);
+        } else {
+            for kind in ["nhs_number", "upn"] {
+                let values: BTreeSet<&str> = new
+                    .iter()
+                    .filter_map(|n| national(&n.stored.record, kind))
+                    .collect();
+                let values: Vec<&str> = values.into_iter().collect();
+                for chunk in values.chunks(IN_CHUNK) {
+                    let mut sql = String::from(
+                        "SELECT ri.value AS value, sr.child_id AS child_id \
+                         FROM record_identifiers ri JOIN source_records sr \
+                         ON sr.source = ri.source AND sr.local_id = ri.local_id \
+                         WHERE sr.child_id IS NOT NULL AND ri.kind = $1 AND ri.value IN (",
+                    );
+                    placeholders(&mut sql, 2, chunk.len());
+                    sql.push(')');
+                    let mut q = sqlx::query(&sql).bind(kind);
+                    for v in chunk {
+                        q = q.bind(*v);
+                    }
+                    for row in q.fetch_all(&mut *conn).await? {
+                        w.holders
+                            .entry((kind.to_string(), row.try_get("value")?))
+                            .or_default()
+                            .insert(row.try_get("child_id")?);
+                    }
                 }
             }
         }
-        // The name counts (the whole world: all of them).
+        // The name counts: every one for the whole world, else the batch's names'.
         if w.whole {
             for row in sqlx::query("SELECT comparison, value, n, sq FROM match_terms")
                 .fetch_all(&mut *conn)
@@ -522,27 +524,28 @@ impl World {
                 let n: (i64, i64) = (row.try_get("n")?, row.try_get("sq")?);
                 w.terms_read.insert((c, row.try_get("value")?), n);
             }
-        }
-        for c in matcher.tf_comparisons().filter(|_| !w.whole) {
-            let mut values: BTreeSet<&str> = new
-                .iter()
-                .filter_map(|n| counted(c, &n.stored.record))
-                .collect();
-            values.insert("");
-            let values: Vec<&str> = values.into_iter().collect();
-            for chunk in values.chunks(IN_CHUNK) {
-                let mut sql = String::from(
-                    "SELECT value, n, sq FROM match_terms WHERE comparison = $1 AND value IN (",
-                );
-                placeholders(&mut sql, 2, chunk.len());
-                sql.push(')');
-                let mut q = sqlx::query(&sql).bind(c.as_str());
-                for v in chunk {
-                    q = q.bind(*v);
-                }
-                for row in q.fetch_all(&mut *conn).await? {
-                    let n: (i64, i64) = (row.try_get("n")?, row.try_get("sq")?);
-                    w.terms_read.insert((c, row.try_get("value")?), n);
+        } else {
+            for c in matcher.tf_comparisons() {
+                let mut values: BTreeSet<&str> = new
+                    .iter()
+                    .filter_map(|n| counted(c, &n.stored.record))
+                    .collect();
+                values.insert("");
+                let values: Vec<&str> = values.into_iter().collect();
+                for chunk in values.chunks(IN_CHUNK) {
+                    let mut sql = String::from(
+                        "SELECT value, n, sq FROM match_terms WHERE comparison = $1 AND value IN (",
+                    );
+                    placeholders(&mut sql, 2, chunk.len());
+                    sql.push(')');
+                    let mut q = sqlx::query(&sql).bind(c.as_str());
+                    for v in chunk {
+                        q = q.bind(*v);
+                    }
+                    for row in q.fetch_all(&mut *conn).await? {
+                        let n: (i64, i64) = (row.try_get("n")?, row.try_get("sq")?);
+                        w.terms_read.insert((c, row.try_get("value")?), n);
+                    }
                 }
             }
         }
