@@ -49,9 +49,42 @@ pub(crate) fn start_provider(redirect: &str, accounts: &Value) -> Provider {
 }
 
 /// A provider whose ID tokens are signed with `alg`.
+///
+/// Node loads the provider's modules before it listens: seconds on a quiet machine, more than
+/// thirty seen on a loaded one. Once in CI a provider stayed up without ever printing its issuer,
+/// the machine otherwise idle; so a start that says nothing for a minute is asked for Node's
+/// diagnostic report (where its main thread is), stopped, and tried again, twice at most. Every
+/// failed start is told on stderr, and if all three fail the test fails with each one's account.
+/// A wait for readiness, not a measure of speed.
 fn start_provider_signing(redirect: &str, accounts: &Value, alg: &str) -> Provider {
+    let mut failures = Vec::new();
+    for attempt in 1..=3 {
+        match try_start_provider(redirect, accounts, alg, Duration::from_secs(60)) {
+            Ok(provider) => return provider,
+            Err(account) => {
+                eprintln!("OpenID provider, start {attempt} of 3 failed: {account}");
+                failures.push(account);
+            }
+        }
+    }
+    panic!(
+        "the provider did not print its issuer in three starts:\n{}",
+        failures.join("\n---\n")
+    );
+}
+
+fn try_start_provider(
+    redirect: &str,
+    accounts: &Value,
+    alg: &str,
+    wait: Duration,
+) -> Result<Provider, String> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/oidc/provider.mjs");
+    let reports = tempfile::tempdir().expect("a folder for Node's report");
     let mut child = Command::new("node")
+        .arg("--report-on-signal")
+        .arg("--report-compact")
+        .arg(format!("--report-directory={}", reports.path().display()))
         .arg(script)
         .env("WEFT_OIDC_PROVIDER_DIR", provider_dir())
         .env("WEFT_OIDC_REDIRECT", redirect)
@@ -85,33 +118,66 @@ fn start_provider_signing(redirect: &str, accounts: &Value, alg: &str) -> Provid
         }
         said
     });
-    // Node loads the provider's modules before it listens: seconds on a quiet machine, more
-    // than thirty seen on a loaded one. A wait for readiness, not a measure of speed.
-    let issuer = match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(issuer) => issuer,
-        Err(e) => {
-            // Its stdout closed: it is on its way out, so let it finish and say how it ended.
-            if e == std::sync::mpsc::RecvTimeoutError::Disconnected {
-                for _ in 0..20 {
-                    if !matches!(child.try_wait(), Ok(None)) {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-            let status = match child.try_wait() {
-                Ok(Some(status)) => format!("it exited ({status})"),
-                Ok(None) => "it is still running".to_string(),
-                Err(e) => format!("its state is unknown ({e})"),
-            };
-            let _ = child.kill();
-            let _ = child.wait();
-            // The pipe closes with the process, so the reader ends having read every line.
-            let said = reader.join().unwrap_or_default();
-            panic!("the provider did not print its issuer ({e}); {status}; its stderr:\n{said}");
-        }
+    let e = match rx.recv_timeout(wait) {
+        Ok(issuer) => return Ok(Provider { child, issuer }),
+        Err(e) => e,
     };
-    Provider { child, issuer }
+    // Its stdout closed: it is on its way out, so let it finish and say how it ended.
+    if e == std::sync::mpsc::RecvTimeoutError::Disconnected {
+        for _ in 0..20 {
+            if !matches!(child.try_wait(), Ok(None)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let (status, report) = match child.try_wait() {
+        Ok(Some(status)) => (format!("it exited ({status})"), String::new()),
+        Ok(None) => (
+            "it was still running".to_string(),
+            node_report(&child, reports.path()),
+        ),
+        Err(e) => (format!("its state is unknown ({e})"), String::new()),
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    // The pipe closes with the process, so the reader ends having read every line.
+    let said = reader.join().unwrap_or_default();
+    Err(format!("{e}; {status}; its stderr:\n{said}{report}"))
+}
+
+/// Node's diagnostic report of a running provider, asked for with SIGUSR2: the main thread's
+/// JavaScript and native stacks, and what its event loop waits on. Node writes it when its main
+/// thread next reaches JavaScript, so a thread stuck in native code leaves none, which says as
+/// much.
+fn node_report(child: &Child, folder: &Path) -> String {
+    let signalled = Command::new("kill")
+        .args(["-USR2", &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !signalled {
+        return "\n(no diagnostic report: the signal could not be sent)".to_string();
+    }
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        let written = std::fs::read_dir(folder)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|f| f.path().extension().is_some_and(|x| x == "json"));
+        let Some(file) = written else { continue };
+        let Ok(text) = std::fs::read_to_string(file.path()) else {
+            continue;
+        };
+        let Ok(report) = serde_json::from_str::<Value>(&text) else {
+            continue; // still being written
+        };
+        return format!(
+            "\nNode's report: javascriptStack {}\nnativeStack {}\nlibuv {}",
+            report["javascriptStack"], report["nativeStack"], report["libuv"]
+        );
+    }
+    "\n(no diagnostic report within 5 s: the main thread never reached JavaScript)".to_string()
 }
 
 /// A browser: cookies per origin (every cookie sent on every path of its origin, which is all
