@@ -47,6 +47,8 @@ pub struct Store {
     /// On PostgreSQL, a small pool of the driver's own connections, opened when first used:
     /// the bulk path's COPY ([`Staging`]), which sqlx's `Any` driver does not offer.
     copy: Option<PgPool>,
+    /// Connections lent to the view path's one statement, outside the pool ([`Store::lend`]).
+    warm: Arc<Warm>,
     /// The last write probe's time and result, shared by every caller within
     /// [`PROBE_REUSE`]: `/readyz` is unauthenticated, and must not let anyone make the database
     /// write at will.
@@ -91,8 +93,10 @@ impl Store {
             return Err(StoreError::Scheme);
         };
         let options = AnyConnectOptions::from_str(&raw).map_err(StoreError::Connect)?;
+        // The warm connections are carved out of the configured number, never added to it.
+        let warm = max_connections / WARM_SHARE;
         let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
+            .max_connections(max_connections - warm)
             .acquire_timeout(Duration::from_secs(5))
             // sqlx pings every connection as it leaves the pool and again as it comes back: on
             // PostgreSQL two extra round trips for every statement, and on a busy gateway as
@@ -139,6 +143,7 @@ impl Store {
             pool,
             backend,
             copy,
+            warm: Arc::new(Warm::new(warm as usize)),
             probe: Arc::default(),
         };
         match backend {
@@ -186,6 +191,45 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// A connection for one short statement on the view path, handed back with
+    /// [`Lent::done`]. sqlx pings every connection its pool takes back — a round trip, and a
+    /// wake-up of the database, for every statement — so a few connections are kept out of the
+    /// pool (detached from it, their share of `max_connections` taken from the pool's) and lent
+    /// from here without that ping. One idle for [`PING_IDLE`] or more is pinged before it is
+    /// lent, as the pool would. A connection not handed back — its statement failed, or its
+    /// future was dropped part-way — is closed rather than lent again, so no half-read answer
+    /// reaches the next borrower. When every warm connection is out, the pool lends one.
+    pub async fn lend(&self) -> Result<Lent, sqlx::Error> {
+        loop {
+            let kept = self
+                .warm
+                .idle
+                .lock()
+                .map(|mut idle| idle.pop())
+                .ok()
+                .flatten();
+            let Some(mut kept) = kept else { break };
+            if kept.since.elapsed() >= PING_IDLE
+                && sqlx::Connection::ping(&mut kept.conn).await.is_err()
+            {
+                continue; // closed as it drops; its slot goes back
+            }
+            return Ok(Lent(Inner::Warm(kept, self.warm.clone())));
+        }
+        match self.warm.slots.clone().try_acquire_owned() {
+            Ok(slot) => {
+                let conn = self.pool.acquire().await?.detach();
+                let kept = Kept {
+                    conn,
+                    since: Instant::now(),
+                    _slot: slot,
+                };
+                Ok(Lent(Inner::Warm(kept, self.warm.clone())))
+            }
+            Err(_) => Ok(Lent(Inner::Pooled(self.pool.acquire().await?))),
+        }
     }
 
     /// A transaction that reads, then writes. On SQLite it takes the write lock at the start
@@ -663,6 +707,72 @@ fn copy_text(buf: &mut String, cell: &Cell<'_>) {
     }
 }
 
+/// One connection in [`WARM_SHARE`] of the configured number is kept warm for [`Store::lend`].
+const WARM_SHARE: u32 = 4;
+
+/// The connections kept out of the pool, idle ones last-in first-out (the most recently used
+/// is the least likely to have been dropped by the server), and the slots that bound them.
+struct Warm {
+    idle: std::sync::Mutex<Vec<Kept>>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Warm {
+    fn new(slots: usize) -> Warm {
+        Warm {
+            idle: std::sync::Mutex::new(Vec::with_capacity(slots)),
+            slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+        }
+    }
+}
+
+/// A warm connection, since when it has been idle, and its slot (freed when it closes).
+struct Kept {
+    conn: sqlx::AnyConnection,
+    since: Instant,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// A connection lent by [`Store::lend`]; it derefs to the connection.
+pub struct Lent(Inner);
+
+enum Inner {
+    Warm(Kept, Arc<Warm>),
+    Pooled(sqlx::pool::PoolConnection<sqlx::Any>),
+}
+
+impl Lent {
+    /// Hands the connection back after a statement that ran to its end. A `Lent` dropped
+    /// without this closes its connection instead (or, from the pool, lets the pool test it).
+    pub fn done(self) {
+        if let Inner::Warm(mut kept, warm) = self.0 {
+            kept.since = Instant::now();
+            if let Ok(mut idle) = warm.idle.lock() {
+                idle.push(kept);
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Lent {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        match &self.0 {
+            Inner::Warm(kept, _) => &kept.conn,
+            Inner::Pooled(conn) => conn,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Lent {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        match &mut self.0 {
+            Inner::Warm(kept, _) => &mut kept.conn,
+            Inner::Pooled(conn) => conn,
+        }
+    }
+}
+
 /// A store for one unit test, on the backend this test run exercises (`WEFT_TEST_STORE`):
 /// a fresh SQLite file, or a fresh PostgreSQL database that is dropped with the guard.
 #[cfg(test)]
@@ -685,6 +795,75 @@ mod tests {
     use sqlx::Row;
 
     use super::*;
+
+    /// Whether `conn` is the connection that made the marker table (a temporary table lives
+    /// and dies with its connection, on both backends).
+    async fn marked(conn: &mut sqlx::AnyConnection) -> bool {
+        sqlx::query("SELECT COUNT(*) FROM lent_marker")
+            .fetch_one(conn)
+            .await
+            .is_ok()
+    }
+
+    /// A warm connection handed back is lent again without going through the pool; while it
+    /// is out the pool lends; one not handed back is closed, never lent again; one the server
+    /// dropped while it lay idle is found out before it is lent; and the pool's connections and
+    /// the warm ones together stay within the configured number.
+    #[tokio::test]
+    async fn a_lent_connection_comes_back_warm_and_one_not_handed_back_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = test_store(dir.path()).await; // 4 connections: 1 warm, 3 pooled
+        let mut warm = store.lend().await.unwrap();
+        assert!(matches!(warm.0, Inner::Warm(..)));
+        sqlx::query("CREATE TEMP TABLE lent_marker (x INTEGER)")
+            .execute(&mut *warm)
+            .await
+            .unwrap();
+        let mut pooled = store.lend().await.unwrap();
+        assert!(
+            matches!(pooled.0, Inner::Pooled(_)),
+            "the one warm slot is out"
+        );
+        assert!(!marked(&mut pooled).await);
+        pooled.done();
+        warm.done();
+        assert!(store.pool.size() <= 3, "the pool keeps to its share");
+
+        let mut again = store.lend().await.unwrap();
+        assert!(marked(&mut again).await, "handed back, lent again");
+        drop(again); // as a failed statement or a cancelled view leaves it
+        let mut fresh = store.lend().await.unwrap();
+        assert!(matches!(fresh.0, Inner::Warm(..)), "its slot came back");
+        assert!(
+            !marked(&mut fresh).await,
+            "a connection not handed back is closed"
+        );
+        fresh.done();
+
+        if store.backend == Backend::Postgres {
+            let mut victim = store.lend().await.unwrap();
+            let pid: i32 = sqlx::query("SELECT pg_backend_pid() AS pid")
+                .fetch_one(&mut *victim)
+                .await
+                .unwrap()
+                .get("pid");
+            victim.done();
+            sqlx::query("SELECT pg_terminate_backend($1)")
+                .bind(pid)
+                .execute(&store.pool)
+                .await
+                .unwrap();
+            tokio::time::sleep(PING_IDLE).await;
+            let mut next = store.lend().await.unwrap();
+            let now: i32 = sqlx::query("SELECT pg_backend_pid() AS pid")
+                .fetch_one(&mut *next)
+                .await
+                .expect("the dropped connection is not lent")
+                .get("pid");
+            assert_ne!(now, pid);
+            next.done();
+        }
+    }
 
     /// Every staging table still in the store (PostgreSQL), or none (SQLite stages nothing).
     async fn staged(store: &Store) -> Vec<String> {

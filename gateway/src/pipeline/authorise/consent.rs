@@ -119,13 +119,15 @@ fn matches(category: &str, pattern: &str) -> bool {
 
 /// Loads a child's consents.
 pub async fn load(store: &Store, child: &str) -> Result<Consents, sqlx::Error> {
+    let mut conn = store.lend().await?;
     let rows = sqlx::query(
         "SELECT id, child_id, status, body, recorded_by, recorded_at, updated_at, withdrawn_reason \
          FROM consents WHERE child_id = $1",
     )
     .bind(child)
-    .fetch_all(&store.pool)
+    .fetch_all(&mut *conn)
     .await?;
+    conn.done();
     let mut items = Vec::with_capacity(rows.len());
     for r in &rows {
         items.push(from_row(r)?);

@@ -136,13 +136,15 @@ pub async fn links_and_active(
          ORDER BY granted_at DESC LIMIT 1) g \
          ORDER BY part, source, local_id";
     let at = now();
+    // Every view runs this first: a warm connection spares the pool's ping on return.
+    let mut conn = store.lend().await?;
     let rows = sqlx::query(LINKS_AND_GRANT_ID)
         .bind(child)
         .bind(&who.user)
         .bind(&who.agency)
         .bind(who.role.as_str())
         .bind(&at)
-        .fetch_all(&store.pool)
+        .fetch_all(&mut *conn)
         .await?;
     let mut links = Vec::with_capacity(rows.len());
     let (mut indexed, mut grant_id) = (false, None);
@@ -160,6 +162,7 @@ pub async fn links_and_active(
         }
     }
     if !indexed {
+        conn.done();
         return Ok(None);
     }
     let grant = match grant_id {
@@ -171,11 +174,12 @@ pub async fn links_and_active(
             .bind(who.role.as_str())
             .bind(&at)
             .bind(&id)
-            .fetch_optional(&store.pool)
+            .fetch_optional(&mut *conn)
             .await?
             .map(|r| from_row(&r))
             .transpose()?,
     };
+    conn.done();
     Ok(Some((links, grant)))
 }
 

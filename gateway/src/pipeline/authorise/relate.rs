@@ -101,6 +101,10 @@ pub async fn records(
     child: &str,
 ) -> Result<Records, sqlx::Error> {
     let mut out = Records::default();
+    if !wanted.contains(&Relation::Referral) && !wanted.contains(&Relation::MashTriage) {
+        return Ok(out);
+    }
+    let mut conn = store.lend().await?;
     if wanted.contains(&Relation::Referral) {
         let rows = sqlx::query(
             "SELECT DISTINCT c.id AS id FROM concerns c JOIN concern_recipients r \
@@ -109,7 +113,7 @@ pub async fn records(
         )
         .bind(child)
         .bind(&who.agency)
-        .fetch_all(&store.pool)
+        .fetch_all(&mut *conn)
         .await?;
         for r in rows {
             out.referrals.push(r.try_get("id")?);
@@ -122,12 +126,13 @@ pub async fn records(
              AND r.state <> 'closed' ORDER BY c.id",
         )
         .bind(child)
-        .fetch_all(&store.pool)
+        .fetch_all(&mut *conn)
         .await?;
         for r in rows {
             out.triage.push(r.try_get("id")?);
         }
     }
+    conn.done();
     Ok(out)
 }
 
