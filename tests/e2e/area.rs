@@ -374,5 +374,5 @@ async fn area_report_counts_suppresses_and_is_decided_by_policy() {
     browser.sign_in(index_of("teacher")).await;
     let page = browser.get("/reports/area").await;
     assert_eq!(page.status, 403, "{}", page.html);
-    gw.stop();
+    gw.stop().await;
 }

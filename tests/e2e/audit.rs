@@ -170,7 +170,7 @@ async fn audit_verify_names_an_edited_or_deleted_entry() {
             200
         );
     }
-    let status = gw.stop();
+    let status = gw.stop().await;
     assert!(
         status.success(),
         "SIGTERM stops the gateway cleanly: {status:?}"
@@ -368,7 +368,7 @@ async fn checkpoints_name_rewrites_truncation_wipes_and_forged_appends() {
         let path = format!("/v1/children/{id}?purpose=safeguarding");
         assert_eq!(gw.get(&path, &sw).await.0, 200);
     }
-    assert!(gw.stop().success());
+    assert!(gw.stop().await.success());
 
     let (code, out, err) = run_weft(&["audit", "verify", "-c", cfg]);
     assert_eq!(code, 0, "{out}{err}");

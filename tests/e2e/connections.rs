@@ -103,7 +103,7 @@ async fn a_thousand_idle_and_half_open_connections_do_not_lock_out_healthz() {
         assert_eq!(r.status(), 200);
     }
     drop((held_tls, held_tcp));
-    gw.stop();
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -155,5 +155,5 @@ async fn half_sent_headers_and_bodies_are_cut_off_by_their_timeouts() {
 
     let (status, _) = gw.get("/healthz", "").await;
     assert_eq!(status, 200);
-    gw.stop();
+    gw.stop().await;
 }

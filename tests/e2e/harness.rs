@@ -377,9 +377,18 @@ impl Gateway {
     }
 
     /// Stops the process with SIGTERM and waits for it.
-    pub fn stop(mut self) -> std::process::ExitStatus {
+    /// Asks the gateway to stop (SIGTERM) and waits until it has. The wait yields to the
+    /// test's runtime, which keeps serving the test's clients meanwhile: their HTTP/2
+    /// connections must answer the gateway's GOAWAY and PING for it to close them, and a
+    /// runtime blocked on the wait would leave the gateway draining them until they idled out.
+    pub async fn stop(mut self) -> std::process::ExitStatus {
         terminate(&self.child);
-        self.child.wait().expect("wait")
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

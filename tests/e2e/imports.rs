@@ -108,7 +108,7 @@ async fn import_then_view_served_from_the_import() {
         view["fields"]["identity.core"]["birth_date"]["values"][0]["value"],
         "2015-03-27"
     );
-    gw.stop();
+    gw.stop().await;
 }
 
 /// The configuration of `env` with one more agency and a `file` source reading `folder`.
@@ -203,7 +203,7 @@ async fn a_deeply_nested_file_is_rejected_and_a_watching_gateway_sets_it_aside()
         (status == 200 && found["children"].as_array().is_some_and(|c| !c.is_empty())).then_some(())
     })
     .await;
-    gw.stop();
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -444,7 +444,7 @@ async fn a_practitioner_signs_in_through_the_agencys_openid_provider_and_its_tok
     let foreign = env.token("sw-oidc-1", &csc, "social_worker");
     assert_eq!(gw.get("/v1/concerns", &foreign).await.0, 401);
     drop(provider);
-    assert!(gw.stop().success());
+    assert!(gw.stop().await.success());
 
     // A provider that signs with ES256 signs with either `s`: its ID token verifies whichever
     // of its two encodings arrives, so the test sends the token and its twin `(r, n − s)`.

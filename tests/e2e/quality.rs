@@ -280,7 +280,7 @@ async fn quality_report_lists_each_planted_inconsistency_to_whom_policy_allows()
     browser.sign_in(index_of("teacher")).await;
     let page = browser.get("/admin/quality").await;
     assert_eq!(page.status, 403, "{}", page.html);
-    gw.stop();
+    gw.stop().await;
 
     // The command line: the same report, decided by the same policy.
     let admin_agency = env.agency_of("social_care");

@@ -135,7 +135,7 @@ async fn a_police_investigations_access_is_left_out_of_a_subject_access_report_u
     assert!(actions.contains(&"subject_access_release"));
 
     // The command produces the same report, audited as the officer's.
-    let status = gw.stop();
+    let status = gw.stop().await;
     assert!(status.success());
     let out = env.dir.path().join("report.html");
     let (code, stdout, err) = run_weft(&[

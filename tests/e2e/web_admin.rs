@@ -373,7 +373,7 @@ async fn after_a_model_upgrade_the_recheck_is_on_the_page_and_a_split_takes_the_
                 && l["status"] == "active"),
         "linked by the matcher on its own: {links}"
     );
-    gw.stop();
+    gw.stop().await;
 
     // The upgrade: links made by an older model, and a stricter gateway.
     age_the_links(&env.store.url).await;
