@@ -376,13 +376,12 @@ impl Gateway {
         body["id"].as_str().expect("concern id").to_string()
     }
 
-    /// Stops the process with SIGTERM and waits for it.
     /// Asks the gateway to stop (SIGTERM) and waits until it has. The wait yields to the
     /// test's runtime, which keeps serving the test's clients meanwhile: their HTTP/2
     /// connections must answer the gateway's GOAWAY and PING for it to close them, and a
     /// runtime blocked on the wait would leave the gateway draining them until they idled out.
     pub async fn stop(mut self) -> std::process::ExitStatus {
-        terminate(&self.child);
+        signal(&self.child, "TERM");
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
@@ -399,11 +398,13 @@ impl Drop for Gateway {
     }
 }
 
-fn terminate(child: &Child) {
-    // SAFETY-free: send SIGTERM through the `kill` command rather than libc.
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+/// Sends `child` the signal named (`TERM`, `USR2`, …) through the `kill` command rather than
+/// libc; whether it was sent.
+pub(crate) fn signal(child: &Child, name: &str) -> bool {
+    Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// An HTTPS client trusting the test CA, optionally presenting a client certificate.

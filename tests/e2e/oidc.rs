@@ -151,11 +151,7 @@ fn try_start_provider(
 /// thread next reaches JavaScript, so a thread stuck in native code leaves none, which says as
 /// much.
 fn node_report(child: &Child, folder: &Path) -> String {
-    let signalled = Command::new("kill")
-        .args(["-USR2", &child.id().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !signalled {
+    if !crate::harness::signal(child, "USR2") {
         return "\n(no diagnostic report: the signal could not be sent)".to_string();
     }
     for _ in 0..50 {

@@ -47,7 +47,7 @@ pub struct Store {
     /// On PostgreSQL, a small pool of the driver's own connections, opened when first used:
     /// the bulk path's COPY ([`Staging`]), which sqlx's `Any` driver does not offer.
     copy: Option<PgPool>,
-    /// Connections lent to the view path's one statement, outside the pool ([`Store::lend`]).
+    /// Connections lent for the view path's short reads, outside the pool ([`Store::lend`]).
     warm: Arc<Warm>,
     /// The last write probe's time and result, shared by every caller within
     /// [`PROBE_REUSE`]: `/readyz` is unauthenticated, and must not let anyone make the database
@@ -193,7 +193,7 @@ impl Store {
         Ok(())
     }
 
-    /// A connection for one short statement on the view path, handed back with
+    /// A connection for a short read on the view path (a statement or two), handed back with
     /// [`Lent::done`]. sqlx pings every connection its pool takes back — a round trip, and a
     /// wake-up of the database, for every statement — so a few connections are kept out of the
     /// pool (detached from it, their share of `max_connections` taken from the pool's) and lent
@@ -742,7 +742,7 @@ enum Inner {
 }
 
 impl Lent {
-    /// Hands the connection back after a statement that ran to its end. A `Lent` dropped
+    /// Hands the connection back after statements that ran to their end. A `Lent` dropped
     /// without this closes its connection instead (or, from the pool, lets the pool test it).
     pub fn done(self) {
         if let Inner::Warm(mut kept, warm) = self.0 {
@@ -827,7 +827,11 @@ mod tests {
         assert!(!marked(&mut pooled).await);
         pooled.done();
         warm.done();
-        assert!(store.pool.size() <= 3, "the pool keeps to its share");
+        assert_eq!(
+            store.pool.options().get_max_connections(),
+            3,
+            "the pool keeps to its share"
+        );
 
         let mut again = store.lend().await.unwrap();
         assert!(marked(&mut again).await, "handed back, lent again");
