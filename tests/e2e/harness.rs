@@ -473,3 +473,20 @@ pub async fn mark_restricted(url: &str, child: &str, restricted: bool) {
         .expect("mark restricted");
     pool.close().await;
 }
+
+/// Polls `check` until it returns `Some`, or fails the test after `within`: for what the
+/// gateway does in the background (deliveries, their acknowledgements, dead letters).
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

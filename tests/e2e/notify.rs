@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use weft_sim::population::{EpisodeKind, SimChild};
 use weft_sim::sources::{HEALTH_AGENCY, POLICE_AGENCY, SCHOOL_AGENCY, SOCIAL_CARE_AGENCY};
 
-use crate::harness::{block_audit, Env, Gateway};
+use crate::harness::{block_audit, eventually, Env, Gateway};
 
 const SECRET: &str = "receiver-shared-secret-0123456789";
 
@@ -162,22 +162,6 @@ fn config(env: &Env, hooks: &[(&str, &str, &str)], max_attempts: u32) -> String 
     text
 }
 
-/// Polls `check` until it returns `Some`, or fails the test after `within`.
-async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn concern(nhs: &str, category: &str) -> Value {
     json!({
         "child": {"nhs_number": nhs},
@@ -301,10 +285,15 @@ async fn a_dsls_concern_reaches_the_mash_webhook_and_the_workers_inbox_and_both_
         "disclosed"
     );
 
-    // Both have it: the DSL sees `received` for each.
-    let (_, view) = gw.get(&format!("/v1/concerns/{concern_id}"), &dsl).await;
-    assert_eq!(recipient(&view, &mash_key)["state"], "received", "{view}");
-    assert_eq!(recipient(&view, &worker_key)["state"], "received", "{view}");
+    // Both have it: the DSL sees `received` for each. The webhook's delivery is marked
+    // received once the gateway has the MASH's answer, which may be just after the receiver
+    // has the request.
+    let received = |view: &Value, key: &str| recipient(view, key)["state"] == "received";
+    eventually("both received", Duration::from_secs(20), || async {
+        let (_, view) = gw.get(&format!("/v1/concerns/{concern_id}"), &dsl).await;
+        (received(&view, &mash_key) && received(&view, &worker_key)).then_some(())
+    })
+    .await;
 
     // Both acknowledge; the worker takes it on and closes it with an outcome.
     let step = |token: String, body: Value| {

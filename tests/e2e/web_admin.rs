@@ -5,7 +5,7 @@
 //! not, and a form posted without its CSRF token changes nothing.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use weft::dev::people::people;
@@ -13,7 +13,7 @@ use weft::foundation::config::DevPerson;
 use weft_sim::population::System;
 use weft_sim::sources::SOCIAL_CARE_AGENCY;
 
-use crate::harness::{client, Env, Gateway};
+use crate::harness::{client, eventually, Env, Gateway};
 use crate::web::{config_with_pages, csrf, index_of, Browser};
 
 fn words(html: &str) -> String {
@@ -49,22 +49,6 @@ fn token(env: &Env, role: &str) -> String {
 async fn start(env: &Env, extra: &str) -> Gateway {
     let path = env.write_config("weft.toml", &config_with_pages(env, extra));
     Gateway::start(env, path).await
-}
-
-/// Polls `check` until it returns `Some`, or fails the test after `within`.
-async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Every given and family name of the simulated population that the API's answer does not
