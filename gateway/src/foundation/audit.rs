@@ -5,7 +5,8 @@
 //! Appends go through one writer task per process that commits whatever has queued up in a
 //! single transaction (group commit), so the chain's serial section costs one round of locking
 //! per batch, not per request. Across processes the head row's lock (`UPDATE audit_head`, taken
-//! first in every batch) serialises writers, so several gateway nodes on one PostgreSQL still
+//! first in every batch, or by the one-statement append that moves the head only from where
+//! this writer left it) serialises writers, so several gateway nodes on one PostgreSQL still
 //! build one chain.
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use crate::foundation::store::{Cell, Staging, Store};
+use crate::foundation::store::{Backend, Cell, Staging, Store};
 
 pub mod checkpoint;
 
@@ -165,6 +166,7 @@ impl Auditor {
     /// Appends one entry and waits until it is committed. Returns its sequence number.
     pub async fn append(&self, entry: Entry) -> Result<i64, AuditError> {
         let (done, wait) = oneshot::channel();
+        let _timer = crate::foundation::metrics::AUDIT_WAIT.start_timer();
         self.tx
             .send((entry, done))
             .await
@@ -190,6 +192,9 @@ async fn writer(
     // and sqlx pings a connection as it comes back (a round trip). It goes back to the pool
     // before the writer waits, so the writer never holds one while idle.
     let mut held: Option<PoolConnection<Any>> = None;
+    // The head as this writer's last batch left it (PostgreSQL only): while nobody else has
+    // appended since, the next batch chains onto it without reading it first.
+    let mut known: Option<Head> = None;
     loop {
         if rx.is_empty() {
             held = None;
@@ -209,7 +214,7 @@ async fn writer(
                 }
             }
         }
-        let result = commit(&store, &mut held, &batch).await;
+        let result = commit(&store, &mut held, &mut known, &batch).await;
         crate::foundation::metrics::AUDIT_BATCH.observe(batch.len() as f64);
         match result {
             Ok(first) => {
@@ -231,12 +236,21 @@ async fn writer(
     }
 }
 
-/// Chains and inserts a batch in one transaction; returns the first sequence number. Runs on
-/// `held` if there is one, or on a connection from the pool; the connection is left in `held`
-/// only after a commit, so a connection that failed goes back to the pool (which tests it).
+/// Chains and inserts a batch; returns the first sequence number. Runs on `held` if there is
+/// one, or on a connection from the pool; the connection is left in `held` only after a
+/// commit, so a connection that failed goes back to the pool (which tests it).
+///
+/// On PostgreSQL a batch after the writer's own last one is first tried as a single statement
+/// that moves the head only if it is still where that batch left it ([`append_onto`]): one
+/// round trip, committing as it returns, where the locked path takes four (BEGIN, lock and
+/// read the head, insert, COMMIT). A request waits for the batch being committed and then its
+/// own, so every round trip of a batch is on the path of every answer. If anyone else appended
+/// in between (another node, a change recorded in its own transaction), the statement changes
+/// nothing and the batch takes the locked path.
 async fn commit(
     store: &Store,
     held: &mut Option<PoolConnection<Any>>,
+    known: &mut Option<Head>,
     batch: &[Pending],
 ) -> Result<i64, sqlx::Error> {
     let mut conn = match held.take() {
@@ -244,11 +258,132 @@ async fn commit(
         None => store.pool.acquire().await?,
     };
     let entries: Vec<&Entry> = batch.iter().map(|(e, _)| e).collect();
+    if let Some(head) = known.take() {
+        if let Some((first, head)) = append_onto(&mut conn, head, &entries).await? {
+            *known = Some(head);
+            *held = Some(conn);
+            return Ok(first);
+        }
+    }
     let mut tx = store.begin_write_on(&mut conn).await?;
-    let first = chain(&mut tx, &entries).await?;
+    let (first, head) = chain_into(&mut tx, None, &entries).await?;
     tx.commit().await?;
+    *known = (store.backend == Backend::Postgres).then_some(head);
     *held = Some(conn);
     Ok(first)
+}
+
+/// The chain's head: the last entry's sequence number and hash.
+type Head = (i64, String);
+
+/// An entry chained, ready to insert.
+struct Chained {
+    seq: i64,
+    at: String,
+    detail: String,
+    prev: String,
+    hash: String,
+}
+
+/// Chains `entries` onto `head`: their rows and the new head.
+fn link(head: Head, entries: &[&Entry]) -> (Vec<Chained>, Head) {
+    let (mut seq, mut prev) = head;
+    let mut rows = Vec::with_capacity(entries.len());
+    for entry in entries {
+        seq += 1;
+        let at = timestamp(&entry.at);
+        let detail = entry.detail.to_string();
+        let hash = digest(&prev, seq, &at, entry, &detail);
+        rows.push(Chained {
+            seq,
+            at,
+            detail,
+            prev: std::mem::replace(&mut prev, hash.clone()),
+            hash,
+        });
+    }
+    (rows, (seq, prev))
+}
+
+/// `INSERT INTO audit_log (…) ` and a `VALUES` list of `n` rows' placeholders, from `$1`.
+fn insert_values(sql: &mut String, n: usize) {
+    sql.push_str("INSERT INTO audit_log (");
+    sql.push_str(COLUMNS);
+    sql.push_str(") ");
+    values(sql, n);
+}
+
+/// `VALUES` and `n` rows of twelve placeholders each, from `$1`.
+fn values(sql: &mut String, n: usize) {
+    use std::fmt::Write;
+    sql.push_str("VALUES ");
+    for i in 0..n {
+        sql.push_str(if i > 0 { ", (" } else { "(" });
+        for k in 1..=12 {
+            let sep = if k > 1 { ", " } else { "" };
+            let _ = write!(sql, "{sep}${}", i * 12 + k);
+        }
+        sql.push(')');
+    }
+}
+
+/// Binds each row's twelve columns, in the order of [`COLUMNS`].
+fn bind_rows<'q>(
+    mut q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    rows: &'q [Chained],
+    entries: &[&'q Entry],
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    for (row, entry) in rows.iter().zip(entries) {
+        q = q
+            .bind(row.seq)
+            .bind(&row.at)
+            .bind(&entry.user)
+            .bind(&entry.agency)
+            .bind(&entry.role)
+            .bind(&entry.action)
+            .bind(entry.child.as_deref())
+            .bind(entry.purpose.as_deref())
+            .bind(&entry.outcome)
+            .bind(&row.detail)
+            .bind(&row.prev)
+            .bind(&row.hash);
+    }
+    q
+}
+
+/// PostgreSQL only: chains `entries` onto `head` and, in one statement outside any
+/// transaction, moves the head from exactly there and inserts them — or, when the head is no
+/// longer there, does neither and returns `None`. The head's row lock makes this safe across
+/// nodes: an appender holding it is waited for, and once it commits the head no longer matches
+/// (read committed re-reads the row), so nothing is inserted.
+async fn append_onto(
+    conn: &mut AnyConnection,
+    head: Head,
+    entries: &[&Entry],
+) -> Result<Option<(i64, Head)>, sqlx::Error> {
+    let first = head.0 + 1;
+    let (rows, new) = link(head.clone(), entries);
+    let p = rows.len() * 12;
+    let mut sql = format!(
+        "WITH moved AS (UPDATE audit_head SET seq = ${}, hash = ${} \
+         WHERE id = 1 AND seq = ${} AND hash = ${} RETURNING 1), \
+         appended AS (INSERT INTO audit_log ({COLUMNS}) SELECT v.* FROM moved, (",
+        p + 1,
+        p + 2,
+        p + 3,
+        p + 4
+    );
+    values(&mut sql, rows.len());
+    sql.push_str(") AS v) SELECT count(*) AS n FROM moved");
+    let n: i64 = bind_rows(sqlx::query(&sql), &rows, entries)
+        .bind(new.0)
+        .bind(&new.1)
+        .bind(head.0)
+        .bind(&head.1)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("n")?;
+    Ok((n == 1).then_some((first, new)))
 }
 
 /// Chains entries onto the head and inserts them on `conn`, which must be inside the caller's
@@ -256,7 +391,7 @@ async fn commit(
 /// Takes the head row's lock, so the caller should do it last, just before committing.
 /// Returns the first entry's sequence number; with no entries it touches nothing and returns 0.
 pub async fn chain(conn: &mut AnyConnection, entries: &[&Entry]) -> Result<i64, sqlx::Error> {
-    chain_into(conn, None, entries).await
+    Ok(chain_into(conn, None, entries).await?.0)
 }
 
 /// [`chain`] for many entries at once (the index's bulk path): the entries are written through
@@ -266,16 +401,18 @@ pub(crate) async fn chain_staged(
     staging: &mut Staging,
     entries: &[&Entry],
 ) -> Result<i64, sqlx::Error> {
-    chain_into(conn, Some(staging), entries).await
+    Ok(chain_into(conn, Some(staging), entries).await?.0)
 }
 
+/// Locks and reads the head, chains `entries` onto it and writes them; returns the first
+/// sequence number and the new head. With no entries it touches nothing and returns 0.
 async fn chain_into(
     conn: &mut AnyConnection,
     staging: Option<&mut Staging>,
     entries: &[&Entry],
-) -> Result<i64, sqlx::Error> {
+) -> Result<(i64, Head), sqlx::Error> {
     if entries.is_empty() {
-        return Ok(0);
+        return Ok((0, (0, String::new())));
     }
     // Taking the head row's write lock first makes every appender, in any process, wait here
     // rather than read a head that is about to move; the same statement reads the head, one
@@ -283,39 +420,17 @@ async fn chain_into(
     let head = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
         .fetch_one(&mut *conn)
         .await?;
-    let mut seq: i64 = head.try_get("seq")?;
-    let mut prev: String = head.try_get("hash")?;
-    let first = seq + 1;
+    let head: Head = (head.try_get("seq")?, head.try_get("hash")?);
+    let first = head.0 + 1;
     // Chain the whole batch first, then write it in one statement: one round trip per batch
     // rather than per entry.
-    struct Row {
-        seq: i64,
-        at: String,
-        detail: String,
-        prev: String,
-        hash: String,
-    }
+    let (rows, new) = link(head, entries);
     let head_with_insert = staging.is_none() && conn.backend_name() == "PostgreSQL";
-    let mut rows = Vec::with_capacity(entries.len());
-    for entry in entries {
-        seq += 1;
-        let at = timestamp(&entry.at);
-        let detail = entry.detail.to_string();
-        let hash = digest(&prev, seq, &at, entry, &detail);
-        rows.push(Row {
-            seq,
-            at,
-            detail,
-            prev: std::mem::replace(&mut prev, hash.clone()),
-            hash,
-        });
-    }
     if let Some(staging) = staging {
         staging
             .insert(
                 conn,
-                "audit_log (seq, at, user_id, agency, role, action, child_id, purpose, outcome, \
-                 detail, prev_hash, hash)",
+                &format!("audit_log ({COLUMNS})"),
                 "",
                 rows.iter().zip(entries).map(|(row, entry)| {
                     [
@@ -335,67 +450,37 @@ async fn chain_into(
                 }),
             )
             .await?;
-    } else {
+    } else if head_with_insert {
         // On PostgreSQL the head moves in the same statement as the insert (a data-modifying
         // `WITH`, which always runs to completion): one round trip fewer for every batch.
-        // SQLite has no such `WITH`; there the head moves in a statement of its own below.
-        let mut sql = String::from(if head_with_insert {
-            "WITH appended AS (INSERT INTO audit_log (seq, at, user_id, agency, role, action, \
-             child_id, purpose, outcome, detail, prev_hash, hash) VALUES "
-        } else {
-            "INSERT INTO audit_log (seq, at, user_id, agency, role, action, child_id, purpose, \
-             outcome, detail, prev_hash, hash) VALUES "
-        });
-        for i in 0..rows.len() {
-            let p = i * 12;
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            sql.push_str(
-                &(1..=12)
-                    .map(|k| format!("${}", p + k))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            );
-            sql.push(')');
-        }
-        if head_with_insert {
-            let p = rows.len() * 12;
-            sql.push_str(&format!(
-                ") UPDATE audit_head SET seq = ${}, hash = ${} WHERE id = 1",
-                p + 1,
-                p + 2
-            ));
-        }
-        let mut insert = sqlx::query(&sql);
-        for (row, entry) in rows.iter().zip(entries) {
-            insert = insert
-                .bind(row.seq)
-                .bind(&row.at)
-                .bind(&entry.user)
-                .bind(&entry.agency)
-                .bind(&entry.role)
-                .bind(&entry.action)
-                .bind(entry.child.as_deref())
-                .bind(entry.purpose.as_deref())
-                .bind(&entry.outcome)
-                .bind(&row.detail)
-                .bind(&row.prev)
-                .bind(&row.hash);
-        }
-        if head_with_insert {
-            insert.bind(seq).bind(&prev).execute(&mut *conn).await?;
-            return Ok(first);
-        }
-        insert.execute(&mut *conn).await?;
+        let mut sql = String::from("WITH appended AS (");
+        insert_values(&mut sql, rows.len());
+        let p = rows.len() * 12;
+        sql.push_str(&format!(
+            ") UPDATE audit_head SET seq = ${}, hash = ${} WHERE id = 1",
+            p + 1,
+            p + 2
+        ));
+        bind_rows(sqlx::query(&sql), &rows, entries)
+            .bind(new.0)
+            .bind(&new.1)
+            .execute(&mut *conn)
+            .await?;
+        return Ok((first, new));
+    } else {
+        // SQLite has no data-modifying `WITH`: the head moves in a statement of its own below.
+        let mut sql = String::new();
+        insert_values(&mut sql, rows.len());
+        bind_rows(sqlx::query(&sql), &rows, entries)
+            .execute(&mut *conn)
+            .await?;
     }
     sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-        .bind(seq)
-        .bind(&prev)
+        .bind(new.0)
+        .bind(&new.1)
         .execute(&mut *conn)
         .await?;
-    Ok(first)
+    Ok((first, new))
 }
 
 /// Filters for the IG officer's audit query.
@@ -425,6 +510,7 @@ pub struct Query {
     pub before: Option<i64>,
 }
 
+/// The log's columns, in the order they are written and read.
 const COLUMNS: &str =
     "seq, at, user_id, agency, role, action, child_id, purpose, outcome, detail, prev_hash, hash";
 
@@ -1146,6 +1232,81 @@ mod tests {
             .unwrap();
         let v = verify(&store).await.unwrap();
         assert_eq!(v.problem.unwrap().seq, 17);
+    }
+
+    fn pending(users: &[&str]) -> Vec<Pending> {
+        users
+            .iter()
+            .map(|u| (entry(u), oneshot::channel().0))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_batch_chains_onto_the_head_it_left_unless_someone_else_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = test_store(dir.path()).await;
+        let pg = store.backend == Backend::Postgres;
+        let (mut held, mut known) = (None, None);
+        let first = commit(&store, &mut held, &mut known, &pending(&["a", "b"])).await;
+        assert_eq!(first.unwrap(), 1);
+        // Only PostgreSQL chains onto a head it did not read.
+        assert_eq!(known.as_ref().map(|h| h.0), pg.then_some(2));
+        let first = commit(&store, &mut held, &mut known, &pending(&["c"])).await;
+        assert_eq!(first.unwrap(), 3);
+        assert_eq!(known.as_ref().map(|h| h.0), pg.then_some(3));
+
+        // Someone else appends: another node, or a change recorded in its own transaction.
+        let mut conn = store.pool.acquire().await.unwrap();
+        let mut tx = store.begin_write_on(&mut conn).await.unwrap();
+        chain(&mut tx, &[&entry("other")]).await.unwrap();
+        tx.commit().await.unwrap();
+        if let Some(stale) = known.clone() {
+            // Onto a head that has moved, nothing is written.
+            let out = append_onto(&mut conn, stale, &[&entry("lost")]).await;
+            assert!(out.unwrap().is_none());
+        }
+        drop(conn);
+        let first = commit(&store, &mut held, &mut known, &pending(&["d", "e"])).await;
+        assert_eq!(first.unwrap(), 5);
+        assert_eq!(known.as_ref().map(|h| h.0), pg.then_some(6));
+
+        let v = verify(&store).await.unwrap();
+        assert_eq!((v.entries, v.problem), (6, None));
+        let users: Vec<String> = page(&store, 1, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.user)
+            .collect();
+        assert_eq!(users, ["a", "b", "c", "other", "d", "e"]);
+    }
+
+    #[tokio::test]
+    async fn two_writers_on_one_store_build_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = test_store(dir.path()).await;
+        let nodes = [
+            Auditor::start(store.clone(), None),
+            Auditor::start(store.clone(), None),
+        ];
+        let appends: Vec<_> = (0..200)
+            .map(|i| {
+                let a = nodes[i % 2].0.clone();
+                tokio::spawn(async move { a.append(entry(&format!("u{i}"))).await })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for a in appends {
+            seqs.push(a.await.unwrap().unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (1..=200).collect::<Vec<i64>>());
+        for (auditor, task) in nodes {
+            drop(auditor);
+            task.await.unwrap();
+        }
+        let v = verify(&store).await.unwrap();
+        assert_eq!((v.entries, v.problem), (200, None));
     }
 
     #[tokio::test]

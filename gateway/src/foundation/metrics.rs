@@ -87,6 +87,15 @@ pub static AUDIT_BATCH: LazyLock<Histogram> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static AUDIT_WAIT: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "weft_audit_wait_seconds",
+        "Time a request waits for its audit entry to be committed (queue, batch in flight, its own batch)",
+        vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0]
+    )
+    .expect("metric registers once")
+});
+
 pub static AUDIT_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "weft_audit_failures_total",

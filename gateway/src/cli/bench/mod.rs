@@ -479,6 +479,8 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
     load(args.concurrency, Duration::from_secs(1), move |n| warm(n)).await;
     let measured = call.clone();
     let cpu_before = cpu::gateway_cpu_ns();
+    let wait = &crate::foundation::metrics::AUDIT_WAIT;
+    let wait_before = (wait.get_sample_sum(), wait.get_sample_count());
     let gateway = load(
         args.concurrency,
         Duration::from_secs(args.seconds),
@@ -486,6 +488,10 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
     )
     .await;
     let cpu_after = cpu::gateway_cpu_ns();
+    let waited = (
+        wait.get_sample_sum() - wait_before.0,
+        wait.get_sample_count() - wait_before.1,
+    );
 
     // The same view as a page: a session made as signing in makes one, the page fetched with
     // its cookie.
@@ -576,6 +582,12 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
             if args.checkpoints { "on" } else { "off" }
         ),
         _ => println!("gateway CPU per view: not available on this platform"),
+    }
+    if waited.1 > 0 {
+        println!(
+            "audit wait per view: {:.2} ms on average (the batch being committed, then the view's own)",
+            waited.0 * 1000.0 / waited.1 as f64
+        );
     }
 
     serving.stop().await?;
