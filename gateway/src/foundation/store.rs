@@ -236,9 +236,14 @@ impl Store {
     /// (`BEGIN IMMEDIATE`): a deferred transaction that has read is refused the upgrade at once,
     /// whatever `busy_timeout` says, if another writer (the audit writer) committed meanwhile.
     pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        self.pool.begin_with(self.begin_statement()).await
+    }
+
+    /// The statement a write transaction begins with (see [`Store::begin_write`]).
+    fn begin_statement(&self) -> &'static str {
         match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
+            Backend::Sqlite => "BEGIN IMMEDIATE",
+            Backend::Postgres => "BEGIN",
         }
     }
 
@@ -268,10 +273,7 @@ impl Store {
         conn: &'c mut sqlx::AnyConnection,
     ) -> Result<sqlx::Transaction<'c, sqlx::Any>, sqlx::Error> {
         use sqlx::Connection;
-        match self.backend {
-            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => conn.begin().await,
-        }
+        conn.begin_with(self.begin_statement()).await
     }
 
     /// Refreshes PostgreSQL's statistics of the master child index's tables (a bulk import

@@ -12,6 +12,16 @@ pub const GATEWAY_THREAD: &str = "weft-gateway";
 /// CPU time so far of the threads whose name starts with [`GATEWAY_THREAD`], in nanoseconds;
 /// `None` where the kernel does not say.
 pub fn gateway_cpu_ns() -> Option<u64> {
+    threads_cpu_ns(|comm| comm.starts_with(GATEWAY_THREAD))
+}
+
+/// CPU time so far of every other thread of this process — in `weft bench view`, the load
+/// generator and the simulated sources — in nanoseconds.
+pub fn others_cpu_ns() -> Option<u64> {
+    threads_cpu_ns(|comm| !comm.starts_with(GATEWAY_THREAD))
+}
+
+fn threads_cpu_ns(counted: impl Fn(&str) -> bool) -> Option<u64> {
     let tasks = std::fs::read_dir("/proc/self/task").ok()?;
     let mut total = 0u64;
     let mut seen = false;
@@ -20,19 +30,50 @@ pub fn gateway_cpu_ns() -> Option<u64> {
         let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
             continue;
         };
-        if !comm.trim_end().starts_with(GATEWAY_THREAD) {
+        if !counted(comm.trim_end()) {
             continue;
         }
-        let ns = std::fs::read_to_string(dir.join("schedstat"))
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            .or_else(|| ticks(&dir).map(|t| t * 10_000_000));
-        if let Some(ns) = ns {
+        if let Some(ns) = on_cpu_ns(&dir) {
             total += ns;
             seen = true;
         }
     }
     seen.then_some(total)
+}
+
+/// Nanoseconds on the CPU of the task or process whose /proc directory is `dir`.
+fn on_cpu_ns(dir: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(dir.join("schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .or_else(|| ticks(dir).map(|t| t * 10_000_000))
+}
+
+/// CPU time so far of each PostgreSQL backend process in `pids` that runs on this machine
+/// (a process of that id named `postgres` in /proc), in nanoseconds by process id. Backends
+/// elsewhere, or gone, are left out.
+pub fn backends_cpu_ns(pids: &[i32]) -> std::collections::BTreeMap<i32, u64> {
+    pids.iter()
+        .filter_map(|&pid| {
+            let dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            (comm.trim_end() == "postgres").then_some(())?;
+            Some((pid, on_cpu_ns(&dir)?))
+        })
+        .collect()
+}
+
+/// The CPU the backends spent between two readings of [`backends_cpu_ns`]: a backend that
+/// started in between counts whole; one that ended in between is missed (so the figure is a
+/// lower bound when connections come and go).
+pub fn backends_spent_ns(
+    before: &std::collections::BTreeMap<i32, u64>,
+    after: &std::collections::BTreeMap<i32, u64>,
+) -> u64 {
+    after
+        .iter()
+        .map(|(pid, ns)| ns.saturating_sub(before.get(pid).copied().unwrap_or(0)))
+        .sum()
 }
 
 /// utime + stime from `stat`, in the kernel's USER_HZ ticks (100 a second on Linux).
@@ -76,6 +117,33 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backend_that_started_during_the_run_counts_whole_and_one_that_ended_is_missed() {
+        let before = std::collections::BTreeMap::from([(10, 1_000), (11, 5_000)]);
+        let after = std::collections::BTreeMap::from([(10, 4_000), (12, 700)]);
+        assert_eq!(backends_spent_ns(&before, &after), 3_000 + 700);
+    }
+
+    #[test]
+    fn a_process_that_is_not_postgres_is_not_read_as_a_backend() {
+        if std::fs::metadata("/proc/self").is_err() {
+            return;
+        }
+        let me = std::process::id() as i32;
+        assert!(backends_cpu_ns(&[me, -1]).is_empty());
+    }
+
+    #[test]
+    fn the_other_threads_are_this_process_without_the_gateway() {
+        if std::fs::metadata("/proc/self/task").is_err() {
+            return;
+        }
+        assert!(
+            others_cpu_ns().is_some(),
+            "the test's own thread is counted"
+        );
+    }
 
     #[test]
     fn counts_only_the_gateways_threads() {

@@ -479,6 +479,8 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
     load(args.concurrency, Duration::from_secs(1), move |n| warm(n)).await;
     let measured = call.clone();
     let cpu_before = cpu::gateway_cpu_ns();
+    let others_before = cpu::others_cpu_ns();
+    let pg_before = cpu::backends_cpu_ns(&backends(&store_url).await);
     let wait = &crate::foundation::metrics::AUDIT_WAIT;
     let wait_before = (wait.get_sample_sum(), wait.get_sample_count());
     let gateway = load(
@@ -488,6 +490,8 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
     )
     .await;
     let cpu_after = cpu::gateway_cpu_ns();
+    let others_after = cpu::others_cpu_ns();
+    let pg_after = cpu::backends_cpu_ns(&backends(&store_url).await);
     let waited = (
         wait.get_sample_sum() - wait_before.0,
         wait.get_sample_count() - wait_before.1,
@@ -573,15 +577,28 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
         "merged views per second: {:.0} (target at concurrency 64 with the audit on PostgreSQL: 2600)",
         gateway.rate()
     );
+    // Every figure per request answered or failed, over the measured load alone.
+    let requests = (gateway.latencies.len() + gateway.failures).max(1) as f64;
+    let per_view = |ns: u64| ns as f64 / 1000.0 / requests;
     match (cpu_before, cpu_after) {
         (Some(before), Some(after)) if !gateway.latencies.is_empty() => println!(
             "gateway CPU per view: {:.1} µs (the gateway's own threads only, over every request answered or failed; load generator and sources excluded; audit checkpoints {})",
-            after.saturating_sub(before) as f64
-                / 1000.0
-                / (gateway.latencies.len() + gateway.failures) as f64,
+            per_view(after.saturating_sub(before)),
             if args.checkpoints { "on" } else { "off" }
         ),
         _ => println!("gateway CPU per view: not available on this platform"),
+    }
+    if let (Some(before), Some(after)) = (others_before, others_after) {
+        println!(
+            "load generator and sources CPU per view: {:.1} µs (this process's other threads)",
+            per_view(after.saturating_sub(before))
+        );
+    }
+    if !pg_after.is_empty() {
+        println!(
+            "PostgreSQL CPU per view: {:.1} µs (its backends serving this database, read from this machine's /proc)",
+            per_view(cpu::backends_spent_ns(&pg_before, &pg_after))
+        );
     }
     if waited.1 > 0 {
         println!(
@@ -600,6 +617,27 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
     }
     drop(servers);
     Ok(())
+}
+
+/// The process ids of PostgreSQL's backends serving the benchmark's database (none when the
+/// store is SQLite, or PostgreSQL cannot be asked).
+async fn backends(url: &str) -> Vec<i32> {
+    use sqlx::Connection;
+    if !url.starts_with("postgres") {
+        return Vec::new();
+    }
+    let Ok(mut conn) = sqlx::postgres::PgConnection::connect(url).await else {
+        return Vec::new();
+    };
+    let pids = sqlx::query_scalar::<_, i32>(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+         AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap_or_default();
+    let _ = conn.close().await;
+    pids
 }
 
 fn bench_config(
