@@ -305,14 +305,6 @@ fn link(head: Head, entries: &[&Entry]) -> (Vec<Chained>, Head) {
     (rows, (seq, prev))
 }
 
-/// `INSERT INTO audit_log (…) ` and a `VALUES` list of `n` rows' placeholders, from `$1`.
-fn insert_values(sql: &mut String, n: usize) {
-    sql.push_str("INSERT INTO audit_log (");
-    sql.push_str(COLUMNS);
-    sql.push_str(") ");
-    values(sql, n);
-}
-
 /// `VALUES` and `n` rows of twelve placeholders each, from `$1`.
 fn values(sql: &mut String, n: usize) {
     use std::fmt::Write;
@@ -351,11 +343,13 @@ fn bind_rows<'q>(
     q
 }
 
-/// PostgreSQL only: chains `entries` onto `head` and, in one statement outside any
-/// transaction, moves the head from exactly there and inserts them — or, when the head is no
-/// longer there, does neither and returns `None`. The head's row lock makes this safe across
-/// nodes: an appender holding it is waited for, and once it commits the head no longer matches
-/// (read committed re-reads the row), so nothing is inserted.
+/// PostgreSQL only: chains `entries` onto `head` and, in one statement, moves the head from
+/// exactly there and inserts them — or, when the head is no longer there, does neither and
+/// returns `None`. Outside a transaction the statement commits as it returns, and the head's
+/// row lock makes it safe across nodes: an appender holding it is waited for, and once it
+/// commits the head no longer matches (read committed re-reads the row), so nothing is
+/// inserted. Under the head's lock (the locked path) it always finds the head where it was
+/// read.
 async fn append_onto(
     conn: &mut AnyConnection,
     head: Head,
@@ -421,11 +415,17 @@ async fn chain_into(
         .fetch_one(&mut *conn)
         .await?;
     let head: Head = (head.try_get("seq")?, head.try_get("hash")?);
+    if staging.is_none() && conn.backend_name() == "PostgreSQL" {
+        // On PostgreSQL the head moves in the same statement as the insert (a data-modifying
+        // `WITH`, which always runs to completion): one round trip fewer for every batch.
+        return append_onto(conn, head, entries)
+            .await?
+            .ok_or_else(|| sqlx::Error::Protocol("the audit head moved under its lock".into()));
+    }
     let first = head.0 + 1;
     // Chain the whole batch first, then write it in one statement: one round trip per batch
     // rather than per entry.
     let (rows, new) = link(head, entries);
-    let head_with_insert = staging.is_none() && conn.backend_name() == "PostgreSQL";
     if let Some(staging) = staging {
         staging
             .insert(
@@ -450,27 +450,10 @@ async fn chain_into(
                 }),
             )
             .await?;
-    } else if head_with_insert {
-        // On PostgreSQL the head moves in the same statement as the insert (a data-modifying
-        // `WITH`, which always runs to completion): one round trip fewer for every batch.
-        let mut sql = String::from("WITH appended AS (");
-        insert_values(&mut sql, rows.len());
-        let p = rows.len() * 12;
-        sql.push_str(&format!(
-            ") UPDATE audit_head SET seq = ${}, hash = ${} WHERE id = 1",
-            p + 1,
-            p + 2
-        ));
-        bind_rows(sqlx::query(&sql), &rows, entries)
-            .bind(new.0)
-            .bind(&new.1)
-            .execute(&mut *conn)
-            .await?;
-        return Ok((first, new));
     } else {
         // SQLite has no data-modifying `WITH`: the head moves in a statement of its own below.
-        let mut sql = String::new();
-        insert_values(&mut sql, rows.len());
+        let mut sql = format!("INSERT INTO audit_log ({COLUMNS}) ");
+        values(&mut sql, rows.len());
         bind_rows(sqlx::query(&sql), &rows, entries)
             .execute(&mut *conn)
             .await?;
