@@ -357,27 +357,68 @@ async fn append_onto(
 ) -> Result<Option<(i64, Head)>, sqlx::Error> {
     let first = head.0 + 1;
     let (rows, new) = link(head.clone(), entries);
-    let p = rows.len() * 12;
-    let mut sql = format!(
-        "WITH moved AS (UPDATE audit_head SET seq = ${}, hash = ${} \
-         WHERE id = 1 AND seq = ${} AND hash = ${} RETURNING 1), \
-         appended AS (INSERT INTO audit_log ({COLUMNS}) SELECT v.* FROM moved, (",
-        p + 1,
-        p + 2,
-        p + 3,
-        p + 4
-    );
-    values(&mut sql, rows.len());
-    sql.push_str(") AS v) SELECT count(*) AS n FROM moved");
-    let n: i64 = bind_rows(sqlx::query(&sql), &rows, entries)
+    let rows: Vec<JsonRow> = rows
+        .iter()
+        .zip(entries)
+        .map(|(row, entry)| JsonRow {
+            seq: row.seq,
+            at: &row.at,
+            user_id: &entry.user,
+            agency: &entry.agency,
+            role: &entry.role,
+            action: &entry.action,
+            child_id: entry.child.as_deref(),
+            purpose: entry.purpose.as_deref(),
+            outcome: &entry.outcome,
+            detail: &row.detail,
+            prev_hash: &row.prev,
+            hash: &row.hash,
+        })
+        .collect();
+    let rows = serde_json::to_string(&rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let n: i64 = sqlx::query(&APPEND_ONTO)
         .bind(new.0)
         .bind(&new.1)
         .bind(head.0)
         .bind(&head.1)
+        .bind(rows)
         .fetch_one(&mut *conn)
         .await?
         .try_get("n")?;
     Ok((n == 1).then_some((first, new)))
+}
+
+/// [`append_onto`]'s statement: the batch is one JSON array, so that every batch, whatever its
+/// size, runs the one statement. With a list of twelve placeholders an entry, each batch size
+/// was a statement of its own: more of them than a connection keeps prepared, each parsed and
+/// planned again, with its values, nearly every time it ran.
+static APPEND_ONTO: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH moved AS (UPDATE audit_head SET seq = $1, hash = $2 \
+         WHERE id = 1 AND seq = $3 AND hash = $4 RETURNING 1), \
+         appended AS (INSERT INTO audit_log ({COLUMNS}) SELECT v.* FROM moved, \
+         json_to_recordset(CAST($5 AS JSON)) AS v (seq BIGINT, at TEXT, user_id TEXT, \
+         agency TEXT, role TEXT, action TEXT, child_id TEXT, purpose TEXT, outcome TEXT, \
+         detail TEXT, prev_hash TEXT, hash TEXT)) \
+         SELECT count(*) AS n FROM moved"
+    )
+});
+
+/// An entry as [`APPEND_ONTO`] reads it, named as [`COLUMNS`] names them.
+#[derive(Serialize)]
+struct JsonRow<'a> {
+    seq: i64,
+    at: &'a str,
+    user_id: &'a str,
+    agency: &'a str,
+    role: &'a str,
+    action: &'a str,
+    child_id: Option<&'a str>,
+    purpose: Option<&'a str>,
+    outcome: &'a str,
+    detail: &'a str,
+    prev_hash: &'a str,
+    hash: &'a str,
 }
 
 /// Chains entries onto the head and inserts them on `conn`, which must be inside the caller's
@@ -1262,6 +1303,50 @@ mod tests {
             .map(|s| s.user)
             .collect();
         assert_eq!(users, ["a", "b", "c", "other", "d", "e"]);
+    }
+
+    /// Whatever an entry holds — no child or purpose, quotes, backslashes, line breaks, tabs,
+    /// other scripts — it is stored as given, on the locked path and the writer's one-statement
+    /// path alike (on PostgreSQL the batch travels as one JSON value).
+    #[tokio::test]
+    async fn an_entry_is_stored_as_given_whatever_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = test_store(dir.path()).await;
+        let odd = |user: &str| Entry {
+            user: user.into(),
+            agency: "la \"north\"\\ csc".into(),
+            child: None,
+            purpose: None,
+            outcome: "shown\n\tagain".into(),
+            detail: serde_json::json!({"note": "\"quoted\" \\ back\nslash \u{e9}t\u{e9} \u{1F600}", "n": [1, null]}),
+            ..entry(user)
+        };
+        let (mut held, mut known) = (None, None);
+        let batch = |users: &[&str]| -> Vec<Pending> {
+            users
+                .iter()
+                .map(|u| (odd(u), oneshot::channel().0))
+                .collect()
+        };
+        // The first batch takes the locked path, the second the writer's own.
+        commit(&store, &mut held, &mut known, &batch(&["a\u{2019}b", "c"]))
+            .await
+            .unwrap();
+        commit(&store, &mut held, &mut known, &batch(&["d"]))
+            .await
+            .unwrap();
+        let v = verify(&store).await.unwrap();
+        assert_eq!((v.entries, v.problem), (3, None));
+        let stored = page(&store, 1, None).await.unwrap();
+        for (s, user) in stored.iter().zip(["a\u{2019}b", "c", "d"]) {
+            let want = odd(user);
+            assert_eq!(s.user, want.user);
+            assert_eq!(s.agency, want.agency);
+            assert_eq!((s.child.as_deref(), s.purpose.as_deref()), (None, None));
+            assert_eq!(s.outcome, want.outcome);
+            let detail: serde_json::Value = serde_json::from_str(&s.detail).unwrap();
+            assert_eq!(detail, want.detail);
+        }
     }
 
     #[tokio::test]
