@@ -26,8 +26,9 @@ pub mod checkpoint;
 /// The hash before the first entry.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Most entries committed in one transaction; bounds the latency a batch adds, and keeps the
-/// batch's one INSERT (12 parameters an entry) well inside SQLite's and PostgreSQL's limits.
+/// Most entries committed in one transaction; bounds the latency a batch adds, and keeps
+/// SQLite's one INSERT a batch (12 parameters an entry) well inside its limit (PostgreSQL's
+/// batch is one JSON value, [`APPEND_ONTO`]).
 const MAX_BATCH: usize = 256;
 
 /// What happened, ready to be chained. `detail` carries the disclosure: lawful basis, categories
