@@ -1329,7 +1329,7 @@ mod tests {
                 .map(|u| (odd(u), oneshot::channel().0))
                 .collect()
         };
-        // The first batch takes the locked path, the second the writer's own.
+        // The first batch takes the locked path; on PostgreSQL the second takes the writer's own.
         commit(&store, &mut held, &mut known, &batch(&["a\u{2019}b", "c"]))
             .await
             .unwrap();
