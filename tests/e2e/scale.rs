@@ -24,12 +24,15 @@ async fn children_per_nhs_number(url: &str) -> Vec<i64> {
     .collect()
 }
 
-/// Warnings and errors, but the 503s `/readyz` answers the harness until the first pass is done.
+/// Warnings and errors, but the 503s `/readyz` answers the harness until the first pass is
+/// done, and sqlx's note that taking the index's lock took over a second: one node waits
+/// there while the other writes a batch, which on a loaded machine can take that long.
 fn problems(lines: Vec<String>) -> Vec<String> {
     lines
         .into_iter()
         .filter(|l| l.contains("WARN") || l.contains("ERROR"))
         .filter(|l| !(l.contains("tower_http") && l.contains("503 Service Unavailable")))
+        .filter(|l| !(l.contains("slow statement") && l.contains("UPDATE index_epoch")))
         .collect()
 }
 
