@@ -92,12 +92,14 @@ impl Index {
         batch_size: usize,
     ) -> Upserted {
         let mut done = Upserted::default();
-        let mut carried = None;
-        for (n, batch) in recs.chunks(batch_size.max(1)).enumerate() {
+        let mut left = Left::Nothing;
+        let batches: Vec<&[SourceRecord]> = recs.chunks(batch_size.max(1)).collect();
+        for (n, &batch) in batches.iter().enumerate() {
             // Counted apart, and added only once the batch has committed.
             let mut counted = Upserted::default();
+            let next = batches.get(n + 1).copied();
             let later = match self
-                .bulk_batch(source, batch, bulk_from, &mut carried, &mut counted)
+                .bulk_batch(source, batch, next, bulk_from, &mut left, &mut counted)
                 .await
             {
                 Ok(later) => {
@@ -154,95 +156,219 @@ impl Index {
     /// Places one batch's new records in one transaction; returns the positions of the
     /// records left for the incremental path, in order.
     ///
-    /// `carried` is the world an earlier batch of the call left, if it held the whole index:
-    /// used in place of reading the store again when no other change to the index came
-    /// between (the index's epoch moved by this batch's lock alone), and replaced by this
-    /// batch's world once it has committed.
-    async fn bulk_batch(
+    /// `left` is what the call's previous batch left ([`Left`]): a world that held the whole
+    /// index, placed in without reading the store again, or this batch already placed there
+    /// while the previous one was written — either only when no other change to the index
+    /// came between (the index's epoch moved by this batch's lock alone). It is replaced by
+    /// what this batch leaves once it has committed: while it is written, the call's `next`
+    /// batch is placed in its world, so that the store's work of writing one batch and the
+    /// gateway's of placing the next overlap.
+    async fn bulk_batch<'r>(
         &self,
         source: &str,
-        batch: &[SourceRecord],
+        batch: &'r [SourceRecord],
+        next: Option<&'r [SourceRecord]>,
         bulk_from: usize,
-        carried: &mut Option<Carried>,
+        left: &mut Left<'r>,
         done: &mut Upserted,
     ) -> Result<Vec<usize>, sqlx::Error> {
-        let stored: Vec<Stored> = batch.iter().map(Stored::new).collect();
         let store = &self.store;
         let mut conn = store.bulk_connection().await?;
         let mut tx = store.begin_write_on(&mut conn).await?;
         let epoch = store.lock_index(&mut tx).await?;
-        let kept = carried.take().filter(|c| c.epoch + 1 == epoch);
-        let existing = existing(&mut tx, source, batch).await?;
+        let (placed, mut world) = match std::mem::replace(left, Left::Nothing) {
+            Left::Ahead(a) if a.epoch + 1 == epoch => (a.placed, a.world),
+            Left::World(c) if c.epoch + 1 == epoch => {
+                self.place_batch(&mut tx, source, batch, bulk_from, Some(c.world), &[])
+                    .await?
+            }
+            _ => {
+                self.place_batch(&mut tx, source, batch, bulk_from, None, &[])
+                    .await?
+            }
+        };
+        done.records += placed.counted.records;
+        done.unchanged += placed.counted.unchanged;
+        done.flagged += placed.counted.flagged;
+        if placed.new.is_empty() {
+            tx.rollback().await?;
+            return Ok(placed.later);
+        }
+        // The next batch is placed ahead only in a world that is the whole index, and only
+        // when this batch leaves nothing to upsert one at a time (each upsert moves the epoch,
+        // which would void it).
+        let keep = world
+            .as_ref()
+            .is_some_and(|w| w.whole && w.known.len() <= CARRY_UP_TO);
+        let ahead_world = match next {
+            Some(_) if keep && placed.later.is_empty() => world.take(),
+            _ => None,
+        };
+        let clock = Instant::now();
+        let (written, placed_ahead) = tokio::join!(self.write_batch(tx, source, &placed), async {
+            match (next, ahead_world) {
+                (Some(next), Some(w)) => Some(
+                    self.place_ahead(source, next, bulk_from, w, &placed.new)
+                        .await,
+                ),
+                _ => None,
+            }
+        });
+        written?;
+        match placed_ahead {
+            Some(Ok((placed, world))) => {
+                *left = Left::Ahead(Ahead {
+                    epoch,
+                    placed,
+                    world,
+                })
+            }
+            Some(Err(e)) => {
+                // The next batch is placed again under its own lock.
+                tracing::debug!(error = %logged(&e), "the next batch was not placed ahead");
+            }
+            None => {
+                if let Some(world) = world.filter(|_| keep) {
+                    *left = Left::World(Carried { world, epoch });
+                }
+            }
+        }
+        done.read_ms += placed.counted.read_ms;
+        done.place_ms += placed.counted.place_ms;
+        done.write_ms += ms(clock);
+        done.records += placed.new.len();
+        done.bulk += placed.new.len();
+        done.flagged += placed.new.iter().filter(|n| n.stored.flagged).count();
+        Ok(placed.later)
+    }
+
+    /// Sorts a batch's records against the index — new, unchanged, or changed (left for the
+    /// incremental path) — and places the new ones in `kept`, or in a world read on `conn`.
+    /// `pending` are the new records of a batch being written meanwhile, which the store
+    /// will hold as they are. Returns the world only when the batch had enough new records
+    /// to place.
+    async fn place_batch<'r>(
+        &self,
+        conn: &mut AnyConnection,
+        source: &str,
+        batch: &'r [SourceRecord],
+        bulk_from: usize,
+        kept: Option<World>,
+        pending: &[New<'_>],
+    ) -> Result<(Placed<'r>, Option<World>), sqlx::Error> {
+        let mut counted = Upserted::default();
+        let mut stored = Vec::with_capacity(batch.len());
+        for (i, rec) in batch.iter().enumerate() {
+            stored.push(Some(Stored::new(rec)));
+            pause(i).await;
+        }
+        let mut existing = existing(conn, source, batch).await?;
+        if !pending.is_empty() {
+            let pending: HashMap<&str, &Stored> =
+                pending.iter().map(|n| (n.local_id, &n.stored)).collect();
+            for rec in batch {
+                if let Some(s) = pending.get(rec.local_id.as_str()) {
+                    existing.insert(rec.local_id.clone(), Existing::written(s));
+                }
+            }
+        }
         let mut seen = HashSet::with_capacity(batch.len());
         let (mut fresh, mut later) = (Vec::new(), Vec::new());
-        for (i, rec) in batch.iter().enumerate() {
+        for (i, (rec, s)) in batch.iter().zip(&stored).enumerate() {
             if !seen.insert(rec.local_id.as_str()) {
                 // The same record twice: the second is a change to the first.
                 later.push(i);
                 continue;
             }
-            match existing.get(&rec.local_id) {
-                None => fresh.push(i),
-                Some(e) if e.unchanged(&stored[i]) => {
-                    done.records += 1;
-                    done.unchanged += 1;
-                    done.flagged += usize::from(stored[i].flagged);
+            match (existing.get(&rec.local_id), s) {
+                (None, _) => fresh.push(i),
+                (Some(e), Some(s)) if e.unchanged(s) => {
+                    counted.records += 1;
+                    counted.unchanged += 1;
+                    counted.flagged += usize::from(s.flagged);
                 }
-                Some(_) => later.push(i),
+                (Some(_), _) => later.push(i),
             }
         }
         if fresh.is_empty() || fresh.len() < bulk_from {
-            tx.rollback().await?;
             later.extend(fresh);
             later.sort_unstable();
-            return Ok(later);
+            let placed = Placed {
+                new: Vec::new(),
+                placements: Vec::new(),
+                writes: Writes::default(),
+                later,
+                counted,
+            };
+            return Ok((placed, None));
         }
-        let new: Vec<New> = fresh
-            .iter()
-            .map(|&i| {
-                let form = stored[i].record.form();
-                New {
-                    local_id: batch[i].local_id.as_str(),
-                    stored: &stored[i],
-                    keys: self.matcher.split_keys(&stored[i].record),
-                    parts: Parts::of(&form),
-                    form,
-                }
-            })
-            .collect();
-        let ms = |t: Instant| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let mut new = Vec::with_capacity(fresh.len());
+        for (j, &i) in fresh.iter().enumerate() {
+            let Some(s) = stored[i].take() else { continue };
+            let form = s.record.form();
+            new.push(New {
+                local_id: batch[i].local_id.as_str(),
+                keys: self.matcher.split_keys(&s.record),
+                parts: Parts::of(&form),
+                form,
+                stored: s,
+            });
+            pause(j).await;
+        }
         let clock = Instant::now();
         let mut world = match kept {
-            Some(Carried { mut world, .. }) => {
-                world.next_batch(&mut tx, source, &new).await?;
+            Some(mut world) => {
+                world.next_batch(conn, source, &new).await?;
                 world
             }
-            None => World::load(&self.matcher, &mut tx, source, &new).await?,
+            None => World::load(&self.matcher, conn, source, &new).await?,
         };
-        let read = ms(clock);
+        counted.read_ms = ms(clock);
         let clock = Instant::now();
         let mut placements = Vec::with_capacity(new.len());
-        for n in &new {
-            let p = world.place(&self.matcher, &mut tx, source, n).await?;
-            world
-                .add(&self.matcher, &mut tx, source, n, &p.child)
-                .await?;
+        for (i, n) in new.iter().enumerate() {
+            let p = world.place(&self.matcher, conn, source, n).await?;
+            world.add(&self.matcher, conn, source, n, &p.child).await?;
             placements.push(p);
+            pause(i).await;
         }
-        let place = ms(clock);
-        let clock = Instant::now();
-        let mut staging = store.staging();
-        let written = match world
-            .write(
-                &self.matcher,
-                &mut tx,
-                &mut staging,
-                source,
-                &new,
-                &placements,
-            )
+        counted.place_ms = ms(clock);
+        let placed = Placed {
+            new,
+            placements,
+            writes: world.take_writes(),
+            later,
+            counted,
+        };
+        Ok((placed, Some(world)))
+    }
+
+    /// [`Index::place_batch`] for the call's next batch, on a connection of its own and
+    /// outside any transaction, while `pending` (the batch before it) is being written: what
+    /// it reads is the store as it was before that batch, which is the index as the next
+    /// batch will find it under its lock if the epoch shows nobody else wrote in between.
+    async fn place_ahead<'r>(
+        &self,
+        source: &str,
+        batch: &'r [SourceRecord],
+        bulk_from: usize,
+        world: World,
+        pending: &[New<'_>],
+    ) -> Result<(Placed<'r>, Option<World>), sqlx::Error> {
+        let mut conn = self.store.pool.acquire().await?;
+        self.place_batch(&mut conn, source, batch, bulk_from, Some(world), pending)
             .await
-        {
+    }
+
+    /// Writes a placed batch in `tx` and commits it.
+    async fn write_batch(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Any>,
+        source: &str,
+        placed: &Placed<'_>,
+    ) -> Result<(), sqlx::Error> {
+        let mut staging = self.store.staging();
+        let written = match write(&self.matcher, &mut tx, &mut staging, source, placed).await {
             Ok(()) => tx.commit().await,
             Err(e) => {
                 // Ended before the staging tables are dropped: a drop waits for it.
@@ -251,17 +377,22 @@ impl Index {
             }
         };
         staging.finish().await;
-        written?;
-        if world.whole && world.known.len() <= CARRY_UP_TO {
-            *carried = Some(Carried { world, epoch });
-        }
-        done.read_ms += read;
-        done.place_ms += place;
-        done.write_ms += ms(clock);
-        done.records += new.len();
-        done.bulk += new.len();
-        done.flagged += new.iter().filter(|n| n.stored.flagged).count();
-        Ok(later)
+        written
+    }
+}
+
+/// Milliseconds since `t`.
+fn ms(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Records a long loop handles between two yields to the runtime: the next batch is placed
+/// in the same task as this batch's write, which must keep feeding the store.
+const PAUSE_EVERY: usize = 64;
+
+async fn pause(i: usize) {
+    if i % PAUSE_EVERY == PAUSE_EVERY - 1 {
+        tokio::task::yield_now().await;
     }
 }
 
@@ -283,7 +414,7 @@ impl Upserted {
 /// the block is large) and its stored form.
 struct New<'a> {
     local_id: &'a str,
-    stored: &'a Stored,
+    stored: Stored,
     keys: Vec<(String, String, Option<Split>)>,
     form: String,
     parts: Parts,
@@ -301,6 +432,17 @@ struct Existing {
 }
 
 impl Existing {
+    /// A record as the store holds it once the batch placing it has committed.
+    fn written(s: &Stored) -> Existing {
+        Existing {
+            linked: true,
+            identifiers: s.identifiers.clone(),
+            demographics: s.demographics.clone(),
+            restricted: s.restricted,
+            has_link: true,
+        }
+    }
+
     /// Whether an upsert of `s` would change nothing: linked, with the same identifiers,
     /// demographics and restriction, and its link row written. (A restriction set or lifted
     /// changes nothing the matcher reads, but the record must be rewritten for it.)
@@ -368,6 +510,45 @@ struct Known {
     /// What a large block is split on, from the stored form.
     parts: Parts,
     child: Option<String>,
+}
+
+/// A batch sorted against the index, its new records placed in memory, not yet written.
+struct Placed<'r> {
+    new: Vec<New<'r>>,
+    placements: Vec<Placement>,
+    writes: Writes,
+    /// Positions of the records left for the incremental path, in order.
+    later: Vec<usize>,
+    /// The unchanged records, and the time read and placing took.
+    counted: Upserted,
+}
+
+/// What placing a batch changed in its world besides the records themselves.
+#[derive(Default)]
+struct Writes {
+    /// Children the batch created, in order.
+    created: Vec<String>,
+    /// Name counts the batch moved: comparison, value, and what it adds to `n` and `sq`.
+    terms: Vec<(Comparison, String, i64, i64)>,
+}
+
+/// What a batch leaves for the call's next one ([`Index::bulk_batch`]).
+enum Left<'r> {
+    Nothing,
+    /// Its world, which held the whole index.
+    World(Carried),
+    /// The next batch, placed in that world while this one was written.
+    Ahead(Ahead<'r>),
+}
+
+/// The call's next batch, placed while the batch before it was written ([`Index::bulk_batch`]).
+/// Placed in that batch's world, from what the store held before it: it stands only if that
+/// batch committed and the index's epoch, when the next batch takes the lock, is one past the
+/// epoch that batch wrote at.
+struct Ahead<'r> {
+    epoch: i64,
+    placed: Placed<'r>,
+    world: Option<World>,
 }
 
 /// A batch's world kept for the next batch of the same call, and the index's epoch at which
@@ -577,10 +758,31 @@ impl World {
         source: &str,
         new: &[New<'_>],
     ) -> Result<(), sqlx::Error> {
-        self.terms_read.clone_from(&self.terms);
-        self.created.clear();
         self.reserve(new);
         self.load_excluded(conn, source, new).await
+    }
+
+    /// Takes what placing the batch changed and has to be written; the world then holds it
+    /// as read, ready for the next batch.
+    fn take_writes(&mut self) -> Writes {
+        let mut terms: Vec<(Comparison, String, i64, i64)> = self
+            .terms
+            .iter()
+            .filter_map(|((c, v), (n, sq))| {
+                let (n0, sq0) = self
+                    .terms_read
+                    .get(&(*c, v.clone()))
+                    .copied()
+                    .unwrap_or((0, 0));
+                (n != &n0 || sq != &sq0).then(|| (*c, v.clone(), n - n0, sq - sq0))
+            })
+            .collect();
+        terms.sort_unstable_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
+        self.terms_read.clone_from(&self.terms);
+        Writes {
+            created: std::mem::take(&mut self.created),
+            terms,
+        }
     }
 
     /// Decisions a person made on the batch's records (a record the index never held has
@@ -945,155 +1147,144 @@ impl World {
         }
         Ok(())
     }
+}
 
-    /// Writes the batch: children, records, links and proposals, blocking keys, identifiers,
-    /// name counts, and one audit entry per link and proposal.
-    async fn write(
-        &self,
-        matcher: &Matcher,
-        conn: &mut AnyConnection,
-        staging: &mut Staging,
-        source: &str,
-        new: &[New<'_>],
-        placements: &[Placement],
-    ) -> Result<(), sqlx::Error> {
-        let now = chrono::Utc::now().to_rfc3339();
-        staging
-            .insert(
-                conn,
-                "children (id, created_at)",
-                "",
-                self.created
-                    .iter()
-                    .map(|c| [Cell::from(c.as_str()), now.as_str().into()]),
-            )
-            .await?;
-        staging.insert(
+/// Writes the batch: children, records, links and proposals, blocking keys, identifiers,
+/// name counts, and one audit entry per link and proposal.
+async fn write(
+    matcher: &Matcher,
+    conn: &mut AnyConnection,
+    staging: &mut Staging,
+    source: &str,
+    placed: &Placed<'_>,
+) -> Result<(), sqlx::Error> {
+    let (new, placements) = (&placed.new, &placed.placements);
+    let now = chrono::Utc::now().to_rfc3339();
+    staging
+        .insert(
             conn,
-            "source_records (source, local_id, child_id, identifiers, demographics, match_key, link_method, updated_at, restricted)",
+            "children (id, created_at)",
             "",
-            new.iter().zip(placements).map(|(n, p)| {
+            placed
+                .writes
+                .created
+                .iter()
+                .map(|c| [Cell::from(c.as_str()), now.as_str().into()]),
+        )
+        .await?;
+    staging.insert(
+        conn,
+        "source_records (source, local_id, child_id, identifiers, demographics, match_key, link_method, updated_at, restricted)",
+        "",
+        new.iter().zip(placements).map(|(n, p)| {
+            [
+                Cell::from(source),
+                n.local_id.into(),
+                p.child.as_str().into(),
+                n.stored.identifiers.as_str().into(),
+                n.stored.demographics.as_str().into(),
+                Cell::Text(n.stored.key.as_deref()),
+                p.method.as_str().into(),
+                now.as_str().into(),
+                Cell::Int(n.stored.restricted),
+            ]
+        }),
+    )
+    .await?;
+    let version = matcher.model.version.as_str();
+    let mut links = Vec::with_capacity(new.len() + new.len() / 8);
+    // (index into links, the child the record is linked to meanwhile, for a proposal)
+    let mut current: Vec<Option<&str>> = Vec::with_capacity(links.capacity());
+    for (n, p) in new.iter().zip(placements) {
+        links.push(NewLink::automatic(
+            source,
+            n.local_id,
+            &p.child,
+            &p.method,
+            p.scored.as_ref(),
+            version,
+        ));
+        current.push(None);
+        if let Some(review) = &p.review {
+            links.push(NewLink::proposal(source, n.local_id, review, version));
+            current.push(Some(&p.child));
+        }
+    }
+    let ids = NewLink::insert_many(conn, staging, &links).await?;
+    let mut keys = Vec::with_capacity(new.iter().map(|n| n.keys.len()).sum());
+    let mut identifiers = Vec::with_capacity(2 * new.len());
+    for n in new {
+        for (rule, key, split) in &n.keys {
+            let part = Split::stored(*split, &n.form);
+            keys.push((
+                rule.as_str(),
+                key.as_str(),
+                part,
+                n.local_id,
+                n.form.as_str(),
+            ));
+        }
+        for (kind, value) in n.stored.verified() {
+            identifiers.push([
+                Cell::from(kind),
+                value.into(),
+                source.into(),
+                n.local_id.into(),
+            ]);
+        }
+    }
+    // In the primary key's order: the index then grows page by page rather than taking
+    // each row at a random place, which is most of what writing the keys costs.
+    keys.sort_unstable();
+    staging
+        .insert(
+            conn,
+            "match_keys (rule, key, part, source, local_id, form)",
+            "",
+            keys.iter().map(|&(rule, key, part, local_id, form)| {
                 [
-                    Cell::from(source),
-                    n.local_id.into(),
-                    p.child.as_str().into(),
-                    n.stored.identifiers.as_str().into(),
-                    n.stored.demographics.as_str().into(),
-                    Cell::Text(n.stored.key.as_deref()),
-                    p.method.as_str().into(),
-                    now.as_str().into(),
-                    Cell::Int(n.stored.restricted),
+                    Cell::from(rule),
+                    key.into(),
+                    part.into(),
+                    source.into(),
+                    local_id.into(),
+                    form.into(),
                 ]
             }),
         )
         .await?;
-        let version = matcher.model.version.as_str();
-        let mut links = Vec::with_capacity(new.len() + new.len() / 8);
-        // (index into links, the child the record is linked to meanwhile, for a proposal)
-        let mut current: Vec<Option<&str>> = Vec::with_capacity(links.capacity());
-        for (n, p) in new.iter().zip(placements) {
-            links.push(NewLink::automatic(
-                source,
-                n.local_id,
-                &p.child,
-                &p.method,
-                p.scored.as_ref(),
-                version,
-            ));
-            current.push(None);
-            if let Some(review) = &p.review {
-                links.push(NewLink::proposal(source, n.local_id, review, version));
-                current.push(Some(&p.child));
-            }
-        }
-        let ids = NewLink::insert_many(conn, staging, &links).await?;
-        let mut keys = Vec::with_capacity(new.iter().map(|n| n.keys.len()).sum());
-        let mut identifiers = Vec::with_capacity(2 * new.len());
-        for n in new {
-            for (rule, key, split) in &n.keys {
-                let part = Split::stored(*split, &n.form);
-                keys.push((
-                    rule.as_str(),
-                    key.as_str(),
-                    part,
-                    n.local_id,
-                    n.form.as_str(),
-                ));
-            }
-            for (kind, value) in n.stored.verified() {
-                identifiers.push([
-                    Cell::from(kind),
-                    value.into(),
-                    source.into(),
-                    n.local_id.into(),
-                ]);
-            }
-        }
-        // In the primary key's order: the index then grows page by page rather than taking
-        // each row at a random place, which is most of what writing the keys costs.
-        keys.sort_unstable();
-        staging
-            .insert(
-                conn,
-                "match_keys (rule, key, part, source, local_id, form)",
-                "",
-                keys.iter().map(|&(rule, key, part, local_id, form)| {
-                    [
-                        Cell::from(rule),
-                        key.into(),
-                        part.into(),
-                        source.into(),
-                        local_id.into(),
-                        form.into(),
-                    ]
-                }),
-            )
-            .await?;
-        staging
-            .insert(
-                conn,
-                "record_identifiers (kind, value, source, local_id)",
-                "",
-                identifiers,
-            )
-            .await?;
-        let changed: Vec<(Comparison, &str, i64, i64)> = self
-            .terms
-            .iter()
-            .filter_map(|((c, v), (n, sq))| {
-                let (n0, sq0) = self
-                    .terms_read
-                    .get(&(*c, v.clone()))
-                    .copied()
-                    .unwrap_or((0, 0));
-                (n != &n0 || sq != &sq0).then_some((*c, v.as_str(), n - n0, sq - sq0))
-            })
-            .collect();
-        staging
-            .insert(
-                conn,
-                "match_terms (comparison, value, n, sq)",
-                "ON CONFLICT (comparison, value) DO UPDATE SET n = match_terms.n + excluded.n, \
-             sq = match_terms.sq + excluded.sq",
-                changed.iter().map(|(c, v, n, sq)| {
-                    [
-                        Cell::from(c.as_str()),
-                        (*v).into(),
-                        Cell::Int(*n),
-                        Cell::Int(*sq),
-                    ]
-                }),
-            )
-            .await?;
-        let entries: Vec<Entry> = links
-            .iter()
-            .zip(&ids)
-            .zip(&current)
-            .map(|((l, id), current)| l.entry(id, *current))
-            .collect();
-        audit::chain_staged(conn, staging, &entries.iter().collect::<Vec<_>>()).await?;
-        Ok(())
-    }
+    staging
+        .insert(
+            conn,
+            "record_identifiers (kind, value, source, local_id)",
+            "",
+            identifiers,
+        )
+        .await?;
+    staging
+        .insert(
+            conn,
+            "match_terms (comparison, value, n, sq)",
+            "ON CONFLICT (comparison, value) DO UPDATE SET n = match_terms.n + excluded.n, \
+         sq = match_terms.sq + excluded.sq",
+            placed.writes.terms.iter().map(|(c, v, n, sq)| {
+                [
+                    Cell::from(c.as_str()),
+                    v.as_str().into(),
+                    Cell::Int(*n),
+                    Cell::Int(*sq),
+                ]
+            }),
+        )
+        .await?;
+    let entries: Vec<Entry> = links
+        .iter()
+        .zip(&ids)
+        .zip(&current)
+        .map(|((l, id), current)| l.entry(id, *current))
+        .collect();
+    audit::chain_staged(conn, staging, &entries.iter().collect::<Vec<_>>()).await?;
+    Ok(())
 }
 
 /// A record's verified national identifier of a kind, as the index looks it up.
@@ -1427,82 +1618,125 @@ mod tests {
             .collect()
     }
 
-    /// A batch uses the world the call's previous batch left only while nothing else changed
-    /// the index: a record placed by another writer in between is read and found (a kept
-    /// world would miss it), and when nothing changed the kept world is what places the batch
-    /// (rows removed behind the epoch's back are still found in it).
+    /// A batch uses the world the call's previous batch left, or its own records placed
+    /// ahead in that world while the previous batch was written, only while nothing else
+    /// changed the index: a record placed by another writer in between is read and found (a
+    /// kept world, or a placement made before it, would miss it), and when nothing changed
+    /// the kept world is what places the batch (rows removed behind the epoch's back are
+    /// still found in it).
     #[tokio::test]
     async fn a_batch_keeps_the_previous_batchs_world_only_while_nobody_else_changed_the_index() {
+        for placed_ahead in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (index, _db) = index(dir.path()).await;
+            let eleanor = |id: &str| {
+                rec(
+                    id,
+                    &[],
+                    "Eleanor",
+                    "Hartley",
+                    "2015-03-04",
+                    "female",
+                    Some("LS1 4AB"),
+                )
+            };
+            let child_of = |local_id: &'static str| {
+                let pool = index.store().pool.clone();
+                async move {
+                    sqlx::query("SELECT child_id FROM source_records WHERE local_id = $1")
+                        .bind(local_id)
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap()
+                        .try_get::<String, _>("child_id")
+                        .unwrap()
+                }
+            };
+            let batch = |first: SourceRecord, from: usize| {
+                let mut b = vec![first];
+                b.extend(strangers(from, 5));
+                b
+            };
+            let batches = [
+                strangers(0, 5),
+                batch(eleanor("s1"), 10),
+                batch(eleanor("s2"), 20),
+            ];
+            let next = |i: usize| {
+                batches
+                    .get(i + 1)
+                    .map(Vec::as_slice)
+                    .filter(|_| placed_ahead)
+            };
+            let mut left = Left::Nothing;
+            let mut done = Upserted::default();
+            // A first batch: the index was empty, so its world is the whole index and is
+            // kept, or the next batch is placed in it.
+            index
+                .bulk_batch("census", &batches[0], next(0), 1, &mut left, &mut done)
+                .await
+                .unwrap();
+            assert!(match left {
+                Left::World(_) => !placed_ahead,
+                Left::Ahead(_) => placed_ahead,
+                Left::Nothing => false,
+            });
+            // Another writer places a record between the batches: the next batch reads again.
+            index.upsert("police", &eleanor("p1")).await.unwrap();
+            index
+                .bulk_batch("census", &batches[1], next(1), 1, &mut left, &mut done)
+                .await
+                .unwrap();
+            assert_eq!(child_of("s1").await, child_of("p1").await);
+            // Nobody else writes now: the next batch is placed in the kept world, which still
+            // holds the blocking keys removed here without moving the epoch.
+            assert!(match left {
+                Left::World(_) => !placed_ahead,
+                Left::Ahead(_) => placed_ahead,
+                Left::Nothing => false,
+            });
+            sqlx::query("DELETE FROM match_keys")
+                .execute(&index.store().pool)
+                .await
+                .unwrap();
+            index
+                .bulk_batch("census", &batches[2], next(2), 1, &mut left, &mut done)
+                .await
+                .unwrap();
+            assert_eq!(child_of("s2").await, child_of("p1").await);
+            assert_eq!(done.bulk, 17);
+        }
+    }
+
+    /// A batch placed ahead counts the previous batch's records as the index will hold them
+    /// once it commits: the same record again is unchanged, and a changed one is left for
+    /// the incremental path, as they would be had the batch been sorted after that commit.
+    #[tokio::test]
+    async fn a_batch_placed_ahead_sees_the_records_of_the_batch_being_written() {
         let dir = tempfile::tempdir().unwrap();
         let (index, _db) = index(dir.path()).await;
-        let eleanor = |id: &str| {
-            rec(
-                id,
-                &[],
-                "Eleanor",
-                "Hartley",
-                "2015-03-04",
-                "female",
-                Some("LS1 4AB"),
-            )
-        };
-        let child_of = |local_id: &'static str| {
-            let pool = index.store().pool.clone();
-            async move {
-                sqlx::query("SELECT child_id FROM source_records WHERE local_id = $1")
-                    .bind(local_id)
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap()
-                    .try_get::<String, _>("child_id")
-                    .unwrap()
-            }
-        };
-        let mut carried = None;
+        let first = strangers(0, 6);
+        let mut changed = first[1].clone();
+        changed.demographics.postcode = Some("YO1 7HH".into());
+        let second = vec![first[0].clone(), changed];
+        let mut left = Left::Nothing;
         let mut done = Upserted::default();
-        let batch = |first: SourceRecord, from: usize| {
-            let mut b = vec![first];
-            b.extend(strangers(from, 5));
-            b
+        index
+            .bulk_batch("census", &first, Some(&second), 1, &mut left, &mut done)
+            .await
+            .unwrap();
+        let Left::Ahead(Ahead { placed, .. }) = &left else {
+            panic!("the second batch was not placed ahead");
         };
-        // A first batch: the index was empty, so its world is the whole index and is kept.
-        index
-            .bulk_batch("census", &strangers(0, 5), 1, &mut carried, &mut done)
+        assert_eq!(placed.later, vec![1]);
+        assert!(placed.new.is_empty());
+        assert_eq!((placed.counted.records, placed.counted.unchanged), (1, 1));
+        let later = index
+            .bulk_batch("census", &second, None, 1, &mut left, &mut done)
             .await
             .unwrap();
-        assert!(carried.is_some());
-        // Another writer places a record between the batches: the next batch reads again.
-        index.upsert("police", &eleanor("p1")).await.unwrap();
-        index
-            .bulk_batch(
-                "census",
-                &batch(eleanor("s1"), 10),
-                1,
-                &mut carried,
-                &mut done,
-            )
-            .await
-            .unwrap();
-        assert_eq!(child_of("s1").await, child_of("p1").await);
-        // Nobody else writes now: the next batch is placed in the kept world, which still
-        // holds the blocking keys removed here without moving the epoch.
-        assert!(carried.is_some());
-        sqlx::query("DELETE FROM match_keys")
-            .execute(&index.store().pool)
-            .await
-            .unwrap();
-        index
-            .bulk_batch(
-                "census",
-                &batch(eleanor("s2"), 20),
-                1,
-                &mut carried,
-                &mut done,
-            )
-            .await
-            .unwrap();
-        assert_eq!(child_of("s2").await, child_of("p1").await);
-        assert_eq!(done.bulk, 17);
+        assert_eq!(later, vec![1]);
+        assert_eq!((done.bulk, done.unchanged), (6, 1));
     }
 
     /// A UPN held by a child whose records carry another verified NHS number than the new
