@@ -257,11 +257,6 @@ impl Index {
         pending: &[New<'_>],
     ) -> Result<(Placed<'r>, Option<World>), sqlx::Error> {
         let mut counted = Upserted::default();
-        let mut stored = Vec::with_capacity(batch.len());
-        for (i, rec) in batch.iter().enumerate() {
-            stored.push(Some(Stored::new(rec)));
-            pause(i).await;
-        }
         let mut existing = existing(conn, source, batch).await?;
         if !pending.is_empty() {
             let pending: HashMap<&str, &Stored> =
@@ -274,24 +269,26 @@ impl Index {
         }
         let mut seen = HashSet::with_capacity(batch.len());
         let (mut fresh, mut later) = (Vec::new(), Vec::new());
-        for (i, (rec, s)) in batch.iter().zip(&stored).enumerate() {
+        for (i, rec) in batch.iter().enumerate() {
+            pause(i).await;
             if !seen.insert(rec.local_id.as_str()) {
                 // The same record twice: the second is a change to the first.
                 later.push(i);
                 continue;
             }
-            match (existing.get(&rec.local_id), s) {
-                (None, _) => fresh.push(i),
-                (Some(e), Some(s)) if e.unchanged(s) => {
+            let s = Stored::new(rec);
+            match existing.get(&rec.local_id) {
+                None => fresh.push((i, s)),
+                Some(e) if e.unchanged(&s) => {
                     counted.records += 1;
                     counted.unchanged += 1;
                     counted.flagged += usize::from(s.flagged);
                 }
-                (Some(_), _) => later.push(i),
+                Some(_) => later.push(i),
             }
         }
         if fresh.is_empty() || fresh.len() < bulk_from {
-            later.extend(fresh);
+            later.extend(fresh.into_iter().map(|(i, _)| i));
             later.sort_unstable();
             let placed = Placed {
                 new: Vec::new(),
@@ -303,8 +300,7 @@ impl Index {
             return Ok((placed, None));
         }
         let mut new = Vec::with_capacity(fresh.len());
-        for (j, &i) in fresh.iter().enumerate() {
-            let Some(s) = stored[i].take() else { continue };
+        for (j, (i, s)) in fresh.into_iter().enumerate() {
             let form = s.record.form();
             new.push(New {
                 local_id: batch[i].local_id.as_str(),
@@ -765,7 +761,7 @@ impl World {
     /// Takes what placing the batch changed and has to be written; the world then holds it
     /// as read, ready for the next batch.
     fn take_writes(&mut self) -> Writes {
-        let mut terms: Vec<(Comparison, String, i64, i64)> = self
+        let terms: Vec<(Comparison, String, i64, i64)> = self
             .terms
             .iter()
             .filter_map(|((c, v), (n, sq))| {
@@ -777,7 +773,6 @@ impl World {
                 (n != &n0 || sq != &sq0).then(|| (*c, v.clone(), n - n0, sq - sq0))
             })
             .collect();
-        terms.sort_unstable_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
         self.terms_read.clone_from(&self.terms);
         Writes {
             created: std::mem::take(&mut self.created),
