@@ -1121,4 +1121,49 @@ mod tests {
         assert_eq!(ids(&b), ["1"]);
         assert_eq!(ids(&c), ["4"]);
     }
+
+    /// A changed record's blocking keys replace its old ones (found by its local id, through
+    /// PostgreSQL's hash index on it), and nobody else's go with them: not another record of
+    /// its source, nor the record with the same local id in another source.
+    #[tokio::test]
+    async fn a_changed_record_keeps_only_its_new_blocking_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = crate::foundation::store::test_store(dir.path()).await;
+        let index = Index::new(store);
+        let keys = |source: &'static str, id: &'static str| {
+            let pool = index.store.pool.clone();
+            async move {
+                let rows = sqlx::query(
+                    "SELECT rule, key FROM match_keys WHERE source = $1 AND local_id = $2",
+                )
+                .bind(source)
+                .bind(id)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                rows.iter()
+                    .map(|r| (r.get::<String, _>("rule"), r.get::<String, _>("key")))
+                    .collect::<BTreeSet<_>>()
+            }
+        };
+        let first = rec("s1", &[], "Okafor", "Chidi", "2014-05-06");
+        let sister = rec("s2", &[], "Okafor", "Adaeze", "2016-01-02");
+        let changed = rec("s1", &[], "Mensah", "Chidi", "2014-06-05");
+        for (source, r) in [("school", &first), ("school", &sister), ("health", &first)] {
+            index.upsert(source, r).await.unwrap();
+        }
+        let held = |r: &SourceRecord| -> BTreeSet<(String, String)> {
+            index
+                .matcher
+                .keys(&Stored::new(r).record)
+                .into_iter()
+                .collect()
+        };
+        assert_eq!(keys("school", "s1").await, held(&first));
+        index.upsert("school", &changed).await.unwrap();
+        assert_eq!(keys("school", "s1").await, held(&changed));
+        assert_ne!(held(&changed), held(&first));
+        assert_eq!(keys("school", "s2").await, held(&sister));
+        assert_eq!(keys("health", "s1").await, held(&first));
+    }
 }
