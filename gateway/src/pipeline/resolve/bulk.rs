@@ -28,8 +28,9 @@ use weft_adapters::SourceRecord;
 use weft_matching::{Comparison, Record, Scorer};
 
 use super::linkage::{
-    by_identifiers, counted, identifiers_conflict, refused_upn, stored_record, Candidate, Matcher,
-    NewLink, Parts, Placement, Proposal, Split, MAX_CANDIDATES, POSSIBLE, SPLIT_OVER,
+    by_identifiers, counted, identifiers_conflict, refused_upn, stored_record, upn_only_holder,
+    Candidate, Matcher, NewLink, Parts, Placement, Proposal, Split, MAX_CANDIDATES, POSSIBLE,
+    SPLIT_OVER,
 };
 use super::{Index, Stored};
 use crate::foundation::audit::{self, Entry};
@@ -943,9 +944,9 @@ impl World {
                     .map(|child| (kind, child))
             })
             .collect();
-        let refused = match holders.first() {
-            Some(&("upn", ref child)) if record.nhs_number.is_some() => {
-                self.load_children(conn, vec![child.clone()]).await?;
+        let refused = match upn_only_holder(record, &holders) {
+            Some(child) => {
+                self.load_children(conn, vec![child.to_string()]).await?;
                 let kin = self
                     .children
                     .get(child)
@@ -953,7 +954,7 @@ impl World {
                     .unwrap_or_default();
                 refused_upn(record, child, kin)
             }
-            _ => None,
+            None => None,
         };
         if refused.is_none() {
             if let Some(placed) = by_identifiers(holders) {

@@ -644,12 +644,12 @@ impl Matcher {
                 }
             }
         }
-        let refused = match holders.first() {
-            Some(&("upn", ref child)) if record.nhs_number.is_some() => {
+        let refused = match upn_only_holder(record, &holders) {
+            Some(child) => {
                 let kin = self.records_of(conn, child, None).await?;
                 refused_upn(record, child, &kin)
             }
-            _ => None,
+            None => None,
         };
         if refused.is_none() {
             if let Some(placed) = by_identifiers(holders) {
@@ -1070,6 +1070,20 @@ pub(crate) fn by_identifiers(holders: Vec<(&'static str, String)>) -> Option<Pla
         scored: None,
         review,
     })
+}
+
+/// The child a record's UPN would link it to when no child holds its NHS number, if the record
+/// carries one: that child's records decide whether [`refused_upn`] refuses the link. `holders`
+/// are as [`by_identifiers`] takes them, the NHS number's holder first. Both paths ask this
+/// before they read the child's records, so they cannot disagree on when the check runs.
+pub(crate) fn upn_only_holder<'h>(
+    record: &Record,
+    holders: &'h [(&'static str, String)],
+) -> Option<&'h str> {
+    match holders.first() {
+        Some(("upn", child)) if record.nhs_number.is_some() => Some(child),
+        _ => None,
+    }
 }
 
 /// A UPN that would link a record to a child holding a verified NHS number other than the
