@@ -31,7 +31,8 @@ use weft_adapters::file::{self, FileConfig, Found, ImportError, Imported};
 use weft_adapters::AdapterConfig;
 
 use crate::foundation::config::SourceConfig;
-use crate::foundation::store::{Cell, Store};
+use crate::foundation::store::{Backend, Cell, Store};
+use crate::pipeline::resolve::bulk::After;
 use crate::pipeline::resolve::Index;
 use crate::read::area::facts::{self, Facts};
 
@@ -73,7 +74,9 @@ pub struct ImportReport {
     /// (they are retried by the index's next pass over the source).
     pub indexed: usize,
     pub index_failures: usize,
-    /// Milliseconds spent reading and parsing, writing the import store, and indexing.
+    /// Milliseconds spent reading and parsing, writing the import store, and indexing. On
+    /// PostgreSQL the index places the records while the import store is written, so the last
+    /// two overlap.
     pub parse_ms: u64,
     pub apply_ms: u64,
     pub index_ms: u64,
@@ -372,66 +375,93 @@ pub async fn import(
             }
         }
     }
-    // A first import adds every record: COPY on PostgreSQL, multi-row statements on SQLite,
-    // not one statement per record.
-    let mut staging = store.staging();
-    staging
-        .insert(
-            &mut tx,
-            "import_records (source, local_id, digest, record, imported_at)",
-            "",
-            added,
-        )
-        .await?;
-    let gone: Vec<&String> = existing.keys().collect();
-    for chunk in gone.chunks(500) {
-        let mut sql =
-            String::from("DELETE FROM import_records WHERE source = $1 AND local_id IN (");
-        for i in 0..chunk.len() {
-            sql.push_str(&format!("{}${}", if i == 0 { "" } else { ", " }, i + 2));
+    // The index places the added and changed records while the import writes them: the
+    // store's work on the one and the gateway's on the other overlap. Nothing of the index
+    // commits before the import has ([`After`]), so an import that fails leaves the index as
+    // it was. SQLite takes one writer at a time: there the index starts once the import has
+    // committed.
+    let (applied, after) = After::channel();
+    let apply = async {
+        let mut staging = store.staging();
+        let written: Result<(), ImportFailure> = async {
+            // A first import adds every record: COPY on PostgreSQL, multi-row statements on
+            // SQLite, not one statement per record.
+            staging
+                .insert(
+                    &mut tx,
+                    "import_records (source, local_id, digest, record, imported_at)",
+                    "",
+                    added,
+                )
+                .await?;
+            let gone: Vec<&String> = existing.keys().collect();
+            for chunk in gone.chunks(500) {
+                let mut sql =
+                    String::from("DELETE FROM import_records WHERE source = $1 AND local_id IN (");
+                for i in 0..chunk.len() {
+                    sql.push_str(&format!("{}${}", if i == 0 { "" } else { ", " }, i + 2));
+                }
+                sql.push(')');
+                let mut q = sqlx::query(&sql).bind(source);
+                for id in chunk {
+                    q = q.bind(id.as_str());
+                }
+                q.execute(&mut *tx).await?;
+                report.removed += chunk.len();
+            }
+            facts::insert(&mut tx, &mut staging, source, &derived).await?;
+            report.outcome = "applied";
+            insert_run(
+                &mut tx,
+                source,
+                &started,
+                "applied",
+                &files,
+                &report,
+                &report.warnings,
+            )
+            .await?;
+            audited(&mut tx, source, &report, None).await?;
+            tx.commit().await?;
+            Ok(())
         }
-        sql.push(')');
-        let mut q = sqlx::query(&sql).bind(source);
-        for id in chunk {
-            q = q.bind(id.as_str());
+        .await;
+        if written.is_ok() {
+            applied.send(true);
+            staging.finish().await;
         }
-        q.execute(&mut *tx).await?;
-        report.removed += chunk.len();
-    }
-    facts::insert(&mut tx, &mut staging, source, &derived).await?;
-    report.outcome = "applied";
-    insert_run(
-        &mut tx,
-        source,
-        &started,
-        "applied",
-        &files,
-        &report,
-        &report.warnings,
-    )
-    .await?;
-    audited(&mut tx, source, &report, None).await?;
-    tx.commit().await?;
-    staging.finish().await;
-    report.apply_ms = ms(clock);
-    let clock = std::time::Instant::now();
-    let mut recs = Vec::with_capacity(to_index.len());
-    for json in to_index {
-        // Neither error is logged in full: serde's and the database's can quote the record.
-        match serde_json::from_str::<Imported>(json) {
-            Ok(r) => recs.push(r.record),
-            Err(e) => {
-                tracing::warn!(source, category = ?e.classify(), "imported record unreadable");
-                report.index_failures += 1;
+        report.apply_ms = ms(clock);
+        written
+    };
+    let indexing = async {
+        if store.backend == Backend::Sqlite && !after.applied().await {
+            return None;
+        }
+        let clock = std::time::Instant::now();
+        let mut recs = Vec::with_capacity(to_index.len());
+        let mut unreadable = 0;
+        for json in to_index {
+            // Neither error is logged in full: serde's and the database's can quote the record.
+            match serde_json::from_str::<Imported>(json) {
+                Ok(r) => recs.push(r.record),
+                Err(e) => {
+                    tracing::warn!(source, category = ?e.classify(), "imported record unreadable");
+                    unreadable += 1;
+                }
             }
         }
+        // A first or large import goes through the index's bulk path; a few changed records
+        // are upserted one at a time (`resolve::bulk::BULK_FROM`).
+        let done = index.upsert_many_after(source, &recs, &after).await;
+        Some((done, unreadable, ms(clock)))
+    };
+    let (written, indexed) = tokio::join!(apply, indexing);
+    written?;
+    if let Some((done, unreadable, index_ms)) = indexed {
+        report.indexed += done.records;
+        report.index_failures += unreadable + done.failed;
+        report.index_ms = index_ms;
     }
-    // A first or large import goes through the index's bulk path; a few changed records are
-    // upserted one at a time (`resolve::bulk::BULK_FROM`).
-    let done = index.upsert_many(source, &recs).await;
-    report.indexed += done.records;
-    report.index_failures += done.failed;
-    report.index_ms = ms(clock);
     tracing::info!(
         source,
         records = report.records,
@@ -751,6 +781,76 @@ mod tests {
             .iter()
             .map(|r| (r.get("local_id"), r.get("digest"), r.get("imported_at")))
             .collect()
+    }
+
+    /// The index places a large import's records while the import store is written (on
+    /// PostgreSQL): an import that fails at its last step leaves the index as it was, and the
+    /// same drop imported again indexes every record.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_import_that_fails_leaves_the_index_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = crate::foundation::store::test_store(dir.path()).await;
+        let index = Index::new(store.clone());
+        let drop = dir.path().join("drop");
+        std::fs::create_dir(&drop).unwrap();
+        let cfg = config(&drop);
+        // Enough pupils for the index's bulk path.
+        let pupils = 3 * crate::pipeline::resolve::bulk::BULK_FROM;
+        std::fs::write(
+            drop.join("pupils.csv"),
+            weft_sim::census::pupils_csv(5, pupils),
+        )
+        .unwrap();
+        let count = |table: &'static str| {
+            let pool = store.pool.clone();
+            async move {
+                sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+                    .get::<i64, _>("n")
+            }
+        };
+        let tables = [
+            "import_records",
+            "children",
+            "source_records",
+            "match_links",
+            "match_keys",
+        ];
+        // The area facts, written after the records, cannot be: the import fails late.
+        let rename = |from: &'static str, to: &'static str| {
+            let pool = store.pool.clone();
+            async move {
+                sqlx::query(&format!("ALTER TABLE {from} RENAME TO {to}"))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+        };
+        rename("area_facts", "area_facts_away").await;
+        let failed = import(&store, &index, "school", &cfg, Options::default()).await;
+        assert!(matches!(failed, Err(ImportFailure::Store(_))), "{failed:?}");
+        for t in tables {
+            assert_eq!(
+                count(t).await,
+                0,
+                "{t}: nothing of the import or its index applied"
+            );
+        }
+        rename("area_facts_away", "area_facts").await;
+        let done = import(&store, &index, "school", &cfg, Options::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            (done.added, done.indexed, done.index_failures),
+            (pupils, pupils, 0)
+        );
+        let n = i64::try_from(pupils).unwrap();
+        assert_eq!(count("import_records").await, n);
+        assert_eq!(count("source_records").await, n);
+        let verified = crate::foundation::audit::verify(&store).await.unwrap();
+        assert_eq!(verified.problem, None);
     }
 
     #[tokio::test(flavor = "multi_thread")]

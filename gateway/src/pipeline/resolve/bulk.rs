@@ -16,7 +16,9 @@
 //! Each batch is one transaction holding the index's write lock
 //! ([`crate::foundation::store::Store::lock_index`]): the rows are written with multi-row
 //! statements, and every link and proposal is one entry of the audit chain, appended in the
-//! same transaction — a failed audit write leaves nothing applied.
+//! same transaction — a failed audit write leaves nothing applied. A call may run beside the
+//! write it belongs to (an import's own records, [`After`]): its batches are placed and
+//! written meanwhile, and none commits before that write has.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
@@ -46,6 +48,62 @@ pub const BULK_FROM: usize = 100;
 /// Records placed in one transaction. Bounds the memory a batch holds and how long it holds
 /// the index's write lock; later batches find the earlier ones in the store.
 pub const BATCH: usize = 50_000;
+
+/// Whether the write a bulk call belongs to has committed — an import's own records, written
+/// while the index places them. The call's batches wait for it before they chain their audit
+/// entries (the import's own entry takes the audit chain's lock first) and commit; if it
+/// failed, they roll back and nothing of the call is applied.
+#[derive(Clone)]
+pub struct After(tokio::sync::watch::Receiver<Option<bool>>);
+
+/// The other end of [`After`], held by the write: [`Applied::send`] once it has committed or
+/// failed; dropped unsent, it says failed.
+pub struct Applied(tokio::sync::watch::Sender<Option<bool>>);
+
+impl After {
+    pub fn channel() -> (Applied, After) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        (Applied(tx), After(rx))
+    }
+
+    /// Waits until the write has ended; whether it committed.
+    pub async fn applied(&self) -> bool {
+        let mut rx = self.0.clone();
+        rx.wait_for(Option::is_some)
+            .await
+            .is_ok_and(|v| *v == Some(true))
+    }
+
+    /// Whether the write has already failed.
+    fn failed(&self) -> bool {
+        *self.0.borrow() == Some(false)
+    }
+}
+
+impl Applied {
+    pub fn send(self, committed: bool) {
+        self.0.send_replace(Some(committed));
+    }
+}
+
+impl Drop for Applied {
+    fn drop(&mut self) {
+        self.0.send_if_modified(|v| {
+            let unsent = v.is_none();
+            if unsent {
+                *v = Some(false);
+            }
+            unsent
+        });
+    }
+}
+
+/// What every batch of one call shares.
+struct Call<'a> {
+    source: &'a str,
+    bulk_from: usize,
+    after: Option<&'a After>,
+}
 
 /// Values per `IN (…)` list.
 const IN_CHUNK: usize = 500;
@@ -81,10 +139,24 @@ impl Index {
     /// path when there are at least [`BULK_FROM`] of them, the rest one at a time through
     /// [`Index::upsert`]. Unchanged records are not written at all.
     pub async fn upsert_many(&self, source: &str, recs: &[SourceRecord]) -> Upserted {
-        self.upsert_many_with(source, recs, BULK_FROM, BATCH).await
+        self.upsert_many_in(source, recs, BULK_FROM, BATCH, None)
+            .await
+    }
+
+    /// [`Index::upsert_many`] beside the write the records belong to: nothing is committed
+    /// before `after` says that write has, and nothing at all if it failed.
+    pub async fn upsert_many_after(
+        &self,
+        source: &str,
+        recs: &[SourceRecord],
+        after: &After,
+    ) -> Upserted {
+        self.upsert_many_in(source, recs, BULK_FROM, BATCH, Some(after))
+            .await
     }
 
     /// [`Index::upsert_many`] with its threshold and batch size given (tests use small ones).
+    #[cfg(test)]
     pub(crate) async fn upsert_many_with(
         &self,
         source: &str,
@@ -92,15 +164,36 @@ impl Index {
         bulk_from: usize,
         batch_size: usize,
     ) -> Upserted {
+        self.upsert_many_in(source, recs, bulk_from, batch_size, None)
+            .await
+    }
+
+    async fn upsert_many_in(
+        &self,
+        source: &str,
+        recs: &[SourceRecord],
+        bulk_from: usize,
+        batch_size: usize,
+        after: Option<&After>,
+    ) -> Upserted {
         let mut done = Upserted::default();
         let mut left = Left::Nothing;
         let batches: Vec<&[SourceRecord]> = recs.chunks(batch_size.max(1)).collect();
         for (n, &batch) in batches.iter().enumerate() {
+            if after.is_some_and(After::failed) {
+                done.failed += batch.len();
+                continue;
+            }
             // Counted apart, and added only once the batch has committed.
             let mut counted = Upserted::default();
             let next = batches.get(n + 1).copied();
+            let call = Call {
+                source,
+                bulk_from,
+                after,
+            };
             let later = match self
-                .bulk_batch(source, batch, next, bulk_from, &mut left, &mut counted)
+                .bulk_batch(&call, batch, next, &mut left, &mut counted)
                 .await
             {
                 Ok(later) => {
@@ -112,7 +205,12 @@ impl Index {
                     // already holds, scan whole tables. Refreshed after the first batch and
                     // each time the tables may have doubled since, whether or not the next
                     // batch places in a kept world (it still reads which records are held).
-                    if counted.bulk > 0 && (n + 1).is_power_of_two() {
+                    // Not after a last batch that had one before it: no read of this call is
+                    // left to plan, and the statistics already reflect tables of a size
+                    // (the autovacuum catches up); a call's only batch refreshes them, so
+                    // that the next call does not plan for empty tables.
+                    let last = n + 1 == batches.len();
+                    if counted.bulk > 0 && (n + 1).is_power_of_two() && (n == 0 || !last) {
                         if let Err(e) = self.store.analyse_index().await {
                             tracing::warn!(error = %logged(&e), "index statistics not refreshed");
                         }
@@ -125,6 +223,12 @@ impl Index {
                     continue;
                 }
             };
+            if let Some(after) = after.filter(|_| !later.is_empty()) {
+                if !after.applied().await {
+                    done.failed += later.len();
+                    continue;
+                }
+            }
             for i in later {
                 match self.upsert(source, &batch[i]).await {
                     Ok((_, flagged)) => {
@@ -166,13 +270,17 @@ impl Index {
     /// gateway's of placing the next overlap.
     async fn bulk_batch<'r>(
         &self,
-        source: &str,
+        call: &Call<'_>,
         batch: &'r [SourceRecord],
         next: Option<&'r [SourceRecord]>,
-        bulk_from: usize,
         left: &mut Left<'r>,
         done: &mut Upserted,
     ) -> Result<Vec<usize>, sqlx::Error> {
+        let &Call {
+            source,
+            bulk_from,
+            after,
+        } = call;
         let store = &self.store;
         let mut conn = store.bulk_connection().await?;
         let mut tx = store.begin_write_on(&mut conn).await?;
@@ -206,15 +314,16 @@ impl Index {
             _ => None,
         };
         let clock = Instant::now();
-        let (written, placed_ahead) = tokio::join!(self.write_batch(tx, source, &placed), async {
-            match (next, ahead_world) {
-                (Some(next), Some(w)) => Some(
-                    self.place_ahead(source, next, bulk_from, w, &placed.new)
-                        .await,
-                ),
-                _ => None,
-            }
-        });
+        let (written, placed_ahead) =
+            tokio::join!(self.write_batch(tx, source, &placed, after), async {
+                match (next, ahead_world) {
+                    (Some(next), Some(w)) => Some(
+                        self.place_ahead(source, next, bulk_from, w, &placed.new)
+                            .await,
+                    ),
+                    _ => None,
+                }
+            });
         written?;
         match placed_ahead {
             Some(Ok((placed, world))) => {
@@ -357,15 +466,17 @@ impl Index {
             .await
     }
 
-    /// Writes a placed batch in `tx` and commits it.
+    /// Writes a placed batch in `tx` and commits it (once `after` says so).
     async fn write_batch(
         &self,
         mut tx: sqlx::Transaction<'_, sqlx::Any>,
         source: &str,
         placed: &Placed<'_>,
+        after: Option<&After>,
     ) -> Result<(), sqlx::Error> {
         let mut staging = self.store.staging();
-        let written = match write(&self.matcher, &mut tx, &mut staging, source, placed).await {
+        let written = match write(&self.matcher, &mut tx, &mut staging, source, placed, after).await
+        {
             Ok(()) => tx.commit().await,
             Err(e) => {
                 // Ended before the staging tables are dropped: a drop waits for it.
@@ -1153,6 +1264,7 @@ async fn write(
     staging: &mut Staging,
     source: &str,
     placed: &Placed<'_>,
+    after: Option<&After>,
 ) -> Result<(), sqlx::Error> {
     let (new, placements) = (&placed.new, &placed.placements);
     let now = chrono::Utc::now().to_rfc3339();
@@ -1279,6 +1391,15 @@ async fn write(
         .zip(&current)
         .map(|((l, id), current)| l.entry(id, *current))
         .collect();
+    // Waited for here, with every row written but before the audit chain's lock is taken:
+    // the write waited for takes that lock itself.
+    if let Some(after) = after {
+        if !after.applied().await {
+            return Err(sqlx::Error::Protocol(
+                "the write these records belong to was not applied".into(),
+            ));
+        }
+    }
     audit::chain_staged(conn, staging, &entries.iter().collect::<Vec<_>>()).await?;
     Ok(())
 }
@@ -1664,12 +1785,17 @@ mod tests {
                     .map(Vec::as_slice)
                     .filter(|_| placed_ahead)
             };
+            let census = Call {
+                source: "census",
+                bulk_from: 1,
+                after: None,
+            };
             let mut left = Left::Nothing;
             let mut done = Upserted::default();
             // A first batch: the index was empty, so its world is the whole index and is
             // kept, or the next batch is placed in it.
             index
-                .bulk_batch("census", &batches[0], next(0), 1, &mut left, &mut done)
+                .bulk_batch(&census, &batches[0], next(0), &mut left, &mut done)
                 .await
                 .unwrap();
             assert!(match left {
@@ -1680,7 +1806,7 @@ mod tests {
             // Another writer places a record between the batches: the next batch reads again.
             index.upsert("police", &eleanor("p1")).await.unwrap();
             index
-                .bulk_batch("census", &batches[1], next(1), 1, &mut left, &mut done)
+                .bulk_batch(&census, &batches[1], next(1), &mut left, &mut done)
                 .await
                 .unwrap();
             assert_eq!(child_of("s1").await, child_of("p1").await);
@@ -1696,7 +1822,7 @@ mod tests {
                 .await
                 .unwrap();
             index
-                .bulk_batch("census", &batches[2], next(2), 1, &mut left, &mut done)
+                .bulk_batch(&census, &batches[2], next(2), &mut left, &mut done)
                 .await
                 .unwrap();
             assert_eq!(child_of("s2").await, child_of("p1").await);
@@ -1715,10 +1841,15 @@ mod tests {
         let mut changed = first[1].clone();
         changed.demographics.postcode = Some("YO1 7HH".into());
         let second = vec![first[0].clone(), changed];
+        let census = Call {
+            source: "census",
+            bulk_from: 1,
+            after: None,
+        };
         let mut left = Left::Nothing;
         let mut done = Upserted::default();
         index
-            .bulk_batch("census", &first, Some(&second), 1, &mut left, &mut done)
+            .bulk_batch(&census, &first, Some(&second), &mut left, &mut done)
             .await
             .unwrap();
         let Left::Ahead(Ahead { placed, .. }) = &left else {
@@ -1728,7 +1859,7 @@ mod tests {
         assert!(placed.new.is_empty());
         assert_eq!((placed.counted.records, placed.counted.unchanged), (1, 1));
         let later = index
-            .bulk_batch("census", &second, None, 1, &mut left, &mut done)
+            .bulk_batch(&census, &second, None, &mut left, &mut done)
             .await
             .unwrap();
         assert_eq!(later, vec![1]);
@@ -2067,6 +2198,52 @@ mod tests {
             review_queue(&index).await.unwrap().is_empty(),
             "a split pairing is never proposed again"
         );
+    }
+
+    /// A call beside the write its records belong to commits nothing before that write has,
+    /// and nothing at all when it fails — neither its batches nor the records it upserts one
+    /// at a time.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_call_after_a_write_commits_only_once_that_write_has() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path()).await;
+        let held = || async {
+            sqlx::query("SELECT COUNT(*) AS n FROM source_records")
+                .fetch_one(&index.store().pool)
+                .await
+                .unwrap()
+                .get::<i64, _>("n")
+        };
+        for (committed, from) in [(false, 0), (true, 100)] {
+            let (applied, after) = After::channel();
+            // Twelve records: one batch of ten through the bulk path, two upserted alone.
+            let recs = strangers(from, 12);
+            let (done, ()) = tokio::join!(
+                index.upsert_many_in("police", &recs, 3, 10, Some(&after)),
+                async {
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    let before = held().await;
+                    applied.send(committed);
+                    assert_eq!(before, 0, "nothing committed while the write is pending");
+                }
+            );
+            if committed {
+                assert_eq!((done.bulk, done.incremental, done.failed), (10, 2, 0));
+                assert_eq!(held().await, 12);
+            } else {
+                assert_eq!((done.records, done.failed), (0, 12));
+                assert_eq!(held().await, 0);
+            }
+        }
+        // Dropped unsent, the write counts as failed.
+        let (applied, after) = After::channel();
+        drop(applied);
+        let done = index
+            .upsert_many_in("police", &strangers(200, 12), 3, 10, Some(&after))
+            .await;
+        assert_eq!((done.records, done.failed), (0, 12));
+        assert_eq!(held().await, 12);
+        assert_eq!(audit::verify(index.store()).await.unwrap().problem, None);
     }
 
     #[tokio::test]
