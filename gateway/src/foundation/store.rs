@@ -164,6 +164,7 @@ impl Store {
         Staging {
             copy: self.copy.clone(),
             tables: Vec::new(),
+            copying: Vec::new(),
         }
     }
 
@@ -492,16 +493,38 @@ fn is_staging_name(name: &str) -> bool {
 /// own (the `Any` driver has no COPY, and does not hand out its PostgreSQL connection). The
 /// transaction then moves them with one `INSERT … SELECT`: the rows reach the real tables
 /// only through it, so a transaction that fails or rolls back leaves nothing applied, as
-/// before. The staging tables are dropped by [`Staging::finish`] once the transaction has
+/// before. [`Staging::stage`] starts a COPY and returns: a transaction writing several tables
+/// has the next table's rows copied while it moves the last one's, rather than waiting for
+/// each COPY in turn. The staging tables are dropped by [`Staging::finish`] once the transaction has
 /// ended (a `DROP` waits for it), and by the next node to start if this one dies first. On
 /// SQLite, rows packed as JSON and unpacked by SQLite ([`insert_json_rows`]).
 pub(crate) struct Staging {
     copy: Option<PgPool>,
     tables: Vec<String>,
+    /// The COPYs still running, by the staging table each fills.
+    copying: Vec<(String, Copying)>,
 }
+
+type Copying = tokio::task::JoinHandle<Result<(), sqlx::Error>>;
 
 /// Bytes of COPY data sent in one message.
 const COPY_CHUNK: usize = 1 << 20;
+
+/// Rows on their way into one table: staged by [`Staging::stage`], moved into the table by
+/// [`Staging::apply`] within the transaction.
+pub(crate) struct Staged<'a, const N: usize> {
+    table: String,
+    columns: String,
+    rows: StagedRows<'a, N>,
+}
+
+enum StagedRows<'a, const N: usize> {
+    None,
+    /// Being copied into this staging table (PostgreSQL).
+    Copying(String),
+    /// Held until applied (SQLite).
+    Held(Vec<[Cell<'a>; N]>),
+}
 
 impl Staging {
     /// Writes `rows` into `table` (`name (column, …)`) within `conn`'s transaction, with
@@ -514,36 +537,44 @@ impl Staging {
         then: &str,
         rows: impl IntoIterator<Item = [Cell<'a>; N]>,
     ) -> Result<(), sqlx::Error> {
+        let staged = self.stage(table, rows)?;
+        self.apply(conn, staged, then).await
+    }
+
+    /// Starts `rows` on their way into `table` (`name (column, …)`). On PostgreSQL the COPY
+    /// into the staging table runs on a connection of its own while the caller goes on — a
+    /// transaction writing several tables stages the next while it moves the one before; on
+    /// SQLite the rows are held for [`Staging::apply`].
+    pub(crate) fn stage<'a, const N: usize>(
+        &mut self,
+        table: &str,
+        rows: impl IntoIterator<Item = [Cell<'a>; N]>,
+    ) -> Result<Staged<'a, N>, sqlx::Error> {
         let rows: Vec<[Cell; N]> = rows.into_iter().collect();
-        if rows.is_empty() {
-            return Ok(());
-        }
         let (name, columns) = table
             .split_once('(')
             .map(|(n, c)| (n.trim(), c.trim_end().trim_end_matches(')')))
             .ok_or_else(|| sqlx::Error::Protocol(format!("no columns in {table}")))?;
+        let staged = |rows| Staged {
+            table: table.to_string(),
+            columns: columns.to_string(),
+            rows,
+        };
+        if rows.is_empty() {
+            return Ok(staged(StagedRows::None));
+        }
         let Some(pool) = self.copy.clone() else {
-            return insert_json_rows(conn, table, columns, then, &rows).await;
+            return Ok(staged(StagedRows::Held(rows)));
         };
         let stage = format!(
             "weft_stage_{}_{}",
             chrono::Utc::now().timestamp(),
             uuid::Uuid::new_v4().simple()
         );
-        let mut pg = pool.acquire().await?;
-        // Columns only, no constraints or indexes: the real table checks the rows as they
-        // move, and an unlogged table writes no WAL for rows that live a moment.
-        sqlx::query(&format!(
-            "CREATE UNLOGGED TABLE {stage} AS SELECT {columns} FROM {name} WITH NO DATA"
-        ))
-        .execute(&mut *pg)
-        .await?;
-        self.tables.push(stage.clone());
-        let mut copy = pg
-            .copy_in_raw(&format!("COPY {stage} ({columns}) FROM STDIN"))
-            .await?;
+        // The rows in COPY's text format, in messages of about COPY_CHUNK bytes, made here
+        // while they are borrowed; the task owns what it sends.
+        let mut chunks = Vec::new();
         let mut buf = String::with_capacity(COPY_CHUNK + 4096);
-        let mut failed = None;
         for row in &rows {
             for (c, cell) in row.iter().enumerate() {
                 if c > 0 {
@@ -553,26 +584,62 @@ impl Staging {
             }
             buf.push('\n');
             if buf.len() >= COPY_CHUNK {
-                if let Err(e) = copy.send(buf.as_bytes()).await {
-                    failed = Some(e);
-                    break;
-                }
-                buf.clear();
+                chunks.push(std::mem::replace(
+                    &mut buf,
+                    String::with_capacity(COPY_CHUNK + 4096),
+                ));
             }
         }
-        match failed {
-            Some(e) => {
-                let _ = copy.abort("the gateway stopped sending").await;
-                return Err(e);
-            }
-            None => {
-                if !buf.is_empty() {
-                    copy.send(buf.as_bytes()).await?;
-                }
-                copy.finish().await?;
-            }
+        if !buf.is_empty() {
+            chunks.push(buf);
         }
-        drop(pg);
+        // Columns only, no constraints or indexes: the real table checks the rows as they
+        // move, and an unlogged table writes no WAL for rows that live a moment.
+        let create =
+            format!("CREATE UNLOGGED TABLE {stage} AS SELECT {columns} FROM {name} WITH NO DATA");
+        let copy = format!("COPY {stage} ({columns}) FROM STDIN");
+        let task = tokio::spawn(async move {
+            let mut pg = pool.acquire().await?;
+            sqlx::query(&create).execute(&mut *pg).await?;
+            let mut into = pg.copy_in_raw(&copy).await?;
+            for chunk in &chunks {
+                if let Err(e) = into.send(chunk.as_bytes()).await {
+                    let _ = into.abort("the gateway stopped sending").await;
+                    return Err(e);
+                }
+            }
+            into.finish().await.map(|_| ())
+        });
+        self.tables.push(stage.clone());
+        self.copying.push((stage.clone(), task));
+        Ok(staged(StagedRows::Copying(stage)))
+    }
+
+    /// Moves staged rows into their table within `conn`'s transaction, with `then` after
+    /// the insert (see [`Staging::insert`]); on PostgreSQL once their COPY has finished.
+    pub(crate) async fn apply<const N: usize>(
+        &mut self,
+        conn: &mut sqlx::AnyConnection,
+        staged: Staged<'_, N>,
+        then: &str,
+    ) -> Result<(), sqlx::Error> {
+        let Staged {
+            table,
+            columns,
+            rows,
+        } = staged;
+        let stage = match rows {
+            StagedRows::None => return Ok(()),
+            StagedRows::Held(rows) => {
+                return insert_json_rows(conn, &table, &columns, then, &rows).await;
+            }
+            StagedRows::Copying(stage) => stage,
+        };
+        if let Some(at) = self.copying.iter().position(|(s, _)| *s == stage) {
+            let (_, task) = self.copying.swap_remove(at);
+            task.await
+                .map_err(|e| sqlx::Error::Protocol(format!("a staging copy failed: {e}")))??;
+        }
         let mut sql = format!("INSERT INTO {table} SELECT {columns} FROM {stage}");
         if !then.is_empty() {
             sql.push(' ');
@@ -586,28 +653,36 @@ impl Staging {
     /// rolled back: dropping one waits for every transaction that read it.
     pub(crate) async fn finish(mut self) {
         let tables = std::mem::take(&mut self.tables);
+        let copying = std::mem::take(&mut self.copying);
         if let Some(pool) = &self.copy {
-            drop_staged(pool, tables).await;
+            drop_staged(pool, tables, copying).await;
         }
     }
 }
 
 impl Drop for Staging {
     /// A caller that returned early (an error between staging and committing) still has its
-    /// staging tables dropped, in the background, once its transaction has rolled back.
+    /// staging tables dropped, in the background, once its transaction has rolled back and
+    /// any COPY it started has ended.
     fn drop(&mut self) {
         let tables = std::mem::take(&mut self.tables);
+        let copying = std::mem::take(&mut self.copying);
         if let (false, Some(pool), Ok(rt)) = (
             tables.is_empty(),
             self.copy.clone(),
             tokio::runtime::Handle::try_current(),
         ) {
-            rt.spawn(async move { drop_staged(&pool, tables).await });
+            rt.spawn(async move { drop_staged(&pool, tables, copying).await });
         }
     }
 }
 
-async fn drop_staged(pool: &PgPool, tables: Vec<String>) {
+async fn drop_staged(pool: &PgPool, tables: Vec<String>, copying: Vec<(String, Copying)>) {
+    // A COPY never applied (its transaction failed first) ends before its table is dropped:
+    // dropped first, the table could be created after.
+    for (_, task) in copying {
+        let _ = task.await;
+    }
     for stage in tables {
         if let Err(e) = sqlx::query(&format!("DROP TABLE IF EXISTS {stage}"))
             .execute(pool)
@@ -1059,6 +1134,39 @@ mod tests {
             .unwrap()
             .get("n");
         assert_eq!(count, (written.len() + more.len()) as i64);
+        assert_eq!(staged(&store).await, Vec::<String>::new());
+
+        // Rows staged ahead arrive once applied, in the order applied; rows staged and never
+        // applied (the transaction failed first) arrive nowhere, and their staging table is
+        // dropped once their COPY has ended.
+        let ahead: Vec<_> = rows(2_000)
+            .into_iter()
+            .map(|(id, text, p, reason)| (format!("a{id}"), text, p, reason))
+            .collect();
+        let never: Vec<_> = rows(2_000)
+            .into_iter()
+            .map(|(id, text, p, reason)| (format!("n{id}"), text, p, reason))
+            .collect();
+        let mut tx = store.begin_write().await.unwrap();
+        let mut staging = store.staging();
+        let first = staging.stage(LINKS, cells(&ahead)).unwrap();
+        let second = staging.stage(LINKS, cells(&never)).unwrap();
+        staging.apply(&mut tx, first, "").await.unwrap();
+        drop(second);
+        tx.commit().await.unwrap();
+        staging.finish().await;
+        let prefixed = |prefix: &'static str| {
+            let pool = store.pool.clone();
+            async move {
+                sqlx::query("SELECT COUNT(*) AS n FROM match_links WHERE id LIKE $1")
+                    .bind(format!("{prefix}%"))
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+                    .get::<i64, _>("n")
+            }
+        };
+        assert_eq!((prefixed("a").await, prefixed("n").await), (2_000, 0));
         assert_eq!(staged(&store).await, Vec::<String>::new());
 
         // A staging table left by a node that stopped is swept by the next to start.

@@ -31,8 +31,8 @@ use weft_matching::{Comparison, Record, Scorer};
 
 use super::linkage::{
     by_identifiers, counted, identifiers_conflict, refused_upn, stored_record, upn_only_holder,
-    Candidate, Matcher, NewLink, Parts, Placement, Proposal, Split, MAX_CANDIDATES, POSSIBLE,
-    SPLIT_OVER,
+    Candidate, LinkRows, Matcher, NewLink, Parts, Placement, Proposal, Split, MAX_CANDIDATES,
+    NEW_LINKS, POSSIBLE, SPLIT_OVER,
 };
 use super::{Index, Stored};
 use crate::foundation::audit::{self, Entry};
@@ -1268,22 +1268,18 @@ async fn write(
 ) -> Result<(), sqlx::Error> {
     let (new, placements) = (&placed.new, &placed.placements);
     let now = chrono::Utc::now().to_rfc3339();
-    staging
-        .insert(
-            conn,
-            "children (id, created_at)",
-            "",
-            placed
-                .writes
-                .created
-                .iter()
-                .map(|c| [Cell::from(c.as_str()), now.as_str().into()]),
-        )
-        .await?;
-    staging.insert(
-        conn,
+    // Each table's rows are staged before the one before it is moved in: on PostgreSQL the
+    // next COPY runs while the transaction moves the last one's rows.
+    let children = staging.stage(
+        "children (id, created_at)",
+        placed
+            .writes
+            .created
+            .iter()
+            .map(|c| [Cell::from(c.as_str()), now.as_str().into()]),
+    )?;
+    let records = staging.stage(
         "source_records (source, local_id, child_id, identifiers, demographics, match_key, link_method, updated_at, restricted)",
-        "",
         new.iter().zip(placements).map(|(n, p)| {
             [
                 Cell::from(source),
@@ -1297,8 +1293,8 @@ async fn write(
                 Cell::Int(n.stored.restricted),
             ]
         }),
-    )
-    .await?;
+    )?;
+    staging.apply(conn, children, "").await?;
     let version = matcher.model.version.as_str();
     let mut links = Vec::with_capacity(new.len() + new.len() / 8);
     // (index into links, the child the record is linked to meanwhile, for a proposal)
@@ -1318,7 +1314,9 @@ async fn write(
             current.push(Some(&p.child));
         }
     }
-    let ids = NewLink::insert_many(conn, staging, &links).await?;
+    let link_rows = LinkRows::of(&links);
+    let staged_links = staging.stage(NEW_LINKS, link_rows.rows(&links))?;
+    staging.apply(conn, records, "").await?;
     let mut keys = Vec::with_capacity(new.iter().map(|n| n.keys.len()).sum());
     let mut identifiers = Vec::with_capacity(2 * new.len());
     for n in new {
@@ -1344,50 +1342,49 @@ async fn write(
     // In the primary key's order: the index then grows page by page rather than taking
     // each row at a random place, which is most of what writing the keys costs.
     keys.sort_unstable();
+    let staged_keys = staging.stage(
+        "match_keys (rule, key, part, source, local_id, form)",
+        keys.iter().map(|&(rule, key, part, local_id, form)| {
+            [
+                Cell::from(rule),
+                key.into(),
+                part.into(),
+                source.into(),
+                local_id.into(),
+                form.into(),
+            ]
+        }),
+    )?;
+    staging.apply(conn, staged_links, "").await?;
+    let staged_identifiers = staging.stage(
+        "record_identifiers (kind, value, source, local_id)",
+        identifiers,
+    )?;
+    staging.apply(conn, staged_keys, "").await?;
+    let terms = staging.stage(
+        "match_terms (comparison, value, n, sq)",
+        placed.writes.terms.iter().map(|(c, v, n, sq)| {
+            [
+                Cell::from(c.as_str()),
+                v.as_str().into(),
+                Cell::Int(*n),
+                Cell::Int(*sq),
+            ]
+        }),
+    )?;
+    staging.apply(conn, staged_identifiers, "").await?;
     staging
-        .insert(
+        .apply(
             conn,
-            "match_keys (rule, key, part, source, local_id, form)",
-            "",
-            keys.iter().map(|&(rule, key, part, local_id, form)| {
-                [
-                    Cell::from(rule),
-                    key.into(),
-                    part.into(),
-                    source.into(),
-                    local_id.into(),
-                    form.into(),
-                ]
-            }),
-        )
-        .await?;
-    staging
-        .insert(
-            conn,
-            "record_identifiers (kind, value, source, local_id)",
-            "",
-            identifiers,
-        )
-        .await?;
-    staging
-        .insert(
-            conn,
-            "match_terms (comparison, value, n, sq)",
+            terms,
             "ON CONFLICT (comparison, value) DO UPDATE SET n = match_terms.n + excluded.n, \
-         sq = match_terms.sq + excluded.sq",
-            placed.writes.terms.iter().map(|(c, v, n, sq)| {
-                [
-                    Cell::from(c.as_str()),
-                    v.as_str().into(),
-                    Cell::Int(*n),
-                    Cell::Int(*sq),
-                ]
-            }),
+             sq = match_terms.sq + excluded.sq",
         )
         .await?;
+    let ids = &link_rows.ids;
     let entries: Vec<Entry> = links
         .iter()
-        .zip(&ids)
+        .zip(ids)
         .zip(&current)
         .map(|((l, id), current)| l.entry(id, *current))
         .collect();

@@ -1379,58 +1379,6 @@ impl<'a> NewLink<'a> {
         Entry::system("match_link", Some(self.child), outcome, detail)
     }
 
-    /// Writes many new links with multi-row statements (the bulk path): the same rows
-    /// [`NewLink::insert`] writes one at a time. Returns their ids, in order.
-    pub(crate) async fn insert_many(
-        conn: &mut AnyConnection,
-        staging: &mut crate::foundation::store::Staging,
-        links: &[NewLink<'_>],
-    ) -> Result<Vec<String>, sqlx::Error> {
-        let now = chrono::Utc::now().to_rfc3339();
-        let ids: Vec<String> = links
-            .iter()
-            .map(|_| uuid::Uuid::new_v4().to_string())
-            .collect();
-        let explanations: Vec<String> = links.iter().map(NewLink::explanation).collect();
-        let decided: Vec<Option<&str>> = links
-            .iter()
-            .map(|l| l.decided_by.map(|_| now.as_str()))
-            .collect();
-        staging
-            .insert(
-            conn,
-            "match_links (id, source, local_id, child_id, status, method, probability, \
-             match_weight, model_version, explanation, decided_by, decision, reason, created_at, decided_at)",
-            "",
-            links
-                .iter()
-                .zip(&ids)
-                .zip(&explanations)
-                .zip(&decided)
-                .map(|(((l, id), explanation), decided_at)| {
-                    [
-                        Cell::from(id.as_str()),
-                        l.source.into(),
-                        l.local_id.into(),
-                        l.child.into(),
-                        l.status.into(),
-                        l.method.into(),
-                        Cell::Real(l.score.map(|(s, _)| s.probability)),
-                        Cell::Real(l.score.map(|(s, _)| s.weight)),
-                        Cell::Text(l.model_version),
-                        explanation.as_str().into(),
-                        Cell::Text(l.decided_by),
-                        Cell::Text(l.decision),
-                        Cell::Text(l.reason),
-                        now.as_str().into(),
-                        Cell::Text(*decided_at),
-                    ]
-                }),
-        )
-        .await?;
-        Ok(ids)
-    }
-
     fn explanation(&self) -> String {
         match self.score {
             Some((_, e)) => serde_json::to_string(e).unwrap_or_else(|_| "[]".into()),
@@ -1469,6 +1417,63 @@ impl<'a> NewLink<'a> {
         .execute(&mut *conn)
         .await?;
         Ok(id)
+    }
+}
+
+/// The table and columns of [`LinkRows::rows`].
+pub(crate) const NEW_LINKS: &str = "match_links (id, source, local_id, child_id, status, \
+     method, probability, match_weight, model_version, explanation, decided_by, decision, \
+     reason, created_at, decided_at)";
+
+/// Many new links as the bulk path writes them, the same rows [`NewLink::insert`] writes one
+/// at a time: their ids, explanations and time made once, for the rows to borrow.
+pub(crate) struct LinkRows {
+    pub ids: Vec<String>,
+    explanations: Vec<String>,
+    now: String,
+}
+
+impl LinkRows {
+    pub(crate) fn of(links: &[NewLink<'_>]) -> Self {
+        Self {
+            ids: links
+                .iter()
+                .map(|_| uuid::Uuid::new_v4().to_string())
+                .collect(),
+            explanations: links.iter().map(NewLink::explanation).collect(),
+            now: chrono::Utc::now().to_rfc3339(),
+        }
+    }
+
+    /// The rows of `links` (those this was made of, in order), columns as [`NEW_LINKS`].
+    pub(crate) fn rows<'a>(
+        &'a self,
+        links: &'a [NewLink<'a>],
+    ) -> impl Iterator<Item = [Cell<'a>; 15]> + 'a {
+        let now = self.now.as_str();
+        links
+            .iter()
+            .zip(&self.ids)
+            .zip(&self.explanations)
+            .map(move |((l, id), explanation)| {
+                [
+                    Cell::from(id.as_str()),
+                    l.source.into(),
+                    l.local_id.into(),
+                    l.child.into(),
+                    l.status.into(),
+                    l.method.into(),
+                    Cell::Real(l.score.map(|(s, _)| s.probability)),
+                    Cell::Real(l.score.map(|(s, _)| s.weight)),
+                    Cell::Text(l.model_version),
+                    explanation.as_str().into(),
+                    Cell::Text(l.decided_by),
+                    Cell::Text(l.decision),
+                    Cell::Text(l.reason),
+                    now.into(),
+                    Cell::Text(l.decided_by.map(|_| now)),
+                ]
+            })
     }
 }
 
