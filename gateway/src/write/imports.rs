@@ -761,6 +761,14 @@ mod tests {
         A801200005001,Smith,Jo,02/01/2013,M\n\
         P207000016049,Patel,Ravi,05/06/2011,M\n";
 
+    /// A drop folder under `dir`, and the census source's configuration reading it.
+    fn drop_folder(dir: &std::path::Path) -> (std::path::PathBuf, FileConfig) {
+        let drop = dir.join("drop");
+        std::fs::create_dir(&drop).unwrap();
+        let cfg = config(&drop);
+        (drop, cfg)
+    }
+
     fn config(dir: &std::path::Path) -> FileConfig {
         FileConfig {
             folder: dir.to_path_buf(),
@@ -791,9 +799,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _db) = crate::foundation::store::test_store(dir.path()).await;
         let index = Index::new(store.clone());
-        let drop = dir.path().join("drop");
-        std::fs::create_dir(&drop).unwrap();
-        let cfg = config(&drop);
+        let (drop, cfg) = drop_folder(dir.path());
         // Enough pupils for the index's bulk path.
         let pupils = 3 * crate::pipeline::resolve::bulk::BULK_FROM;
         std::fs::write(
@@ -858,9 +864,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _db) = crate::foundation::store::test_store(dir.path()).await;
         let index = Index::new(store.clone());
-        let drop = dir.path().join("drop");
-        std::fs::create_dir(&drop).unwrap();
-        let cfg = config(&drop);
+        let (drop, cfg) = drop_folder(dir.path());
         // Each round the drop gains three pupils, which both imports try to add at once.
         let mut text = String::from("UPN,Surname,Forename,DOB,Sex\n");
         let rounds = 6;
@@ -896,9 +900,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _db) = crate::foundation::store::test_store(dir.path()).await;
         let index = Index::new(store.clone());
-        let drop = dir.path().join("drop");
-        std::fs::create_dir(&drop).unwrap();
-        let cfg = config(&drop);
+        let (drop, cfg) = drop_folder(dir.path());
         std::fs::write(drop.join("pupils.csv"), PUPILS).unwrap();
 
         let first = import(&store, &index, "school", &cfg, Options::default())
@@ -1019,9 +1021,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _db) = crate::foundation::store::test_store(dir.path()).await;
         let index = Index::new(store.clone());
-        let drop = dir.path().join("drop");
-        std::fs::create_dir(&drop).unwrap();
-        let mut cfg = config(&drop);
+        let (drop, mut cfg) = drop_folder(dir.path());
         cfg.files = [
             (FileFormat::CensusPupilsCsv, "pupils.csv"),
             (FileFormat::CensusAttendanceCsv, "attendance.csv"),
@@ -1163,9 +1163,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _db) = crate::foundation::store::test_store(dir.path()).await;
         let index = Index::new(store.clone());
-        let drop = dir.path().join("drop");
-        std::fs::create_dir(&drop).unwrap();
-        let cfg = config(&drop);
+        let (drop, cfg) = drop_folder(dir.path());
         let pupils = drop.join("pupils.csv");
         std::fs::write(&pupils, PUPILS).unwrap();
         import(&store, &index, "school", &cfg, Options::default())
