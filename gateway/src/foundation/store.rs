@@ -867,6 +867,17 @@ pub(crate) async fn test_store(dir: &std::path::Path) -> (Store, weft_adapters::
     (store, db)
 }
 
+/// How many rows `table` holds, for tests that check what a write left behind.
+#[cfg(test)]
+pub(crate) async fn test_count(store: &Store, table: &str) -> i64 {
+    use sqlx::Row;
+    sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
+        .fetch_one(&store.pool)
+        .await
+        .unwrap()
+        .get("n")
+}
+
 #[cfg(test)]
 mod tests {
     use sqlx::Row;

@@ -753,6 +753,7 @@ async fn scan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::foundation::store::test_count;
     use crate::sources::imported::DbImports;
     use weft_adapters::file::{FileFormat, FileSpec};
 
@@ -807,16 +808,6 @@ mod tests {
             weft_sim::census::pupils_csv(5, pupils),
         )
         .unwrap();
-        let count = |table: &'static str| {
-            let pool = store.pool.clone();
-            async move {
-                sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap()
-                    .get::<i64, _>("n")
-            }
-        };
         let tables = [
             "import_records",
             "children",
@@ -839,7 +830,7 @@ mod tests {
         assert!(matches!(failed, Err(ImportFailure::Store(_))), "{failed:?}");
         for t in tables {
             assert_eq!(
-                count(t).await,
+                test_count(&store, t).await,
                 0,
                 "{t}: nothing of the import or its index applied"
             );
@@ -853,8 +844,8 @@ mod tests {
             (pupils, pupils, 0)
         );
         let n = i64::try_from(pupils).unwrap();
-        assert_eq!(count("import_records").await, n);
-        assert_eq!(count("source_records").await, n);
+        assert_eq!(test_count(&store, "import_records").await, n);
+        assert_eq!(test_count(&store, "source_records").await, n);
         let verified = crate::foundation::audit::verify(&store).await.unwrap();
         assert_eq!(verified.problem, None);
     }

@@ -179,6 +179,11 @@ impl Index {
         let mut done = Upserted::default();
         let mut left = Left::Nothing;
         let batches: Vec<&[SourceRecord]> = recs.chunks(batch_size.max(1)).collect();
+        let call = Call {
+            source,
+            bulk_from,
+            after,
+        };
         for (n, &batch) in batches.iter().enumerate() {
             if after.is_some_and(After::failed) {
                 done.failed += batch.len();
@@ -187,11 +192,6 @@ impl Index {
             // Counted apart, and added only once the batch has committed.
             let mut counted = Upserted::default();
             let next = batches.get(n + 1).copied();
-            let call = Call {
-                source,
-                bulk_from,
-                after,
-            };
             let later = match self
                 .bulk_batch(&call, batch, next, &mut left, &mut counted)
                 .await
@@ -1432,6 +1432,7 @@ mod tests {
 
     use super::*;
     use crate::foundation::config::MatchingConfig;
+    use crate::foundation::store::test_count;
     use crate::pipeline::resolve::linkage::{decide, link_history, review_queue, Decision};
 
     async fn index(dir: &std::path::Path) -> (Index, weft_adapters::testkit::FreshDb) {
@@ -2291,16 +2292,6 @@ mod tests {
         assert_eq!(audit::verify(index.store()).await.unwrap().problem, None);
 
         // Fail closed: with the audit log unwritable, a bulk import changes nothing.
-        let count = |t: &'static str| {
-            let pool = index.store().pool.clone();
-            async move {
-                sqlx::query(&format!("SELECT COUNT(*) AS n FROM {t}"))
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap()
-                    .get::<i64, _>("n")
-            }
-        };
         let tables = [
             "children",
             "source_records",
@@ -2310,7 +2301,7 @@ mod tests {
         ];
         let mut before = Vec::new();
         for t in tables {
-            before.push(count(t).await);
+            before.push(test_count(index.store(), t).await);
         }
         sqlx::query("DROP TABLE audit_head")
             .execute(&index.store().pool)
@@ -2322,7 +2313,7 @@ mod tests {
         assert_eq!((done.failed, done.records), (12, 0));
         let mut after = Vec::new();
         for t in tables {
-            after.push(count(t).await);
+            after.push(test_count(index.store(), t).await);
         }
         assert_eq!(before, after, "nothing half-applied");
     }

@@ -1480,6 +1480,7 @@ impl LinkRows {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::foundation::store::test_count;
     use crate::pipeline::resolve::{Index, Search};
     use sqlx::Row;
     use weft_adapters::SourceRecord;
@@ -1996,15 +1997,6 @@ mod tests {
         ));
     }
 
-    async fn count(index: &Index, table: &str) -> i64 {
-        sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
-            .fetch_one(&index.store().pool)
-            .await
-            .unwrap()
-            .try_get("n")
-            .unwrap()
-    }
-
     async fn by_matcher(index: &Index) -> Vec<audit::Recorded> {
         let q = audit::Query {
             user: Some("matcher".into()),
@@ -2199,7 +2191,7 @@ mod tests {
         let tables = ["children", "source_records", "match_links", "match_keys"];
         let mut before = Vec::new();
         for t in tables {
-            before.push(count(&index, t).await);
+            before.push(test_count(index.store(), t).await);
         }
         sqlx::query("DROP TABLE audit_head")
             .execute(&index.store().pool)
@@ -2224,7 +2216,7 @@ mod tests {
         ));
         let mut after = Vec::new();
         for t in tables {
-            after.push(count(&index, t).await);
+            after.push(test_count(index.store(), t).await);
         }
         assert_eq!(before, after, "nothing half-applied");
         let still = review_queue(&index).await.unwrap();
