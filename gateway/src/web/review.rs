@@ -18,7 +18,7 @@ use weft_matching::Explained;
 
 use crate::foundation::error::Error;
 use crate::gateway::Gateway;
-use crate::pipeline::resolve::linkage::RECHECK;
+use crate::pipeline::resolve::linkage::{RECHECK, SECOND_RECORD};
 use crate::pipeline::resolve::records::RecordIdentity;
 use crate::web::forms::FieldError;
 use crate::web::render::{self, Page};
@@ -420,6 +420,9 @@ fn method_words(method: &str) -> String {
         "manual" => "By a person".into(),
         "new" => "A new child: nothing matched".into(),
         RECHECK => "Asked again after a model upgrade".into(),
+        SECOND_RECORD => {
+            "Held for a person: the child already has a record from this system".into()
+        }
         m => match m.strip_prefix("identifier:") {
             Some("nhs_number") => "By NHS number".into(),
             Some("upn") => "By unique pupil number".into(),
@@ -544,5 +547,9 @@ mod tests {
         assert_eq!(percent(1.0), "100%");
         assert_eq!(method_words("identifier:nhs_number"), "By NHS number");
         assert_eq!(method_words(RECHECK), "Asked again after a model upgrade");
+        assert_eq!(
+            method_words(SECOND_RECORD),
+            "Held for a person: the child already has a record from this system"
+        );
     }
 }

@@ -676,9 +676,10 @@ struct World {
     /// Where each `(source, local_id)` is in `known`.
     at: HashMap<(String, String), u32>,
     by_key: HashMap<(u16, String), Vec<u32>>,
-    /// Every record of each child loaded so far (full, as `source_records` holds it); a child
-    /// is loaded from the store the first time a rule needs all of its records.
-    children: HashMap<String, Vec<Record>>,
+    /// Every record of each child loaded so far (full, as `source_records` holds it), with
+    /// its source; a child is loaded from the store the first time a rule needs all of its
+    /// records.
+    children: HashMap<String, Vec<(String, Record)>>,
     /// Children holding each verified `(kind, value)`.
     holders: HashMap<(String, String), BTreeSet<String>>,
     /// Name counts (`match_terms`) for the batch's names, as read and as now.
@@ -986,7 +987,7 @@ impl World {
         let wanted: Vec<String> = wanted.into_iter().collect();
         for chunk in wanted.chunks(IN_CHUNK) {
             let mut sql = String::from(
-                "SELECT child_id, local_id, identifiers, demographics FROM source_records WHERE child_id IN (",
+                "SELECT child_id, source, local_id, identifiers, demographics FROM source_records WHERE child_id IN (",
             );
             placeholders(&mut sql, 1, chunk.len());
             sql.push(')');
@@ -1002,7 +1003,8 @@ impl World {
                     &row.try_get::<String, _>("demographics")?,
                     &row.try_get::<String, _>("identifiers")?,
                 );
-                self.children.entry(child).or_default().push(r);
+                let source: String = row.try_get("source")?;
+                self.children.entry(child).or_default().push((source, r));
             }
         }
         Ok(())
@@ -1011,7 +1013,7 @@ impl World {
     /// Loads every record of every child in the store: one pass, for a small index.
     async fn load_every_child(&mut self, conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
         let rows = sqlx::query(
-            "SELECT child_id, local_id, identifiers, demographics FROM source_records \
+            "SELECT child_id, source, local_id, identifiers, demographics FROM source_records \
              WHERE child_id IS NOT NULL",
         )
         .fetch_all(&mut *conn)
@@ -1023,7 +1025,8 @@ impl World {
                 &row.try_get::<String, _>("demographics")?,
                 &row.try_get::<String, _>("identifiers")?,
             );
-            self.children.entry(child).or_default().push(r);
+            let source: String = row.try_get("source")?;
+            self.children.entry(child).or_default().push((source, r));
         }
         Ok(())
     }
@@ -1058,12 +1061,12 @@ impl World {
         let refused = match upn_only_holder(record, &holders) {
             Some(child) => {
                 self.load_children(conn, vec![child.to_string()]).await?;
-                let kin = self
-                    .children
-                    .get(child)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default();
-                refused_upn(record, child, kin)
+                let kin = self.children.get(child).map(Vec::as_slice);
+                refused_upn(
+                    record,
+                    child,
+                    kin.unwrap_or_default().iter().map(|(_, r)| r),
+                )
             }
             None => None,
         };
@@ -1078,19 +1081,23 @@ impl World {
         let best = self
             .best(matcher, conn, &scorer, source, n, &excluded)
             .await?;
+        let mut second = false;
         if let Some(c) = best.as_ref().filter(|c| c.score.links(matcher.upper)) {
             self.load_children(conn, vec![c.child.clone()]).await?;
-            let agrees = self
-                .children
-                .get(&c.child)
-                .is_none_or(|rs| weft_matching::link::agrees(&scorer, record, &c.record, rs));
-            if agrees {
-                return Ok(Placement {
-                    child: c.child.clone(),
-                    method: "probabilistic".into(),
-                    scored: best,
-                    review: refused,
-                });
+            let kin = self.children.get(&c.child).map(Vec::as_slice);
+            let kin = kin.unwrap_or_default();
+            let records = kin.iter().map(|(_, r)| r);
+            if weft_matching::link::agrees(&scorer, record, &c.record, records) {
+                let another = kin.iter().any(|(s, r)| s == source && r.id != n.local_id);
+                second = matcher.holds_back(c.score.probability, another);
+                if !second {
+                    return Ok(Placement {
+                        child: c.child.clone(),
+                        method: "probabilistic".into(),
+                        scored: best,
+                        review: refused,
+                    });
+                }
             }
         }
         let best = best.filter(|c| !c.score.guard.is_some_and(|g| g.is_apart()));
@@ -1103,7 +1110,7 @@ impl World {
             scored: None,
             review: best
                 .filter(|c| c.score.probability >= matcher.lower)
-                .map(Proposal::scored)
+                .map(|c| Proposal::scored(c).second_record(second))
                 .or(refused),
         })
     }
@@ -1189,7 +1196,7 @@ impl World {
                 && self
                     .children
                     .get(child)
-                    .is_some_and(|rs| rs.iter().any(|kin| identifiers_conflict(record, kin)))
+                    .is_some_and(|rs| rs.iter().any(|(_, kin)| identifiers_conflict(record, kin)))
             {
                 continue;
             }
@@ -1221,7 +1228,7 @@ impl World {
         self.children
             .entry(child.to_string())
             .or_default()
-            .push(record.clone());
+            .push((source.to_string(), record.clone()));
         self.known.push(Known {
             source: source.to_string(),
             local_id: n.local_id.to_string(),
@@ -1433,7 +1440,9 @@ mod tests {
     use super::*;
     use crate::foundation::config::MatchingConfig;
     use crate::foundation::store::test_count;
-    use crate::pipeline::resolve::linkage::{decide, link_history, review_queue, Decision};
+    use crate::pipeline::resolve::linkage::{
+        decide, link_history, review_queue, Decision, CERTAIN, SECOND_RECORD,
+    };
 
     async fn index(dir: &std::path::Path) -> (Index, weft_adapters::testkit::FreshDb) {
         let (store, db) = crate::foundation::store::test_store(dir).await;
@@ -1917,6 +1926,102 @@ mod tests {
                 ("c1", first.as_str(), "identifier:upn"),
                 "bulk: {bulk}"
             );
+        }
+    }
+
+    /// The child a record's active link holds it in.
+    async fn active_child(index: &Index, source: &str, local_id: &str) -> String {
+        sqlx::query_scalar(
+            "SELECT child_id FROM match_links WHERE source = $1 AND local_id = $2 \
+             AND status = 'active'",
+        )
+        .bind(source)
+        .bind(local_id)
+        .fetch_one(&index.store().pool)
+        .await
+        .unwrap()
+    }
+
+    /// Two boys of one name born on one day, at two addresses: health holds one with his NHS
+    /// number; its second record, without one, scores high against him (nothing compared
+    /// tells the two apart) but short of certain, so it waits for a person, on either path,
+    /// as a proposal saying why. The school's record of the second boy then joins *his* child,
+    /// and a copy of the first boy's record at his own address, certain, still joins him.
+    #[tokio::test]
+    async fn a_second_record_from_a_source_joins_a_child_only_when_certain() {
+        let boy = |id: &str, ids: &[(&str, String)], postcode: &str, line: &str| {
+            let mut r = rec(
+                id,
+                ids,
+                "Oliver",
+                "Watson",
+                "2015-10-10",
+                "male",
+                Some(postcode),
+            );
+            r.demographics.address_lines = vec![line.into()];
+            r
+        };
+        let first = boy(
+            "h1",
+            &[("nhs_number", nhs(1))],
+            "WT7 8RN",
+            "34 Victoria Road",
+        );
+        let namesake = boy("h2", &[], "WT19 7EP", "10 Chestnut Grove");
+        let school = boy("s2", &[], "WT19 7EP", "10 Chestnut Grove");
+        let copy = boy("h3", &[], "WT7 8RN", "34 Victoria Road");
+        for bulk in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (index, _db) = index(dir.path()).await;
+            let (him, _) = index.upsert("health", &first).await.unwrap();
+            let place = |source: &'static str, r: &SourceRecord| {
+                let index = &index;
+                let r = r.clone();
+                async move {
+                    if bulk {
+                        let done = index
+                            .upsert_many_with(source, std::slice::from_ref(&r), 1, 10)
+                            .await;
+                        assert_eq!((done.bulk, done.failed), (1, 0));
+                    } else {
+                        index.upsert(source, &r).await.unwrap();
+                    }
+                }
+            };
+            place("health", &namesake).await;
+            let queue = review_queue(&index).await.unwrap();
+            assert_eq!(queue.len(), 1, "bulk: {bulk}: {queue:?}");
+            let p = queue[0].probability.unwrap();
+            assert!((0.95..CERTAIN).contains(&p), "bulk: {bulk}: {p}");
+            assert_eq!(
+                (queue[0].local_id.as_str(), queue[0].child_id.as_str()),
+                ("h2", him.as_str()),
+                "bulk: {bulk}"
+            );
+            assert_eq!(queue[0].method, SECOND_RECORD, "bulk: {bulk}");
+            place("school", &school).await;
+            place("health", &copy).await;
+            let mut held: Vec<(String, String)> = index
+                .links(&him)
+                .await
+                .unwrap()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|l| (l.source, l.local_id))
+                .collect();
+            held.sort();
+            assert_eq!(
+                held,
+                [
+                    ("health".into(), "h1".into()),
+                    ("health".into(), "h3".into())
+                ],
+                "bulk: {bulk}"
+            );
+            let theirs = active_child(&index, "school", "s2").await;
+            assert_eq!(theirs, active_child(&index, "health", "h2").await);
+            assert_ne!(theirs, him, "bulk: {bulk}");
         }
     }
 

@@ -57,6 +57,15 @@ pub const POSSIBLE: f64 = 0.05;
 /// birthday, another address — at the rates a large index makes likely; they stay `probable`.
 pub const CERTAIN: f64 = 0.999;
 
+/// The method of a proposal held for a person because the child already holds another record
+/// from the record's own source, and the match is short of [`CERTAIN`]. A source rarely keeps
+/// two records of one child (when it does, that is a duplicate for it to clean up), while two
+/// children alike in every field the model compares — a common name, one birthday, two
+/// addresses — are told apart by nothing else the records hold; the child holding one record
+/// from that source already is evidence the new one is someone else. So a second record from
+/// a source joins a child on its own only when certain.
+pub const SECOND_RECORD: &str = "second_record";
+
 /// Candidates read from the store for one record, at most; blocking keeps it far below.
 pub(crate) const MAX_CANDIDATES: i64 = 2000;
 
@@ -218,6 +227,12 @@ impl Matcher {
             // The built-in model is part of the build and checked by a unit test.
             Err(e) => panic!("built-in matching model: {e}"),
         }
+    }
+
+    /// Whether a probabilistic link at `probability` to a child holding another record from
+    /// the record's own source waits for a person ([`SECOND_RECORD`]).
+    pub(crate) fn holds_back(&self, probability: f64, another: bool) -> bool {
+        another && probability < self.upper.max(CERTAIN)
     }
 
     pub fn grade(&self, probability: f64) -> Option<Grade> {
@@ -661,17 +676,22 @@ impl Matcher {
             .await?
             .into_iter()
             .next();
+        let mut second = false;
         if let Some(c) = best.as_ref().filter(|c| c.score.links(self.upper)) {
             if self
                 .agrees_with_child(conn, record, &c.record, &c.child)
                 .await?
             {
-                return Ok(Placement {
-                    child: c.child.clone(),
-                    method: "probabilistic".into(),
-                    scored: best,
-                    review: refused,
-                });
+                let another = Self::holds_another(conn, &c.child, source, local_id).await?;
+                second = self.holds_back(c.score.probability, another);
+                if !second {
+                    return Ok(Placement {
+                        child: c.child.clone(),
+                        method: "probabilistic".into(),
+                        scored: best,
+                        review: refused,
+                    });
+                }
             }
         }
         // Twins and children a rule holds apart are not even proposed.
@@ -688,9 +708,28 @@ impl Matcher {
             scored: None,
             review: best
                 .filter(|c| c.score.probability >= self.lower)
-                .map(Proposal::scored)
+                .map(|c| Proposal::scored(c).second_record(second))
                 .or(refused),
         })
+    }
+
+    /// Whether a child holds a record from `source` other than `local_id`.
+    async fn holds_another(
+        conn: &mut AnyConnection,
+        child: &str,
+        source: &str,
+        local_id: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT 1 AS one FROM source_records WHERE child_id = $1 AND source = $2 \
+             AND local_id <> $3 LIMIT 1",
+        )
+        .bind(child)
+        .bind(source)
+        .bind(local_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(row.is_some())
     }
 
     /// Writes a placement's links (the record's link, and a proposal for review if there is
@@ -1135,6 +1174,15 @@ impl Proposal {
             method: "probabilistic".into(),
             scored: Some(c),
         }
+    }
+
+    /// Held because the child already holds a record from the same source ([`SECOND_RECORD`]),
+    /// when `second`.
+    pub(crate) fn second_record(mut self, second: bool) -> Self {
+        if second {
+            self.method = SECOND_RECORD.into();
+        }
+        self
     }
 }
 
