@@ -1286,7 +1286,8 @@ pub struct LinkRow {
     pub child_id: String,
     /// `active`, `review`, `rejected`, `superseded` or `split`.
     pub status: String,
-    /// `identifier:<kind>`, `probabilistic`, `new` or `manual`.
+    /// `identifier:<kind>`, `probabilistic`, `new` or `manual`; a proposal may also be a
+    /// [`RECHECK`] or a [`SECOND_RECORD`].
     pub method: String,
     pub probability: Option<f64>,
     pub match_weight: Option<f64>,
