@@ -103,8 +103,12 @@ pub(crate) fn client(
         value.set_sensitive(true);
         headers.insert(AUTHORIZATION, value);
     }
+    // A partner system answers for itself: a redirect is not followed (the 3xx is the answer,
+    // and the protocol reports it as its status), so the gateway never takes records from, or
+    // presents its client certificate to, a host its configuration does not name.
     let builder = reqwest::Client::builder()
         .use_rustls_tls()
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
         .default_headers(headers);

@@ -60,6 +60,7 @@ async fn record(State(s): State<Police>, uri: Uri, Path(id): Path<String>) -> Re
     s.paths.lock().unwrap().push(uri.path().to_owned());
     match id.as_str() {
         "boom" => text_response(500, "Internal Server Error"),
+        "moved" => moved("/records/POL-3210-P"),
         "garbage" => text_response(200, "<html>not json"),
         "array" => json_response(200, JSON, &json!([1, 2, 3])),
         "a b/c?d#e" => json_response(200, JSON, &json!({"recordId": id})),
@@ -75,6 +76,15 @@ async fn record(State(s): State<Police>, uri: Uri, Path(id): Path<String>) -> Re
             }
         }
     }
+}
+
+/// A redirect to another of the server's own records.
+fn moved(to: &str) -> Response {
+    Response::builder()
+        .status(302)
+        .header("location", to)
+        .body(axum::body::Body::empty())
+        .unwrap()
 }
 
 async fn people_list(State(s): State<Police>) -> Response {
@@ -119,6 +129,7 @@ async fn server() -> Server {
                 "/failing-list",
                 get(|| async { text_response(503, "busy") }),
             )
+            .route("/moved-list", get(|| async { moved("/custodian") }))
             .route("/people", get(people_list))
             .route("/people/{id}", get(person))
             .with_state(state)
@@ -382,6 +393,26 @@ async fn server_error_is_its_status() {
     };
     let err = adapter(config).list().await.unwrap_err();
     assert!(matches!(err, AdapterError::Status(503)), "{err:?}");
+}
+
+/// A partner system answers for itself: a redirect is reported as the status it is and not
+/// followed, so the gateway never takes records, or presents its credentials, anywhere its
+/// configuration does not name.
+#[tokio::test]
+async fn a_redirect_is_its_status_and_not_followed() {
+    let s = server().await;
+    let err = adapter(police_config(&s.base))
+        .fetch("moved")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AdapterError::Status(302)), "{err:?}");
+    assert_eq!(*s.paths.lock().unwrap(), ["/records/moved"]);
+    let config = HttpJsonConfig {
+        list_url: Some(format!("{}/moved-list", s.base)),
+        ..police_config(&s.base)
+    };
+    let err = adapter(config).list().await.unwrap_err();
+    assert!(matches!(err, AdapterError::Status(302)), "{err:?}");
 }
 
 #[tokio::test]
