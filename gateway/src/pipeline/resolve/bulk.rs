@@ -1091,12 +1091,7 @@ impl World {
                 let another = kin.iter().any(|(s, r)| s == source && r.id != n.local_id);
                 second = matcher.holds_back(c.score.probability, another);
                 if !second {
-                    return Ok(Placement {
-                        child: c.child.clone(),
-                        method: "probabilistic".into(),
-                        scored: best,
-                        review: refused,
-                    });
+                    return Ok(Placement::probabilistic(c.child.clone(), best, refused));
                 }
             }
         }

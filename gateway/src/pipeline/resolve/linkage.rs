@@ -685,12 +685,7 @@ impl Matcher {
                 let another = Self::holds_another(conn, &c.child, source, local_id).await?;
                 second = self.holds_back(c.score.probability, another);
                 if !second {
-                    return Ok(Placement {
-                        child: c.child.clone(),
-                        method: "probabilistic".into(),
-                        scored: best,
-                        review: refused,
-                    });
+                    return Ok(Placement::probabilistic(c.child.clone(), best, refused));
                 }
             }
         }
@@ -1154,6 +1149,22 @@ pub(crate) struct Placement {
     pub scored: Option<Candidate>,
     /// A child the record may belong to instead, for a person to decide.
     pub review: Option<Proposal>,
+}
+
+impl Placement {
+    /// A link on demographics, through `scored`, the best candidate, whose child is `child`.
+    pub(crate) fn probabilistic(
+        child: String,
+        scored: Option<Candidate>,
+        review: Option<Proposal>,
+    ) -> Self {
+        Placement {
+            child,
+            method: "probabilistic".into(),
+            scored,
+            review,
+        }
+    }
 }
 
 /// A child a record may belong to, proposed for review.
