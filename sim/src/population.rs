@@ -483,17 +483,12 @@ pub const OLDER_BROTHER: &str = "household-brother";
 /// A girl born the same day as the twins, of another family and address; her police record
 /// has no NHS number.
 pub const SAME_BIRTHDAY: &str = "household-same-birthday";
-/// A girl of [`SAME_BIRTHDAY`]'s name, sex and birthday at a third address, known only to
-/// health, and without an NHS number there: nothing the records compare tells the two girls
-/// apart, but health already holds the other girl's record, so only a person may join them.
-pub const NAMESAKE: &str = "household-namesake";
 
-/// As [`generate`], then the five children of [`TWIN_GIRL`], [`TWIN_BOY`], [`OLDER_BROTHER`],
-/// [`SAME_BIRTHDAY`] and [`NAMESAKE`] after them: the cases of the development cohort (`cohort`:
-/// twins, siblings, strangers sharing a birthday) that the gateway's matcher must get right, in
-/// the partners' systems, plus two near-misses — the twin girl's police record gives only her
-/// initial and no NHS number, so it could be her or a twin sister, and the namesake's health
-/// record could be a second one of the girl born the same day; only a person may say. The first `n`
+/// As [`generate`], then the four children of [`TWIN_GIRL`], [`TWIN_BOY`], [`OLDER_BROTHER`] and
+/// [`SAME_BIRTHDAY`] after them: the cases of the development cohort (`cohort`: twins, siblings,
+/// strangers sharing a birthday) that the gateway's matcher must get right, in the partners'
+/// systems, plus a near-miss — the twin girl's police record gives only her initial and no NHS
+/// number, so it could be her or a twin sister, and only a person may say. The first `n`
 /// children are exactly those of [`generate`] for the seed. `weft demo` runs on it.
 pub fn generate_with_households(seed: u64, n: usize) -> Population {
     let mut g = Gen::new(seed);
@@ -1398,16 +1393,7 @@ impl Gen {
                 ..Plan::default()
             },
         );
-        let namesake = self.pinned_truth("Maya", "Okafor", twins_born, Sex::Female);
-        let namesake = self.build(
-            NAMESAKE.into(),
-            namesake,
-            Plan {
-                no_nhs_in: vec![System::Health],
-                ..Plan::default()
-            },
-        );
-        vec![girl, boy, brother, stranger, namesake]
+        vec![girl, boy, brother, stranger]
     }
 
     /// The truth of a pinned child: fixed name, birth date and sex; address and identifiers drawn
@@ -1668,19 +1654,6 @@ mod tests {
         );
         let police = stranger.identity(System::Police).expect("police record");
         assert!(police.nhs_number.is_none());
-        let namesake = child(NAMESAKE);
-        assert_eq!(
-            (&namesake.truth.given_name, &namesake.truth.family_name),
-            (&stranger.truth.given_name, &stranger.truth.family_name)
-        );
-        assert_eq!(namesake.truth.birth_date, stranger.truth.birth_date);
-        assert_eq!(namesake.truth.sex, stranger.truth.sex);
-        assert_ne!(namesake.truth.address, stranger.truth.address);
-        let health = namesake.identity(System::Health).expect("health record");
-        assert!(health.nhs_number.is_none());
-        assert!(System::ALL
-            .into_iter()
-            .all(|s| (s == System::Health) == namesake.present_in(s)));
     }
 
     #[test]
