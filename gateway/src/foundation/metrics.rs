@@ -9,6 +9,12 @@ use prometheus::{
     IntGaugeVec, TextEncoder,
 };
 
+/// Milliseconds since `t`, as the reports and logs give times (saturating: a clock that ran
+/// for 584 million years is not worth a panic).
+pub fn elapsed_ms(t: std::time::Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];

@@ -284,7 +284,7 @@ struct Timed<'a>(&'a Health, Instant);
 
 impl Drop for Timed<'_> {
     fn drop(&mut self) {
-        let ms = u64::try_from(self.1.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let ms = crate::foundation::metrics::elapsed_ms(self.1);
         self.0.last_ms.store(ms, Ordering::Relaxed);
         self.0.total_ms.fetch_add(ms, Ordering::Relaxed);
         self.0.timed.fetch_add(1, Ordering::Relaxed);

@@ -31,6 +31,7 @@ use weft_adapters::file::{self, FileConfig, Found, ImportError, Imported};
 use weft_adapters::AdapterConfig;
 
 use crate::foundation::config::SourceConfig;
+use crate::foundation::metrics::elapsed_ms;
 use crate::foundation::store::{Backend, Cell, Store};
 use crate::pipeline::resolve::bulk::After;
 use crate::pipeline::resolve::Index;
@@ -177,7 +178,6 @@ pub async fn import(
 ) -> Result<ImportReport, ImportFailure> {
     let started = now();
     let clock = std::time::Instant::now();
-    let ms = |t: std::time::Instant| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX);
     let limits = config.limits;
     let folder = config.clone();
     let dropped = tokio::task::spawn_blocking(move || file::collect(&folder))
@@ -259,7 +259,7 @@ pub async fn import(
     })
     .await
     .map_err(|e| ImportFailure::Task(e.to_string()))?;
-    report.parse_ms = ms(clock);
+    report.parse_ms = elapsed_ms(clock);
     let clock = std::time::Instant::now();
     let (records, warnings, flagged, unreadable) = match parsed {
         Ok(p) => p,
@@ -430,7 +430,7 @@ pub async fn import(
             applied.send(true);
             staging.finish().await;
         }
-        report.apply_ms = ms(clock);
+        report.apply_ms = elapsed_ms(clock);
         written
     };
     let indexing = async {
@@ -453,7 +453,7 @@ pub async fn import(
         // A first or large import goes through the index's bulk path; a few changed records
         // are upserted one at a time (`resolve::bulk::BULK_FROM`).
         let done = index.upsert_many_after(source, &recs, &after).await;
-        Some((done, unreadable, ms(clock)))
+        Some((done, unreadable, elapsed_ms(clock)))
     };
     let (written, indexed) = tokio::join!(apply, indexing);
     written?;

@@ -36,6 +36,7 @@ use super::linkage::{
 };
 use super::{Index, Stored};
 use crate::foundation::audit::{self, Entry};
+use crate::foundation::metrics::elapsed_ms;
 use crate::foundation::store::{Cell, Staging};
 
 /// The fewest records new to the index for which a call takes the bulk path; fewer are
@@ -345,7 +346,7 @@ impl Index {
         }
         done.read_ms += placed.counted.read_ms;
         done.place_ms += placed.counted.place_ms;
-        done.write_ms += ms(clock);
+        done.write_ms += elapsed_ms(clock);
         done.records += placed.new.len();
         done.bulk += placed.new.len();
         done.flagged += placed.new.iter().filter(|n| n.stored.flagged).count();
@@ -429,7 +430,7 @@ impl Index {
             }
             None => World::load(&self.matcher, conn, source, &new).await?,
         };
-        counted.read_ms = ms(clock);
+        counted.read_ms = elapsed_ms(clock);
         let clock = Instant::now();
         let mut placements = Vec::with_capacity(new.len());
         for (i, n) in new.iter().enumerate() {
@@ -438,7 +439,7 @@ impl Index {
             placements.push(p);
             pause(i).await;
         }
-        counted.place_ms = ms(clock);
+        counted.place_ms = elapsed_ms(clock);
         let placed = Placed {
             new,
             placements,
@@ -490,10 +491,6 @@ impl Index {
 }
 
 /// Milliseconds since `t`.
-fn ms(t: Instant) -> u64 {
-    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
 /// Records a long loop handles between two yields to the runtime: the next batch is placed
 /// in the same task as this batch's write, which must keep feeding the store.
 const PAUSE_EVERY: usize = 64;
