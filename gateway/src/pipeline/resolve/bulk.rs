@@ -490,7 +490,6 @@ impl Index {
     }
 }
 
-/// Milliseconds since `t`.
 /// Records a long loop handles between two yields to the runtime: the next batch is placed
 /// in the same task as this batch's write, which must keep feeding the store.
 const PAUSE_EVERY: usize = 64;

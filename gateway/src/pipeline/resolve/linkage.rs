@@ -230,9 +230,10 @@ impl Matcher {
     }
 
     /// Whether a probabilistic link at `probability` to a child holding another record from
-    /// the record's own source waits for a person ([`SECOND_RECORD`]).
+    /// the record's own source waits for a person ([`SECOND_RECORD`]): unless the match is
+    /// graded certain.
     pub(crate) fn holds_back(&self, probability: f64, another: bool) -> bool {
-        another && probability < self.upper.max(CERTAIN)
+        another && self.grade(probability) != Some(Grade::Certain)
     }
 
     pub fn grade(&self, probability: f64) -> Option<Grade> {
