@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 
 use crate::cohort::{self, CohortRecord};
+use crate::names::title;
 
 /// The header the export is written with: names as MIS exports spell them.
 pub const HEADER: &str = "PupilID,UPN,Legal Surname,Legal Forename,Middle Names,Former Surname,\
@@ -86,22 +87,6 @@ fn parts(date: &str) -> (i32, u32, u32) {
     let mut it = date.split('-');
     let mut next = || it.next().and_then(|p| p.parse::<i64>().ok()).unwrap_or(1);
     (next() as i32, next() as u32, next() as u32)
-}
-
-/// Names as a school writes them: each word and each part of a double-barrelled name
-/// capitalised.
-fn title(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut start = true;
-    for c in s.chars() {
-        if start {
-            out.extend(c.to_uppercase());
-        } else {
-            out.push(c);
-        }
-        start = matches!(c, ' ' | '-' | '\'');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use weft_ids::{NhsNumber, Upn};
 
+use crate::names::{self, alike, typo};
+
 /// One agency's record of a child, as text the agency would hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CohortRecord {
@@ -83,321 +85,6 @@ pub const COLUMNS: [&str; 15] = [
     "child_id",
 ];
 
-const BOYS: &[&str] = &[
-    "oliver",
-    "george",
-    "noah",
-    "arthur",
-    "harry",
-    "leo",
-    "muhammad",
-    "jack",
-    "charlie",
-    "oscar",
-    "jacob",
-    "henry",
-    "thomas",
-    "freddie",
-    "alfie",
-    "theo",
-    "william",
-    "theodore",
-    "archie",
-    "joshua",
-    "alexander",
-    "james",
-    "isaac",
-    "edward",
-    "lucas",
-    "tommy",
-    "finley",
-    "max",
-    "logan",
-    "ethan",
-    "mohammed",
-    "teddy",
-    "benjamin",
-    "arlo",
-    "joseph",
-    "sebastian",
-    "harrison",
-    "elijah",
-    "adam",
-    "daniel",
-    "samuel",
-    "louie",
-    "mason",
-    "reuben",
-    "albie",
-    "rory",
-    "jaxon",
-    "hugo",
-    "luca",
-    "zachary",
-    "reggie",
-    "hunter",
-    "louis",
-    "dylan",
-    "albert",
-    "david",
-    "jude",
-    "frankie",
-    "roman",
-    "ezra",
-    "toby",
-    "riley",
-    "carter",
-    "ronnie",
-    "frederick",
-    "gabriel",
-    "stanley",
-    "bobby",
-    "jesse",
-    "michael",
-    "elliot",
-    "grayson",
-    "mohammad",
-    "liam",
-    "jenson",
-    "ellis",
-    "harley",
-    "harvey",
-    "jayden",
-    "jake",
-    "matthew",
-    "nathan",
-    "connor",
-    "kai",
-];
-const GIRLS: &[&str] = &[
-    "olivia",
-    "amelia",
-    "isla",
-    "ava",
-    "ivy",
-    "freya",
-    "lily",
-    "florence",
-    "mia",
-    "willow",
-    "rosie",
-    "sophia",
-    "isabella",
-    "grace",
-    "daisy",
-    "sienna",
-    "poppy",
-    "elsie",
-    "emily",
-    "ella",
-    "evelyn",
-    "phoebe",
-    "sofia",
-    "evie",
-    "charlotte",
-    "harper",
-    "millie",
-    "matilda",
-    "maya",
-    "sophie",
-    "alice",
-    "emilia",
-    "isabelle",
-    "ruby",
-    "luna",
-    "maisie",
-    "aria",
-    "penelope",
-    "mila",
-    "bonnie",
-    "eva",
-    "hallie",
-    "eliza",
-    "ada",
-    "violet",
-    "esme",
-    "arabella",
-    "imogen",
-    "jessica",
-    "delilah",
-    "lottie",
-    "thea",
-    "layla",
-    "ellie",
-    "hannah",
-    "margot",
-    "nancy",
-    "elizabeth",
-    "rebecca",
-    "katherine",
-    "georgia",
-    "scarlett",
-    "zara",
-    "molly",
-    "chloe",
-    "lucy",
-    "amber",
-    "holly",
-    "megan",
-    "erin",
-    "lola",
-    "ayla",
-    "aisha",
-    "fatima",
-    "maryam",
-    "zainab",
-    "nia",
-];
-/// Short forms agencies write for the formal name (a school or the police, mostly).
-const SHORT: &[(&str, &str)] = &[
-    ("oliver", "ollie"),
-    ("thomas", "tom"),
-    ("william", "will"),
-    ("alexander", "alex"),
-    ("james", "jamie"),
-    ("edward", "ed"),
-    ("benjamin", "ben"),
-    ("joseph", "joe"),
-    ("daniel", "dan"),
-    ("samuel", "sam"),
-    ("matthew", "matt"),
-    ("frederick", "freddie"),
-    ("theodore", "theo"),
-    ("zachary", "zach"),
-    ("michael", "mike"),
-    ("isabella", "bella"),
-    ("elizabeth", "beth"),
-    ("charlotte", "lottie"),
-    ("katherine", "kate"),
-    ("rebecca", "becky"),
-    ("jessica", "jess"),
-    ("penelope", "penny"),
-    ("matilda", "tilly"),
-    ("florence", "flo"),
-    ("margot", "maggie"),
-];
-const SURNAMES: &[&str] = &[
-    "smith",
-    "jones",
-    "williams",
-    "taylor",
-    "brown",
-    "davies",
-    "evans",
-    "wilson",
-    "thomas",
-    "johnson",
-    "roberts",
-    "robinson",
-    "thompson",
-    "wright",
-    "walker",
-    "white",
-    "edwards",
-    "hughes",
-    "green",
-    "hall",
-    "lewis",
-    "harris",
-    "clarke",
-    "patel",
-    "jackson",
-    "wood",
-    "turner",
-    "martin",
-    "cooper",
-    "hill",
-    "ward",
-    "morris",
-    "moore",
-    "clark",
-    "lee",
-    "king",
-    "baker",
-    "harrison",
-    "morgan",
-    "allen",
-    "james",
-    "scott",
-    "phillips",
-    "watson",
-    "davis",
-    "parker",
-    "price",
-    "bennett",
-    "young",
-    "griffiths",
-    "mitchell",
-    "kelly",
-    "cook",
-    "carter",
-    "richardson",
-    "bailey",
-    "collins",
-    "bell",
-    "shaw",
-    "murphy",
-    "miller",
-    "cox",
-    "richards",
-    "khan",
-    "marshall",
-    "anderson",
-    "simpson",
-    "ellis",
-    "adams",
-    "singh",
-    "begum",
-    "wilkinson",
-    "foster",
-    "chapman",
-    "powell",
-    "webb",
-    "rogers",
-    "gray",
-    "mason",
-    "ali",
-    "hunt",
-    "hussain",
-    "campbell",
-    "matthews",
-    "owen",
-    "palmer",
-    "holmes",
-    "mills",
-    "barnes",
-    "knight",
-    "lloyd",
-    "butler",
-    "russell",
-    "barker",
-    "fisher",
-    "stevens",
-    "jenkins",
-    "murray",
-    "dixon",
-    "harvey",
-    "ahmed",
-    "okafor",
-    "nowak",
-    "kowalski",
-    "oconnor",
-    "obrien",
-    "mcdonald",
-    "macleod",
-    "nguyen",
-    "chen",
-    "rahman",
-];
-const STARTS: &[&str] = &[
-    "ash", "bar", "black", "brad", "bram", "car", "dal", "den", "fair", "fer", "gar", "glen",
-    "hal", "har", "hart", "kem", "kings", "lan", "mar", "mor", "nor", "oak", "pen", "ros", "sel",
-    "stan", "tal", "thorn", "wal", "whit", "win", "wood", "york", "cal", "dun", "elm", "ford",
-];
-const ENDS: &[&str] = &[
-    "ton", "by", "ford", "ley", "well", "wood", "son", "man", "field", "ridge", "more", "ham",
-    "stead", "worth", "croft", "er", "ell", "ock", "wick", "burn", "den", "low", "gate",
-];
 const STREETS: &[&str] = &[
     "high street",
     "station road",
@@ -423,36 +110,6 @@ const STREETS: &[&str] = &[
     "springfield road",
     "york road",
 ];
-
-/// Picks from a list with a Zipf-like skew: the first few entries are far commoner than the
-/// last, as with names.
-fn zipf<'a>(rng: &mut StdRng, list: &[&'a str], s: f64) -> &'a str {
-    // Inverse-CDF of a continuous power law over ranks 1..=n.
-    let n = list.len() as f64;
-    let u: f64 = rng.gen();
-    let rank = if (s - 1.0).abs() < 1e-9 {
-        n.powf(u)
-    } else {
-        (1.0 + u * (n.powf(1.0 - s) - 1.0)).powf(1.0 / (1.0 - s))
-    };
-    list[((rank as usize).max(1) - 1).min(list.len() - 1)]
-}
-
-fn made_up_surname(rng: &mut StdRng) -> String {
-    format!(
-        "{}{}",
-        STARTS[rng.gen_range(0..STARTS.len())],
-        ENDS[rng.gen_range(0..ENDS.len())]
-    )
-}
-
-fn made_up_given(rng: &mut StdRng) -> String {
-    format!(
-        "{}{}",
-        STARTS[rng.gen_range(0..STARTS.len())],
-        ["a", "ie", "y", "o", "en", "ia", "is", "an"][rng.gen_range(0..8)]
-    )
-}
 
 struct Child {
     given: String,
@@ -556,11 +213,7 @@ impl Gen {
 
     fn given(&mut self, female: bool, taken: &[String]) -> String {
         loop {
-            let name = if self.rng.gen_bool(0.15) {
-                made_up_given(&mut self.rng)
-            } else {
-                zipf(&mut self.rng, if female { GIRLS } else { BOYS }, 1.1).to_string()
-            };
+            let name = names::given(&mut self.rng, female);
             if !taken.iter().any(|t| alike(t, &name)) {
                 return name;
             }
@@ -587,60 +240,6 @@ impl Gen {
         use chrono::Datelike;
         (d.year(), d.month(), d.day())
     }
-}
-
-/// Names parents would not give two of their children: the same name, names beginning
-/// alike, or one a usual short form of the other.
-fn alike(a: &str, b: &str) -> bool {
-    const FORMS: &[(&str, &str)] = &[
-        ("amelia", "mia"),
-        ("amelia", "millie"),
-        ("amelia", "emily"),
-        ("isabella", "bella"),
-        ("isabelle", "bella"),
-        ("isabella", "isabelle"),
-        ("theodore", "teddy"),
-        ("edward", "teddy"),
-        ("elizabeth", "eliza"),
-        ("elizabeth", "ellie"),
-        ("eleanor", "ellie"),
-        ("charlotte", "lottie"),
-        ("matilda", "tilly"),
-        ("margot", "maisie"),
-        ("harrison", "harry"),
-        ("henry", "harry"),
-        ("alfred", "alfie"),
-        ("frederick", "freddie"),
-        ("louis", "louie"),
-        ("mohammed", "muhammad"),
-        ("mohammad", "muhammad"),
-        ("mohammed", "mohammad"),
-    ];
-    let prefix = |x: &str| x.chars().take(3).collect::<String>();
-    a == b
-        || prefix(a) == prefix(b)
-        || SHORT
-            .iter()
-            .chain(FORMS)
-            .any(|&(x, y)| (x == a && y == b) || (x == b && y == a))
-}
-
-/// One slip of the keyboard in a name.
-fn typo(rng: &mut StdRng, s: &str) -> String {
-    let mut c: Vec<char> = s.chars().collect();
-    if c.len() < 4 {
-        return s.to_string();
-    }
-    let i = rng.gen_range(1..c.len());
-    match rng.gen_range(0..4) {
-        0 => c[i] = (b'a' + rng.gen_range(0..26)) as char,
-        1 => {
-            c.remove(i);
-        }
-        2 => c.insert(i, c[i]),
-        _ => c.swap(i - 1, i),
-    }
-    c.into_iter().collect()
 }
 
 /// A date of birth as a clerk might key it: year off by one, day and month swapped, one digit.
@@ -742,26 +341,10 @@ pub fn generate(seed: u64, children: usize) -> Cohort {
     let mut household = 0u32;
     while kids.len() < children {
         household += 1;
-        let family = if g.rng.gen_bool(0.7) {
-            zipf(&mut g.rng, SURNAMES, 1.0).to_string()
-        } else {
-            made_up_surname(&mut g.rng)
-        };
-        let double = g.rng.gen_bool(0.04);
-        let family = if double {
-            format!("{family}-{}", zipf(&mut g.rng, SURNAMES, 1.0))
-        } else {
-            family
-        };
+        let family = names::family_name(&mut g.rng);
         let address = g.address();
         let moved = g.rng.gen_bool(0.25).then(|| g.address());
-        let remarried = g.rng.gen_bool(0.05).then(|| {
-            if g.rng.gen_bool(0.7) {
-                zipf(&mut g.rng, SURNAMES, 1.0).to_string()
-            } else {
-                made_up_surname(&mut g.rng)
-            }
-        });
+        let remarried = g.rng.gen_bool(0.05).then(|| names::family(&mut g.rng));
         let size = [1, 1, 2, 2, 2, 3, 3, 4][g.rng.gen_range(0..8)];
         let mut taken: Vec<String> = Vec::new();
         let mut i = 0;
@@ -970,8 +553,8 @@ fn write(rng: &mut StdRng, c: &Child, a: &AgencyProfile, n: usize) -> CohortReco
         given = c.middle.clone().unwrap_or_default();
         middle = String::new();
     } else if rng.gen_bool(a.informal) {
-        if let Some((_, short)) = SHORT.iter().find(|(f, _)| *f == given) {
-            given = (*short).to_string();
+        if let Some(short) = names::short_form(&given) {
+            given = short.to_string();
         }
     }
     // Health records carry every forename from the birth registration; the police record one;

@@ -2,6 +2,8 @@
 //! children: what `weft demo`, the benchmark and the end-to-end tests run the gateway against.
 //!
 //! - [`cohort`]: the development cohort for identity matching, with its truth apart.
+//! - [`names`]: the one model of names they all draw from (UK-like frequencies, short forms,
+//!   typos).
 //! - [`census`]: a school census export of the cohort's pupils, for `weft bench import`.
 //! - [`population`]: the synthetic children — a canonical truth each, and how each system
 //!   records them (nicknames, misspellings, moved addresses, missing identifiers).
@@ -19,6 +21,7 @@ pub mod census;
 pub mod cohort;
 pub mod delayed;
 pub mod fhir;
+pub mod names;
 pub mod police;
 pub mod population;
 pub mod server;

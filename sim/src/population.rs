@@ -2,12 +2,14 @@
 //!
 //! The differences between systems are the point: matching, merging and "disagreements shown side
 //! by side" can only be exercised against records that disagree the way real ones do — a school
-//! that knows Bill rather than William, a surname misspelt at the police front desk, an address
+//! that knows Will rather than William, a surname misspelt at the police front desk, an address
 //! that moved in one system and not another, identifiers that one agency never captured.
 //!
 //! Everything is derived from one seeded [`StdRng`], and ages are measured against the fixed
-//! [`REFERENCE_DATE`] rather than today, so a seed names the same population for ever. All names
-//! come from the small lists below and are combined at random; none describes a real person.
+//! [`REFERENCE_DATE`] rather than today, so a seed names the same population for ever. Names
+//! come from [`crate::names`], the model the development cohort draws from too, so that the
+//! demo's index learns the name frequencies the benchmarks measure; none describes a real
+//! person.
 //! Postcodes use the `WT` area, which does not exist, and phone numbers sit in Ofcom's range
 //! reserved for drama (01632 960xxx); NHS numbers come from the `999` range, which is never issued.
 
@@ -20,6 +22,8 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use weft_ids::{NhsNumber, Upn};
+
+use crate::names;
 
 /// "Today" for the synthetic world: ages, school years, open episodes and "last night" are all
 /// relative to it.
@@ -530,89 +534,6 @@ pub fn year_group(birth: NaiveDate) -> Option<i32> {
 /// Letters a UPN may use (no I, O or S), for check letters and temporary UPNs.
 const UPN_ALPHABET: &[u8; 23] = b"ABCDEFGHJKLMNPQRTUVWXYZ";
 
-type Names = &'static [(&'static str, &'static [&'static str])];
-
-/// Given names with the short forms a school or a family might use instead.
-const GIRLS: Names = &[
-    ("Elizabeth", &["Beth", "Liz", "Lizzie"]),
-    ("Katherine", &["Kate", "Katie"]),
-    ("Rebecca", &["Becky"]),
-    ("Jessica", &["Jess"]),
-    ("Abigail", &["Abbie"]),
-    ("Olivia", &["Liv"]),
-    ("Isabella", &["Izzy", "Bella"]),
-    ("Amelia", &["Millie"]),
-    ("Charlotte", &["Lottie"]),
-    ("Victoria", &["Tori"]),
-    ("Eleanor", &["Ellie"]),
-    ("Zofia", &["Zosia"]),
-    ("Grace", &[]),
-    ("Freya", &[]),
-    ("Aisha", &[]),
-    ("Zainab", &[]),
-    ("Priya", &[]),
-    ("Niamh", &[]),
-    ("Chloe", &[]),
-    ("Poppy", &[]),
-    ("Maryam", &[]),
-    ("Esme", &[]),
-];
-
-const BOYS: Names = &[
-    ("William", &["Bill", "Liam", "Will"]),
-    ("Alexander", &["Alex", "Sasha"]),
-    ("Thomas", &["Tom", "Tommy"]),
-    ("Samuel", &["Sam"]),
-    ("Benjamin", &["Ben"]),
-    ("Joshua", &["Josh"]),
-    ("Daniel", &["Dan", "Danny"]),
-    ("Matthew", &["Matt"]),
-    ("James", &["Jamie", "Jim"]),
-    ("Oliver", &["Ollie"]),
-    ("Edward", &["Ted", "Eddie"]),
-    ("Nathaniel", &["Nate"]),
-    ("Harry", &[]),
-    ("Noah", &[]),
-    ("Leo", &[]),
-    ("George", &[]),
-    ("Mohammed", &[]),
-    ("Yusuf", &[]),
-    ("Kacper", &[]),
-    ("Arjun", &[]),
-    ("Callum", &[]),
-    ("Oscar", &[]),
-];
-
-/// Family names with the misspellings that turn up in real records.
-const FAMILIES: Names = &[
-    ("Johnson", &["Jonson", "Johnston"]),
-    ("Thompson", &["Thomson", "Tompson"]),
-    ("Stephenson", &["Stevenson"]),
-    ("Phillips", &["Philips"]),
-    ("Davies", &["Davis"]),
-    ("Macdonald", &["McDonald"]),
-    ("Matthews", &["Mathews"]),
-    ("Clarke", &["Clark"]),
-    ("Reid", &["Reed"]),
-    ("Nicholson", &["Nicolson"]),
-    ("Okafor", &["Okafur"]),
-    ("Kowalski", &["Kowalsky"]),
-    ("Hussain", &["Hussein"]),
-    ("Whitaker", &["Whittaker"]),
-    ("Holloway", &["Halloway"]),
-    ("Lindqvist", &["Lindquist"]),
-    ("Adeyemi", &[]),
-    ("Begum", &[]),
-    ("Patel", &[]),
-    ("Walsh", &[]),
-    ("Fletcher", &[]),
-    ("Harding", &[]),
-    ("Brennan", &[]),
-    ("Ashworth", &[]),
-    ("Pryce", &[]),
-    ("Quinn", &[]),
-];
-
 const STREETS: &[&str] = &[
     "Loom Street",
     "Shuttle Lane",
@@ -871,17 +792,8 @@ impl Gen {
         } else {
             Sex::Male
         };
-        let given = self.pick(if sex == Sex::Female { GIRLS } else { BOYS }).0;
-        let family = if self.rng.gen_bool(0.15) {
-            let (a, b) = (self.pick(FAMILIES).0, self.pick(FAMILIES).0);
-            if a == b {
-                a.to_string()
-            } else {
-                format!("{a}-{b}")
-            }
-        } else {
-            self.pick(FAMILIES).0.to_string()
-        };
+        let given = names::title(&names::given(&mut self.rng, sex == Sex::Female));
+        let family = names::title(&names::family_name(&mut self.rng));
         let birth_date = self.birth_date();
         let upn = year_group(birth_date).map(|y| self.upn(y));
         Truth {
@@ -899,7 +811,7 @@ impl Gen {
         let school = truth.upn.is_some() && self.rng.gen_bool(0.9);
         let social_care = self.rng.gen_bool(0.4);
         let police = self.rng.gen_bool(if social_care { 0.45 } else { 0.1 });
-        let has_nickname = !nicknames(&truth.given_name).is_empty();
+        let has_nickname = short_form(&truth.given_name).is_some();
         let school_nickname = school && has_nickname && self.rng.gen_bool(0.25);
         let school_preferred = school && has_nickname && !school_nickname && self.rng.gen_bool(0.3);
 
@@ -967,10 +879,9 @@ impl Gen {
         old: &Address,
     ) -> SourceIdentity {
         let local_id = self.local_id(system);
-        let given_name = if system == System::School && plan.school_nickname {
-            nicknames(&truth.given_name)[0].to_string()
-        } else {
-            truth.given_name.clone()
+        let given_name = match short_form(&truth.given_name) {
+            Some(short) if system == System::School && plan.school_nickname => short,
+            _ => truth.given_name.clone(),
         };
         let mut family_name = truth.family_name.clone();
         if plan.hyphen_variant_in.contains(&system) {
@@ -985,7 +896,7 @@ impl Gen {
             };
         }
         if plan.misspelt_in == Some(system) {
-            family_name = misspell(&family_name);
+            family_name = misspell(&mut self.rng, &family_name);
         }
         let birth_date = if system == System::Police && plan.police_dob_swapped {
             let d = truth.birth_date;
@@ -1031,9 +942,7 @@ impl Gen {
         let school = plan.school.then(|| {
             let identity = self.identity(&truth, System::School, &plan, &old);
             let year = year_group(truth.birth_date).expect("pupils are of school age");
-            let preferred_name = plan
-                .school_preferred
-                .then(|| nicknames(&truth.given_name)[0].to_string());
+            let preferred_name = short_form(&truth.given_name).filter(|_| plan.school_preferred);
             let attendance = self.attendance(year, known_to_sc);
             let exclusions = self.exclusions(year, known_to_sc);
             let leaving_date = exclusions
@@ -1575,12 +1484,25 @@ impl Gen {
     }
 
     /// Marks two or three children (never a pinned one) restricted in health, as PDS does for
-    /// families whose whereabouts must not be disclosed.
+    /// families whose whereabouts must not be disclosed; one of them, where there is one, a
+    /// pupil on the school's roll, so that what the school's staff are shown of a restricted
+    /// child can be seen whatever the names drawn.
     fn restrict_some(&mut self, children: &mut [SimChild]) {
         let candidates: Vec<usize> = (3..children.len()).collect();
         let wanted = if children.len() >= 40 { 3 } else { 2 };
         let k = candidates.len().min(wanted);
-        for &i in candidates.choose_multiple(&mut self.rng, k) {
+        let pupils: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&i| children[i].school.as_ref().is_some_and(|s| s.on_roll))
+            .collect();
+        let mut chosen: Vec<usize> = pupils.choose(&mut self.rng).copied().into_iter().collect();
+        let rest: Vec<usize> = candidates
+            .into_iter()
+            .filter(|i| !chosen.contains(i))
+            .collect();
+        chosen.extend(rest.choose_multiple(&mut self.rng, k - chosen.len().min(k)));
+        for i in chosen {
             if let Some(h) = children[i].health.as_mut() {
                 h.restricted = true;
             }
@@ -1588,36 +1510,27 @@ impl Gen {
     }
 }
 
-/// Short forms of a given name (empty if it has none).
-fn nicknames(given: &str) -> &'static [&'static str] {
-    GIRLS
-        .iter()
-        .chain(BOYS)
-        .find(|(n, _)| *n == given)
-        .map(|(_, nick)| *nick)
-        .unwrap_or(&[])
+/// The short form a school might write for a given name, capitalised as the name is.
+fn short_form(given: &str) -> Option<String> {
+    names::short_form(&given.to_lowercase()).map(names::title)
 }
 
-/// A plausible misspelling: a known variant of each part, or else two letters transposed.
-fn misspell(family: &str) -> String {
-    let part = |p: &str| -> String {
-        match FAMILIES.iter().find(|(n, _)| *n == p) {
-            Some((_, variants)) if !variants.is_empty() => variants[0].to_string(),
-            _ => {
-                let mut c: Vec<char> = p.chars().collect();
-                let n = c.len();
-                if n >= 4 {
-                    c.swap(n - 2, n - 3);
-                }
-                c.into_iter().collect()
-            }
-        }
+/// A clerk's slip in a family name, in its last part, as one typing the name would most often
+/// make it. A slip can land on the same letter; drawn again then, a few times at most (a
+/// name of three letters or fewer is left as it is).
+fn misspell(rng: &mut StdRng, family: &str) -> String {
+    let (kept, last) = match family.rfind(['-', ' ']) {
+        Some(i) => family.split_at(i + 1),
+        None => ("", family),
     };
-    // Misspell the last part only, as a clerk typing the name would most often do.
-    match family.rfind(['-', ' ']) {
-        Some(i) => format!("{}{}", &family[..=i], part(&family[i + 1..])),
-        None => part(family),
+    let mut slip = names::typo(rng, last);
+    for _ in 0..8 {
+        if slip != last {
+            break;
+        }
+        slip = names::typo(rng, last);
     }
+    format!("{kept}{slip}")
 }
 
 #[cfg(test)]
@@ -1784,10 +1697,13 @@ mod tests {
     }
 
     #[test]
-    fn misspellings_differ() {
-        assert_eq!(misspell("Johnson"), "Jonson");
-        assert_eq!(misspell("Okafor-Walsh"), "Okafor-Waslh");
-        assert_ne!(misspell("Begum"), "Begum");
+    fn misspellings_differ_in_the_last_part() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for _ in 0..50 {
+            assert_ne!(misspell(&mut rng, "Johnson"), "Johnson");
+            let double = misspell(&mut rng, "Okafor-Walsh");
+            assert!(double.starts_with("Okafor-") && double != "Okafor-Walsh");
+        }
     }
 
     #[test]
