@@ -205,6 +205,11 @@ pub struct Synthetic {
 /// attendance ending in summer 2026 — about one in five absent enough to be persistently absent
 /// in a term — suspensions and a few permanent exclusions, and one in twenty known to social care.
 pub fn synthetic(pupils: usize, years: usize, schools: usize, seed: u64) -> Vec<Synthetic> {
+    // Eight school years of births.
+    const OLDEST_BIRTH: chrono::NaiveDate = match chrono::NaiveDate::from_ymd_opt(2010, 9, 1) {
+        Some(d) => d,
+        None => panic!("valid date"),
+    };
     const SEASONS: [&str; 3] = ["Autumn", "Spring", "Summer"];
     let mut rng = StdRng::seed_from_u64(seed);
     let schools = schools.max(1);
@@ -252,8 +257,7 @@ pub fn synthetic(pupils: usize, years: usize, schools: usize, seed: u64) -> Vec<
             // Names as the development cohort draws them ([`names`]): the index the demo
             // imports this census into learns the name frequencies the benchmarks measure.
             let female = rng.gen_bool(0.49);
-            let birth = chrono::NaiveDate::from_ymd_opt(2010, 9, 1).unwrap_or_default()
-                + chrono::Duration::days(rng.gen_range(0..8 * 365));
+            let birth = OLDEST_BIRTH + chrono::Duration::days(rng.gen_range(0..8 * 365));
             Synthetic {
                 upn: upn(i + 1),
                 family: names::title(&names::family_name(&mut rng)),
