@@ -66,6 +66,10 @@ pub const CERTAIN: f64 = 0.999;
 /// a source joins a child on its own only when certain.
 pub const SECOND_RECORD: &str = "second_record";
 
+/// How a recheck of a link explains that [`SECOND_RECORD`]'s rule holds it.
+const SECOND_RECORD_RULE: &str =
+    "The child already has another record from this system, and the match is not certain";
+
 /// Candidates read from the store for one record, at most; blocking keeps it far below.
 pub(crate) const MAX_CANDIDATES: i64 = 2000;
 
@@ -1829,6 +1833,55 @@ mod tests {
         assert!(review_queue(&new).await.unwrap().is_empty());
     }
 
+    /// A link made before the second-record rule: the health record without identifiers joined
+    /// the child through the school's record (probable, not certain), and the child's own
+    /// health record then arrived with its NHS number. An upgrade asks about the first one,
+    /// as the rule would have held it for a person; the identifier link stands.
+    #[tokio::test]
+    async fn an_upgrade_asks_about_a_second_record_from_one_source_short_of_certain() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, _db) = index(dir.path(), 0.95).await;
+        let nhs = Some("9434765919");
+        let girl = old
+            .upsert("school", &rec("s1", nhs, "Eleanor", "Thompson"))
+            .await
+            .unwrap()
+            .0;
+        let mut moved = child("h2", "Eleanor", "Thompson", "female", "WT9 9ZZ");
+        moved.demographics.given_name = Some("Elenor".into());
+        assert_eq!(old.upsert("health", &moved).await.unwrap().0, girl);
+        let own = rec("h1", nhs, "Eleanor", "Thompson");
+        assert_eq!(old.upsert("health", &own).await.unwrap().0, girl);
+        let history = link_history(&old, &girl).await.unwrap().unwrap();
+        let p = history
+            .iter()
+            .find(|l| l.local_id == "h2")
+            .and_then(|l| l.probability)
+            .unwrap();
+        assert!((0.95..CERTAIN).contains(&p), "probable, not certain: {p}");
+        sqlx::query("UPDATE match_links SET model_version = 'fs-000000000000'")
+            .execute(&old.store().pool)
+            .await
+            .unwrap();
+        let new = Index::with_matcher(old.store().clone(), Matcher::builtin());
+        assert_eq!(reexamine(&new).await.unwrap(), 1);
+        let queue = review_queue(&new).await.unwrap();
+        assert_eq!(
+            (queue[0].method.as_str(), queue[0].local_id.as_str()),
+            (RECHECK, "h2")
+        );
+        assert!(
+            queue[0]
+                .explanation
+                .iter()
+                .any(|e| e.comparison == "rule" && e.level == SECOND_RECORD_RULE),
+            "{:?}",
+            queue[0].explanation
+        );
+        // Nothing moved.
+        assert_eq!(new.upsert("health", &moved).await.unwrap().0, girl);
+    }
+
     #[tokio::test]
     async fn an_identifier_link_says_which_identifier_and_how_it_was_verified() {
         let dir = tempfile::tempdir().unwrap();
@@ -2667,15 +2720,15 @@ pub struct Decided {
     pub previous_child_id: Option<String>,
 }
 
-/// Open proposals, oldest first.
 /// The method of a review row that asks whether a link the matcher made under an older model
 /// should stand: confirming keeps (and pins) the link, rejecting splits it.
 pub const RECHECK: &str = "recheck";
 
 /// After an upgrade, re-examines the links the matcher made on its own under another model
 /// version: where the current model would not have made the link — the record no longer
-/// reaches the upper threshold against the child's other records, or a rule or a confidently
-/// different record now stands against it — a person is asked (a `recheck` row in the review
+/// reaches the upper threshold against the child's other records, a rule or a confidently
+/// different record now stands against it, or it is a second record from its source short of
+/// certain ([`SECOND_RECORD`]) — a person is asked (a `recheck` row in the review
 /// queue, with the new score and explanation). Nothing is moved: the link stays until a person
 /// splits it. Links a person decided, links by identifier, and links already awaiting a recheck
 /// are left alone. Runs in one transaction with its audit entries; returns the rechecks asked.
@@ -2713,11 +2766,22 @@ pub async fn reexamine(index: &crate::pipeline::resolve::Index) -> Result<usize,
         let judged = matcher
             .judge_link(&mut tx, &source, &local_id, &record, &child)
             .await?;
-        let Some((score, explanation, agrees)) = judged else {
+        let Some((score, mut explanation, agrees)) = judged else {
             continue;
         };
         if agrees && score.links(matcher.upper) {
-            continue;
+            // The link stands unless it is a second record from its source short of certain,
+            // which the new model's placement would hold for a person too.
+            let another = Matcher::holds_another(&mut tx, &child, &source, &local_id).await?;
+            if !matcher.holds_back(score.probability, another) {
+                continue;
+            }
+            explanation.push(Explained {
+                comparison: "rule".into(),
+                level: SECOND_RECORD_RULE.into(),
+                weight: 0.0,
+                term_frequency_adjusted: false,
+            });
         }
         let candidate = Candidate {
             child: child.clone(),
@@ -2742,6 +2806,7 @@ pub async fn reexamine(index: &crate::pipeline::resolve::Index) -> Result<usize,
     Ok(entries.len())
 }
 
+/// Open proposals, oldest first.
 pub async fn review_queue(
     index: &crate::pipeline::resolve::Index,
 ) -> Result<Vec<LinkRow>, sqlx::Error> {
