@@ -140,6 +140,15 @@ struct Gen {
 const NHS_DRAWS: usize = 64;
 
 impl Gen {
+    fn new(seed: u64) -> Self {
+        Gen {
+            rng: StdRng::seed_from_u64(seed),
+            nhs: HashSet::new(),
+            upns: HashSet::new(),
+            next_nhs: 0,
+        }
+    }
+
     /// A number of the never-issued `999` range not given to another child. The range holds
     /// about 909,000 valid numbers: random draws while it is sparse (every cohort of ordinary
     /// size), then the next free number in order, so a cohort of most of a million children
@@ -328,14 +337,82 @@ const AGENCIES: [AgencyProfile; 4] = [
     },
 ];
 
+/// A child of the cohort as they are, before any agency records them: who the demo's
+/// simulated partner systems hold ([`crate::population`]), so that the demo's children come in
+/// the cohort's households — brothers and sisters sharing a family name and a home, twins, a
+/// name changed after a remarriage — with the cohort's names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    pub given_name: String,
+    pub family_name: String,
+    pub birth_date: (i32, u32, u32),
+    pub female: bool,
+    /// Children of one household share it (and their family name, unless one changed).
+    pub household: u32,
+}
+
+/// The first `children` children of the cohort of `seed`, as [`generate`] draws them.
+pub fn people(seed: u64, children: usize) -> Vec<Person> {
+    let (kids, _) = children_of(&mut Gen::new(seed), children);
+    kids.into_iter()
+        .map(|c| Person {
+            given_name: c.given,
+            family_name: c.family,
+            birth_date: c.dob,
+            female: c.female,
+            household: c.household,
+        })
+        .collect()
+}
+
 /// Generates a cohort of `children` children (about 2.15 records each).
 pub fn generate(seed: u64, children: usize) -> Cohort {
-    let mut g = Gen {
-        rng: StdRng::seed_from_u64(seed),
-        nhs: HashSet::new(),
-        upns: HashSet::new(),
-        next_nhs: 0,
-    };
+    let mut g = Gen::new(seed);
+    let (kids, twins) = children_of(&mut g, children);
+    let mut records = Vec::new();
+    let mut truth = Vec::new();
+    for (id, c) in kids.iter().enumerate() {
+        let mut any = false;
+        for a in &AGENCIES {
+            // School only once a child is of school age.
+            if a.name == "school" && c.dob.0 > 2021 {
+                continue;
+            }
+            if !g.rng.gen_bool(a.coverage) {
+                continue;
+            }
+            any = true;
+            let copies = if g.rng.gen_bool(0.01) { 2 } else { 1 };
+            for _ in 0..copies {
+                let r = write(&mut g.rng, c, a, records.len());
+                records.push(r);
+                truth.push(id as u32);
+            }
+        }
+        if !any {
+            // Every child is known to someone: a health record at least.
+            let r = write(&mut g.rng, c, &AGENCIES[0], records.len());
+            records.push(r);
+            truth.push(id as u32);
+        }
+    }
+    let children = kids.len();
+    drop(kids);
+    // Records arrive in no particular order. Shuffled with their truth in place, which moves
+    // them exactly as shuffling their positions would, without a second copy of a large cohort.
+    let mut pairs: Vec<(CohortRecord, u32)> = records.into_iter().zip(truth).collect();
+    pairs.shuffle(&mut g.rng);
+    let (records, truth): (Vec<CohortRecord>, Vec<u32>) = pairs.into_iter().unzip();
+    Cohort {
+        records,
+        truth,
+        children,
+        twins,
+    }
+}
+
+/// The cohort's children, household by household, and the pairs of them who are twins.
+fn children_of(g: &mut Gen, children: usize) -> (Vec<Child>, Vec<(u32, u32)>) {
     let mut kids: Vec<Child> = Vec::with_capacity(children);
     let mut twins = Vec::new();
     let mut household = 0u32;
@@ -402,47 +479,7 @@ pub fn generate(seed: u64, children: usize) -> Cohort {
             i += n;
         }
     }
-
-    let mut records = Vec::new();
-    let mut truth = Vec::new();
-    for (id, c) in kids.iter().enumerate() {
-        let mut any = false;
-        for a in &AGENCIES {
-            // School only once a child is of school age.
-            if a.name == "school" && c.dob.0 > 2021 {
-                continue;
-            }
-            if !g.rng.gen_bool(a.coverage) {
-                continue;
-            }
-            any = true;
-            let copies = if g.rng.gen_bool(0.01) { 2 } else { 1 };
-            for _ in 0..copies {
-                let r = write(&mut g.rng, c, a, records.len());
-                records.push(r);
-                truth.push(id as u32);
-            }
-        }
-        if !any {
-            // Every child is known to someone: a health record at least.
-            let r = write(&mut g.rng, c, &AGENCIES[0], records.len());
-            records.push(r);
-            truth.push(id as u32);
-        }
-    }
-    let children = kids.len();
-    drop(kids);
-    // Records arrive in no particular order. Shuffled with their truth in place, which moves
-    // them exactly as shuffling their positions would, without a second copy of a large cohort.
-    let mut pairs: Vec<(CohortRecord, u32)> = records.into_iter().zip(truth).collect();
-    pairs.shuffle(&mut g.rng);
-    let (records, truth): (Vec<CohortRecord>, Vec<u32>) = pairs.into_iter().unzip();
-    Cohort {
-        records,
-        truth,
-        children,
-        twins,
-    }
+    (kids, twins)
 }
 
 /// A search benchmark's population, from the cohort: an index holding one record of each of

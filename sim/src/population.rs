@@ -6,14 +6,16 @@
 //! that moved in one system and not another, identifiers that one agency never captured.
 //!
 //! Everything is derived from one seeded [`StdRng`], and ages are measured against the fixed
-//! [`REFERENCE_DATE`] rather than today, so a seed names the same population for ever. Names
-//! come from [`crate::names`], the model the development cohort draws from too, so that the
-//! demo's index learns the name frequencies the benchmarks measure; none describes a real
-//! person.
+//! [`REFERENCE_DATE`] rather than today, so a seed names the same population for ever. Beyond
+//! the pinned scenario children, the children are the development cohort's of the same seed
+//! ([`crate::cohort::people`], those aged 2 to 17): its names, birthdays and households —
+//! brothers and sisters sharing a family name and a home, twins — so the demo's index holds
+//! the children the benchmarks measure; what each system makes of them is this module's.
+//! None describes a real person.
 //! Postcodes use the `WT` area, which does not exist, and phone numbers sit in Ofcom's range
 //! reserved for drama (01632 960xxx); NHS numbers come from the `999` range, which is never issued.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime};
 use rand::rngs::StdRng;
@@ -23,6 +25,7 @@ use serde::Serialize;
 
 use weft_ids::{NhsNumber, Upn};
 
+use crate::cohort::{self, Person};
 use crate::names;
 
 /// "Today" for the synthetic world: ages, school years, open episodes and "last night" are all
@@ -680,6 +683,14 @@ struct Plan {
 
 struct Gen {
     rng: StdRng,
+    seed: u64,
+    /// The cohort's children not yet taken ([`Gen::truth`]), how many of the cohort were
+    /// drawn, and how many of those were taken or passed over.
+    people: VecDeque<Person>,
+    drawn: usize,
+    consumed: usize,
+    /// Each household's home, once one of its children is drawn.
+    homes: HashMap<u32, Address>,
     nhs_numbers: HashSet<String>,
     upns: HashSet<String>,
     local_ids: HashSet<String>,
@@ -691,6 +702,11 @@ impl Gen {
     fn new(seed: u64) -> Self {
         Self {
             rng: StdRng::seed_from_u64(seed),
+            seed,
+            people: VecDeque::new(),
+            drawn: 0,
+            consumed: 0,
+            homes: HashMap::new(),
             nhs_numbers: HashSet::new(),
             upns: HashSet::new(),
             local_ids: HashSet::new(),
@@ -777,31 +793,44 @@ impl Gen {
         format!("01632 960{:03}", self.rng.gen_range(0..1000))
     }
 
-    fn birth_date(&mut self) -> NaiveDate {
-        loop {
-            let d = REFERENCE_DATE - Duration::days(self.rng.gen_range(730..6570));
-            if (2..=17).contains(&age_on(d, REFERENCE_DATE)) {
-                return d;
-            }
-        }
-    }
-
+    /// The truth of the next of the cohort's children aged 2 to 17 ([`cohort::people`]): its
+    /// names, birthday, sex and household; a household's children share one home here.
     fn truth(&mut self) -> Truth {
-        let sex = if self.rng.gen_bool(0.5) {
-            Sex::Female
-        } else {
-            Sex::Male
+        let p = loop {
+            if let Some(p) = self.people.pop_front() {
+                self.consumed += 1;
+                let (y, m, d) = p.birth_date;
+                if NaiveDate::from_ymd_opt(y, m, d)
+                    .is_some_and(|b| (2..=17).contains(&age_on(b, REFERENCE_DATE)))
+                {
+                    break p;
+                }
+                continue;
+            }
+            // Twice as much of the cohort, past the children already taken.
+            self.drawn = (self.drawn * 2).max(64);
+            self.people = cohort::people(self.seed, self.drawn)
+                .into_iter()
+                .skip(self.consumed)
+                .collect();
         };
-        let given = names::title(&names::given(&mut self.rng, sex == Sex::Female));
-        let family = names::title(&names::family_name(&mut self.rng));
-        let birth_date = self.birth_date();
+        let (y, m, d) = p.birth_date;
+        let birth_date = date(y, m, d);
+        let address = match self.homes.get(&p.household) {
+            Some(home) => home.clone(),
+            None => {
+                let home = self.address();
+                self.homes.insert(p.household, home.clone());
+                home
+            }
+        };
         let upn = year_group(birth_date).map(|y| self.upn(y));
         Truth {
-            given_name: given.to_string(),
-            family_name: family,
+            given_name: names::title(&p.given_name),
+            family_name: names::title(&p.family_name),
             birth_date,
-            sex,
-            address: self.address(),
+            sex: if p.female { Sex::Female } else { Sex::Male },
+            address,
             nhs_number: self.nhs_number(),
             upn,
         }
@@ -1536,6 +1565,51 @@ fn misspell(rng: &mut StdRng, family: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The children are the cohort's: brothers and sisters share a family name and a home, and
+    /// twins (same birthday and home, different given names) turn up as they do in the cohort.
+    #[test]
+    fn the_children_come_in_the_cohorts_households() {
+        let pop = generate(7, 400);
+        let drawn: Vec<&SimChild> = pop.children.iter().skip(3).collect();
+        let home = |c: &SimChild| (c.truth.address.clone(), c.truth.family_name.clone());
+        let mut siblings = 0;
+        let mut twins = 0;
+        for (i, a) in drawn.iter().enumerate() {
+            for b in &drawn[i + 1..] {
+                if home(a) == home(b) && a.truth.given_name != b.truth.given_name {
+                    if a.truth.birth_date == b.truth.birth_date {
+                        twins += 1;
+                    } else {
+                        siblings += 1;
+                    }
+                }
+            }
+        }
+        assert!(siblings >= 50, "{siblings} pairs of brothers and sisters");
+        assert!(twins >= 1, "{twins} pairs of twins");
+        // The first child drawn is the cohort's first of an age to be here.
+        let first = pop.by_key("sim-0003").expect("the first drawn child");
+        let person = crate::cohort::people(7, 64)
+            .into_iter()
+            .find(|p| {
+                let (y, m, d) = p.birth_date;
+                (2..=17).contains(&age_on(date(y, m, d), REFERENCE_DATE))
+            })
+            .expect("a child of an age to be here");
+        assert_eq!(
+            (
+                first.truth.given_name.clone(),
+                first.truth.family_name.clone(),
+                first.truth.sex == Sex::Female
+            ),
+            (
+                names::title(&person.given_name),
+                names::title(&person.family_name),
+                person.female
+            )
+        );
+    }
 
     #[test]
     fn the_household_cases_follow_the_same_children() {
