@@ -541,6 +541,19 @@ pub struct Explained {
     pub term_frequency_adjusted: bool,
 }
 
+impl Explained {
+    /// A rule that holds the pair back, `reason` its words: comparison `rule`, which a
+    /// reviewer's page lists apart from the fields.
+    pub fn rule(reason: &str) -> Self {
+        Explained {
+            comparison: "rule".into(),
+            level: reason.into(),
+            weight: 0.0,
+            term_frequency_adjusted: false,
+        }
+    }
+}
+
 /// A pair's score.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Score {
@@ -695,12 +708,7 @@ impl<'a> Scorer<'a> {
     pub fn explain(&self, a: &Record, b: &Record) -> Vec<Explained> {
         let mut out = self.explain_comparisons(a, b);
         if let Some(g) = crate::guard::guard(a, b, self.twins) {
-            out.push(Explained {
-                comparison: "rule".into(),
-                level: g.reason().into(),
-                weight: 0.0,
-                term_frequency_adjusted: false,
-            });
+            out.push(Explained::rule(g.reason()));
         }
         out
     }

@@ -10,7 +10,7 @@
 use rand::rngs::StdRng;
 use rand::Rng;
 
-pub(crate) const BOYS: &[&str] = &[
+const BOYS: &[&str] = &[
     "oliver",
     "george",
     "noah",
@@ -96,7 +96,7 @@ pub(crate) const BOYS: &[&str] = &[
     "connor",
     "kai",
 ];
-pub(crate) const GIRLS: &[&str] = &[
+const GIRLS: &[&str] = &[
     "olivia",
     "amelia",
     "isla",
@@ -176,7 +176,7 @@ pub(crate) const GIRLS: &[&str] = &[
     "nia",
 ];
 /// Short forms agencies write for the formal name (a school or the police, mostly).
-pub(crate) const SHORT: &[(&str, &str)] = &[
+const SHORT: &[(&str, &str)] = &[
     ("oliver", "ollie"),
     ("thomas", "tom"),
     ("william", "will"),
@@ -203,7 +203,7 @@ pub(crate) const SHORT: &[(&str, &str)] = &[
     ("florence", "flo"),
     ("margot", "maggie"),
 ];
-pub(crate) const SURNAMES: &[&str] = &[
+const SURNAMES: &[&str] = &[
     "smith",
     "jones",
     "williams",
@@ -328,7 +328,7 @@ const ENDS: &[&str] = &[
 
 /// Picks from a list with a Zipf-like skew: the first few entries are far commoner than the
 /// last, as with names.
-pub(crate) fn zipf<'a>(rng: &mut StdRng, list: &[&'a str], s: f64) -> &'a str {
+fn zipf<'a>(rng: &mut StdRng, list: &[&'a str], s: f64) -> &'a str {
     // Inverse-CDF of a continuous power law over ranks 1..=n.
     let n = list.len() as f64;
     let u: f64 = rng.gen();
@@ -340,7 +340,7 @@ pub(crate) fn zipf<'a>(rng: &mut StdRng, list: &[&'a str], s: f64) -> &'a str {
     list[((rank as usize).max(1) - 1).min(list.len() - 1)]
 }
 
-pub(crate) fn made_up_surname(rng: &mut StdRng) -> String {
+fn made_up_surname(rng: &mut StdRng) -> String {
     format!(
         "{}{}",
         STARTS[rng.gen_range(0..STARTS.len())],
@@ -348,7 +348,7 @@ pub(crate) fn made_up_surname(rng: &mut StdRng) -> String {
     )
 }
 
-pub(crate) fn made_up_given(rng: &mut StdRng) -> String {
+fn made_up_given(rng: &mut StdRng) -> String {
     format!(
         "{}{}",
         STARTS[rng.gen_range(0..STARTS.len())],
@@ -432,7 +432,7 @@ pub fn family(rng: &mut StdRng) -> String {
 
 /// One of the common family names, skewed as in the UK (the second part of a double-barrelled
 /// name, say).
-pub fn surname(rng: &mut StdRng) -> &'static str {
+fn surname(rng: &mut StdRng) -> &'static str {
     zipf(rng, SURNAMES, 1.0)
 }
 

@@ -796,14 +796,11 @@ impl Gen {
     /// The truth of the next of the cohort's children aged 2 to 17 ([`cohort::people`]): its
     /// names, birthday, sex and household; a household's children share one home here.
     fn truth(&mut self) -> Truth {
-        let p = loop {
+        let (p, birth_date) = loop {
             if let Some(p) = self.people.pop_front() {
                 self.consumed += 1;
-                let (y, m, d) = p.birth_date;
-                if NaiveDate::from_ymd_opt(y, m, d)
-                    .is_some_and(|b| (2..=17).contains(&age_on(b, REFERENCE_DATE)))
-                {
-                    break p;
+                if let Some(born) = of_age(&p) {
+                    break (p, born);
                 }
                 continue;
             }
@@ -814,8 +811,6 @@ impl Gen {
                 .skip(self.consumed)
                 .collect();
         };
-        let (y, m, d) = p.birth_date;
-        let birth_date = date(y, m, d);
         let address = match self.homes.get(&p.household) {
             Some(home) => home.clone(),
             None => {
@@ -1539,6 +1534,12 @@ impl Gen {
     }
 }
 
+/// A cohort child's birth date, if the child is of an age the partner systems hold (2 to 17).
+fn of_age(p: &Person) -> Option<NaiveDate> {
+    let (y, m, d) = p.birth_date;
+    NaiveDate::from_ymd_opt(y, m, d).filter(|b| (2..=17).contains(&age_on(*b, REFERENCE_DATE)))
+}
+
 /// The short form a school might write for a given name, capitalised as the name is.
 fn short_form(given: &str) -> Option<String> {
     names::short_form(&given.to_lowercase()).map(names::title)
@@ -1592,10 +1593,7 @@ mod tests {
         let first = pop.by_key("sim-0003").expect("the first drawn child");
         let person = crate::cohort::people(7, 64)
             .into_iter()
-            .find(|p| {
-                let (y, m, d) = p.birth_date;
-                (2..=17).contains(&age_on(date(y, m, d), REFERENCE_DATE))
-            })
+            .find(|p| of_age(p).is_some())
             .expect("a child of an age to be here");
         assert_eq!(
             (

@@ -2776,12 +2776,7 @@ pub async fn reexamine(index: &crate::pipeline::resolve::Index) -> Result<usize,
             if !matcher.holds_back(score.probability, another) {
                 continue;
             }
-            explanation.push(Explained {
-                comparison: "rule".into(),
-                level: SECOND_RECORD_RULE.into(),
-                weight: 0.0,
-                term_frequency_adjusted: false,
-            });
+            explanation.push(Explained::rule(SECOND_RECORD_RULE));
         }
         let candidate = Candidate {
             child: child.clone(),
