@@ -290,11 +290,12 @@ pub const MAX_BLOCK_PAIRS: u64 = 120;
 /// rule's [`Rule::refinement`] for blocks too large to compare whole.
 pub struct Keys {
     pub rules: Vec<Rule>,
-    /// `keys[record][rule]`.
-    keys: Vec<Vec<Option<u64>>>,
-    /// `refined[record][rule]`: the key with the refinement's value, `None` when the record
-    /// has none (such a record is compared with the whole block).
-    refined: Vec<Vec<Option<u64>>>,
+    /// `keys[record * rules + rule]`: one flat table, as every pair compared reads a few
+    /// records' keys for several rules.
+    keys: Vec<Option<u64>>,
+    /// The same layout: the key with the refinement's value, `None` when the record has none
+    /// (such a record is compared with the whole block).
+    refined: Vec<Option<u64>>,
 }
 
 impl Keys {
@@ -302,21 +303,18 @@ impl Keys {
         use rayon::prelude::*;
         let (keys, refined) = records
             .par_iter()
-            .map(|r| {
-                rules
-                    .iter()
-                    .map(|rule| {
-                        let key = rule.key(r);
-                        let refined = key.and_then(|k| {
-                            let mut part = String::new();
-                            rule.refinement().write(r, &mut part)?;
-                            let mut h = std::collections::hash_map::DefaultHasher::new();
-                            (k, part).hash(&mut h);
-                            Some(h.finish())
-                        });
-                        (key, refined)
-                    })
-                    .unzip::<_, _, Vec<_>, Vec<_>>()
+            .flat_map_iter(|r| {
+                rules.iter().map(move |rule| {
+                    let key = rule.key(r);
+                    let refined = key.and_then(|k| {
+                        let mut part = String::new();
+                        rule.refinement().write(r, &mut part)?;
+                        let mut h = std::collections::hash_map::DefaultHasher::new();
+                        (k, part).hash(&mut h);
+                        Some(h.finish())
+                    });
+                    (key, refined)
+                })
             })
             .unzip();
         Self {
@@ -326,16 +324,16 @@ impl Keys {
         }
     }
 
+    fn at(&self, record: usize, rule: usize) -> usize {
+        record * self.rules.len() + rule
+    }
+
     fn refined(&self, record: usize, rule: usize) -> Option<u64> {
-        self.refined
-            .get(record)
-            .and_then(|k| k.get(rule).copied().flatten())
+        self.refined.get(self.at(record, rule)).copied().flatten()
     }
 
     pub fn get(&self, record: usize, rule: usize) -> Option<u64> {
-        self.keys
-            .get(record)
-            .and_then(|k| k.get(rule).copied().flatten())
+        self.keys.get(self.at(record, rule)).copied().flatten()
     }
 
     /// Whether an earlier rule than `rule` already compared the pair: the same key, and where

@@ -162,7 +162,7 @@ impl Comparison {
                 // A child known by a middle name: the name one source gives as the given name
                 // is a middle name in the other.
                 level if level > 1 && middle_agrees(a, b) => 1,
-                4 if swapped(a, b) || crossed(a, b) => 4,
+                4 if swapped_or_crossed(a, b) => 4,
                 4 => 5,
                 level => level,
             }),
@@ -257,19 +257,22 @@ fn close_name(x: &Name, y: &Name) -> bool {
             && within_one_edit(x.joined.as_bytes(), y.joined.as_bytes()))
 }
 
-/// Whether one record's given name is the other's family name (or the other way round),
-/// though the other name does not agree: a name written in the wrong field, the other then
-/// left out or replaced ("Berryman, Kelsy" and "Phoebe Berryman" as given and family name).
-/// Counts as the given name written in the family name's place; the family names themselves
-/// are then compared as they stand.
-pub fn crossed(a: &Record, b: &Record) -> bool {
+/// Whether the names were [`swapped`], or one record's given name is the other's family name
+/// (or the other way round) though the other name does not agree: a name written in the wrong
+/// field, the other then left out or replaced ("Berryman, Kelsy" and "Phoebe Berryman" as
+/// given and family name). Counts as the given name written in the family name's place; the
+/// family names themselves are then compared as they stand. Each pair of names is compared
+/// once: most pairs compared are strangers, whose given names all reach here.
+pub fn swapped_or_crossed(a: &Record, b: &Record) -> bool {
     let (Some(ag), Some(af), Some(bg), Some(bf)) = (&a.given, &a.family, &b.given, &b.family)
     else {
         return false;
     };
+    let (given_as_family, family_as_given) = (close_name(ag, bf), close_name(af, bg));
+    let swapped = given_as_family && family_as_given;
     // Where the family names already agree, a given name equal to the family name ("James
     // James", or a twin named after the family) is that, not a name in the wrong field.
-    !close_name(af, bf) && (close_name(ag, bf) || close_name(af, bg))
+    swapped || ((given_as_family || family_as_given) && !close_name(af, bf))
 }
 
 /// Whether a given or middle name on one side agrees with a given or middle name on the other,
@@ -278,18 +281,17 @@ fn middle_agrees(a: &Record, b: &Record) -> bool {
     if a.middle.is_none() && b.middle.is_none() {
         return false;
     }
-    let names = |r: &Record| -> Vec<String> {
+    fn names(r: &Record) -> impl Iterator<Item = &String> + Clone {
         r.given
             .iter()
             .chain(r.middle.iter())
-            .flat_map(|n| n.tokens.iter().cloned())
-            .collect()
-    };
-    let (x, y) = (names(a), names(b));
+            .flat_map(|n| n.tokens.iter())
+    }
     // A middle name used as the given name is a name like any other: it can be mistyped, or
     // written as its short form.
-    x.iter().any(|p| {
-        y.iter().any(|q| {
+    let y = names(b);
+    names(a).any(|p| {
+        y.clone().any(|q| {
             (p.len() > 1 && p == q)
                 || nickname_equivalent(p, q)
                 || nickname_with_slip(p, q)
@@ -373,10 +375,13 @@ pub fn dob(a: Dob, b: Dob) -> u8 {
         return 1;
     }
     let (x, y) = (a.digits(), b.digits());
-    let diffs: Vec<usize> = (0..8).filter(|&i| x[i] != y[i]).collect();
-    let transposed =
-        matches!(diffs.as_slice(), [i, j] if *j == i + 1 && x[*i] == y[*j] && x[*j] == y[*i]);
-    if diffs.len() == 1 || transposed {
+    let mut diffs = (0..8).filter(|&i| x[i] != y[i]);
+    let slip = match (diffs.next(), diffs.next(), diffs.next()) {
+        (Some(_), None, _) => true,
+        (Some(i), Some(j), None) => j == i + 1 && x[i] == y[j] && x[j] == y[i],
+        _ => false,
+    };
+    if slip {
         return 2;
     }
     if a.year == b.year && a.month == b.month {

@@ -81,14 +81,13 @@ impl<'a> Task<'a> {
 /// Record indices in order of their ids (then of their position, for ids that repeat): what
 /// makes training and clustering give the same result whatever order the rows came in.
 pub fn id_order(records: &[Record]) -> Vec<u32> {
-    let mut order: Vec<u32> = (0..records.len() as u32).collect();
-    order.par_sort_by(|&a, &b| {
-        records[a as usize]
-            .id
-            .cmp(&records[b as usize].id)
-            .then(a.cmp(&b))
-    });
-    order
+    // Sorted as (id, position) pairs side by side rather than through the records, which are
+    // large and would be fetched from all over memory for every comparison.
+    let mut keyed: Vec<(&str, u32)> = (0..records.len() as u32)
+        .map(|i| (records[i as usize].id.as_str(), i))
+        .collect();
+    keyed.par_sort_unstable();
+    keyed.into_iter().map(|(_, i)| i).collect()
 }
 
 /// Each record's rank in [`id_order`].
@@ -361,24 +360,33 @@ pub fn train(blocked: &Blocked<'_>, options: &TrainOptions) -> Model {
     // m: EM per rule, on the candidate pairs that agree on the rule's key.
     let rules = blocked.rules();
     let right_keys = blocked.right_keys();
-    let per_rule: Vec<(Patterns, u64)> = (0..rules.len())
-        .into_par_iter()
-        .map(|r| {
-            let mut patterns = Patterns::new();
-            let mut n = 0u64;
-            for &(i, j, p) in &blocked.sample {
+    // One pass over the sample for every rule: a pair's keys under all rules lie together.
+    let empty = || vec![(Patterns::default(), 0u64); rules.len()];
+    let per_rule: Vec<(Patterns, u64)> = blocked
+        .sample
+        .par_iter()
+        .fold(empty, |mut per_rule, &(i, j, p)| {
+            for (r, (patterns, n)) in per_rule.iter_mut().enumerate() {
                 let (ki, kj) = (
                     blocked.left.get(i as usize, r),
                     right_keys.get(j as usize, r),
                 );
                 if ki.is_some() && ki == kj {
                     *patterns.entry(p).or_default() += 1.0;
-                    n += 1;
+                    *n += 1;
                 }
             }
-            (patterns, n)
+            per_rule
         })
-        .collect();
+        .reduce(empty, |mut a, b| {
+            for ((pa, na), (pb, nb)) in a.iter_mut().zip(b) {
+                for (p, c) in pb {
+                    *pa.entry(p).or_default() += c;
+                }
+                *na += nb;
+            }
+            a
+        });
     let mut estimates = Vec::new();
     let mut reports = Vec::new();
     for (rule, (patterns, n)) in rules.iter().zip(&per_rule) {
@@ -403,7 +411,7 @@ pub fn train(blocked: &Blocked<'_>, options: &TrainOptions) -> Model {
     model.set_m(&estimates);
     model.training.identifier_pairs = m_from_identifiers(&mut model, &blocked.sample);
 
-    let mut all = Patterns::new();
+    let mut all = Patterns::default();
     for &(_, _, p) in &blocked.sample {
         *all.entry(p).or_default() += 1.0;
     }
@@ -504,8 +512,9 @@ pub fn predict(
             .sample
             .par_iter()
             .filter_map(|&(i, j, p)| {
-                let s = scorer.score_pattern(p, &left[i as usize], &right[j as usize]);
-                (s.probability >= floor).then(|| make(i as usize, j as usize, s))
+                scorer
+                    .score_pattern_above(p, &left[i as usize], &right[j as usize], floor)
+                    .map(|s| make(i as usize, j as usize, s))
             })
             .collect()
     } else {
@@ -515,8 +524,7 @@ pub fn predict(
             .flat_map_iter(|&unit| {
                 let mut out = Vec::new();
                 blocked.each(unit, |i, j| {
-                    let s = scorer.score(&left[i], &right[j]);
-                    if s.probability >= floor {
+                    if let Some(s) = scorer.score_above(&left[i], &right[j], floor) {
                         out.push(make(i, j, s));
                     }
                 });

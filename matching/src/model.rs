@@ -111,7 +111,9 @@ pub enum ModelError {
 }
 
 /// Counts of agreement patterns: a pattern packs each comparison's level into four bits.
-pub type Patterns = HashMap<u64, f64>;
+/// Counts of agreement patterns. Hashed with FxHash: EM counts every candidate pair once per
+/// rule, and the keys are a few thousand patterns the data cannot choose to collide.
+pub type Patterns = HashMap<u64, f64, rustc_hash::FxBuildHasher>;
 
 /// The agreement pattern of a pair.
 pub fn pattern(comparisons: &[Comparison], a: &Record, b: &Record) -> u64 {
@@ -654,6 +656,14 @@ impl<'a> Scorer<'a> {
         self.finish(e, deterministic, a, b)
     }
 
+    /// The pair's score when its probability reaches `floor`, else `None`. Most pairs blocking
+    /// gives are strangers well under it, and the rules of [`crate::guard`] compare their names
+    /// and dates again: they run only on the pairs kept.
+    pub fn score_above(&self, a: &Record, b: &Record, floor: f64) -> Option<Score> {
+        let (e, deterministic) = self.evidence(a, b, true);
+        self.finish_above(e, deterministic, a, b, floor)
+    }
+
     /// The probability that two records are one child by what they say of the child alone
     /// (names, birth, sex, address), the national identifiers left out: how far apart two
     /// records an identifier joined are in everything else.
@@ -678,8 +688,9 @@ impl<'a> Scorer<'a> {
         (e, deterministic)
     }
 
-    /// Scores a pair whose pattern is already known (training counted it): skips re-comparing.
-    pub fn score_pattern(&self, p: u64, a: &Record, b: &Record) -> Score {
+    /// [`Scorer::score_above`] for a pair whose pattern is already known (training counted
+    /// it): skips comparing again.
+    pub fn score_pattern_above(&self, p: u64, a: &Record, b: &Record, floor: f64) -> Option<Score> {
         let mut e = Evidence::default();
         let mut deterministic = false;
         for (i, c) in self.kinds.iter().enumerate() {
@@ -689,18 +700,34 @@ impl<'a> Scorer<'a> {
                 deterministic |= level == 0 && c.is_identifier();
             }
         }
-        self.finish(e, deterministic, a, b)
+        self.finish_above(e, deterministic, a, b, floor)
     }
 
     /// A pair's score from its evidence: a shared verified identifier is probability 1.
     fn finish(&self, e: Evidence, deterministic: bool, a: &Record, b: &Record) -> Score {
-        let w = self.prior_weight + e.total();
+        let weight = self.prior_weight + e.total();
         Score {
-            weight: w,
-            probability: if deterministic { 1.0 } else { probability(w) },
+            weight,
+            probability: if deterministic {
+                1.0
+            } else {
+                probability(weight)
+            },
             deterministic,
             guard: crate::guard::guard(a, b, self.twins),
         }
+    }
+
+    fn finish_above(
+        &self,
+        e: Evidence,
+        deterministic: bool,
+        a: &Record,
+        b: &Record,
+        floor: f64,
+    ) -> Option<Score> {
+        let reaches = deterministic || probability(self.prior_weight + e.total()) >= floor;
+        reaches.then(|| self.finish(e, deterministic, a, b))
     }
 
     /// Each comparison's level and weight, and last, when a rule holds the pair back, the rule
@@ -819,7 +846,7 @@ mod tests {
         let kinds = vec![Comparison::Sex, Comparison::NhsNumber, Comparison::Upn];
         let mut model = Model::initial(&kinds);
         model.set_u(&[vec![10.0, 90.0], vec![10.0, 90.0], vec![10.0, 90.0]]);
-        let mut patterns = Patterns::new();
+        let mut patterns = Patterns::default();
         let combos = [
             (0u64, 0u64, 0u64),
             (0, 0, 1),

@@ -264,11 +264,15 @@ const NICKNAMES: &[&[&str]] = &[
     &["vincent", "vince", "vinny"],
 ];
 
+type Groups = HashMap<&'static str, Vec<u16>, rustc_hash::FxBuildHasher>;
+
 /// Name → the ids of the groups it belongs to.
-fn nickname_groups() -> &'static HashMap<&'static str, Vec<u16>> {
-    static GROUPS: OnceLock<HashMap<&'static str, Vec<u16>>> = OnceLock::new();
+/// Hashed with FxHash: it is asked about every pair of given names compared, and its keys are
+/// the table's, fixed, so no input can make them collide.
+fn nickname_groups() -> &'static Groups {
+    static GROUPS: OnceLock<Groups> = OnceLock::new();
     GROUPS.get_or_init(|| {
-        let mut map: HashMap<&'static str, Vec<u16>> = HashMap::new();
+        let mut map = Groups::default();
         for (id, group) in NICKNAMES.iter().enumerate() {
             for name in *group {
                 map.entry(name).or_default().push(id as u16);

@@ -1792,18 +1792,10 @@ mod tests {
         moved.demographics.birth_date = Some("2016-06-12".into());
         let linked = old.upsert("school", &moved).await.unwrap().0;
         assert_eq!(linked, ella, "the lenient old thresholds link it");
-        let history = link_history(&old, &ella).await.unwrap().unwrap();
-        let p = history
-            .iter()
-            .find(|l| l.source == "school")
-            .and_then(|l| l.probability)
-            .unwrap();
+        let p = probability(&old, &ella, "s1").await;
         assert!(p < 1.0, "{p}");
         // The links were made by an older model; the new one is stricter.
-        sqlx::query("UPDATE match_links SET model_version = 'fs-000000000000'")
-            .execute(&old.store().pool)
-            .await
-            .unwrap();
+        made_by_an_older_model(&old).await;
         let cfg = MatchingConfig {
             upper: (p + 1.0) / 2.0,
             lower: 0.5,
@@ -1852,17 +1844,9 @@ mod tests {
         assert_eq!(old.upsert("health", &moved).await.unwrap().0, girl);
         let own = rec("h1", nhs, "Eleanor", "Thompson");
         assert_eq!(old.upsert("health", &own).await.unwrap().0, girl);
-        let history = link_history(&old, &girl).await.unwrap().unwrap();
-        let p = history
-            .iter()
-            .find(|l| l.local_id == "h2")
-            .and_then(|l| l.probability)
-            .unwrap();
+        let p = probability(&old, &girl, "h2").await;
         assert!((0.95..CERTAIN).contains(&p), "probable, not certain: {p}");
-        sqlx::query("UPDATE match_links SET model_version = 'fs-000000000000'")
-            .execute(&old.store().pool)
-            .await
-            .unwrap();
+        made_by_an_older_model(&old).await;
         let new = Index::with_matcher(old.store().clone(), Matcher::builtin());
         assert_eq!(reexamine(&new).await.unwrap(), 1);
         let queue = review_queue(&new).await.unwrap();
@@ -1906,6 +1890,26 @@ mod tests {
         assert_eq!(school.explanation.len(), 1);
         assert_eq!(school.explanation[0].comparison, "nhs_number");
         assert!(school.explanation[0].level.contains("check digit"));
+    }
+
+    /// The probability a child's link to one record was made at.
+    async fn probability(index: &Index, child: &str, local_id: &str) -> f64 {
+        link_history(index, child)
+            .await
+            .unwrap()
+            .unwrap()
+            .iter()
+            .find(|l| l.local_id == local_id)
+            .and_then(|l| l.probability)
+            .expect("a probabilistic link to the record")
+    }
+
+    /// Marks every link as made by a model version no build has, as after an upgrade.
+    async fn made_by_an_older_model(index: &Index) {
+        sqlx::query("UPDATE match_links SET model_version = 'fs-000000000000'")
+            .execute(&index.store().pool)
+            .await
+            .unwrap();
     }
 
     fn by_admin(d: &Decided) -> Entry {
