@@ -111,8 +111,8 @@ pub enum ModelError {
 }
 
 /// Counts of agreement patterns: a pattern packs each comparison's level into four bits.
-/// Counts of agreement patterns. Hashed with FxHash: EM counts every candidate pair once per
-/// rule, and the keys are a few thousand patterns the data cannot choose to collide.
+/// Hashed with FxHash: training counts every candidate pair once per rule, and the keys are a
+/// few thousand patterns, not values a file can choose to collide.
 pub type Patterns = HashMap<u64, f64, rustc_hash::FxBuildHasher>;
 
 /// The agreement pattern of a pair.
