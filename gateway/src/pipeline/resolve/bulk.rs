@@ -34,7 +34,8 @@ use super::linkage::{
     Candidate, LinkRows, Matcher, NewLink, Parts, Placement, Proposal, Split, MAX_CANDIDATES,
     NEW_LINKS, POSSIBLE, SPLIT_OVER,
 };
-use super::{Index, Stored};
+use super::partners::{self, Partners};
+use super::{Index, Link, Stored};
 use crate::foundation::audit::{self, Entry};
 use crate::foundation::metrics::elapsed_ms;
 use crate::foundation::store::{Cell, Staging};
@@ -104,6 +105,7 @@ struct Call<'a> {
     source: &'a str,
     bulk_from: usize,
     after: Option<&'a After>,
+    partners: &'a Partners,
 }
 
 /// Values per `IN (…)` list.
@@ -140,7 +142,19 @@ impl Index {
     /// path when there are at least [`BULK_FROM`] of them, the rest one at a time through
     /// [`Index::upsert`]. Unchanged records are not written at all.
     pub async fn upsert_many(&self, source: &str, recs: &[SourceRecord]) -> Upserted {
-        self.upsert_many_in(source, recs, BULK_FROM, BATCH, None)
+        self.upsert_many_in(source, recs, BULK_FROM, BATCH, None, &Partners::default())
+            .await
+    }
+
+    /// [`Index::upsert_many`] of a pass's records, with the records of the pass each one is
+    /// certain with ([`Partners`]).
+    pub(crate) async fn upsert_many_of_pass(
+        &self,
+        source: &str,
+        recs: &[SourceRecord],
+        partners: &Partners,
+    ) -> Upserted {
+        self.upsert_many_in(source, recs, BULK_FROM, BATCH, None, partners)
             .await
     }
 
@@ -152,8 +166,15 @@ impl Index {
         recs: &[SourceRecord],
         after: &After,
     ) -> Upserted {
-        self.upsert_many_in(source, recs, BULK_FROM, BATCH, Some(after))
-            .await
+        self.upsert_many_in(
+            source,
+            recs,
+            BULK_FROM,
+            BATCH,
+            Some(after),
+            &Partners::default(),
+        )
+        .await
     }
 
     /// [`Index::upsert_many`] with its threshold and batch size given (tests use small ones).
@@ -165,7 +186,21 @@ impl Index {
         bulk_from: usize,
         batch_size: usize,
     ) -> Upserted {
-        self.upsert_many_in(source, recs, bulk_from, batch_size, None)
+        self.upsert_many_of_pass_with(source, recs, bulk_from, batch_size, &Partners::default())
+            .await
+    }
+
+    /// [`Index::upsert_many_of_pass`] with its threshold and batch size given.
+    #[cfg(test)]
+    pub(crate) async fn upsert_many_of_pass_with(
+        &self,
+        source: &str,
+        recs: &[SourceRecord],
+        bulk_from: usize,
+        batch_size: usize,
+        partners: &Partners,
+    ) -> Upserted {
+        self.upsert_many_in(source, recs, bulk_from, batch_size, None, partners)
             .await
     }
 
@@ -176,6 +211,7 @@ impl Index {
         bulk_from: usize,
         batch_size: usize,
         after: Option<&After>,
+        partners: &Partners,
     ) -> Upserted {
         let mut done = Upserted::default();
         let mut left = Left::Nothing;
@@ -184,6 +220,7 @@ impl Index {
             source,
             bulk_from,
             after,
+            partners,
         };
         for (n, &batch) in batches.iter().enumerate() {
             if after.is_some_and(After::failed) {
@@ -231,7 +268,11 @@ impl Index {
                 }
             }
             for i in later {
-                match self.upsert(source, &batch[i]).await {
+                let rec = &batch[i];
+                match self
+                    .upsert_with(source, rec, partners.of(source, &rec.local_id))
+                    .await
+                {
                     Ok((_, flagged)) => {
                         done.records += 1;
                         done.incremental += 1;
@@ -277,11 +318,7 @@ impl Index {
         left: &mut Left<'r>,
         done: &mut Upserted,
     ) -> Result<Vec<usize>, sqlx::Error> {
-        let &Call {
-            source,
-            bulk_from,
-            after,
-        } = call;
+        let &Call { source, after, .. } = call;
         let store = &self.store;
         let mut conn = store.bulk_connection().await?;
         let mut tx = store.begin_write_on(&mut conn).await?;
@@ -289,13 +326,10 @@ impl Index {
         let (placed, mut world) = match std::mem::replace(left, Left::Nothing) {
             Left::Ahead(a) if a.epoch + 1 == epoch => (a.placed, a.world),
             Left::World(c) if c.epoch + 1 == epoch => {
-                self.place_batch(&mut tx, source, batch, bulk_from, Some(c.world), &[])
+                self.place_batch(&mut tx, call, batch, Some(c.world), &[])
                     .await?
             }
-            _ => {
-                self.place_batch(&mut tx, source, batch, bulk_from, None, &[])
-                    .await?
-            }
+            _ => self.place_batch(&mut tx, call, batch, None, &[]).await?,
         };
         done.records += placed.counted.records;
         done.unchanged += placed.counted.unchanged;
@@ -318,10 +352,9 @@ impl Index {
         let (written, placed_ahead) =
             tokio::join!(self.write_batch(tx, source, &placed, after), async {
                 match (next, ahead_world) {
-                    (Some(next), Some(w)) => Some(
-                        self.place_ahead(source, next, bulk_from, w, &placed.new)
-                            .await,
-                    ),
+                    (Some(next), Some(w)) => {
+                        Some(self.place_ahead(call, next, w, &placed.new).await)
+                    }
                     _ => None,
                 }
             });
@@ -361,12 +394,17 @@ impl Index {
     async fn place_batch<'r>(
         &self,
         conn: &mut AnyConnection,
-        source: &str,
+        call: &Call<'_>,
         batch: &'r [SourceRecord],
-        bulk_from: usize,
         kept: Option<World>,
         pending: &[New<'_>],
     ) -> Result<(Placed<'r>, Option<World>), sqlx::Error> {
+        let &Call {
+            source,
+            bulk_from,
+            partners,
+            ..
+        } = call;
         let mut counted = Upserted::default();
         let mut existing = existing(conn, source, batch).await?;
         if !pending.is_empty() {
@@ -434,7 +472,15 @@ impl Index {
         let clock = Instant::now();
         let mut placements = Vec::with_capacity(new.len());
         for (i, n) in new.iter().enumerate() {
-            let p = world.place(&self.matcher, conn, source, n).await?;
+            let p = world
+                .place(
+                    &self.matcher,
+                    conn,
+                    source,
+                    n,
+                    partners.of(source, n.local_id),
+                )
+                .await?;
             world.add(&self.matcher, conn, source, n, &p.child).await?;
             placements.push(p);
             pause(i).await;
@@ -456,14 +502,13 @@ impl Index {
     /// batch will find it under its lock if the epoch shows nobody else wrote in between.
     async fn place_ahead<'r>(
         &self,
-        source: &str,
+        call: &Call<'_>,
         batch: &'r [SourceRecord],
-        bulk_from: usize,
         world: World,
         pending: &[New<'_>],
     ) -> Result<(Placed<'r>, Option<World>), sqlx::Error> {
         let mut conn = self.store.pool.acquire().await?;
-        self.place_batch(&mut conn, source, batch, bulk_from, Some(world), pending)
+        self.place_batch(&mut conn, call, batch, Some(world), pending)
             .await
     }
 
@@ -1041,6 +1086,7 @@ impl World {
         conn: &mut AnyConnection,
         source: &str,
         n: &New<'_>,
+        partners: &[Link],
     ) -> Result<Placement, sqlx::Error> {
         let record = &n.stored.record;
         let excluded = self.excluded.get(n.local_id).cloned().unwrap_or_default();
@@ -1084,7 +1130,8 @@ impl World {
             let kin = kin.unwrap_or_default();
             let records = kin.iter().map(|(_, r)| r);
             if weft_matching::link::agrees(&scorer, record, &c.record, records) {
-                let another = kin.iter().any(|(s, r)| s == source && r.id != n.local_id);
+                let kin = kin.iter().map(|(s, r)| (s.as_str(), r.id.as_str()));
+                let another = partners::another(kin, source, n.local_id, partners);
                 second = matcher.holds_back(c.score.probability, another);
                 if !second {
                     return Ok(Placement::probabilistic(c.child.clone(), best, refused));
@@ -1653,14 +1700,23 @@ mod tests {
         let (one, _a) = index(dir.path()).await;
         let (many, _b) = index(dir.path()).await;
         let sources = records(&people, &picks);
+        // As a pass gives them: each record with the records of other sources it is certain
+        // with.
+        let listed: Vec<(&str, &[SourceRecord])> =
+            sources.iter().map(|(s, r)| (*s, r.as_slice())).collect();
+        let partners = Partners::find(one.matcher(), &listed);
         for (source, recs) in &sources {
             for r in recs {
-                one.upsert(source, r).await.unwrap();
+                one.upsert_with(source, r, partners.of(source, &r.local_id))
+                    .await
+                    .unwrap();
             }
         }
         let mut bulk = 0;
         for (source, recs) in &sources {
-            let done = many.upsert_many_with(source, recs, bulk_from, batch).await;
+            let done = many
+                .upsert_many_of_pass_with(source, recs, bulk_from, batch, &partners)
+                .await;
             assert_eq!((done.failed, done.records), (0, recs.len()));
             bulk += done.bulk;
         }
@@ -1691,7 +1747,8 @@ mod tests {
         #![proptest_config(ProptestConfig { cases: 10, ..ProptestConfig::default() })]
 
         /// The bulk path places records exactly as upserting them one by one would: the same
-        /// children, links, proposals, scores and name counts, and the same audit entries.
+        /// children, links, proposals, scores and name counts, and the same audit entries,
+        /// each record with the same partners.
         #[test]
         fn bulk_and_incremental_make_the_same_children(
             people in prop::collection::vec(person(), 2..8),
@@ -1787,6 +1844,7 @@ mod tests {
                 source: "census",
                 bulk_from: 1,
                 after: None,
+                partners: &Partners::default(),
             };
             let mut left = Left::Nothing;
             let mut done = Upserted::default();
@@ -1843,6 +1901,7 @@ mod tests {
             source: "census",
             bulk_from: 1,
             after: None,
+            partners: &Partners::default(),
         };
         let mut left = Left::Nothing;
         let mut done = Upserted::default();
@@ -2312,8 +2371,9 @@ mod tests {
             let (applied, after) = After::channel();
             // Twelve records: one batch of ten through the bulk path, two upserted alone.
             let recs = strangers(from, 12);
+            let none = Partners::default();
             let (done, ()) = tokio::join!(
-                index.upsert_many_in("police", &recs, 3, 10, Some(&after)),
+                index.upsert_many_in("police", &recs, 3, 10, Some(&after), &none),
                 async {
                     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                     let before = held().await;
@@ -2333,7 +2393,14 @@ mod tests {
         let (applied, after) = After::channel();
         drop(applied);
         let done = index
-            .upsert_many_in("police", &strangers(200, 12), 3, 10, Some(&after))
+            .upsert_many_in(
+                "police",
+                &strangers(200, 12),
+                3,
+                10,
+                Some(&after),
+                &Partners::default(),
+            )
             .await;
         assert_eq!((done.records, done.failed), (0, 12));
         assert_eq!(held().await, 12);

@@ -20,6 +20,8 @@ use weft_adapters::{Demographics, Identifier};
 use crate::foundation::audit::{self, Entry};
 use crate::foundation::config::MatchingConfig;
 use crate::foundation::store::{insert_rows, Cell, Store};
+use crate::pipeline::resolve::partners;
+use crate::pipeline::resolve::Link;
 use weft_matching::block::{default_rules, KeyPart, Rule, MAX_BLOCK_PAIRS};
 use weft_matching::compare::Comparison;
 use weft_matching::link::{self, comparisons_for, usable_rules};
@@ -356,6 +358,11 @@ impl Matcher {
             .collect()
     }
 
+    /// The blocking rules the index keys its records by.
+    pub(crate) fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
     /// [`Matcher::keys`], each with what splits its rule's block when the block is large.
     pub(crate) fn split_keys(&self, r: &Record) -> Vec<(String, String, Option<Split>)> {
         self.rules
@@ -629,12 +636,16 @@ impl Matcher {
     /// review. Children a person ruled out for this record are never chosen or proposed. When
     /// the record's NHS number and UPN point at two different children, the NHS number links
     /// it and the UPN's child is proposed: one of the two identifiers is wrong somewhere.
+    /// `partners` are the records of the same pass the record is certain with
+    /// ([`super::partners`]): their sources count as the record's own for the rule on a
+    /// second record from one source.
     pub(crate) async fn place(
         &self,
         conn: &mut AnyConnection,
         source: &str,
         local_id: &str,
         record: &Record,
+        partners: &[Link],
     ) -> Result<Placement, sqlx::Error> {
         let excluded = Self::excluded(conn, source, local_id).await?;
         let national = [
@@ -687,7 +698,8 @@ impl Matcher {
                 .agrees_with_child(conn, record, &c.record, &c.child)
                 .await?
             {
-                let another = Self::holds_another(conn, &c.child, source, local_id).await?;
+                let another =
+                    Self::holds_another(conn, &c.child, source, local_id, partners).await?;
                 second = self.holds_back(c.score.probability, another);
                 if !second {
                     return Ok(Placement::probabilistic(c.child.clone(), best, refused));
@@ -713,23 +725,29 @@ impl Matcher {
         })
     }
 
-    /// Whether a child holds a record from `source` other than `local_id`.
+    /// Whether a child holds a record from `source` other than `local_id`, or from a
+    /// partner's source other than the partners ([`partners::another`]).
     async fn holds_another(
         conn: &mut AnyConnection,
         child: &str,
         source: &str,
         local_id: &str,
+        partners: &[Link],
     ) -> Result<bool, sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT 1 AS one FROM source_records WHERE child_id = $1 AND source = $2 \
-             AND local_id <> $3 LIMIT 1",
-        )
-        .bind(child)
-        .bind(source)
-        .bind(local_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        Ok(row.is_some())
+        let rows = sqlx::query("SELECT source, local_id FROM source_records WHERE child_id = $1")
+            .bind(child)
+            .fetch_all(&mut *conn)
+            .await?;
+        let kin = rows
+            .iter()
+            .map(|r| Ok((r.try_get("source")?, r.try_get("local_id")?)))
+            .collect::<Result<Vec<(String, String)>, sqlx::Error>>()?;
+        Ok(partners::another(
+            kin.iter().map(|(s, id)| (s.as_str(), id.as_str())),
+            source,
+            local_id,
+            partners,
+        ))
     }
 
     /// Writes a placement's links (the record's link, and a proposal for review if there is
@@ -2776,7 +2794,7 @@ pub async fn reexamine(index: &crate::pipeline::resolve::Index) -> Result<usize,
         if agrees && score.links(matcher.upper) {
             // The link stands unless it is a second record from its source short of certain,
             // which the new model's placement would hold for a person too.
-            let another = Matcher::holds_another(&mut tx, &child, &source, &local_id).await?;
+            let another = Matcher::holds_another(&mut tx, &child, &source, &local_id, &[]).await?;
             if !matcher.holds_back(score.probability, another) {
                 continue;
             }
@@ -2976,7 +2994,7 @@ pub async fn decide(
                 &stored.try_get::<String, _>("identifiers")?,
             );
             let placement = matcher
-                .place(&mut tx, &link.source, &link.local_id, &record)
+                .place(&mut tx, &link.source, &link.local_id, &record, &[])
                 .await?;
             move_record(
                 &mut tx,

@@ -17,12 +17,13 @@
 
 pub mod bulk;
 pub mod linkage;
+pub(crate) mod partners;
 pub mod records;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt};
@@ -31,8 +32,10 @@ use sqlx::Row;
 use weft_adapters::{Demographics, Probe, SourceRecord};
 
 use crate::foundation::audit;
+use crate::foundation::metrics::elapsed_ms;
 use crate::foundation::store::Store;
 use crate::pipeline::resolve::linkage::{stored_record, Grade, Matcher, NewLink};
+use crate::pipeline::resolve::partners::Partners;
 use crate::sources::{Source, Sources};
 use weft_ids as identity;
 use weft_matching::{Explained, Record};
@@ -410,6 +413,17 @@ impl Index {
         source: &str,
         rec: &SourceRecord,
     ) -> Result<(String, bool), sqlx::Error> {
+        self.upsert_with(source, rec, &[]).await
+    }
+
+    /// [`Index::upsert`] of a record of a pass, with the pass's records it is certain with
+    /// ([`partners`]).
+    pub(crate) async fn upsert_with(
+        &self,
+        source: &str,
+        rec: &SourceRecord,
+        partners: &[Link],
+    ) -> Result<(String, bool), sqlx::Error> {
         let stored = Stored::new(rec);
         let Stored {
             flagged,
@@ -492,7 +506,7 @@ impl Index {
             None => {
                 let placement = self
                     .matcher
-                    .place(&mut tx, source, &rec.local_id, record)
+                    .place(&mut tx, source, &rec.local_id, record, partners)
                     .await?;
                 // A row without a child is only rewritten; a new record is added.
                 let sql = if existing.is_some() {
@@ -558,10 +572,13 @@ impl Index {
     /// would be scored on demographics alone, and could join another child of the same name
     /// and birthday before the identifier that tells them apart arrived; placed after it, it
     /// joins by its UPN. So which source is listed first no longer decides that.
+    ///
+    /// Every source is listed before anything is placed, so that each record is placed
+    /// knowing which records of the pass it is certain with ([`partners`]).
     pub async fn sync(&self, sources: &Sources) -> SyncReport {
         let mut report = SyncReport::default();
         let mut query_only = Vec::new();
-        let mut weaker: Vec<(String, [Vec<SourceRecord>; 2])> = Vec::new();
+        let mut listed: Vec<(String, Vec<SourceRecord>)> = Vec::new();
         for source in &sources.all {
             match source.call(LIST_DEADLINE, || source.adapter.list()).await {
                 Err(failure) => {
@@ -571,16 +588,30 @@ impl Index {
                         .push((source.id.clone(), failure.reason().into()));
                 }
                 Ok(None) => query_only.push(source.clone()),
-                Ok(Some(records)) => {
-                    let [nhs, upn, rest] = Anchor::split(records);
-                    self.place_listed(&source.id, &nhs, &mut report).await;
-                    weaker.push((source.id.clone(), [upn, rest]));
-                }
+                Ok(Some(records)) => listed.push((source.id.clone(), records)),
             }
         }
-        for tier in 0..2 {
-            for (source, tiers) in &weaker {
-                self.place_listed(source, &tiers[tier], &mut report).await;
+        let clock = Instant::now();
+        let partners = Partners::find(
+            &self.matcher,
+            &listed
+                .iter()
+                .map(|(s, recs)| (s.as_str(), recs.as_slice()))
+                .collect::<Vec<_>>(),
+        );
+        tracing::info!(
+            records = partners.len(),
+            ms = elapsed_ms(clock),
+            "index pass: records certain with a record of another source found"
+        );
+        let tiers: Vec<(String, [Vec<SourceRecord>; 3])> = listed
+            .into_iter()
+            .map(|(source, records)| (source, Anchor::split(records)))
+            .collect();
+        for tier in 0..3 {
+            for (source, split) in &tiers {
+                self.place_listed(source, &split[tier], &partners, &mut report)
+                    .await;
             }
         }
         for source in query_only {
@@ -612,11 +643,17 @@ impl Index {
     }
 
     /// Places one source's listed records of one [`Anchor`] tier.
-    async fn place_listed(&self, source: &str, records: &[SourceRecord], report: &mut SyncReport) {
+    async fn place_listed(
+        &self,
+        source: &str,
+        records: &[SourceRecord],
+        partners: &Partners,
+        report: &mut SyncReport,
+    ) {
         if records.is_empty() {
             return;
         }
-        let done = self.upsert_many(source, records).await;
+        let done = self.upsert_many_of_pass(source, records, partners).await;
         report.records += done.records;
         report.flagged_identifiers += done.flagged;
         if done.failed > 0 && !report.failed.iter().any(|(s, _)| s == source) {
@@ -1102,6 +1139,57 @@ mod tests {
         ];
         assert_eq!(pass(vec![health(), school(), social()]).await, want);
         assert_eq!(pass(vec![social(), school(), health()]).await, want);
+    }
+
+    /// Two boys of one name born on one day, at two addresses: health knows one by his NHS
+    /// number; the school knows the other by a UPN no one else holds, and health him again
+    /// without an NHS number. The school's record is placed before that health record (a UPN
+    /// is the stronger anchor) and scores high against the first boy, short of certain; it used
+    /// to join him, and the second health record then joined its school record, certain: the
+    /// first boy's child held the other's records. Read with its partner (the second health
+    /// record, certain with it), the school's record would bring a second health record into
+    /// the first boy's child, so it waits for a person; the two boys stay two children,
+    /// whichever source is listed first.
+    #[tokio::test]
+    async fn a_pass_keeps_apart_a_boy_whose_records_together_would_be_a_second_from_one_source() {
+        let boy = |id: &str, ids: &[(&str, &str)], postcode: &str, line: &str| {
+            let mut r = rec(id, ids, "Watson", "Oliver", "2015-10-10");
+            r.demographics.sex = Some("male".into());
+            r.demographics.postcode = Some(postcode.into());
+            r.demographics.address_lines = vec![line.into()];
+            r
+        };
+        let health = || {
+            listed(
+                "health",
+                vec![
+                    boy(
+                        "h1",
+                        &[("nhs_number", "9434765919")],
+                        "WT7 8RN",
+                        "34 Victoria Road",
+                    ),
+                    boy("h2", &[], "WT19 7EP", "10 Chestnut Grove"),
+                ],
+            )
+        };
+        let school = || {
+            listed(
+                "school",
+                vec![boy(
+                    "s2",
+                    &[("upn", "B801200005001")],
+                    "WT19 7EP",
+                    "10 Chestnut Grove",
+                )],
+            )
+        };
+        let want = vec![
+            vec!["health/h1".to_string()],
+            vec!["health/h2".to_string(), "school/s2".to_string()],
+        ];
+        assert_eq!(pass(vec![health(), school()]).await, want);
+        assert_eq!(pass(vec![school(), health()]).await, want);
     }
 
     #[test]

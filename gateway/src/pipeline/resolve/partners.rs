@@ -1,0 +1,202 @@
+//! A pass's records that are certainly one child's with a record of another source in the same
+//! pass: what a record brings with it when it joins a child.
+//!
+//! A pass places its records one at a time, strongest anchor first, and the rule that a second
+//! record from one source joins a child only when certain ([`super::linkage::SECOND_RECORD`])
+//! looks at the child as it is when the record arrives. Two boys of one name born on one day,
+//! one known to health by his NHS number, the other to the school by a UPN no one else holds and
+//! to health without an NHS number: the school's record is placed before the second health
+//! record (a UPN is the stronger anchor), meets the first boy's health record at p 0.99, where
+//! nothing says two children, and joins him; the second health record then joins its own
+//! school's record, certain. The first boy's child now holds the other boy's records.
+//! Read together, the school's record and its health record would bring a second health
+//! record into his child, which that rule holds for a person unless certain. So the pass
+//! finds, before it places anything, which of its records are certain with a record of another
+//! source in the pass (their *partners*), and a record placed counts its partners' sources as
+//! its own when asking whether the child already holds a record of them — partners it has
+//! already joined excepted. The same partners go to both paths (one record at a time and the
+//! bulk one), so both place a pass's records the same way; a record arriving alone has none.
+
+use std::collections::HashMap;
+
+use weft_adapters::SourceRecord;
+use weft_matching::block::{Candidates, Keys};
+use weft_matching::compare::Comparison;
+use weft_matching::{Record, Scorer};
+
+use super::linkage::{counted, identifiers_conflict, Grade, Matcher};
+use super::{Link, Stored};
+
+/// Each record's partners, keyed by source and local id.
+#[derive(Debug, Default)]
+pub(crate) struct Partners(HashMap<(String, String), Vec<Link>>);
+
+impl Partners {
+    /// The records `local_id` of `source` is certain with, none when it has none.
+    pub(crate) fn of(&self, source: &str, local_id: &str) -> &[Link] {
+        self.0
+            .get(&(source.to_string(), local_id.to_string()))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// How many records have a partner.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Finds the partners among `listed` (each source with its records), scoring the pairs
+    /// blocking gives as the index would score one against the other: the matcher's model,
+    /// its rules and thresholds, the twin rule, and how common each name is in the pass.
+    /// A pair is partners when either record is graded certain against the other and no
+    /// identifier of theirs conflicts; pairs of one source are not (a source's own duplicates
+    /// are the rule's business already).
+    pub(crate) fn find(matcher: &Matcher, listed: &[(&str, &[SourceRecord])]) -> Partners {
+        // A local id listed twice is one record; its last row is what the index keeps.
+        let mut at: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut records: Vec<(&str, &str, Record)> = Vec::new();
+        for (source, recs) in listed {
+            for rec in *recs {
+                let record = Stored::new(rec).record;
+                match at.get(&(*source, rec.local_id.as_str())) {
+                    Some(&i) => records[i].2 = record,
+                    None => {
+                        at.insert((source, rec.local_id.as_str()), records.len());
+                        records.push((source, rec.local_id.as_str(), record));
+                    }
+                }
+            }
+        }
+        let terms = Terms::count(matcher, records.iter().map(|(_, _, r)| r));
+        let forms: Vec<Record> = records
+            .iter()
+            .map(|(_, id, r)| Record::from_form(*id, &r.form()))
+            .collect();
+        let plain: Vec<Record> = records.iter().map(|(_, _, r)| r.clone()).collect();
+        let keys = Keys::new(matcher.rules().to_vec(), &plain);
+        let candidates = Candidates::dedupe(&keys, plain.len());
+        let mut pairs: Vec<(usize, usize)> = Vec::new();
+        for rule in 0..candidates.rules() {
+            for block in 0..candidates.blocks_in(rule) {
+                candidates.for_each_in_block(&keys, &keys, rule, block, true, |i, j| {
+                    if records[i].0 != records[j].0 {
+                        pairs.push((i, j));
+                    }
+                });
+            }
+        }
+        // Either way round, each record scored with its own names' counts, as it would be
+        // arriving at an index holding the other.
+        let mut directed: Vec<(usize, usize)> =
+            pairs.iter().flat_map(|&(i, j)| [(i, j), (j, i)]).collect();
+        directed.sort_unstable();
+        let mut certain: Vec<(usize, usize)> = Vec::new();
+        let mut from = 0;
+        while from < directed.len() {
+            let i = directed[from].0;
+            let to = from + directed[from..].partition_point(|&(a, _)| a == i);
+            let (tf, population) = matcher.tf_from(&records[i].2, |c, v| terms.get(c, v));
+            let scorer = Scorer::new(&matcher.model, &tf, population).with_twin_rule();
+            for &(_, j) in &directed[from..to] {
+                let (a, b) = (&records[i].2, &forms[j]);
+                if identifiers_conflict(a, b) {
+                    continue;
+                }
+                let score = scorer.score(a, b);
+                if score.guard.is_none() && matcher.grade(score.probability) == Some(Grade::Certain)
+                {
+                    certain.push((i.min(j), i.max(j)));
+                }
+            }
+            from = to;
+        }
+        certain.sort_unstable();
+        certain.dedup();
+        let mut out: HashMap<(String, String), Vec<Link>> = HashMap::new();
+        let link = |k: usize| Link {
+            source: records[k].0.to_string(),
+            local_id: records[k].1.to_string(),
+        };
+        for (i, j) in certain {
+            for (me, other) in [(i, j), (j, i)] {
+                out.entry((records[me].0.to_string(), records[me].1.to_string()))
+                    .or_default()
+                    .push(link(other));
+            }
+        }
+        Partners(out)
+    }
+}
+
+/// Whether a child whose records are `kin` (each its source and local id) already holds a
+/// record the rule for a second record from one source counts against `local_id` of `source`:
+/// another record of its own source, or of a partner's source other than its partners.
+pub(crate) fn another<'a>(
+    kin: impl IntoIterator<Item = (&'a str, &'a str)>,
+    source: &str,
+    local_id: &str,
+    partners: &[Link],
+) -> bool {
+    kin.into_iter().any(|(s, id)| {
+        if s == source {
+            return id != local_id;
+        }
+        partners.iter().any(|p| p.source == s)
+            && !partners.iter().any(|p| p.source == s && p.local_id == id)
+    })
+}
+
+/// How often each name occurs among the pass's records, in the shape the index keeps them
+/// (`match_terms`: per value its count; per comparison its total and sum of squared counts).
+struct Terms(HashMap<(Comparison, String), (i64, i64)>);
+
+impl Terms {
+    fn count<'r>(matcher: &Matcher, records: impl Iterator<Item = &'r Record>) -> Terms {
+        let comparisons: Vec<Comparison> = matcher.tf_comparisons().collect();
+        let mut n: HashMap<(Comparison, String), i64> = HashMap::new();
+        for r in records {
+            for &c in &comparisons {
+                if let Some(v) = counted(c, r) {
+                    *n.entry((c, v.to_string())).or_default() += 1;
+                }
+            }
+        }
+        let mut out: HashMap<(Comparison, String), (i64, i64)> = HashMap::new();
+        for ((c, v), k) in n {
+            let total = out.entry((c, String::new())).or_default();
+            total.0 += k;
+            total.1 += k * k;
+            out.insert((c, v), (k, 0));
+        }
+        Terms(out)
+    }
+
+    fn get(&self, c: Comparison, v: &str) -> (i64, i64) {
+        self.0.get(&(c, v.to_string())).copied().unwrap_or((0, 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(source: &str, id: &str) -> Link {
+        Link {
+            source: source.into(),
+            local_id: id.into(),
+        }
+    }
+
+    #[test]
+    fn another_counts_the_partners_sources_but_not_the_partners() {
+        let none: &[Link] = &[];
+        let school = [link("school", "s2")];
+        // Its own source: any record but itself.
+        assert!(another([("health", "h1")], "health", "h2", none));
+        assert!(!another([("health", "h2")], "health", "h2", none));
+        assert!(!another([("school", "s1")], "health", "h2", none));
+        // A partner's source: any record but the partners.
+        assert!(another([("school", "s1")], "health", "h2", &school));
+        assert!(!another([("school", "s2")], "health", "h2", &school));
+        assert!(!another([("police", "p1")], "health", "h2", &school));
+    }
+}
