@@ -311,3 +311,102 @@ async fn in_the_demo_population_twins_are_two_children_and_a_near_miss_waits_for
         }
     }
 }
+
+/// Whether `local_id` of `source` is among the child's active links.
+async fn holds(gw: &Gateway, token: &str, child: &str, source: &str, local_id: &str) -> bool {
+    let (status, links) = gw.get(&format!("/v1/children/{child}/links"), token).await;
+    assert_eq!(status, 200, "{links}");
+    police_link(&links, source, local_id).is_some()
+}
+
+async fn decide(gw: &Gateway, admin: &str, id: &str, decision: &str) {
+    let body = json!({"decision": decision, "reason": "checked with the school"});
+    let (status, body) = gw
+        .post(&format!("/v1/matches/{id}/decision"), admin, &body)
+        .await;
+    assert_eq!(status, 200, "{decision}: {body}");
+}
+
+/// Whether each decided record (source, local id, the child it was proposed for) is with that
+/// child now.
+async fn held(
+    gw: &Gateway,
+    admin: &str,
+    decided: [&(String, String, String, String); 3],
+) -> [bool; 3] {
+    let mut out = [false; 3];
+    for (o, (source, local_id, child, _)) in out.iter_mut().zip(decided) {
+        *o = holds(gw, admin, child, source, local_id).await;
+    }
+    out
+}
+
+/// A person's decisions hold through the next index pass. With every demographic match sent
+/// for review, a data administrator confirms one proposal, rejects another, and confirms then
+/// splits a third; the gateway then starts again with the default thresholds, under which the
+/// matcher would link all three on its own, and its start-up pass reads every source again:
+/// the confirmed record stays with its child, and neither the rejected nor the split record
+/// joins, or is proposed again for, the child a person ruled out.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_confirm_a_reject_and_a_split_the_next_pass_moves_nothing() {
+    let env = Env::new(30).await;
+    let strict = format!(
+        "{}\n[matching]\nupper = 1.0\nlower = 0.5\n",
+        env.config(false)
+    );
+    let gw = Gateway::start(&env, env.write_config("weft.toml", &strict)).await;
+    let la = env.agency_of("social_care");
+    let admin = env.token("admin-1", &la, "data_admin");
+    let (status, queue) = gw.get("/v1/matches/review", &admin).await;
+    assert_eq!(status, 200, "{queue}");
+    let mut proposals: Vec<(String, String, String, String)> = queue["matches"]
+        .as_array()
+        .expect("matches")
+        .iter()
+        // Those the default upper threshold (0.95) links without a person.
+        .filter(|m| m["method"] == "probabilistic" && m["probability"].as_f64() >= Some(0.95))
+        .map(|m| {
+            let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+            (s("source"), s("local_id"), s("child_id"), s("id"))
+        })
+        .collect();
+    proposals.sort();
+    assert!(proposals.len() >= 3, "three proposals to decide: {queue}");
+    let [kept, rejected, split] = [&proposals[0], &proposals[1], &proposals[2]];
+    decide(&gw, &admin, &kept.3, "confirm").await;
+    decide(&gw, &admin, &rejected.3, "reject").await;
+    decide(&gw, &admin, &split.3, "confirm").await;
+    let (_, links) = gw
+        .get(&format!("/v1/children/{}/links", split.2), &admin)
+        .await;
+    let active = police_link(&links, &split.0, &split.1).expect("confirmed")["id"]
+        .as_str()
+        .expect("link id")
+        .to_string();
+    decide(&gw, &admin, &active, "split").await;
+    let decided = [kept, rejected, split];
+    assert_eq!(held(&gw, &admin, decided).await, [true, false, false]);
+    gw.stop().await;
+
+    let gw = Gateway::start(&env, env.write_config("weft.toml", &env.config(false))).await;
+    assert_eq!(
+        held(&gw, &admin, decided).await,
+        [true, false, false],
+        "after the next pass"
+    );
+    let (_, queue) = gw.get("/v1/matches/review", &admin).await;
+    for (source, local_id, child, _) in [rejected, split] {
+        assert!(
+            !queue["matches"]
+                .as_array()
+                .expect("matches")
+                .iter()
+                .any(|m| {
+                    m["source"] == source.as_str()
+                        && m["local_id"] == local_id.as_str()
+                        && m["child_id"] == child.as_str()
+                }),
+            "{local_id} proposed again for the child a person ruled out: {queue}"
+        );
+    }
+}
