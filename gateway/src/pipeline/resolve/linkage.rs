@@ -242,8 +242,13 @@ impl Matcher {
         another && self.grade(probability) != Some(Grade::Certain)
     }
 
+    /// The least probability graded [`Grade::Certain`]: [`CERTAIN`], or `upper` if higher.
+    pub(crate) fn certain_from(&self) -> f64 {
+        self.upper.max(CERTAIN)
+    }
+
     pub fn grade(&self, probability: f64) -> Option<Grade> {
-        if probability >= self.upper.max(CERTAIN) {
+        if probability >= self.certain_from() {
             Some(Grade::Certain)
         } else if probability >= self.lower {
             Some(Grade::Probable)

@@ -79,8 +79,25 @@ pub(crate) struct Stored {
 
 impl Stored {
     pub(crate) fn new(rec: &SourceRecord) -> Self {
-        let checked: Vec<Checked> = rec
-            .identifiers
+        let checked = Self::check(rec);
+        Self {
+            flagged: checked.iter().any(|c| !c.valid),
+            key: match_key(&rec.demographics),
+            record: Self::record_from(rec, &checked),
+            identifiers: serde_json::to_string(&checked).unwrap_or_else(|_| "[]".into()),
+            demographics: serde_json::to_string(&rec.demographics).unwrap_or_else(|_| "{}".into()),
+            restricted: i64::from(rec.restricted),
+            checked,
+        }
+    }
+
+    /// What the matcher sees of a source record ([`Stored::record`]) without the rest.
+    pub(crate) fn matched(rec: &SourceRecord) -> Record {
+        Self::record_from(rec, &Self::check(rec))
+    }
+
+    fn check(rec: &SourceRecord) -> Vec<Checked> {
+        rec.identifiers
             .iter()
             .map(|i| match identity::verify(&i.kind, &i.value) {
                 Ok(v) => Checked {
@@ -96,25 +113,20 @@ impl Stored {
                     problem: Some(e.to_string()),
                 },
             })
-            .collect();
+            .collect()
+    }
+
+    fn record_from(rec: &SourceRecord, checked: &[Checked]) -> Record {
         let valid: Vec<weft_adapters::Identifier> = checked
             .iter()
             .filter(|c| c.valid)
             .map(|c| weft_adapters::Identifier::new(c.kind.clone(), c.value.clone()))
             .collect();
-        Self {
-            flagged: checked.iter().any(|c| !c.valid),
-            key: match_key(&rec.demographics),
-            record: crate::pipeline::resolve::linkage::record_of(
-                rec.local_id.clone(),
-                &rec.demographics,
-                &valid,
-            ),
-            identifiers: serde_json::to_string(&checked).unwrap_or_else(|_| "[]".into()),
-            demographics: serde_json::to_string(&rec.demographics).unwrap_or_else(|_| "{}".into()),
-            restricted: i64::from(rec.restricted),
-            checked,
-        }
+        crate::pipeline::resolve::linkage::record_of(
+            rec.local_id.clone(),
+            &rec.demographics,
+            &valid,
+        )
     }
 
     /// The rows of `record_identifiers`: each verified identifier once.

@@ -24,7 +24,7 @@ use weft_matching::block::{Candidates, Keys};
 use weft_matching::compare::Comparison;
 use weft_matching::{Record, Scorer};
 
-use super::linkage::{counted, identifiers_conflict, Grade, Matcher};
+use super::linkage::{counted, identifiers_conflict, Matcher};
 use super::{Link, Stored};
 
 /// Each record's partners, keyed by source and local id.
@@ -53,72 +53,72 @@ impl Partners {
     pub(crate) fn find(matcher: &Matcher, listed: &[(&str, &[SourceRecord])]) -> Partners {
         // A local id listed twice is one record; its last row is what the index keeps.
         let mut at: HashMap<(&str, &str), usize> = HashMap::new();
-        let mut records: Vec<(&str, &str, Record)> = Vec::new();
+        let mut who: Vec<(&str, &str)> = Vec::new();
+        let mut records: Vec<Record> = Vec::new();
         for (source, recs) in listed {
             for rec in *recs {
-                let record = Stored::new(rec).record;
+                let record = Stored::matched(rec);
                 match at.get(&(*source, rec.local_id.as_str())) {
-                    Some(&i) => records[i].2 = record,
+                    Some(&i) => records[i] = record,
                     None => {
                         at.insert((source, rec.local_id.as_str()), records.len());
-                        records.push((source, rec.local_id.as_str(), record));
+                        who.push((source, rec.local_id.as_str()));
+                        records.push(record);
                     }
                 }
             }
         }
-        let terms = Terms::count(matcher, records.iter().map(|(_, _, r)| r));
+        let terms = Terms::count(matcher, records.iter());
         let forms: Vec<Record> = records
             .iter()
-            .map(|(_, id, r)| Record::from_form(*id, &r.form()))
+            .zip(&who)
+            .map(|(r, (_, id))| Record::from_form(*id, &r.form()))
             .collect();
-        let plain: Vec<Record> = records.iter().map(|(_, _, r)| r.clone()).collect();
-        let keys = Keys::new(matcher.rules().to_vec(), &plain);
-        let candidates = Candidates::dedupe(&keys, plain.len());
-        let mut pairs: Vec<(usize, usize)> = Vec::new();
+        let keys = Keys::new(matcher.rules().to_vec(), &records);
+        let candidates = Candidates::dedupe(&keys, records.len());
+        let mut pairs: Vec<(u32, u32)> = Vec::new();
         for rule in 0..candidates.rules() {
             for block in 0..candidates.blocks_in(rule) {
                 candidates.for_each_in_block(&keys, &keys, rule, block, true, |i, j| {
-                    if records[i].0 != records[j].0 {
-                        pairs.push((i, j));
+                    if who[i].0 != who[j].0 {
+                        pairs.push((i as u32, j as u32));
                     }
                 });
             }
         }
         // Either way round, each record scored with its own names' counts, as it would be
         // arriving at an index holding the other.
-        let mut directed: Vec<(usize, usize)> =
+        let mut directed: Vec<(u32, u32)> =
             pairs.iter().flat_map(|&(i, j)| [(i, j), (j, i)]).collect();
+        drop(pairs);
         directed.sort_unstable();
-        let mut certain: Vec<(usize, usize)> = Vec::new();
-        let mut from = 0;
-        while from < directed.len() {
-            let i = directed[from].0;
-            let to = from + directed[from..].partition_point(|&(a, _)| a == i);
-            let (tf, population) = matcher.tf_from(&records[i].2, |c, v| terms.get(c, v));
+        let mut certain: Vec<(u32, u32)> = Vec::new();
+        for run in directed.chunk_by(|a, b| a.0 == b.0) {
+            let a = &records[run[0].0 as usize];
+            let (tf, population) = matcher.tf_from(a, |c, v| terms.get(c, v));
             let scorer = Scorer::new(&matcher.model, &tf, population).with_twin_rule();
-            for &(_, j) in &directed[from..to] {
-                let (a, b) = (&records[i].2, &forms[j]);
+            for &(i, j) in run {
+                let b = &forms[j as usize];
                 if identifiers_conflict(a, b) {
                     continue;
                 }
-                let score = scorer.score(a, b);
-                if score.guard.is_none() && matcher.grade(score.probability) == Some(Grade::Certain)
-                {
+                let score = scorer.score_above(a, b, matcher.certain_from());
+                if score.is_some_and(|s| s.guard.is_none()) {
                     certain.push((i.min(j), i.max(j)));
                 }
             }
-            from = to;
         }
         certain.sort_unstable();
         certain.dedup();
         let mut out: HashMap<(String, String), Vec<Link>> = HashMap::new();
-        let link = |k: usize| Link {
-            source: records[k].0.to_string(),
-            local_id: records[k].1.to_string(),
+        let link = |k: u32| Link {
+            source: who[k as usize].0.to_string(),
+            local_id: who[k as usize].1.to_string(),
         };
         for (i, j) in certain {
             for (me, other) in [(i, j), (j, i)] {
-                out.entry((records[me].0.to_string(), records[me].1.to_string()))
+                let (source, local_id) = who[me as usize];
+                out.entry((source.to_string(), local_id.to_string()))
                     .or_default()
                     .push(link(other));
             }
