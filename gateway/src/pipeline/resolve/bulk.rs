@@ -30,11 +30,11 @@ use weft_adapters::SourceRecord;
 use weft_matching::{Comparison, Record, Scorer};
 
 use super::linkage::{
-    by_identifiers, counted, identifiers_conflict, refused_upn, stored_record, upn_only_holder,
-    Candidate, LinkRows, Matcher, NewLink, Parts, Placement, Proposal, Split, MAX_CANDIDATES,
-    NEW_LINKS, POSSIBLE, SPLIT_OVER,
+    by_identifiers, counted, identifiers_conflict, refused_upn, second_from_a_source,
+    stored_record, upn_only_holder, Candidate, LinkRows, Matcher, NewLink, Parts, Placement,
+    Proposal, Split, MAX_CANDIDATES, NEW_LINKS, POSSIBLE, SPLIT_OVER,
 };
-use super::partners::{self, Partners};
+use super::partners::Partners;
 use super::{Index, Link, Stored};
 use crate::foundation::audit::{self, Entry};
 use crate::foundation::metrics::elapsed_ms;
@@ -1131,7 +1131,7 @@ impl World {
             let records = kin.iter().map(|(_, r)| r);
             if weft_matching::link::agrees(&scorer, record, &c.record, records) {
                 let kin = kin.iter().map(|(s, r)| (s.as_str(), r.id.as_str()));
-                let another = partners::another(kin, source, n.local_id, partners);
+                let another = second_from_a_source(kin, source, n.local_id, partners);
                 second = matcher.holds_back(c.score.probability, another);
                 if !second {
                     return Ok(Placement::probabilistic(c.child.clone(), best, refused));

@@ -20,7 +20,6 @@ use weft_adapters::{Demographics, Identifier};
 use crate::foundation::audit::{self, Entry};
 use crate::foundation::config::MatchingConfig;
 use crate::foundation::store::{insert_rows, Cell, Store};
-use crate::pipeline::resolve::partners;
 use crate::pipeline::resolve::Link;
 use weft_matching::block::{default_rules, KeyPart, Rule, MAX_BLOCK_PAIRS};
 use weft_matching::compare::Comparison;
@@ -731,7 +730,7 @@ impl Matcher {
     }
 
     /// Whether a child holds a record from `source` other than `local_id`, or from a
-    /// partner's source other than the partners ([`partners::another`]).
+    /// partner's source other than the partners ([`second_from_a_source`]).
     async fn holds_another(
         conn: &mut AnyConnection,
         child: &str,
@@ -747,7 +746,7 @@ impl Matcher {
             .iter()
             .map(|r| Ok((r.try_get("source")?, r.try_get("local_id")?)))
             .collect::<Result<Vec<(String, String)>, sqlx::Error>>()?;
-        Ok(partners::another(
+        Ok(second_from_a_source(
             kin.iter().map(|(s, id)| (s.as_str(), id.as_str())),
             source,
             local_id,
@@ -1316,6 +1315,24 @@ pub(crate) fn identifiers_conflict(a: &Record, b: &Record) -> bool {
     nhs || upn
 }
 
+/// Whether a child whose records are `kin` (each its source and local id) already holds a
+/// record the rule for a second record from one source counts against `local_id` of `source`:
+/// another record of its own source, or of a partner's source other than its partners.
+pub(crate) fn second_from_a_source<'a>(
+    kin: impl IntoIterator<Item = (&'a str, &'a str)>,
+    source: &str,
+    local_id: &str,
+    partners: &[Link],
+) -> bool {
+    kin.into_iter().any(|(s, id)| {
+        if s == source {
+            return id != local_id;
+        }
+        partners.iter().any(|p| p.source == s)
+            && !partners.iter().any(|p| p.source == s && p.local_id == id)
+    })
+}
+
 /// One row of a child's link history, or of the review queue.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LinkRow {
@@ -1572,6 +1589,57 @@ mod tests {
     use crate::pipeline::resolve::{Index, Search};
     use sqlx::Row;
     use weft_adapters::SourceRecord;
+
+    fn link(source: &str, id: &str) -> Link {
+        Link {
+            source: source.into(),
+            local_id: id.into(),
+        }
+    }
+
+    #[test]
+    fn a_second_from_a_source_counts_the_partners_sources_but_not_the_partners() {
+        let none: &[Link] = &[];
+        let school = [link("school", "s2")];
+        // Its own source: any record but itself.
+        assert!(second_from_a_source(
+            [("health", "h1")],
+            "health",
+            "h2",
+            none
+        ));
+        assert!(!second_from_a_source(
+            [("health", "h2")],
+            "health",
+            "h2",
+            none
+        ));
+        assert!(!second_from_a_source(
+            [("school", "s1")],
+            "health",
+            "h2",
+            none
+        ));
+        // A partner's source: any record but the partners.
+        assert!(second_from_a_source(
+            [("school", "s1")],
+            "health",
+            "h2",
+            &school
+        ));
+        assert!(!second_from_a_source(
+            [("school", "s2")],
+            "health",
+            "h2",
+            &school
+        ));
+        assert!(!second_from_a_source(
+            [("police", "p1")],
+            "health",
+            "h2",
+            &school
+        ));
+    }
 
     fn rec(id: &str, nhs: Option<&str>, given: &str, family: &str) -> SourceRecord {
         SourceRecord {

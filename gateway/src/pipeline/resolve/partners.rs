@@ -127,24 +127,6 @@ impl Partners {
     }
 }
 
-/// Whether a child whose records are `kin` (each its source and local id) already holds a
-/// record the rule for a second record from one source counts against `local_id` of `source`:
-/// another record of its own source, or of a partner's source other than its partners.
-pub(crate) fn another<'a>(
-    kin: impl IntoIterator<Item = (&'a str, &'a str)>,
-    source: &str,
-    local_id: &str,
-    partners: &[Link],
-) -> bool {
-    kin.into_iter().any(|(s, id)| {
-        if s == source {
-            return id != local_id;
-        }
-        partners.iter().any(|p| p.source == s)
-            && !partners.iter().any(|p| p.source == s && p.local_id == id)
-    })
-}
-
 /// How often each name occurs among the pass's records, in the shape the index keeps them
 /// (`match_terms`: per value its count; per comparison its total and sum of squared counts).
 struct Terms(HashMap<(Comparison, String), (i64, i64)>);
@@ -172,31 +154,5 @@ impl Terms {
 
     fn get(&self, c: Comparison, v: &str) -> (i64, i64) {
         self.0.get(&(c, v.to_string())).copied().unwrap_or((0, 0))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn link(source: &str, id: &str) -> Link {
-        Link {
-            source: source.into(),
-            local_id: id.into(),
-        }
-    }
-
-    #[test]
-    fn another_counts_the_partners_sources_but_not_the_partners() {
-        let none: &[Link] = &[];
-        let school = [link("school", "s2")];
-        // Its own source: any record but itself.
-        assert!(another([("health", "h1")], "health", "h2", none));
-        assert!(!another([("health", "h2")], "health", "h2", none));
-        assert!(!another([("school", "s1")], "health", "h2", none));
-        // A partner's source: any record but the partners.
-        assert!(another([("school", "s1")], "health", "h2", &school));
-        assert!(!another([("school", "s2")], "health", "h2", &school));
-        assert!(!another([("police", "p1")], "health", "h2", &school));
     }
 }
