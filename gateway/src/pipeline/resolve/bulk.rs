@@ -105,7 +105,7 @@ struct Call<'a> {
     source: &'a str,
     bulk_from: usize,
     after: Option<&'a After>,
-    partners: &'a Partners,
+    partners: &'a Partners<'a>,
 }
 
 /// Values per `IN (…)` list.
@@ -152,7 +152,7 @@ impl Index {
         &self,
         source: &str,
         recs: &[SourceRecord],
-        partners: &Partners,
+        partners: &Partners<'_>,
     ) -> Upserted {
         self.upsert_many_in(source, recs, BULK_FROM, BATCH, None, partners)
             .await
@@ -198,7 +198,7 @@ impl Index {
         recs: &[SourceRecord],
         bulk_from: usize,
         batch_size: usize,
-        partners: &Partners,
+        partners: &Partners<'_>,
     ) -> Upserted {
         self.upsert_many_in(source, recs, bulk_from, batch_size, None, partners)
             .await
@@ -211,7 +211,7 @@ impl Index {
         bulk_from: usize,
         batch_size: usize,
         after: Option<&After>,
-        partners: &Partners,
+        partners: &Partners<'_>,
     ) -> Upserted {
         let mut done = Upserted::default();
         let mut left = Left::Nothing;
@@ -269,10 +269,7 @@ impl Index {
             }
             for i in later {
                 let rec = &batch[i];
-                match self
-                    .upsert_with(source, rec, partners.of(source, &rec.local_id))
-                    .await
-                {
+                match self.upsert_with(source, rec, partners).await {
                     Ok((_, flagged)) => {
                         done.records += 1;
                         done.incremental += 1;
@@ -1704,12 +1701,10 @@ mod tests {
         // with.
         let listed: Vec<(&str, &[SourceRecord])> =
             sources.iter().map(|(s, r)| (*s, r.as_slice())).collect();
-        let partners = Partners::find(one.matcher(), &listed);
+        let partners = Partners::of_pass(one.matcher(), listed);
         for (source, recs) in &sources {
             for r in recs {
-                one.upsert_with(source, r, partners.of(source, &r.local_id))
-                    .await
-                    .unwrap();
+                one.upsert_with(source, r, &partners).await.unwrap();
             }
         }
         let mut bulk = 0;

@@ -23,7 +23,7 @@ pub mod records;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::{stream, StreamExt};
@@ -32,7 +32,6 @@ use sqlx::Row;
 use weft_adapters::{Demographics, Probe, SourceRecord};
 
 use crate::foundation::audit;
-use crate::foundation::metrics::elapsed_ms;
 use crate::foundation::store::Store;
 use crate::pipeline::resolve::linkage::{stored_record, Grade, Matcher, NewLink};
 use crate::pipeline::resolve::partners::Partners;
@@ -425,16 +424,16 @@ impl Index {
         source: &str,
         rec: &SourceRecord,
     ) -> Result<(String, bool), sqlx::Error> {
-        self.upsert_with(source, rec, &[]).await
+        self.upsert_with(source, rec, &Partners::default()).await
     }
 
-    /// [`Index::upsert`] of a record of a pass, with the pass's records it is certain with
-    /// ([`partners`]).
+    /// [`Index::upsert`] of a record of a pass, with the pass's [`Partners`] (asked for the
+    /// record's own only when it is placed).
     pub(crate) async fn upsert_with(
         &self,
         source: &str,
         rec: &SourceRecord,
-        partners: &[Link],
+        partners: &Partners<'_>,
     ) -> Result<(String, bool), sqlx::Error> {
         let stored = Stored::new(rec);
         let Stored {
@@ -518,7 +517,13 @@ impl Index {
             None => {
                 let placement = self
                     .matcher
-                    .place(&mut tx, source, &rec.local_id, record, partners)
+                    .place(
+                        &mut tx,
+                        source,
+                        &rec.local_id,
+                        record,
+                        partners.of(source, &rec.local_id),
+                    )
                     .await?;
                 // A row without a child is only rewritten; a new record is added.
                 let sql = if existing.is_some() {
@@ -586,7 +591,8 @@ impl Index {
     /// joins by its UPN. So which source is listed first no longer decides that.
     ///
     /// Every source is listed before anything is placed, so that each record is placed
-    /// knowing which records of the pass it is certain with ([`partners`]).
+    /// knowing which records of the pass it is certain with ([`partners`], found once the
+    /// first new or changed record is placed).
     pub async fn sync(&self, sources: &Sources) -> SyncReport {
         let mut report = SyncReport::default();
         let mut query_only = Vec::new();
@@ -603,23 +609,15 @@ impl Index {
                 Ok(Some(records)) => listed.push((source.id.clone(), records)),
             }
         }
-        let clock = Instant::now();
-        let partners = Partners::find(
-            &self.matcher,
-            &listed
-                .iter()
-                .map(|(s, recs)| (s.as_str(), recs.as_slice()))
-                .collect::<Vec<_>>(),
-        );
-        tracing::info!(
-            records = partners.len(),
-            ms = elapsed_ms(clock),
-            "index pass: records certain with a record of another source found"
-        );
         let tiers: Vec<(String, [Vec<SourceRecord>; 3])> = listed
             .into_iter()
             .map(|(source, records)| (source, Anchor::split(records)))
             .collect();
+        let pass = tiers
+            .iter()
+            .flat_map(|(source, split)| split.iter().map(|r| (source.as_str(), r.as_slice())))
+            .collect();
+        let partners = Partners::of_pass(&self.matcher, pass);
         for tier in 0..3 {
             for (source, split) in &tiers {
                 self.place_listed(source, &split[tier], &partners, &mut report)
@@ -659,7 +657,7 @@ impl Index {
         &self,
         source: &str,
         records: &[SourceRecord],
-        partners: &Partners,
+        partners: &Partners<'_>,
         report: &mut SyncReport,
     ) {
         if records.is_empty() {
@@ -1202,6 +1200,63 @@ mod tests {
         ];
         assert_eq!(pass(vec![health(), school()]).await, want);
         assert_eq!(pass(vec![school(), health()]).await, want);
+    }
+
+    /// What a test's code logs, kept for it to read.
+    #[derive(Clone, Default)]
+    struct Logged(std::sync::Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logged {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A pass finds the records' partners only when it places a record: a refresh over
+    /// sources that have not changed places nothing and never looks.
+    #[test]
+    fn a_pass_over_unchanged_sources_does_not_look_for_partners() {
+        let logged = Logged::default();
+        let writer = logged.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let found = || {
+            let text = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
+            text.matches("records certain with a record of another source found")
+                .count()
+        };
+        let girl = |id: &str, ids: &[(&str, &str)]| {
+            let mut r = rec(id, ids, "Wright", "Amelia", "2016-03-27");
+            r.demographics.postcode = Some("WT9 9ZZ".into());
+            r
+        };
+        let sources = Sources {
+            all: vec![
+                listed("health", vec![girl("h1", &[("nhs_number", "9434765919")])]),
+                listed("school", vec![girl("s1", &[("upn", "B801200005001")])]),
+            ],
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let (store, _db) = crate::foundation::store::test_store(dir.path()).await;
+                let index = Index::new(store);
+                index.sync(&sources).await;
+                assert_eq!(found(), 1, "the first pass places both records");
+                index.sync(&sources).await;
+                assert_eq!(found(), 1, "the second places nothing");
+            });
+        });
     }
 
     #[test]
