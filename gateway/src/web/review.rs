@@ -18,7 +18,7 @@ use weft_matching::Explained;
 
 use crate::foundation::error::Error;
 use crate::gateway::Gateway;
-use crate::pipeline::resolve::linkage::{RECHECK, SECOND_RECORD};
+use crate::pipeline::resolve::linkage::{AMBIGUOUS, RECHECK, SECOND_RECORD};
 use crate::pipeline::resolve::records::RecordIdentity;
 use crate::web::forms::FieldError;
 use crate::web::render::{self, Page};
@@ -423,6 +423,7 @@ fn method_words(method: &str) -> String {
         SECOND_RECORD => {
             "Held for a person: the child already has a record from this system".into()
         }
+        AMBIGUOUS => "Held for a person: another child matches this record as well".into(),
         m => match m.strip_prefix("identifier:") {
             Some("nhs_number") => "By NHS number".into(),
             Some("upn") => "By unique pupil number".into(),
@@ -550,6 +551,10 @@ mod tests {
         assert_eq!(
             method_words(SECOND_RECORD),
             "Held for a person: the child already has a record from this system"
+        );
+        assert_eq!(
+            method_words(AMBIGUOUS),
+            "Held for a person: another child matches this record as well"
         );
     }
 }

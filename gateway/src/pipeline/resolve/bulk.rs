@@ -1117,11 +1117,17 @@ impl World {
         let (tf, population) = matcher.tf_from(record, |c, v| self.count(c, v));
         // The twin rule always, as the incremental path runs it (`Matcher::candidates`).
         let scorer = Scorer::new(&matcher.model, &tf, population).with_twin_rule();
-        let best = self
+        let (best, rival) = self
             .best(matcher, conn, &scorer, source, n, &excluded)
             .await?;
         let mut second = false;
-        if let Some(c) = best.as_ref().filter(|c| c.score.links(matcher.upper)) {
+        let ambiguous = best
+            .as_ref()
+            .is_some_and(|c| matcher.rivalled(c, rival.as_ref()));
+        if let Some(c) = best
+            .as_ref()
+            .filter(|c| c.score.links(matcher.upper) && !ambiguous)
+        {
             self.load_children(conn, vec![c.child.clone()]).await?;
             let kin = self.children.get(&c.child).map(Vec::as_slice);
             let kin = kin.unwrap_or_default();
@@ -1145,12 +1151,17 @@ impl World {
             scored: None,
             review: best
                 .filter(|c| c.score.probability >= matcher.lower)
-                .map(|c| Proposal::scored(c).second_record(second))
+                .map(|c| {
+                    Proposal::scored(c)
+                        .second_record(second)
+                        .ambiguous(ambiguous)
+                })
                 .or(refused),
         })
     }
 
-    /// The best candidate child, as [`Matcher::candidates`] would rank it first.
+    /// The best candidate child and the best of another child, as [`Matcher::candidates`]
+    /// would rank them first and second.
     async fn best(
         &mut self,
         matcher: &Matcher,
@@ -1159,7 +1170,7 @@ impl World {
         source: &str,
         n: &New<'_>,
         excluded: &[String],
-    ) -> Result<Option<Candidate>, sqlx::Error> {
+    ) -> Result<(Option<Candidate>, Option<Candidate>), sqlx::Error> {
         let record = &n.stored.record;
         let floor = matcher.lower.min(POSSIBLE);
         let mut seen: HashSet<u32> = HashSet::new();
@@ -1221,10 +1232,11 @@ impl World {
                 .collect();
             self.load_children(conn, missing).await?;
         }
+        let mut best: Option<Candidate> = None;
         for (at, score) in scored {
             let k = &self.known[at as usize];
             let Some(child) = &k.child else { continue };
-            if excluded.contains(child) {
+            if excluded.contains(child) || best.as_ref().is_some_and(|b| &b.child == child) {
                 continue;
             }
             if national
@@ -1235,16 +1247,20 @@ impl World {
             {
                 continue;
             }
-            return Ok(Some(Candidate {
+            let c = Candidate {
                 explanation: scorer.explain(record, &k.form),
                 child: child.clone(),
                 source: k.source.clone(),
                 local_id: k.local_id.clone(),
                 score,
                 record: k.form.clone(),
-            }));
+            };
+            if best.is_some() {
+                return Ok((best, Some(c)));
+            }
+            best = Some(c);
         }
-        Ok(None)
+        Ok((best, None))
     }
 
     /// Makes a placed record reachable by the records after it, as its upsert would have.
@@ -1476,7 +1492,7 @@ mod tests {
     use crate::foundation::config::MatchingConfig;
     use crate::foundation::store::test_count;
     use crate::pipeline::resolve::linkage::{
-        decide, link_history, review_queue, Decision, CERTAIN, SECOND_RECORD,
+        decide, link_history, review_queue, Decision, AMBIGUOUS, CERTAIN, SECOND_RECORD,
     };
 
     async fn index(dir: &std::path::Path) -> (Index, weft_adapters::testkit::FreshDb) {
@@ -2067,6 +2083,69 @@ mod tests {
             let theirs = active_child(&index, "school", "s2").await;
             assert_eq!(theirs, active_child(&index, "health", "h2").await);
             assert_ne!(theirs, him, "bulk: {bulk}");
+        }
+    }
+
+    /// Two girls of one name born on one day, each known to health by her NHS number at her
+    /// own address. Police record one of them with no identifier and no postcode: it matches
+    /// both girls alike, so it joins neither, on either path, and waits for a person as a new
+    /// child with a proposal saying why. A police record carrying one girl's postcode is hers.
+    #[tokio::test]
+    async fn a_record_matching_two_children_alike_joins_neither() {
+        let girl = |id: &str, ids: &[(&str, String)], postcode: Option<&str>, line: &str| {
+            let mut r = rec(id, ids, "Olivia", "Wood", "2010-08-08", "female", postcode);
+            r.demographics.address_lines = vec![line.into()];
+            r
+        };
+        let first = girl(
+            "h1",
+            &[("nhs_number", nhs(1))],
+            Some("WD3 1AA"),
+            "4 Mill Lane",
+        );
+        let other = girl(
+            "h2",
+            &[("nhs_number", nhs(2))],
+            Some("WD9 7QT"),
+            "21 Oak Avenue",
+        );
+        let unplaced = girl("p1", &[], None, "38 New Road");
+        let placed = girl("p2", &[], Some("WD9 7QT"), "21 Oak Avenue");
+        for bulk in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (index, _db) = index(dir.path()).await;
+            let (her, _) = index.upsert("health", &first).await.unwrap();
+            let (them, _) = index.upsert("health", &other).await.unwrap();
+            assert_ne!(her, them);
+            let place = |r: &SourceRecord| {
+                let index = &index;
+                let r = r.clone();
+                async move {
+                    if bulk {
+                        let done = index
+                            .upsert_many_with("police", std::slice::from_ref(&r), 1, 10)
+                            .await;
+                        assert_eq!((done.bulk, done.failed), (1, 0));
+                    } else {
+                        index.upsert("police", &r).await.unwrap();
+                    }
+                }
+            };
+            place(&unplaced).await;
+            let alone = active_child(&index, "police", "p1").await;
+            assert!(![&her, &them].contains(&&alone), "bulk: {bulk}");
+            let queue = review_queue(&index).await.unwrap();
+            assert_eq!(queue.len(), 1, "bulk: {bulk}: {queue:?}");
+            assert_eq!(queue[0].method, AMBIGUOUS, "bulk: {bulk}");
+            assert_eq!(queue[0].local_id, "p1", "bulk: {bulk}");
+            assert!([&her, &them].contains(&&queue[0].child_id), "bulk: {bulk}");
+            place(&placed).await;
+            assert_eq!(
+                active_child(&index, "police", "p2").await,
+                them,
+                "bulk: {bulk}"
+            );
+            assert_eq!(review_queue(&index).await.unwrap().len(), 1, "bulk: {bulk}");
         }
     }
 

@@ -67,6 +67,12 @@ pub const CERTAIN: f64 = 0.999;
 /// a source joins a child on its own only when certain.
 pub const SECOND_RECORD: &str = "second_record";
 
+/// The method of a proposal held for a person because another child matches the record
+/// nearly as well as the proposed one ([`Matcher::rivalled`]). Two children alike in every
+/// field the model compares — a common name, one birthday — and a record holding nothing that
+/// tells them apart (no identifier, no postcode) would otherwise join whichever sorts first.
+pub const AMBIGUOUS: &str = "ambiguous";
+
 /// How a recheck of a link explains that [`SECOND_RECORD`]'s rule holds it.
 const SECOND_RECORD_RULE: &str =
     "The child already has another record from this system, and the match is not certain";
@@ -239,6 +245,29 @@ impl Matcher {
     /// graded certain.
     pub(crate) fn holds_back(&self, probability: f64, another: bool) -> bool {
         another && self.grade(probability) != Some(Grade::Certain)
+    }
+
+    /// Whether `rival`, the best record of another child, leaves `best` short of linking. A
+    /// record is one child at most, so two children matching it share the evidence: with odds
+    /// o₁ for `best` and o₂ for the rival, the chance the record is `best`'s child is
+    /// o₁ / (1 + o₁ + o₂), and a link needs that at the upper threshold. Namesakes born the
+    /// same day and a record holding neither's identifier nor postcode score alike, and
+    /// linking the better-weighted one would be a coin toss decided by a small difference in
+    /// weight or, on a tie, by the order of local ids. A `best` sharing a verified identifier
+    /// with the record is never rivalled; a rival a rule holds apart from it (a twin) is none.
+    pub(crate) fn rivalled(&self, best: &Candidate, rival: Option<&Candidate>) -> bool {
+        let Some(rival) = rival.filter(|r| !r.score.guard.is_some_and(|g| g.is_apart())) else {
+            return false;
+        };
+        if best.score.deterministic || !best.score.links(self.upper) {
+            return false;
+        }
+        if rival.score.deterministic {
+            return true;
+        }
+        let (b, r) = (best.score.weight, rival.score.weight);
+        let shared = 1.0 / (1.0 + (-b).exp2() + (r - b).exp2());
+        shared < self.upper
     }
 
     /// The least probability graded [`Grade::Certain`]: [`CERTAIN`], or `upper` if higher.
@@ -691,13 +720,19 @@ impl Matcher {
                 return Ok(placed);
             }
         }
-        let best = self
+        let mut candidates = self
             .candidates(conn, record, &excluded, Some((source, local_id)))
             .await?
-            .into_iter()
-            .next();
+            .into_iter();
+        let (best, rival) = (candidates.next(), candidates.next());
         let mut second = false;
-        if let Some(c) = best.as_ref().filter(|c| c.score.links(self.upper)) {
+        let ambiguous = best
+            .as_ref()
+            .is_some_and(|c| self.rivalled(c, rival.as_ref()));
+        if let Some(c) = best
+            .as_ref()
+            .filter(|c| c.score.links(self.upper) && !ambiguous)
+        {
             if self
                 .agrees_with_child(conn, record, &c.record, &c.child)
                 .await?
@@ -724,7 +759,11 @@ impl Matcher {
             scored: None,
             review: best
                 .filter(|c| c.score.probability >= self.lower)
-                .map(|c| Proposal::scored(c).second_record(second))
+                .map(|c| {
+                    Proposal::scored(c)
+                        .second_record(second)
+                        .ambiguous(ambiguous)
+                })
                 .or(refused),
         })
     }
@@ -1222,6 +1261,15 @@ impl Proposal {
         }
         self
     }
+
+    /// Held because another child matches the record as well ([`AMBIGUOUS`]), when
+    /// `ambiguous`.
+    pub(crate) fn ambiguous(mut self, ambiguous: bool) -> Self {
+        if ambiguous {
+            self.method = AMBIGUOUS.into();
+        }
+        self
+    }
 }
 
 /// A candidate record, scored, before its child is known.
@@ -1343,7 +1391,7 @@ pub struct LinkRow {
     /// `active`, `review`, `rejected`, `superseded` or `split`.
     pub status: String,
     /// `identifier:<kind>`, `probabilistic`, `new` or `manual`; a proposal may also be a
-    /// [`RECHECK`] or a [`SECOND_RECORD`].
+    /// [`RECHECK`], a [`SECOND_RECORD`] or [`AMBIGUOUS`].
     pub method: String,
     pub probability: Option<f64>,
     pub match_weight: Option<f64>,
