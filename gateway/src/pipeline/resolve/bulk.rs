@@ -30,9 +30,9 @@ use weft_adapters::SourceRecord;
 use weft_matching::{Comparison, Record, Scorer};
 
 use super::linkage::{
-    by_identifiers, counted, identifiers_conflict, refused_upn, second_from_a_source,
-    stored_record, upn_only_holder, Candidate, LinkRows, Matcher, NewLink, Parts, Placement,
-    Proposal, Split, MAX_CANDIDATES, NEW_LINKS, POSSIBLE, SPLIT_OVER,
+    by_identifiers, counted, held, identifiers_conflict, refused_upn, second_from_a_source,
+    stored_record, upn_only_holder, Candidate, LinkRows, Matcher, NewLink, Parts, Placement, Split,
+    MAX_CANDIDATES, NEW_LINKS, POSSIBLE, SPLIT_OVER,
 };
 use super::partners::Partners;
 use super::{Index, Link, Stored};
@@ -1141,7 +1141,6 @@ impl World {
                 }
             }
         }
-        let best = best.filter(|c| !c.score.guard.is_some_and(|g| g.is_apart()));
         let child = uuid::Uuid::new_v4().to_string();
         self.children.insert(child.clone(), Vec::new());
         self.created.push(child.clone());
@@ -1149,14 +1148,7 @@ impl World {
             child,
             method: "new".into(),
             scored: None,
-            review: best
-                .filter(|c| c.score.probability >= matcher.lower)
-                .map(|c| {
-                    Proposal::scored(c)
-                        .second_record(second)
-                        .ambiguous(ambiguous)
-                })
-                .or(refused),
+            review: matcher.proposals(best, rival, held(second, ambiguous), refused),
         })
     }
 
@@ -1367,7 +1359,7 @@ async fn write(
             version,
         ));
         current.push(None);
-        if let Some(review) = &p.review {
+        for review in &p.review {
             links.push(NewLink::proposal(source, n.local_id, review, version));
             current.push(Some(&p.child));
         }
@@ -2089,7 +2081,8 @@ mod tests {
     /// Two girls of one name born on one day, each known to health by her NHS number at her
     /// own address. Police record one of them with no identifier and no postcode: it matches
     /// both girls alike, so it joins neither, on either path, and waits for a person as a new
-    /// child with a proposal saying why. A police record carrying one girl's postcode is hers.
+    /// child proposed for both girls, saying why. The person confirms one: the other proposal
+    /// ends with it. A police record carrying one girl's postcode is hers.
     #[tokio::test]
     async fn a_record_matching_two_children_alike_joins_neither() {
         let girl = |id: &str, ids: &[(&str, String)], postcode: Option<&str>, line: &str| {
@@ -2111,6 +2104,14 @@ mod tests {
         );
         let unplaced = girl("p1", &[], None, "38 New Road");
         let placed = girl("p2", &[], Some("WD9 7QT"), "21 Oak Avenue");
+        let by = |d: &crate::pipeline::resolve::linkage::Decided| {
+            Entry::system(
+                "match_decision",
+                Some(&d.child_id),
+                "changed",
+                serde_json::json!({}),
+            )
+        };
         for bulk in [false, true] {
             let dir = tempfile::tempdir().unwrap();
             let (index, _db) = index(dir.path()).await;
@@ -2135,17 +2136,50 @@ mod tests {
             let alone = active_child(&index, "police", "p1").await;
             assert!(![&her, &them].contains(&&alone), "bulk: {bulk}");
             let queue = review_queue(&index).await.unwrap();
-            assert_eq!(queue.len(), 1, "bulk: {bulk}: {queue:?}");
-            assert_eq!(queue[0].method, AMBIGUOUS, "bulk: {bulk}");
-            assert_eq!(queue[0].local_id, "p1", "bulk: {bulk}");
-            assert!([&her, &them].contains(&&queue[0].child_id), "bulk: {bulk}");
+            let mut proposed: Vec<(&str, &str, &str)> = queue
+                .iter()
+                .map(|l| (l.local_id.as_str(), l.method.as_str(), l.child_id.as_str()))
+                .collect();
+            proposed.sort();
+            let mut both = [
+                ("p1", AMBIGUOUS, her.as_str()),
+                ("p1", AMBIGUOUS, them.as_str()),
+            ];
+            both.sort();
+            assert_eq!(proposed, both, "bulk: {bulk}");
+            let hers = queue.iter().find(|l| l.child_id == her).unwrap();
+            decide(&index, &hers.id, Decision::Confirm, "admin1", None, by)
+                .await
+                .unwrap();
+            assert_eq!(
+                active_child(&index, "police", "p1").await,
+                her,
+                "bulk: {bulk}"
+            );
+            assert!(
+                review_queue(&index).await.unwrap().is_empty(),
+                "bulk: {bulk}"
+            );
+            let ended = link_history(&index, &them)
+                .await
+                .unwrap()
+                .unwrap_or_default();
+            assert!(
+                ended
+                    .iter()
+                    .any(|l| l.local_id == "p1" && l.status == "superseded"),
+                "bulk: {bulk}: {ended:?}"
+            );
             place(&placed).await;
             assert_eq!(
                 active_child(&index, "police", "p2").await,
                 them,
                 "bulk: {bulk}"
             );
-            assert_eq!(review_queue(&index).await.unwrap().len(), 1, "bulk: {bulk}");
+            assert!(
+                review_queue(&index).await.unwrap().is_empty(),
+                "bulk: {bulk}"
+            );
         }
     }
 

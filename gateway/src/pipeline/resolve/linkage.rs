@@ -745,8 +745,6 @@ impl Matcher {
                 }
             }
         }
-        // Twins and children a rule holds apart are not even proposed.
-        let best = best.filter(|c| !c.score.guard.is_some_and(|g| g.is_apart()));
         let child = uuid::Uuid::new_v4().to_string();
         sqlx::query("INSERT INTO children (id, created_at) VALUES ($1, $2)")
             .bind(&child)
@@ -757,15 +755,34 @@ impl Matcher {
             child,
             method: "new".into(),
             scored: None,
-            review: best
-                .filter(|c| c.score.probability >= self.lower)
-                .map(|c| {
-                    Proposal::scored(c)
-                        .second_record(second)
-                        .ambiguous(ambiguous)
-                })
-                .or(refused),
+            review: self.proposals(best, rival, held(second, ambiguous), refused),
         })
+    }
+
+    /// What a record placed as a new child is proposed for: its best candidate at or above
+    /// the lower threshold, marked with why it was held (`why`), and for an [`AMBIGUOUS`]
+    /// record the other child too, so that a person sees both; failing those, the child of a
+    /// UPN link that was refused. Twins and children a rule holds apart are not even proposed.
+    pub(crate) fn proposals(
+        &self,
+        best: Option<Candidate>,
+        rival: Option<Candidate>,
+        why: Option<&'static str>,
+        refused: Option<Proposal>,
+    ) -> Vec<Proposal> {
+        let rival = rival.filter(|_| why == Some(AMBIGUOUS));
+        let out: Vec<Proposal> = best
+            .into_iter()
+            .chain(rival)
+            .filter(|c| !c.score.guard.is_some_and(|g| g.is_apart()))
+            .filter(|c| c.score.probability >= self.lower)
+            .map(|c| Proposal::scored(c).held(why))
+            .collect();
+        if out.is_empty() {
+            refused.into_iter().collect()
+        } else {
+            out
+        }
     }
 
     /// Whether a child holds a record from `source` other than `local_id`, or from a
@@ -814,7 +831,7 @@ impl Matcher {
         );
         let id = link.insert(conn).await?;
         let mut entries = vec![link.entry(&id, None)];
-        if let Some(review) = &p.review {
+        for review in &p.review {
             let proposal = NewLink::proposal(source, local_id, review, version);
             let id = proposal.insert(conn).await?;
             entries.push(proposal.entry(&id, Some(&p.child)));
@@ -1163,7 +1180,9 @@ pub(crate) fn by_identifiers(holders: Vec<(&'static str, String)>) -> Option<Pla
             child: other,
             method: format!("identifier:{other_kind}"),
             scored: None,
-        });
+        })
+        .into_iter()
+        .collect();
     Some(Placement {
         child,
         method: format!("identifier:{kind}"),
@@ -1213,8 +1232,9 @@ pub(crate) struct Placement {
     pub method: String,
     /// The candidate a probabilistic link was made through.
     pub scored: Option<Candidate>,
-    /// A child the record may belong to instead, for a person to decide.
-    pub review: Option<Proposal>,
+    /// Children the record may belong to instead, for a person to decide: one, or for a
+    /// record two children match alike ([`AMBIGUOUS`]) both.
+    pub review: Vec<Proposal>,
 }
 
 impl Placement {
@@ -1228,7 +1248,7 @@ impl Placement {
             child,
             method: "probabilistic".into(),
             scored,
-            review,
+            review: review.into_iter().collect(),
         }
     }
 }
@@ -1253,22 +1273,25 @@ impl Proposal {
         }
     }
 
-    /// Held because the child already holds a record from the same source ([`SECOND_RECORD`]),
-    /// when `second`.
-    pub(crate) fn second_record(mut self, second: bool) -> Self {
-        if second {
-            self.method = SECOND_RECORD.into();
+    /// A proposal for a record a rule held back from linking: its method says which
+    /// ([`SECOND_RECORD`], [`AMBIGUOUS`]).
+    pub(crate) fn held(mut self, why: Option<&'static str>) -> Self {
+        if let Some(why) = why {
+            self.method = why.into();
         }
         self
     }
+}
 
-    /// Held because another child matches the record as well ([`AMBIGUOUS`]), when
-    /// `ambiguous`.
-    pub(crate) fn ambiguous(mut self, ambiguous: bool) -> Self {
-        if ambiguous {
-            self.method = AMBIGUOUS.into();
-        }
-        self
+/// Which rule, if any, held a record back from the child it matched best: [`AMBIGUOUS`]
+/// (checked first, so the other never is) or [`SECOND_RECORD`].
+pub(crate) fn held(second: bool, ambiguous: bool) -> Option<&'static str> {
+    if ambiguous {
+        Some(AMBIGUOUS)
+    } else if second {
+        Some(SECOND_RECORD)
+    } else {
+        None
     }
 }
 
@@ -3078,10 +3101,13 @@ pub async fn decide(
     let mut placed = Vec::new();
     match (link.status.as_str(), decision) {
         ("review", Decision::Confirm) => {
-            // The record moves to the proposed child; its previous link ends.
+            // The record moves to the proposed child; its previous link ends, and so does any
+            // other proposal still open for it (the other child an `ambiguous` record
+            // matched): a person has placed it.
             sqlx::query(
                 "UPDATE match_links SET status = 'superseded', ended_at = $1 \
-                 WHERE source = $2 AND local_id = $3 AND status = 'active' AND id <> $4",
+                 WHERE source = $2 AND local_id = $3 AND status IN ('active', 'review') \
+                 AND id <> $4",
             )
             .bind(&now)
             .bind(&link.source)
