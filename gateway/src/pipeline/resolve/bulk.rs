@@ -1983,6 +1983,28 @@ mod tests {
     }
 
     /// The child a record's active link holds it in.
+    /// The audit entry a test's decision is recorded with.
+    fn by(d: &crate::pipeline::resolve::linkage::Decided) -> Entry {
+        Entry::system(
+            "match_decision",
+            Some(&d.child_id),
+            "changed",
+            serde_json::json!({}),
+        )
+    }
+
+    /// Places one record, through the bulk path when `bulk` (as one batch of a pass).
+    async fn place_one(index: &Index, source: &str, r: &SourceRecord, bulk: bool) {
+        if bulk {
+            let done = index
+                .upsert_many_with(source, std::slice::from_ref(r), 1, 10)
+                .await;
+            assert_eq!((done.bulk, done.failed), (1, 0));
+        } else {
+            index.upsert(source, r).await.unwrap();
+        }
+    }
+
     async fn active_child(index: &Index, source: &str, local_id: &str) -> String {
         sqlx::query_scalar(
             "SELECT child_id FROM match_links WHERE source = $1 AND local_id = $2 \
@@ -2028,20 +2050,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let (index, _db) = index(dir.path()).await;
             let (him, _) = index.upsert("health", &first).await.unwrap();
-            let place = |source: &'static str, r: &SourceRecord| {
-                let index = &index;
-                let r = r.clone();
-                async move {
-                    if bulk {
-                        let done = index
-                            .upsert_many_with(source, std::slice::from_ref(&r), 1, 10)
-                            .await;
-                        assert_eq!((done.bulk, done.failed), (1, 0));
-                    } else {
-                        index.upsert(source, &r).await.unwrap();
-                    }
-                }
-            };
+            let place = |source, r| place_one(&index, source, r, bulk);
             place("health", &namesake).await;
             let queue = review_queue(&index).await.unwrap();
             assert_eq!(queue.len(), 1, "bulk: {bulk}: {queue:?}");
@@ -2085,6 +2094,11 @@ mod tests {
     /// ends with it. A police record carrying one girl's postcode is hers.
     #[tokio::test]
     async fn a_record_matching_two_children_alike_joins_neither() {
+        // The police record's child, with nothing left in the review queue.
+        async fn settled(index: &Index, local_id: &str) -> String {
+            assert!(review_queue(index).await.unwrap().is_empty());
+            active_child(index, "police", local_id).await
+        }
         let girl = |id: &str, ids: &[(&str, String)], postcode: Option<&str>, line: &str| {
             let mut r = rec(id, ids, "Olivia", "Wood", "2010-08-08", "female", postcode);
             r.demographics.address_lines = vec![line.into()];
@@ -2104,34 +2118,13 @@ mod tests {
         );
         let unplaced = girl("p1", &[], None, "38 New Road");
         let placed = girl("p2", &[], Some("WD9 7QT"), "21 Oak Avenue");
-        let by = |d: &crate::pipeline::resolve::linkage::Decided| {
-            Entry::system(
-                "match_decision",
-                Some(&d.child_id),
-                "changed",
-                serde_json::json!({}),
-            )
-        };
         for bulk in [false, true] {
             let dir = tempfile::tempdir().unwrap();
             let (index, _db) = index(dir.path()).await;
             let (her, _) = index.upsert("health", &first).await.unwrap();
             let (them, _) = index.upsert("health", &other).await.unwrap();
             assert_ne!(her, them);
-            let place = |r: &SourceRecord| {
-                let index = &index;
-                let r = r.clone();
-                async move {
-                    if bulk {
-                        let done = index
-                            .upsert_many_with("police", std::slice::from_ref(&r), 1, 10)
-                            .await;
-                        assert_eq!((done.bulk, done.failed), (1, 0));
-                    } else {
-                        index.upsert("police", &r).await.unwrap();
-                    }
-                }
-            };
+            let place = |r| place_one(&index, "police", r, bulk);
             place(&unplaced).await;
             let alone = active_child(&index, "police", "p1").await;
             assert!(![&her, &them].contains(&&alone), "bulk: {bulk}");
@@ -2151,15 +2144,7 @@ mod tests {
             decide(&index, &hers.id, Decision::Confirm, "admin1", None, by)
                 .await
                 .unwrap();
-            assert_eq!(
-                active_child(&index, "police", "p1").await,
-                her,
-                "bulk: {bulk}"
-            );
-            assert!(
-                review_queue(&index).await.unwrap().is_empty(),
-                "bulk: {bulk}"
-            );
+            assert_eq!(settled(&index, "p1").await, her, "bulk: {bulk}");
             let ended = link_history(&index, &them)
                 .await
                 .unwrap()
@@ -2171,15 +2156,7 @@ mod tests {
                 "bulk: {bulk}: {ended:?}"
             );
             place(&placed).await;
-            assert_eq!(
-                active_child(&index, "police", "p2").await,
-                them,
-                "bulk: {bulk}"
-            );
-            assert!(
-                review_queue(&index).await.unwrap().is_empty(),
-                "bulk: {bulk}"
-            );
+            assert_eq!(settled(&index, "p2").await, them, "bulk: {bulk}");
         }
     }
 
@@ -2410,14 +2387,6 @@ mod tests {
         );
 
         // A data administrator confirms the proposal and splits the automatic link.
-        let by = |d: &crate::pipeline::resolve::linkage::Decided| {
-            Entry::system(
-                "match_decision",
-                Some(&d.child_id),
-                "changed",
-                serde_json::json!({}),
-            )
-        };
         decide(&index, &queue[0].id, Decision::Confirm, "admin1", None, by)
             .await
             .unwrap();
