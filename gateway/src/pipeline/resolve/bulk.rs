@@ -1123,7 +1123,7 @@ impl World {
         let mut second = false;
         let ambiguous = best
             .as_ref()
-            .is_some_and(|c| matcher.rivalled(c, rival.as_ref()));
+            .is_some_and(|c| matcher.rivalled(&c.score, rival.as_ref().map(|r| &r.score)));
         if let Some(c) = best
             .as_ref()
             .filter(|c| c.score.links(matcher.upper) && !ambiguous)

@@ -77,6 +77,9 @@ pub const AMBIGUOUS: &str = "ambiguous";
 const SECOND_RECORD_RULE: &str =
     "The child already has another record from this system, and the match is not certain";
 
+/// How a recheck of a link explains that [`AMBIGUOUS`]'s rule holds it.
+const AMBIGUOUS_RULE: &str = "Another child matches this record as well";
+
 /// Candidates read from the store for one record, at most; blocking keeps it far below.
 pub(crate) const MAX_CANDIDATES: i64 = 2000;
 
@@ -247,7 +250,8 @@ impl Matcher {
         another && self.grade(probability) != Some(Grade::Certain)
     }
 
-    /// Whether `rival`, the best record of another child, leaves `best` short of linking. A
+    /// Whether `rival`, the score of another child's best record, leaves `best` short of
+    /// linking. A
     /// record is one child at most, so two children matching it share the evidence: with odds
     /// o₁ for `best` and o₂ for the rival, the chance the record is `best`'s child is
     /// o₁ / (1 + o₁ + o₂), and a link needs that at the upper threshold. Namesakes born the
@@ -255,17 +259,17 @@ impl Matcher {
     /// linking the better-weighted one would be a coin toss decided by a small difference in
     /// weight or, on a tie, by the order of local ids. A `best` sharing a verified identifier
     /// with the record is never rivalled; a rival a rule holds apart from it (a twin) is none.
-    pub(crate) fn rivalled(&self, best: &Candidate, rival: Option<&Candidate>) -> bool {
-        let Some(rival) = rival.filter(|r| !r.score.guard.is_some_and(|g| g.is_apart())) else {
+    pub(crate) fn rivalled(&self, best: &Score, rival: Option<&Score>) -> bool {
+        let Some(rival) = rival.filter(|r| !r.guard.is_some_and(|g| g.is_apart())) else {
             return false;
         };
-        if best.score.deterministic || !best.score.links(self.upper) {
+        if best.deterministic || !best.links(self.upper) {
             return false;
         }
-        if rival.score.deterministic {
+        if rival.deterministic {
             return true;
         }
-        let (b, r) = (best.score.weight, rival.score.weight);
+        let (b, r) = (best.weight, rival.weight);
         let shared = 1.0 / (1.0 + (-b).exp2() + (r - b).exp2());
         shared < self.upper
     }
@@ -728,7 +732,7 @@ impl Matcher {
         let mut second = false;
         let ambiguous = best
             .as_ref()
-            .is_some_and(|c| self.rivalled(c, rival.as_ref()));
+            .is_some_and(|c| self.rivalled(&c.score, rival.as_ref().map(|r| &r.score)));
         if let Some(c) = best
             .as_ref()
             .filter(|c| c.score.links(self.upper) && !ambiguous)
@@ -783,6 +787,24 @@ impl Matcher {
         } else {
             out
         }
+    }
+
+    /// The best record `r` matches of a child other than `child` (and other than those a person
+    /// ruled out for it), as placing the record would find it.
+    async fn rival_of(
+        &self,
+        conn: &mut AnyConnection,
+        source: &str,
+        local_id: &str,
+        r: &Record,
+        child: &str,
+    ) -> Result<Option<Candidate>, sqlx::Error> {
+        let mut exclude = Self::excluded(conn, source, local_id).await?;
+        exclude.push(child.to_string());
+        let candidates = self
+            .candidates(conn, r, &exclude, Some((source, local_id)))
+            .await?;
+        Ok(candidates.into_iter().next())
     }
 
     /// Whether a child holds a record from `source` other than `local_id`, or from a
@@ -1987,6 +2009,47 @@ mod tests {
         assert!(review_queue(&new).await.unwrap().is_empty());
     }
 
+    /// A link made before the rule for a record matching two children alike: police's record
+    /// of a girl, without identifier or postcode, joined the only Olivia Wood born that day the
+    /// index then held; the other, at another address, arrived later. An upgrade asks about
+    /// the link, saying why; nothing moves.
+    #[tokio::test]
+    async fn an_upgrade_asks_about_a_record_another_child_matches_as_well() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, _db) = index(dir.path(), 0.95).await;
+        let girl = |id: &str, nhs: Option<&str>, postcode: Option<&str>| {
+            let mut r = rec(id, nhs, "Olivia", "Wood");
+            r.demographics.postcode = postcode.map(String::from);
+            r
+        };
+        let her = old
+            .upsert("health", &girl("h1", Some("9434765919"), Some("WD3 1AA")))
+            .await
+            .unwrap()
+            .0;
+        let police = girl("p1", None, None);
+        assert_eq!(old.upsert("police", &police).await.unwrap().0, her);
+        let other = girl("h2", Some("9990000018"), Some("WD9 7QT"));
+        assert_ne!(old.upsert("health", &other).await.unwrap().0, her);
+        made_by_an_older_model(&old).await;
+        let new = Index::with_matcher(old.store().clone(), Matcher::builtin());
+        assert_eq!(reexamine(&new).await.unwrap(), 1);
+        let queue = review_queue(&new).await.unwrap();
+        assert_eq!(
+            (queue[0].method.as_str(), queue[0].local_id.as_str()),
+            (RECHECK, "p1")
+        );
+        assert!(
+            queue[0]
+                .explanation
+                .iter()
+                .any(|e| e.comparison == "rule" && e.level == AMBIGUOUS_RULE),
+            "{:?}",
+            queue[0].explanation
+        );
+        assert_eq!(new.upsert("police", &police).await.unwrap().0, her);
+    }
+
     /// A link made before the second-record rule: the health record without identifiers joined
     /// the child through the school's record (probable, not certain), and the child's own
     /// health record then arrived with its NHS number. An upgrade asks about the first one,
@@ -2893,8 +2956,9 @@ pub const RECHECK: &str = "recheck";
 /// After an upgrade, re-examines the links the matcher made on its own under another model
 /// version: where the current model would not have made the link — the record no longer
 /// reaches the upper threshold against the child's other records, a rule or a confidently
-/// different record now stands against it, or it is a second record from its source short of
-/// certain ([`SECOND_RECORD`]) — a person is asked (a `recheck` row in the review
+/// different record now stands against it, it is a second record from its source short of
+/// certain ([`SECOND_RECORD`]), or another child matches it as well ([`AMBIGUOUS`]) — a person
+/// is asked (a `recheck` row in the review
 /// queue, with the new score and explanation). Nothing is moved: the link stays until a person
 /// splits it. Links a person decided, links by identifier, and links already awaiting a recheck
 /// are left alone. Runs in one transaction with its audit entries; returns the rechecks asked.
@@ -2936,13 +3000,22 @@ pub async fn reexamine(index: &crate::pipeline::resolve::Index) -> Result<usize,
             continue;
         };
         if agrees && score.links(matcher.upper) {
-            // The link stands unless it is a second record from its source short of certain,
-            // which the new model's placement would hold for a person too.
+            // The link stands unless the new model's placement would hold it for a person too:
+            // a second record from its source short of certain, or another child matching the
+            // record as well.
             let another = Matcher::holds_another(&mut tx, &child, &source, &local_id, &[]).await?;
-            if !matcher.holds_back(score.probability, another) {
+            let rule = if matcher.holds_back(score.probability, another) {
+                SECOND_RECORD_RULE
+            } else if matcher
+                .rival_of(&mut tx, &source, &local_id, &record, &child)
+                .await?
+                .is_some_and(|r| matcher.rivalled(&score, Some(&r.score)))
+            {
+                AMBIGUOUS_RULE
+            } else {
                 continue;
-            }
-            explanation.push(Explained::rule(SECOND_RECORD_RULE));
+            };
+            explanation.push(Explained::rule(rule));
         }
         let candidate = Candidate {
             child: child.clone(),
