@@ -60,9 +60,12 @@ fn summary(p: &PoliceRecord) -> Value {
         "surname": i.family_name,
         "dateOfBirth": i.birth_date.to_string(),
         "sex": i.sex.as_str(),
-        "postcode": i.address.postcode,
         "addressLines": [i.address.line, i.address.town],
     });
+    // A force that never recorded the postcode sends none, rather than an empty one.
+    if !i.address.postcode.is_empty() {
+        v["postcode"] = json!(i.address.postcode);
+    }
     if let Some(n) = &i.nhs_number {
         v["nhsNumber"] = json!(n);
     }
@@ -72,7 +75,10 @@ fn summary(p: &PoliceRecord) -> Value {
 fn full(p: &PoliceRecord) -> Value {
     let mut v = summary(p);
     let a = &p.identity.address;
-    v["address"] = json!({ "line": a.line, "town": a.town, "postcode": a.postcode });
+    v["address"] = json!({ "line": a.line, "town": a.town });
+    if !a.postcode.is_empty() {
+        v["address"]["postcode"] = json!(a.postcode);
+    }
     v["incidents"] = p
         .incidents
         .iter()

@@ -490,9 +490,15 @@ pub const OLDER_BROTHER: &str = "household-brother";
 /// A girl born the same day as the twins, of another family and address; her police record
 /// has no NHS number.
 pub const SAME_BIRTHDAY: &str = "household-same-birthday";
+/// Two girls of one name born on one day, at two addresses, each known to health by her NHS
+/// number. Police hold the first without her NHS number or postcode (the address line is hers):
+/// the record matches both girls alike on every field the index compares, so it joins neither
+/// and both are proposed for a person, who can tell them apart by the address line.
+pub const NAMESAKE: &str = "household-namesake";
+pub const OTHER_NAMESAKE: &str = "household-other-namesake";
 
-/// As [`generate`], then the four children of [`TWIN_GIRL`], [`TWIN_BOY`], [`OLDER_BROTHER`] and
-/// [`SAME_BIRTHDAY`] after them: the cases of the development cohort (`cohort`: twins, siblings,
+/// As [`generate`], then the children of [`TWIN_GIRL`], [`TWIN_BOY`], [`OLDER_BROTHER`],
+/// [`SAME_BIRTHDAY`], [`NAMESAKE`] and [`OTHER_NAMESAKE`] after them: the cases of the development cohort (`cohort`: twins, siblings,
 /// strangers sharing a birthday) that the gateway's matcher must get right, in the partners'
 /// systems, plus a near-miss — the twin girl's police record gives only her initial and no NHS
 /// number, so it could be her or a twin sister, and only a person may say. The first `n`
@@ -1326,7 +1332,23 @@ impl Gen {
                 ..Plan::default()
             },
         );
-        vec![girl, boy, brother, stranger]
+        let namesakes_born = date(2011, 5, 20);
+        let namesake = self.pinned_truth("Olivia", "Wood", namesakes_born, Sex::Female);
+        let other = self.pinned_truth("Olivia", "Wood", namesakes_born, Sex::Female);
+        let mut namesake = self.build(
+            NAMESAKE.into(),
+            namesake,
+            Plan {
+                police: true,
+                no_nhs_in: vec![System::Police],
+                ..Plan::default()
+            },
+        );
+        if let Some(p) = namesake.police.as_mut() {
+            p.identity.address.postcode.clear();
+        }
+        let other = self.build(OTHER_NAMESAKE.into(), other, Plan::default());
+        vec![girl, boy, brother, stranger, namesake, other]
     }
 
     /// The truth of a pinned child: fixed name, birth date and sex; address and identifiers drawn
@@ -1639,6 +1661,23 @@ mod tests {
         );
         let police = stranger.identity(System::Police).expect("police record");
         assert!(police.nhs_number.is_none());
+        let (namesake, other) = (child(NAMESAKE), child(OTHER_NAMESAKE));
+        assert_eq!(
+            (
+                &namesake.truth.given_name,
+                &namesake.truth.family_name,
+                namesake.truth.birth_date
+            ),
+            (
+                &other.truth.given_name,
+                &other.truth.family_name,
+                other.truth.birth_date
+            )
+        );
+        assert_ne!(namesake.truth.address, other.truth.address);
+        let police = namesake.identity(System::Police).expect("police record");
+        assert!(police.nhs_number.is_none() && police.address.postcode.is_empty());
+        assert_eq!(police.address.line, namesake.truth.address.line);
     }
 
     #[test]

@@ -312,6 +312,86 @@ async fn in_the_demo_population_twins_are_two_children_and_a_near_miss_waits_for
     }
 }
 
+/// The demo's two Olivia Woods, born on one day at two addresses: police's record of the first,
+/// without her NHS number or postcode, matches both alike, so it joins neither and both girls
+/// are proposed as `ambiguous`, each beside the record. The data administrator, who sees the
+/// address line is the first girl's, confirms hers: the record joins her and the other
+/// proposal ends with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_the_demo_population_a_record_matching_two_namesakes_waits_for_a_person() {
+    let env = Env::with_households(12).await;
+    let gw = Gateway::start(&env, env.write_config("weft.toml", &env.config(false))).await;
+    let la = env.agency_of("social_care");
+    let sw = env.token("sw-1", &la, "social_worker");
+    let admin = env.token("admin-1", &la, "data_admin");
+    let pop = &env.partners.population;
+    let child = |key: &str| pop.by_key(key).expect("namesake");
+    let (her, other) = (
+        child(population::NAMESAKE),
+        child(population::OTHER_NAMESAKE),
+    );
+    let hers = gw.child_by_nhs(&sw, &her.truth.nhs_number).await;
+    let theirs = gw.child_by_nhs(&sw, &other.truth.nhs_number).await;
+    assert_ne!(hers, theirs);
+    let police = env.partners.source_id(System::Police);
+    let record = her.identity(System::Police).expect("police record");
+    for id in [&hers, &theirs] {
+        assert!(!holds(&gw, &admin, id, &police, &record.local_id).await);
+    }
+    let (status, queue) = gw.get("/v1/matches/review", &admin).await;
+    assert_eq!(status, 200, "{queue}");
+    let proposals: Vec<&Value> = queue["matches"]
+        .as_array()
+        .expect("matches")
+        .iter()
+        .filter(|m| m["source"] == police.as_str() && m["local_id"] == record.local_id.as_str())
+        .collect();
+    let mut children: Vec<&str> = proposals
+        .iter()
+        .map(|m| m["child_id"].as_str().unwrap_or_default())
+        .collect();
+    children.sort();
+    let mut both = [hers.as_str(), theirs.as_str()];
+    both.sort();
+    assert_eq!(children, both, "{queue}");
+    assert!(
+        proposals.iter().all(|m| m["method"] == "ambiguous"),
+        "{queue}"
+    );
+    let mine = proposals
+        .iter()
+        .find(|m| m["child_id"] == hers.as_str())
+        .expect("her proposal");
+    // What tells the girls apart for a person: the address line, hers on both sides.
+    assert_eq!(mine["record"]["postcode"], Value::Null, "{mine}");
+    let line = record.address.line.to_lowercase();
+    let has_line = |r: &Value| {
+        r["address_lines"].as_array().is_some_and(|ls| {
+            ls.iter()
+                .any(|l| l.as_str().is_some_and(|l| l.to_lowercase() == line))
+        })
+    };
+    assert!(has_line(&mine["record"]), "{mine}");
+    assert!(
+        mine["child_records"]
+            .as_array()
+            .is_some_and(|rs| rs.iter().any(has_line)),
+        "{mine}"
+    );
+    decide(&gw, &admin, mine["id"].as_str().expect("id"), "confirm").await;
+    assert!(holds(&gw, &admin, &hers, &police, &record.local_id).await);
+    assert!(!holds(&gw, &admin, &theirs, &police, &record.local_id).await);
+    let (_, queue) = gw.get("/v1/matches/review", &admin).await;
+    assert!(
+        !queue["matches"]
+            .as_array()
+            .expect("matches")
+            .iter()
+            .any(|m| m["local_id"] == record.local_id.as_str()),
+        "the other proposal ended with the decision: {queue}"
+    );
+}
+
 /// Whether `local_id` of `source` is among the child's active links.
 async fn holds(gw: &Gateway, token: &str, child: &str, source: &str, local_id: &str) -> bool {
     let (status, links) = gw.get(&format!("/v1/children/{child}/links"), token).await;

@@ -194,7 +194,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
          curl -s --cacert {ca} -H \"Authorization: Bearer $LA_ANALYST\" \"{base}/v1/reports/area?purpose=education_welfare&level=school&format=csv\"\n\n  \
          # the detail behind it (data administrators only):\n  \
          curl -s --cacert {ca} -H \"Authorization: Bearer $DATA_ADMIN\" {base}/v1/status\n\n  \
-         # matches waiting for a person (twins and near-misses are never linked by the matcher):\n  \
+         # matches waiting for a person (twins, near-misses and records matching two children alike\n  \
+         # are never linked by the matcher):\n  \
          curl -s --cacert {ca} -H \"Authorization: Bearer $DATA_ADMIN\" {base}/v1/matches/review\n\n  \
          # data quality: what disagrees between systems, bad identifiers, likely duplicates\n  \
          # (every source with values; the school's data manager only its own records' fields):\n  \
