@@ -1300,6 +1300,11 @@ impl Gen {
             no_nhs_in: vec![System::School],
             ..Plan::default()
         };
+        let police_without_nhs = || Plan {
+            police: true,
+            no_nhs_in: vec![System::Police],
+            ..Plan::default()
+        };
         let mut girl = self.build(
             TWIN_GIRL.into(),
             girl,
@@ -1323,27 +1328,11 @@ impl Gen {
                 ..Plan::default()
             },
         );
-        let stranger = self.build(
-            SAME_BIRTHDAY.into(),
-            stranger,
-            Plan {
-                police: true,
-                no_nhs_in: vec![System::Police],
-                ..Plan::default()
-            },
-        );
+        let stranger = self.build(SAME_BIRTHDAY.into(), stranger, police_without_nhs());
         let namesakes_born = date(2011, 5, 20);
         let namesake = self.pinned_truth("Olivia", "Wood", namesakes_born, Sex::Female);
         let other = self.pinned_truth("Olivia", "Wood", namesakes_born, Sex::Female);
-        let mut namesake = self.build(
-            NAMESAKE.into(),
-            namesake,
-            Plan {
-                police: true,
-                no_nhs_in: vec![System::Police],
-                ..Plan::default()
-            },
-        );
+        let mut namesake = self.build(NAMESAKE.into(), namesake, police_without_nhs());
         if let Some(p) = namesake.police.as_mut() {
             p.identity.address.postcode.clear();
         }

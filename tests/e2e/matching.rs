@@ -206,17 +206,24 @@ async fn review_queue_and_a_data_administrators_decision() {
     assert_ne!(police_view["status"], "no_record", "{police_view}");
 }
 
+/// A gateway over the demo's population (`weft demo`'s hard cases after 12 children), with a
+/// social worker's and a data administrator's tokens.
+async fn demo_population() -> (Env, Gateway, String, String) {
+    let env = Env::with_households(12).await;
+    let gw = Gateway::start(&env, env.write_config("weft.toml", &env.config(false))).await;
+    let la = env.agency_of("social_care");
+    let sw = env.token("sw-1", &la, "social_worker");
+    let admin = env.token("admin-1", &la, "data_admin");
+    (env, gw, sw, admin)
+}
+
 /// The demo's population (`weft demo`): twins whose school records carry no NHS number are two
 /// children; a girl born the same day is a third; the twin girl's police record, which gives
 /// only her initial and no NHS number, waits in the data administrator's review queue with the
 /// rule that held it back in words; and nothing pairs the twins, or the stranger, anywhere.
 #[tokio::test(flavor = "multi_thread")]
 async fn in_the_demo_population_twins_are_two_children_and_a_near_miss_waits_for_a_person() {
-    let env = Env::with_households(12).await;
-    let gw = Gateway::start(&env, env.write_config("weft.toml", &env.config(false))).await;
-    let la = env.agency_of("social_care");
-    let sw = env.token("sw-1", &la, "social_worker");
-    let admin = env.token("admin-1", &la, "data_admin");
+    let (env, gw, sw, admin) = demo_population().await;
     let pop = &env.partners.population;
     let child = |key: &str| pop.by_key(key).expect("household child");
     let (girl, boy, brother, stranger) = (
@@ -319,11 +326,7 @@ async fn in_the_demo_population_twins_are_two_children_and_a_near_miss_waits_for
 /// proposal ends with it.
 #[tokio::test(flavor = "multi_thread")]
 async fn in_the_demo_population_a_record_matching_two_namesakes_waits_for_a_person() {
-    let env = Env::with_households(12).await;
-    let gw = Gateway::start(&env, env.write_config("weft.toml", &env.config(false))).await;
-    let la = env.agency_of("social_care");
-    let sw = env.token("sw-1", &la, "social_worker");
-    let admin = env.token("admin-1", &la, "data_admin");
+    let (env, gw, sw, admin) = demo_population().await;
     let pop = &env.partners.population;
     let child = |key: &str| pop.by_key(key).expect("namesake");
     let (her, other) = (

@@ -2031,22 +2031,7 @@ mod tests {
         assert_eq!(old.upsert("police", &police).await.unwrap().0, her);
         let other = girl("h2", Some("9990000018"), Some("WD9 7QT"));
         assert_ne!(old.upsert("health", &other).await.unwrap().0, her);
-        made_by_an_older_model(&old).await;
-        let new = Index::with_matcher(old.store().clone(), Matcher::builtin());
-        assert_eq!(reexamine(&new).await.unwrap(), 1);
-        let queue = review_queue(&new).await.unwrap();
-        assert_eq!(
-            (queue[0].method.as_str(), queue[0].local_id.as_str()),
-            (RECHECK, "p1")
-        );
-        assert!(
-            queue[0]
-                .explanation
-                .iter()
-                .any(|e| e.comparison == "rule" && e.level == AMBIGUOUS_RULE),
-            "{:?}",
-            queue[0].explanation
-        );
+        let new = upgraded_asks(&old, "p1", AMBIGUOUS_RULE).await;
         assert_eq!(new.upsert("police", &police).await.unwrap().0, her);
     }
 
@@ -2071,22 +2056,7 @@ mod tests {
         assert_eq!(old.upsert("health", &own).await.unwrap().0, girl);
         let p = probability(&old, &girl, "h2").await;
         assert!((0.95..CERTAIN).contains(&p), "probable, not certain: {p}");
-        made_by_an_older_model(&old).await;
-        let new = Index::with_matcher(old.store().clone(), Matcher::builtin());
-        assert_eq!(reexamine(&new).await.unwrap(), 1);
-        let queue = review_queue(&new).await.unwrap();
-        assert_eq!(
-            (queue[0].method.as_str(), queue[0].local_id.as_str()),
-            (RECHECK, "h2")
-        );
-        assert!(
-            queue[0]
-                .explanation
-                .iter()
-                .any(|e| e.comparison == "rule" && e.level == SECOND_RECORD_RULE),
-            "{:?}",
-            queue[0].explanation
-        );
+        let new = upgraded_asks(&old, "h2", SECOND_RECORD_RULE).await;
         // Nothing moved.
         assert_eq!(new.upsert("health", &moved).await.unwrap().0, girl);
     }
@@ -2130,6 +2100,28 @@ mod tests {
     }
 
     /// Marks every link as made by a model version no build has, as after an upgrade.
+    /// The index with the built-in model after `old`'s links are made older: its
+    /// re-examination asks one recheck, about `local_id`, naming `rule`.
+    async fn upgraded_asks(old: &Index, local_id: &str, rule: &str) -> Index {
+        made_by_an_older_model(old).await;
+        let new = Index::with_matcher(old.store().clone(), Matcher::builtin());
+        assert_eq!(reexamine(&new).await.unwrap(), 1);
+        let queue = review_queue(&new).await.unwrap();
+        assert_eq!(
+            (queue[0].method.as_str(), queue[0].local_id.as_str()),
+            (RECHECK, local_id)
+        );
+        assert!(
+            queue[0]
+                .explanation
+                .iter()
+                .any(|e| e.comparison == "rule" && e.level == rule),
+            "{:?}",
+            queue[0].explanation
+        );
+        new
+    }
+
     async fn made_by_an_older_model(index: &Index) {
         sqlx::query("UPDATE match_links SET model_version = 'fs-000000000000'")
             .execute(&index.store().pool)
