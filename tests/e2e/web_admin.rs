@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use weft::dev::people::people;
 use weft::foundation::config::DevPerson;
-use weft_sim::population::System;
+use weft_sim::population::{self, System};
 use weft_sim::sources::SOCIAL_CARE_AGENCY;
 
 use crate::harness::{client, eventually, Env, Gateway};
@@ -83,6 +83,46 @@ async fn only_data_administrators(env: &Env, gw: &Gateway, path: &str) {
         assert!(
             !home.html.contains(&format!("href=\"{path}\"")),
             "{role} is not offered {path}"
+        );
+    }
+}
+
+/// The demo's namesakes on the Match review page: police's record matching both girls alike is
+/// proposed for each, and each proposal says why it was held and that the other is beside it;
+/// the record's address line is on the page beside the girl's own.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_review_page_says_why_a_record_matching_two_children_waits() {
+    let env = Env::with_households(12).await;
+    let gw = start(&env, "").await;
+    let admin = token(&env, "data_admin");
+    let her = env
+        .partners
+        .population
+        .by_key(population::NAMESAKE)
+        .expect("namesake");
+    let record = her.identity(System::Police).expect("police record");
+    let (status, queue) = gw.get("/v1/matches/review", &admin).await;
+    assert_eq!(status, 200, "{queue}");
+    let held = queue["matches"]
+        .as_array()
+        .expect("matches")
+        .iter()
+        .filter(|m| m["local_id"] == record.local_id.as_str() && m["method"] == "ambiguous")
+        .count();
+    assert_eq!(held, 2, "{queue}");
+
+    let mut b = Browser::new(&env, &gw);
+    b.sign_in(index_of("data_admin")).await;
+    let page = b.get("/admin/matches").await;
+    assert_eq!(page.status, 200, "{}", page.html);
+    let text = words(&page.html);
+    let why = "Another child matches this record as well: both are proposed here, and confirming one ends the other";
+    assert_eq!(text.matches(why).count(), 2, "{text}");
+    assert!(text.contains(&record.address.line), "{text}");
+    for name in names_not_in(&env, &queue) {
+        assert!(
+            !text.contains(&name),
+            "{name} is on the page but not in the API"
         );
     }
 }

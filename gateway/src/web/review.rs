@@ -18,7 +18,9 @@ use weft_matching::Explained;
 
 use crate::foundation::error::Error;
 use crate::gateway::Gateway;
-use crate::pipeline::resolve::linkage::{AMBIGUOUS, RECHECK, SECOND_RECORD};
+use crate::pipeline::resolve::linkage::{
+    AMBIGUOUS, AMBIGUOUS_RULE, RECHECK, SECOND_RECORD, SECOND_RECORD_RULE,
+};
 use crate::pipeline::resolve::records::RecordIdentity;
 use crate::web::forms::FieldError;
 use crate::web::render::{self, Page};
@@ -274,6 +276,15 @@ pub fn item(gw: &Gateway, m: &ReviewItem) -> Item {
         .filter(|e| e.comparison == "rule")
         .map(|e| e.level.clone())
         .collect();
+    // Why a rule held the record for a person rather than linking it, first.
+    match link.method.as_str() {
+        SECOND_RECORD => rules.insert(0, SECOND_RECORD_RULE.into()),
+        AMBIGUOUS => rules.insert(
+            0,
+            format!("{AMBIGUOUS_RULE}: both are proposed here, and confirming one ends the other"),
+        ),
+        _ => {}
+    }
     // Anything the table has no row for still reaches the reviewer.
     rules.extend(
         link.explanation

@@ -74,11 +74,11 @@ pub const SECOND_RECORD: &str = "second_record";
 pub const AMBIGUOUS: &str = "ambiguous";
 
 /// How a recheck of a link explains that [`SECOND_RECORD`]'s rule holds it.
-const SECOND_RECORD_RULE: &str =
+pub(crate) const SECOND_RECORD_RULE: &str =
     "The child already has another record from this system, and the match is not certain";
 
 /// How a recheck of a link explains that [`AMBIGUOUS`]'s rule holds it.
-const AMBIGUOUS_RULE: &str = "Another child matches this record as well";
+pub(crate) const AMBIGUOUS_RULE: &str = "Another child matches this record as well";
 
 /// Candidates read from the store for one record, at most; blocking keeps it far below.
 pub(crate) const MAX_CANDIDATES: i64 = 2000;
