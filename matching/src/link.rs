@@ -387,6 +387,7 @@ pub fn train(blocked: &Blocked<'_>, options: &TrainOptions) -> Model {
             }
             a
         });
+    let uk = uk_postcodes(left.iter().chain(right));
     let mut estimates = Vec::new();
     let mut reports = Vec::new();
     for (rule, (patterns, n)) in rules.iter().zip(&per_rule) {
@@ -394,7 +395,7 @@ pub fn train(blocked: &Blocked<'_>, options: &TrainOptions) -> Model {
         let (m, iterations) = if *n == 0 {
             (Vec::new(), 0)
         } else {
-            model.em(patterns, &held_out, options.max_iterations)
+            model.em(patterns, &held_out, options.max_iterations, uk)
         };
         let discarded = model.implausible(&m);
         reports.push(RuleReport {
@@ -421,6 +422,7 @@ pub fn train(blocked: &Blocked<'_>, options: &TrainOptions) -> Model {
         blocked.task.all_pairs(),
         blocked.task.prior_records(),
         options.max_iterations * 10,
+        uk,
     );
     model.training.records = blocked.task.records();
     model.training.random_pairs = options.random_pairs;
@@ -438,6 +440,18 @@ const MIN_IDENTIFIER_PAIRS: u64 = 200;
 /// other comparison is `m` itself, with no latent class to mistake — EM on a file of children
 /// can settle on "same household" (siblings agree on family name and address) instead of "same
 /// child". Replaces EM's `m` for the comparisons those pairs inform; returns how many pairs.
+/// Whether most of the records' postcodes are UK ones: training scores patterns, not
+/// records, so it weighs an exact postcode as the file's postcodes mostly are (see
+/// [`crate::model::Evidence`]).
+fn uk_postcodes<'r>(records: impl Iterator<Item = &'r Record>) -> bool {
+    let (mut uk, mut all) = (0usize, 0usize);
+    for p in records.filter_map(|r| r.postcode.as_ref()) {
+        all += 1;
+        uk += usize::from(p.is_uk());
+    }
+    2 * uk > all
+}
+
 fn m_from_identifiers(model: &mut Model, sample: &[(u32, u32, u64)]) -> u64 {
     let kinds = model.comparison_kinds();
     let ids: Vec<usize> = kinds

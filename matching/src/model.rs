@@ -201,12 +201,14 @@ impl Model {
 
     /// Runs EM on one rule's pattern counts, with `u` fixed and the held-out comparisons left
     /// out of the likelihood. Returns the `m` it estimated for each comparison (`None` for those
-    /// held out) and the number of iterations.
+    /// held out) and the number of iterations. `uk_postcodes`: whether the records' postcodes
+    /// are UK ones (see [`Evidence`]).
     pub fn em(
         &self,
         patterns: &Patterns,
         held_out: &[Comparison],
         max_iterations: usize,
+        uk_postcodes: bool,
     ) -> (Vec<Option<Vec<f64>>>, usize) {
         let active: Vec<bool> = self
             .comparisons
@@ -235,11 +237,11 @@ impl Model {
             let mut mass: Vec<Vec<f64>> = m.iter().map(|l| vec![0.0; l.len()]).collect();
             let (mut matched, mut total) = (0.0, 0.0);
             for &(p, n) in &pats {
-                let mut log_ratio = Evidence::default();
+                let mut log_ratio = Evidence::new(uk_postcodes);
                 for (i, on) in active.iter().enumerate() {
                     let l = level_of(p, i);
                     if *on && l != MISSING {
-                        log_ratio.add(kinds[i], (m[i][l as usize] / u[i][l as usize]).ln());
+                        log_ratio.add(kinds[i], l, (m[i][l as usize] / u[i][l as usize]).ln());
                     }
                 }
                 let odds = lambda / (1.0 - lambda) * log_ratio.total().exp();
@@ -322,7 +324,7 @@ impl Model {
     /// candidate pairs (or a uniform sample of them, each standing for `scale` pairs), and every
     /// other of the `total_pairs` pairs counts as a non-match. Sets
     /// [`Model::matches_per_record`] from it: expected matches over `records` (the records on
-    /// the side a pair is counted from).
+    /// the side a pair is counted from). `uk_postcodes` as for [`Model::em`].
     pub fn estimate_prior(
         &mut self,
         patterns: &Patterns,
@@ -330,17 +332,18 @@ impl Model {
         total_pairs: f64,
         records: f64,
         max_iterations: usize,
+        uk_postcodes: bool,
     ) {
         let weights = self.level_weights();
         let kinds = self.comparison_kinds();
         let mut pats: Vec<(f64, f64)> = patterns
             .iter()
             .map(|(&p, &n)| {
-                let mut w = Evidence::default();
+                let mut w = Evidence::new(uk_postcodes);
                 for (i, ws) in weights.iter().enumerate() {
                     let l = level_of(p, i);
                     if l != MISSING {
-                        w.add(kinds[i], ws[l as usize]);
+                        w.add(kinds[i], l, ws[l as usize]);
                     }
                 }
                 (w.total(), n * scale)
@@ -397,11 +400,33 @@ impl Model {
         per_record * differ < TWIN_SHARE * (per_record + 1.0)
     }
 
-    /// log2(m/u) per comparison and level.
+    /// log2(m/u) per comparison and level. A part of an address agreeing only in part never
+    /// counts for more than agreeing exactly: a level EM hardly ever saw among matches or
+    /// strangers (a street spelt one letter apart) has its `m` and `u` set mostly by the
+    /// pseudo-counts that keep it possible, and their ratio means nothing.
     pub fn level_weights(&self) -> Vec<Vec<f64>> {
         self.comparisons
             .iter()
-            .map(|c| c.levels.iter().map(|l| (l.m / l.u).log2()).collect())
+            .map(|c| {
+                let exact = c.levels.first().map_or(f64::MAX, |l| (l.m / l.u).log2());
+                let cap = if c.comparison.is_address() {
+                    exact
+                } else {
+                    f64::MAX
+                };
+                c.levels
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| {
+                        let w = (l.m / l.u).log2();
+                        if i == 0 {
+                            w
+                        } else {
+                            w.min(cap)
+                        }
+                    })
+                    .collect()
+            })
             .collect()
     }
 
@@ -674,14 +699,14 @@ impl<'a> Scorer<'a> {
     /// The pair's comparisons added up, the identifiers among them only with `identifiers`;
     /// and whether a verified identifier is shared.
     fn evidence(&self, a: &Record, b: &Record, identifiers: bool) -> (Evidence, bool) {
-        let mut e = Evidence::default();
+        let mut e = Evidence::for_pair(a);
         let mut deterministic = false;
         for (i, c) in self.kinds.iter().enumerate() {
             if !identifiers && c.is_identifier() {
                 continue;
             }
             if let Some(level) = c.compare(a, b) {
-                e.add(*c, self.weight(i, level, a).0);
+                e.add(*c, level, self.weight(i, level, a).0);
                 deterministic |= level == 0 && c.is_identifier();
             }
         }
@@ -691,12 +716,12 @@ impl<'a> Scorer<'a> {
     /// [`Scorer::score_above`] for a pair whose pattern is already known (training counted
     /// it): skips comparing again.
     pub fn score_pattern_above(&self, p: u64, a: &Record, b: &Record, floor: f64) -> Option<Score> {
-        let mut e = Evidence::default();
+        let mut e = Evidence::for_pair(a);
         let mut deterministic = false;
         for (i, c) in self.kinds.iter().enumerate() {
             let level = level_of(p, i);
             if level != MISSING {
-                e.add(*c, self.weight(i, level, a).0);
+                e.add(*c, level, self.weight(i, level, a).0);
                 deterministic |= level == 0 && c.is_identifier();
             }
         }
@@ -769,18 +794,46 @@ impl<'a> Scorer<'a> {
 /// number, street, locality, town, region) are not independent: a sibling shares all of them,
 /// and so does a stranger next door. Adding their weights as if each were fresh evidence counts
 /// one fact — the same home — three or four times. So the address counts as one piece of
-/// evidence: its strongest agreement plus its strongest disagreement.
+/// evidence: its strongest agreement, a share of the others ([`ADDRESS_REST`]), and its
+/// strongest disagreement.
+///
+/// Beside the same UK postcode the other parts add nothing: a UK postcode names a handful of
+/// homes, usually on one street, so the street and house number agree for a twin, a sibling
+/// and the family next door as readily as for the child. Counting them there made a twin whose
+/// name differs by one letter from the co-twin's, one of them without an NHS number, `certain`.
+/// Where postcodes are not UK ones (a four-digit postal code covers a town), the street still
+/// says more than the code alone. Disagreement always counts.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Evidence {
     other: f64,
     address_for: f64,
     address_for_rest: f64,
     address_against: f64,
+    uk_postcodes: bool,
+    same_postcode: bool,
 }
 
 impl Evidence {
-    pub fn add(&mut self, c: Comparison, w: f64) {
+    /// Evidence for pairs whose postcodes are UK ones, or not.
+    pub fn new(uk_postcodes: bool) -> Self {
+        Self {
+            uk_postcodes,
+            ..Self::default()
+        }
+    }
+
+    /// Evidence for a pair whose first record is `a`: its postcode says whether an exact
+    /// agreement on postcode is a UK one.
+    pub fn for_pair(a: &Record) -> Self {
+        Self::new(a.postcode.as_ref().is_some_and(|p| p.is_uk()))
+    }
+
+    /// Adds comparison `c`, reached at `level`, with weight `w`.
+    pub fn add(&mut self, c: Comparison, level: u8, w: f64) {
         if c.is_address() {
+            if c == Comparison::Postcode && level == 0 && self.uk_postcodes {
+                self.same_postcode = true;
+            }
             if w > 0.0 {
                 self.address_for_rest += self.address_for.min(w);
                 self.address_for = self.address_for.max(w);
@@ -793,13 +846,18 @@ impl Evidence {
     }
 
     pub fn total(&self) -> f64 {
-        self.other + self.address_for + ADDRESS_REST * self.address_for_rest + self.address_against
+        let rest = if self.same_postcode {
+            0.0
+        } else {
+            ADDRESS_REST * self.address_for_rest
+        };
+        self.other + self.address_for + rest + self.address_against
     }
 }
 
 /// How much the address parts after the strongest still count: agreeing on the street as well
-/// as the postcode says a little more than the postcode alone (another street can share a
-/// postcode's sector), far less than fresh evidence.
+/// as a postcode's sector or a foreign postal code says a little more than either alone, far
+/// less than fresh evidence.
 const ADDRESS_REST: f64 = 0.25;
 
 /// Probability from a log2-odds match weight.
@@ -863,20 +921,20 @@ mod tests {
                 + 9000.0 * k(a, 0.1) * k(b, 0.1) * k(c, 0.1);
             patterns.insert(a | (b << 4) | (c << 8), n);
         }
-        let (m, _) = model.em(&patterns, &[], 200);
+        let (m, _) = model.em(&patterns, &[], 200, true);
         for mi in m.iter().flatten() {
             assert!((mi[0] - 0.9).abs() < 0.02, "{mi:?}");
         }
         model.set_m(&[m]);
         // Every pair a candidate: the prior over all pairs is the planted 0.1.
-        model.estimate_prior(&patterns, 1.0, 10_000.0, 10_000.0, 200);
+        model.estimate_prior(&patterns, 1.0, 10_000.0, 10_000.0, 200, true);
         assert!(
             (model.matches_per_record - 0.1).abs() < 0.02,
             "{}",
             model.matches_per_record
         );
         // Counted per record of a file half the size: twice as many matches per record.
-        model.estimate_prior(&patterns, 1.0, 10_000.0, 5_000.0, 200);
+        model.estimate_prior(&patterns, 1.0, 10_000.0, 5_000.0, 200, true);
         assert!(
             (model.matches_per_record - 0.2).abs() < 0.04,
             "{}",
@@ -993,5 +1051,60 @@ mod tests {
         let score = s.score(&a, &b);
         assert!(score.deterministic);
         assert_eq!(score.probability, 1.0);
+    }
+
+    #[test]
+    fn beside_the_same_uk_postcode_the_rest_of_the_address_adds_nothing() {
+        let kinds = vec![
+            Comparison::Postcode,
+            Comparison::HouseNumber,
+            Comparison::Street,
+        ];
+        let model = Model::initial(&kinds);
+        let tf = TermFrequencies::default();
+        let s = Scorer::new(&model, &tf, 100.0);
+        let home = |postcode: &str, line: &str| {
+            let mut r = Record::default();
+            if !postcode.is_empty() {
+                r.set(Field::Postcode, postcode).unwrap();
+            }
+            r.set_address_lines([line]);
+            r
+        };
+        let weight = |a: &Record, b: &Record| s.score(a, b).weight;
+        let postcode_alone = weight(&home("LS1 6AE", ""), &home("ls16ae", ""));
+        let same_home = weight(
+            &home("LS1 6AE", "12 High Street"),
+            &home("LS16AE", "12 High St"),
+        );
+        assert_eq!(same_home, postcode_alone);
+        let next_door = weight(
+            &home("LS1 6AE", "12 High Street"),
+            &home("LS16AE", "14 High Street"),
+        );
+        assert!(next_door < postcode_alone, "disagreement still counts");
+        // A foreign postal code covers a town: the street says more than the code alone.
+        let code_alone = weight(&home("4223", ""), &home("4223", ""));
+        let code_and_street = weight(
+            &home("4223", "12 High Street"),
+            &home("4223", "12 High Street"),
+        );
+        assert!(code_and_street > code_alone);
+        // Without a postcode, the address line is the evidence.
+        let line_only = weight(&home("", "12 High Street"), &home("", "12 High St"));
+        assert!(line_only > s.prior_weight() + 3.0);
+    }
+
+    #[test]
+    fn a_misspelt_street_never_counts_for_more_than_the_same_street() {
+        let mut model = Model::initial(&[Comparison::Street, Comparison::GivenName]);
+        // A level EM hardly saw, where the pseudo-counts set both m and u.
+        for c in &mut model.comparisons {
+            c.levels[1].m = 0.0002;
+            c.levels[1].u = 2e-6;
+        }
+        let w = model.level_weights();
+        assert_eq!(w[0][1], w[0][0]);
+        assert!(w[1][1] > w[1][0], "only the parts of an address are capped");
     }
 }

@@ -184,6 +184,11 @@ pub struct Record {
 /// [`Record::form`] keeps, at most.
 pub const FORM_LIST: usize = 8;
 
+/// Bytes of a normalised street a [`Record::form`] keeps; a longer one (a whole address
+/// written into one line) is left out rather than cut, since a cut street would disagree with
+/// the same street written whole.
+pub const FORM_STREET: usize = 96;
+
 /// A value that cannot be read at all: the caller reports it with its line or record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {source}")]
@@ -267,14 +272,16 @@ impl Record {
     /// stored beside each blocking key: a search reads a candidate's form with its key and
     /// rebuilds it with [`Record::from_form`], never re-reading or re-normalising the source's
     /// demographics. It holds everything scoring and the rules of [`crate::guard`] read — the
-    /// five compared fields, the identifiers, middle names, former family names, the house
-    /// number and household keys — and the former UPN and postcodes, so a candidate rebuilt
-    /// from its form is judged as its full record would be. Normalised names hold only
-    /// letters, digits and single spaces, and the other fields only letters and digits, so `|`
-    /// cannot occur inside a field; lists are joined by `,` (names) or a space (keys,
-    /// postcodes). A household key spelt otherwise than the adapters spell them (`kind:value`,
-    /// the value letters and digits) is left out of the form, as are list entries past
-    /// [`FORM_LIST`]: the form is stored in an index entry, whose size PostgreSQL bounds.
+    /// compared fields, the identifiers, middle names, former family names, the house number
+    /// and street, household keys — and the former UPN and postcodes, so a candidate rebuilt
+    /// from its form is judged as its full record would be. Normalised names and streets hold
+    /// only letters, digits and single spaces, and the other fields only letters and digits,
+    /// so `|` cannot occur inside a field; lists are joined by `,` (names) or a space (keys,
+    /// postcodes). The street comes last, so a form written before it was kept reads as a
+    /// record without one. A household key spelt otherwise than the adapters spell them
+    /// (`kind:value`, the value letters and digits) is left out of the form, as are list
+    /// entries past [`FORM_LIST`] and a street longer than [`FORM_STREET`]: the form is stored
+    /// in an index entry, whose size PostgreSQL bounds.
     pub fn form(&self) -> String {
         let name = |n: &Option<Name>| n.as_ref().map(|n| n.tokens.join(" ")).unwrap_or_default();
         let dob = self
@@ -326,6 +333,10 @@ impl Record {
                 .map(|p| p.compact())
                 .collect::<Vec<_>>()
                 .join(" "),
+            self.street
+                .clone()
+                .filter(|s| s.len() <= FORM_STREET)
+                .unwrap_or_default(),
         ]
         .join("|")
     }
@@ -365,6 +376,7 @@ impl Record {
             household: words(next()).map(String::from).collect(),
             former_upn: Upn::parse(next()).ok(),
             former_postcodes: words(next()).filter_map(Postcode::parse).collect(),
+            street: normalise::address(next()),
             ..Default::default()
         }
     }
@@ -572,7 +584,7 @@ mod tests {
         );
 
         let empty = Record::lenient("e", []);
-        assert_eq!(empty.form(), "||||||||||||");
+        assert_eq!(empty.form(), "|||||||||||||");
         let back = Record::from_form("e", &empty.form());
         assert!(Field::ALL.iter().all(|&f| f == Field::Id || !back.has(f)));
         let damaged = Record::from_form("d", "amy|");
@@ -606,6 +618,7 @@ mod tests {
         assert_eq!(back.former_upn, r.former_upn);
         assert_eq!(back.former_postcodes, r.former_postcodes);
         assert_eq!(back.house_number.as_deref(), Some("12a"));
+        assert_eq!(back.street.as_deref(), Some("high street"));
         assert_eq!(
             back.household,
             vec!["uprn:100023336956".to_string()],
@@ -624,7 +637,11 @@ mod tests {
         let old = Record::from_form("o", "amy|bloggs|20140302|f|LS16AE||");
         assert!(old.middle.is_none() && old.former_family.is_empty() && old.household.is_empty());
         assert_eq!(old.given.map(|n| n.joined).as_deref(), Some("amy"));
-        // Lists are bounded, so a form fits an index entry.
+        // Lists and the street are bounded, so a form fits an index entry.
+        let mut long = Record::default();
+        long.set_address_lines([format!("1 {}", "Long Lane ".repeat(20)).as_str()]);
+        assert!(long.street.is_some());
+        assert!(Record::from_form("l", &long.form()).street.is_none());
         let mut many = Record::default();
         for i in 0..20 {
             many.add_extra(Extra::Household, &format!("phone:0770090{i:04}"));

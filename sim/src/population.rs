@@ -491,9 +491,11 @@ pub const OLDER_BROTHER: &str = "household-brother";
 /// has no NHS number.
 pub const SAME_BIRTHDAY: &str = "household-same-birthday";
 /// Two girls of one name born on one day, at two addresses, each known to health by her NHS
-/// number. Police hold the first without her NHS number or postcode (the address line is hers):
-/// the record matches both girls alike on every field the index compares, so it joins neither
-/// and both are proposed for a person, who can tell them apart by the address line.
+/// number. Police hold the first without her NHS number, postcode or house number (the street
+/// is hers): the record matches both girls alike on every field the index compares — a street
+/// is read only from a line with a house number, since a line without one may be a building's
+/// name — so it joins neither and both are proposed for a person, who can tell them apart by
+/// the street.
 pub const NAMESAKE: &str = "household-namesake";
 pub const OTHER_NAMESAKE: &str = "household-other-namesake";
 
@@ -1334,7 +1336,11 @@ impl Gen {
         let other = self.pinned_truth("Olivia", "Wood", namesakes_born, Sex::Female);
         let mut namesake = self.build(NAMESAKE.into(), namesake, police_without_nhs());
         if let Some(p) = namesake.police.as_mut() {
-            p.identity.address.postcode.clear();
+            let address = &mut p.identity.address;
+            address.postcode.clear();
+            if let Some((_, street)) = address.line.split_once(' ') {
+                address.line = street.to_string();
+            }
         }
         let other = self.build(OTHER_NAMESAKE.into(), other, Plan::default());
         vec![girl, boy, brother, stranger, namesake, other]
@@ -1666,7 +1672,9 @@ mod tests {
         assert_ne!(namesake.truth.address, other.truth.address);
         let police = namesake.identity(System::Police).expect("police record");
         assert!(police.nhs_number.is_none() && police.address.postcode.is_empty());
-        assert_eq!(police.address.line, namesake.truth.address.line);
+        let (street, home) = (&police.address.line, &namesake.truth.address.line);
+        assert!(!street.starts_with(|c: char| c.is_ascii_digit()));
+        assert!(home.ends_with(&format!(" {street}")), "{street} / {home}");
     }
 
     #[test]

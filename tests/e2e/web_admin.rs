@@ -89,7 +89,7 @@ async fn only_data_administrators(env: &Env, gw: &Gateway, path: &str) {
 
 /// The demo's namesakes on the Match review page: police's record matching both girls alike is
 /// proposed for each, and each proposal says why it was held and that the other is beside it;
-/// the record's address line is on the page beside the girl's own.
+/// the record's street is on the page beside the girl's own address.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_review_page_says_why_a_record_matching_two_children_waits() {
     let env = Env::with_households(12).await;

@@ -24,6 +24,8 @@ use weft_matching::link::{self, Task, TrainOptions};
 use weft_matching::record::{Field, Record};
 use weft_matching::search::SearchIndex;
 
+use crate::pipeline::resolve::linkage;
+
 use super::cpu::{peak_memory_mib, percentile};
 
 #[derive(Debug, Clone, Args)]
@@ -53,22 +55,14 @@ pub struct MatchBenchArgs {
     /// Save the model trained in the deduplication step here (JSON), to inspect it.
     #[arg(long)]
     pub save_model: Option<std::path::PathBuf>,
-    /// Train the gateway's built-in model on the first cohort (without labels: the index's
-    /// five fields, with the NHS number and UPN to learn `m` from) and save it here.
+    /// Train the gateway's built-in model on the first cohort (without labels: the fields the
+    /// index compares, with the NHS number and UPN to learn `m` from) and save it here.
     #[arg(long)]
     pub save_gateway_model: Option<std::path::PathBuf>,
     /// Match probability at or above which a pair is a match.
     #[arg(long, default_value_t = crate::cli::matching::DEFAULT_THRESHOLD)]
     pub threshold: f64,
 }
-
-const FIELDS: [Field; 5] = [
-    Field::GivenName,
-    Field::FamilyName,
-    Field::BirthDate,
-    Field::Sex,
-    Field::Postcode,
-];
 
 /// The fields of the development cohort the matcher compares.
 const COHORT_FIELDS: [Field; 9] = [
@@ -292,8 +286,8 @@ pub fn run(args: &MatchBenchArgs) -> anyhow::Result<()> {
 }
 
 fn bench(args: &MatchBenchArgs) -> anyhow::Result<()> {
-    let comparisons = link::comparisons_for(&FIELDS);
-    let rules = link::usable_rules(&default_rules(), &FIELDS);
+    let comparisons = link::comparisons_for(&linkage::FIELDS);
+    let rules = link::usable_rules(&default_rules(), &linkage::KEYED);
     println!("weft bench match: {} threads", args.threads);
 
     // 1. The development cohort.
@@ -317,14 +311,16 @@ fn bench(args: &MatchBenchArgs) -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         );
         if let (0, Some(path)) = (k, &args.save_gateway_model) {
-            let mut fields = FIELDS.to_vec();
-            fields.extend([Field::NhsNumber, Field::Upn]);
-            let comparisons = link::comparisons_for(&fields);
+            // The index compares its fields and keys records by fewer (see `linkage::KEYED`);
+            // training blocks as the index does.
+            let ids = [Field::NhsNumber, Field::Upn];
+            let compared: Vec<Field> = linkage::FIELDS.iter().chain(&ids).copied().collect();
+            let keyed: Vec<Field> = linkage::KEYED.iter().chain(&ids).copied().collect();
             let options = TrainOptions::default();
             let blocked = link::block(
                 Task::Dedupe(&records),
-                link::usable_rules(&default_rules(), &fields),
-                comparisons,
+                link::usable_rules(&default_rules(), &keyed),
+                link::comparisons_for(&compared),
                 options.max_training_pairs,
             );
             let model = link::train(&blocked, &options).without(&[
@@ -366,15 +362,15 @@ fn bench(args: &MatchBenchArgs) -> anyhow::Result<()> {
     // 2. FEBRL.
     febrl(args)?;
 
-    // 3. Search, scored by the gateway's built-in model (the index's five fields), over the
-    // cohort split as `weft bench search` splits it.
-    let model = crate::pipeline::resolve::linkage::Matcher::builtin().model;
+    // 3. Search, scored by the gateway's built-in model (the fields the index compares), over
+    // the cohort split as `weft bench search` splits it.
+    let model = linkage::Matcher::builtin().model;
     let started = Instant::now();
     let split = weft_sim::cohort::search_split(args.seed, args.index_children, args.searches);
     let mut index = SearchIndex::new(rules, comparisons);
     for (i, r) in split.index.iter().enumerate() {
         let r = crate::cli::bench::search::indexed(r, i);
-        index.insert(crate::pipeline::resolve::linkage::record_of(
+        index.insert(linkage::record_of(
             r.local_id,
             &r.demographics,
             &r.identifiers,
@@ -391,11 +387,7 @@ fn bench(args: &MatchBenchArgs) -> anyhow::Result<()> {
         (0usize, 0usize, 0usize, 0usize);
     let mut candidates = 0usize;
     for (r, want) in &split.searches {
-        let query = crate::pipeline::resolve::linkage::record_of(
-            "q",
-            &crate::cli::bench::search::searched(r),
-            &[],
-        );
+        let query = linkage::record_of("q", &crate::cli::bench::search::searched(r), &[]);
         let t = Instant::now();
         let hits = index.search(&model, &query, args.threshold, 10);
         latencies.push(t.elapsed());

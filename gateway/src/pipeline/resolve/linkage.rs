@@ -27,8 +27,23 @@ use weft_matching::link::{self, comparisons_for, usable_rules};
 use weft_matching::model::ModelError;
 use weft_matching::{Explained, Extra, Field, Model, Record, Score, Scorer, TermFrequencies};
 
-/// The fields every source's demographics can give.
-pub const FIELDS: [Field; 5] = [
+/// The fields the index compares: what every source's demographics can give, the house
+/// number and street read from its address lines (see [`Record::set_address_lines`]).
+pub const FIELDS: [Field; 7] = [
+    Field::GivenName,
+    Field::FamilyName,
+    Field::BirthDate,
+    Field::Sex,
+    Field::Postcode,
+    Field::HouseNumber,
+    Field::Street,
+];
+
+/// The fields the index's blocking rules key records by: the five every source gives. Each
+/// rule is a stored key per record, written on every import; the address lines count for and
+/// against the pairs these rules find, and a pair sharing nothing but an address line is not
+/// found.
+pub const KEYED: [Field; 5] = [
     Field::GivenName,
     Field::FamilyName,
     Field::BirthDate,
@@ -216,7 +231,8 @@ impl Matcher {
             .collect();
         if !unknown.is_empty() {
             return Err(ModelError::Invalid(format!(
-                "the index can compare only given_name, family_name, birth_date, sex and postcode; the model also has {unknown:?}"
+                "the index can compare only {}; the model also has {unknown:?}",
+                FIELDS.map(Field::as_str).join(", ")
             )));
         }
         let tf = model
@@ -229,7 +245,7 @@ impl Matcher {
             model,
             upper: cfg.upper,
             lower: cfg.lower,
-            rules: usable_rules(&default_rules(), &FIELDS),
+            rules: usable_rules(&default_rules(), &KEYED),
             tf,
         })
     }
@@ -1143,7 +1159,8 @@ const DERIVED_MARKER: &str = "_derived";
 /// 2: the form also holds middle names, former family names, the house number, household
 /// keys, the former UPN and former postcodes, so a search scores candidates with them.
 /// 3: each key carries the part its rule's large blocks are split by (`match_keys.part`).
-pub(crate) const DERIVED_VERSION: i64 = 3;
+/// 4: the form also holds the street, which the model compares.
+pub(crate) const DERIVED_VERSION: i64 = 4;
 
 /// Source records read at a time by [`Matcher::rebuild`].
 const REBUILD_PAGE: i64 = 5_000;
@@ -1379,8 +1396,8 @@ pub fn record_of(id: impl Into<String>, d: &Demographics, identifiers: &[Identif
             .filter_map(|(f, v)| Some((f, v.as_deref()?)))
             .chain(national),
     );
-    // Kept on the record for the rules that tell a child from a twin or sibling; the model
-    // compares only `FIELDS`, so none of these moves a score by itself.
+    // The house number and street are compared (`FIELDS`); the rest is kept on the record for
+    // the rules that tell a child from a twin or sibling and moves no score by itself.
     r.set_address_lines(d.address_lines.iter().map(String::as_str));
     if let Some(m) = &d.middle_names {
         r.add_extra(Extra::MiddleNames, m);
@@ -2769,7 +2786,52 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn what_records_carry_beyond_the_compared_fields_is_kept_and_scores_nothing() {
+    async fn the_address_line_links_a_record_without_a_postcode_and_adds_nothing_beside_one() {
+        let at = |id: &str, postcode: Option<&str>, line: Option<&str>| {
+            let mut r = rec(id, None, "Amy", "Bloggs");
+            r.demographics.postcode = postcode.map(String::from);
+            r.demographics.address_lines = line.into_iter().map(String::from).collect();
+            r
+        };
+        // The police's record has no postcode, and its date of birth has the day's digits
+        // the wrong way round.
+        let police = |line: Option<&str>| {
+            let mut r = at("p1", None, line);
+            r.demographics.birth_date = Some("2016-06-12".into());
+            r
+        };
+        let school = at("s1", Some("WT3 5QP"), Some("12 High Street"));
+        let m = Matcher::builtin();
+        let tf = TermFrequencies::default();
+        let scorer = Scorer::new(&m.model, &tf, MIN_POPULATION);
+        let p = |a: &SourceRecord, b: &SourceRecord| {
+            let r = |s: &SourceRecord| record_of(&s.local_id, &s.demographics, &s.identifiers);
+            scorer.score(&r(a), &r(b)).probability
+        };
+        let same_home = p(&school, &police(Some("12 High St")));
+        let unknown_home = p(&school, &police(None));
+        let next_door = p(&school, &police(Some("14 High Street")));
+        assert!(same_home >= m.upper && unknown_home < m.upper);
+        assert!(next_door < same_home);
+        // Beside the same postcode, the house number and street add nothing.
+        assert_eq!(
+            p(&school, &at("p1", Some("WT3 5QP"), Some("12 High St"))),
+            p(&school, &at("p1", Some("WT3 5QP"), None))
+        );
+
+        // In the index: the address line links the police's record to the child; without it
+        // the record waits for a person.
+        for (line, linked) in [(Some("12 High St"), true), (None, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let (index, _db) = index(dir.path(), m.upper).await;
+            let (child, _) = index.upsert("school", &school).await.unwrap();
+            let (placed, _) = index.upsert("police", &police(line)).await.unwrap();
+            assert_eq!(placed == child, linked, "{line:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn what_records_carry_beyond_the_compared_fields_is_kept() {
         let mut full = rec("f1", None, "Amy", "Bloggs");
         full.identifiers
             .push(Identifier::new("former_upn", "B801200005001"));
@@ -2790,7 +2852,8 @@ mod tests {
             ["uprn:100023336956", "address:WT35QP:12"].map(String::from)
         );
         // The extra fields count only where they agree (a middle name for a given name, a former
-        // family name for a family name): here they move no score.
+        // family name for a family name), and the address line only against a record that has
+        // one: here none moves the score.
         let bare = rec("f1", None, "Amy", "Bloggs");
         let plain = record_of("f1", &bare.demographics, &bare.identifiers);
         // The index's matching form keeps them, so a search judges a candidate as its record.
