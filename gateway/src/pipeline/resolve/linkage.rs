@@ -224,15 +224,17 @@ impl Matcher {
             None => Model::from_json(BUILTIN_MODEL)?,
         };
         let kinds = comparisons_for(&FIELDS);
-        let unknown: Vec<_> = model
+        let unknown: Vec<&str> = model
             .comparison_kinds()
             .into_iter()
             .filter(|c| !kinds.contains(c))
+            .map(Comparison::as_str)
             .collect();
         if !unknown.is_empty() {
             return Err(ModelError::Invalid(format!(
-                "the index can compare only {}; the model also has {unknown:?}",
-                FIELDS.map(Field::as_str).join(", ")
+                "the index can compare only {}; the model also compares {}",
+                FIELDS.map(Field::as_str).join(", "),
+                unknown.join(", ")
             )));
         }
         let tf = model
@@ -2887,6 +2889,32 @@ mod tests {
         .unwrap();
         let back: Demographics = serde_json::from_str(&stored).unwrap();
         assert_eq!(back, full.demographics);
+    }
+
+    #[test]
+    fn a_model_comparing_what_the_index_does_not_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.json");
+        let mut fields = FIELDS.to_vec();
+        Model::initial(&comparisons_for(&fields))
+            .save(&path)
+            .unwrap();
+        let cfg = |model: &std::path::Path| MatchingConfig {
+            model: Some(model.to_path_buf()),
+            ..MatchingConfig::default()
+        };
+        assert!(Matcher::from_config(&cfg(&path)).is_ok());
+        fields.push(Field::Town);
+        Model::initial(&comparisons_for(&fields))
+            .save(&path)
+            .unwrap();
+        let Err(ModelError::Invalid(why)) = Matcher::from_config(&cfg(&path)) else {
+            panic!("a model comparing the town is taken");
+        };
+        assert!(
+            why.ends_with("also compares town") && why.contains("house_number, street"),
+            "{why}"
+        );
     }
 
     #[test]
