@@ -1306,6 +1306,78 @@ mod tests {
         assert_eq!(users, ["a", "b", "c", "other", "d", "e"]);
     }
 
+    /// Makes the store refuse any audit entry of the user `poison`, as a full disk or a lost
+    /// connection would refuse a batch.
+    async fn poison(store: &Store) {
+        let statements: &[&str] = match store.backend {
+            Backend::Sqlite => &["CREATE TRIGGER poison BEFORE INSERT ON audit_log \
+                 WHEN NEW.user_id = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END"],
+            Backend::Postgres => &[
+                "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF NEW.user_id = 'poison' THEN RAISE EXCEPTION 'poisoned'; END IF; \
+                 RETURN NEW; END $$",
+                "CREATE TRIGGER poison BEFORE INSERT ON audit_log \
+                 FOR EACH ROW EXECUTE FUNCTION poison()",
+            ],
+        };
+        for s in statements {
+            sqlx::query(s).execute(&store.pool).await.unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_entry_acknowledged_is_stored_where_its_request_was_told_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _db) = test_store(dir.path()).await;
+        poison(&store).await;
+        let (auditor, task) = Auditor::start(store.clone(), None);
+        // The writer's connection open, so that the appends below meet batches committing.
+        let warm = [auditor.append(entry("warm")), auditor.append(entry("warm"))];
+        for seq in futures::future::join_all(warm).await {
+            seq.unwrap();
+        }
+        // Appends arriving a few at a time while batches commit, so that batches follow each
+        // other closely, some holding an entry the store refuses.
+        let appends: Vec<_> = (0..600)
+            .map(|i| {
+                let a = auditor.clone();
+                let user = if i % 60 == 11 {
+                    "poison".to_string()
+                } else {
+                    format!("u{i}")
+                };
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_micros(300 * i)).await;
+                    (a.append(entry(&user)).await, user)
+                })
+            })
+            .collect();
+        let (mut told, mut refused) = (vec![(1, "warm".into()), (2, "warm".into())], 0);
+        for a in appends {
+            match a.await.unwrap() {
+                (Ok(seq), user) => told.push((seq, user)),
+                (Err(_), _) => refused += 1,
+            }
+        }
+        drop(auditor);
+        task.await.unwrap();
+        assert!(
+            refused >= 10,
+            "every poisoned entry is refused, with its batch"
+        );
+        assert!(told.len() > 2, "batches without one land");
+        told.sort();
+        let stored: Vec<(i64, String)> = page(&store, 1, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.seq, s.user))
+            .collect();
+        assert_eq!(stored, told);
+        let v = verify(&store).await.unwrap();
+        assert_eq!((v.entries, v.problem), (told.len() as i64, None));
+    }
+
     /// Whatever an entry holds — no child or purpose, quotes, backslashes, line breaks, tabs,
     /// other scripts — it is stored as given, on the locked path and the writer's one-statement
     /// path alike (on PostgreSQL the batch travels as one JSON value).
