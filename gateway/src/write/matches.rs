@@ -18,8 +18,9 @@ use crate::pipeline::resolve::records::{self, RecordIdentity};
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReviewQueue {
     /// Proposed links between the thresholds, and `recheck` rows asking whether a link made
-    /// under an older model should stand, oldest first: each names the record, the child it may
-    /// belong to, the probability and the per-comparison explanation, with both sides' records.
+    /// under an older model should stand, oldest first and a record's together: each names the
+    /// record, the child it may belong to, the probability and the per-comparison explanation,
+    /// with both sides' records.
     pub matches: Vec<ReviewItem>,
     pub upper: f64,
     pub lower: f64,

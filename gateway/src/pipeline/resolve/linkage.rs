@@ -2162,6 +2162,56 @@ mod tests {
         index.upsert("health", &p1).await.unwrap().0
     }
 
+    #[tokio::test]
+    async fn the_queue_puts_a_records_proposals_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _db) = index(dir.path(), 0.95).await;
+        let mut children = Vec::new();
+        for i in 0..3 {
+            let r = rec(&format!("h{i}"), None, &format!("Child{i}"), "Queue");
+            children.push(index.upsert("health", &r).await.unwrap().0);
+        }
+        // One batch's proposals, as the bulk path writes them: one time for all, random ids.
+        // Each of twelve records is proposed to two children, as a record matching two
+        // children alike is.
+        let locals: Vec<String> = (0..12).map(|i| format!("p{i:02}")).collect();
+        let proposals: Vec<(String, Proposal)> = locals
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| {
+                [0, 1 + i % 2].map(|c| {
+                    (
+                        l.clone(),
+                        Proposal {
+                            child: children[c].clone(),
+                            method: "probabilistic".into(),
+                            scored: None,
+                        },
+                    )
+                })
+            })
+            .collect();
+        let links: Vec<NewLink> = proposals
+            .iter()
+            .map(|(l, p)| NewLink::proposal("police", l, p, "v"))
+            .collect();
+        let rows = LinkRows::of(&links);
+        let mut conn = index.store().pool.acquire().await.unwrap();
+        crate::foundation::store::insert_rows(
+            &mut conn,
+            index.store().backend,
+            NEW_LINKS,
+            rows.rows(&links),
+        )
+        .await
+        .unwrap();
+        drop(conn);
+        let queue = review_queue(&index).await.unwrap();
+        let order: Vec<&str> = queue.iter().map(|l| l.local_id.as_str()).collect();
+        let together: Vec<&str> = locals.iter().flat_map(|l| [l.as_str(); 2]).collect();
+        assert_eq!(order, together);
+    }
+
     async fn index(dir: &std::path::Path, upper: f64) -> (Index, weft_adapters::testkit::FreshDb) {
         let (store, db) = crate::foundation::store::test_store(dir).await;
         let cfg = MatchingConfig {
@@ -3123,12 +3173,17 @@ pub async fn reexamine(index: &crate::pipeline::resolve::Index) -> Result<usize,
     Ok(entries.len())
 }
 
-/// Open proposals, oldest first.
+/// Open proposals, oldest first, each record's together: a record matching two children
+/// alike ([`AMBIGUOUS`]) has a proposal for each, and the person deciding compares them side by
+/// side. A bulk placement writes a batch's proposals with one time, so without the record in
+/// the order they would fall wherever their random ids put them.
 pub async fn review_queue(
     index: &crate::pipeline::resolve::Index,
 ) -> Result<Vec<LinkRow>, sqlx::Error> {
     let rows = sqlx::query(&format!(
-        "SELECT {LINK_COLUMNS} FROM match_links WHERE status = 'review' ORDER BY created_at, id"
+        "SELECT {LINK_COLUMNS} FROM match_links WHERE status = 'review' \
+         ORDER BY MIN(created_at) OVER (PARTITION BY source, local_id), source, local_id, \
+         created_at, id"
     ))
     .fetch_all(&index.store().pool)
     .await?;
