@@ -261,19 +261,20 @@ fn describe(s: &weft_sim::Source) -> String {
 async fn children_of(
     store: &crate::foundation::store::Store,
     sources: &[&str],
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<i64> {
     use sqlx::Row;
-    let rows = sqlx::query("SELECT source, child_id FROM source_records")
-        .fetch_all(&store.pool)
-        .await?;
-    let mut children = std::collections::BTreeSet::new();
-    for r in &rows {
-        let source: String = r.try_get("source")?;
-        if sources.contains(&source.as_str()) {
-            children.insert(r.try_get::<Option<String>, _>("child_id")?);
-        }
+    if sources.is_empty() {
+        return Ok(0);
     }
-    Ok(children.into_iter().flatten().count())
+    let marks: Vec<String> = (1..=sources.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT COUNT(DISTINCT child_id) AS n FROM source_records WHERE source IN ({})",
+        marks.join(", ")
+    );
+    let query = sources
+        .iter()
+        .fold(sqlx::query(&sql), |q, source| q.bind(*source));
+    Ok(query.fetch_one(&store.pool).await?.try_get("n")?)
 }
 
 #[cfg(test)]
