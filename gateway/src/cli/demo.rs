@@ -304,22 +304,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _db) = crate::foundation::store::test_store(dir.path()).await;
         let index = Index::new(store.clone());
-        index
-            .upsert("health", &rec("h1", "9000000009", "Ada"))
-            .await
-            .unwrap();
-        index
-            .upsert("census", &rec("c1", "9000000009", "Ada"))
-            .await
-            .unwrap();
-        index
-            .upsert("census", &rec("c2", "9434765919", "Bea"))
-            .await
-            .unwrap();
-        index
-            .upsert("returns", &rec("r1", "9434765870", "Cy"))
-            .await
-            .unwrap();
+        let records = [
+            ("health", "h1", "9000000009", "Ada"),
+            ("census", "c1", "9000000009", "Ada"),
+            ("census", "c2", "9434765919", "Bea"),
+            ("returns", "r1", "9434765870", "Cy"),
+        ];
+        for (source, id, nhs, given) in records {
+            index.upsert(source, &rec(id, nhs, given)).await.unwrap();
+        }
         let children = |sources: &'static [&'static str]| children_of(&store, sources);
         assert_eq!(children(&["health"]).await.unwrap(), 1);
         assert_eq!(children(&["health", "census"]).await.unwrap(), 2);
