@@ -266,10 +266,9 @@ async fn children_of(
     if sources.is_empty() {
         return Ok(0);
     }
-    let marks: Vec<String> = (1..=sources.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "SELECT COUNT(DISTINCT child_id) AS n FROM source_records WHERE source IN ({})",
-        marks.join(", ")
+        crate::foundation::store::placeholders(1, sources.len())
     );
     let query = sources
         .iter()

@@ -405,6 +405,18 @@ impl<'a> From<&'a str> for Cell<'a> {
     }
 }
 
+/// `$from, $from+1, …`: `n` numbered placeholders, for an `IN (…)` list of values bound in
+/// that order.
+pub(crate) fn placeholders(from: usize, n: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(n * 6);
+    for i in from..from + n {
+        let sep = if i == from { "" } else { ", " };
+        let _ = write!(out, "{sep}${i}");
+    }
+    out
+}
+
 /// Rows per multi-row INSERT in [`insert_rows`].
 const ROWS_PER_STATEMENT: usize = 1_000;
 
@@ -883,6 +895,13 @@ mod tests {
     use sqlx::Row;
 
     use super::*;
+
+    #[test]
+    fn placeholders_number_from_where_the_list_starts() {
+        assert_eq!(placeholders(1, 0), "");
+        assert_eq!(placeholders(1, 1), "$1");
+        assert_eq!(placeholders(2, 3), "$2, $3, $4");
+    }
 
     /// Whether `conn` is the connection that made the marker table (a temporary table lives
     /// and dies with its connection, on both backends).

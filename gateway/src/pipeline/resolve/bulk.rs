@@ -21,7 +21,6 @@
 //! written meanwhile, and none commits before that write has.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::fmt::Write as _;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -38,7 +37,7 @@ use super::partners::Partners;
 use super::{Index, Link, Stored};
 use crate::foundation::audit::{self, Entry};
 use crate::foundation::metrics::elapsed_ms;
-use crate::foundation::store::{Cell, Staging};
+use crate::foundation::store::{placeholders, Cell, Staging};
 
 /// The fewest records new to the index for which a call takes the bulk path; fewer are
 /// upserted one at a time. Below it the bulk path's fixed cost (its reads of what the batch
@@ -615,7 +614,7 @@ async fn existing(
              WHERE ml.source = sr.source AND ml.local_id = sr.local_id AND ml.status = 'active') AS links \
              FROM source_records sr WHERE sr.source = $1 AND sr.local_id IN (",
         );
-        placeholders(&mut sql, 2, chunk.len());
+        sql.push_str(&placeholders(2, chunk.len()));
         sql.push(')');
         let mut q = sqlx::query(&sql).bind(source);
         for r in chunk {
@@ -636,14 +635,6 @@ async fn existing(
         }
     }
     Ok(out)
-}
-
-/// `$from, $from+1, …` for `n` values.
-fn placeholders(sql: &mut String, from: usize, n: usize) {
-    for i in 0..n {
-        let sep = if i == 0 { "" } else { ", " };
-        let _ = write!(sql, "{sep}${}", from + i);
-    }
 }
 
 /// A record blocking can reach: from the store, or placed earlier in the batch.
@@ -781,7 +772,7 @@ impl World {
                 let rule = w.rules[usize::from(r)].clone();
                 for chunk in keys.chunks(IN_CHUNK) {
                     let mut sql = format!("{SELECT} WHERE mk.rule = $1 AND mk.key IN (");
-                    placeholders(&mut sql, 2, chunk.len());
+                    sql.push_str(&placeholders(2, chunk.len()));
                     sql.push(')');
                     let mut q = sqlx::query(&sql).bind(&rule);
                     for k in chunk {
@@ -824,7 +815,7 @@ impl World {
                          ON sr.source = ri.source AND sr.local_id = ri.local_id \
                          WHERE sr.child_id IS NOT NULL AND ri.kind = $1 AND ri.value IN (",
                     );
-                    placeholders(&mut sql, 2, chunk.len());
+                    sql.push_str(&placeholders(2, chunk.len()));
                     sql.push(')');
                     let mut q = sqlx::query(&sql).bind(kind);
                     for v in chunk {
@@ -864,7 +855,7 @@ impl World {
                     let mut sql = String::from(
                         "SELECT value, n, sq FROM match_terms WHERE comparison = $1 AND value IN (",
                     );
-                    placeholders(&mut sql, 2, chunk.len());
+                    sql.push_str(&placeholders(2, chunk.len()));
                     sql.push(')');
                     let mut q = sqlx::query(&sql).bind(c.as_str());
                     for v in chunk {
@@ -945,7 +936,7 @@ impl World {
                 "SELECT local_id, child_id FROM match_links WHERE source = $1 \
                  AND status IN ('rejected', 'split') AND local_id IN (",
             );
-            placeholders(&mut sql, 2, chunk.len());
+            sql.push_str(&placeholders(2, chunk.len()));
             sql.push(')');
             let mut q = sqlx::query(&sql).bind(source);
             for n in chunk {
@@ -1027,7 +1018,7 @@ impl World {
             let mut sql = String::from(
                 "SELECT child_id, source, local_id, identifiers, demographics FROM source_records WHERE child_id IN (",
             );
-            placeholders(&mut sql, 1, chunk.len());
+            sql.push_str(&placeholders(1, chunk.len()));
             sql.push(')');
             let mut q = sqlx::query(&sql);
             for c in chunk {

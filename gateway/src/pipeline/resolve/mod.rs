@@ -32,7 +32,7 @@ use sqlx::Row;
 use weft_adapters::{Demographics, Probe, SourceRecord};
 
 use crate::foundation::audit;
-use crate::foundation::store::Store;
+use crate::foundation::store::{placeholders, Store};
 use crate::pipeline::resolve::linkage::{stored_record, Grade, Matcher, NewLink};
 use crate::pipeline::resolve::partners::Partners;
 use crate::sources::{Source, Sources};
@@ -315,11 +315,10 @@ impl Index {
             if chunk.is_empty() {
                 continue;
             }
-            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT DISTINCT child_id FROM source_records \
                  WHERE restricted = 1 AND child_id IN ({})",
-                marks.join(", ")
+                placeholders(1, chunk.len())
             );
             let mut q = sqlx::query(&sql);
             for c in chunk {

@@ -20,7 +20,7 @@ use sqlx::Row;
 use super::facts::{self, Facts, StoredExclusion, StoredTerm};
 use super::places::Areas;
 use super::table::Pupil;
-use crate::foundation::store::{Backend, Store};
+use crate::foundation::store::{placeholders, Backend, Store};
 
 /// A source the report reads, and the time of the data it has from it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -51,13 +51,6 @@ pub struct Loaded {
     pub sources: Vec<SourceUsed>,
     /// Attendance rows whose term could not be read (`Week 3`), left out of every count.
     pub unplaced_terms: usize,
-}
-
-fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// When the source's data was last applied: a rejected or refused drop leaves the data of the
