@@ -31,7 +31,7 @@ use weft_sim::cohort::{search_split, CohortRecord};
 
 use crate::cli::bench::cpu::{cpu_time, peak_memory_mib, percentile};
 use crate::cli::bench::ms;
-use crate::foundation::store::{insert_rows, Backend, Cell, Store};
+use crate::foundation::store::{insert_rows, Backend, Store};
 use crate::pipeline::resolve::linkage::{Grade, MAX_CANDIDATES};
 use crate::pipeline::resolve::{Found, Index, Search, Stored};
 
@@ -651,7 +651,7 @@ pub(crate) async fn load_new(
     insert_rows(
         &mut tx,
         backend,
-        "source_records (source, local_id, child_id, identifiers, demographics, match_key, link_method, updated_at)",
+        "source_records (source, local_id, child_id, identifiers, demographics, link_method, updated_at)",
         records.iter().zip(&stored).zip(&children).map(|((r, s), c)| {
             [
                 source.into(),
@@ -659,7 +659,6 @@ pub(crate) async fn load_new(
                 c.as_str().into(),
                 s.identifiers.as_str().into(),
                 s.demographics.as_str().into(),
-                Cell::Text(s.key.as_deref()),
                 "new".into(),
                 now.into(),
             ]
@@ -792,7 +791,7 @@ mod tests {
             );
         }
         for sql in [
-            "SELECT source, local_id, identifiers, demographics, match_key, link_method FROM source_records",
+            "SELECT source, local_id, identifiers, demographics, link_method FROM source_records",
             "SELECT rule, key, source, local_id, form FROM match_keys",
             "SELECT kind, value, source, local_id FROM record_identifiers",
             "SELECT comparison, value, CAST(n AS TEXT), CAST(sq AS TEXT) FROM match_terms",

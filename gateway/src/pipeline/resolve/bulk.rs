@@ -1320,7 +1320,7 @@ async fn write(
             .map(|c| [Cell::from(c.as_str()), now.as_str().into()]),
     )?;
     let records = staging.stage(
-        "source_records (source, local_id, child_id, identifiers, demographics, match_key, link_method, updated_at, restricted)",
+        "source_records (source, local_id, child_id, identifiers, demographics, link_method, updated_at, restricted)",
         new.iter().zip(placements).map(|(n, p)| {
             [
                 Cell::from(source),
@@ -1328,7 +1328,6 @@ async fn write(
                 p.child.as_str().into(),
                 n.stored.identifiers.as_str().into(),
                 n.stored.demographics.as_str().into(),
-                Cell::Text(n.stored.key.as_deref()),
                 p.method.as_str().into(),
                 now.as_str().into(),
                 Cell::Int(n.stored.restricted),

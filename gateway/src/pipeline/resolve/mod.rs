@@ -64,8 +64,6 @@ pub(crate) struct Stored {
     checked: Vec<Checked>,
     /// Whether any identifier failed its check.
     pub flagged: bool,
-    /// `source_records.match_key`.
-    pub key: Option<String>,
     /// What the matcher sees: demographics and the verified identifiers only.
     pub record: Record,
     /// `source_records.identifiers`: every identifier, checked, the invalid ones flagged.
@@ -81,7 +79,6 @@ impl Stored {
         let checked = Self::check(rec);
         Self {
             flagged: checked.iter().any(|c| !c.valid),
-            key: match_key(&rec.demographics),
             record: Self::record_from(rec, &checked),
             identifiers: serde_json::to_string(&checked).unwrap_or_else(|_| "[]".into()),
             demographics: serde_json::to_string(&rec.demographics).unwrap_or_else(|_| "{}".into()),
@@ -437,7 +434,6 @@ impl Index {
         let stored = Stored::new(rec);
         let Stored {
             flagged,
-            key,
             record,
             identifiers,
             demographics,
@@ -477,12 +473,11 @@ impl Index {
         let child = match before.as_ref().and_then(|b| b.child.clone()) {
             Some(child) => {
                 sqlx::query(
-                    "UPDATE source_records SET identifiers = $1, demographics = $2, match_key = $3, updated_at = $4, \
-                     restricted = $7 WHERE source = $5 AND local_id = $6",
+                    "UPDATE source_records SET identifiers = $1, demographics = $2, updated_at = $3, \
+                     restricted = $6 WHERE source = $4 AND local_id = $5",
                 )
                 .bind(identifiers)
                 .bind(demographics)
-                .bind(key.as_deref())
                 .bind(&now)
                 .bind(source)
                 .bind(&rec.local_id)
@@ -527,11 +522,11 @@ impl Index {
                 // A row without a child is only rewritten; a new record is added.
                 let sql = if existing.is_some() {
                     "UPDATE source_records SET child_id = $3, identifiers = $4, demographics = $5, \
-                     match_key = $6, link_method = $7, updated_at = $8, restricted = $9 \
+                     link_method = $6, updated_at = $7, restricted = $8 \
                      WHERE source = $1 AND local_id = $2"
                 } else {
-                    "INSERT INTO source_records (source, local_id, child_id, identifiers, demographics, match_key, link_method, updated_at, restricted) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                    "INSERT INTO source_records (source, local_id, child_id, identifiers, demographics, link_method, updated_at, restricted) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
                 };
                 sqlx::query(sql)
                     .bind(source)
@@ -539,7 +534,6 @@ impl Index {
                     .bind(&placement.child)
                     .bind(identifiers)
                     .bind(demographics)
-                    .bind(key.as_deref())
                     .bind(&placement.method)
                     .bind(&now)
                     .bind(*restricted)
@@ -777,24 +771,6 @@ fn child_ids(rows: &[sqlx::any::AnyRow]) -> Result<Vec<String>, sqlx::Error> {
 
 fn child_ids_col(rows: &[sqlx::any::AnyRow], col: &str) -> Result<Vec<String>, sqlx::Error> {
     rows.iter().map(|r| r.try_get(col)).collect()
-}
-
-/// Family name, first given name and date of birth, normalised: lower case, letters only.
-/// `None` unless all three are present, so a partial record never matches by accident.
-pub fn match_key(d: &Demographics) -> Option<String> {
-    let letters = |s: &str| -> String {
-        s.chars()
-            .filter(|c| c.is_alphabetic())
-            .flat_map(char::to_lowercase)
-            .collect()
-    };
-    let family = letters(d.family_name.as_deref()?);
-    let given = letters(d.given_name.as_deref()?.split_whitespace().next()?);
-    let dob = d.birth_date.as_deref()?.trim();
-    if family.is_empty() || given.is_empty() || dob.is_empty() {
-        return None;
-    }
-    Some(format!("{family}|{given}|{dob}"))
 }
 
 #[cfg(test)]
@@ -1051,19 +1027,6 @@ mod tests {
             !exact(&r),
             "PDS's partial match is not linked on demographics"
         );
-    }
-
-    #[test]
-    fn match_key_needs_all_three() {
-        let mut d = Demographics {
-            family_name: Some("Smith-Jones".into()),
-            given_name: Some("Mary Ann".into()),
-            birth_date: Some("2012-01-02".into()),
-            ..Default::default()
-        };
-        assert_eq!(match_key(&d).unwrap(), "smithjones|mary|2012-01-02");
-        d.birth_date = None;
-        assert!(match_key(&d).is_none());
     }
 
     fn listed(id: &str, records: Vec<SourceRecord>) -> std::sync::Arc<Source> {
