@@ -619,9 +619,11 @@ pub async fn view(args: ViewArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The process ids of PostgreSQL's backends serving the benchmark's database (none when the
-/// store is SQLite, or PostgreSQL cannot be asked).
-async fn backends(url: &str) -> Vec<i32> {
+/// The process ids of PostgreSQL's backends serving the benchmark's connections to its
+/// database (none when the store is SQLite, or PostgreSQL cannot be asked). Autovacuum's
+/// workers are left out: whether one runs during a measurement is PostgreSQL's choice, not the
+/// work measured.
+pub(crate) async fn backends(url: &str) -> Vec<i32> {
     use sqlx::Connection;
     if !url.starts_with("postgres") {
         return Vec::new();
@@ -631,7 +633,7 @@ async fn backends(url: &str) -> Vec<i32> {
     };
     let pids = sqlx::query_scalar::<_, i32>(
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
-         AND pid <> pg_backend_pid()",
+         AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
     )
     .fetch_all(&mut conn)
     .await
