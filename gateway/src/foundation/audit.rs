@@ -19,7 +19,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
-use crate::foundation::store::{Backend, Cell, Staging, Store};
+use crate::foundation::store::{placeholders, Backend, Cell, Staging, Store};
 
 pub mod checkpoint;
 
@@ -308,14 +308,10 @@ fn link(head: Head, entries: &[&Entry]) -> (Vec<Chained>, Head) {
 
 /// `VALUES` and `n` rows of twelve placeholders each, from `$1`.
 fn values(sql: &mut String, n: usize) {
-    use std::fmt::Write;
     sql.push_str("VALUES ");
     for i in 0..n {
         sql.push_str(if i > 0 { ", (" } else { "(" });
-        for k in 1..=12 {
-            let sep = if k > 1 { ", " } else { "" };
-            let _ = write!(sql, "{sep}${}", i * 12 + k);
-        }
+        sql.push_str(&placeholders(i * 12 + 1, 12));
         sql.push(')');
     }
 }

@@ -32,7 +32,7 @@ use weft_adapters::AdapterConfig;
 
 use crate::foundation::config::SourceConfig;
 use crate::foundation::metrics::elapsed_ms;
-use crate::foundation::store::{Backend, Cell, Store};
+use crate::foundation::store::{placeholders, Backend, Cell, Store};
 use crate::pipeline::resolve::bulk::After;
 use crate::pipeline::resolve::Index;
 use crate::read::area::facts::{self, Facts};
@@ -398,9 +398,7 @@ pub async fn import(
             for chunk in gone.chunks(500) {
                 let mut sql =
                     String::from("DELETE FROM import_records WHERE source = $1 AND local_id IN (");
-                for i in 0..chunk.len() {
-                    sql.push_str(&format!("{}${}", if i == 0 { "" } else { ", " }, i + 2));
-                }
+                sql.push_str(&placeholders(2, chunk.len()));
                 sql.push(')');
                 let mut q = sqlx::query(&sql).bind(source);
                 for id in chunk {
