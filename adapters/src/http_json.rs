@@ -113,9 +113,26 @@ const ID_PLACEHOLDER: &str = "{id}";
 /// Reads records from a JSON API through the configured pointers.
 pub struct HttpJsonAdapter {
     config: HttpJsonConfig,
+    record_url: RecordUrl,
     list_url: Option<Url>,
+    /// For each of `config.fields`, whether its value may be moved out of the record document
+    /// instead of copied ([`movable`]).
+    movable: Vec<bool>,
     client: reqwest::Client,
 }
+
+/// How a record's URL is made from `record_url` on every fetch.
+enum RecordUrl {
+    /// The template parsed once with [`MARK`] for the id, which only its path holds: a fetch
+    /// sets the path alone, and the scheme, host and query are not parsed again.
+    Path(Url),
+    /// Anywhere else (a query, say): the whole URL is parsed on every fetch.
+    Parsed,
+}
+
+/// Stands for the id in a parsed [`RecordUrl::Path`]: unreserved characters, so the URL
+/// parser leaves it as it is.
+const MARK: &str = "weft-record-id-8c1f";
 
 impl HttpJsonAdapter {
     /// Checks the whole configuration up front (URLs, pointers), so a typo shows at start-up as
@@ -130,6 +147,7 @@ impl HttpJsonAdapter {
             &config.record_url.replace(ID_PLACEHOLDER, "x"),
             "record_url",
         )?;
+        let record_url = RecordUrl::of(&config.record_url);
         let list_url = config
             .list_url
             .as_deref()
@@ -174,7 +192,9 @@ impl HttpJsonAdapter {
             config.tls.as_ref(),
         )?;
         Ok(Self {
+            movable: movable(&config.fields),
             config,
+            record_url,
             list_url,
             client,
         })
@@ -186,14 +206,51 @@ impl HttpJsonAdapter {
         if matches!(local_id, "" | "." | "..") {
             return Ok(None);
         }
-        let url = self
-            .config
-            .record_url
-            .replace(ID_PLACEHOLDER, &percent_encode(local_id));
+        let id = percent_encode(local_id);
+        if let RecordUrl::Path(template) = &self.record_url {
+            let mut url = template.clone();
+            url.set_path(&template.path().replace(MARK, &id));
+            return Ok(Some(url));
+        }
+        let url = self.config.record_url.replace(ID_PLACEHOLDER, &id);
         Url::parse(&url)
             .map(Some)
             .map_err(|e| AdapterError::Config(format!("record_url: {e}")))
     }
+}
+
+impl RecordUrl {
+    /// [`RecordUrl::Path`] when the template's every `{id}` lies in its path, and nothing
+    /// else in it could be taken for the mark.
+    fn of(template: &str) -> RecordUrl {
+        let ids = template.matches(ID_PLACEHOLDER).count();
+        if template.contains(MARK) {
+            return RecordUrl::Parsed;
+        }
+        match Url::parse(&template.replace(ID_PLACEHOLDER, MARK)) {
+            Ok(url) if url.path().matches(MARK).count() == ids => RecordUrl::Path(url),
+            _ => RecordUrl::Parsed,
+        }
+    }
+}
+
+/// For each field, whether no other field's pointer is the same, inside it or around it: only
+/// then can its value be moved out of the document without another field missing it.
+fn movable(fields: &[FieldMapping]) -> Vec<bool> {
+    let overlap = |a: &str, b: &str| {
+        let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+        long.starts_with(short) && matches!(long.as_bytes().get(short.len()), None | Some(b'/'))
+    };
+    fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            !fields
+                .iter()
+                .enumerate()
+                .any(|(j, g)| i != j && overlap(&f.pointer, &g.pointer))
+        })
+        .collect()
 }
 
 fn http_url(url: &str, what: &str) -> Result<Url, AdapterError> {
@@ -291,17 +348,19 @@ fn source_record(element: &Value, identity: &IdentityPointers) -> Option<SourceR
 }
 
 /// A record document as view items. A pointer that finds nothing yields no item; one that finds
-/// `null` yields a null item, because the source said so explicitly.
-fn record_items(document: &Value, fields: &[FieldMapping]) -> Vec<Item> {
+/// `null` yields a null item, because the source said so explicitly. The value of a field
+/// whose pointer no other field's overlaps ([`movable`]) is moved out of the document.
+fn record_items(mut document: Value, fields: &[FieldMapping], movable: &[bool]) -> Vec<Item> {
     fields
         .iter()
-        .filter_map(|f| {
-            let value = document.pointer(&f.pointer)?;
-            Some(Item::new(
-                f.category.as_str(),
-                f.field.as_str(),
-                value.clone(),
-            ))
+        .zip(movable)
+        .filter_map(|(f, &movable)| {
+            let value = if movable {
+                document.pointer_mut(&f.pointer).map(Value::take)?
+            } else {
+                document.pointer(&f.pointer)?.clone()
+            };
+            Some(Item::new(f.category.as_str(), f.field.as_str(), value))
         })
         .collect()
 }
@@ -366,7 +425,7 @@ impl Adapter for HttpJsonAdapter {
         if !document.is_object() {
             return Err(AdapterError::Protocol("record is not a JSON object".into()));
         }
-        let items = record_items(&document, &self.config.fields);
+        let items = record_items(document, &self.config.fields, &self.movable);
         tracing::debug!(items = items.len(), "JSON fetch");
         Ok(Some(items))
     }
@@ -432,5 +491,108 @@ mod tests {
             let r = source_record(&serde_json::json!({"id": 1, "refuge": refuge}), &identity);
             assert_eq!(r.unwrap().restricted, restricted);
         }
+    }
+
+    fn adapter(record_url: &str, pointers: &[&str]) -> HttpJsonAdapter {
+        HttpJsonAdapter::new(HttpJsonConfig {
+            record_url: record_url.into(),
+            list_url: None,
+            list_pointer: String::new(),
+            bearer_token: None,
+            tls: None,
+            identity: IdentityPointers {
+                local_id: "/id".into(),
+                ..IdentityPointers::default()
+            },
+            fields: pointers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| FieldMapping {
+                    pointer: (*p).into(),
+                    field: format!("f{i}"),
+                    category: "police.incidents".into(),
+                })
+                .collect(),
+        })
+        .unwrap()
+    }
+
+    /// A record's URL made by setting the parsed template's path is the URL the whole
+    /// template would parse to, and a template with the id outside its path is parsed whole.
+    #[test]
+    fn a_record_url_is_the_template_parsed_with_the_id() {
+        let templates = [
+            ("http://127.0.0.1:8080/people/{id}", true),
+            (
+                "https://police.example/api/v2/{id}/record?view=full#top",
+                true,
+            ),
+            ("https://police.example/a%20b/{id}.json", true),
+            ("https://police.example/x/.{id}/y", true),
+            ("https://police.example/{id}/{id}", true),
+            ("https://police.example/people?id={id}", false),
+            ("https://police.example/people#{id}", false),
+            ("https://police.example/{id}/../people", false),
+        ];
+        let ids = ["POL-3210-P", "a b/c?d#e%", "é", "x.y", ".x", "..a", "~_-"];
+        for (template, path) in templates {
+            let a = adapter(template, &[]);
+            assert_eq!(
+                matches!(a.record_url, RecordUrl::Path(_)),
+                path,
+                "{template}"
+            );
+            for id in ids {
+                let whole =
+                    Url::parse(&template.replace(ID_PLACEHOLDER, &percent_encode(id))).unwrap();
+                assert_eq!(a.record_url(id).unwrap(), Some(whole), "{template} {id}");
+            }
+        }
+    }
+
+    /// Moving values out of the document gives every field what copying them would, however
+    /// the fields' pointers overlap.
+    #[test]
+    fn record_items_are_the_documents_values_whichever_fields_overlap() {
+        let document = serde_json::json!({
+            "incidents": [{"type": "Concern", "at": "2025-09-01"}, {"type": "Assault"}],
+            "incidentsCount": 2,
+            "a/b": {"c": true},
+            "worker": null,
+        });
+        let pointers = [
+            "/incidents",
+            "/incidents/0/type",
+            "/incidentsCount",
+            "/incidents/1",
+            "/a~1b",
+            "/a~1b/c",
+            "/worker",
+            "/missing",
+            "/incidentsCount",
+        ];
+        let a = adapter("http://127.0.0.1/people/{id}", &pointers);
+        assert_eq!(
+            a.movable,
+            [false, false, false, false, false, false, true, true, false]
+        );
+        let items = record_items(document.clone(), &a.config.fields, &a.movable);
+        let expected: Vec<Item> = a
+            .config
+            .fields
+            .iter()
+            .filter_map(|f| {
+                let value = document.pointer(&f.pointer)?.clone();
+                Some(Item::new(f.category.as_str(), f.field.as_str(), value))
+            })
+            .collect();
+        assert_eq!(items, expected);
+        assert_eq!(items.len(), 8);
+        let lone = adapter("http://127.0.0.1/people/{id}", &["/incidents", "/worker"]);
+        assert_eq!(lone.movable, [true, true]);
+        assert_eq!(
+            record_items(document.clone(), &lone.config.fields, &lone.movable)[0].value,
+            document["incidents"]
+        );
     }
 }
