@@ -1,9 +1,11 @@
 use clap::Parser;
 
+mod alloc;
+
 /// The gateway allocates many small, short-lived buffers per request (JSON, HTTP, TLS records)
 /// across worker threads, where mimalloc measurably beats the system allocator.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::MiMalloc = alloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = weft::cli::Cli::parse();
