@@ -650,7 +650,7 @@ struct Known {
 /// What the walk of a block list reads of a record in `known` before it scores it, in a dense
 /// array beside `known`: in a large census most records a block holds are passed over on these
 /// alone (another part in a split block, the record itself, another UPN), and reading each
-/// from its `Known` and the strings that hangs off cost a cache miss for every record visited.
+/// from its `Known` and the strings that hang off it cost a cache miss for every record visited.
 #[derive(Clone, Copy)]
 struct Glance {
     /// The place in `known` of the first entry for this `(source, local_id)`: the same for
